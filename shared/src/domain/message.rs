@@ -1,0 +1,56 @@
+//! A message as Holub keeps it: what was asked, and everything that happened to it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ids::{BatchId, MessageId, TenantId};
+use super::money::Kopiyky;
+use super::phone::PhoneNumber;
+use super::segments::Encoding;
+use super::sender::SenderId;
+use super::status::MessageStatus;
+
+/// One SMS (of one or more parts) to one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: MessageId,
+    pub tenant_id: TenantId,
+    pub batch_id: Option<BatchId>,
+    pub to: PhoneNumber,
+    pub from: SenderId,
+    /// The text as sent (after transliteration, when asked for).
+    pub text: String,
+    pub encoding: Encoding,
+    pub segments: u16,
+    pub status: MessageStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// When a scheduled message is to be released.
+    pub send_at: Option<DateTime<Utc>>,
+    /// After this instant the message is no longer worth delivering: no more retries, and
+    /// without a final receipt it becomes `expired`.
+    pub expires_at: DateTime<Utc>,
+    pub callback_url: Option<String>,
+    pub reference: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub cost: Option<Kopiyky>,
+    pub error: Option<MessageError>,
+    /// Submissions tried so far (a retryable failure hands the message back to the queue).
+    pub attempts: u32,
+    pub history: Vec<StatusChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub status: MessageStatus,
+    pub at: DateTime<Utc>,
+}
+
+/// Why a message failed, in words a customer can act on, with a stable code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageError {
+    pub code: String,
+    pub message: String,
+}

@@ -1,0 +1,20 @@
+//! The pure domain: values that can only hold valid data, and the rules of SMS.
+
+pub mod ids;
+pub mod message;
+pub mod money;
+pub mod phone;
+pub mod segments;
+pub mod sender;
+pub mod status;
+pub mod text;
+pub mod transliteration;
+
+pub use message::{Message, MessageError, StatusChange};
+pub use ids::{BatchId, IdempotencyKey, MessageId, TenantId};
+pub use money::Kopiyky;
+pub use phone::{Operator, PhoneError, PhoneNumber};
+pub use segments::{Encoding, Estimate};
+pub use sender::{SenderId, SenderIdError};
+pub use status::{MessageStatus, PartReceipt, StatusError};
+pub use text::{MessageText, TextError};

@@ -1,0 +1,26 @@
+//! The ports: the only ways services reach the outside world. Each backend (SQLite and the
+//! embedded queue on one machine; DynamoDB, SQS and Secrets Manager on AWS; the providers'
+//! HTTP APIs) implements them, and the services never know which one they hold.
+//!
+//! Every port error says whether trying again may help ([`Retryable`]), which is what the
+//! queue consumers use to decide between a retry and a dead end.
+
+pub mod clock;
+pub mod provider;
+pub mod queue;
+pub mod secrets;
+pub mod store;
+
+pub use clock::{Clock, SystemClock};
+pub use provider::{OutboundSms, ProviderError, SmsProvider, Submitted};
+pub use queue::{Delivery, Outgoing, Queue, QueueError, QueueName, ReceiptHandle};
+pub use secrets::{Secret, SecretError, SecretStore};
+pub use store::{
+    IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, Patch, StoreError, Tenant,
+    TenantStore, Transition,
+};
+
+/// Whether an operation that failed may succeed if tried again.
+pub trait Retryable {
+    fn is_retryable(&self) -> bool;
+}

@@ -1,0 +1,171 @@
+//! Storage of tenants, API keys, messages, idempotency records and receipts. SQLite on one
+//! machine, DynamoDB on AWS. Every change of a message's status is a conditional write: it
+//! applies only if the message is still in one of the states the caller expects, which is
+//! what makes claims, cancels and receipts safe under concurrency and redelivery.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::status::PartReceipt;
+use crate::domain::{
+    BatchId, IdempotencyKey, Kopiyky, Message, MessageError, MessageId, MessageStatus,
+    PhoneNumber, SenderId, TenantId,
+};
+
+use super::Retryable;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The idempotency key is already taken (by a concurrent request, or an earlier one).
+    #[error("the idempotency key is already used")]
+    IdempotencyKeyTaken,
+    /// A record with this identity already exists.
+    #[error("already exists")]
+    AlreadyExists,
+    #[error("the store is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// What the store holds cannot be read back into valid values.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl Retryable for StoreError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// The response stored under an idempotency key, replayed for a repeated request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub tenant_id: TenantId,
+    pub key: IdempotencyKey,
+    /// A hash of the request; the same key with another request is a conflict.
+    pub fingerprint: String,
+    pub status_code: u16,
+    pub body: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A conditional change of one message's status.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub tenant_id: TenantId,
+    pub id: MessageId,
+    /// Applies only if the message is in one of these states now.
+    pub from: Vec<MessageStatus>,
+    pub to: MessageStatus,
+    pub at: DateTime<Utc>,
+    pub patch: Patch,
+}
+
+/// Fields that change together with a status.
+#[derive(Debug, Clone, Default)]
+pub struct Patch {
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub cost: Option<Kopiyky>,
+    pub error: Option<MessageError>,
+    /// Count one more submission attempt.
+    pub count_attempt: bool,
+}
+
+/// Filters of `GET /v1/messages`; all optional, combined with AND.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub status: Option<MessageStatus>,
+    pub to: Option<PhoneNumber>,
+    pub from: Option<SenderId>,
+    pub batch_id: Option<BatchId>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    /// Newest first; continue after this id.
+    pub after: Option<MessageId>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub messages: Vec<Message>,
+    /// The id to pass as `after` for the next page, if there may be one.
+    pub next: Option<MessageId>,
+}
+
+/// A message reference found by a sweep (release of scheduled messages, expiry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef {
+    pub tenant_id: TenantId,
+    pub id: MessageId,
+}
+
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Stores new messages, all or none, together with the idempotency record if given.
+    /// Fails with [`StoreError::IdempotencyKeyTaken`] if the key exists.
+    async fn insert(
+        &self,
+        messages: &[Message],
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError>;
+
+    async fn idempotency(
+        &self,
+        tenant: &TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    async fn get(&self, tenant: &TenantId, id: &MessageId) -> Result<Option<Message>, StoreError>;
+
+    async fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<Page, StoreError>;
+
+    /// Applies each transition whose condition holds; returns, in order, the message after
+    /// the change, or `None` where the condition did not hold (or the message is unknown).
+    async fn transition(&self, changes: &[Transition]) -> Result<Vec<Option<Message>>, StoreError>;
+
+    /// The message a provider's id belongs to.
+    async fn find_by_provider_id(
+        &self,
+        provider: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<MessageRef>, StoreError>;
+
+    /// Records one part's receipt (duplicates are kept once) and returns all receipts of the
+    /// message so far.
+    async fn add_receipt(
+        &self,
+        message: &MessageRef,
+        receipt: &PartReceipt,
+    ) -> Result<Vec<PartReceipt>, StoreError>;
+
+    /// Scheduled messages whose `send_at` is at or before `now`, oldest first.
+    async fn due_scheduled(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<MessageRef>, StoreError>;
+
+    /// Messages not yet in a terminal state whose validity ended at or before `now`.
+    async fn past_validity(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<MessageRef>, StoreError>;
+}
+
+/// A tenant as stored; its API keys are stored only as hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    /// Stores a tenant with the hash of its first API key.
+    async fn create_tenant(&self, tenant: &Tenant, key_hash: &str) -> Result<(), StoreError>;
+
+    /// The tenant whose API key hashes to `key_hash`.
+    async fn tenant_by_key_hash(&self, key_hash: &str) -> Result<Option<TenantId>, StoreError>;
+}

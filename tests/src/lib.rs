@@ -1,0 +1,1 @@
+//! Holub's end-to-end suites live in `tests/`; this library holds what they share.
