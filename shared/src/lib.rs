@@ -5,5 +5,6 @@
 //! - [`ports`]: the traits through which services reach the outside world;
 //! - services and adapters (added by the crates that run Holub) are written against the ports.
 
+pub mod adapters;
 pub mod domain;
 pub mod ports;

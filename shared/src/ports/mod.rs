@@ -12,12 +12,12 @@ pub mod secrets;
 pub mod store;
 
 pub use clock::{Clock, SystemClock};
-pub use provider::{OutboundSms, ProviderError, SmsProvider, Submitted};
+pub use provider::{OutboundSms, ProviderError, ProviderReceipt, SmsProvider, Submitted};
 pub use queue::{Delivery, Outgoing, Queue, QueueError, QueueName, ReceiptHandle};
 pub use secrets::{Secret, SecretError, SecretStore};
 pub use store::{
-    IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, Patch, StoreError, Tenant,
-    TenantStore, Transition,
+    IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, Patch, ReceiptTarget, StoreError,
+    Tenant, TenantStore, Transition,
 };
 
 /// Whether an operation that failed may succeed if tried again.

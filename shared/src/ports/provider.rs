@@ -68,4 +68,25 @@ pub trait SmsProvider: Send + Sync {
     fn name(&self) -> &str;
 
     async fn send(&self, sms: &OutboundSms) -> Result<Submitted, ProviderError>;
+
+    /// Submits several messages; one answer per message, in order. Providers with a bulk
+    /// request override this; the default sends them one by one, concurrently.
+    async fn send_many(&self, batch: &[OutboundSms]) -> Vec<Result<Submitted, ProviderError>> {
+        futures::future::join_all(batch.iter().map(|sms| self.send(sms))).await
+    }
+
+    /// What the provider knows of a message we may have submitted (by our id, passed as its
+    /// client-side id): `Some` if it took the message, `None` if it never saw it. This is how
+    /// a submission whose outcome was lost in a crash is resolved without sending twice.
+    async fn lookup(&self, id: &MessageId) -> Result<Option<Submitted>, ProviderError>;
+}
+
+/// One delivery report as a provider sent it, mapped to Holub's vocabulary: the provider's
+/// id of the message, which part it covers (1 for single-part messages), and the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderReceipt {
+    pub provider_message_id: String,
+    pub part: u16,
+    pub state: crate::domain::status::ReceiptState,
+    pub at: chrono::DateTime<chrono::Utc>,
 }

@@ -99,6 +99,13 @@ pub struct MessageRef {
     pub id: MessageId,
 }
 
+/// What a receipt needs to know of the message it reports on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptTarget {
+    pub message: MessageRef,
+    pub segments: u16,
+}
+
 #[async_trait]
 pub trait MessageStore: Send + Sync {
     /// Stores new messages, all or none, together with the idempotency record if given.
@@ -123,20 +130,20 @@ pub trait MessageStore: Send + Sync {
     /// the change, or `None` where the condition did not hold (or the message is unknown).
     async fn transition(&self, changes: &[Transition]) -> Result<Vec<Option<Message>>, StoreError>;
 
-    /// The message a provider's id belongs to.
-    async fn find_by_provider_id(
+    /// The messages that providers' ids belong to, in the order asked; `None` for ids that
+    /// no message carries.
+    async fn find_by_provider_ids(
         &self,
         provider: &str,
-        provider_message_id: &str,
-    ) -> Result<Option<MessageRef>, StoreError>;
+        provider_message_ids: &[String],
+    ) -> Result<Vec<Option<ReceiptTarget>>, StoreError>;
 
-    /// Records one part's receipt (duplicates are kept once) and returns all receipts of the
-    /// message so far.
-    async fn add_receipt(
+    /// Records part receipts (a duplicate of a stored receipt is kept once) and returns, for
+    /// each input in order, all receipts of that message so far, this batch's included.
+    async fn add_receipts(
         &self,
-        message: &MessageRef,
-        receipt: &PartReceipt,
-    ) -> Result<Vec<PartReceipt>, StoreError>;
+        receipts: &[(MessageRef, PartReceipt)],
+    ) -> Result<Vec<Vec<PartReceipt>>, StoreError>;
 
     /// Scheduled messages whose `send_at` is at or before `now`, oldest first.
     async fn due_scheduled(
@@ -145,12 +152,13 @@ pub trait MessageStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<MessageRef>, StoreError>;
 
-    /// Messages not yet in a terminal state whose validity ended at or before `now`.
+    /// Messages not yet in a terminal state whose validity ended at or before `now`, with
+    /// their current status, oldest validity first.
     async fn past_validity(
         &self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<MessageRef>, StoreError>;
+    ) -> Result<Vec<(MessageRef, MessageStatus)>, StoreError>;
 }
 
 /// A tenant as stored; its API keys are stored only as hashes.

@@ -1,0 +1,4 @@
+//! Adapters: the ports implemented for each backend.
+
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
