@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,9 +15,21 @@ use ulid::Ulid;
 pub struct MessageId(Ulid);
 
 impl MessageId {
-    /// A new id stamped with `at` (the clock port's time) and 80 random bits.
+    /// A new id stamped with `at` (the clock port's time) and 80 random bits. Within one
+    /// process ids are strictly increasing, also within one millisecond, so newest-first
+    /// pages and cursors follow the order messages were accepted in.
     pub fn generate(at: DateTime<Utc>) -> Self {
-        MessageId(Ulid::from_datetime(at.into()))
+        static GENERATOR: Mutex<Option<ulid::Generator>> = Mutex::new(None);
+        let fallback = || Ulid::from_datetime(at.into());
+        let id = match GENERATOR.lock() {
+            Ok(mut guard) => guard
+                .get_or_insert_with(ulid::Generator::new)
+                .generate_from_datetime(at.into())
+                // Only when 2^80 ids were made in one millisecond, or the clock went back.
+                .unwrap_or_else(|_| fallback()),
+            Err(_) => fallback(),
+        };
+        MessageId(id)
     }
 
     /// The millisecond timestamp encoded in the id.

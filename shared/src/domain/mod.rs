@@ -10,11 +10,11 @@ pub mod status;
 pub mod text;
 pub mod transliteration;
 
-pub use message::{Message, MessageError, StatusChange};
 pub use ids::{BatchId, IdempotencyKey, MessageId, TenantId};
+pub use message::{Message, MessageError, StatusChange};
 pub use money::Kopiyky;
 pub use phone::{Operator, PhoneError, PhoneNumber};
 pub use segments::{Encoding, Estimate};
 pub use sender::{SenderId, SenderIdError};
 pub use status::{MessageStatus, PartReceipt, StatusError};
-pub use text::{MessageText, TextError};
+pub use text::{MessageText, TextError, TextEstimate};

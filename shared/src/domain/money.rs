@@ -103,7 +103,16 @@ mod tests {
         for (s, k) in cases {
             assert_eq!(Kopiyky::parse_hryvnias(s), Ok(Kopiyky(k)), "{s}");
         }
-        for s in ["", ".", "1.234", "abc", "1.2.3", "1e3", "--1", "99999999999999999999"] {
+        for s in [
+            "",
+            ".",
+            "1.234",
+            "abc",
+            "1.2.3",
+            "1e3",
+            "--1",
+            "99999999999999999999",
+        ] {
             assert!(Kopiyky::parse_hryvnias(s).is_err(), "{s}");
         }
     }
@@ -112,6 +121,9 @@ mod tests {
     fn displays_in_hryvnias() {
         assert_eq!(Kopiyky(1234).to_string(), "12.34 UAH");
         assert_eq!(Kopiyky(-5).to_string(), "-0.05 UAH");
-        assert_eq!([Kopiyky(85), Kopiyky(15)].into_iter().sum::<Kopiyky>(), Kopiyky(100));
+        assert_eq!(
+            [Kopiyky(85), Kopiyky(15)].into_iter().sum::<Kopiyky>(),
+            Kopiyky(100)
+        );
     }
 }

@@ -173,12 +173,9 @@ impl PhoneNumber {
     }
 
     fn ukrainian(nsn: &str) -> Result<Self, PhoneError> {
+        // With a national or country prefix typed, a short number is a truncated one.
         if nsn.len() < UA_NSN_LEN {
-            return Err(if nsn.len() + 1 <= SHORT_CODE_MAX_DIGITS {
-                PhoneError::ShortCode
-            } else {
-                PhoneError::TooShort
-            });
+            return Err(PhoneError::TooShort);
         }
         if nsn.len() > UA_NSN_LEN {
             return Err(PhoneError::TooLong);
@@ -213,8 +210,8 @@ impl PhoneNumber {
         if !phonenumber::is_valid(&parsed) {
             return Err(PhoneError::InvalidInternational);
         }
-        use phonenumber::metadata::DATABASE;
         use phonenumber::Type;
+        use phonenumber::metadata::DATABASE;
         match parsed.number_type(&DATABASE) {
             Type::FixedLine | Type::TollFree | Type::PremiumRate | Type::SharedCost => {
                 return Err(PhoneError::NotMobile);
@@ -359,7 +356,11 @@ mod tests {
             ("12345678901234567890", PhoneError::TooLong),
         ];
         for (input, expected) in cases {
-            assert_eq!(PhoneNumber::parse(input), Err(expected.clone()), "{input:?}");
+            assert_eq!(
+                PhoneNumber::parse(input),
+                Err(expected.clone()),
+                "{input:?}"
+            );
         }
     }
 

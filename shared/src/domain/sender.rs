@@ -97,7 +97,10 @@ mod tests {
         assert_eq!(SenderId::parse("Holub").unwrap().as_str(), "Holub");
         assert_eq!(SenderId::parse("Shop24").unwrap().as_str(), "Shop24");
         assert_eq!(SenderId::parse("ABC").unwrap().as_str(), "ABC");
-        assert_eq!(SenderId::parse("Abcdefghijk").unwrap().as_str(), "Abcdefghijk");
+        assert_eq!(
+            SenderId::parse("Abcdefghijk").unwrap().as_str(),
+            "Abcdefghijk"
+        );
         assert_eq!(
             SenderId::parse("+380 67 123 45 67").unwrap(),
             SenderId::Phone(PhoneNumber::parse("0671234567").unwrap())
@@ -108,10 +111,25 @@ mod tests {
     fn bad_senders() {
         assert_eq!(SenderId::parse(""), Err(SenderIdError::Empty));
         assert_eq!(SenderId::parse("AB"), Err(SenderIdError::BadLength));
-        assert_eq!(SenderId::parse("Abcdefghijkl"), Err(SenderIdError::BadLength));
-        assert_eq!(SenderId::parse("Holub Shop"), Err(SenderIdError::InvalidCharacter));
-        assert_eq!(SenderId::parse("Голуб"), Err(SenderIdError::InvalidCharacter));
-        assert_eq!(SenderId::parse("Shop_24"), Err(SenderIdError::InvalidCharacter));
-        assert!(matches!(SenderId::parse("044 123 45 67"), Err(SenderIdError::Phone(_))));
+        assert_eq!(
+            SenderId::parse("Abcdefghijkl"),
+            Err(SenderIdError::BadLength)
+        );
+        assert_eq!(
+            SenderId::parse("Holub Shop"),
+            Err(SenderIdError::InvalidCharacter)
+        );
+        assert_eq!(
+            SenderId::parse("Голуб"),
+            Err(SenderIdError::InvalidCharacter)
+        );
+        assert_eq!(
+            SenderId::parse("Shop_24"),
+            Err(SenderIdError::InvalidCharacter)
+        );
+        assert!(matches!(
+            SenderId::parse("044 123 45 67"),
+            Err(SenderIdError::Phone(_))
+        ));
     }
 }

@@ -243,16 +243,20 @@ pub fn aggregate_parts(parts: u16, receipts: &[PartReceipt]) -> Option<MessageSt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use MessageStatus::*;
     use chrono::TimeZone;
     use proptest::prelude::*;
-    use MessageStatus::*;
 
     fn at(second: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, second).unwrap()
     }
 
     fn receipt(part: u16, state: ReceiptState, second: u32) -> PartReceipt {
-        PartReceipt { part, state, at: at(second) }
+        PartReceipt {
+            part,
+            state,
+            at: at(second),
+        }
     }
 
     #[test]

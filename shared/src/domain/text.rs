@@ -106,6 +106,32 @@ impl MessageText {
     }
 }
 
+/// How a text would travel, with the text as it would be sent: what `holub estimate` prints
+/// and `POST /v1/estimate` answers. Any text can be measured, even one too long to send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TextEstimate {
+    #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", schema(inline, value_type = Object))]
+    pub estimate: Estimate,
+    /// The text as sent, after transliteration when asked for.
+    pub text: String,
+}
+
+impl TextEstimate {
+    pub fn of(raw: &str, transliterate: bool) -> Self {
+        let text = if transliterate {
+            transliteration::transliterate(raw)
+        } else {
+            raw.to_owned()
+        };
+        TextEstimate {
+            estimate: segments::estimate(&text),
+            text,
+        }
+    }
+}
+
 impl std::fmt::Debug for MessageText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -123,20 +149,37 @@ mod tests {
 
     #[test]
     fn empty_and_blank_texts_are_refused() {
-        assert_eq!(MessageText::new("", TextPolicy::default()), Err(TextError::Empty));
-        assert_eq!(MessageText::new(" \n ", TextPolicy::default()), Err(TextError::Empty));
+        assert_eq!(
+            MessageText::new("", TextPolicy::default()),
+            Err(TextError::Empty)
+        );
+        assert_eq!(
+            MessageText::new(" \n ", TextPolicy::default()),
+            Err(TextError::Empty)
+        );
     }
 
     #[test]
     fn the_length_guard_counts_parts() {
         let ten_parts = "a".repeat(153 * 10);
-        assert_eq!(MessageText::new(&ten_parts, TextPolicy::default()).unwrap().segments(), 10);
+        assert_eq!(
+            MessageText::new(&ten_parts, TextPolicy::default())
+                .unwrap()
+                .segments(),
+            10
+        );
         let eleven = "a".repeat(153 * 10 + 1);
         assert_eq!(
             MessageText::new(&eleven, TextPolicy::default()),
-            Err(TextError::TooLong { segments: 11, max: 10 })
+            Err(TextError::TooLong {
+                segments: 11,
+                max: 10
+            })
         );
-        let policy = TextPolicy { max_parts: 1, ..TextPolicy::default() };
+        let policy = TextPolicy {
+            max_parts: 1,
+            ..TextPolicy::default()
+        };
         assert!(MessageText::new(&"ї".repeat(71), policy).is_err());
         assert!(MessageText::new(&"x".repeat(1_000_000), TextPolicy::default()).is_err());
     }
@@ -145,7 +188,10 @@ mod tests {
     fn transliteration_is_opt_in_and_makes_gsm7() {
         let plain = MessageText::new("Ваш код: 1234", TextPolicy::default()).unwrap();
         assert_eq!(plain.estimate().encoding, Encoding::Ucs2);
-        let policy = TextPolicy { transliterate: true, ..TextPolicy::default() };
+        let policy = TextPolicy {
+            transliterate: true,
+            ..TextPolicy::default()
+        };
         let latin = MessageText::new("Ваш код: 1234", policy).unwrap();
         assert_eq!(latin.as_str(), "Vash kod: 1234");
         assert_eq!(latin.estimate().encoding, Encoding::Gsm7);
