@@ -1,0 +1,343 @@
+//! Conversions between domain values and SQLite columns.
+//!
+//! Rows come out of SQLite as [`RawMessage`] (plain column values) and are parsed into
+//! domain values afterwards, outside the writer thread: a row that cannot be parsed is
+//! [`Failure::Corrupt`], never a panic.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use rusqlite::Row;
+use rusqlite::types::FromSql;
+
+use super::db::Failure;
+use crate::domain::status::{PartReceipt, ReceiptState};
+use crate::domain::{
+    BatchId, Encoding, Kopiyky, Message, MessageError, MessageId, MessageStatus, PhoneNumber,
+    SenderId, StatusChange, TenantId,
+};
+
+/// The columns of `messages` that make a [`Message`], in the order [`RawMessage::from_row`]
+/// reads them.
+macro_rules! message_columns {
+    () => {
+        "tenant_id, id, batch_id, to_number, sender, text, encoding, segments, status, \
+         created_at, updated_at, send_at, expires_at, callback_url, reference, metadata, \
+         provider, provider_message_id, cost, error_code, error_message, attempts, history"
+    };
+}
+pub(super) use message_columns;
+
+/// A timestamp as stored: nanoseconds since the epoch. Instants outside 1677–2262 cannot be
+/// stored exactly and are refused.
+pub(super) fn nanos(at: DateTime<Utc>) -> Result<i64, Failure> {
+    at.timestamp_nanos_opt().ok_or_else(|| {
+        Failure::Corrupt(format!(
+            "{at} is outside the years 1677 to 2262 that the store can hold"
+        ))
+    })
+}
+
+/// A timestamp as a bound of a comparison: instants out of range clamp to the extremes,
+/// which compares the same way.
+pub(super) fn nanos_bound(at: DateTime<Utc>) -> i64 {
+    at.timestamp_nanos_opt().unwrap_or(if at.timestamp() < 0 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
+}
+
+pub(super) fn from_nanos(nanos: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_nanos(nanos)
+}
+
+/// A count or limit as an SQLite integer.
+pub(super) fn sql_int(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Reads column `index`, calling a value of the wrong type corruption.
+pub(super) fn column<T: FromSql>(row: &Row<'_>, index: usize, name: &str) -> Result<T, Failure> {
+    row.get(index).map_err(|e| match e {
+        rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => {
+            Failure::Corrupt(format!("column {name}: {e}"))
+        }
+        other => Failure::from(other),
+    })
+}
+
+pub(super) fn parse<T: FromStr>(value: &str, what: &str) -> Result<T, Failure> {
+    value
+        .parse()
+        .map_err(|_| Failure::Corrupt(format!("{what} {value:?} cannot be parsed")))
+}
+
+pub(super) fn encoding_str(encoding: Encoding) -> &'static str {
+    encoding.as_str()
+}
+
+fn encoding_from(s: &str) -> Result<Encoding, Failure> {
+    [Encoding::Gsm7, Encoding::Ucs2]
+        .into_iter()
+        .find(|e| e.as_str() == s)
+        .ok_or_else(|| Failure::Corrupt(format!("unknown encoding {s:?}")))
+}
+
+pub(super) fn receipt_state_str(state: ReceiptState) -> &'static str {
+    match state {
+        ReceiptState::Enroute => "enroute",
+        ReceiptState::Delivered => "delivered",
+        ReceiptState::Undelivered => "undelivered",
+        ReceiptState::Expired => "expired",
+        ReceiptState::Rejected => "rejected",
+    }
+}
+
+fn receipt_state_from(s: &str) -> Result<ReceiptState, Failure> {
+    [
+        ReceiptState::Enroute,
+        ReceiptState::Delivered,
+        ReceiptState::Undelivered,
+        ReceiptState::Expired,
+        ReceiptState::Rejected,
+    ]
+    .into_iter()
+    .find(|state| receipt_state_str(*state) == s)
+    .ok_or_else(|| Failure::Corrupt(format!("unknown receipt state {s:?}")))
+}
+
+fn to_u16(n: i64, what: &str) -> Result<u16, Failure> {
+    u16::try_from(n).map_err(|_| Failure::Corrupt(format!("{what} {n} is out of range")))
+}
+
+/// A message's columns, ready to insert.
+pub(super) struct MessageRow {
+    tenant_id: String,
+    id: String,
+    batch_id: Option<String>,
+    to: String,
+    from: String,
+    text: String,
+    encoding: &'static str,
+    segments: i64,
+    status: &'static str,
+    created_at: i64,
+    updated_at: i64,
+    send_at: Option<i64>,
+    expires_at: i64,
+    callback_url: Option<String>,
+    reference: Option<String>,
+    metadata: Option<String>,
+    provider: Option<String>,
+    provider_message_id: Option<String>,
+    cost: Option<i64>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    attempts: i64,
+    history: String,
+    live: Option<i64>,
+}
+
+/// The `live` column for a status: 1 unless terminal.
+pub(super) fn live(status: MessageStatus) -> Option<i64> {
+    (!status.is_terminal()).then_some(1)
+}
+
+impl MessageRow {
+    pub(super) fn new(m: &Message) -> Result<Self, Failure> {
+        let json = |e: serde_json::Error| Failure::Corrupt(format!("cannot encode JSON: {e}"));
+        Ok(MessageRow {
+            tenant_id: m.tenant_id.as_str().to_owned(),
+            id: m.id.to_string(),
+            batch_id: m.batch_id.as_ref().map(|b| b.as_str().to_owned()),
+            to: m.to.as_e164().to_owned(),
+            from: m.from.as_str().to_owned(),
+            text: m.text.clone(),
+            encoding: encoding_str(m.encoding),
+            segments: i64::from(m.segments),
+            status: m.status.as_str(),
+            created_at: nanos(m.created_at)?,
+            updated_at: nanos(m.updated_at)?,
+            send_at: m.send_at.map(nanos).transpose()?,
+            expires_at: nanos(m.expires_at)?,
+            callback_url: m.callback_url.clone(),
+            reference: m.reference.clone(),
+            metadata: m
+                .metadata
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(json)?,
+            provider: m.provider.clone(),
+            provider_message_id: m.provider_message_id.clone(),
+            cost: m.cost.map(|c| c.0),
+            error_code: m.error.as_ref().map(|e| e.code.clone()),
+            error_message: m.error.as_ref().map(|e| e.message.clone()),
+            attempts: i64::from(m.attempts),
+            history: serde_json::to_string(&m.history).map_err(json)?,
+            live: live(m.status),
+        })
+    }
+
+    /// Inserts with a statement prepared from [`INSERT_MESSAGE`].
+    pub(super) fn insert(&self, stmt: &mut rusqlite::Statement<'_>) -> rusqlite::Result<usize> {
+        stmt.execute(rusqlite::params![
+            self.tenant_id,
+            self.id,
+            self.batch_id,
+            self.to,
+            self.from,
+            self.text,
+            self.encoding,
+            self.segments,
+            self.status,
+            self.created_at,
+            self.updated_at,
+            self.send_at,
+            self.expires_at,
+            self.callback_url,
+            self.reference,
+            self.metadata,
+            self.provider,
+            self.provider_message_id,
+            self.cost,
+            self.error_code,
+            self.error_message,
+            self.attempts,
+            self.history,
+            self.live,
+        ])
+    }
+}
+
+pub(super) const INSERT_MESSAGE: &str = concat!(
+    "INSERT INTO messages (",
+    message_columns!(),
+    ", live) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+     ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
+);
+
+/// A message's columns as read, not yet parsed.
+#[derive(Debug, Clone)]
+pub(super) struct RawMessage {
+    tenant_id: String,
+    id: String,
+    batch_id: Option<String>,
+    to: String,
+    from: String,
+    text: String,
+    encoding: String,
+    segments: i64,
+    status: String,
+    created_at: i64,
+    updated_at: i64,
+    send_at: Option<i64>,
+    expires_at: i64,
+    callback_url: Option<String>,
+    reference: Option<String>,
+    metadata: Option<String>,
+    provider: Option<String>,
+    provider_message_id: Option<String>,
+    cost: Option<i64>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    attempts: i64,
+    history: String,
+}
+
+impl RawMessage {
+    /// Reads the columns of [`message_columns!`] starting at column 0.
+    pub(super) fn from_row(row: &Row<'_>) -> Result<Self, Failure> {
+        Ok(RawMessage {
+            tenant_id: column(row, 0, "tenant_id")?,
+            id: column(row, 1, "id")?,
+            batch_id: column(row, 2, "batch_id")?,
+            to: column(row, 3, "to_number")?,
+            from: column(row, 4, "sender")?,
+            text: column(row, 5, "text")?,
+            encoding: column(row, 6, "encoding")?,
+            segments: column(row, 7, "segments")?,
+            status: column(row, 8, "status")?,
+            created_at: column(row, 9, "created_at")?,
+            updated_at: column(row, 10, "updated_at")?,
+            send_at: column(row, 11, "send_at")?,
+            expires_at: column(row, 12, "expires_at")?,
+            callback_url: column(row, 13, "callback_url")?,
+            reference: column(row, 14, "reference")?,
+            metadata: column(row, 15, "metadata")?,
+            provider: column(row, 16, "provider")?,
+            provider_message_id: column(row, 17, "provider_message_id")?,
+            cost: column(row, 18, "cost")?,
+            error_code: column(row, 19, "error_code")?,
+            error_message: column(row, 20, "error_message")?,
+            attempts: column(row, 21, "attempts")?,
+            history: column(row, 22, "history")?,
+        })
+    }
+
+    pub(super) fn into_message(self) -> Result<Message, Failure> {
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+            Failure::Corrupt(format!("message {}: {what}: {e}", self.id))
+        };
+        let error = match (self.error_code, self.error_message) {
+            (Some(code), Some(message)) => Some(MessageError { code, message }),
+            (None, None) => None,
+            _ => return Err(corrupt("error", &"code and message must be set together")),
+        };
+        Ok(Message {
+            id: parse::<MessageId>(&self.id, "message id")?,
+            tenant_id: parse::<TenantId>(&self.tenant_id, "tenant id")?,
+            batch_id: self
+                .batch_id
+                .as_deref()
+                .map(|b| parse::<BatchId>(b, "batch id"))
+                .transpose()?,
+            to: PhoneNumber::parse(&self.to).map_err(|e| corrupt("to", &e))?,
+            from: SenderId::parse(&self.from).map_err(|e| corrupt("from", &e))?,
+            text: self.text,
+            encoding: encoding_from(&self.encoding)?,
+            segments: to_u16(self.segments, "segments")?,
+            status: parse::<MessageStatus>(&self.status, "status")?,
+            created_at: from_nanos(self.created_at),
+            updated_at: from_nanos(self.updated_at),
+            send_at: self.send_at.map(from_nanos),
+            expires_at: from_nanos(self.expires_at),
+            callback_url: self.callback_url,
+            reference: self.reference,
+            metadata: self
+                .metadata
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| corrupt("metadata", &e))?,
+            provider: self.provider,
+            provider_message_id: self.provider_message_id,
+            cost: self.cost.map(Kopiyky),
+            error,
+            attempts: u32::try_from(self.attempts).map_err(|e| corrupt("attempts", &e))?,
+            history: serde_json::from_str::<Vec<StatusChange>>(&self.history)
+                .map_err(|e| corrupt("history", &e))?,
+        })
+    }
+}
+
+/// A part receipt's columns as read.
+#[derive(Debug, Clone)]
+pub(super) struct RawReceipt {
+    pub(super) part: i64,
+    pub(super) state: String,
+    pub(super) at: i64,
+}
+
+impl RawReceipt {
+    pub(super) fn into_receipt(self) -> Result<PartReceipt, Failure> {
+        Ok(PartReceipt {
+            part: to_u16(self.part, "receipt part")?,
+            state: receipt_state_from(&self.state)?,
+            at: from_nanos(self.at),
+        })
+    }
+}

@@ -1,0 +1,142 @@
+//! The schema and its migrations, numbered by `PRAGMA user_version`.
+//!
+//! Each index exists for one query of the store or the queue (named next to it); an index
+//! that no query needs would only slow the writer down. Tables are `STRICT`, so a value of
+//! the wrong type is refused when written instead of surfacing as corruption when read.
+
+use rusqlite::Connection;
+
+use super::db::{BackendError, Failure};
+
+/// Migrations in order; migration `i` brings `user_version` from `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "
+    CREATE TABLE tenants (
+        id          TEXT PRIMARY KEY NOT NULL,
+        name        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+
+    -- TenantStore::tenant_by_key_hash looks keys up by hash: the primary key.
+    CREATE TABLE api_keys (
+        key_hash    TEXT PRIMARY KEY NOT NULL,
+        tenant_id   TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX api_keys_tenant ON api_keys (tenant_id);
+
+    -- Times are nanoseconds since the Unix epoch, UTC. `history` is a JSON array of
+    -- {status, at}, appended to by each transition. `live` is 1 while the status is not
+    -- terminal and NULL once it is: the validity index depends on it rather than on
+    -- `status`, so the steps between non-terminal states (most of them) leave that index
+    -- alone instead of deleting and re-inserting its entry each time.
+    CREATE TABLE messages (
+        seq                 INTEGER PRIMARY KEY,
+        tenant_id           TEXT NOT NULL,
+        id                  TEXT NOT NULL,
+        batch_id            TEXT,
+        to_number           TEXT NOT NULL,
+        sender              TEXT NOT NULL,
+        text                TEXT NOT NULL,
+        encoding            TEXT NOT NULL,
+        segments            INTEGER NOT NULL,
+        status              TEXT NOT NULL,
+        live                INTEGER CHECK (live = 1),
+        created_at          INTEGER NOT NULL,
+        updated_at          INTEGER NOT NULL,
+        send_at             INTEGER,
+        expires_at          INTEGER NOT NULL,
+        callback_url        TEXT,
+        reference           TEXT,
+        metadata            TEXT,
+        provider            TEXT,
+        provider_message_id TEXT,
+        cost                INTEGER,
+        error_code          TEXT,
+        error_message       TEXT,
+        attempts            INTEGER NOT NULL,
+        history             TEXT NOT NULL
+    ) STRICT;
+    -- get, transition, receipts (by tenant and id); list, newest first.
+    CREATE UNIQUE INDEX messages_tenant_id ON messages (tenant_id, id);
+    -- list filtered by recipient or by batch.
+    CREATE INDEX messages_tenant_to ON messages (tenant_id, to_number, id);
+    CREATE INDEX messages_tenant_batch ON messages (tenant_id, batch_id, id)
+        WHERE batch_id IS NOT NULL;
+    -- due_scheduled.
+    CREATE INDEX messages_due ON messages (send_at) WHERE status = 'scheduled';
+    -- stale_queued.
+    CREATE INDEX messages_stale_queued ON messages (updated_at) WHERE status = 'queued';
+    -- past_validity.
+    CREATE INDEX messages_validity ON messages (expires_at) WHERE live = 1;
+    -- find_by_provider_ids.
+    CREATE INDEX messages_provider ON messages (provider, provider_message_id)
+        WHERE provider_message_id IS NOT NULL;
+
+    CREATE TABLE idempotency (
+        tenant_id   TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        status_code INTEGER NOT NULL,
+        body        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, key)
+    ) STRICT, WITHOUT ROWID;
+
+    -- One row per distinct report; the key makes a duplicate a no-op and orders a message's
+    -- receipts by time.
+    CREATE TABLE receipts (
+        message INTEGER NOT NULL REFERENCES messages (seq) ON DELETE CASCADE,
+        at      INTEGER NOT NULL,
+        part    INTEGER NOT NULL,
+        state   TEXT NOT NULL,
+        PRIMARY KEY (message, at, part, state)
+    ) STRICT, WITHOUT ROWID;
+
+    -- Both queues. Times are milliseconds since the Unix epoch. `receipt` is the random part
+    -- of the current receipt handle (NULL before the first receive).
+    CREATE TABLE queue_messages (
+        id            INTEGER PRIMARY KEY,
+        queue         TEXT NOT NULL,
+        body          TEXT NOT NULL,
+        visible_at    INTEGER NOT NULL,
+        receive_count INTEGER NOT NULL,
+        receipt       TEXT,
+        sent_at       INTEGER NOT NULL
+    ) STRICT;
+    -- receive (the oldest visible first) and queue_depth.
+    CREATE INDEX queue_visible ON queue_messages (queue, visible_at);
+
+    CREATE TABLE dead_letters (
+        id            INTEGER PRIMARY KEY,
+        queue         TEXT NOT NULL,
+        body          TEXT NOT NULL,
+        receive_count INTEGER NOT NULL,
+        sent_at       INTEGER NOT NULL,
+        dead_at       INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX dead_letters_queue ON dead_letters (queue, id);
+    ",
+];
+
+/// Brings the schema up to date, in one transaction per migration.
+pub(super) fn migrate(conn: &Connection) -> Result<(), Failure> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(Failure::Unavailable(BackendError::Other(format!(
+            "the database has schema version {version}, newer than this build knows ({known})"
+        ))));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let next = index + 1;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {next}; COMMIT;"
+        ))
+        .inspect_err(|_| {
+            let _ = conn.execute_batch("ROLLBACK");
+        })?;
+        tracing::info!(version = next, "migrated the SQLite schema");
+    }
+    Ok(())
+}

@@ -1,0 +1,609 @@
+//! [`MessageStore`] and [`TenantStore`] on SQLite.
+//!
+//! Writes are one writer request per call, whatever the slice length; reads are one query
+//! (or one per distinct message) on a reader. Every statement is prepared once per connection
+//! and cached.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+
+use super::SqliteBackend;
+use super::codec::{
+    INSERT_MESSAGE, MessageRow, RawMessage, RawReceipt, column, from_nanos, live, message_columns,
+    nanos, nanos_bound, parse, receipt_state_str, sql_int,
+};
+use super::db::{Failure, is_constraint};
+use crate::domain::status::PartReceipt;
+use crate::domain::{IdempotencyKey, Message, MessageId, MessageStatus, StatusChange, TenantId};
+use crate::ports::{
+    IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, ReceiptTarget, StoreError,
+    Tenant, TenantStore, Transition,
+};
+
+const SELECT_MESSAGE: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE tenant_id = ?1 AND id = ?2"
+);
+
+/// The conditional transition for a patch whose set fields are the bits of `shape` (see
+/// [`TransitionRow::shape`]). It applies only if the current status is in the comma-framed
+/// list `?12` (`,queued,sending,`), appends to the history in SQL, and returns the row.
+///
+/// Only the columns the change sets appear in the `SET` list, so SQLite leaves the indexes
+/// on the others (the provider id index, the validity index through `live`) alone. Every
+/// shape numbers its parameters alike, so one binding fits them all.
+fn transition_sql(shape: usize) -> &'static str {
+    const SETS: [&str; 7] = [
+        ", provider = ?4",
+        ", provider_message_id = ?5",
+        ", cost = ?6",
+        ", error_code = ?7, error_message = ?8",
+        ", attempts = attempts + ?9",
+        ", live = NULL",
+        ", live = 1",
+    ];
+    static SHAPES: [OnceLock<String>; 1 << SETS.len()] =
+        [const { OnceLock::new() }; 1 << SETS.len()];
+    let shape = shape % SHAPES.len();
+    SHAPES[shape].get_or_init(|| {
+        let mut sql = String::from(
+            "UPDATE messages SET status = ?1, updated_at = ?2, \
+             history = json_insert(history, '$[#]', json(?3))",
+        );
+        for (bit, set) in SETS.iter().enumerate() {
+            if shape & (1 << bit) != 0 {
+                sql.push_str(set);
+            }
+        }
+        sql.push_str(concat!(
+            " WHERE tenant_id = ?10 AND id = ?11 AND instr(?12, ',' || status || ',') > 0",
+            " RETURNING ",
+            message_columns!()
+        ));
+        sql
+    })
+}
+
+const INSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency \
+     (tenant_id, key, fingerprint, status_code, body, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+const INSERT_RECEIPT: &str = "INSERT OR IGNORE INTO receipts (message, at, part, state) \
+     SELECT seq, ?3, ?4, ?5 FROM messages WHERE tenant_id = ?1 AND id = ?2";
+
+const RECEIPTS_OF: &str = "SELECT r.part, r.state, r.at \
+     FROM messages AS m JOIN receipts AS r ON r.message = m.seq \
+     WHERE m.tenant_id = ?1 AND m.id = ?2 \
+     ORDER BY r.at, r.part, r.state";
+
+const BY_PROVIDER_IDS: &str = "SELECT provider_message_id, tenant_id, id, segments \
+     FROM messages \
+     WHERE provider = ?1 AND provider_message_id IN (SELECT value FROM json_each(?2))";
+
+const DUE_SCHEDULED: &str = "SELECT tenant_id, id FROM messages \
+     WHERE status = 'scheduled' AND send_at <= ?1 ORDER BY send_at LIMIT ?2";
+
+const STALE_QUEUED: &str = "SELECT tenant_id, id FROM messages \
+     WHERE status = 'queued' AND updated_at <= ?1 ORDER BY updated_at LIMIT ?2";
+
+const PAST_VALIDITY: &str = "SELECT tenant_id, id, status FROM messages \
+     WHERE live = 1 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2";
+
+/// A transition with its values encoded, ready for the writer.
+struct TransitionRow {
+    tenant_id: String,
+    id: String,
+    from: String,
+    to: &'static str,
+    at: i64,
+    history_entry: String,
+    provider: Option<String>,
+    provider_message_id: Option<String>,
+    cost: Option<i64>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    attempts: i64,
+    /// The message becomes terminal: `live` is cleared.
+    ends: bool,
+    /// The message may leave a terminal state for a live one: `live` is set. (A step
+    /// between live states touches neither.)
+    revives: bool,
+}
+
+impl TransitionRow {
+    fn new(t: &Transition) -> Result<Self, Failure> {
+        let mut from = String::from(",");
+        for status in &t.from {
+            from.push_str(status.as_str());
+            from.push(',');
+        }
+        let entry = StatusChange {
+            status: t.to,
+            at: t.at,
+        };
+        Ok(TransitionRow {
+            tenant_id: t.tenant_id.as_str().to_owned(),
+            id: t.id.to_string(),
+            from,
+            to: t.to.as_str(),
+            at: nanos(t.at)?,
+            history_entry: serde_json::to_string(&entry)
+                .map_err(|e| Failure::Corrupt(format!("cannot encode JSON: {e}")))?,
+            provider: t.patch.provider.clone(),
+            provider_message_id: t.patch.provider_message_id.clone(),
+            cost: t.patch.cost.map(|c| c.0),
+            error_code: t.patch.error.as_ref().map(|e| e.code.clone()),
+            error_message: t.patch.error.as_ref().map(|e| e.message.clone()),
+            attempts: i64::from(t.patch.count_attempt),
+            ends: live(t.to).is_none(),
+            revives: live(t.to).is_some() && t.from.iter().any(|s| s.is_terminal()),
+        })
+    }
+
+    /// Which patch fields are set, as the bits of [`transition_sql`]'s shape.
+    fn shape(&self) -> usize {
+        usize::from(self.provider.is_some())
+            | usize::from(self.provider_message_id.is_some()) << 1
+            | usize::from(self.cost.is_some()) << 2
+            | usize::from(self.error_code.is_some()) << 3
+            | usize::from(self.attempts != 0) << 4
+            | usize::from(self.ends) << 5
+            | usize::from(self.revives) << 6
+    }
+
+    fn apply(&self, conn: &Connection) -> Result<Option<RawMessage>, Failure> {
+        let mut stmt = conn.prepare_cached(transition_sql(self.shape()))?;
+        let mut rows = stmt.query(params![
+            self.to,
+            self.at,
+            self.history_entry,
+            self.provider,
+            self.provider_message_id,
+            self.cost,
+            self.error_code,
+            self.error_message,
+            self.attempts,
+            self.tenant_id,
+            self.id,
+            self.from,
+        ])?;
+        let raw = match rows.next()? {
+            Some(row) => Some(RawMessage::from_row(row)?),
+            None => None,
+        };
+        Ok(raw)
+    }
+}
+
+fn message_ref(tenant: &str, id: &str) -> Result<MessageRef, Failure> {
+    Ok(MessageRef {
+        tenant_id: parse::<TenantId>(tenant, "tenant id")?,
+        id: parse::<MessageId>(id, "message id")?,
+    })
+}
+
+/// Builds the list query for `query`'s filters; the statement's shape depends only on
+/// which filters are set, so it stays in the statement cache.
+fn list_sql(tenant: &TenantId, query: &ListQuery) -> (String, Vec<Value>) {
+    let mut sql = String::from(concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM messages WHERE tenant_id = ?"
+    ));
+    let mut values = vec![Value::Text(tenant.as_str().to_owned())];
+    let mut filter = |clause: &str, value: Value| {
+        sql.push_str(clause);
+        values.push(value);
+    };
+    if let Some(after) = &query.after {
+        filter(" AND id < ?", Value::Text(after.to_string()));
+    }
+    if let Some(status) = query.status {
+        filter(" AND status = ?", Value::Text(status.as_str().to_owned()));
+    }
+    if let Some(to) = &query.to {
+        filter(" AND to_number = ?", Value::Text(to.as_e164().to_owned()));
+    }
+    if let Some(from) = &query.from {
+        filter(" AND sender = ?", Value::Text(from.as_str().to_owned()));
+    }
+    if let Some(batch) = &query.batch_id {
+        filter(" AND batch_id = ?", Value::Text(batch.as_str().to_owned()));
+    }
+    if let Some(after) = query.created_after {
+        filter(" AND created_at >= ?", Value::Integer(nanos_bound(after)));
+    }
+    if let Some(before) = query.created_before {
+        filter(" AND created_at < ?", Value::Integer(nanos_bound(before)));
+    }
+    filter(
+        " ORDER BY id DESC LIMIT ?",
+        Value::Integer(sql_int(query.limit)),
+    );
+    (sql, values)
+}
+
+impl SqliteBackend {
+    /// Runs a sweep query (`?1` a time bound, `?2` the limit) returning `tenant_id, id`.
+    async fn sweep(
+        &self,
+        sql: &'static str,
+        bound: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<MessageRef>, StoreError> {
+        let (bound, limit) = (nanos_bound(bound), sql_int(limit));
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let mut rows = stmt.query(params![bound, limit])?;
+                let mut refs = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let tenant: String = column(row, 0, "tenant_id")?;
+                    let id: String = column(row, 1, "id")?;
+                    refs.push(message_ref(&tenant, &id)?);
+                }
+                Ok(refs)
+            })
+            .await
+            .map_err(Into::into)
+    }
+}
+
+#[async_trait]
+impl MessageStore for SqliteBackend {
+    async fn insert(
+        &self,
+        messages: &[Message],
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        let rows = messages
+            .iter()
+            .map(MessageRow::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let record = idempotency
+            .map(|r| -> Result<_, Failure> {
+                Ok((
+                    r.tenant_id.as_str().to_owned(),
+                    r.key.as_str().to_owned(),
+                    r.fingerprint.clone(),
+                    i64::from(r.status_code),
+                    r.body.to_string(),
+                    nanos(r.created_at)?,
+                ))
+            })
+            .transpose()?;
+        if rows.is_empty() && record.is_none() {
+            return Ok(());
+        }
+        self.db
+            .write(move |conn| {
+                // The key first: if it is taken, nothing else is even tried.
+                if let Some((tenant, key, fingerprint, status, body, at)) = &record {
+                    conn.prepare_cached(INSERT_IDEMPOTENCY)?
+                        .execute(params![tenant, key, fingerprint, status, body, at])
+                        .map_err(|e| {
+                            if is_constraint(&e) {
+                                Failure::IdempotencyKeyTaken
+                            } else {
+                                e.into()
+                            }
+                        })?;
+                }
+                let mut stmt = conn.prepare_cached(INSERT_MESSAGE)?;
+                for row in &rows {
+                    row.insert(&mut stmt).map_err(|e| {
+                        if is_constraint(&e) {
+                            Failure::AlreadyExists
+                        } else {
+                            e.into()
+                        }
+                    })?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn idempotency(
+        &self,
+        tenant: &TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let (tenant, key) = (tenant.clone(), key.clone());
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT fingerprint, status_code, body, created_at FROM idempotency \
+                     WHERE tenant_id = ?1 AND key = ?2",
+                )?;
+                let mut rows = stmt.query(params![tenant.as_str(), key.as_str()])?;
+                let Some(row) = rows.next()? else {
+                    return Ok(None);
+                };
+                let status: i64 = column(row, 1, "status_code")?;
+                let body: String = column(row, 2, "body")?;
+                Ok(Some(IdempotencyRecord {
+                    fingerprint: column(row, 0, "fingerprint")?,
+                    status_code: u16::try_from(status).map_err(|_| {
+                        Failure::Corrupt(format!("idempotency status code {status}"))
+                    })?,
+                    body: serde_json::from_str(&body)
+                        .map_err(|e| Failure::Corrupt(format!("idempotency body: {e}")))?,
+                    created_at: from_nanos(column(row, 3, "created_at")?),
+                    tenant_id: tenant,
+                    key,
+                }))
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn get(&self, tenant: &TenantId, id: &MessageId) -> Result<Option<Message>, StoreError> {
+        let (tenant, id) = (tenant.as_str().to_owned(), id.to_string());
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(SELECT_MESSAGE)?;
+                let mut rows = stmt.query(params![tenant, id])?;
+                match rows.next()? {
+                    Some(row) => RawMessage::from_row(row)?.into_message().map(Some),
+                    None => Ok(None),
+                }
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<Page, StoreError> {
+        let limit = query.limit;
+        if limit == 0 {
+            return Ok(Page {
+                messages: Vec::new(),
+                next: None,
+            });
+        }
+        let (sql, values) = list_sql(tenant, query);
+        let messages = self
+            .db
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut rows = stmt.query(params_from_iter(values.iter()))?;
+                let mut messages = Vec::with_capacity(limit.min(1000));
+                while let Some(row) = rows.next()? {
+                    messages.push(RawMessage::from_row(row)?.into_message()?);
+                }
+                Ok(messages)
+            })
+            .await?;
+        let next = if messages.len() == limit {
+            messages.last().map(|m| m.id)
+        } else {
+            None
+        };
+        Ok(Page { messages, next })
+    }
+
+    async fn transition(&self, changes: &[Transition]) -> Result<Vec<Option<Message>>, StoreError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = changes
+            .iter()
+            .map(TransitionRow::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let raws: Vec<Option<RawMessage>> = self
+            .db
+            .write(move |conn| rows.iter().map(|row| row.apply(conn)).collect())
+            .await?;
+        // Parsed here, off the writer thread.
+        raws.into_iter()
+            .map(|raw| raw.map(RawMessage::into_message).transpose())
+            .collect::<Result<Vec<_>, Failure>>()
+            .map_err(Into::into)
+    }
+
+    async fn find_by_provider_ids(
+        &self,
+        provider: &str,
+        provider_message_ids: &[String],
+    ) -> Result<Vec<Option<ReceiptTarget>>, StoreError> {
+        if provider_message_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let provider = provider.to_owned();
+        let ids = provider_message_ids.to_vec();
+        self.db
+            .read(move |conn| {
+                let wanted = serde_json::to_string(&ids)
+                    .map_err(|e| Failure::Corrupt(format!("cannot encode JSON: {e}")))?;
+                let mut stmt = conn.prepare_cached(BY_PROVIDER_IDS)?;
+                let mut rows = stmt.query(params![provider, wanted])?;
+                let mut found: HashMap<String, ReceiptTarget> = HashMap::new();
+                while let Some(row) = rows.next()? {
+                    let provider_id: String = column(row, 0, "provider_message_id")?;
+                    let tenant: String = column(row, 1, "tenant_id")?;
+                    let id: String = column(row, 2, "id")?;
+                    let segments: i64 = column(row, 3, "segments")?;
+                    let target = ReceiptTarget {
+                        message: message_ref(&tenant, &id)?,
+                        segments: u16::try_from(segments).map_err(|_| {
+                            Failure::Corrupt(format!("message {id}: segments {segments}"))
+                        })?,
+                    };
+                    // Should two messages ever carry one provider id, the first found wins.
+                    found.entry(provider_id).or_insert(target);
+                }
+                Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn add_receipts(
+        &self,
+        receipts: &[(MessageRef, PartReceipt)],
+    ) -> Result<Vec<Vec<PartReceipt>>, StoreError> {
+        if receipts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = receipts
+            .iter()
+            .map(|(target, r)| -> Result<_, Failure> {
+                Ok((
+                    target.tenant_id.as_str().to_owned(),
+                    target.id.to_string(),
+                    nanos(r.at)?,
+                    i64::from(r.part),
+                    receipt_state_str(r.state),
+                ))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let lists = self
+            .db
+            .write(move |conn| {
+                // A receipt for a message that does not exist (in that tenant) inserts nothing.
+                let mut insert = conn.prepare_cached(INSERT_RECEIPT)?;
+                for (tenant, id, at, part, state) in &rows {
+                    insert.execute(params![tenant, id, at, part, state])?;
+                }
+                let mut select = conn.prepare_cached(RECEIPTS_OF)?;
+                let mut seen: HashMap<(&str, &str), Vec<RawReceipt>> = HashMap::new();
+                let mut lists = Vec::with_capacity(rows.len());
+                for (tenant, id, ..) in &rows {
+                    let key = (tenant.as_str(), id.as_str());
+                    if let Some(list) = seen.get(&key) {
+                        lists.push(list.clone());
+                        continue;
+                    }
+                    let mut list = Vec::new();
+                    let mut found = select.query(params![tenant, id])?;
+                    while let Some(row) = found.next()? {
+                        list.push(RawReceipt {
+                            part: column(row, 0, "part")?,
+                            state: column(row, 1, "state")?,
+                            at: column(row, 2, "at")?,
+                        });
+                    }
+                    seen.insert(key, list.clone());
+                    lists.push(list);
+                }
+                Ok(lists)
+            })
+            .await?;
+        lists
+            .into_iter()
+            .map(|list| list.into_iter().map(RawReceipt::into_receipt).collect())
+            .collect::<Result<Vec<_>, Failure>>()
+            .map_err(Into::into)
+    }
+
+    async fn due_scheduled(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<MessageRef>, StoreError> {
+        self.sweep(DUE_SCHEDULED, now, limit).await
+    }
+
+    async fn stale_queued(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<MessageRef>, StoreError> {
+        self.sweep(STALE_QUEUED, cutoff, limit).await
+    }
+
+    async fn past_validity(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(MessageRef, MessageStatus)>, StoreError> {
+        let (now, limit) = (nanos_bound(now), sql_int(limit));
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(PAST_VALIDITY)?;
+                let mut rows = stmt.query(params![now, limit])?;
+                let mut refs = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let tenant: String = column(row, 0, "tenant_id")?;
+                    let id: String = column(row, 1, "id")?;
+                    let status: String = column(row, 2, "status")?;
+                    refs.push((
+                        message_ref(&tenant, &id)?,
+                        parse::<MessageStatus>(&status, "status")?,
+                    ));
+                }
+                Ok(refs)
+            })
+            .await
+            .map_err(Into::into)
+    }
+}
+
+#[async_trait]
+impl TenantStore for SqliteBackend {
+    async fn create_tenant(&self, tenant: &Tenant, key_hash: &str) -> Result<(), StoreError> {
+        let id = tenant.id.as_str().to_owned();
+        let name = tenant.name.clone();
+        let created_at = nanos(tenant.created_at)?;
+        let key_hash = key_hash.to_owned();
+        self.db
+            .write(move |conn| {
+                let taken = |e: rusqlite::Error| {
+                    if is_constraint(&e) {
+                        Failure::AlreadyExists
+                    } else {
+                        e.into()
+                    }
+                };
+                conn.prepare_cached(
+                    "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![id, name, created_at])
+                .map_err(taken)?;
+                conn.prepare_cached("INSERT INTO api_keys (key_hash, tenant_id) VALUES (?1, ?2)")?
+                    .execute(params![key_hash, id])
+                    .map_err(taken)?;
+                Ok(())
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn tenant_by_key_hash(&self, key_hash: &str) -> Result<Option<TenantId>, StoreError> {
+        let key_hash = key_hash.to_owned();
+        self.db
+            .read(move |conn| {
+                let tenant: Option<String> = conn
+                    .prepare_cached("SELECT tenant_id FROM api_keys WHERE key_hash = ?1")?
+                    .query_row([&key_hash], |row| row.get(0))
+                    .optional()?;
+                tenant
+                    .map(|t| parse::<TenantId>(&t, "tenant id"))
+                    .transpose()
+            })
+            .await
+            .map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+pub(super) fn list_sql_for_tests(tenant: &TenantId, query: &ListQuery) -> String {
+    list_sql(tenant, query).0
+}
+
+#[cfg(test)]
+pub(super) const QUERIES_FOR_TESTS: &[(&str, &str)] = &[
+    ("due_scheduled", DUE_SCHEDULED),
+    ("stale_queued", STALE_QUEUED),
+    ("past_validity", PAST_VALIDITY),
+    ("find_by_provider_ids", BY_PROVIDER_IDS),
+    ("receipts", RECEIPTS_OF),
+    ("get", SELECT_MESSAGE),
+];
