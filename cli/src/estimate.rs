@@ -2,8 +2,7 @@
 
 use std::process::ExitCode;
 
-use holub_shared::domain::{segments, transliteration};
-use serde::Serialize;
+use holub_shared::domain::TextEstimate;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -14,25 +13,9 @@ pub struct Args {
     text: String,
 }
 
-#[derive(Serialize)]
-struct Output<'a> {
-    #[serde(flatten)]
-    estimate: &'a segments::Estimate,
-    text: &'a str,
-}
-
 pub fn run(args: Args) -> ExitCode {
-    let text = if args.transliterate {
-        transliteration::transliterate(&args.text)
-    } else {
-        args.text
-    };
-    let estimate = segments::estimate(&text);
-    let output = Output {
-        estimate: &estimate,
-        text: &text,
-    };
-    match serde_json::to_string(&output) {
+    let estimate = TextEstimate::of(&args.text, args.transliterate);
+    match serde_json::to_string(&estimate) {
         Ok(json) => {
             println!("{json}");
             ExitCode::SUCCESS

@@ -1,6 +1,11 @@
 //! `holub`: Holub on one machine, and its command-line tools.
 
+mod backend;
 mod estimate;
+mod serve;
+mod simulator;
+mod tenant;
+mod workers;
 
 use std::process::ExitCode;
 
@@ -17,11 +22,43 @@ struct Cli {
 enum Command {
     /// Show how a text travels: encoding, characters, units, segments and parts.
     Estimate(estimate::Args),
+    /// Run all of Holub on this machine: API, queue, dispatch, receipts, scheduler, callbacks.
+    Serve(serve::Args),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(tenant::Command),
+    /// Run the provider simulator on its own (for `holub serve --simulator-url`).
+    Simulator(simulator::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Estimate(args) => estimate::run(args),
+    if let Command::Estimate(args) = cli.command {
+        return estimate::run(args);
     }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("holub: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Estimate(_) => ExitCode::SUCCESS,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Tenant(command) => tenant::run(command).await,
+            Command::Simulator(args) => simulator::run(args).await,
+        }
+    })
 }

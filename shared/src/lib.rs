@@ -8,3 +8,4 @@
 pub mod adapters;
 pub mod domain;
 pub mod ports;
+pub mod services;

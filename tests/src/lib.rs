@@ -1,8 +1,12 @@
-//! What Holub's end-to-end suites share: the real `holub` binary, built once per test run.
+//! What Holub's end-to-end suites share: the real `holub` binary, built once per test run,
+//! started on a random port with a fresh data directory, and driven over HTTP.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// The path of the `holub` binary of this workspace, built (debug profile) on first use so the
 /// suites always drive the current code.
@@ -10,10 +14,22 @@ pub fn holub_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "holub", "--bin", "holub"])
-            .status()
-            .expect("cargo runs");
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "holub", "--bin", "holub"]);
+        // The variables cargo sets for this test would make some dependencies' build
+        // scripts see a changed environment and rebuild everything on every run.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || name.starts_with("CARGO_CRATE_")
+                || name == "CARGO_PRIMARY_PACKAGE"
+                || name == "CARGO_TARGET_TMPDIR"
+            {
+                build.env_remove(name.as_ref());
+            }
+        }
+        let status = build.status().expect("cargo runs");
         assert!(status.success(), "building holub failed");
         // Test executables live in <target>/<profile>/deps; the binary one level up.
         let exe = std::env::current_exe().expect("the test knows its own path");
@@ -25,3 +41,334 @@ pub fn holub_bin() -> PathBuf {
     })
     .clone()
 }
+
+/// A fresh, empty directory for one test's data, removed when the test passes.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "holub-test-{label}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A tenant's credentials, as `holub tenant create` printed them.
+#[derive(Debug, Clone)]
+pub struct TenantKeys {
+    pub tenant_id: String,
+    pub api_key: String,
+    pub webhook_secret: String,
+}
+
+pub fn create_tenant(data_dir: &Path, name: &str) -> TenantKeys {
+    let out = Command::new(holub_bin())
+        .args(["tenant", "create", "--name", name, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("holub tenant create runs");
+    assert!(
+        out.status.success(),
+        "tenant create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let field = |k: &str| v[k].as_str().expect(k).to_owned();
+    TenantKeys {
+        tenant_id: field("tenant_id"),
+        api_key: field("api_key"),
+        webhook_secret: field("webhook_secret"),
+    }
+}
+
+/// A running `holub serve` process; killed when dropped.
+pub struct Holub {
+    child: Child,
+    pub base_url: String,
+    data_dir: PathBuf,
+    listen: String,
+    extra_args: Vec<String>,
+}
+
+/// A free loopback port, for a process that must keep its address across restarts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts `holub <args>` and reads the address it prints as `{"listening": ...}` on its
+/// first line of stdout; stdout is drained afterwards.
+fn spawn_listening(args: &[String]) -> (Child, String) {
+    let mut child = Command::new(holub_bin())
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("HOLUB_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("holub starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .expect("holub prints where it listens");
+    let v: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("unexpected first line {line:?}: {e}"));
+    let addr = v["listening"]
+        .as_str()
+        .expect("listening address")
+        .to_owned();
+    // Keep draining stdout so the process never blocks on a full pipe.
+    std::thread::spawn(move || for _ in reader.lines() {});
+    (child, addr)
+}
+
+fn wait_listening(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens at {addr}");
+}
+
+/// A `holub simulator` process of its own; killed when dropped.
+pub struct Simulator {
+    child: Child,
+    pub base_url: String,
+}
+
+impl Simulator {
+    pub fn start(receipts_url: &str, api_token: &str, receipt_token: &str, args: &[&str]) -> Self {
+        let mut all: Vec<String> = [
+            "simulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--receipts-url",
+            receipts_url,
+            "--api-token",
+            api_token,
+            "--receipt-token",
+            receipt_token,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        all.extend(args.iter().map(|s| s.to_string()));
+        let (child, addr) = spawn_listening(&all);
+        wait_listening(&addr);
+        Simulator {
+            child,
+            base_url: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Holub {
+    /// Starts `holub serve` on a random loopback port over `data_dir`, with `args` added, and
+    /// waits until it listens.
+    pub fn start(data_dir: &Path, args: &[&str]) -> Holub {
+        Self::start_on(data_dir, "127.0.0.1:0", args)
+    }
+
+    /// Starts `holub serve` on a given address (kept across restarts).
+    pub fn start_on(data_dir: &Path, listen: &str, args: &[&str]) -> Holub {
+        let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Self::spawn(data_dir, listen.to_owned(), extra_args)
+    }
+
+    fn spawn(data_dir: &Path, listen: String, extra_args: Vec<String>) -> Holub {
+        let mut all: Vec<String> = vec![
+            "serve".into(),
+            "--listen".into(),
+            listen.clone(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        all.extend(extra_args.iter().cloned());
+        let (child, addr) = spawn_listening(&all);
+        wait_listening(&addr);
+        Holub {
+            child,
+            base_url: format!("http://{addr}"),
+            data_dir: data_dir.to_owned(),
+            listen,
+            extra_args,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Kills the process at once (SIGKILL): no shutdown, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the process and starts it again over the same data, with the same arguments.
+    pub fn restart_after_kill(mut self) -> Holub {
+        self.kill();
+        let data_dir = self.data_dir.clone();
+        let args = std::mem::take(&mut self.extra_args);
+        // A random port stays random; a chosen one is kept.
+        Self::spawn(&data_dir, self.listen.clone(), args)
+    }
+}
+
+impl Drop for Holub {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HTTP client for one tenant of a running Holub.
+#[derive(Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base_url: String,
+    pub key: String,
+}
+
+/// A response, read whole: status and JSON body (`Null` when the body is not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+impl Api {
+    pub fn new(holub: &Holub, key: &str) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base_url: holub.base_url.clone(),
+            key: key.to_owned(),
+        }
+    }
+
+    async fn read(resp: reqwest::Response) -> Answer {
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap_or_default();
+        Answer {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> Answer {
+        self.post_with(path, body, None).await
+    }
+
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        idempotency_key: Option<&str>,
+    ) -> Answer {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .bearer_auth(&self.key)
+            .json(body);
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        Self::read(req.send().await.expect("request sent")).await
+    }
+
+    /// Posts raw bytes with a content type, for malformed bodies.
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Answer {
+        self.try_post_raw(path, content_type, body)
+            .await
+            .expect("request sent")
+    }
+
+    /// Like `post_raw`, but `None` when the server answered and closed the connection before
+    /// the client finished uploading (what an early 413 to a huge body can look like from
+    /// the client's side).
+    pub async fn try_post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Option<Answer> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .bearer_auth(&self.key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .ok()?;
+        Some(Self::read(resp).await)
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .expect("request sent");
+        Self::read(resp).await
+    }
+
+    /// Polls a message until its status is terminal, or panics after `timeout`.
+    pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let a = self.get(&format!("/v1/messages/{id}")).await;
+            assert_eq!(a.status, 200, "{:?}", a.body);
+            let status = a.body["status"].as_str().unwrap_or_default().to_owned();
+            if TERMINAL.contains(&status.as_str()) {
+                return a.body;
+            }
+            assert!(Instant::now() < deadline, "message {id} still {status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub const TERMINAL: [&str; 6] = [
+    "delivered",
+    "undelivered",
+    "expired",
+    "failed",
+    "rejected",
+    "cancelled",
+];

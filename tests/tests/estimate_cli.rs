@@ -8,7 +8,11 @@ fn estimate(args: &[&str]) -> serde_json::Value {
         .args(args)
         .output()
         .expect("the holub binary runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 

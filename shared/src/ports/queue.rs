@@ -65,7 +65,8 @@ impl Retryable for QueueError {
 
 #[async_trait]
 pub trait Queue: Send + Sync {
-    async fn send_batch(&self, queue: QueueName, messages: Vec<Outgoing>) -> Result<(), QueueError>;
+    async fn send_batch(&self, queue: QueueName, messages: Vec<Outgoing>)
+    -> Result<(), QueueError>;
 
     /// Up to `max` visible messages, each hidden for `visibility` unless deleted in time.
     /// Waits up to `wait` for the first one (long polling).
@@ -77,8 +78,11 @@ pub trait Queue: Send + Sync {
         wait: Duration,
     ) -> Result<Vec<Delivery>, QueueError>;
 
-    async fn delete_batch(&self, queue: QueueName, handles: &[ReceiptHandle])
-    -> Result<(), QueueError>;
+    async fn delete_batch(
+        &self,
+        queue: QueueName,
+        handles: &[ReceiptHandle],
+    ) -> Result<(), QueueError>;
 
     /// Makes a received message visible again after `timeout` (a backoff).
     async fn change_visibility(

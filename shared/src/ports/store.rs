@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::status::PartReceipt;
 use crate::domain::{
-    BatchId, IdempotencyKey, Kopiyky, Message, MessageError, MessageId, MessageStatus,
-    PhoneNumber, SenderId, TenantId,
+    BatchId, IdempotencyKey, Kopiyky, Message, MessageError, MessageId, MessageStatus, PhoneNumber,
+    SenderId, TenantId,
 };
 
 use super::Retryable;
@@ -93,7 +93,7 @@ pub struct Page {
 }
 
 /// A message reference found by a sweep (release of scheduled messages, expiry).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MessageRef {
     pub tenant_id: TenantId,
     pub id: MessageId,
@@ -149,6 +149,16 @@ pub trait MessageStore: Send + Sync {
     async fn due_scheduled(
         &self,
         now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<MessageRef>, StoreError>;
+
+    /// Messages in `queued` whose last change is at or before `cutoff`, oldest first. A
+    /// message is stored before its queue job is sent, so a crash in between leaves it
+    /// queued with no job; sweeping these and sending their jobs again closes that gap (a
+    /// second job for a message that has one is harmless: dispatch claims before it sends).
+    async fn stale_queued(
+        &self,
+        cutoff: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<MessageRef>, StoreError>;
 

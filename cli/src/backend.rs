@@ -1,0 +1,41 @@
+//! The embedded backend of the single binary: one SQLite file and a secrets file in the data
+//! directory.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use holub_shared::adapters::sqlite::{FileSecretStore, SqliteBackend, SqliteConfig};
+use holub_shared::ports::{MessageStore, Queue, SecretStore, StoreError, TenantStore};
+
+pub struct Backend {
+    sqlite: SqliteBackend,
+    secrets: Arc<FileSecretStore>,
+}
+
+impl Backend {
+    pub fn open(data_dir: &Path, config: SqliteConfig) -> Result<Self, StoreError> {
+        let sqlite = SqliteBackend::open(&data_dir.join("holub.db"), config)?;
+        let secrets = Arc::new(FileSecretStore::new(data_dir.join("secrets.json")));
+        Ok(Backend { sqlite, secrets })
+    }
+
+    pub fn store(&self) -> Arc<dyn MessageStore> {
+        Arc::new(self.sqlite.clone())
+    }
+
+    pub fn tenants(&self) -> Arc<dyn TenantStore> {
+        Arc::new(self.sqlite.clone())
+    }
+
+    pub fn queue(&self) -> Arc<dyn Queue> {
+        Arc::new(self.sqlite.clone())
+    }
+
+    pub fn secrets(&self) -> Arc<dyn SecretStore> {
+        self.secrets.clone()
+    }
+
+    pub async fn close(self) {
+        self.sqlite.close().await;
+    }
+}

@@ -1,0 +1,328 @@
+//! `holub serve`: all of Holub in one process over one SQLite file — the API, the queue
+//! consumers, the timers, the receipt endpoints and (by default) the provider simulator.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use holub_shared::adapters::sqlite::{SqliteConfig, SyncMode};
+use holub_shared::ports::{Clock, Secret, SecretStore, SmsProvider, SystemClock};
+use holub_shared::services::callbacks::{CallbackConfig, CallbackSender};
+use holub_shared::services::dispatch::DispatchConfig;
+use holub_shared::services::intake::IntakeConfig;
+use holub_shared::services::sweeper::SweeperConfig;
+use holub_shared::services::{Accounts, Dispatcher, Intake, Messages, Notifier, Receipts, Sweeper};
+use holub_simulator::{SimulatorConfig, SimulatorProvider};
+use tokio::sync::watch;
+
+use crate::backend::Backend;
+use crate::workers;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address of the HTTP API.
+    #[arg(long, env = "HOLUB_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Where the database and the local secrets file live.
+    #[arg(long, env = "HOLUB_DATA_DIR", default_value = "./holub-data")]
+    data_dir: PathBuf,
+    /// `full`: every accepted message is on disk before the answer (survives power loss);
+    /// `normal`: survives a crash of the process, not of the machine.
+    #[arg(long, env = "HOLUB_SQLITE_SYNC", default_value = "full", value_parser = ["full", "normal"])]
+    sync: String,
+    /// Concurrent dispatch consumers.
+    #[arg(long, env = "HOLUB_DISPATCH_WORKERS", default_value_t = 4)]
+    dispatch_workers: usize,
+    /// Jobs per dispatch receive.
+    #[arg(long, env = "HOLUB_DISPATCH_BATCH", default_value_t = 200)]
+    dispatch_batch: usize,
+    /// Concurrent callback consumers (each delivers up to 10 callbacks at once).
+    #[arg(long, env = "HOLUB_CALLBACK_WORKERS", default_value_t = 4)]
+    callback_workers: usize,
+    /// Seconds a queued message may wait unclaimed before its job is sent again.
+    #[arg(long, env = "HOLUB_REQUEUE_AFTER", default_value_t = 300)]
+    requeue_after: u64,
+    /// Seconds a message stuck in `sending` (its worker died) waits before the provider is
+    /// asked whether it has it.
+    #[arg(long, env = "HOLUB_ORPHAN_AFTER", default_value_t = 30)]
+    orphan_after: u64,
+    /// Seconds a received dispatch job stays hidden from other consumers. Far above a
+    /// provider call's timeout, so a job is seen again only if its consumer died.
+    #[arg(long, env = "HOLUB_DISPATCH_VISIBILITY", default_value_t = 60)]
+    dispatch_visibility: u64,
+    /// Queue receives before a job goes to the dead letters.
+    #[arg(long, env = "HOLUB_MAX_RECEIVES", default_value_t = 10)]
+    max_receives: u32,
+
+    /// Use a simulator running elsewhere (`holub simulator`) instead of the built-in one.
+    #[arg(long, env = "HOLUB_SIMULATOR_URL")]
+    simulator_url: Option<String>,
+    /// Token for the external simulator's API (with --simulator-url).
+    #[arg(long, env = "HOLUB_SIMULATOR_API_TOKEN")]
+    simulator_api_token: Option<String>,
+    /// Token the external simulator signs receipts with (with --simulator-url).
+    #[arg(long, env = "HOLUB_SIMULATOR_RECEIPT_TOKEN")]
+    simulator_receipt_token: Option<String>,
+
+    #[command(flatten)]
+    sim: SimulatorArgs,
+}
+
+/// Behaviour of the built-in simulator.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimulatorArgs {
+    /// Milliseconds from an accepted send to its delivery receipt.
+    #[arg(long, env = "HOLUB_SIM_RECEIPT_DELAY_MS", default_value_t = 1000)]
+    pub sim_receipt_delay_ms: u64,
+    /// Share of messages delivered (the rest undelivered or expired).
+    #[arg(long, env = "HOLUB_SIM_DELIVERED_RATIO", default_value_t = 0.95)]
+    pub sim_delivered_ratio: f64,
+    /// Share of messages that expire at the operator.
+    #[arg(long, env = "HOLUB_SIM_EXPIRED_RATIO", default_value_t = 0.0)]
+    pub sim_expired_ratio: f64,
+    /// Share of send requests answered 503 (failure injection).
+    #[arg(long, env = "HOLUB_SIM_FAIL_RATIO", default_value_t = 0.0)]
+    pub sim_fail_ratio: f64,
+    /// Share of messages refused for good (failure injection).
+    #[arg(long, env = "HOLUB_SIM_REJECT_RATIO", default_value_t = 0.0)]
+    pub sim_reject_ratio: f64,
+    /// Milliseconds added to every send request.
+    #[arg(long, env = "HOLUB_SIM_LATENCY_MS", default_value_t = 0)]
+    pub sim_latency_ms: u64,
+}
+
+impl SimulatorArgs {
+    pub fn config(
+        &self,
+        receipts_url: String,
+        api_token: String,
+        receipt_token: String,
+    ) -> SimulatorConfig {
+        SimulatorConfig {
+            receipts_url,
+            api_token,
+            receipt_token,
+            receipt_delay: Duration::from_millis(self.sim_receipt_delay_ms),
+            delivered_ratio: self.sim_delivered_ratio,
+            expired_ratio: self.sim_expired_ratio,
+            fail_ratio: self.sim_fail_ratio,
+            reject_ratio: self.sim_reject_ratio,
+            latency: Duration::from_millis(self.sim_latency_ms),
+            ..SimulatorConfig::default()
+        }
+    }
+}
+
+/// A token kept in the secret store, made on first use.
+async fn token(secrets: &dyn SecretStore, name: &str) -> Result<Secret, String> {
+    match secrets.get(name).await {
+        Ok(s) => Ok(s),
+        Err(holub_shared::ports::SecretError::NotFound(_)) => {
+            let mut bytes = [0u8; 24];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+            let secret = Secret::new(hex::encode(bytes));
+            secrets
+                .put(name, &secret)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(secret)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+pub async fn run(args: Args) -> ExitCode {
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("holub: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> Result<(), String> {
+    let sqlite = SqliteConfig {
+        sync: if args.sync == "normal" {
+            SyncMode::Normal
+        } else {
+            SyncMode::Full
+        },
+        max_receives: args.max_receives.max(1),
+        ..SqliteConfig::default()
+    };
+    let backend = Backend::open(&args.data_dir, sqlite).map_err(|e| {
+        format!(
+            "cannot open the database in {}: {e}",
+            args.data_dir.display()
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = backend.store();
+    let queue = backend.queue();
+    let secrets = backend.secrets();
+
+    // The provider: the built-in simulator, or one running elsewhere.
+    let (provider_url, api_token, receipt_token, simulator_addr) = match &args.simulator_url {
+        Some(url) => {
+            let api = args
+                .simulator_api_token
+                .clone()
+                .ok_or("--simulator-url needs --simulator-api-token")?;
+            let receipt = args
+                .simulator_receipt_token
+                .clone()
+                .ok_or("--simulator-url needs --simulator-receipt-token")?;
+            (url.clone(), Secret::new(api), Secret::new(receipt), None)
+        }
+        None => {
+            let api = token(secrets.as_ref(), "providers/simulator/api-token").await?;
+            let receipt = token(secrets.as_ref(), "providers/simulator/receipt-token").await?;
+            let receipts_url = format!("http://{addr}/v1/receipts/simulator");
+            let config = args.sim.config(
+                receipts_url,
+                api.expose().to_owned(),
+                receipt.expose().to_owned(),
+            );
+            let sim_addr = holub_simulator::Simulator::start(config)
+                .await
+                .map_err(|e| format!("cannot start the simulator: {e}"))?;
+            (format!("http://{sim_addr}"), api, receipt, Some(sim_addr))
+        }
+    };
+    let provider: Arc<dyn SmsProvider> = Arc::new(
+        SimulatorProvider::new(&provider_url, api_token.expose(), holub_receipts::SIMULATOR)
+            .map_err(|e| format!("bad simulator URL {provider_url}: {e}"))?,
+    );
+
+    let notifier = Notifier::new(queue.clone());
+    let accounts = Arc::new(Accounts::new(
+        backend.tenants(),
+        secrets.clone(),
+        clock.clone(),
+    ));
+    let intake = Arc::new(Intake::new(
+        store.clone(),
+        queue.clone(),
+        clock.clone(),
+        IntakeConfig::default(),
+    ));
+    let messages = Arc::new(Messages::new(
+        store.clone(),
+        clock.clone(),
+        notifier.clone(),
+    ));
+    let receipts = Arc::new(Receipts::new(
+        store.clone(),
+        clock.clone(),
+        notifier.clone(),
+    ));
+    let dispatcher = Arc::new(Dispatcher::new(
+        store.clone(),
+        provider,
+        clock.clone(),
+        notifier.clone(),
+        DispatchConfig {
+            orphan_after: Duration::from_secs(args.orphan_after),
+            ..DispatchConfig::default()
+        },
+    ));
+    let sweeper = Arc::new(Sweeper::new(
+        store.clone(),
+        queue.clone(),
+        clock.clone(),
+        notifier.clone(),
+        SweeperConfig {
+            requeue_after: Duration::from_secs(args.requeue_after),
+            ..SweeperConfig::default()
+        },
+    ));
+    let callbacks = Arc::new(CallbackSender::new(
+        store.clone(),
+        secrets.clone(),
+        clock.clone(),
+        CallbackConfig::default(),
+    ));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for _ in 0..args.dispatch_workers.max(1) {
+        tasks.push(tokio::spawn(workers::dispatch_loop(
+            queue.clone(),
+            dispatcher.clone(),
+            args.dispatch_batch.clamp(1, 1000),
+            Duration::from_secs(args.dispatch_visibility.max(1)),
+            stop_rx.clone(),
+        )));
+    }
+    for _ in 0..args.callback_workers.max(1) {
+        tasks.push(tokio::spawn(workers::callback_loop(
+            queue.clone(),
+            callbacks.clone(),
+            10,
+            stop_rx.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(workers::sweeper_loop(
+        sweeper,
+        stop_rx.clone(),
+    )));
+
+    let app = holub_api::router(holub_api::AppState {
+        accounts,
+        intake,
+        messages,
+    })
+    .merge(holub_receipts::router(holub_receipts::ReceiptsState {
+        receipts,
+        simulator_token: receipt_token,
+    }));
+
+    // The first line on stdout says where Holub listens (tests and scripts read it).
+    println!(
+        "{}",
+        serde_json::json!({
+            "listening": addr.to_string(),
+            "simulator": simulator_addr.map(|a| a.to_string()),
+            "data_dir": args.data_dir.display().to_string(),
+        })
+    );
+    tracing::info!(%addr, "holub is serving");
+
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    backend.close().await;
+    served.map_err(|e| format!("the HTTP server failed: {e}"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,153 @@
+//! The queue consumers and timers of the single binary: what SQS event source mappings and
+//! EventBridge schedules do on AWS, done by tokio tasks over the embedded queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use holub_shared::ports::{Delivery, Queue, QueueName, ReceiptHandle};
+use holub_shared::services::callbacks::CallbackSender;
+use holub_shared::services::jobs::{self, CallbackJob, DispatchJob};
+use holub_shared::services::{Dispatcher, JobOutcome, Sweeper};
+use tokio::sync::watch;
+
+const CALLBACK_VISIBILITY: Duration = Duration::from_secs(30);
+const LONG_POLL: Duration = Duration::from_secs(1);
+
+/// Deletes the finished jobs and hides the ones to retry for their backoff.
+async fn settle(queue: &dyn Queue, name: QueueName, results: Vec<(ReceiptHandle, JobOutcome)>) {
+    let mut done = Vec::new();
+    for (handle, outcome) in results {
+        match outcome {
+            JobOutcome::Done => done.push(handle),
+            JobOutcome::Retry(delay) => {
+                if let Err(e) = queue.change_visibility(name, &handle, delay).await {
+                    tracing::warn!(queue = name.as_str(), error = %e, "could not delay a job");
+                }
+            }
+            // Left as it is: it comes back after the visibility timeout and, after the
+            // maximum number of receives, goes to the dead letters.
+            JobOutcome::Poison => {
+                tracing::error!(
+                    queue = name.as_str(),
+                    "unreadable job left for the dead letters"
+                );
+            }
+        }
+    }
+    if !done.is_empty()
+        && let Err(e) = queue.delete_batch(name, &done).await
+    {
+        tracing::warn!(queue = name.as_str(), error = %e, "could not delete finished jobs");
+    }
+}
+
+/// One dispatch consumer: receives a batch of jobs, hands them to the dispatcher, settles.
+pub async fn dispatch_loop(
+    queue: Arc<dyn Queue>,
+    dispatcher: Arc<Dispatcher>,
+    batch: usize,
+    visibility: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        let received = tokio::select! {
+            r = queue.receive(QueueName::Dispatch, batch, visibility, LONG_POLL) => r,
+            _ = stop.changed() => break,
+        };
+        let deliveries = match received {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "dispatch: receive failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if deliveries.is_empty() {
+            continue;
+        }
+        let parsed: Vec<Option<DispatchJob>> = deliveries
+            .iter()
+            .map(|d| jobs::parse::<DispatchJob>(&d.body).ok())
+            .collect();
+        let outcomes = dispatcher.handle_batch(&parsed).await;
+        let results = deliveries
+            .into_iter()
+            .map(|d: Delivery| d.handle)
+            .zip(outcomes)
+            .collect();
+        settle(queue.as_ref(), QueueName::Dispatch, results).await;
+    }
+}
+
+/// One callback consumer: delivers a batch of callbacks concurrently.
+pub async fn callback_loop(
+    queue: Arc<dyn Queue>,
+    sender: Arc<CallbackSender>,
+    batch: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        let received = tokio::select! {
+            r = queue.receive(QueueName::Callbacks, batch, CALLBACK_VISIBILITY, LONG_POLL) => r,
+            _ = stop.changed() => break,
+        };
+        let deliveries = match received {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "callbacks: receive failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let results = join_all(deliveries.into_iter().map(|d| {
+            let sender = sender.clone();
+            async move {
+                let outcome = match jobs::parse::<CallbackJob>(&d.body) {
+                    Ok(job) => sender.handle(&job, d.receive_count).await,
+                    Err(_) => JobOutcome::Poison,
+                };
+                (d.handle, outcome)
+            }
+        }))
+        .await;
+        settle(queue.as_ref(), QueueName::Callbacks, results).await;
+    }
+}
+
+/// The timers: release of scheduled messages (twice a second, so a message is released
+/// within a second of its time), and every few seconds the requeue and expiry sweeps.
+pub async fn sweeper_loop(sweeper: Arc<Sweeper>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        if *stop.borrow() {
+            break;
+        }
+        n += 1;
+        // Release until nothing more is due (a large schedule is released in batches).
+        loop {
+            match sweeper.release_due().await {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sweeper: release failed");
+                    break;
+                }
+            }
+        }
+        if n.is_multiple_of(10) {
+            if let Err(e) = sweeper.requeue_stale().await {
+                tracing::warn!(error = %e, "sweeper: requeue failed");
+            }
+            if let Err(e) = sweeper.expire().await {
+                tracing::warn!(error = %e, "sweeper: expiry failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Holub's HTTPS API v1: one axum [`Router`], built once and served either by `axum::serve`
+//! (the single binary) or by `lambda_http` (the API function).
+
+mod error;
+mod extract;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use holub_shared::services::{Accounts, Intake, Messages};
+
+pub use error::{ApiError, ErrorBody};
+
+/// Largest body of a single request; batches get a larger one (10,000 recipients).
+pub const SINGLE_BODY_LIMIT: usize = 64 * 1024;
+pub const BATCH_BODY_LIMIT: usize = 8 * 1024 * 1024;
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub accounts: Arc<Accounts>,
+    pub intake: Arc<Intake>,
+    pub messages: Arc<Messages>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let batch = Router::new()
+        .route("/v1/messages/batch", post(routes::send_batch))
+        .layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT));
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/v1/openapi.json", get(routes::openapi))
+        .route(
+            "/v1/messages",
+            post(routes::send_message).get(routes::list_messages),
+        )
+        .route("/v1/messages/{id}", get(routes::get_message))
+        .route("/v1/messages/{id}/cancel", post(routes::cancel_message))
+        .route("/v1/estimate", post(routes::estimate))
+        .layer(DefaultBodyLimit::max(SINGLE_BODY_LIMIT))
+        .merge(batch)
+        .fallback(routes::not_found)
+        .with_state(state)
+}
+
+/// The OpenAPI 3.1 document, generated from the handlers and types.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    routes::ApiDoc::openapi()
+}

@@ -1,0 +1,287 @@
+//! The handlers of API v1.
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use holub_shared::domain::{
+    BatchId, MessageId, MessageStatus, PhoneNumber, SenderId, TextEstimate,
+};
+use holub_shared::ports::store::ListQuery;
+use holub_shared::services::intake::{BatchRequest, Reply, SendMessageRequest};
+use holub_shared::services::view::MessageView;
+use serde::Deserialize;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{IdempotencyHeader, JsonBody, Tenant};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Holub API",
+        description = "Send SMS to Ukrainian phones and follow their delivery. Every /v1 route \
+                       needs `Authorization: Bearer <api key>`; errors answer \
+                       `{\"error\": {\"code\", \"message\", \"field\"?}}`.",
+        version = "1"
+    ),
+    paths(
+        send_message,
+        send_batch,
+        get_message,
+        list_messages,
+        cancel_message,
+        estimate
+    ),
+    components(schemas(
+        SendMessageRequest,
+        BatchRequest,
+        MessageView,
+        ErrorBody,
+        EstimateRequest,
+        TextEstimate
+    )),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+fn reply(r: Reply) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::ACCEPTED);
+    (status, Json(r.body)).into_response()
+}
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+}
+
+/// Send one message.
+#[utoipa::path(
+    post, path = "/v1/messages",
+    request_body = SendMessageRequest,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Same key and body: the same answer; same key, other body: 409")),
+    responses(
+        (status = 202, description = "Accepted (queued or scheduled)", body = MessageView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn send_message(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    idempotency: IdempotencyHeader,
+    body: JsonBody<SendMessageRequest>,
+) -> Result<Response, ApiError> {
+    let idem = idempotency.with(body.fingerprint);
+    Ok(reply(state.intake.send(&tenant, body.value, idem).await?))
+}
+
+/// Send one text to up to 10,000 recipients, with `{{name}}` placeholders filled per
+/// recipient. A refused recipient does not sink the others.
+#[utoipa::path(
+    post, path = "/v1/messages/batch",
+    request_body = BatchRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "As for single messages")),
+    responses(
+        (status = 202, description = "Per-recipient results", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn send_batch(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    idempotency: IdempotencyHeader,
+    body: JsonBody<BatchRequest>,
+) -> Result<Response, ApiError> {
+    let idem = idempotency.with(body.fingerprint);
+    Ok(reply(
+        state.intake.send_batch(&tenant, body.value, idem).await?,
+    ))
+}
+
+fn message_id(path: Result<Path<String>, PathRejection>) -> Result<MessageId, ApiError> {
+    let Path(raw) = path.map_err(|_| ApiError::not_found())?;
+    // An id that cannot exist is simply not found: no hint about the id format is needed.
+    raw.parse().map_err(|_| ApiError::not_found())
+}
+
+/// One message: status, every transition with its time, provider, cost and error.
+#[utoipa::path(
+    get, path = "/v1/messages/{id}",
+    params(("id" = String, Path, description = "Message id")),
+    responses((status = 200, body = MessageView), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn get_message(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<MessageView>, ApiError> {
+    let id = message_id(path)?;
+    match state.messages.get(&tenant, &id).await? {
+        Some(m) => Ok(Json(MessageView::from(&m))),
+        None => Err(ApiError::not_found()),
+    }
+}
+
+/// Cancel a scheduled or queued message.
+#[utoipa::path(
+    post, path = "/v1/messages/{id}/cancel",
+    params(("id" = String, Path, description = "Message id")),
+    responses((status = 200, body = MessageView), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn cancel_message(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<MessageView>, ApiError> {
+    let id = message_id(path)?;
+    let message = state.messages.cancel(&tenant, &id).await?;
+    Ok(Json(MessageView::from(&message)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// One status, e.g. `delivered`.
+    status: Option<String>,
+    /// Recipient, in any form `to` accepts.
+    to: Option<String>,
+    from: Option<String>,
+    batch_id: Option<String>,
+    /// RFC 3339.
+    created_after: Option<String>,
+    /// RFC 3339.
+    created_before: Option<String>,
+    /// The `next` cursor of the previous page.
+    cursor: Option<String>,
+    /// 1 to 500; default 50.
+    limit: Option<usize>,
+}
+
+fn invalid(code: &str, field: &str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).field(field)
+}
+
+fn parse_time(raw: Option<String>, field: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    raw.map(|s| {
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| invalid("time_invalid", field, "expected an RFC 3339 date-time"))
+    })
+    .transpose()
+}
+
+/// A tenant's messages, newest first, with filters and cursor pagination.
+#[utoipa::path(
+    get, path = "/v1/messages",
+    params(ListParams),
+    responses((status = 200, description = "`{\"messages\": [...], \"next\": cursor|null}`",
+        body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn list_messages(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(p) = params.map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_query",
+            e.body_text(),
+        )
+    })?;
+    let query = ListQuery {
+        status: p
+            .status
+            .map(|s| s.parse::<MessageStatus>())
+            .transpose()
+            .map_err(|_| invalid("status_invalid", "status", "not a message status"))?,
+        to: p
+            .to
+            .map(|s| PhoneNumber::parse(&s))
+            .transpose()
+            .map_err(|e| invalid(e.code(), "to", &e.to_string()))?,
+        from: p
+            .from
+            .map(|s| SenderId::parse(&s))
+            .transpose()
+            .map_err(|e| invalid(e.code(), "from", &e.to_string()))?,
+        batch_id: p
+            .batch_id
+            .map(|s| s.parse::<BatchId>())
+            .transpose()
+            .map_err(|_| invalid("batch_id_invalid", "batch_id", "not a batch id"))?,
+        created_after: parse_time(p.created_after, "created_after")?,
+        created_before: parse_time(p.created_before, "created_before")?,
+        after: p
+            .cursor
+            .map(|s| s.parse::<MessageId>())
+            .transpose()
+            .map_err(|_| invalid("cursor_invalid", "cursor", "not a cursor from this API"))?,
+        limit: match p.limit {
+            None => 50,
+            Some(n @ 1..=500) => n,
+            Some(_) => return Err(invalid("limit_invalid", "limit", "limit is 1 to 500")),
+        },
+    };
+    let page = state.messages.list(&tenant, query).await?;
+    let messages: Vec<MessageView> = page.messages.iter().map(MessageView::from).collect();
+    Ok(Json(serde_json::json!({
+        "messages": messages,
+        "next": page.next.map(|id| id.to_string()),
+    })))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EstimateRequest {
+    text: String,
+    #[serde(default)]
+    transliterate: bool,
+}
+
+/// How a text travels: encoding, characters, units, segments and parts.
+#[utoipa::path(
+    post, path = "/v1/estimate",
+    request_body = EstimateRequest,
+    responses((status = 200, body = TextEstimate), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn estimate(_tenant: Tenant, body: JsonBody<EstimateRequest>) -> Json<TextEstimate> {
+    Json(TextEstimate::of(&body.value.text, body.value.transliterate))
+}

@@ -1,0 +1,367 @@
+//! Dispatch: a batch of queue jobs becomes provider submissions.
+//!
+//! Each message is claimed (`queued → sending`, a conditional write) before it is sent, so a
+//! redelivered job, or two workers holding the same job, can never submit it twice. A
+//! message found in `sending` whose owner went quiet (a crash mid-submit) is resolved by
+//! asking the provider by our id: if it has the message, the message is recorded as sent;
+//! if not, the earlier attempt is known to have failed and the message goes back to the queue.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Message, MessageError, MessageStatus};
+use crate::ports::store::{Patch, Transition};
+use crate::ports::{
+    Clock, MessageStore, OutboundSms, ProviderError, Retryable, SmsProvider, Submitted,
+};
+
+use super::JobOutcome;
+use super::callbacks::Notifier;
+use super::jobs::DispatchJob;
+
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// A message left in `sending` longer than this is taken to be orphaned by a crash. It
+    /// must exceed the provider client's request timeout.
+    pub orphan_after: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(300),
+            orphan_after: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct Dispatcher {
+    store: Arc<dyn MessageStore>,
+    provider: Arc<dyn SmsProvider>,
+    clock: Arc<dyn Clock>,
+    notifier: Notifier,
+    config: DispatchConfig,
+}
+
+/// A job that could not be parsed reaches the dispatcher as `None`.
+pub type ParsedJob = Option<DispatchJob>;
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        provider: Arc<dyn SmsProvider>,
+        clock: Arc<dyn Clock>,
+        notifier: Notifier,
+        config: DispatchConfig,
+    ) -> Self {
+        Dispatcher {
+            store,
+            provider,
+            clock,
+            notifier,
+            config,
+        }
+    }
+
+    /// Handles a batch of jobs; one outcome per job, in order. A store failure turns into a
+    /// retry of the affected jobs, never into a lost message.
+    pub async fn handle_batch(&self, jobs: &[ParsedJob]) -> Vec<JobOutcome> {
+        let mut outcomes = vec![JobOutcome::Done; jobs.len()];
+        // Index of the first job for each message; later duplicates in the batch are done.
+        let mut seen = HashSet::new();
+        let mut claims = Vec::new();
+        let mut claim_index = Vec::new();
+        let now = self.clock.now();
+        for (i, job) in jobs.iter().enumerate() {
+            let Some(job) = job else {
+                outcomes[i] = JobOutcome::Poison;
+                continue;
+            };
+            if !seen.insert(job.id) {
+                continue;
+            }
+            claims.push(Transition {
+                tenant_id: job.tenant_id.clone(),
+                id: job.id,
+                from: vec![MessageStatus::Queued],
+                to: MessageStatus::Sending,
+                at: now,
+                patch: Patch {
+                    count_attempt: true,
+                    ..Patch::default()
+                },
+            });
+            claim_index.push(i);
+        }
+        if claims.is_empty() {
+            return outcomes;
+        }
+        let claimed = match self.store.transition(&claims).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "dispatch: claim failed");
+                let delay = self.retry_delay(0);
+                for &i in &claim_index {
+                    outcomes[i] = JobOutcome::Retry(delay);
+                }
+                return outcomes;
+            }
+        };
+        let mut to_send: Vec<(usize, Message)> = Vec::new();
+        for ((claim, result), &i) in claims.iter().zip(claimed).zip(&claim_index) {
+            match result {
+                Some(message) => to_send.push((i, message)),
+                None => outcomes[i] = self.unclaimed(claim, now).await,
+            }
+        }
+        let claimed: Vec<Message> = to_send.iter().map(|(_, m)| m.clone()).collect();
+        self.notifier.changed(&claimed).await;
+        // Messages whose validity ran out while they waited are not worth sending.
+        let (live, stale): (Vec<_>, Vec<_>) =
+            to_send.into_iter().partition(|(_, m)| m.expires_at > now);
+        let mut finals: Vec<(usize, Transition, JobOutcome)> = stale
+            .into_iter()
+            .map(|(i, m)| (i, self.expire(&m, now, None), JobOutcome::Done))
+            .collect();
+        if !live.is_empty() {
+            let batch: Vec<OutboundSms> = live.iter().map(|(_, m)| outbound(m, now)).collect();
+            let answers = self.provider.send_many(&batch).await;
+            let done_at = self.clock.now();
+            for ((i, message), answer) in live.into_iter().zip(answers) {
+                let (transition, outcome) = self.after_submit(&message, answer, done_at);
+                finals.push((i, transition, outcome));
+            }
+        }
+        self.record(&mut outcomes, finals).await;
+        outcomes
+    }
+
+    /// What to do with a job whose message could not be claimed.
+    async fn unclaimed(&self, claim: &Transition, now: DateTime<Utc>) -> JobOutcome {
+        let message = match self.store.get(&claim.tenant_id, &claim.id).await {
+            Ok(Some(m)) => m,
+            // A job for a message that does not exist (or not for this tenant): nothing to do.
+            Ok(None) => return JobOutcome::Done,
+            Err(e) => {
+                tracing::warn!(error = %e, "dispatch: message not readable");
+                return JobOutcome::Retry(self.retry_delay(0));
+            }
+        };
+        if message.status != MessageStatus::Sending {
+            // Already handled (sent, terminal), or not yet due (scheduled): nothing to do.
+            return JobOutcome::Done;
+        }
+        let idle = now - message.updated_at;
+        let orphan_after = chrono::Duration::from_std(self.config.orphan_after)
+            .unwrap_or_else(|_| chrono::Duration::seconds(30));
+        if idle < orphan_after {
+            // Another worker may still be submitting it: look again once it must have finished.
+            let wait = (orphan_after - idle)
+                .to_std()
+                .unwrap_or(self.config.orphan_after);
+            return JobOutcome::Retry(wait);
+        }
+        self.resolve_orphan(&message, now).await
+    }
+
+    /// A message stuck in `sending`: ask the provider whether the lost attempt reached it.
+    async fn resolve_orphan(&self, message: &Message, now: DateTime<Utc>) -> JobOutcome {
+        let transition = match self.provider.lookup(&message.id).await {
+            Ok(Some(submitted)) => self.sent(message, &submitted, now),
+            Ok(None) => Transition {
+                tenant_id: message.tenant_id.clone(),
+                id: message.id,
+                from: vec![MessageStatus::Sending],
+                to: MessageStatus::Queued,
+                at: now,
+                patch: Patch::default(),
+            },
+            Err(e) if e.is_retryable() => {
+                return JobOutcome::Retry(self.retry_delay(message.attempts));
+            }
+            Err(e) => {
+                // The provider cannot tell; sending again could duplicate the message, so it
+                // ends here with the reason.
+                self.fail(message, now, "submit_outcome_unknown", e.message())
+            }
+        };
+        let requeue = transition.to == MessageStatus::Queued;
+        match self
+            .store
+            .transition(std::slice::from_ref(&transition))
+            .await
+        {
+            Ok(changed) => {
+                let changed: Vec<Message> = changed.into_iter().flatten().collect();
+                self.notifier.changed(&changed).await;
+                if requeue && !changed.is_empty() {
+                    // The job itself is the way back to the queue: handle it again now.
+                    JobOutcome::Retry(Duration::ZERO)
+                } else {
+                    JobOutcome::Done
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "dispatch: orphan not recorded");
+                JobOutcome::Retry(self.retry_delay(0))
+            }
+        }
+    }
+
+    fn after_submit(
+        &self,
+        message: &Message,
+        answer: Result<Submitted, ProviderError>,
+        now: DateTime<Utc>,
+    ) -> (Transition, JobOutcome) {
+        match answer {
+            Ok(submitted) => (self.sent(message, &submitted, now), JobOutcome::Done),
+            Err(e) if e.is_retryable() => {
+                let delay = self.retry_delay(message.attempts);
+                let next_try = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                if next_try >= message.expires_at {
+                    (self.expire(message, now, Some(&e)), JobOutcome::Done)
+                } else {
+                    tracing::info!(
+                        code = e.code(),
+                        attempts = message.attempts,
+                        "dispatch: retryable provider error"
+                    );
+                    let transition = Transition {
+                        tenant_id: message.tenant_id.clone(),
+                        id: message.id,
+                        from: vec![MessageStatus::Sending],
+                        to: MessageStatus::Queued,
+                        at: now,
+                        patch: Patch {
+                            error: Some(MessageError {
+                                code: e.code().to_owned(),
+                                message: e.message().to_owned(),
+                            }),
+                            ..Patch::default()
+                        },
+                    };
+                    (transition, JobOutcome::Retry(delay))
+                }
+            }
+            Err(e) => (
+                self.fail(message, now, e.code(), e.message()),
+                JobOutcome::Done,
+            ),
+        }
+    }
+
+    fn sent(&self, message: &Message, submitted: &Submitted, now: DateTime<Utc>) -> Transition {
+        Transition {
+            tenant_id: message.tenant_id.clone(),
+            id: message.id,
+            from: vec![MessageStatus::Sending],
+            to: MessageStatus::Sent,
+            at: now,
+            patch: Patch {
+                provider: Some(self.provider.name().to_owned()),
+                provider_message_id: Some(submitted.provider_message_id.clone()),
+                cost: submitted.cost,
+                ..Patch::default()
+            },
+        }
+    }
+
+    fn fail(&self, message: &Message, now: DateTime<Utc>, code: &str, why: &str) -> Transition {
+        Transition {
+            tenant_id: message.tenant_id.clone(),
+            id: message.id,
+            from: vec![MessageStatus::Sending],
+            to: MessageStatus::Failed,
+            at: now,
+            patch: Patch {
+                provider: Some(self.provider.name().to_owned()),
+                error: Some(MessageError {
+                    code: code.to_owned(),
+                    message: why.to_owned(),
+                }),
+                ..Patch::default()
+            },
+        }
+    }
+
+    fn expire(
+        &self,
+        message: &Message,
+        now: DateTime<Utc>,
+        last_error: Option<&ProviderError>,
+    ) -> Transition {
+        let message_text = match last_error {
+            Some(e) => format!(
+                "validity ended before a provider took the message (last error: {})",
+                e.message()
+            ),
+            None => "validity ended before the message could be sent".to_owned(),
+        };
+        Transition {
+            tenant_id: message.tenant_id.clone(),
+            id: message.id,
+            from: vec![MessageStatus::Sending],
+            to: MessageStatus::Expired,
+            at: now,
+            patch: Patch {
+                error: Some(MessageError {
+                    code: "validity_expired".to_owned(),
+                    message: message_text,
+                }),
+                ..Patch::default()
+            },
+        }
+    }
+
+    /// Records the results of submissions; if that fails, the jobs come back and the
+    /// messages, still in `sending`, are resolved through the provider lookup.
+    async fn record(
+        &self,
+        outcomes: &mut [JobOutcome],
+        finals: Vec<(usize, Transition, JobOutcome)>,
+    ) {
+        if finals.is_empty() {
+            return;
+        }
+        let transitions: Vec<Transition> = finals.iter().map(|(_, t, _)| t.clone()).collect();
+        match self.store.transition(&transitions).await {
+            Ok(changed) => {
+                for (i, _, outcome) in &finals {
+                    outcomes[*i] = *outcome;
+                }
+                let changed: Vec<Message> = changed.into_iter().flatten().collect();
+                self.notifier.changed(&changed).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, count = finals.len(), "dispatch: submissions not recorded");
+                for (i, _, _) in &finals {
+                    outcomes[*i] = JobOutcome::Retry(self.config.orphan_after);
+                }
+            }
+        }
+    }
+
+    fn retry_delay(&self, attempts: u32) -> Duration {
+        super::backoff(attempts, self.config.backoff_base, self.config.backoff_cap)
+    }
+}
+
+fn outbound(m: &Message, now: DateTime<Utc>) -> OutboundSms {
+    let left = (m.expires_at - now).num_seconds().max(1);
+    OutboundSms {
+        id: m.id,
+        to: m.to.clone(),
+        from: m.from.clone(),
+        text: m.text.clone(),
+        encoding: m.encoding,
+        segments: m.segments,
+        validity_seconds: u32::try_from(left).unwrap_or(u32::MAX),
+    }
+}

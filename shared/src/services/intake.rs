@@ -1,0 +1,592 @@
+//! Intake: a request becomes stored, queued messages (or scheduled ones), exactly once per
+//! idempotency key.
+//!
+//! Order of work: the messages are stored first (with the idempotency record, atomically),
+//! then their dispatch jobs are sent. A crash between the two leaves messages `queued`
+//! without a job; the sweeper finds those and sends their jobs again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::text::TextPolicy;
+use crate::domain::{
+    BatchId, IdempotencyKey, Message, MessageId, MessageStatus, MessageText, PhoneNumber, SenderId,
+    StatusChange, TenantId,
+};
+use crate::ports::store::IdempotencyRecord;
+use crate::ports::{Clock, MessageStore, Queue, QueueError, QueueName, Retryable, StoreError};
+
+use super::jobs::{self, DispatchJob};
+use super::template;
+use super::view::MessageView;
+
+#[derive(Debug, Clone)]
+pub struct IntakeConfig {
+    pub default_validity: Duration,
+    pub min_validity: Duration,
+    pub max_validity: Duration,
+    pub max_parts: usize,
+    pub max_batch: usize,
+    /// How far ahead a message may be scheduled.
+    pub max_schedule_ahead: Duration,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        IntakeConfig {
+            default_validity: Duration::from_secs(24 * 3600),
+            min_validity: Duration::from_secs(60),
+            max_validity: Duration::from_secs(72 * 3600),
+            max_parts: crate::domain::text::DEFAULT_MAX_PARTS,
+            max_batch: 10_000,
+            max_schedule_ahead: Duration::from_secs(366 * 24 * 3600),
+        }
+    }
+}
+
+const MAX_REFERENCE_LEN: usize = 128;
+const MAX_METADATA_BYTES: usize = 4096;
+const MAX_CALLBACK_URL_LEN: usize = 2048;
+const MAX_VARIABLES: usize = 50;
+
+/// `POST /v1/messages`, as received: fields stay raw so each can be refused by name.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SendMessageRequest {
+    /// The recipient, as typed: `+380671234567`, `0671234567`, `(067) 123-45-67`, …
+    pub to: String,
+    /// Sender alpha-name (3–11 Latin letters/digits) or a phone number.
+    pub from: String,
+    pub text: String,
+    /// RFC 3339; when given and in the future, the message is scheduled.
+    #[serde(default)]
+    pub send_at: Option<String>,
+    /// Seconds the message stays worth delivering (60 to 259200; default 86400).
+    #[serde(default)]
+    pub validity: Option<u64>,
+    /// Transliterate Ukrainian Cyrillic to Latin so the text travels as GSM-7.
+    #[serde(default)]
+    pub transliterate: bool,
+    /// Each status change is POSTed here, signed.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// Your own reference, up to 128 characters, returned with the message.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Your own JSON object (up to 4 KiB), returned with the message.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `POST /v1/messages/batch`: one text (with `{{name}}` placeholders) to many recipients.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub from: String,
+    pub text: String,
+    pub recipients: Vec<BatchRecipient>,
+    #[serde(default)]
+    pub send_at: Option<String>,
+    #[serde(default)]
+    pub validity: Option<u64>,
+    #[serde(default)]
+    pub transliterate: bool,
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BatchRecipient {
+    pub to: String,
+    /// Values for the text's `{{name}}` placeholders.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+/// A refused field: a stable code, words for a person, and which field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FieldError {
+    pub code: &'static str,
+    pub message: String,
+    pub field: String,
+}
+
+impl FieldError {
+    fn new(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+        FieldError {
+            code,
+            message: message.into(),
+            field: field.to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("{}", .0.message)]
+    Invalid(FieldError),
+    #[error("this idempotency key was used with a different request")]
+    IdempotencyConflict,
+    #[error("storing the message failed")]
+    Store(#[from] StoreError),
+    #[error("queueing the message failed")]
+    Queue(#[from] QueueError),
+}
+
+impl IntakeError {
+    /// Whether the client may simply try again (with the same idempotency key).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            IntakeError::Store(e) => e.is_retryable(),
+            IntakeError::Queue(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// What the API answers: the status code and the JSON body, stored as they are under the
+/// idempotency key so a repeated request gets the very same answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+/// An idempotency key with the fingerprint of the request it came with.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: IdempotencyKey,
+    pub fingerprint: String,
+}
+
+/// Fields every message of a request shares, once validated.
+struct Common {
+    from: SenderId,
+    send_at: Option<DateTime<Utc>>,
+    expires_at: DateTime<Utc>,
+    callback_url: Option<String>,
+    metadata: Option<serde_json::Value>,
+    policy: TextPolicy,
+}
+
+pub struct Intake {
+    store: Arc<dyn MessageStore>,
+    queue: Arc<dyn Queue>,
+    clock: Arc<dyn Clock>,
+    config: IntakeConfig,
+}
+
+impl Intake {
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        queue: Arc<dyn Queue>,
+        clock: Arc<dyn Clock>,
+        config: IntakeConfig,
+    ) -> Self {
+        Intake {
+            store,
+            queue,
+            clock,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &IntakeConfig {
+        &self.config
+    }
+
+    pub async fn send(
+        &self,
+        tenant: &TenantId,
+        req: SendMessageRequest,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Reply, IntakeError> {
+        if let Some(reply) = self.replay(tenant, idempotency.as_ref()).await? {
+            return Ok(reply);
+        }
+        let now = self.clock.now();
+        let common = self
+            .common(
+                now,
+                &req.from,
+                req.send_at.as_deref(),
+                req.validity,
+                req.callback_url,
+                req.metadata,
+                req.transliterate,
+            )
+            .map_err(IntakeError::Invalid)?;
+        let to = parse_phone(&req.to, "to").map_err(IntakeError::Invalid)?;
+        let text = MessageText::new(&req.text, common.policy)
+            .map_err(|e| IntakeError::Invalid(FieldError::new(e.code(), "text", e.to_string())))?;
+        let reference =
+            parse_reference(req.reference, "reference").map_err(IntakeError::Invalid)?;
+        let message = build(tenant, None, &common, to, text, reference, now);
+        let reply = Reply {
+            status: 202,
+            body: MessageView::json(&message),
+        };
+        self.accept(tenant, vec![message], idempotency, reply).await
+    }
+
+    pub async fn send_batch(
+        &self,
+        tenant: &TenantId,
+        req: BatchRequest,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Reply, IntakeError> {
+        if let Some(reply) = self.replay(tenant, idempotency.as_ref()).await? {
+            return Ok(reply);
+        }
+        if req.recipients.is_empty() {
+            return Err(IntakeError::Invalid(FieldError::new(
+                "batch_empty",
+                "recipients",
+                "the batch has no recipients",
+            )));
+        }
+        if req.recipients.len() > self.config.max_batch {
+            return Err(IntakeError::Invalid(FieldError::new(
+                "batch_too_large",
+                "recipients",
+                format!("a batch holds at most {} recipients", self.config.max_batch),
+            )));
+        }
+        let now = self.clock.now();
+        let common = self
+            .common(
+                now,
+                &req.from,
+                req.send_at.as_deref(),
+                req.validity,
+                req.callback_url,
+                req.metadata,
+                req.transliterate,
+            )
+            .map_err(IntakeError::Invalid)?;
+        // A text without placeholders is measured once, not once per recipient.
+        let shared_text = if template::has_placeholders(&req.text) {
+            None
+        } else {
+            Some(MessageText::new(&req.text, common.policy).map_err(|e| {
+                IntakeError::Invalid(FieldError::new(e.code(), "text", e.to_string()))
+            })?)
+        };
+        let batch_id = BatchId::generate(now);
+        let mut messages = Vec::with_capacity(req.recipients.len());
+        let mut results = Vec::with_capacity(req.recipients.len());
+        for (index, recipient) in req.recipients.into_iter().enumerate() {
+            let field = |name: &str| format!("recipients[{index}].{name}");
+            let outcome = (|| {
+                if recipient.variables.len() > MAX_VARIABLES {
+                    return Err(FieldError::new(
+                        "too_many_variables",
+                        &field("variables"),
+                        format!("at most {MAX_VARIABLES} variables per recipient"),
+                    ));
+                }
+                let to = parse_phone(&recipient.to, &field("to"))?;
+                let text = match &shared_text {
+                    Some(text) => text.clone(),
+                    None => {
+                        let rendered =
+                            template::render(&req.text, &recipient.variables).map_err(|e| {
+                                FieldError::new(
+                                    "template_variable_missing",
+                                    &field("variables"),
+                                    e.to_string(),
+                                )
+                            })?;
+                        MessageText::new(&rendered, common.policy)
+                            .map_err(|e| FieldError::new(e.code(), "text", e.to_string()))?
+                    }
+                };
+                let reference = parse_reference(recipient.reference, &field("reference"))?;
+                Ok(build(
+                    tenant,
+                    Some(&batch_id),
+                    &common,
+                    to,
+                    text,
+                    reference,
+                    now,
+                ))
+            })();
+            match outcome {
+                Ok(message) => {
+                    results.push(serde_json::json!({
+                        "index": index,
+                        "status": "accepted",
+                        "id": message.id.to_string(),
+                        "segments": message.segments,
+                    }));
+                    messages.push(message);
+                }
+                Err(error) => results.push(serde_json::json!({
+                    "index": index,
+                    "status": "rejected",
+                    "error": error,
+                })),
+            }
+        }
+        let accepted = messages.len();
+        let reply = Reply {
+            status: 202,
+            body: serde_json::json!({
+                "batch_id": batch_id.as_str(),
+                "accepted": accepted,
+                "rejected": results.len() - accepted,
+                "status": if common.send_at.is_some() { "scheduled" } else { "queued" },
+                "results": results,
+            }),
+        };
+        self.accept(tenant, messages, idempotency, reply).await
+    }
+
+    /// The stored answer for a repeated idempotency key, or a conflict if the request differs.
+    async fn replay(
+        &self,
+        tenant: &TenantId,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Option<Reply>, IntakeError> {
+        let Some(idem) = idempotency else {
+            return Ok(None);
+        };
+        match self.store.idempotency(tenant, &idem.key).await? {
+            None => Ok(None),
+            Some(record) if record.fingerprint == idem.fingerprint => Ok(Some(Reply {
+                status: record.status_code,
+                body: record.body,
+            })),
+            Some(_) => Err(IntakeError::IdempotencyConflict),
+        }
+    }
+
+    async fn accept(
+        &self,
+        tenant: &TenantId,
+        messages: Vec<Message>,
+        idempotency: Option<Idempotency>,
+        reply: Reply,
+    ) -> Result<Reply, IntakeError> {
+        let record = idempotency.as_ref().map(|idem| IdempotencyRecord {
+            tenant_id: tenant.clone(),
+            key: idem.key.clone(),
+            fingerprint: idem.fingerprint.clone(),
+            status_code: reply.status,
+            body: reply.body.clone(),
+            created_at: self.clock.now(),
+        });
+        match self.store.insert(&messages, record.as_ref()).await {
+            Ok(()) => {}
+            // A concurrent request with the same key won the race: answer as it did.
+            Err(StoreError::IdempotencyKeyTaken) => {
+                return self
+                    .replay(tenant, idempotency.as_ref())
+                    .await?
+                    .ok_or(IntakeError::IdempotencyConflict);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let jobs: Vec<_> = messages
+            .iter()
+            .filter(|m| m.status == MessageStatus::Queued)
+            .map(|m| {
+                jobs::outgoing(&DispatchJob {
+                    tenant_id: m.tenant_id.clone(),
+                    id: m.id,
+                })
+            })
+            .collect();
+        if !jobs.is_empty()
+            && let Err(e) = self.queue.send_batch(QueueName::Dispatch, jobs).await
+        {
+            // The messages are stored and will be swept back onto the queue; the request
+            // has been accepted, so it is answered as such.
+            tracing::warn!(error = %e, count = messages.len(), "dispatch jobs not queued; the sweeper will queue them");
+        }
+        Ok(reply)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn common(
+        &self,
+        now: DateTime<Utc>,
+        from: &str,
+        send_at: Option<&str>,
+        validity: Option<u64>,
+        callback_url: Option<String>,
+        metadata: Option<serde_json::Map<String, serde_json::Value>>,
+        transliterate: bool,
+    ) -> Result<Common, FieldError> {
+        let from =
+            SenderId::parse(from).map_err(|e| FieldError::new(e.code(), "from", e.to_string()))?;
+        let send_at = match send_at {
+            None => None,
+            Some(s) => {
+                let at = DateTime::parse_from_rfc3339(s)
+                    .map_err(|_| {
+                        FieldError::new(
+                            "send_at_invalid",
+                            "send_at",
+                            "send_at must be an RFC 3339 date-time, e.g. 2026-12-01T09:00:00+02:00",
+                        )
+                    })?
+                    .with_timezone(&Utc);
+                if at > now + self.config.max_schedule_ahead {
+                    return Err(FieldError::new(
+                        "send_at_too_far",
+                        "send_at",
+                        "send_at is more than a year ahead",
+                    ));
+                }
+                // A time already past means "now".
+                (at > now).then_some(at)
+            }
+        };
+        let validity = match validity {
+            None => self.config.default_validity,
+            Some(secs) => {
+                let v = Duration::from_secs(secs);
+                if v < self.config.min_validity || v > self.config.max_validity {
+                    return Err(FieldError::new(
+                        "validity_out_of_range",
+                        "validity",
+                        format!(
+                            "validity is from {} to {} seconds",
+                            self.config.min_validity.as_secs(),
+                            self.config.max_validity.as_secs()
+                        ),
+                    ));
+                }
+                v
+            }
+        };
+        let start = send_at.unwrap_or(now);
+        let expires_at = start
+            + chrono::Duration::from_std(validity).unwrap_or_else(|_| chrono::Duration::days(3));
+        let callback_url = callback_url.map(|u| parse_callback_url(&u)).transpose()?;
+        let metadata = match metadata {
+            None => None,
+            Some(map) => {
+                let value = serde_json::Value::Object(map);
+                if value.to_string().len() > MAX_METADATA_BYTES {
+                    return Err(FieldError::new(
+                        "metadata_too_large",
+                        "metadata",
+                        "metadata is limited to 4 KiB of JSON",
+                    ));
+                }
+                Some(value)
+            }
+        };
+        Ok(Common {
+            from,
+            send_at,
+            expires_at,
+            callback_url,
+            metadata,
+            policy: TextPolicy {
+                max_parts: self.config.max_parts,
+                transliterate,
+            },
+        })
+    }
+}
+
+fn build(
+    tenant: &TenantId,
+    batch_id: Option<&BatchId>,
+    common: &Common,
+    to: PhoneNumber,
+    text: MessageText,
+    reference: Option<String>,
+    now: DateTime<Utc>,
+) -> Message {
+    let next = if common.send_at.is_some() {
+        MessageStatus::Scheduled
+    } else {
+        MessageStatus::Queued
+    };
+    let estimate = text.estimate();
+    Message {
+        id: MessageId::generate(now),
+        tenant_id: tenant.clone(),
+        batch_id: batch_id.cloned(),
+        to,
+        from: common.from.clone(),
+        encoding: estimate.encoding,
+        segments: u16::try_from(estimate.segments).unwrap_or(u16::MAX),
+        text: text.as_str().to_owned(),
+        status: next,
+        created_at: now,
+        updated_at: now,
+        send_at: common.send_at,
+        expires_at: common.expires_at,
+        callback_url: common.callback_url.clone(),
+        reference,
+        metadata: common.metadata.clone(),
+        provider: None,
+        provider_message_id: None,
+        cost: None,
+        error: None,
+        attempts: 0,
+        history: vec![
+            StatusChange {
+                status: MessageStatus::Accepted,
+                at: now,
+            },
+            StatusChange {
+                status: next,
+                at: now,
+            },
+        ],
+    }
+}
+
+fn parse_phone(raw: &str, field: &str) -> Result<PhoneNumber, FieldError> {
+    PhoneNumber::parse(raw).map_err(|e| FieldError::new(e.code(), field, e.to_string()))
+}
+
+fn parse_reference(reference: Option<String>, field: &str) -> Result<Option<String>, FieldError> {
+    match reference {
+        Some(r) if r.chars().count() > MAX_REFERENCE_LEN || r.chars().any(char::is_control) => {
+            Err(FieldError::new(
+                "reference_invalid",
+                field,
+                "reference is up to 128 printable characters",
+            ))
+        }
+        other => Ok(other),
+    }
+}
+
+fn parse_callback_url(raw: &str) -> Result<String, FieldError> {
+    let bad = |msg: &str| FieldError::new("callback_url_invalid", "callback_url", msg);
+    if raw.len() > MAX_CALLBACK_URL_LEN {
+        return Err(bad("callback_url is longer than 2048 characters"));
+    }
+    let url = url::Url::parse(raw).map_err(|_| bad("callback_url is not a URL"))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+        return Err(bad("callback_url must be an http(s) URL with a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("callback_url must not carry credentials"));
+    }
+    Ok(url.to_string())
+}

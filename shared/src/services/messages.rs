@@ -1,0 +1,80 @@
+//! Reading and cancelling a tenant's messages.
+
+use std::sync::Arc;
+
+use crate::domain::{Message, MessageId, MessageStatus, TenantId};
+use crate::ports::store::{ListQuery, Page, Patch, Transition};
+use crate::ports::{Clock, MessageStore, StoreError};
+
+use super::callbacks::Notifier;
+
+/// The largest page `GET /v1/messages` returns.
+pub const MAX_PAGE: usize = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error("no such message")]
+    NotFound,
+    #[error("the message is already {0}; only scheduled or queued messages can be cancelled")]
+    TooLate(MessageStatus),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Messages {
+    store: Arc<dyn MessageStore>,
+    clock: Arc<dyn Clock>,
+    notifier: Notifier,
+}
+
+impl Messages {
+    pub fn new(store: Arc<dyn MessageStore>, clock: Arc<dyn Clock>, notifier: Notifier) -> Self {
+        Messages {
+            store,
+            clock,
+            notifier,
+        }
+    }
+
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        self.store.get(tenant, id).await
+    }
+
+    pub async fn list(&self, tenant: &TenantId, mut query: ListQuery) -> Result<Page, StoreError> {
+        query.limit = query.limit.clamp(1, MAX_PAGE);
+        self.store.list(tenant, &query).await
+    }
+
+    /// Cancels a message that has not yet been handed to dispatch. A job already on the
+    /// queue finds the message cancelled and does nothing.
+    pub async fn cancel(&self, tenant: &TenantId, id: &MessageId) -> Result<Message, CancelError> {
+        let transition = Transition {
+            tenant_id: tenant.clone(),
+            id: *id,
+            from: vec![
+                MessageStatus::Accepted,
+                MessageStatus::Scheduled,
+                MessageStatus::Queued,
+            ],
+            to: MessageStatus::Cancelled,
+            at: self.clock.now(),
+            patch: Patch::default(),
+        };
+        let changed = self
+            .store
+            .transition(std::slice::from_ref(&transition))
+            .await?;
+        if let Some(Some(message)) = changed.into_iter().next() {
+            self.notifier.changed(std::slice::from_ref(&message)).await;
+            return Ok(message);
+        }
+        match self.store.get(tenant, id).await? {
+            None => Err(CancelError::NotFound),
+            Some(m) => Err(CancelError::TooLate(m.status)),
+        }
+    }
+}

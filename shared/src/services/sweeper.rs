@@ -1,0 +1,208 @@
+//! The sweeper: time-driven work. It releases scheduled messages when they are due, puts
+//! back on the queue messages whose job was lost in a crash, and expires messages whose
+//! validity ended. Each step is safe to run concurrently with itself and to repeat.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::{Message, MessageError, MessageStatus};
+use crate::ports::store::{Patch, Transition};
+use crate::ports::{Clock, MessageStore, Queue, QueueError, QueueName, StoreError};
+
+use super::callbacks::Notifier;
+use super::jobs::{self, DispatchJob};
+
+#[derive(Debug, Clone)]
+pub struct SweeperConfig {
+    /// Messages handled per step.
+    pub batch: usize,
+    /// A message queued this long without being claimed gets its job sent again.
+    pub requeue_after: Duration,
+    /// Grace after validity for a sent message's final receipt before it is expired.
+    pub receipt_grace: Duration,
+}
+
+impl Default for SweeperConfig {
+    fn default() -> Self {
+        SweeperConfig {
+            batch: 1000,
+            requeue_after: Duration::from_secs(300),
+            receipt_grace: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+pub struct Sweeper {
+    store: Arc<dyn MessageStore>,
+    queue: Arc<dyn Queue>,
+    clock: Arc<dyn Clock>,
+    notifier: Notifier,
+    config: SweeperConfig,
+}
+
+fn to_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or_default()
+}
+
+impl Sweeper {
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        queue: Arc<dyn Queue>,
+        clock: Arc<dyn Clock>,
+        notifier: Notifier,
+        config: SweeperConfig,
+    ) -> Self {
+        Sweeper {
+            store,
+            queue,
+            clock,
+            notifier,
+            config,
+        }
+    }
+
+    /// Releases due scheduled messages: `scheduled → queued`, then their jobs. (A crash in
+    /// between is mended by [`Sweeper::requeue_stale`].) Returns how many were released.
+    pub async fn release_due(&self) -> Result<usize, SweepError> {
+        let now = self.clock.now();
+        let due = self.store.due_scheduled(now, self.config.batch).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let transitions: Vec<Transition> = due
+            .into_iter()
+            .map(|r| Transition {
+                tenant_id: r.tenant_id,
+                id: r.id,
+                from: vec![MessageStatus::Scheduled],
+                to: MessageStatus::Queued,
+                at: now,
+                patch: Patch::default(),
+            })
+            .collect();
+        let released: Vec<Message> = self
+            .store
+            .transition(&transitions)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        self.enqueue(&released).await?;
+        self.notifier.changed(&released).await;
+        Ok(released.len())
+    }
+
+    /// Sends the jobs of messages that have sat in `queued` too long, in case theirs was lost.
+    pub async fn requeue_stale(&self) -> Result<usize, SweepError> {
+        let cutoff = self.clock.now() - to_duration(self.config.requeue_after);
+        let stale = self.store.stale_queued(cutoff, self.config.batch).await?;
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        let jobs: Vec<_> = stale
+            .iter()
+            .map(|r| {
+                jobs::outgoing(&DispatchJob {
+                    tenant_id: r.tenant_id.clone(),
+                    id: r.id,
+                })
+            })
+            .collect();
+        self.queue.send_batch(QueueName::Dispatch, jobs).await?;
+        // Touch them so the next sweep does not send their jobs again right away.
+        let now = self.clock.now();
+        let touches: Vec<Transition> = stale
+            .into_iter()
+            .map(|r| Transition {
+                tenant_id: r.tenant_id,
+                id: r.id,
+                from: vec![MessageStatus::Queued],
+                to: MessageStatus::Queued,
+                at: now,
+                patch: Patch::default(),
+            })
+            .collect();
+        let n = touches.len();
+        self.store.transition(&touches).await?;
+        Ok(n)
+    }
+
+    /// Expires messages whose validity ended: waiting ones at once, sent ones after a grace
+    /// period for their final receipt. Messages in `sending` are left to dispatch, which
+    /// knows whether the provider has them.
+    pub async fn expire(&self) -> Result<usize, SweepError> {
+        let now = self.clock.now();
+        let grace = to_duration(self.config.receipt_grace);
+        let mut transitions = Vec::new();
+        for (r, status) in self.store.past_validity(now, self.config.batch).await? {
+            if matches!(
+                status,
+                MessageStatus::Accepted | MessageStatus::Scheduled | MessageStatus::Queued
+            ) {
+                transitions.push((r, status));
+            }
+        }
+        for (r, status) in self
+            .store
+            .past_validity(now - grace, self.config.batch)
+            .await?
+        {
+            if status == MessageStatus::Sent {
+                transitions.push((r, status));
+            }
+        }
+        if transitions.is_empty() {
+            return Ok(0);
+        }
+        let transitions: Vec<Transition> = transitions
+            .into_iter()
+            .map(|(r, status)| Transition {
+                tenant_id: r.tenant_id,
+                id: r.id,
+                from: vec![status],
+                to: MessageStatus::Expired,
+                at: now,
+                patch: Patch {
+                    error: (status != MessageStatus::Sent).then(|| MessageError {
+                        code: "validity_expired".to_owned(),
+                        message: "validity ended before the message could be sent".to_owned(),
+                    }),
+                    ..Patch::default()
+                },
+            })
+            .collect();
+        let expired: Vec<Message> = self
+            .store
+            .transition(&transitions)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        self.notifier.changed(&expired).await;
+        Ok(expired.len())
+    }
+
+    async fn enqueue(&self, messages: &[Message]) -> Result<(), QueueError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let jobs = messages
+            .iter()
+            .map(|m| {
+                jobs::outgoing(&DispatchJob {
+                    tenant_id: m.tenant_id.clone(),
+                    id: m.id,
+                })
+            })
+            .collect();
+        self.queue.send_batch(QueueName::Dispatch, jobs).await
+    }
+}
