@@ -79,7 +79,8 @@ pub struct SimulatorArgs {
     /// Share of messages delivered (the rest undelivered or expired).
     #[arg(long, env = "HOLUB_SIM_DELIVERED_RATIO", default_value_t = 0.95)]
     pub sim_delivered_ratio: f64,
-    /// Share of messages that expire at the operator.
+    /// Of the messages not delivered, the share that expire at the operator (the rest are
+    /// undelivered).
     #[arg(long, env = "HOLUB_SIM_EXPIRED_RATIO", default_value_t = 0.0)]
     pub sim_expired_ratio: f64,
     /// Share of send requests answered 503 (failure injection).

@@ -80,7 +80,12 @@ pub struct TenantKeys {
 }
 
 pub fn create_tenant(data_dir: &Path, name: &str) -> TenantKeys {
-    let out = Command::new(holub_bin())
+    create_tenant_with(&holub_bin(), data_dir, name)
+}
+
+/// `holub tenant create` with a given binary (the benchmark measures a release build).
+pub fn create_tenant_with(bin: &Path, data_dir: &Path, name: &str) -> TenantKeys {
+    let out = Command::new(bin)
         .args(["tenant", "create", "--name", name, "--data-dir"])
         .arg(data_dir)
         .output()
@@ -101,6 +106,7 @@ pub fn create_tenant(data_dir: &Path, name: &str) -> TenantKeys {
 
 /// A running `holub serve` process; killed when dropped.
 pub struct Holub {
+    bin: PathBuf,
     child: Child,
     pub base_url: String,
     data_dir: PathBuf,
@@ -118,8 +124,8 @@ pub fn free_port() -> u16 {
 
 /// Starts `holub <args>` and reads the address it prints as `{"listening": ...}` on its
 /// first line of stdout; stdout is drained afterwards.
-fn spawn_listening(args: &[String]) -> (Child, String) {
-    let mut child = Command::new(holub_bin())
+fn spawn_listening(bin: &Path, args: &[String]) -> (Child, String) {
+    let mut child = Command::new(bin)
         .args(args)
         .env(
             "RUST_LOG",
@@ -180,7 +186,7 @@ impl Simulator {
         .map(|s| s.to_string())
         .collect();
         all.extend(args.iter().map(|s| s.to_string()));
-        let (child, addr) = spawn_listening(&all);
+        let (child, addr) = spawn_listening(&holub_bin(), &all);
         wait_listening(&addr);
         Simulator {
             child,
@@ -205,11 +211,21 @@ impl Holub {
 
     /// Starts `holub serve` on a given address (kept across restarts).
     pub fn start_on(data_dir: &Path, listen: &str, args: &[&str]) -> Holub {
-        let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        Self::spawn(data_dir, listen.to_owned(), extra_args)
+        Self::start_with(&holub_bin(), data_dir, listen, args)
     }
 
-    fn spawn(data_dir: &Path, listen: String, extra_args: Vec<String>) -> Holub {
+    /// Starts a given `holub` binary (the benchmark measures a release build).
+    pub fn start_with(bin: &Path, data_dir: &Path, listen: &str, args: &[&str]) -> Holub {
+        let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Self::spawn(bin.to_owned(), data_dir, listen.to_owned(), extra_args)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn spawn(bin: PathBuf, data_dir: &Path, listen: String, extra_args: Vec<String>) -> Holub {
         let mut all: Vec<String> = vec![
             "serve".into(),
             "--listen".into(),
@@ -218,9 +234,10 @@ impl Holub {
             data_dir.display().to_string(),
         ];
         all.extend(extra_args.iter().cloned());
-        let (child, addr) = spawn_listening(&all);
+        let (child, addr) = spawn_listening(&bin, &all);
         wait_listening(&addr);
         Holub {
+            bin,
             child,
             base_url: format!("http://{addr}"),
             data_dir: data_dir.to_owned(),
@@ -245,7 +262,7 @@ impl Holub {
         let data_dir = self.data_dir.clone();
         let args = std::mem::take(&mut self.extra_args);
         // A random port stays random; a chosen one is kept.
-        Self::spawn(&data_dir, self.listen.clone(), args)
+        Self::spawn(self.bin.clone(), &data_dir, self.listen.clone(), args)
     }
 }
 
