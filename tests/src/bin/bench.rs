@@ -113,7 +113,8 @@ async fn main() {
                     let recipients: Vec<_> = (0..n)
                         .map(|i| json!({"to": format!("067{:07}", (b * 1000 + i) % 10_000_000)}))
                         .collect();
-                    let body = json!({"from": "Holub", "text": "Ваш код: 4821", "recipients": recipients});
+                    let body =
+                        json!({"from": "Holub", "text": "Ваш код: 4821", "recipients": recipients});
                     let t = Instant::now();
                     let resp = http
                         .post(format!("{base}/v1/messages/batch"))
@@ -124,12 +125,13 @@ async fn main() {
                     let took = t.elapsed();
                     drop(permit);
                     let ok = match resp {
-                        Ok(r) if r.status().as_u16() == 202 => r
-                            .json::<serde_json::Value>()
-                            .await
-                            .ok()
-                            .and_then(|v| v["accepted"].as_u64())
-                            .unwrap_or(0) as usize,
+                        Ok(r) if r.status().as_u16() == 202 => {
+                            r.json::<serde_json::Value>()
+                                .await
+                                .ok()
+                                .and_then(|v| v["accepted"].as_u64())
+                                .unwrap_or(0) as usize
+                        }
                         _ => 0,
                     };
                     (took, ok)
@@ -195,7 +197,10 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let total_time = started.elapsed();
-    let delivered = count(&db, "SELECT count(*) FROM messages WHERE status = 'delivered'");
+    let delivered = count(
+        &db,
+        "SELECT count(*) FROM messages WHERE status = 'delivered'",
+    );
     let rss = peak_rss_kib(holub.pid());
     drop(holub);
 
