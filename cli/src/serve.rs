@@ -89,6 +89,10 @@ pub struct SimulatorArgs {
     /// Share of messages refused for good (failure injection).
     #[arg(long, env = "HOLUB_SIM_REJECT_RATIO", default_value_t = 0.0)]
     pub sim_reject_ratio: f64,
+    /// Share of send requests whose messages are taken but answered 503 (a provider that
+    /// loses its answers; failure injection).
+    #[arg(long, env = "HOLUB_SIM_LOST_ANSWER_RATIO", default_value_t = 0.0)]
+    pub sim_lost_answer_ratio: f64,
     /// Milliseconds added to every send request.
     #[arg(long, env = "HOLUB_SIM_LATENCY_MS", default_value_t = 0)]
     pub sim_latency_ms: u64,
@@ -110,6 +114,7 @@ impl SimulatorArgs {
             expired_ratio: self.sim_expired_ratio,
             fail_ratio: self.sim_fail_ratio,
             reject_ratio: self.sim_reject_ratio,
+            lost_answer_ratio: self.sim_lost_answer_ratio,
             latency: Duration::from_millis(self.sim_latency_ms),
             ..SimulatorConfig::default()
         }

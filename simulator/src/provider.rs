@@ -237,24 +237,27 @@ fn parse_cost(provider: &str, client_id: &str, cost: &str) -> Option<Kopiyky> {
     }
 }
 
+/// An answer that cannot be read leaves the outcome unknown: the simulator may have taken
+/// the message.
 fn bad_answer(message: &str) -> ProviderError {
-    ProviderError::Temporary {
-        code: codes::BAD_ANSWER.to_owned(),
-        message: message.to_owned(),
-    }
+    ProviderError::unknown(codes::BAD_ANSWER, message)
 }
 
+/// A connection that was never made sent nothing (temporary); a request that timed out or
+/// broke after it was sent may have been taken (unknown).
 fn transport_error(provider: &str, e: &reqwest::Error) -> ProviderError {
+    let message = format!("simulator request failed: {e}");
+    if e.is_connect() {
+        tracing::warn!(provider, error = %e, "simulator unreachable");
+        return ProviderError::temporary(codes::UNREACHABLE, message);
+    }
     let code = if e.is_timeout() {
         codes::TIMEOUT
     } else {
         codes::UNREACHABLE
     };
-    tracing::warn!(provider, error = %e, code, "simulator request failed");
-    ProviderError::Temporary {
-        code: code.to_owned(),
-        message: format!("simulator request failed: {e}"),
-    }
+    tracing::warn!(provider, error = %e, code, "simulator answer lost");
+    ProviderError::unknown(code, message)
 }
 
 /// Maps a non-200 answer. `all_temporary` is for lookups, where no answer can make a
@@ -281,8 +284,8 @@ fn status_error(
         s if s.is_server_error() => (codes::UNAVAILABLE, true),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => (codes::UNAUTHORIZED, false),
         s if s.is_client_error() => (codes::BAD_REQUEST, false),
-        // 1xx, 2xx other than 200, 3xx: not holub-sim v1.
-        _ => (codes::BAD_ANSWER, true),
+        // 1xx, 2xx other than 200, 3xx: not holub-sim v1, so what happened is unknown.
+        _ => return bad_answer(&message),
     };
     let code = code.to_owned();
     if temporary || all_temporary {

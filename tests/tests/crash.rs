@@ -54,7 +54,9 @@ async fn a_killed_holub_loses_nothing_and_sends_nothing_twice() {
         &format!("http://{listen}/v1/receipts/simulator"),
         api_token,
         receipt_token,
-        // Slow sends, so the kill lands while messages are being dispatched.
+        // Slow sends, so the kill lands while messages are being dispatched; and a tenth of
+        // the send requests lose their answer (the messages are taken, the answer is a 503):
+        // those must be found by lookup, not sent again.
         &[
             "--sim-receipt-delay-ms",
             "200",
@@ -62,6 +64,8 @@ async fn a_killed_holub_loses_nothing_and_sends_nothing_twice() {
             "1.0",
             "--sim-latency-ms",
             "30",
+            "--sim-lost-answer-ratio",
+            "0.1",
         ],
     );
     let args = [
@@ -164,6 +168,7 @@ async fn a_killed_holub_loses_nothing_and_sends_nothing_twice() {
     assert_eq!(delivered, messages.len(), "every message was delivered");
 
     let stats = simulator_stats(&sim, api_token).await;
+    eprintln!("simulator: {stats}");
     assert_eq!(
         stats["duplicates"], 0,
         "a message was submitted twice: {stats}"

@@ -12,7 +12,10 @@ pub mod secrets;
 pub mod store;
 
 pub use clock::{Clock, SystemClock};
-pub use provider::{OutboundSms, ProviderError, ProviderReceipt, SmsProvider, Submitted};
+pub use provider::{
+    OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, ReceiptWebhook, SmsProvider,
+    Submitted, WebhookError, WebhookRequest,
+};
 pub use queue::{Delivery, Outgoing, Queue, QueueError, QueueName, ReceiptHandle};
 pub use secrets::{Secret, SecretError, SecretStore};
 pub use store::{

@@ -38,28 +38,73 @@ pub enum ProviderError {
     /// money on the account): retrying cannot help.
     #[error("provider refused the message: {message}")]
     Permanent { code: String, message: String },
+    /// The request reached the provider but its answer did not come back (a timeout after
+    /// the request was sent, a cut connection, an unreadable answer): the provider may or
+    /// may not have taken the message. Sending again could send it twice, so dispatch
+    /// resolves it by [`SmsProvider::lookup`] before anything else.
+    #[error("provider answer lost: {message}")]
+    Unknown { code: String, message: String },
 }
 
 impl ProviderError {
+    pub fn temporary(code: &str, message: impl Into<String>) -> Self {
+        ProviderError::Temporary {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(code: &str, message: impl Into<String>) -> Self {
+        ProviderError::Permanent {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn unknown(code: &str, message: impl Into<String>) -> Self {
+        ProviderError::Unknown {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
     pub fn code(&self) -> &str {
         match self {
-            ProviderError::Temporary { code, .. } | ProviderError::Permanent { code, .. } => code,
+            ProviderError::Temporary { code, .. }
+            | ProviderError::Permanent { code, .. }
+            | ProviderError::Unknown { code, .. } => code,
         }
     }
 
     pub fn message(&self) -> &str {
         match self {
-            ProviderError::Temporary { message, .. } | ProviderError::Permanent { message, .. } => {
-                message
-            }
+            ProviderError::Temporary { message, .. }
+            | ProviderError::Permanent { message, .. }
+            | ProviderError::Unknown { message, .. } => message,
         }
+    }
+
+    /// Whether the outcome of the submission is unknown (see [`ProviderError::Unknown`]).
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, ProviderError::Unknown { .. })
     }
 }
 
 impl Retryable for ProviderError {
+    /// Only a temporary error may simply be tried again; an unknown outcome must be resolved
+    /// first.
     fn is_retryable(&self) -> bool {
         matches!(self, ProviderError::Temporary { .. })
     }
+}
+
+/// How a provider reports delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptMode {
+    /// It POSTs receipts to a webhook of ours.
+    Push,
+    /// It keeps them for us to ask: [`SmsProvider::status`] is polled.
+    Poll,
 }
 
 #[async_trait]
@@ -79,6 +124,74 @@ pub trait SmsProvider: Send + Sync {
     /// client-side id): `Some` if it took the message, `None` if it never saw it. This is how
     /// a submission whose outcome was lost in a crash is resolved without sending twice.
     async fn lookup(&self, id: &MessageId) -> Result<Option<Submitted>, ProviderError>;
+
+    /// Whether receipts are pushed to us or must be polled with [`SmsProvider::status`].
+    fn receipt_mode(&self) -> ReceiptMode {
+        ReceiptMode::Push
+    }
+
+    /// The delivery state of submitted messages, by the provider's ids, as receipts (only
+    /// for the ids the provider has news of). Used for providers that do not push.
+    async fn status(
+        &self,
+        provider_message_ids: &[String],
+    ) -> Result<Vec<ProviderReceipt>, ProviderError> {
+        let _ = provider_message_ids;
+        Err(ProviderError::permanent(
+            "status_unsupported",
+            format!("{} does not answer status queries", self.name()),
+        ))
+    }
+
+    /// The money left on the account.
+    async fn balance(&self) -> Result<Kopiyky, ProviderError> {
+        Err(ProviderError::permanent(
+            "balance_unsupported",
+            format!("{} does not report a balance", self.name()),
+        ))
+    }
+}
+
+/// One webhook request as it arrived, for a provider's receipt parser.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookRequest<'a> {
+    pub headers: &'a reqwest::header::HeaderMap,
+    /// The raw query string, if any.
+    pub query: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// Why a receipt webhook was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    /// Missing or wrong credentials or signature.
+    #[error("the receipt is not authenticated")]
+    Unauthorized,
+    /// Authentic, but seen before or too old to be fresh.
+    #[error("the receipt was replayed")]
+    Replayed,
+    /// The body is not what the provider documents.
+    #[error("{message}")]
+    Malformed { code: &'static str, message: String },
+}
+
+impl WebhookError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            WebhookError::Unauthorized => "receipt_unauthorized",
+            WebhookError::Replayed => "receipt_replayed",
+            WebhookError::Malformed { code, .. } => code,
+        }
+    }
+}
+
+/// Parses and authenticates a provider's delivery-receipt webhooks.
+pub trait ReceiptWebhook: Send + Sync {
+    fn parse(
+        &self,
+        request: &WebhookRequest<'_>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<ProviderReceipt>, WebhookError>;
 }
 
 /// One delivery report as a provider sent it, mapped to Holub's vocabulary: the provider's

@@ -129,17 +129,78 @@ impl Dispatcher {
             .into_iter()
             .map(|(i, m)| (i, self.expire(&m, now, None), JobOutcome::Done))
             .collect();
+        // A retry follows an attempt that failed by the provider's own word; a provider that
+        // answered 5xx may still have taken the message, so where it can tell, ask first.
+        let live = self
+            .settle_retries(live, &mut finals, &mut outcomes, now)
+            .await;
         if !live.is_empty() {
             let batch: Vec<OutboundSms> = live.iter().map(|(_, m)| outbound(m, now)).collect();
             let answers = self.provider.send_many(&batch).await;
             let done_at = self.clock.now();
             for ((i, message), answer) in live.into_iter().zip(answers) {
-                let (transition, outcome) = self.after_submit(&message, answer, done_at);
-                finals.push((i, transition, outcome));
+                match answer {
+                    // The provider may have the message: it stays in `sending` and its job
+                    // comes back after `orphan_after`, when the lookup settles it.
+                    Err(e) if e.is_unknown() => {
+                        tracing::warn!(code = e.code(), "dispatch: submit outcome unknown");
+                        outcomes[i] = JobOutcome::Retry(self.config.orphan_after);
+                    }
+                    answer => {
+                        let (transition, outcome) = self.after_submit(&message, answer, done_at);
+                        finals.push((i, transition, outcome));
+                    }
+                }
             }
         }
         self.record(&mut outcomes, finals).await;
         outcomes
+    }
+
+    /// Looks up retried messages at the provider: those it already has are recorded as sent
+    /// instead of being sent again. Returns the messages still to send.
+    async fn settle_retries(
+        &self,
+        live: Vec<(usize, Message)>,
+        finals: &mut Vec<(usize, Transition, JobOutcome)>,
+        outcomes: &mut [JobOutcome],
+        now: DateTime<Utc>,
+    ) -> Vec<(usize, Message)> {
+        let (retries, first): (Vec<_>, Vec<_>) =
+            live.into_iter().partition(|(_, m)| m.attempts > 1);
+        if retries.is_empty() {
+            return first;
+        }
+        let answers =
+            futures::future::join_all(retries.iter().map(|(_, m)| self.provider.lookup(&m.id)))
+                .await;
+        let mut to_send = first;
+        for ((i, message), answer) in retries.into_iter().zip(answers) {
+            match answer {
+                Ok(Some(submitted)) => {
+                    tracing::info!("dispatch: a retried message was already at the provider");
+                    finals.push((i, self.sent(&message, &submitted, now), JobOutcome::Done));
+                }
+                Ok(None) => to_send.push((i, message)),
+                // The provider cannot look messages up: its error answer is all there is.
+                Err(ProviderError::Permanent { .. }) => to_send.push((i, message)),
+                Err(e) => {
+                    tracing::info!(code = e.code(), "dispatch: lookup before retry failed");
+                    let delay = self.retry_delay(message.attempts);
+                    let back = Transition {
+                        tenant_id: message.tenant_id.clone(),
+                        id: message.id,
+                        from: vec![MessageStatus::Sending],
+                        to: MessageStatus::Queued,
+                        at: now,
+                        patch: Patch::default(),
+                    };
+                    outcomes[i] = JobOutcome::Retry(delay);
+                    finals.push((i, back, JobOutcome::Retry(delay)));
+                }
+            }
+        }
+        to_send
     }
 
     /// What to do with a job whose message could not be claimed.
@@ -182,7 +243,7 @@ impl Dispatcher {
                 at: now,
                 patch: Patch::default(),
             },
-            Err(e) if e.is_retryable() => {
+            Err(e) if e.is_retryable() || e.is_unknown() => {
                 return JobOutcome::Retry(self.retry_delay(message.attempts));
             }
             Err(e) => {
