@@ -2,6 +2,8 @@
 
 mod backend;
 mod estimate;
+mod routes;
+mod secret;
 mod serve;
 mod simulator;
 mod tenant;
@@ -27,6 +29,9 @@ enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(tenant::Command),
+    /// Manage the local secret store (provider credentials).
+    #[command(subcommand)]
+    Secret(secret::Command),
     /// Run the provider simulator on its own (for `holub serve --simulator-url`).
     Simulator(simulator::Args),
 }
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
             Command::Estimate(_) => ExitCode::SUCCESS,
             Command::Serve(args) => serve::run(args).await,
             Command::Tenant(command) => tenant::run(command).await,
+            Command::Secret(command) => secret::run(command).await,
             Command::Simulator(args) => simulator::run(args).await,
         }
     })

@@ -8,16 +8,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use holub_shared::adapters::sqlite::{SqliteConfig, SyncMode};
+use holub_shared::ports::ReceiptWebhook;
 use holub_shared::ports::{Clock, Secret, SecretStore, SmsProvider, SystemClock};
 use holub_shared::services::callbacks::{CallbackConfig, CallbackSender};
 use holub_shared::services::dispatch::DispatchConfig;
+use holub_shared::services::gateway::{BreakerConfig, Gateway, Member};
 use holub_shared::services::intake::IntakeConfig;
+use holub_shared::services::poller::Poller;
 use holub_shared::services::sweeper::SweeperConfig;
 use holub_shared::services::{Accounts, Dispatcher, Intake, Messages, Notifier, Receipts, Sweeper};
-use holub_simulator::{SimulatorConfig, SimulatorProvider};
+use holub_simulator::{SimulatorConfig, SimulatorProvider, SimulatorReceipts};
+use std::collections::HashMap;
 use tokio::sync::watch;
 
 use crate::backend::Backend;
+use crate::routes;
 use crate::workers;
 
 #[derive(clap::Args, Debug)]
@@ -52,9 +57,17 @@ pub struct Args {
     /// provider call's timeout, so a job is seen again only if its consumer died.
     #[arg(long, env = "HOLUB_DISPATCH_VISIBILITY", default_value_t = 60)]
     dispatch_visibility: u64,
+    /// Seconds between status queries at providers that do not push receipts.
+    #[arg(long, env = "HOLUB_POLL_EVERY", default_value_t = 5)]
+    poll_every: u64,
     /// Queue receives before a job goes to the dead letters.
     #[arg(long, env = "HOLUB_MAX_RECEIVES", default_value_t = 10)]
     max_receives: u32,
+
+    /// The route table (TOML): providers, their credentials, limits and prices, and which
+    /// messages go where. Without it, Holub sends through its built-in simulator.
+    #[arg(long, env = "HOLUB_ROUTES")]
+    routes: Option<PathBuf>,
 
     /// Use a simulator running elsewhere (`holub simulator`) instead of the built-in one.
     #[arg(long, env = "HOLUB_SIMULATOR_URL")]
@@ -175,38 +188,21 @@ async fn serve(args: Args) -> Result<(), String> {
     let queue = backend.queue();
     let secrets = backend.secrets();
 
-    // The provider: the built-in simulator, or one running elsewhere.
-    let (provider_url, api_token, receipt_token, simulator_addr) = match &args.simulator_url {
-        Some(url) => {
-            let api = args
-                .simulator_api_token
-                .clone()
-                .ok_or("--simulator-url needs --simulator-api-token")?;
-            let receipt = args
-                .simulator_receipt_token
-                .clone()
-                .ok_or("--simulator-url needs --simulator-receipt-token")?;
-            (url.clone(), Secret::new(api), Secret::new(receipt), None)
+    // The providers: a route table, or the one built-in (or external) simulator.
+    let providers = match &args.routes {
+        Some(path) => {
+            let file = routes::read(path)?;
+            routes::build(file, secrets.as_ref(), &format!("http://{addr}")).await?
         }
-        None => {
-            let api = token(secrets.as_ref(), "providers/simulator/api-token").await?;
-            let receipt = token(secrets.as_ref(), "providers/simulator/receipt-token").await?;
-            let receipts_url = format!("http://{addr}/v1/receipts/simulator");
-            let config = args.sim.config(
-                receipts_url,
-                api.expose().to_owned(),
-                receipt.expose().to_owned(),
-            );
-            let sim_addr = holub_simulator::Simulator::start(config)
-                .await
-                .map_err(|e| format!("cannot start the simulator: {e}"))?;
-            (format!("http://{sim_addr}"), api, receipt, Some(sim_addr))
-        }
+        None => default_simulator(&args, secrets.as_ref(), addr).await?,
     };
-    let provider: Arc<dyn SmsProvider> = Arc::new(
-        SimulatorProvider::new(&provider_url, api_token.expose(), holub_receipts::SIMULATOR)
-            .map_err(|e| format!("bad simulator URL {provider_url}: {e}"))?,
-    );
+    let gateway = providers.gateway.clone();
+    let webhooks = Arc::new(providers.webhooks);
+    let simulators: serde_json::Map<String, serde_json::Value> = providers
+        .simulators
+        .into_iter()
+        .map(|(name, addr)| (name, addr.into()))
+        .collect();
 
     let notifier = Notifier::new(queue.clone());
     let accounts = Arc::new(Accounts::new(
@@ -232,7 +228,7 @@ async fn serve(args: Args) -> Result<(), String> {
     ));
     let dispatcher = Arc::new(Dispatcher::new(
         store.clone(),
-        provider,
+        gateway.clone(),
         clock.clone(),
         notifier.clone(),
         DispatchConfig {
@@ -280,6 +276,17 @@ async fn serve(args: Args) -> Result<(), String> {
         sweeper,
         stop_rx.clone(),
     )));
+    let poller = Arc::new(Poller::new(
+        store.clone(),
+        gateway.clone(),
+        receipts.clone(),
+        500,
+    ));
+    tasks.push(tokio::spawn(workers::poller_loop(
+        poller,
+        Duration::from_secs(args.poll_every.max(1)),
+        stop_rx.clone(),
+    )));
 
     let app = holub_api::router(holub_api::AppState {
         accounts,
@@ -287,8 +294,8 @@ async fn serve(args: Args) -> Result<(), String> {
         messages,
     })
     .merge(holub_receipts::router(holub_receipts::ReceiptsState {
-        receipts,
-        simulator_token: receipt_token,
+        receipts: receipts.clone(),
+        webhooks,
     }));
 
     // The first line on stdout says where Holub listens (tests and scripts read it).
@@ -296,7 +303,7 @@ async fn serve(args: Args) -> Result<(), String> {
         "{}",
         serde_json::json!({
             "listening": addr.to_string(),
-            "simulator": simulator_addr.map(|a| a.to_string()),
+            "simulators": simulators,
             "data_dir": args.data_dir.display().to_string(),
         })
     );
@@ -332,3 +339,69 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+/// Without a route table: one provider named `simulator`, the built-in simulator (tokens
+/// made on first run and kept in the secret store), or one running elsewhere.
+async fn default_simulator(
+    args: &Args,
+    secrets: &dyn SecretStore,
+    addr: SocketAddr,
+) -> Result<routes::Providers, String> {
+    let receipts_url = format!("http://{addr}/v1/receipts/{DEFAULT_PROVIDER}");
+    let (api, receipt, base_url, sim_addr) = match &args.simulator_url {
+        Some(url) => {
+            let api = args
+                .simulator_api_token
+                .clone()
+                .ok_or("--simulator-url needs --simulator-api-token")?;
+            let receipt = args
+                .simulator_receipt_token
+                .clone()
+                .ok_or("--simulator-url needs --simulator-receipt-token")?;
+            (Secret::new(api), Secret::new(receipt), url.clone(), None)
+        }
+        None => {
+            let api = token(secrets, "providers/simulator/api-token").await?;
+            let receipt = token(secrets, "providers/simulator/receipt-token").await?;
+            let config = args.sim.config(
+                receipts_url,
+                api.expose().to_owned(),
+                receipt.expose().to_owned(),
+            );
+            let sim = holub_simulator::Simulator::start(config)
+                .await
+                .map_err(|e| format!("cannot start the simulator: {e}"))?;
+            (api, receipt, sim.base_url(), Some(sim.addr().to_string()))
+        }
+    };
+    let provider: Arc<dyn SmsProvider> = Arc::new(
+        SimulatorProvider::new(&base_url, api.expose(), DEFAULT_PROVIDER)
+            .map_err(|e| format!("bad simulator URL {base_url}: {e}"))?,
+    );
+    let gateway = Gateway::new(
+        vec![Member {
+            name: DEFAULT_PROVIDER.to_owned(),
+            provider,
+            messages_per_second: None,
+            price_per_part: None,
+        }],
+        Vec::new(),
+        BreakerConfig::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut webhooks: HashMap<String, Arc<dyn ReceiptWebhook>> = HashMap::new();
+    webhooks.insert(
+        DEFAULT_PROVIDER.to_owned(),
+        Arc::new(SimulatorReceipts::new(receipt)),
+    );
+    Ok(routes::Providers {
+        gateway: Arc::new(gateway),
+        webhooks,
+        simulators: sim_addr
+            .map(|a| vec![(DEFAULT_PROVIDER.to_owned(), a)])
+            .unwrap_or_default(),
+    })
+}
+
+/// The provider name of the built-in simulator when there is no route table.
+const DEFAULT_PROVIDER: &str = "simulator";

@@ -8,6 +8,7 @@ use futures::future::join_all;
 use holub_shared::ports::{Delivery, Queue, QueueName, ReceiptHandle};
 use holub_shared::services::callbacks::CallbackSender;
 use holub_shared::services::jobs::{self, CallbackJob, DispatchJob};
+use holub_shared::services::poller::Poller;
 use holub_shared::services::{Dispatcher, JobOutcome, Sweeper};
 use tokio::sync::watch;
 
@@ -149,5 +150,21 @@ pub async fn sweeper_loop(sweeper: Arc<Sweeper>, mut stop: watch::Receiver<bool>
                 tracing::warn!(error = %e, "sweeper: expiry failed");
             }
         }
+    }
+}
+
+/// Asks providers that do not push for their receipts, every `every`.
+pub async fn poller_loop(poller: Arc<Poller>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        if *stop.borrow() {
+            break;
+        }
+        poller.poll().await;
     }
 }

@@ -67,13 +67,14 @@
 pub mod config;
 mod poster;
 pub mod provider;
+pub mod providers;
 pub mod receipt;
 pub mod server;
 pub mod wire;
 
 pub use config::{ConfigError, SimulatorConfig};
 pub use provider::{ProviderSetupError, SimulatorProvider};
-pub use receipt::{ReceiptParseError, parse_receipts, verify_receipt_token};
+pub use receipt::{ReceiptParseError, SimulatorReceipts, parse_receipts, verify_receipt_token};
 pub use server::{Simulator, SimulatorState, router, serve};
 pub use wire::Stats;
 

@@ -342,8 +342,8 @@ impl Api {
         content_type: &str,
         body: Vec<u8>,
     ) -> Option<Answer> {
-        let resp = self
-            .http
+        // A connection of its own: one the server cut must not be reused by the next request.
+        let resp = reqwest::Client::new()
             .post(format!("{}{path}", self.base_url))
             .bearer_auth(&self.key)
             .header("content-type", content_type)

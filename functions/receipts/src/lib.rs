@@ -1,38 +1,41 @@
-//! Delivery-receipt webhooks: `POST /v1/receipts/{provider}`.
+//! Delivery-receipt webhooks: `POST /v1/receipts/{provider}` (and `GET`, for providers that
+//! report in the query string).
 //!
-//! Each provider's receipts are authenticated the way that provider allows, parsed into
-//! typed receipts (a malformed body is refused whole, nothing applied), and applied through
-//! the receipts service. The answer is quick: applying is a few batched writes.
+//! Each provider's receipts are authenticated the way that provider allows and parsed into
+//! typed receipts by its [`ReceiptWebhook`] (a forged, replayed or malformed request is
+//! refused whole, nothing applied), then applied through the receipts service. The answer
+//! is quick: applying is a few batched writes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::header::AUTHORIZATION;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use holub_shared::ports::Secret;
+use holub_shared::ports::{ReceiptWebhook, WebhookError, WebhookRequest};
 use holub_shared::services::Receipts;
 
 /// Receipt batches are small; this bounds what an unauthenticated caller can make us read.
 pub const RECEIPT_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
-/// The name under which the simulator's receipts are recorded (the provider of the route).
-pub const SIMULATOR: &str = "simulator";
-
 #[derive(Clone)]
 pub struct ReceiptsState {
     pub receipts: Arc<Receipts>,
-    /// The bearer token the built-in simulator signs its receipt posts with.
-    pub simulator_token: Secret,
+    /// The receipt parser of each provider that pushes, by the provider's name in the route
+    /// table (the name its messages are recorded under).
+    pub webhooks: Arc<HashMap<String, Arc<dyn ReceiptWebhook>>>,
 }
 
 pub fn router(state: ReceiptsState) -> Router {
     Router::new()
-        .route("/v1/receipts/simulator", post(simulator_receipts))
+        .route(
+            "/v1/receipts/{provider}",
+            post(provider_receipts).get(provider_receipts),
+        )
         .layer(DefaultBodyLimit::max(RECEIPT_BODY_LIMIT))
         .with_state(state)
 }
@@ -45,24 +48,38 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-async fn simulator_receipts(
+async fn provider_receipts(
     State(state): State<ReceiptsState>,
+    Path(provider): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let auth = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if !holub_simulator::verify_receipt_token(auth, state.simulator_token.expose()) {
+    let Some(webhook) = state.webhooks.get(&provider) else {
         return error(
-            StatusCode::UNAUTHORIZED,
-            "receipt_unauthorized",
-            "receipts must carry the provider's token",
+            StatusCode::NOT_FOUND,
+            "unknown_provider",
+            "no such provider webhook",
         );
-    }
-    let receipts = match holub_simulator::parse_receipts(&body) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.code(), &e.to_string()),
     };
-    match state.receipts.apply(SIMULATOR, &receipts).await {
+    let request = WebhookRequest {
+        headers: &headers,
+        query: query.as_deref(),
+        body: &body,
+    };
+    let receipts = match webhook.parse(&request, chrono::Utc::now()) {
+        Ok(r) => r,
+        Err(e) => {
+            let status = match e {
+                WebhookError::Unauthorized => StatusCode::UNAUTHORIZED,
+                WebhookError::Replayed => StatusCode::CONFLICT,
+                WebhookError::Malformed { .. } => StatusCode::BAD_REQUEST,
+            };
+            tracing::warn!(provider, code = e.code(), "receipt refused");
+            return error(status, e.code(), &e.to_string());
+        }
+    };
+    match state.receipts.apply(&provider, &receipts).await {
         // Receipts for messages whose submit answer is not yet recorded: the provider is
         // asked to send the batch again (re-applying the others changes nothing).
         Ok(summary) if summary.pending > 0 => (
@@ -76,7 +93,7 @@ async fn simulator_receipts(
             .into_response(),
         Ok(summary) => Json(summary).into_response(),
         Err(e) => {
-            tracing::error!(error = %e, "receipts not applied");
+            tracing::error!(provider, error = %e, "receipts not applied");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",

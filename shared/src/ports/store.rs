@@ -162,6 +162,14 @@ pub trait MessageStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<MessageRef>, StoreError>;
 
+    /// The provider's ids of messages it carried that are `sent` and still await a final
+    /// receipt, least recently changed first: what is polled at providers that do not push.
+    async fn awaiting_receipts(
+        &self,
+        provider: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// Messages not yet in a terminal state whose validity ended at or before `now`, with
     /// their current status, oldest validity first.
     async fn past_validity(

@@ -14,12 +14,11 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Message, MessageError, MessageStatus};
 use crate::ports::store::{Patch, Transition};
-use crate::ports::{
-    Clock, MessageStore, OutboundSms, ProviderError, Retryable, SmsProvider, Submitted,
-};
+use crate::ports::{Clock, MessageStore, OutboundSms, ProviderError, Retryable};
 
 use super::JobOutcome;
 use super::callbacks::Notifier;
+use super::gateway::{Carried, Gateway, Routed};
 use super::jobs::DispatchJob;
 
 #[derive(Debug, Clone)]
@@ -43,7 +42,7 @@ impl Default for DispatchConfig {
 
 pub struct Dispatcher {
     store: Arc<dyn MessageStore>,
-    provider: Arc<dyn SmsProvider>,
+    gateway: Arc<Gateway>,
     clock: Arc<dyn Clock>,
     notifier: Notifier,
     config: DispatchConfig,
@@ -55,14 +54,14 @@ pub type ParsedJob = Option<DispatchJob>;
 impl Dispatcher {
     pub fn new(
         store: Arc<dyn MessageStore>,
-        provider: Arc<dyn SmsProvider>,
+        gateway: Arc<Gateway>,
         clock: Arc<dyn Clock>,
         notifier: Notifier,
         config: DispatchConfig,
     ) -> Self {
         Dispatcher {
             store,
-            provider,
+            gateway,
             clock,
             notifier,
             config,
@@ -135,8 +134,14 @@ impl Dispatcher {
             .settle_retries(live, &mut finals, &mut outcomes, now)
             .await;
         if !live.is_empty() {
-            let batch: Vec<OutboundSms> = live.iter().map(|(_, m)| outbound(m, now)).collect();
-            let answers = self.provider.send_many(&batch).await;
+            let batch: Vec<Routed> = live
+                .iter()
+                .map(|(_, m)| Routed {
+                    tenant_id: m.tenant_id.clone(),
+                    sms: outbound(m, now),
+                })
+                .collect();
+            let answers = self.gateway.send_many(&batch).await;
             let done_at = self.clock.now();
             for ((i, message), answer) in live.into_iter().zip(answers) {
                 match answer {
@@ -171,15 +176,16 @@ impl Dispatcher {
         if retries.is_empty() {
             return first;
         }
-        let answers =
-            futures::future::join_all(retries.iter().map(|(_, m)| self.provider.lookup(&m.id)))
-                .await;
+        let answers = futures::future::join_all(retries.iter().map(|(_, m)| async move {
+            self.gateway.lookup(&m.tenant_id, &outbound(m, now)).await
+        }))
+        .await;
         let mut to_send = first;
         for ((i, message), answer) in retries.into_iter().zip(answers) {
             match answer {
-                Ok(Some(submitted)) => {
+                Ok(Some(carried)) => {
                     tracing::info!("dispatch: a retried message was already at the provider");
-                    finals.push((i, self.sent(&message, &submitted, now), JobOutcome::Done));
+                    finals.push((i, self.sent(&message, &carried, now), JobOutcome::Done));
                 }
                 Ok(None) => to_send.push((i, message)),
                 // The provider cannot look messages up: its error answer is all there is.
@@ -233,8 +239,12 @@ impl Dispatcher {
 
     /// A message stuck in `sending`: ask the provider whether the lost attempt reached it.
     async fn resolve_orphan(&self, message: &Message, now: DateTime<Utc>) -> JobOutcome {
-        let transition = match self.provider.lookup(&message.id).await {
-            Ok(Some(submitted)) => self.sent(message, &submitted, now),
+        let transition = match self
+            .gateway
+            .lookup(&message.tenant_id, &outbound(message, now))
+            .await
+        {
+            Ok(Some(carried)) => self.sent(message, &carried, now),
             Ok(None) => Transition {
                 tenant_id: message.tenant_id.clone(),
                 id: message.id,
@@ -278,11 +288,11 @@ impl Dispatcher {
     fn after_submit(
         &self,
         message: &Message,
-        answer: Result<Submitted, ProviderError>,
+        answer: Result<Carried, ProviderError>,
         now: DateTime<Utc>,
     ) -> (Transition, JobOutcome) {
         match answer {
-            Ok(submitted) => (self.sent(message, &submitted, now), JobOutcome::Done),
+            Ok(carried) => (self.sent(message, &carried, now), JobOutcome::Done),
             Err(e) if e.is_retryable() => {
                 let delay = self.retry_delay(message.attempts);
                 let next_try = now + chrono::Duration::from_std(delay).unwrap_or_default();
@@ -318,7 +328,7 @@ impl Dispatcher {
         }
     }
 
-    fn sent(&self, message: &Message, submitted: &Submitted, now: DateTime<Utc>) -> Transition {
+    fn sent(&self, message: &Message, carried: &Carried, now: DateTime<Utc>) -> Transition {
         Transition {
             tenant_id: message.tenant_id.clone(),
             id: message.id,
@@ -326,9 +336,9 @@ impl Dispatcher {
             to: MessageStatus::Sent,
             at: now,
             patch: Patch {
-                provider: Some(self.provider.name().to_owned()),
-                provider_message_id: Some(submitted.provider_message_id.clone()),
-                cost: submitted.cost,
+                provider: Some(carried.provider.clone()),
+                provider_message_id: Some(carried.submitted.provider_message_id.clone()),
+                cost: carried.submitted.cost,
                 ..Patch::default()
             },
         }
@@ -342,7 +352,6 @@ impl Dispatcher {
             to: MessageStatus::Failed,
             at: now,
             patch: Patch {
-                provider: Some(self.provider.name().to_owned()),
                 error: Some(MessageError {
                     code: code.to_owned(),
                     message: why.to_owned(),

@@ -4,9 +4,11 @@
 pub mod accounts;
 pub mod callbacks;
 pub mod dispatch;
+pub mod gateway;
 pub mod intake;
 pub mod jobs;
 pub mod messages;
+pub mod poller;
 pub mod receipts;
 pub mod sweeper;
 pub mod template;

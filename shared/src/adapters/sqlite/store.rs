@@ -92,6 +92,10 @@ const DUE_SCHEDULED: &str = "SELECT tenant_id, id FROM messages \
 const STALE_QUEUED: &str = "SELECT tenant_id, id FROM messages \
      WHERE status = 'queued' AND updated_at <= ?1 ORDER BY updated_at LIMIT ?2";
 
+const AWAITING_RECEIPTS: &str = "SELECT provider_message_id FROM messages \
+     WHERE provider = ?1 AND provider_message_id IS NOT NULL AND status = 'sent' \
+     ORDER BY updated_at LIMIT ?2";
+
 const PAST_VALIDITY: &str = "SELECT tenant_id, id, status FROM messages \
      WHERE live = 1 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2";
 
@@ -517,6 +521,26 @@ impl MessageStore for SqliteBackend {
         limit: usize,
     ) -> Result<Vec<MessageRef>, StoreError> {
         self.sweep(STALE_QUEUED, cutoff, limit).await
+    }
+
+    async fn awaiting_receipts(
+        &self,
+        provider: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let (provider, limit) = (provider.to_owned(), sql_int(limit));
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(AWAITING_RECEIPTS)?;
+                let mut rows = stmt.query(params![provider, limit])?;
+                let mut ids = Vec::new();
+                while let Some(row) = rows.next()? {
+                    ids.push(column::<String>(row, 0, "provider_message_id")?);
+                }
+                Ok(ids)
+            })
+            .await
+            .map_err(Into::into)
     }
 
     async fn past_validity(
