@@ -106,6 +106,8 @@ pub fn create_tenant_with(bin: &Path, data_dir: &Path, name: &str) -> TenantKeys
 
 /// A running `holub serve` process; killed when dropped.
 pub struct Holub {
+    /// What the server printed on its first line: where it listens, its simulators.
+    pub info: serde_json::Value,
     bin: PathBuf,
     child: Child,
     pub base_url: String,
@@ -124,7 +126,7 @@ pub fn free_port() -> u16 {
 
 /// Starts `holub <args>` and reads the address it prints as `{"listening": ...}` on its
 /// first line of stdout; stdout is drained afterwards.
-fn spawn_listening(bin: &Path, args: &[String]) -> (Child, String) {
+fn spawn_listening(bin: &Path, args: &[String]) -> (Child, String, serde_json::Value) {
     let mut child = Command::new(bin)
         .args(args)
         .env(
@@ -149,7 +151,7 @@ fn spawn_listening(bin: &Path, args: &[String]) -> (Child, String) {
         .to_owned();
     // Keep draining stdout so the process never blocks on a full pipe.
     std::thread::spawn(move || for _ in reader.lines() {});
-    (child, addr)
+    (child, addr, v)
 }
 
 fn wait_listening(addr: &str) {
@@ -186,7 +188,7 @@ impl Simulator {
         .map(|s| s.to_string())
         .collect();
         all.extend(args.iter().map(|s| s.to_string()));
-        let (child, addr) = spawn_listening(&holub_bin(), &all);
+        let (child, addr, _) = spawn_listening(&holub_bin(), &all);
         wait_listening(&addr);
         Simulator {
             child,
@@ -234,9 +236,10 @@ impl Holub {
             data_dir.display().to_string(),
         ];
         all.extend(extra_args.iter().cloned());
-        let (child, addr) = spawn_listening(&bin, &all);
+        let (child, addr, info) = spawn_listening(&bin, &all);
         wait_listening(&addr);
         Holub {
+            info,
             bin,
             child,
             base_url: format!("http://{addr}"),

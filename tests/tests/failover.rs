@@ -1,0 +1,131 @@
+//! The route table on a real `holub serve`: with one provider down, messages fail over to
+//! the next one on their route, none is lost and none is sent twice.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use holub_tests::{Api, Holub, TempDir, create_tenant, holub_bin};
+use serde_json::json;
+
+fn set_secret(dir: &std::path::Path, name: &str, value: &str) {
+    let status = Command::new(holub_bin())
+        .args(["secret", "set", name, value, "--data-dir"])
+        .arg(dir)
+        .status()
+        .expect("holub secret set runs");
+    assert!(status.success());
+}
+
+const ROUTES: &str = r#"
+[[provider]]
+name = "primary"
+kind = "holub-sim"
+credentials = "providers/primary"
+price_per_part_kopiyky = 60
+simulate = true
+[provider.simulator]
+receipt_delay = 100
+delivered_ratio = 1.0
+faults = { down = true }
+
+[[provider]]
+name = "backup"
+kind = "holub-sim"
+credentials = "providers/backup"
+price_per_part_kopiyky = 90
+messages_per_second = 200
+simulate = true
+[provider.simulator]
+receipt_delay = 100
+delivered_ratio = 1.0
+
+[[route]]
+operators = ["kyivstar"]
+providers = ["primary", "backup"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_primary_down_messages_fail_over_and_are_delivered_once() {
+    let dir = TempDir::new("failover");
+    let keys = create_tenant(dir.path(), "Failover");
+    set_secret(
+        dir.path(),
+        "providers/primary",
+        r#"{"api_token":"p-api","receipt_token":"p-rcpt"}"#,
+    );
+    set_secret(
+        dir.path(),
+        "providers/backup",
+        r#"{"api_token":"b-api","receipt_token":"b-rcpt"}"#,
+    );
+    let routes = dir.path().join("routes.toml");
+    std::fs::write(&routes, ROUTES).unwrap();
+    let holub = Holub::start(
+        dir.path(),
+        &["--sync", "normal", "--routes", routes.to_str().unwrap()],
+    );
+    let api = Api::new(&holub, &keys.api_key);
+
+    let recipients: Vec<_> = (0..300)
+        .map(|i| json!({"to": format!("067{:07}", i)}))
+        .collect();
+    let a = api
+        .post(
+            "/v1/messages/batch",
+            &json!({"from": "Holub", "text": "failover", "recipients": recipients}),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    let ids: Vec<String> = a.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 300);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in &ids {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = api
+            .wait_terminal(id, left.max(Duration::from_secs(1)))
+            .await;
+        assert_eq!(m["status"], "delivered", "{m}");
+        assert_eq!(m["provider"], "backup");
+        assert_eq!(m["attempts"], 1, "failover happens within one attempt");
+    }
+    // Nothing reached the provider that was down; the backup took each message once.
+    let stats = |name: &str| {
+        let addr = holub.info["simulators"][name].as_str().unwrap().to_owned();
+        async move {
+            reqwest::get(format!("http://{addr}/api/v1/stats"))
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let primary = stats("primary").await;
+    let backup = stats("backup").await;
+    assert_eq!(primary["accepted"], 0, "{primary}");
+    assert_eq!(backup["accepted"], 300, "{backup}");
+    assert_eq!(backup["duplicates"], 0, "{backup}");
+
+    // Each provider's webhook takes only its own credentials.
+    let r = reqwest::Client::new()
+        .post(holub.url("/v1/receipts/primary"))
+        .bearer_auth("forged")
+        .json(&json!({"receipts": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = reqwest::Client::new()
+        .post(holub.url("/v1/receipts/nobody"))
+        .json(&json!({"receipts": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
