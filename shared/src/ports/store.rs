@@ -60,6 +60,32 @@ pub struct Transition {
     pub patch: Patch,
 }
 
+impl Transition {
+    /// A change of a message to `to` at `at`, if it is in one of `from` now.
+    pub fn new(
+        tenant_id: TenantId,
+        id: MessageId,
+        from: &[MessageStatus],
+        to: MessageStatus,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Transition {
+            tenant_id,
+            id,
+            from: from.to_vec(),
+            to,
+            at,
+            patch: Patch::default(),
+        }
+    }
+
+    /// The same change, with fields set along with the status.
+    pub fn with(mut self, patch: Patch) -> Self {
+        self.patch = patch;
+        self
+    }
+}
+
 /// Fields that change together with a status.
 #[derive(Debug, Clone, Default)]
 pub struct Patch {

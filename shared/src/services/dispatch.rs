@@ -85,17 +85,19 @@ impl Dispatcher {
             if !seen.insert(job.id) {
                 continue;
             }
-            claims.push(Transition {
-                tenant_id: job.tenant_id.clone(),
-                id: job.id,
-                from: vec![MessageStatus::Queued],
-                to: MessageStatus::Sending,
-                at: now,
-                patch: Patch {
+            claims.push(
+                Transition::new(
+                    job.tenant_id.clone(),
+                    job.id,
+                    &[MessageStatus::Queued],
+                    MessageStatus::Sending,
+                    now,
+                )
+                .with(Patch {
                     count_attempt: true,
                     ..Patch::default()
-                },
-            });
+                }),
+            );
             claim_index.push(i);
         }
         if claims.is_empty() {
@@ -193,14 +195,13 @@ impl Dispatcher {
                 Err(e) => {
                     tracing::info!(code = e.code(), "dispatch: lookup before retry failed");
                     let delay = self.retry_delay(message.attempts);
-                    let back = Transition {
-                        tenant_id: message.tenant_id.clone(),
-                        id: message.id,
-                        from: vec![MessageStatus::Sending],
-                        to: MessageStatus::Queued,
-                        at: now,
-                        patch: Patch::default(),
-                    };
+                    let back = Transition::new(
+                        message.tenant_id.clone(),
+                        message.id,
+                        &[MessageStatus::Sending],
+                        MessageStatus::Queued,
+                        now,
+                    );
                     outcomes[i] = JobOutcome::Retry(delay);
                     finals.push((i, back, JobOutcome::Retry(delay)));
                 }
@@ -245,14 +246,13 @@ impl Dispatcher {
             .await
         {
             Ok(Some(carried)) => self.sent(message, &carried, now),
-            Ok(None) => Transition {
-                tenant_id: message.tenant_id.clone(),
-                id: message.id,
-                from: vec![MessageStatus::Sending],
-                to: MessageStatus::Queued,
-                at: now,
-                patch: Patch::default(),
-            },
+            Ok(None) => Transition::new(
+                message.tenant_id.clone(),
+                message.id,
+                &[MessageStatus::Sending],
+                MessageStatus::Queued,
+                now,
+            ),
             Err(e) if e.is_retryable() || e.is_unknown() => {
                 return JobOutcome::Retry(self.retry_delay(message.attempts));
             }
@@ -304,20 +304,20 @@ impl Dispatcher {
                         attempts = message.attempts,
                         "dispatch: retryable provider error"
                     );
-                    let transition = Transition {
-                        tenant_id: message.tenant_id.clone(),
-                        id: message.id,
-                        from: vec![MessageStatus::Sending],
-                        to: MessageStatus::Queued,
-                        at: now,
-                        patch: Patch {
-                            error: Some(MessageError {
-                                code: e.code().to_owned(),
-                                message: e.message().to_owned(),
-                            }),
-                            ..Patch::default()
-                        },
-                    };
+                    let transition = Transition::new(
+                        message.tenant_id.clone(),
+                        message.id,
+                        &[MessageStatus::Sending],
+                        MessageStatus::Queued,
+                        now,
+                    )
+                    .with(Patch {
+                        error: Some(MessageError {
+                            code: e.code().to_owned(),
+                            message: e.message().to_owned(),
+                        }),
+                        ..Patch::default()
+                    });
                     (transition, JobOutcome::Retry(delay))
                 }
             }
@@ -329,36 +329,36 @@ impl Dispatcher {
     }
 
     fn sent(&self, message: &Message, carried: &Carried, now: DateTime<Utc>) -> Transition {
-        Transition {
-            tenant_id: message.tenant_id.clone(),
-            id: message.id,
-            from: vec![MessageStatus::Sending],
-            to: MessageStatus::Sent,
-            at: now,
-            patch: Patch {
-                provider: Some(carried.provider.clone()),
-                provider_message_id: Some(carried.submitted.provider_message_id.clone()),
-                cost: carried.submitted.cost,
-                ..Patch::default()
-            },
-        }
+        Transition::new(
+            message.tenant_id.clone(),
+            message.id,
+            &[MessageStatus::Sending],
+            MessageStatus::Sent,
+            now,
+        )
+        .with(Patch {
+            provider: Some(carried.provider.clone()),
+            provider_message_id: Some(carried.submitted.provider_message_id.clone()),
+            cost: carried.submitted.cost,
+            ..Patch::default()
+        })
     }
 
     fn fail(&self, message: &Message, now: DateTime<Utc>, code: &str, why: &str) -> Transition {
-        Transition {
-            tenant_id: message.tenant_id.clone(),
-            id: message.id,
-            from: vec![MessageStatus::Sending],
-            to: MessageStatus::Failed,
-            at: now,
-            patch: Patch {
-                error: Some(MessageError {
-                    code: code.to_owned(),
-                    message: why.to_owned(),
-                }),
-                ..Patch::default()
-            },
-        }
+        Transition::new(
+            message.tenant_id.clone(),
+            message.id,
+            &[MessageStatus::Sending],
+            MessageStatus::Failed,
+            now,
+        )
+        .with(Patch {
+            error: Some(MessageError {
+                code: code.to_owned(),
+                message: why.to_owned(),
+            }),
+            ..Patch::default()
+        })
     }
 
     fn expire(
@@ -374,20 +374,20 @@ impl Dispatcher {
             ),
             None => "validity ended before the message could be sent".to_owned(),
         };
-        Transition {
-            tenant_id: message.tenant_id.clone(),
-            id: message.id,
-            from: vec![MessageStatus::Sending],
-            to: MessageStatus::Expired,
-            at: now,
-            patch: Patch {
-                error: Some(MessageError {
-                    code: "validity_expired".to_owned(),
-                    message: message_text,
-                }),
-                ..Patch::default()
-            },
-        }
+        Transition::new(
+            message.tenant_id.clone(),
+            message.id,
+            &[MessageStatus::Sending],
+            MessageStatus::Expired,
+            now,
+        )
+        .with(Patch {
+            error: Some(MessageError {
+                code: "validity_expired".to_owned(),
+                message: message_text,
+            }),
+            ..Patch::default()
+        })
     }
 
     /// Records the results of submissions; if that fails, the jobs come back and the

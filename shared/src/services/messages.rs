@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::domain::{Message, MessageId, MessageStatus, TenantId};
-use crate::ports::store::{ListQuery, Page, Patch, Transition};
+use crate::ports::store::{ListQuery, Page, Transition};
 use crate::ports::{Clock, MessageStore, StoreError};
 
 use super::callbacks::Notifier;
@@ -52,18 +52,17 @@ impl Messages {
     /// Cancels a message that has not yet been handed to dispatch. A job already on the
     /// queue finds the message cancelled and does nothing.
     pub async fn cancel(&self, tenant: &TenantId, id: &MessageId) -> Result<Message, CancelError> {
-        let transition = Transition {
-            tenant_id: tenant.clone(),
-            id: *id,
-            from: vec![
+        let transition = Transition::new(
+            tenant.clone(),
+            *id,
+            &[
                 MessageStatus::Accepted,
                 MessageStatus::Scheduled,
                 MessageStatus::Queued,
             ],
-            to: MessageStatus::Cancelled,
-            at: self.clock.now(),
-            patch: Patch::default(),
-        };
+            MessageStatus::Cancelled,
+            self.clock.now(),
+        );
         let changed = self
             .store
             .transition(std::slice::from_ref(&transition))

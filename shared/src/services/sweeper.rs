@@ -79,13 +79,14 @@ impl Sweeper {
         }
         let transitions: Vec<Transition> = due
             .into_iter()
-            .map(|r| Transition {
-                tenant_id: r.tenant_id,
-                id: r.id,
-                from: vec![MessageStatus::Scheduled],
-                to: MessageStatus::Queued,
-                at: now,
-                patch: Patch::default(),
+            .map(|r| {
+                Transition::new(
+                    r.tenant_id,
+                    r.id,
+                    &[MessageStatus::Scheduled],
+                    MessageStatus::Queued,
+                    now,
+                )
             })
             .collect();
         let released: Vec<Message> = self
@@ -121,13 +122,14 @@ impl Sweeper {
         let now = self.clock.now();
         let touches: Vec<Transition> = stale
             .into_iter()
-            .map(|r| Transition {
-                tenant_id: r.tenant_id,
-                id: r.id,
-                from: vec![MessageStatus::Queued],
-                to: MessageStatus::Queued,
-                at: now,
-                patch: Patch::default(),
+            .map(|r| {
+                Transition::new(
+                    r.tenant_id,
+                    r.id,
+                    &[MessageStatus::Queued],
+                    MessageStatus::Queued,
+                    now,
+                )
             })
             .collect();
         let n = touches.len();
@@ -164,19 +166,16 @@ impl Sweeper {
         }
         let transitions: Vec<Transition> = transitions
             .into_iter()
-            .map(|(r, status)| Transition {
-                tenant_id: r.tenant_id,
-                id: r.id,
-                from: vec![status],
-                to: MessageStatus::Expired,
-                at: now,
-                patch: Patch {
-                    error: (status != MessageStatus::Sent).then(|| MessageError {
-                        code: "validity_expired".to_owned(),
-                        message: "validity ended before the message could be sent".to_owned(),
-                    }),
-                    ..Patch::default()
-                },
+            .map(|(r, status)| {
+                Transition::new(r.tenant_id, r.id, &[status], MessageStatus::Expired, now).with(
+                    Patch {
+                        error: (status != MessageStatus::Sent).then(|| MessageError {
+                            code: "validity_expired".to_owned(),
+                            message: "validity ended before the message could be sent".to_owned(),
+                        }),
+                        ..Patch::default()
+                    },
+                )
             })
             .collect();
         let expired: Vec<Message> = self
