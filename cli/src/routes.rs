@@ -154,6 +154,10 @@ pub async fn build(
                 })?;
             if let Some(obj) = settings.as_object_mut() {
                 obj.insert("base_url".into(), format!("http://{addr}").into());
+                // A simulated provider that pushes reports to this Holub.
+                if PUSH_KINDS.contains(&entry.kind.as_str()) && !obj.contains_key("hook_url") {
+                    obj.insert("hook_url".into(), receipts_url.clone().into());
+                }
             }
             simulators.push((entry.name.clone(), addr.to_string()));
         }
@@ -177,6 +181,9 @@ pub async fn build(
         simulators,
     })
 }
+
+/// Kinds whose adapters take the receipt webhook's address as `settings.hook_url`.
+const PUSH_KINDS: &[&str] = &["alphasms"];
 
 /// Holub's own simulator protocol (the built-in simulator's), as a provider kind.
 pub const HOLUB_SIM: &str = "holub-sim";

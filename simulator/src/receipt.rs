@@ -193,6 +193,39 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// The holub-sim receipt webhook for Holub's receipt endpoint: the bearer token, then the
+/// body.
+pub struct SimulatorReceipts {
+    token: holub_shared::ports::Secret,
+}
+
+impl SimulatorReceipts {
+    pub fn new(token: holub_shared::ports::Secret) -> Self {
+        SimulatorReceipts { token }
+    }
+}
+
+impl holub_shared::ports::ReceiptWebhook for SimulatorReceipts {
+    fn parse(
+        &self,
+        request: &holub_shared::ports::WebhookRequest<'_>,
+        _now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<ProviderReceipt>, holub_shared::ports::WebhookError> {
+        use holub_shared::ports::WebhookError;
+        let auth = request
+            .headers
+            .get(reqwest::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !verify_receipt_token(auth, self.token.expose()) {
+            return Err(WebhookError::Unauthorized);
+        }
+        parse_receipts(request.body).map_err(|e| WebhookError::Malformed {
+            code: e.code(),
+            message: e.to_string(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,38 +400,5 @@ mod tests {
                 "{a:?} {b:?}"
             );
         }
-    }
-}
-
-/// The holub-sim receipt webhook for Holub's receipt endpoint: the bearer token, then the
-/// body.
-pub struct SimulatorReceipts {
-    token: holub_shared::ports::Secret,
-}
-
-impl SimulatorReceipts {
-    pub fn new(token: holub_shared::ports::Secret) -> Self {
-        SimulatorReceipts { token }
-    }
-}
-
-impl holub_shared::ports::ReceiptWebhook for SimulatorReceipts {
-    fn parse(
-        &self,
-        request: &holub_shared::ports::WebhookRequest<'_>,
-        _now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<ProviderReceipt>, holub_shared::ports::WebhookError> {
-        use holub_shared::ports::WebhookError;
-        let auth = request
-            .headers
-            .get(reqwest::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if !verify_receipt_token(auth, self.token.expose()) {
-            return Err(WebhookError::Unauthorized);
-        }
-        parse_receipts(request.body).map_err(|e| WebhookError::Malformed {
-            code: e.code(),
-            message: e.to_string(),
-        })
     }
 }

@@ -195,7 +195,10 @@ pub trait ReceiptWebhook: Send + Sync {
 }
 
 /// One delivery report as a provider sent it, mapped to Holub's vocabulary: the provider's
-/// id of the message, which part it covers (1 for single-part messages), and the state.
+/// id of the message, which part it covers, and the state.
+///
+/// `part` is 1-based for providers that report each part of a long message on its own, and
+/// [`WHOLE_MESSAGE`] (0) for providers whose report covers the whole message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderReceipt {
     pub provider_message_id: String,
@@ -203,3 +206,6 @@ pub struct ProviderReceipt {
     pub state: crate::domain::status::ReceiptState,
     pub at: chrono::DateTime<chrono::Utc>,
 }
+
+/// The `part` of a [`ProviderReceipt`] that covers every part of the message.
+pub const WHOLE_MESSAGE: u16 = 0;

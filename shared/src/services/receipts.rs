@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::domain::status::{Applied, aggregate_parts};
 use crate::domain::{Message, MessageStatus, PartReceipt};
+use crate::ports::provider::WHOLE_MESSAGE;
 use crate::ports::store::{MessageRef, Patch, Transition};
 use crate::ports::{Clock, MessageStore, ProviderReceipt, StoreError};
 
@@ -71,15 +72,23 @@ impl Receipts {
         for (receipt, target) in receipts.iter().zip(targets) {
             match target {
                 Some(t) => {
-                    known.push((
-                        t.message.clone(),
-                        PartReceipt {
-                            part: receipt.part,
-                            state: receipt.state,
-                            at: receipt.at,
-                        },
-                    ));
-                    segments.push(t.segments);
+                    // A report on the whole message stands for each of its parts.
+                    let parts = if receipt.part == WHOLE_MESSAGE {
+                        1..=t.segments.max(1)
+                    } else {
+                        receipt.part..=receipt.part
+                    };
+                    for part in parts {
+                        known.push((
+                            t.message.clone(),
+                            PartReceipt {
+                                part,
+                                state: receipt.state,
+                                at: receipt.at,
+                            },
+                        ));
+                        segments.push(t.segments);
+                    }
                 }
                 None if now - receipt.at < window => summary.pending += 1,
                 None => summary.unknown += 1,

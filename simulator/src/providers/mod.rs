@@ -4,6 +4,11 @@
 //! Every simulator takes the same [`SimSettings`]: the credentials it expects, where to push
 //! receipts (for providers that push), how messages fare, and which [`Faults`] to inject.
 
+pub mod alphasms;
+pub mod kyivstar;
+pub mod smsfly;
+pub mod turbosms;
+
 use std::time::Duration;
 
 use rand::Rng;
@@ -120,8 +125,11 @@ mod millis {
 
 /// Starts the simulator of a provider kind on 127.0.0.1 with a free port.
 pub async fn start(kind: &str, settings: SimSettings) -> std::io::Result<std::net::SocketAddr> {
-    let _ = &settings;
     match kind {
+        "turbosms" => turbosms::start(settings).await,
+        "smsfly" => smsfly::start(settings).await,
+        "alphasms" => alphasms::start(settings).await,
+        "kyivstar" => kyivstar::start(settings).await,
         other => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("no simulator for provider kind {other:?}"),

@@ -6,7 +6,11 @@
 //! (under `fixtures/<provider>/`). [`build`] makes one from the route table's settings and
 //! the credentials read through the secrets port.
 
+pub mod alphasms;
 pub mod http;
+pub mod kyivstar;
+pub mod smsfly;
+pub mod turbosms;
 
 use std::sync::Arc;
 
@@ -29,7 +33,7 @@ pub enum ProviderSetupError {
 }
 
 /// The provider kinds Holub speaks.
-pub const KINDS: &[&str] = &[];
+pub const KINDS: &[&str] = &["turbosms", "smsfly", "alphasms", "kyivstar"];
 
 /// Makes the provider `name` of `kind` from its settings (the route table's JSON object for
 /// it, without the common keys) and its credentials (a secret holding a JSON object).
@@ -39,8 +43,11 @@ pub fn build(
     settings: serde_json::Value,
     credentials: &Secret,
 ) -> Result<Built, ProviderSetupError> {
-    let _ = (name, &settings, credentials);
     match kind {
+        "smsfly" => smsfly::build(name, settings, credentials),
+        "alphasms" => alphasms::build(name, settings, credentials),
+        "kyivstar" => kyivstar::build(name, settings, credentials),
+        "turbosms" => turbosms::build(name, settings, credentials),
         other => Err(ProviderSetupError::UnknownKind(other.to_owned())),
     }
 }

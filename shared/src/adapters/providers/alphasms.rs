@@ -1,0 +1,1863 @@
+//! AlphaSMS, through its JSON API (kind `"alphasms"`).
+//!
+//! # Sources
+//!
+//! - The JSON API documentation: <https://docs.alphasms.net/api/json> (request structure,
+//!   endpoint, `auth`), `…/api/json/send_sms` (also mirrored at
+//!   `docs-interconnect-solutions.pages.dev/api/json/send_sms`), `…/api/json/message_status`,
+//!   `…/api/json/balance` (also at `partner.interconnect.solutions/api/json/balance`) and
+//!   `…/api/json/references/message_statuses`.
+//! - The XML API's status/error code table, <https://docs.alphasms.net/api/xml/references/message_status_codes>,
+//!   for the gateway's error names (`ERR_SENDER`, `ERR_DUPLICATE`, …), which the JSON pages
+//!   do not list.
+//! - The HTTP API's status page, <https://docs.alphasms.net/api/http/status>
+//!   (`status:Delivered code:3`), which shows the `#` column of the JSON status table is the
+//!   status code.
+//! - A well-kept client: `Prihod/alphasms-client` (PHP; `src/Client.php`,
+//!   `src/Request/SMSRequest.php`, `src/Request/StatusMessageRequest.php`,
+//!   `tests/ClientTest.php`): the same endpoint, the client `id` sent as a string, the phone
+//!   as a number, `"error": ""` on successful answers.
+//!
+//! The documented examples are the fixtures under `fixtures/alphasms/` (see its
+//! `SOURCES.md`).
+//!
+//! # The API, as used here
+//!
+//! Every request is `POST {base_url}/api/json.php` with `Content-Type: application/json` and
+//! a body `{"auth": "<api key>", "data": [ {"type": …, …}, … ]}`: the API key rides in the
+//! body, and one request carries several commands. The answer is HTTP 200 with
+//! `{"success": true, "data": [ {"success": bool, "error"?: "…", "data": {…}}, … ]}`, one
+//! item per command, or `{"success": false, "error": "Access denied"}` for the whole
+//! request. The send example echoes the command's `id` in each item; items are matched to
+//! commands by that id, or by position when an item carries none.
+//!
+//! - **Send** — `{"type": "sms", "id", "phone", "sms_signature", "sms_message",
+//!   "sms_lifetime", "hook"}`: `id` is the client's id of the message (we send our
+//!   [`MessageId`], a ULID, as a string), `phone` the E.164 digits as a JSON number,
+//!   `sms_signature` the alpha-name, `sms_lifetime` the validity in seconds, `hook` the URL
+//!   delivery reports for this message are sent to. The item answers `{"id", "msg_id",
+//!   "data", "parts"}`. [`SmsProvider::send_many`] sends up to `batch_size` messages in one
+//!   request.
+//! - **Status** — `{"type": "status", "id": <client id>}` answers `{"id", "type",
+//!   "status"}`. The documented example asks by the id the send example gave as the client
+//!   `id`, so the status query is keyed by *our* id; that is why the provider message id
+//!   Holub records is our own id (see below), and why [`SmsProvider::lookup`] works.
+//! - **Balance** — `{"type": "balance"}` answers `{"amount": 31.1683, "currency": "UAH"}`.
+//!   The amount has four decimals; it is read as text (JSON numbers are never turned into
+//!   floats here) and rounded *down* to whole kopiykas.
+//!
+//! **Provider message ids.** Holub's provider message id for an AlphaSMS message is our
+//! [`MessageId`], followed by `:<parts>` when the message has more than one part
+//! (`01JV7Q8M4X2K9T3N5R6B8C0D1E:2`). AlphaSMS reports one status per *message*, while
+//! Holub adds receipts up per part, so a message-level state is reported for every part;
+//! the suffix lets [`SmsProvider::status`] know how many. (The provider's own `msg_id` is
+//! logged, not kept: no documented request takes it.)
+//!
+//! # Receipts: push through the per-message hook, or poll
+//!
+//! AlphaSMS pushes delivery reports only to the `hook` URL given with each message, so:
+//!
+//! - with the `hook_url` setting, every message is sent with
+//!   `hook = <hook_url>?token=<hook_token>&id=<message id>&parts=<parts>` and
+//!   [`SmsProvider::receipt_mode`] is [`ReceiptMode::Push`]; [`AlphaSmsReceipts`] (in
+//!   [`Built::webhook`]) parses what arrives there. `hook_url` is the public URL of Holub's
+//!   receipt endpoint for this route, e.g. `https://api.example.ua/v1/receipts/alphasms-main`;
+//!   it must not use the query keys `token`, `id` or `parts` itself;
+//! - without it, no hook is sent and the mode is [`ReceiptMode::Poll`]: Holub polls
+//!   [`SmsProvider::status`] (which works in both modes).
+//!
+//! The documentation does not say how reports are authenticated (nothing is signed), so
+//! Holub puts a secret of its own in the hook URL's query and [`AlphaSmsReceipts`] compares
+//! it in constant time, refusing a missing or wrong one with [`WebhookError::Unauthorized`].
+//! Without a signed timestamp a replay cannot be told from a retry, so
+//! [`WebhookError::Replayed`] is never returned; receipts are applied monotonically, so a
+//! replayed one changes nothing.
+//!
+//! # Settings and credentials
+//!
+//! Settings (unknown keys are refused):
+//!
+//! | key | default | meaning |
+//! | --- | --- | --- |
+//! | `base_url` | `https://alphasms.net` | scheme and host of the API |
+//! | `hook_url` | none (poll) | Holub's receipt endpoint for this route: turns on push |
+//! | `timeout_ms` | 10 000 | whole-request timeout, 1 to 60 000 |
+//! | `batch_size` | 100 | messages per send request, 1 to 1000 |
+//!
+//! Credentials: `{"api_key": "…", "hook_token": "…"}`; `hook_token` (at least 16
+//! characters) is required with `hook_url`.
+//!
+//! # Errors
+//!
+//! HTTP statuses other than 200 go through [`http::status_error`] (429 and 5xx temporary,
+//! 401/403 and other 4xx permanent, anything else unknown); transport failures through
+//! [`http::transport_error`]; an answer that is not the documented JSON through
+//! [`http::bad_answer`] (unknown). The API reports errors as English text in `error`, for
+//! the whole request or per message. The JSON pages document two texts ("Access denied",
+//! "Error in Alpha-name"); the others are recognised by the XML API's error names and
+//! descriptions, and by keywords. In this order, the first match wins:
+//!
+//! | the error text contains (case-insensitive) | Holub code | kind |
+//! | --- | --- | --- |
+//! | `access denied`, `unauthori`, `api key` | `provider_unauthorized` | permanent |
+//! | `err_duplicate`, `duplicate`, `already exists` | `duplicate_client_id` | unknown: the provider already has a message with this id; dispatch looks it up |
+//! | `not found` | `message_not_found` | permanent (a lookup answers `None`) |
+//! | `err_id`, `message id` | `invalid_client_id` | permanent (a lookup answers `None`) |
+//! | `too many requests`, `rate limit`, `throttl` | `provider_rate_limited` | temporary |
+//! | `err_overlimit`, `limit` | `provider_quota_exceeded` | temporary |
+//! | `err_billing`, `billing`, `balance`, `funds`, `money` | `insufficient_balance` | permanent |
+//! | `err_sender`, `alpha-name`, `alphaname`, `alpha name`, `sender`, `signature` | `sender_not_registered` | permanent |
+//! | `err_recipient`, `recipient`, `phone`, `destination`, `number` | `invalid_number` | permanent |
+//! | `err_length`, `too long`, `empty`, `length` | `invalid_text` | permanent |
+//! | `err_unknown`, `unknown error`, `internal` | `provider_error` | temporary |
+//! | anything else, for one message | `provider_rejected` | permanent |
+//! | anything else, for the whole request | `provider_error` | temporary |
+//!
+//! A balance in another currency than UAH is `balance_currency_unsupported` (permanent);
+//! [`SmsProvider::lookup`] maps `message_not_found` and `invalid_client_id` to `None`.
+//!
+//! # Statuses
+//!
+//! Every status of the JSON reference, by name (case-insensitive; `_` and spaces alike) or
+//! by its number:
+//!
+//! | # | status | Holub |
+//! | --- | --- | --- |
+//! | 1 | `ACCEPTED` | enroute (Holub's reading of SMPP `ACCEPTD`: not proof of delivery) |
+//! | 2 | `DELETED` | undelivered |
+//! | 3 | `DELIVERED` | delivered |
+//! | 4 | `EXPIRED` | expired |
+//! | 5 | `FILTERED` | rejected |
+//! | 6 | `INVALID DESTINATION ADDRESS` | rejected |
+//! | 7 | `INVALID SOURCE ADDRESS` | rejected |
+//! | 8 | `NO ROUTE` | rejected |
+//! | 9 | `PARTIALLY DELIVERED` | undelivered (the message did not arrive whole) |
+//! | 10 | `QUEUED` | enroute |
+//! | 11 | `READ` | delivered (Viber) |
+//! | 12 | `REJECTED` | rejected |
+//! | 13 | `REPLIED` | delivered (Viber two-way) |
+//! | 14 | `ROUTING` | enroute |
+//! | 15 | `SIM FULL` | undelivered |
+//! | 16 | `UNDELIVERABLE` | undelivered |
+//! | 17 | `UNKNOWN` | enroute (no claim either way) |
+//!
+//! The XML API's names are recognised too: `SCHEDULED`, `ENROUTE`, `SENDING` (enroute),
+//! `DISCARDED`, `NOT_SUPPORTED`, `WRONG_ALPHANAME`, `WRONG_ALPHANAME_RETURNED` (rejected).
+//!
+//! # What the documentation does not say, and what is done here
+//!
+//! - **The hook's request format** (method, body, fields, authentication) was not found.
+//!   [`AlphaSmsReceipts`] takes the status answer's item (`{"id", "type", "status"}`, the
+//!   status by name or number), a JSON array of them, or the same fields form-encoded or in
+//!   the query; the message is identified by the `id` Holub put in the hook URL (a body `id`
+//!   that contradicts it is refused). The status answer and the hook carry no time, so a
+//!   receipt is stamped when it is read.
+//! - **The client id's type.** The example sends a number; `Prihod/alphasms-client` sends a
+//!   string. We send the ULID as a string. The XML error `ERR_DUPLICATE` ("A message with
+//!   the specified ID already exists") shows the gateway refuses a repeated id; that answer
+//!   maps to `duplicate_client_id` (unknown outcome, resolved by lookup), never to a resend.
+//! - **The error texts** other than the two documented ones: matched by keyword (table
+//!   above); unrecognised per-message errors are permanent, whole-request ones temporary.
+//! - **Rate limits**: no documented answer; HTTP 429 and texts about too many requests are
+//!   temporary.
+//! - **The price of a message**: the send answer carries none (`data` is undocumented), so
+//!   [`Submitted::cost`] is `None`.
+//! - **Batch size and lifetime limits**: not documented; 100 messages per request by
+//!   default, `sms_lifetime` sent as Holub's validity (omitted when 0).
+//! - **Base URL**: the JSON docs say `https://alphasms.net`; older clients use
+//!   `https://alphasms.ua`. The default is the documented one; `base_url` overrides it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+
+use super::http::{self, codes};
+use super::{Built, ProviderSetupError};
+use crate::domain::status::ReceiptState;
+use crate::domain::{Kopiyky, MessageId, SenderId};
+use crate::ports::{
+    OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, ReceiptWebhook, Secret, SmsProvider,
+    Submitted, WebhookError, WebhookRequest,
+};
+
+use wire::{
+    Answer, BalanceData, ClientRef, Echo, Item, RequestItem, SendData, SmsItem, StatusData,
+};
+
+/// The provider kind in the route table.
+pub const KIND: &str = "alphasms";
+/// The documented base URL.
+pub const DEFAULT_BASE_URL: &str = "https://alphasms.net";
+/// The one endpoint of the JSON API.
+pub const API_PATH: &str = "/api/json.php";
+pub const DEFAULT_BATCH_SIZE: usize = 100;
+pub const MAX_BATCH_SIZE: usize = 1000;
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+pub const MIN_HOOK_TOKEN_LEN: usize = 16;
+/// A concatenated SMS has at most 255 parts.
+const MAX_PARTS: u16 = 255;
+
+/// Holub's stable error codes for AlphaSMS answers (the transport ones are in
+/// [`http::codes`]).
+pub mod error_codes {
+    pub const DUPLICATE_CLIENT_ID: &str = "duplicate_client_id";
+    pub const MESSAGE_NOT_FOUND: &str = "message_not_found";
+    pub const INVALID_CLIENT_ID: &str = "invalid_client_id";
+    pub const QUOTA_EXCEEDED: &str = "provider_quota_exceeded";
+    pub const INSUFFICIENT_BALANCE: &str = "insufficient_balance";
+    pub const SENDER_NOT_REGISTERED: &str = "sender_not_registered";
+    pub const INVALID_NUMBER: &str = "invalid_number";
+    pub const INVALID_TEXT: &str = "invalid_text";
+    pub const PROVIDER_ERROR: &str = "provider_error";
+    pub const PROVIDER_REJECTED: &str = "provider_rejected";
+    pub const CURRENCY_UNSUPPORTED: &str = "balance_currency_unsupported";
+}
+
+/// The JSON bodies, as documented. Answers are read with [`parse`](wire::parse), which
+/// keeps every JSON number as its literal text, so no amount or id ever passes through a
+/// float.
+pub mod wire {
+    use serde::de::{DeserializeOwned, Error as _};
+    use serde::{Deserialize, Deserializer, Serialize};
+
+    /// A request: the API key and the commands.
+    #[derive(Debug, Serialize)]
+    pub struct Request<'a> {
+        pub auth: &'a str,
+        pub data: Vec<RequestItem>,
+    }
+
+    /// One command of a request.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+    #[serde(tag = "type", rename_all = "lowercase")]
+    pub enum RequestItem {
+        Sms(SmsItem),
+        Status { id: ClientRef },
+        Balance,
+    }
+
+    /// A message to send.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+    pub struct SmsItem {
+        pub id: ClientRef,
+        /// The E.164 digits, as a JSON number.
+        pub phone: u64,
+        pub sms_signature: String,
+        pub sms_message: String,
+        /// Seconds the operator keeps trying.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub sms_lifetime: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub short_link: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub unsubscribe_link: Option<bool>,
+        /// Where delivery reports of this message go.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub hook: Option<String>,
+    }
+
+    /// The client's id of a message: a number in the documentation, our ULID text here.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+    #[serde(untagged)]
+    pub enum ClientRef {
+        Number(u64),
+        Text(String),
+    }
+
+    /// A whole answer. `data` is absent when the whole request was refused.
+    #[derive(Debug, Deserialize)]
+    #[serde(bound(deserialize = "T: Deserialize<'de>"))]
+    pub struct Answer<T> {
+        pub success: Flag,
+        #[serde(default)]
+        pub error: Option<String>,
+        #[serde(default)]
+        pub data: Option<Vec<Item<T>>>,
+    }
+
+    /// The answer to one command.
+    #[derive(Debug, Deserialize)]
+    #[serde(bound(deserialize = "T: Deserialize<'de>"))]
+    pub struct Item<T> {
+        pub success: Flag,
+        #[serde(default)]
+        pub error: Option<String>,
+        #[serde(default)]
+        pub data: Option<T>,
+    }
+
+    /// A send command's answer (a failed one carries only `id`).
+    #[derive(Debug, Default, Deserialize)]
+    pub struct SendData {
+        #[serde(default)]
+        pub id: Option<String>,
+        #[serde(default)]
+        pub msg_id: Option<String>,
+        /// Undocumented (`1` in the example).
+        #[serde(default)]
+        pub data: Option<String>,
+        #[serde(default)]
+        pub parts: Option<String>,
+    }
+
+    /// A status command's answer; also what a delivery report to the hook is taken to be.
+    #[derive(Debug, Default, Deserialize)]
+    pub struct StatusData {
+        #[serde(default)]
+        pub id: Option<String>,
+        /// `sms`, `viber`, …
+        #[serde(default, rename = "type")]
+        pub kind: Option<String>,
+        /// A status name of the reference, or its number.
+        #[serde(default)]
+        pub status: Option<String>,
+        /// Not in the status answer; read if a report carries it.
+        #[serde(default)]
+        pub msg_id: Option<String>,
+    }
+
+    /// A balance command's answer.
+    #[derive(Debug, Default, Deserialize)]
+    pub struct BalanceData {
+        /// Hryvnias with up to four decimals, as the literal text of the JSON number.
+        #[serde(default)]
+        pub amount: Option<String>,
+        #[serde(default)]
+        pub currency: Option<String>,
+    }
+
+    /// A delivery report as it may arrive at the hook: one item or several.
+    #[derive(Debug, Deserialize)]
+    #[serde(untagged)]
+    pub enum HookBody {
+        One(StatusData),
+        Many(Vec<StatusData>),
+    }
+
+    /// The command id an answer item echoes.
+    pub trait Echo {
+        fn echo_id(&self) -> Option<&str>;
+    }
+
+    impl Echo for SendData {
+        fn echo_id(&self) -> Option<&str> {
+            self.id.as_deref()
+        }
+    }
+
+    impl Echo for StatusData {
+        fn echo_id(&self) -> Option<&str> {
+            self.id.as_deref()
+        }
+    }
+
+    impl Echo for BalanceData {
+        fn echo_id(&self) -> Option<&str> {
+            None
+        }
+    }
+
+    /// `success`: documented as an integer, shown as a boolean.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Flag(pub bool);
+
+    impl<'de> Deserialize<'de> for Flag {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            #[derive(Deserialize)]
+            #[serde(untagged)]
+            enum Raw {
+                Bool(bool),
+                Text(String),
+            }
+            match Raw::deserialize(d)? {
+                Raw::Bool(b) => Ok(Flag(b)),
+                Raw::Text(t) => match t.trim() {
+                    "1" | "true" => Ok(Flag(true)),
+                    "0" | "false" => Ok(Flag(false)),
+                    other => Err(D::Error::custom(format!("not a success flag: {other:?}"))),
+                },
+            }
+        }
+    }
+
+    /// Parses an answer, every JSON number read as its literal text.
+    pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&lossless(body))
+    }
+
+    /// Rewrites every JSON number outside strings as a string holding its literal text
+    /// (`31.1683` → `"31.1683"`), so that typed fields read it exactly. Anything that is not
+    /// JSON stays not JSON.
+    pub fn lossless(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(body.len() + 16);
+        let mut in_string = false;
+        let mut escaped = false;
+        let mut i = 0;
+        while i < body.len() {
+            let b = body[i];
+            if in_string {
+                out.push(b);
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+                i += 1;
+                continue;
+            }
+            match b {
+                b'"' => {
+                    in_string = true;
+                    out.push(b);
+                    i += 1;
+                }
+                b'-' | b'0'..=b'9' => {
+                    out.push(b'"');
+                    while i < body.len()
+                        && matches!(body[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                    {
+                        out.push(body[i]);
+                        i += 1;
+                    }
+                    out.push(b'"');
+                }
+                _ => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The route table's settings for an AlphaSMS route.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(default)]
+    base_url: Option<String>,
+    #[serde(default)]
+    hook_url: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    batch_size: Option<usize>,
+}
+
+/// The secret's JSON object. No `Debug`: it holds the key.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    api_key: String,
+    #[serde(default)]
+    hook_token: Option<String>,
+}
+
+/// Makes an AlphaSMS route: the client, and the receipt parser when `hook_url` is set.
+pub fn build(
+    name: &str,
+    settings: serde_json::Value,
+    credentials: &Secret,
+) -> Result<Built, ProviderSetupError> {
+    let settings_error = |message: String| ProviderSetupError::Settings {
+        name: name.to_owned(),
+        message,
+    };
+    let credentials_error = |message: String| ProviderSetupError::Credentials {
+        name: name.to_owned(),
+        message,
+    };
+
+    let settings: Settings = match settings {
+        serde_json::Value::Null => Settings::default(),
+        value @ serde_json::Value::Object(_) => {
+            serde_json::from_value(value).map_err(|e| settings_error(e.to_string()))?
+        }
+        _ => return Err(settings_error("settings must be a JSON object".to_owned())),
+    };
+    let base = settings.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
+    let endpoint = web_url(&format!("{}{API_PATH}", base.trim_end_matches('/')))
+        .map_err(|e| settings_error(format!("base_url: {e}")))?;
+    let hook_url = match settings.hook_url.as_deref() {
+        None => None,
+        Some(raw) => {
+            let url = web_url(raw).map_err(|e| settings_error(format!("hook_url: {e}")))?;
+            if url
+                .query_pairs()
+                .any(|(k, _)| matches!(k.as_ref(), "token" | "id" | "parts"))
+            {
+                return Err(settings_error(
+                    "hook_url must not use the query keys token, id or parts".to_owned(),
+                ));
+            }
+            Some(url)
+        }
+    };
+    let timeout = match settings.timeout_ms {
+        None => http::REQUEST_TIMEOUT,
+        Some(ms) if (1..=MAX_TIMEOUT_MS).contains(&ms) => Duration::from_millis(ms),
+        Some(ms) => {
+            return Err(settings_error(format!(
+                "timeout_ms must be 1 to {MAX_TIMEOUT_MS}, not {ms}"
+            )));
+        }
+    };
+    let batch_size = match settings.batch_size {
+        None => DEFAULT_BATCH_SIZE,
+        Some(n) if (1..=MAX_BATCH_SIZE).contains(&n) => n,
+        Some(n) => {
+            return Err(settings_error(format!(
+                "batch_size must be 1 to {MAX_BATCH_SIZE}, not {n}"
+            )));
+        }
+    };
+
+    let credentials: Credentials =
+        serde_json::from_str(credentials.expose()).map_err(|e| credentials_error(describe(&e)))?;
+    if credentials.api_key.trim().is_empty() {
+        return Err(credentials_error("api_key is empty".to_owned()));
+    }
+    let hook = match (hook_url, credentials.hook_token) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(credentials_error(
+                "hook_token is required when hook_url is set".to_owned(),
+            ));
+        }
+        (Some(_), Some(token)) if token.chars().count() < MIN_HOOK_TOKEN_LEN => {
+            return Err(credentials_error(format!(
+                "hook_token must have at least {MIN_HOOK_TOKEN_LEN} characters"
+            )));
+        }
+        (Some(url), Some(token)) => Some(Hook {
+            url,
+            token: Secret::new(token),
+        }),
+    };
+
+    let webhook: Option<Arc<dyn ReceiptWebhook>> = hook
+        .as_ref()
+        .map(|h| Arc::new(AlphaSmsReceipts::new(h.token.clone())) as Arc<dyn ReceiptWebhook>);
+    let provider = AlphaSms {
+        name: name.to_owned(),
+        endpoint,
+        api_key: Secret::new(credentials.api_key),
+        hook,
+        timeout,
+        batch_size,
+        http: http::client(),
+    };
+    Ok(Built {
+        provider: Arc::new(provider),
+        webhook,
+    })
+}
+
+/// An absolute http(s) URL.
+fn web_url(raw: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("{raw:?} is not an http(s) URL"));
+    }
+    Ok(url)
+}
+
+/// A credentials parse error, without echoing any value of the secret.
+fn describe(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    if text.starts_with("missing field") || text.starts_with("unknown field") {
+        text
+    } else {
+        format!(
+            "expected a JSON object {{\"api_key\": \"…\", \"hook_token\": \"…\"}} (error at line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    }
+}
+
+/// The hook Holub asks AlphaSMS to report to.
+struct Hook {
+    url: reqwest::Url,
+    token: Secret,
+}
+
+/// The AlphaSMS client of one route.
+pub struct AlphaSms {
+    name: String,
+    endpoint: reqwest::Url,
+    api_key: Secret,
+    hook: Option<Hook>,
+    timeout: Duration,
+    batch_size: usize,
+    http: reqwest::Client,
+}
+
+/// Holub's provider message id of a message of `parts` parts (see the module doc).
+pub fn provider_message_id(id: &MessageId, parts: u16) -> String {
+    if parts > 1 {
+        format!("{id}:{parts}")
+    } else {
+        id.to_string()
+    }
+}
+
+/// The message id and part count of a provider message id made by [`provider_message_id`].
+pub fn parse_provider_message_id(s: &str) -> Option<(MessageId, u16)> {
+    let (id, parts) = match s.split_once(':') {
+        Some((id, parts)) => (id, parts.parse::<u16>().ok()?),
+        None => (s, 1),
+    };
+    if !(1..=MAX_PARTS).contains(&parts) {
+        return None;
+    }
+    Some((id.parse().ok()?, parts))
+}
+
+/// The kind of a provider error, before it gets its code and message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Temporary,
+    Permanent,
+    Unknown,
+}
+
+/// Where an error text was reported: for one message, or for the whole request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Message,
+    Request,
+}
+
+/// The Holub code and kind of an AlphaSMS error text (the table of the module doc).
+pub fn classify(text: &str, scope: Scope) -> (Kind, &'static str) {
+    use error_codes as c;
+    let t = text.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| t.contains(w));
+    if has(&["access denied", "unauthori", "api key"]) {
+        (Kind::Permanent, codes::UNAUTHORIZED)
+    } else if has(&["err_duplicate", "duplicate", "already exists"]) {
+        (Kind::Unknown, c::DUPLICATE_CLIENT_ID)
+    } else if has(&["not found"]) {
+        (Kind::Permanent, c::MESSAGE_NOT_FOUND)
+    } else if has(&["err_id", "message id"]) {
+        (Kind::Permanent, c::INVALID_CLIENT_ID)
+    } else if has(&["too many requests", "rate limit", "throttl"]) {
+        (Kind::Temporary, codes::RATE_LIMITED)
+    } else if has(&["err_overlimit", "limit"]) {
+        (Kind::Temporary, c::QUOTA_EXCEEDED)
+    } else if has(&["err_billing", "billing", "balance", "funds", "money"]) {
+        (Kind::Permanent, c::INSUFFICIENT_BALANCE)
+    } else if has(&[
+        "err_sender",
+        "alpha-name",
+        "alphaname",
+        "alpha name",
+        "sender",
+        "signature",
+    ]) {
+        (Kind::Permanent, c::SENDER_NOT_REGISTERED)
+    } else if has(&[
+        "err_recipient",
+        "recipient",
+        "phone",
+        "destination",
+        "number",
+    ]) {
+        (Kind::Permanent, c::INVALID_NUMBER)
+    } else if has(&["err_length", "too long", "empty", "length"]) {
+        (Kind::Permanent, c::INVALID_TEXT)
+    } else if has(&["err_unknown", "unknown error", "internal"]) {
+        (Kind::Temporary, c::PROVIDER_ERROR)
+    } else {
+        match scope {
+            Scope::Message => (Kind::Permanent, c::PROVIDER_REJECTED),
+            Scope::Request => (Kind::Temporary, c::PROVIDER_ERROR),
+        }
+    }
+}
+
+/// The provider error for an AlphaSMS error text. The text is the provider's own, about the
+/// request; it never holds the number or the message text.
+fn provider_error(provider: &str, text: Option<&str>, scope: Scope) -> ProviderError {
+    let text = text.map(str::trim).filter(|t| !t.is_empty());
+    let (kind, code) = classify(text.unwrap_or(""), scope);
+    let shown: String = text.unwrap_or("no error text").chars().take(200).collect();
+    let message = format!("{provider}: {shown}");
+    tracing::warn!(provider, code, error = %shown, "alphasms: refused");
+    match kind {
+        Kind::Temporary => ProviderError::temporary(code, message),
+        Kind::Permanent => ProviderError::permanent(code, message),
+        Kind::Unknown => ProviderError::unknown(code, message),
+    }
+}
+
+/// The Holub state of an AlphaSMS status, by name (any case, `_` or space) or number.
+pub fn receipt_state(status: &str) -> Option<ReceiptState> {
+    use ReceiptState::*;
+    let name = status
+        .trim()
+        .to_ascii_uppercase()
+        .replace(['_', '-'], " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(match name.as_str() {
+        "1" | "ACCEPTED" => Enroute,
+        "2" | "DELETED" => Undelivered,
+        "3" | "DELIVERED" => Delivered,
+        "4" | "EXPIRED" => Expired,
+        "5" | "FILTERED" => Rejected,
+        "6" | "INVALID DESTINATION ADDRESS" => Rejected,
+        "7" | "INVALID SOURCE ADDRESS" => Rejected,
+        "8" | "NO ROUTE" => Rejected,
+        "9" | "PARTIALLY DELIVERED" => Undelivered,
+        "10" | "QUEUED" => Enroute,
+        "11" | "READ" => Delivered,
+        "12" | "REJECTED" => Rejected,
+        "13" | "REPLIED" => Delivered,
+        "14" | "ROUTING" => Enroute,
+        "15" | "SIM FULL" => Undelivered,
+        "16" | "UNDELIVERABLE" => Undelivered,
+        "17" | "UNKNOWN" => Enroute,
+        // The XML API's vocabulary.
+        "SCHEDULED" | "ENROUTE" | "SENDING" => Enroute,
+        "DISCARDED" | "NOT SUPPORTED" | "WRONG ALPHANAME" | "WRONG ALPHANAME RETURNED" => Rejected,
+        _ => return None,
+    })
+}
+
+/// Hryvnias with any number of decimals, rounded down to whole kopiykas, without a float.
+pub fn floor_to_kopiyky(amount: &str) -> Option<Kopiyky> {
+    let t = amount.trim();
+    let negative = t.starts_with('-');
+    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+    if !frac.bytes().all(|b| b.is_ascii_digit()) || !t.bytes().any(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (kept, dropped) = frac.split_at(frac.len().min(2));
+    let exact = Kopiyky::parse_hryvnias(&format!("{whole}.{kept:0<2}")).ok()?;
+    let cut = dropped.bytes().any(|b| b != b'0');
+    Some(if negative && cut {
+        Kopiyky(exact.0.checked_sub(1)?)
+    } else {
+        exact
+    })
+}
+
+/// For each requested id, the answer item for it: the one echoing it, else the one at its
+/// position when the counts agree and that item echoes no id.
+fn pair<'a, T: Echo>(requested: &[String], items: &'a [Item<T>]) -> Vec<Option<&'a Item<T>>> {
+    let echo = |item: &'a Item<T>| item.data.as_ref().and_then(|d| d.echo_id());
+    requested
+        .iter()
+        .enumerate()
+        .map(|(i, want)| {
+            if let Some(found) = items.iter().find(|it| echo(it) == Some(want.as_str())) {
+                return Some(found);
+            }
+            if items.len() == requested.len() {
+                return items.get(i).filter(|it| echo(it).is_none());
+            }
+            None
+        })
+        .collect()
+}
+
+impl AlphaSms {
+    /// One request to the API: the commands' answers, or why there are none.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        data: Vec<RequestItem>,
+    ) -> Result<Vec<Item<T>>, ProviderError> {
+        let body = wire::Request {
+            auth: self.api_key.expose(),
+            data,
+        };
+        let response = self
+            .http
+            .post(self.endpoint.clone())
+            .timeout(self.timeout)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| http::transport_error(&self.name, &e))?;
+        let status = response.status();
+        if status != reqwest::StatusCode::OK {
+            return Err(http::status_error(&self.name, status));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| http::transport_error(&self.name, &e))?;
+        let answer: Answer<T> = wire::parse(&bytes)
+            .map_err(|e| http::bad_answer(&self.name, &format!("not the documented JSON: {e}")))?;
+        if !answer.success.0 {
+            return Err(provider_error(
+                &self.name,
+                answer.error.as_deref(),
+                Scope::Request,
+            ));
+        }
+        Ok(answer.data.unwrap_or_default())
+    }
+
+    /// The send command of one message.
+    pub fn sms_item(&self, sms: &OutboundSms) -> Result<SmsItem, ProviderError> {
+        let phone = sms.to.digits().parse::<u64>().map_err(|_| {
+            ProviderError::permanent(
+                error_codes::INVALID_NUMBER,
+                format!("{}: {} is not a number", self.name, sms.to.masked()),
+            )
+        })?;
+        let signature = match &sms.from {
+            SenderId::Alpha(name) => name.clone(),
+            SenderId::Phone(number) => number.digits().to_owned(),
+        };
+        let hook = self.hook.as_ref().map(|hook| {
+            let mut url = hook.url.clone();
+            url.query_pairs_mut()
+                .append_pair("token", hook.token.expose())
+                .append_pair("id", &sms.id.to_string())
+                .append_pair("parts", &sms.segments.max(1).to_string());
+            String::from(url)
+        });
+        Ok(SmsItem {
+            id: ClientRef::Text(sms.id.to_string()),
+            phone,
+            sms_signature: signature,
+            sms_message: sms.text.clone(),
+            sms_lifetime: (sms.validity_seconds > 0).then_some(sms.validity_seconds),
+            short_link: None,
+            unsubscribe_link: None,
+            hook,
+        })
+    }
+
+    /// Sends one request of at most `batch_size` messages.
+    async fn send_chunk(&self, chunk: &[OutboundSms]) -> Vec<Result<Submitted, ProviderError>> {
+        let mut results: Vec<Option<Result<Submitted, ProviderError>>> = vec![None; chunk.len()];
+        let mut commands = Vec::with_capacity(chunk.len());
+        let mut sent = Vec::with_capacity(chunk.len());
+        for (i, sms) in chunk.iter().enumerate() {
+            match self.sms_item(sms) {
+                Ok(item) => {
+                    commands.push(RequestItem::Sms(item));
+                    sent.push(i);
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        if !commands.is_empty() {
+            tracing::debug!(provider = %self.name, count = commands.len(), "alphasms: sending");
+            match self.call::<SendData>(commands).await {
+                Err(e) => {
+                    for &i in &sent {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                }
+                Ok(items) => {
+                    let ids: Vec<String> = sent.iter().map(|&i| chunk[i].id.to_string()).collect();
+                    for (&i, item) in sent.iter().zip(pair(&ids, &items)) {
+                        results[i] = Some(self.send_result(&chunk[i], item));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(http::bad_answer(&self.name, "no answer"))))
+            .collect()
+    }
+
+    fn send_result(
+        &self,
+        sms: &OutboundSms,
+        item: Option<&Item<SendData>>,
+    ) -> Result<Submitted, ProviderError> {
+        let Some(item) = item else {
+            return Err(http::bad_answer(
+                &self.name,
+                "the answer has no item for a message",
+            ));
+        };
+        if !item.success.0 {
+            return Err(provider_error(
+                &self.name,
+                item.error.as_deref(),
+                Scope::Message,
+            ));
+        }
+        let data = item.data.as_ref();
+        let msg_id = data.and_then(|d| d.msg_id.as_deref()).unwrap_or("-");
+        let parts = data.and_then(|d| d.parts.as_deref()).unwrap_or("-");
+        tracing::debug!(
+            provider = %self.name,
+            id = %sms.id,
+            msg_id,
+            parts,
+            "alphasms: accepted"
+        );
+        Ok(Submitted {
+            provider_message_id: provider_message_id(&sms.id, sms.segments),
+            cost: None,
+        })
+    }
+
+    /// The status answers for up to `batch_size` of our ids.
+    async fn status_chunk(
+        &self,
+        wanted: &[(String, MessageId, u16)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ProviderReceipt>, ProviderError> {
+        let commands = wanted
+            .iter()
+            .map(|(_, id, _)| RequestItem::Status {
+                id: ClientRef::Text(id.to_string()),
+            })
+            .collect();
+        let items = self.call::<StatusData>(commands).await?;
+        let ids: Vec<String> = wanted.iter().map(|(_, id, _)| id.to_string()).collect();
+        let mut receipts = Vec::new();
+        for ((provider_id, _, parts), item) in wanted.iter().zip(pair(&ids, &items)) {
+            let Some(item) = item.filter(|it| it.success.0) else {
+                continue;
+            };
+            let Some(status) = item.data.as_ref().and_then(|d| d.status.as_deref()) else {
+                continue;
+            };
+            let Some(state) = receipt_state(status) else {
+                tracing::warn!(provider = %self.name, status, "alphasms: unknown status");
+                continue;
+            };
+            receipts.extend((1..=*parts).map(|part| ProviderReceipt {
+                provider_message_id: provider_id.clone(),
+                part,
+                state,
+                at: now,
+            }));
+        }
+        Ok(receipts)
+    }
+}
+
+#[async_trait]
+impl SmsProvider for AlphaSms {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send(&self, sms: &OutboundSms) -> Result<Submitted, ProviderError> {
+        self.send_chunk(std::slice::from_ref(sms))
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(http::bad_answer(&self.name, "no answer")))
+    }
+
+    async fn send_many(&self, batch: &[OutboundSms]) -> Vec<Result<Submitted, ProviderError>> {
+        let mut results = Vec::with_capacity(batch.len());
+        for chunk in batch.chunks(self.batch_size) {
+            results.extend(self.send_chunk(chunk).await);
+        }
+        results
+    }
+
+    async fn lookup(&self, id: &MessageId) -> Result<Option<Submitted>, ProviderError> {
+        let items = self
+            .call::<StatusData>(vec![RequestItem::Status {
+                id: ClientRef::Text(id.to_string()),
+            }])
+            .await?;
+        let ids = [id.to_string()];
+        let Some(Some(item)) = pair(&ids, &items).into_iter().next() else {
+            return Err(http::bad_answer(
+                &self.name,
+                "the status answer has no item",
+            ));
+        };
+        if item.success.0 {
+            return Ok(Some(Submitted {
+                provider_message_id: provider_message_id(id, 1),
+                cost: None,
+            }));
+        }
+        let error = provider_error(&self.name, item.error.as_deref(), Scope::Message);
+        if matches!(
+            error.code(),
+            error_codes::MESSAGE_NOT_FOUND | error_codes::INVALID_CLIENT_ID
+        ) {
+            return Ok(None);
+        }
+        Err(error)
+    }
+
+    fn receipt_mode(&self) -> ReceiptMode {
+        if self.hook.is_some() {
+            ReceiptMode::Push
+        } else {
+            ReceiptMode::Poll
+        }
+    }
+
+    async fn status(
+        &self,
+        provider_message_ids: &[String],
+    ) -> Result<Vec<ProviderReceipt>, ProviderError> {
+        let wanted: Vec<(String, MessageId, u16)> = provider_message_ids
+            .iter()
+            .filter_map(|p| match parse_provider_message_id(p) {
+                Some((id, parts)) => Some((p.clone(), id, parts)),
+                None => {
+                    tracing::warn!(provider = %self.name, provider_message_id = %p, "alphasms: not one of our ids");
+                    None
+                }
+            })
+            .collect();
+        let now = Utc::now();
+        let mut receipts = Vec::new();
+        for chunk in wanted.chunks(self.batch_size) {
+            receipts.extend(self.status_chunk(chunk, now).await?);
+        }
+        Ok(receipts)
+    }
+
+    async fn balance(&self) -> Result<Kopiyky, ProviderError> {
+        let items = self.call::<BalanceData>(vec![RequestItem::Balance]).await?;
+        let Some(item) = items.first() else {
+            return Err(http::bad_answer(
+                &self.name,
+                "the balance answer has no item",
+            ));
+        };
+        if !item.success.0 {
+            return Err(provider_error(
+                &self.name,
+                item.error.as_deref(),
+                Scope::Request,
+            ));
+        }
+        let data = item.data.as_ref();
+        let currency = data.and_then(|d| d.currency.as_deref()).unwrap_or("UAH");
+        if !currency.eq_ignore_ascii_case("UAH") {
+            return Err(ProviderError::permanent(
+                error_codes::CURRENCY_UNSUPPORTED,
+                format!("{}: the balance is in {currency}, not UAH", self.name),
+            ));
+        }
+        data.and_then(|d| d.amount.as_deref())
+            .and_then(floor_to_kopiyky)
+            .ok_or_else(|| http::bad_answer(&self.name, "the balance amount is not a number"))
+    }
+}
+
+/// Parses AlphaSMS delivery reports arriving at the hook URL (see the module doc), after
+/// checking the token Holub put in its query.
+pub struct AlphaSmsReceipts {
+    token: Secret,
+}
+
+impl AlphaSmsReceipts {
+    pub fn new(token: Secret) -> Self {
+        AlphaSmsReceipts { token }
+    }
+}
+
+fn malformed(code: &'static str, message: impl Into<String>) -> WebhookError {
+    WebhookError::Malformed {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Compares every byte whatever the first difference; only the lengths may leak.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len().max(b.len());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..len {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(std::hint::black_box(x ^ y));
+    }
+    std::hint::black_box(diff) == 0
+}
+
+impl ReceiptWebhook for AlphaSmsReceipts {
+    fn parse(
+        &self,
+        request: &WebhookRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ProviderReceipt>, WebhookError> {
+        let query: Vec<(String, String)> =
+            url::form_urlencoded::parse(request.query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let field = |pairs: &[(String, String)], key: &str| {
+            pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        };
+        let token = field(&query, "token").unwrap_or_default();
+        let expected = self.token.expose();
+        if expected.is_empty() || !constant_time_eq(token.as_bytes(), expected.as_bytes()) {
+            return Err(WebhookError::Unauthorized);
+        }
+
+        let url_id = field(&query, "id");
+        let parts = match field(&query, "parts") {
+            None => 1,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| (1..=MAX_PARTS).contains(p))
+                .ok_or_else(|| malformed("receipt_bad_parts", "parts is not 1 to 255"))?,
+        };
+
+        let body = request.body.trim_ascii();
+        let reports: Vec<wire::StatusData> =
+            if body.first().is_some_and(|b| *b == b'{' || *b == b'[') {
+                match wire::parse::<wire::HookBody>(body) {
+                    Ok(wire::HookBody::One(one)) => vec![one],
+                    Ok(wire::HookBody::Many(many)) => many,
+                    Err(e) => {
+                        return Err(malformed(
+                            "receipt_malformed",
+                            format!("not an AlphaSMS report: {e}"),
+                        ));
+                    }
+                }
+            } else {
+                // Form-encoded, or the fields in the query.
+                let pairs: Vec<(String, String)> = if body.is_empty() {
+                    query.clone()
+                } else {
+                    url::form_urlencoded::parse(body).into_owned().collect()
+                };
+                vec![wire::StatusData {
+                    id: field(&pairs, "id"),
+                    kind: field(&pairs, "type"),
+                    status: field(&pairs, "status"),
+                    msg_id: field(&pairs, "msg_id"),
+                }]
+            };
+        if reports.is_empty() {
+            return Err(malformed("receipt_malformed", "no report in the body"));
+        }
+
+        let mut receipts = Vec::new();
+        for report in reports {
+            let id_text = match (&url_id, &report.id) {
+                (Some(url), Some(body)) if url != body => {
+                    return Err(malformed(
+                        "receipt_id_mismatch",
+                        "the report's id is not the hook's",
+                    ));
+                }
+                (Some(id), _) | (None, Some(id)) => id.clone(),
+                (None, None) => {
+                    return Err(malformed("receipt_malformed", "the report has no id"));
+                }
+            };
+            let id: MessageId = id_text
+                .parse()
+                .map_err(|_| malformed("receipt_bad_id", "the id is not a Holub message id"))?;
+            let status = report
+                .status
+                .as_deref()
+                .ok_or_else(|| malformed("receipt_malformed", "the report has no status"))?;
+            let state = receipt_state(status).ok_or_else(|| {
+                malformed(
+                    "receipt_unknown_status",
+                    format!(
+                        "unknown AlphaSMS status {:?}",
+                        status.chars().take(40).collect::<String>()
+                    ),
+                )
+            })?;
+            let provider_id = provider_message_id(&id, parts);
+            receipts.extend((1..=parts).map(|part| ProviderReceipt {
+                provider_message_id: provider_id.clone(),
+                part,
+                state,
+                at: now,
+            }));
+        }
+        Ok(receipts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PhoneNumber;
+    use crate::domain::segments::Encoding;
+    use chrono::TimeZone;
+    use wire::{HookBody, Request, parse};
+
+    const SEND_REQUEST: &str = include_str!("fixtures/alphasms/send_request.json");
+    const SEND_OK: &str = include_str!("fixtures/alphasms/send_response_success.json");
+    const ACCESS_DENIED: &str = include_str!("fixtures/alphasms/send_response_access_denied.json");
+    const ALPHA_NAME_ERROR: &str =
+        include_str!("fixtures/alphasms/send_response_alpha_name_error.json");
+    const STATUS_REQUEST: &str = include_str!("fixtures/alphasms/status_request.json");
+    const STATUS_OK: &str = include_str!("fixtures/alphasms/status_response.json");
+    const BALANCE_REQUEST: &str = include_str!("fixtures/alphasms/balance_request.json");
+    const BALANCE_OK: &str = include_str!("fixtures/alphasms/balance_response.json");
+    const STATUSES: &str = include_str!("fixtures/alphasms/message_statuses.tsv");
+    const ERRORS: &str = include_str!("fixtures/alphasms/error_codes.tsv");
+    const DOC_KEY: &str = "bb56a4369eb19***cfec6d1776bd25";
+    const TOKEN: &str = "a-hook-token-of-32-characters-xx";
+
+    fn json(text: &str) -> serde_json::Value {
+        serde_json::from_str(text).expect("valid JSON")
+    }
+
+    fn creds(value: serde_json::Value) -> Secret {
+        Secret::new(value.to_string())
+    }
+
+    fn build_ok(settings: serde_json::Value, credentials: serde_json::Value) -> Built {
+        match build("alpha", settings, &creds(credentials)) {
+            Ok(built) => built,
+            Err(e) => panic!("setup failed: {e}"),
+        }
+    }
+
+    fn client(settings: serde_json::Value, credentials: serde_json::Value) -> AlphaSms {
+        let settings: Settings = serde_json::from_value(settings).expect("settings");
+        let credentials: Credentials = serde_json::from_value(credentials).expect("credentials");
+        AlphaSms {
+            name: "alpha".into(),
+            endpoint: web_url("https://alphasms.net/api/json.php").expect("url"),
+            api_key: Secret::new(credentials.api_key),
+            hook: settings.hook_url.map(|u| Hook {
+                url: web_url(&u).expect("url"),
+                token: Secret::new(credentials.hook_token.expect("token")),
+            }),
+            timeout: http::REQUEST_TIMEOUT,
+            batch_size: DEFAULT_BATCH_SIZE,
+            http: http::client(),
+        }
+    }
+
+    fn sms(segments: u16) -> OutboundSms {
+        OutboundSms {
+            id: "01JV7Q8M4X2K9T3N5R6B8C0D1E".parse().expect("id"),
+            to: PhoneNumber::parse("+380971234567").expect("phone"),
+            from: SenderId::parse("SMSTest").expect("sender"),
+            text: "Message text to be sent via SMS".into(),
+            encoding: Encoding::Gsm7,
+            segments,
+            validity_seconds: 172_800,
+        }
+    }
+
+    #[test]
+    fn the_send_request_serializes_like_the_documented_example() {
+        let request = Request {
+            auth: DOC_KEY,
+            data: vec![RequestItem::Sms(SmsItem {
+                id: ClientRef::Number(100500),
+                phone: 380971234567,
+                sms_signature: "SMSTest".into(),
+                sms_message: "Message text to be sent via SMS".into(),
+                sms_lifetime: Some(172800),
+                short_link: Some(true),
+                unsubscribe_link: Some(true),
+                hook: Some("https://example.org/webhook/url.php".into()),
+            })],
+        };
+        let ours = serde_json::to_value(&request).expect("serializes");
+        assert_eq!(ours, json(SEND_REQUEST));
+    }
+
+    #[test]
+    fn the_status_and_balance_requests_serialize_like_the_documented_examples() {
+        let status = Request {
+            auth: DOC_KEY,
+            data: vec![RequestItem::Status {
+                id: ClientRef::Number(100500),
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(&status).expect("serializes"),
+            json(STATUS_REQUEST)
+        );
+        let balance = Request {
+            auth: DOC_KEY,
+            data: vec![RequestItem::Balance],
+        };
+        assert_eq!(
+            serde_json::to_value(&balance).expect("serializes"),
+            json(BALANCE_REQUEST)
+        );
+    }
+
+    #[test]
+    fn our_send_item_has_the_documented_shape() {
+        let alpha = client(
+            serde_json::json!({"hook_url": "https://holub.example/v1/receipts/alpha?route=a"}),
+            serde_json::json!({"api_key": "k", "hook_token": TOKEN}),
+        );
+        let item = alpha.sms_item(&sms(2)).expect("an item");
+        let value = serde_json::to_value(RequestItem::Sms(item)).expect("serializes");
+        assert_eq!(value["type"], "sms");
+        assert_eq!(value["id"], "01JV7Q8M4X2K9T3N5R6B8C0D1E");
+        assert_eq!(value["phone"], serde_json::json!(380971234567u64));
+        assert_eq!(value["sms_signature"], "SMSTest");
+        assert_eq!(value["sms_lifetime"], 172800);
+        assert!(value.get("short_link").is_none());
+        let hook = value["hook"].as_str().expect("a hook");
+        assert_eq!(
+            hook,
+            format!(
+                "https://holub.example/v1/receipts/alpha?route=a&token={TOKEN}&id=01JV7Q8M4X2K9T3N5R6B8C0D1E&parts=2"
+            )
+        );
+        // Without a hook URL, no hook: the route is polled.
+        let polled = client(serde_json::json!({}), serde_json::json!({"api_key": "k"}));
+        let item = polled.sms_item(&sms(1)).expect("an item");
+        assert_eq!(item.hook, None);
+        let mut no_validity = sms(1);
+        no_validity.validity_seconds = 0;
+        assert_eq!(
+            polled.sms_item(&no_validity).expect("item").sms_lifetime,
+            None
+        );
+    }
+
+    #[test]
+    fn the_documented_send_answers_parse_and_map() {
+        let alpha = client(serde_json::json!({}), serde_json::json!({"api_key": "k"}));
+        let ok: Answer<SendData> = parse(SEND_OK.as_bytes()).expect("parses");
+        assert!(ok.success.0);
+        let items = ok.data.expect("items");
+        let data = items[0].data.as_ref().expect("data");
+        assert_eq!(data.id.as_deref(), Some("100500"));
+        assert_eq!(data.msg_id.as_deref(), Some("123456789"));
+        assert_eq!(data.parts.as_deref(), Some("1"));
+        let mut doc_sms = sms(1);
+        doc_sms.id = MessageId::generate(Utc::now());
+        let submitted = alpha
+            .send_result(&doc_sms, Some(&items[0]))
+            .expect("accepted");
+        assert_eq!(submitted.provider_message_id, doc_sms.id.to_string());
+        assert_eq!(submitted.cost, None);
+
+        let denied: Answer<SendData> = parse(ACCESS_DENIED.as_bytes()).expect("parses");
+        assert!(!denied.success.0);
+        assert!(denied.data.is_none());
+        let e = provider_error("alpha", denied.error.as_deref(), Scope::Request);
+        assert_eq!(
+            e,
+            ProviderError::permanent(codes::UNAUTHORIZED, "alpha: Access denied")
+        );
+
+        let alpha_name: Answer<SendData> = parse(ALPHA_NAME_ERROR.as_bytes()).expect("parses");
+        let items = alpha_name.data.expect("items");
+        assert_eq!(
+            items[0].data.as_ref().and_then(|d| d.id.as_deref()),
+            Some("100500")
+        );
+        let e = alpha
+            .send_result(&doc_sms, Some(&items[0]))
+            .expect_err("refused");
+        assert_eq!(
+            e,
+            ProviderError::permanent(
+                error_codes::SENDER_NOT_REGISTERED,
+                "alpha: Error in Alpha-name"
+            )
+        );
+        // No item for a message: the outcome is unknown.
+        assert!(
+            alpha
+                .send_result(&doc_sms, None)
+                .expect_err("lost")
+                .is_unknown()
+        );
+    }
+
+    #[test]
+    fn the_documented_status_and_balance_answers_parse_and_map() {
+        let status: Answer<StatusData> = parse(STATUS_OK.as_bytes()).expect("parses");
+        let items = status.data.expect("items");
+        let data = items[0].data.as_ref().expect("data");
+        assert_eq!(data.id.as_deref(), Some("10500"));
+        assert_eq!(data.kind.as_deref(), Some("viber"));
+        assert_eq!(
+            data.status.as_deref().and_then(receipt_state),
+            Some(ReceiptState::Delivered)
+        );
+
+        let balance: Answer<BalanceData> = parse(BALANCE_OK.as_bytes()).expect("parses");
+        let items = balance.data.expect("items");
+        let data = items[0].data.as_ref().expect("data");
+        assert_eq!(data.amount.as_deref(), Some("31.1683"));
+        assert_eq!(data.currency.as_deref(), Some("UAH"));
+        assert_eq!(
+            data.amount.as_deref().and_then(floor_to_kopiyky),
+            Some(Kopiyky(3116))
+        );
+    }
+
+    #[test]
+    fn answers_seen_in_clients_parse_too() {
+        // `Prihod/alphasms-client` tests: `"error": ""` on success; `success` may be 1/0.
+        let body = br#"{"success":1,"data":[{"success":true,"data":{"id":"01JV7Q8M4X2K9T3N5R6B8C0D1E","msg_id":1,"data":1,"parts":2}}],"error":""}"#;
+        let answer: Answer<SendData> = parse(body).expect("parses");
+        assert!(answer.success.0);
+        assert!(parse::<Answer<SendData>>(b"<html>502</html>").is_err());
+        assert!(parse::<Answer<SendData>>(br#"{"result":"ok"}"#).is_err());
+        assert!(parse::<Answer<SendData>>(br#"{"success":"maybe"}"#).is_err());
+    }
+
+    #[test]
+    fn every_documented_status_maps_as_the_table_says() {
+        use ReceiptState::*;
+        let expected = [
+            ("ACCEPTED", Enroute),
+            ("DELETED", Undelivered),
+            ("DELIVERED", Delivered),
+            ("EXPIRED", Expired),
+            ("FILTERED", Rejected),
+            ("INVALID DESTINATION ADDRESS", Rejected),
+            ("INVALID SOURCE ADDRESS", Rejected),
+            ("NO ROUTE", Rejected),
+            ("PARTIALLY DELIVERED", Undelivered),
+            ("QUEUED", Enroute),
+            ("READ", Delivered),
+            ("REJECTED", Rejected),
+            ("REPLIED", Delivered),
+            ("ROUTING", Enroute),
+            ("SIM FULL", Undelivered),
+            ("UNDELIVERABLE", Undelivered),
+            ("UNKNOWN", Enroute),
+        ];
+        let documented: Vec<(&str, &str)> = STATUSES
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let mut cols = l.split('\t');
+                (cols.next().unwrap_or(""), cols.next().unwrap_or(""))
+            })
+            .collect();
+        assert_eq!(documented.len(), expected.len());
+        for ((number, name), (want_name, state)) in documented.into_iter().zip(expected) {
+            assert_eq!(name, want_name);
+            assert_eq!(receipt_state(name), Some(state), "{name}");
+            assert_eq!(receipt_state(number), Some(state), "#{number}");
+            assert_eq!(receipt_state(&name.to_lowercase()), Some(state), "{name}");
+            assert_eq!(
+                receipt_state(&name.replace(' ', "_")),
+                Some(state),
+                "{name}"
+            );
+        }
+        for (name, state) in [
+            ("SCHEDULED", Enroute),
+            ("ENROUTE", Enroute),
+            ("SENDING", Enroute),
+            ("DISCARDED", Rejected),
+            ("NOT_SUPPORTED", Rejected),
+            ("WRONG_ALPHANAME", Rejected),
+            ("WRONG_ALPHANAME_RETURNED", Rejected),
+            ("Delivered", Delivered),
+        ] {
+            assert_eq!(receipt_state(name), Some(state), "{name}");
+        }
+        for name in ["", "DELIVRD?", "0", "18", "SENT"] {
+            assert_eq!(receipt_state(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_error_maps_as_the_table_says() {
+        use error_codes as c;
+        // The XML API's error rows: name and description both.
+        let expected = [
+            ("ERR_UNKNOWN", Kind::Temporary, c::PROVIDER_ERROR),
+            ("ERR_ID", Kind::Permanent, c::INVALID_CLIENT_ID),
+            ("ERR_SENDER", Kind::Permanent, c::SENDER_NOT_REGISTERED),
+            ("ERR_RECIPIENT", Kind::Permanent, c::INVALID_NUMBER),
+            ("ERR_LENGTH", Kind::Permanent, c::INVALID_TEXT),
+            ("ERR_BILLING", Kind::Permanent, c::INSUFFICIENT_BALANCE),
+            ("ERR_OVERLIMIT", Kind::Temporary, c::QUOTA_EXCEEDED),
+            ("ERR_DUPLICATE", Kind::Unknown, c::DUPLICATE_CLIENT_ID),
+            ("ERR_DELETE", Kind::Permanent, c::PROVIDER_REJECTED),
+        ];
+        let rows: Vec<(&str, &str)> = ERRORS
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let mut cols = l.split('\t').skip(1);
+                (cols.next().unwrap_or(""), cols.next().unwrap_or(""))
+            })
+            .collect();
+        assert_eq!(rows.len(), expected.len());
+        for ((name, description), (want, kind, code)) in rows.into_iter().zip(expected) {
+            assert_eq!(name, want);
+            assert_eq!(classify(name, Scope::Message), (kind, code), "{name}");
+            assert_eq!(
+                classify(description, Scope::Message),
+                (kind, code),
+                "{description}"
+            );
+        }
+        // The JSON API's documented texts, and the rest of the table.
+        let cases = [
+            ("Access denied", Kind::Permanent, codes::UNAUTHORIZED),
+            (
+                "Error in Alpha-name",
+                Kind::Permanent,
+                c::SENDER_NOT_REGISTERED,
+            ),
+            ("Message not found", Kind::Permanent, c::MESSAGE_NOT_FOUND),
+            ("Too many requests", Kind::Temporary, codes::RATE_LIMITED),
+            (
+                "Insufficient funds",
+                Kind::Permanent,
+                c::INSUFFICIENT_BALANCE,
+            ),
+            ("Invalid phone", Kind::Permanent, c::INVALID_NUMBER),
+            ("Internal error", Kind::Temporary, c::PROVIDER_ERROR),
+        ];
+        for (text, kind, code) in cases {
+            assert_eq!(classify(text, Scope::Message), (kind, code), "{text}");
+        }
+        assert_eq!(
+            classify("Something odd", Scope::Message),
+            (Kind::Permanent, c::PROVIDER_REJECTED)
+        );
+        assert_eq!(
+            classify("Something odd", Scope::Request),
+            (Kind::Temporary, c::PROVIDER_ERROR)
+        );
+        assert!(provider_error("p", Some("ERR_DUPLICATE"), Scope::Message).is_unknown());
+        let none = provider_error("p", None, Scope::Request);
+        assert_eq!(none.code(), c::PROVIDER_ERROR);
+    }
+
+    #[test]
+    fn numbers_are_read_as_their_literal_text() {
+        let body = br#"{"a":-1.50e3,"b":"7 \"8\" 9","c":[1,2.25],"d":true,"e":null}"#;
+        let out = wire::lossless(body);
+        assert_eq!(
+            std::str::from_utf8(&out).expect("utf-8"),
+            r#"{"a":"-1.50e3","b":"7 \"8\" 9","c":["1","2.25"],"d":true,"e":null}"#
+        );
+        assert_eq!(
+            wire::lossless("«ціна» 12".as_bytes()),
+            "«ціна» \"12\"".as_bytes()
+        );
+    }
+
+    #[test]
+    fn balances_are_rounded_down_to_kopiykas() {
+        for (amount, kopiyky) in [
+            ("31.1683", Some(3116)),
+            ("31.1600", Some(3116)),
+            ("12", Some(1200)),
+            ("0.5", Some(50)),
+            ("-3.501", Some(-351)),
+            ("-3.50", Some(-350)),
+            ("1e3", None),
+            ("abc", None),
+            ("", None),
+        ] {
+            assert_eq!(floor_to_kopiyky(amount), kopiyky.map(Kopiyky), "{amount}");
+        }
+    }
+
+    #[test]
+    fn provider_message_ids_round_trip() {
+        let id: MessageId = "01JV7Q8M4X2K9T3N5R6B8C0D1E".parse().expect("id");
+        assert_eq!(provider_message_id(&id, 1), "01JV7Q8M4X2K9T3N5R6B8C0D1E");
+        assert_eq!(provider_message_id(&id, 3), "01JV7Q8M4X2K9T3N5R6B8C0D1E:3");
+        assert_eq!(
+            parse_provider_message_id("01JV7Q8M4X2K9T3N5R6B8C0D1E"),
+            Some((id, 1))
+        );
+        assert_eq!(
+            parse_provider_message_id("01JV7Q8M4X2K9T3N5R6B8C0D1E:3"),
+            Some((id, 3))
+        );
+        for bad in [
+            "",
+            "123",
+            "01JV7Q8M4X2K9T3N5R6B8C0D1E:0",
+            "01JV7Q8M4X2K9T3N5R6B8C0D1E:x",
+        ] {
+            assert_eq!(parse_provider_message_id(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn answers_pair_with_commands_by_echoed_id_or_position() {
+        let answer: Answer<SendData> = parse(
+            br#"{"success":true,"data":[
+                {"success":true,"data":{"id":"b","msg_id":2}},
+                {"success":true,"data":{"id":"a","msg_id":1}}]}"#,
+        )
+        .expect("parses");
+        let items = answer.data.expect("items");
+        let ids = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let paired = pair(&ids, &items);
+        let msg = |i: usize| {
+            paired[i]
+                .and_then(|it| it.data.as_ref())
+                .and_then(|d| d.msg_id.clone())
+        };
+        assert_eq!(
+            (msg(0), msg(1), msg(2)),
+            (Some("1".into()), Some("2".into()), None)
+        );
+        let anonymous: Answer<SendData> =
+            parse(br#"{"success":true,"data":[{"success":true,"data":{"msg_id":7}}]}"#)
+                .expect("parses");
+        let items = anonymous.data.expect("items");
+        assert!(pair(&ids[..1], &items)[0].is_some());
+        assert!(pair(&ids[..2], &items).iter().all(Option::is_none));
+    }
+
+    fn hook_request<'a>(
+        headers: &'a reqwest::header::HeaderMap,
+        query: Option<&'a str>,
+        body: &'a [u8],
+    ) -> WebhookRequest<'a> {
+        WebhookRequest {
+            headers,
+            query,
+            body,
+        }
+    }
+
+    #[test]
+    fn hook_reports_parse_with_the_token() {
+        let receipts = AlphaSmsReceipts::new(Secret::new(TOKEN));
+        let headers = reqwest::header::HeaderMap::new();
+        let now = Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap();
+        let query = format!("token={TOKEN}&id=01JV7Q8M4X2K9T3N5R6B8C0D1E&parts=2");
+        let body = br#"{"id":"01JV7Q8M4X2K9T3N5R6B8C0D1E","type":"sms","status":"DELIVERED"}"#;
+        let parsed = receipts
+            .parse(&hook_request(&headers, Some(&query), body), now)
+            .expect("accepted");
+        assert_eq!(
+            parsed,
+            (1..=2)
+                .map(|part| ProviderReceipt {
+                    provider_message_id: "01JV7Q8M4X2K9T3N5R6B8C0D1E:2".into(),
+                    part,
+                    state: ReceiptState::Delivered,
+                    at: now,
+                })
+                .collect::<Vec<_>>()
+        );
+        // The status by number, an array, a body without id, a form body, the query alone.
+        let single = format!("token={TOKEN}&id=01JV7Q8M4X2K9T3N5R6B8C0D1E");
+        for body in [
+            &br#"[{"status":16}]"#[..],
+            br#"{"status":"UNDELIVERABLE","msg_id":5}"#,
+            b"status=UNDELIVERABLE&id=01JV7Q8M4X2K9T3N5R6B8C0D1E",
+        ] {
+            let parsed = receipts
+                .parse(&hook_request(&headers, Some(&single), body), now)
+                .expect("accepted");
+            assert_eq!(parsed.len(), 1);
+            assert_eq!(parsed[0].state, ReceiptState::Undelivered);
+            assert_eq!(parsed[0].provider_message_id, "01JV7Q8M4X2K9T3N5R6B8C0D1E");
+        }
+        let in_query = format!("{single}&status=EXPIRED");
+        let parsed = receipts
+            .parse(&hook_request(&headers, Some(&in_query), b""), now)
+            .expect("accepted");
+        assert_eq!(parsed[0].state, ReceiptState::Expired);
+        // The hook as the documentation's status item, keyed only by the body's id.
+        let parsed = receipts
+            .parse(
+                &hook_request(
+                    &headers,
+                    Some(&format!("token={TOKEN}")),
+                    br#"{"id":"01JV7Q8M4X2K9T3N5R6B8C0D1E","status":"READ"}"#,
+                ),
+                now,
+            )
+            .expect("accepted");
+        assert_eq!(parsed[0].state, ReceiptState::Delivered);
+    }
+
+    #[test]
+    fn forged_and_malformed_hook_reports_are_refused() {
+        let receipts = AlphaSmsReceipts::new(Secret::new(TOKEN));
+        let headers = reqwest::header::HeaderMap::new();
+        let now = Utc::now();
+        let body = br#"{"status":"DELIVERED"}"#;
+        for query in [
+            None,
+            Some("id=01JV7Q8M4X2K9T3N5R6B8C0D1E"),
+            Some("token=&id=01JV7Q8M4X2K9T3N5R6B8C0D1E"),
+            Some("token=a-hook-token-of-32-characters-xy&id=01JV7Q8M4X2K9T3N5R6B8C0D1E"),
+            Some("token=a-hook-token&id=01JV7Q8M4X2K9T3N5R6B8C0D1E"),
+        ] {
+            assert_eq!(
+                receipts.parse(&hook_request(&headers, query, body), now),
+                Err(WebhookError::Unauthorized),
+                "{query:?}"
+            );
+        }
+        let good = format!("token={TOKEN}&id=01JV7Q8M4X2K9T3N5R6B8C0D1E");
+        let cases: [(&str, &[u8], &str); 7] = [
+            (&good, b"{not json", "receipt_malformed"),
+            (
+                &good,
+                br#"{"status":"SOMETHING"}"#,
+                "receipt_unknown_status",
+            ),
+            (&good, br#"{"type":"sms"}"#, "receipt_malformed"),
+            (&good, b"[]", "receipt_malformed"),
+            (
+                &good,
+                br#"{"id":"01JV7Q8M4X2K9T3N5R6B8C0D1F","status":"DELIVERED"}"#,
+                "receipt_id_mismatch",
+            ),
+            (&format!("token={TOKEN}&id=100500"), body, "receipt_bad_id"),
+            (&format!("{good}&parts=0"), body, "receipt_bad_parts"),
+        ];
+        for (query, body, code) in cases {
+            let e = receipts
+                .parse(&hook_request(&headers, Some(query), body), now)
+                .expect_err("refused");
+            assert_eq!(
+                e.code(),
+                code,
+                "{query} {:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let no_id = format!("token={TOKEN}");
+        let e = receipts
+            .parse(&hook_request(&headers, Some(&no_id), body), now)
+            .expect_err("refused");
+        assert_eq!(e.code(), "receipt_malformed");
+        // An empty configured token never matches.
+        let open = AlphaSmsReceipts::new(Secret::new(""));
+        assert_eq!(
+            open.parse(&hook_request(&headers, Some("token=&id=x"), body), now),
+            Err(WebhookError::Unauthorized)
+        );
+        assert!(matches!(
+            parse::<HookBody>(br#"{"status":"READ"}"#),
+            Ok(HookBody::One(_))
+        ));
+    }
+
+    #[test]
+    fn setup_takes_settings_and_credentials() {
+        let polled = build_ok(serde_json::Value::Null, serde_json::json!({"api_key": "k"}));
+        assert_eq!(polled.provider.name(), "alpha");
+        assert_eq!(polled.provider.receipt_mode(), ReceiptMode::Poll);
+        assert!(polled.webhook.is_none());
+        let pushed = build_ok(
+            serde_json::json!({
+                "base_url": "http://127.0.0.1:9/",
+                "hook_url": "https://holub.example/v1/receipts/alpha",
+                "timeout_ms": 500,
+                "batch_size": 10
+            }),
+            serde_json::json!({"api_key": "k", "hook_token": TOKEN}),
+        );
+        assert_eq!(pushed.provider.receipt_mode(), ReceiptMode::Push);
+        assert!(pushed.webhook.is_some());
+    }
+
+    #[test]
+    fn the_factory_knows_the_kind() {
+        assert!(super::super::KINDS.contains(&KIND));
+        let built = super::super::build(
+            KIND,
+            "alpha",
+            serde_json::json!({}),
+            &creds(serde_json::json!({"api_key": "k"})),
+        )
+        .expect("built");
+        assert_eq!(built.provider.name(), "alpha");
+    }
+
+    #[test]
+    fn bad_setup_is_an_error_not_a_panic() {
+        let key = serde_json::json!({"api_key": "k"});
+        let bad_settings = [
+            serde_json::json!([]),
+            serde_json::json!("https://alphasms.net"),
+            serde_json::json!({"base_url": "alphasms.net"}),
+            serde_json::json!({"base_url": "ftp://alphasms.net"}),
+            serde_json::json!({"base_url": 5}),
+            serde_json::json!({"hook_url": "not a url"}),
+            serde_json::json!({"hook_url": "https://h.example/r?token=x"}),
+            serde_json::json!({"timeout_ms": 0}),
+            serde_json::json!({"timeout_ms": 600000}),
+            serde_json::json!({"batch_size": 0}),
+            serde_json::json!({"batch_size": 5000}),
+            serde_json::json!({"sender": "Holub"}),
+        ];
+        for settings in bad_settings {
+            let shown = settings.to_string();
+            assert!(
+                matches!(
+                    build("alpha", settings, &creds(key.clone())),
+                    Err(ProviderSetupError::Settings { .. })
+                ),
+                "{shown}"
+            );
+        }
+        let hook = serde_json::json!({"hook_url": "https://holub.example/r"});
+        let bad_credentials = [
+            (serde_json::json!({}), Secret::new("not json")),
+            (serde_json::json!({}), Secret::new("")),
+            (serde_json::json!({}), creds(serde_json::json!({}))),
+            (
+                serde_json::json!({}),
+                creds(serde_json::json!({"api_key": ""})),
+            ),
+            (
+                serde_json::json!({}),
+                creds(serde_json::json!({"api_key": 5})),
+            ),
+            (
+                serde_json::json!({}),
+                creds(serde_json::json!({"token": "k"})),
+            ),
+            (hook.clone(), creds(key.clone())),
+            (
+                hook.clone(),
+                creds(serde_json::json!({"api_key": "k", "hook_token": "short"})),
+            ),
+        ];
+        for (settings, credentials) in bad_credentials {
+            match build("alpha", settings, &credentials) {
+                Err(ProviderSetupError::Credentials { message, .. }) => {
+                    assert!(!message.contains("secret-value"), "{message}");
+                }
+                Err(e) => panic!("wrong error: {e}"),
+                Ok(_) => panic!("accepted bad credentials"),
+            }
+        }
+        // A wrongly typed secret is not echoed in the error.
+        match build(
+            "alpha",
+            serde_json::json!({}),
+            &creds(serde_json::json!({"api_key": ["secret-value"]})),
+        ) {
+            Err(ProviderSetupError::Credentials { message, .. }) => {
+                assert!(!message.contains("secret-value"), "{message}");
+            }
+            _ => panic!("accepted bad credentials"),
+        }
+    }
+}

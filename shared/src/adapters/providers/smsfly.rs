@@ -1,0 +1,1297 @@
+//! SMS Fly, API v2: one JSON endpoint (`POST https://sms-fly.ua/api/v2/api.php`) whose body
+//! names an `action`.
+//!
+//! # Sources
+//!
+//! The official description is the PDF <https://sms-fly.ua/public/api.v2.03.pdf>, linked from
+//! <https://sms-fly.ua/integration/api/>. It could not be read from here, so this adapter
+//! follows public clients that quote it:
+//!
+//! - github.com/sol-parts/symfony-smsfly-notifier: `SmsFlyTransport.php` (send, balance),
+//!   `SmsFlyOptions.php` (`ttl` in minutes, 1 to 1440), `Tests/SmsFlyTransportTest.php` and
+//!   `README.md` (a request body and a real answer);
+//! - github.com/Vadim-Podlevsky/SmsFlyApi, `src/SmsFlyApi.php` (cites the PDF; every action,
+//!   and a `GETMESSAGESTATUS` answer);
+//! - github.com/Nekkoy/gateway-smsfly, `src/Services/SendMessageService.php` (an answer whose
+//!   `cost` is a JSON number);
+//! - github.com/knaus94/sms-fly, `src/index.ts` (the error answer's shape);
+//! - Ubilling's `smsflyapi2` sender (`GETMESSAGESTATUS` polling and the status table), a public
+//!   client's `msgCodesEn`/`msgErrorsEn` tables (the status and error vocabularies with their
+//!   descriptions), and SMS Fly's own WordPress plugin (`includes/smsflyc.php`: `FORBIDDEN`,
+//!   `INSUFFICIENTFUNDS`, `ERRPHONES`).
+//!
+//! The documented examples are the test fixtures in `fixtures/smsfly/` (their `README.md` says
+//! where each one comes from).
+//!
+//! # Wire format
+//!
+//! Every request is `{"auth": {"key": <API key>}, "action": <ACTION>, "data": {...}}`:
+//!
+//! - `SENDMESSAGE`, `data: {"recipient": "380…", "channels": ["sms"], "sms": {"source":
+//!   <alpha-name>, "ttl": <minutes, 1–1440>, "text": …}}` → `data: {"messageID": "FAPI…",
+//!   "sms": {"status": "ACCEPTD", "date": …, "cost": "0.979"}}`. One recipient per request:
+//!   the sources show no bulk form, so `send_many` is the port's default (one request each).
+//! - `GETMESSAGESTATUS`, `data: {"messageID": …}` → `data: {"messageID", "sms": {"status",
+//!   "date"}}`, one message per request.
+//! - `GETBALANCE` (no `data`) → `data: {"balance": …}`.
+//!
+//! Answers are `{"success": 1, "date": "2025-09-18 14:14:01 +0300", "data": {...}}` or
+//! `{"success": 0, "date": …, "error": {"code", "date", "description"}}`. Amounts come as
+//! strings or JSON numbers, in hryvnias with up to 3 decimals.
+//!
+//! # Settings and credentials
+//!
+//! Settings (unknown keys refused): `base_url` (default `https://sms-fly.ua`; the endpoint is
+//! `<base_url>/api/v2/api.php`) and `timeout_ms` (optional, a whole-request timeout shorter
+//! than the shared client's 10 s). Credentials: `{"key": "<API key from the SMS Fly cabinet>"}`.
+//!
+//! # Receipts: polled
+//!
+//! SMS Fly API v2 pushes nothing that the sources describe: clients poll `GETMESSAGESTATUS`.
+//! So [`ReceiptMode::Poll`], no webhook, and [`SmsProvider::status`] asks once per message.
+//! A status covers the whole message, not its parts; Holub adds parts up (a message is
+//! delivered when every part is), so the part count is carried in the provider id this adapter
+//! hands out: `FAPI00134035C3000004` for a single-part message, `FAPI00134035C3000004/3` for a
+//! 3-part one, and a status is reported once per part. Strip `/<n>` to find a message in the
+//! SMS Fly cabinet.
+//!
+//! | SMS Fly status | Meaning (documented) | [`ReceiptState`] |
+//! |----------------|----------------------|------------------|
+//! | `ACCEPTD` | accepted by the system | `Enroute` |
+//! | `PENDING` | queued to be sent | `Enroute` |
+//! | `INPROGRESS` | in processing | `Enroute` |
+//! | `SENT` | sent | `Enroute` |
+//! | `MODERATION` | in moderation | `Enroute` |
+//! | `RESERVED` | reserved by the system | `Enroute` (not said to be final: kept open) |
+//! | `DELIVRD` | delivered | `Delivered` |
+//! | `VIEWED` | viewed (Viber) | `Delivered` |
+//! | `UNDELIV` | not delivered | `Undelivered` |
+//! | `ERROR` | sending error | `Undelivered` |
+//! | `REFUND` | prepared for refund (not carried) | `Undelivered` |
+//! | `EXPIRED` | delivery time expired | `Expired` |
+//! | `STOPED` | stopped by the system | `Rejected` |
+//! | `INSUFFICIENTFUNDS` | no money for this message | `Rejected` |
+//! | `UNKNOWN` | no information about the message | no receipt (no news) |
+//!
+//! An unlisted status gives no receipt either (logged). Channel dates with an offset are read
+//! as such; dates without one (as in the documented status answer) take the offset of the
+//! answer's own `date`; a missing or unreadable date is the time of the poll.
+//!
+//! # Errors
+//!
+//! | SMS Fly code (or transport) | Documented meaning | Holub code | Kind |
+//! |-----------------------------|--------------------|------------|------|
+//! | `FORBIDDEN` | access denied | `provider_unauthorized` | Permanent |
+//! | `INSUFFICIENTFUNDS` | not enough money | `insufficient_balance` | Permanent |
+//! | `INVRECIPIENT` | wrong recipient | `invalid_number` | Permanent |
+//! | `ERRPHONES` | number in the stop list | `recipient_blocked` | Permanent |
+//! | `INVROUTE` | message cannot be sent (no route) | `no_route` | Permanent |
+//! | `INVSOURCE` | sender missing or not allowed | `sender_not_registered` | Permanent |
+//! | `INVTEXT` | text missing or not acceptable | `invalid_text` | Permanent |
+//! | `INVMSGID` | message id missing or not found | `message_not_found` | Permanent (a status query skips the id) |
+//! | `INVREQUEST`, `INVACTION`, `INVCHANNELS`, `INVSMSMESSAGE`, `INVVIBERMESSAGE`, `INVBUTTON`, `INVIMAGEURL` | malformed request | `provider_bad_request` | Permanent |
+//! | any other code | — | `provider_error` | Temporary |
+//! | HTTP 429 | — | `provider_rate_limited` | Temporary |
+//! | HTTP 5xx | — | `provider_unavailable` | Temporary |
+//! | HTTP 401/403, other 4xx without an error body | — | `provider_unauthorized`, `provider_bad_request` | Permanent |
+//! | no connection | — | `provider_unreachable` | Temporary |
+//! | timeout or cut connection after sending | — | `provider_timeout`, `provider_unreachable` | Unknown |
+//! | a 2xx answer that is not the documented JSON | — | `provider_bad_answer` | Unknown |
+//!
+//! # What the sources do not say, and what this adapter does
+//!
+//! - **Client-side id**: none is documented, so [`SmsProvider::lookup`] answers `Permanent
+//!   lookup_unsupported`, and an unknown outcome cannot be settled with SMS Fly.
+//! - **Push receipts**: none documented; receipts are polled (above).
+//! - **Rate limiting**: no rate-limit answer is documented; HTTP 429 is read as one.
+//! - **HTTP statuses of error answers**: clients read `success: 0` bodies both with 200 and
+//!   with 4xx statuses; both are mapped by their `error.code`.
+//! - **Unknown error codes**: `success: 0` says the message was not taken, so resending is
+//!   safe; they are Temporary, so another route may carry the message.
+//! - **Amounts with 3 decimals** (`"0.979"`): Holub counts whole kopiykas; a cost is rounded up
+//!   to the next kopiyka and a balance down, so neither is overstated in Holub's favour. JSON
+//!   numbers are read through their shortest decimal text, never with float arithmetic.
+//! - **The status in a send answer** (`ACCEPTD`; one client test shows `ACCEPT`) is not read:
+//!   the message has an id, and what becomes of it comes from the status polls.
+//! - **TTL**: `validity_seconds` is sent as whole minutes, rounded up, within 1–1440.
+//! - **Phone-number senders**: sent as digits; SMS Fly documents registered alpha-names.
+//!
+//! No phone number or text is ever logged.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::http::{self, codes};
+use super::{Built, ProviderSetupError};
+use crate::domain::status::ReceiptState;
+use crate::domain::{Kopiyky, MessageId, SenderId};
+use crate::ports::{
+    OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, Secret, SmsProvider, Submitted,
+};
+
+use wire::{
+    Action, Answer, Auth, BalanceData, ErrorBody, FlyStatus, MessageData, Request, SendData,
+    SmsBody, StatusQuery,
+};
+
+/// The kind string of this provider in the route table.
+pub const KIND: &str = "smsfly";
+/// The real API's host.
+pub const DEFAULT_BASE_URL: &str = "https://sms-fly.ua";
+/// The one endpoint, under the base URL.
+pub const API_PATH: &str = "api/v2/api.php";
+/// Message lifetime bounds, in minutes (`ttl`).
+pub const TTL_MIN_MINUTES: u32 = 1;
+pub const TTL_MAX_MINUTES: u32 = 1440;
+/// Status queries in flight at once.
+const MAX_CONCURRENT_STATUS: usize = 4;
+/// Most parts a concatenated SMS can have (a one-byte counter).
+const MAX_PARTS: u16 = 255;
+
+/// Holub's codes for SMS Fly's errors (the transport ones are in [`http::codes`]).
+pub mod error_codes {
+    pub const INSUFFICIENT_BALANCE: &str = "insufficient_balance";
+    pub const INVALID_NUMBER: &str = "invalid_number";
+    pub const RECIPIENT_BLOCKED: &str = "recipient_blocked";
+    pub const NO_ROUTE: &str = "no_route";
+    pub const SENDER_NOT_REGISTERED: &str = "sender_not_registered";
+    pub const INVALID_TEXT: &str = "invalid_text";
+    pub const MESSAGE_NOT_FOUND: &str = "message_not_found";
+    pub const PROVIDER_ERROR: &str = "provider_error";
+    pub const LOOKUP_UNSUPPORTED: &str = "lookup_unsupported";
+}
+
+/// The JSON bodies of SMS Fly API v2, typed. Answers derive `Serialize` too, so the simulator
+/// speaks with the same shapes the adapter reads.
+pub mod wire {
+    use serde::{Deserialize, Serialize};
+
+    /// Every request: the key, the action, and the action's data.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Request<D> {
+        pub auth: Auth,
+        pub action: Action,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub data: Option<D>,
+    }
+
+    #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Auth {
+        pub key: String,
+    }
+
+    impl std::fmt::Debug for Auth {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Auth { key: *** }")
+        }
+    }
+
+    /// The actions this adapter uses.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum Action {
+        #[serde(rename = "SENDMESSAGE")]
+        SendMessage,
+        #[serde(rename = "GETMESSAGESTATUS")]
+        GetMessageStatus,
+        #[serde(rename = "GETBALANCE")]
+        GetBalance,
+    }
+
+    impl Action {
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Action::SendMessage => "SENDMESSAGE",
+                Action::GetMessageStatus => "GETMESSAGESTATUS",
+                Action::GetBalance => "GETBALANCE",
+            }
+        }
+    }
+
+    /// `SENDMESSAGE` data for one recipient over SMS only.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SendData {
+        /// Digits with the country code: `380671234567`.
+        pub recipient: String,
+        pub channels: Vec<String>,
+        pub sms: SmsBody,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SmsBody {
+        /// The sender (alpha-name).
+        pub source: String,
+        /// Minutes the operator keeps trying, 1 to 1440.
+        pub ttl: u32,
+        pub text: String,
+    }
+
+    /// `GETMESSAGESTATUS` data.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct StatusQuery {
+        #[serde(rename = "messageID")]
+        pub message_id: String,
+    }
+
+    /// Every answer.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Answer<D> {
+        /// 1 on success, 0 on error.
+        pub success: u8,
+        /// `2025-09-18 14:14:01 +0300`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub date: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub data: Option<D>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub error: Option<ErrorBody>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ErrorBody {
+        pub code: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub date: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub description: Option<String>,
+    }
+
+    /// The data of `SENDMESSAGE` and `GETMESSAGESTATUS` answers: the message and its state
+    /// per channel.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct MessageData {
+        #[serde(rename = "messageID")]
+        pub message_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub sms: Option<ChannelState>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub viber: Option<ChannelState>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct ChannelState {
+        pub status: FlyStatus,
+        /// With an offset in send answers, without one in status answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub date: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub cost: Option<Amount>,
+        /// Viber only (`transaction:1`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub label: Option<String>,
+    }
+
+    /// `GETBALANCE` data.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct BalanceData {
+        pub balance: Amount,
+    }
+
+    /// An amount in hryvnias, as a string (`"0.979"`) or a JSON number (`0.475`).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(untagged)]
+    pub enum Amount {
+        Text(String),
+        Number(serde_json::Number),
+    }
+
+    impl Amount {
+        /// The amount as decimal text. A JSON number prints as the shortest text that reads
+        /// back as the same number, which is the text the provider sent for any amount of
+        /// money.
+        pub fn to_text(&self) -> String {
+            match self {
+                Amount::Text(text) => text.trim().to_owned(),
+                Amount::Number(number) => number.to_string(),
+            }
+        }
+    }
+
+    /// The documented message statuses.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum FlyStatus {
+        #[serde(rename = "ACCEPTD")]
+        Accepted,
+        #[serde(rename = "PENDING")]
+        Pending,
+        #[serde(rename = "INPROGRESS")]
+        InProgress,
+        #[serde(rename = "SENT")]
+        Sent,
+        #[serde(rename = "DELIVRD")]
+        Delivered,
+        #[serde(rename = "VIEWED")]
+        Viewed,
+        #[serde(rename = "EXPIRED")]
+        Expired,
+        #[serde(rename = "UNDELIV")]
+        Undelivered,
+        #[serde(rename = "STOPED")]
+        Stopped,
+        #[serde(rename = "ERROR")]
+        Error,
+        #[serde(rename = "INSUFFICIENTFUNDS")]
+        InsufficientFunds,
+        #[serde(rename = "MODERATION")]
+        Moderation,
+        #[serde(rename = "RESERVED")]
+        Reserved,
+        #[serde(rename = "REFUND")]
+        Refund,
+        #[serde(rename = "UNKNOWN")]
+        Unknown,
+        /// Anything the sources do not list.
+        #[serde(other)]
+        Unlisted,
+    }
+
+    impl FlyStatus {
+        /// Every documented status.
+        pub const DOCUMENTED: [FlyStatus; 15] = [
+            FlyStatus::Accepted,
+            FlyStatus::Pending,
+            FlyStatus::InProgress,
+            FlyStatus::Sent,
+            FlyStatus::Delivered,
+            FlyStatus::Viewed,
+            FlyStatus::Expired,
+            FlyStatus::Undelivered,
+            FlyStatus::Stopped,
+            FlyStatus::Error,
+            FlyStatus::InsufficientFunds,
+            FlyStatus::Moderation,
+            FlyStatus::Reserved,
+            FlyStatus::Refund,
+            FlyStatus::Unknown,
+        ];
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(default = "default_base_url")]
+    base_url: String,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+fn default_base_url() -> String {
+    DEFAULT_BASE_URL.to_owned()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    key: String,
+}
+
+/// Makes the SMS Fly provider `name` from its settings and credentials (see the module doc).
+pub fn build(
+    name: &str,
+    settings: serde_json::Value,
+    credentials: &Secret,
+) -> Result<Built, ProviderSetupError> {
+    let client = SmsFly::new(name, settings, credentials)?;
+    Ok(Built {
+        provider: std::sync::Arc::new(client),
+        webhook: None,
+    })
+}
+
+/// The SMS Fly API v2 client.
+pub struct SmsFly {
+    name: String,
+    http: reqwest::Client,
+    endpoint: reqwest::Url,
+    key: String,
+    timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for SmsFly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmsFly")
+            .field("name", &self.name)
+            .field("endpoint", &self.endpoint.as_str())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A successful answer's data and the answer's own date.
+struct Reply<D> {
+    data: D,
+    date: Option<String>,
+}
+
+impl SmsFly {
+    fn new(
+        name: &str,
+        settings: serde_json::Value,
+        credentials: &Secret,
+    ) -> Result<Self, ProviderSetupError> {
+        let bad_settings = |message: String| ProviderSetupError::Settings {
+            name: name.to_owned(),
+            message,
+        };
+        let settings = match settings {
+            serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
+            other => other,
+        };
+        let settings: Settings =
+            serde_json::from_value(settings).map_err(|e| bad_settings(e.to_string()))?;
+        let endpoint = endpoint(&settings.base_url).ok_or_else(|| {
+            bad_settings(format!(
+                "base_url must be an http(s) URL, not {:?}",
+                settings.base_url
+            ))
+        })?;
+        let timeout = match settings.timeout_ms {
+            Some(0) => return Err(bad_settings("timeout_ms must be positive".to_owned())),
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => None,
+        };
+        // The secret's own error would quote it: only the kind of problem is reported.
+        let credentials: Credentials =
+            serde_json::from_str(credentials.expose()).map_err(|_| {
+                ProviderSetupError::Credentials {
+                    name: name.to_owned(),
+                    message: "expected a JSON object {\"key\": \"<SMS Fly API key>\"}".to_owned(),
+                }
+            })?;
+        if credentials.key.trim().is_empty() {
+            return Err(ProviderSetupError::Credentials {
+                name: name.to_owned(),
+                message: "the API key is empty".to_owned(),
+            });
+        }
+        Ok(SmsFly {
+            name: name.to_owned(),
+            http: http::client(),
+            endpoint,
+            key: credentials.key,
+            timeout,
+        })
+    }
+
+    fn request<D>(&self, action: Action, data: Option<D>) -> Request<D> {
+        Request {
+            auth: Auth {
+                key: self.key.clone(),
+            },
+            action,
+            data,
+        }
+    }
+
+    /// One API call: the answer's data, or the provider's error mapped to the port's.
+    async fn call<B: serde::Serialize, D: DeserializeOwned>(
+        &self,
+        body: &Request<B>,
+    ) -> Result<Reply<D>, ProviderError> {
+        let mut request = self.http.post(self.endpoint.clone()).json(body);
+        if let Some(timeout) = self.timeout {
+            request = request.timeout(timeout);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| http::transport_error(&self.name, &e))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| http::transport_error(&self.name, &e))?;
+        let action = body.action.as_str();
+        if !status.is_success() {
+            return Err(self.refusal(action, status, &bytes));
+        }
+        let answer: Answer<D> = serde_json::from_slice(&bytes).map_err(|_| {
+            http::bad_answer(
+                &self.name,
+                &format!("the {action} answer is not SMS Fly API v2 JSON"),
+            )
+        })?;
+        match (answer.success, answer.data, answer.error) {
+            (1, Some(data), _) => Ok(Reply {
+                data,
+                date: answer.date,
+            }),
+            (0, _, Some(error)) => Err(map_error(&self.name, action, &error)),
+            _ => Err(http::bad_answer(
+                &self.name,
+                &format!("the {action} answer has neither data nor an error"),
+            )),
+        }
+    }
+
+    /// An answer with an error status: its error body if it has the documented one, else the
+    /// HTTP status.
+    fn refusal(&self, action: &str, status: StatusCode, body: &[u8]) -> ProviderError {
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return http::status_error(&self.name, status);
+        }
+        match serde_json::from_slice::<Answer<serde::de::IgnoredAny>>(body) {
+            Ok(Answer {
+                success: 0,
+                error: Some(error),
+                ..
+            }) => map_error(&self.name, action, &error),
+            _ => http::status_error(&self.name, status),
+        }
+    }
+
+    /// The receipts of one message, by the id this adapter handed out.
+    async fn status_of(&self, id: &str) -> Result<Vec<ProviderReceipt>, ProviderError> {
+        let (fly_id, parts) = split_id(id);
+        let body = self.request(
+            Action::GetMessageStatus,
+            Some(StatusQuery {
+                message_id: fly_id.to_owned(),
+            }),
+        );
+        let reply: Reply<MessageData> = match self.call(&body).await {
+            Ok(reply) => reply,
+            Err(e) if e.code() == error_codes::MESSAGE_NOT_FOUND => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(receipts_of(
+            &self.name,
+            id,
+            parts,
+            &reply.data,
+            reply.date.as_deref(),
+            Utc::now(),
+        ))
+    }
+}
+
+#[async_trait]
+impl SmsProvider for SmsFly {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send(&self, sms: &OutboundSms) -> Result<Submitted, ProviderError> {
+        let body = self.request(Action::SendMessage, Some(send_data(sms)));
+        let reply: Reply<MessageData> = self.call(&body).await?;
+        let data = reply.data;
+        if data.message_id.trim().is_empty() {
+            return Err(http::bad_answer(
+                &self.name,
+                "the send answer has no messageID",
+            ));
+        }
+        let cost = data
+            .sms
+            .as_ref()
+            .and_then(|state| state.cost.as_ref())
+            .and_then(|amount| match to_kopiyky(&amount.to_text(), Rounding::Up) {
+                Ok(cost) => Some(cost),
+                Err(()) => {
+                    tracing::warn!(provider = %self.name, id = %sms.id, "SMS Fly sent a cost that is not an amount");
+                    None
+                }
+            });
+        tracing::debug!(
+            provider = %self.name, id = %sms.id, provider_id = %data.message_id,
+            to = %sms.to.masked(), "SMS Fly took a message"
+        );
+        Ok(Submitted {
+            provider_message_id: join_id(&data.message_id, sms.segments),
+            cost,
+        })
+    }
+
+    async fn lookup(&self, id: &MessageId) -> Result<Option<Submitted>, ProviderError> {
+        let _ = id;
+        Err(ProviderError::permanent(
+            error_codes::LOOKUP_UNSUPPORTED,
+            format!(
+                "{}: SMS Fly API v2 takes no client-side id, so a message cannot be found by Holub's id",
+                self.name
+            ),
+        ))
+    }
+
+    fn receipt_mode(&self) -> ReceiptMode {
+        ReceiptMode::Poll
+    }
+
+    async fn status(
+        &self,
+        provider_message_ids: &[String],
+    ) -> Result<Vec<ProviderReceipt>, ProviderError> {
+        let queries = provider_message_ids
+            .iter()
+            .cloned()
+            .map(|id| async move { self.status_of(&id).await });
+        let results: Vec<Result<Vec<ProviderReceipt>, ProviderError>> =
+            futures::stream::iter(queries)
+                .buffered(MAX_CONCURRENT_STATUS)
+                .collect()
+                .await;
+        let mut receipts = Vec::new();
+        let mut first_error = None;
+        let mut failed = 0usize;
+        for result in results {
+            match result {
+                Ok(found) => receipts.extend(found),
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            // Nothing answered: the poll itself failed.
+            Some(e) if failed == provider_message_ids.len() => Err(e),
+            Some(e) => {
+                tracing::warn!(
+                    provider = %self.name, failed, asked = provider_message_ids.len(),
+                    code = e.code(), "SMS Fly status queries partly failed"
+                );
+                Ok(receipts)
+            }
+            None => Ok(receipts),
+        }
+    }
+
+    async fn balance(&self) -> Result<Kopiyky, ProviderError> {
+        let body = self.request::<()>(Action::GetBalance, None);
+        let reply: Reply<BalanceData> = self.call(&body).await?;
+        to_kopiyky(&reply.data.balance.to_text(), Rounding::Down)
+            .map_err(|()| http::bad_answer(&self.name, "the balance is not an amount"))
+    }
+}
+
+/// `<base_url>/api/v2/api.php`, if the base URL is an http(s) URL.
+fn endpoint(base_url: &str) -> Option<reqwest::Url> {
+    let mut base = reqwest::Url::parse(base_url).ok()?;
+    if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+        return None;
+    }
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    base.join(API_PATH).ok()
+}
+
+fn send_data(sms: &OutboundSms) -> SendData {
+    let source = match &sms.from {
+        SenderId::Alpha(name) => name.clone(),
+        SenderId::Phone(number) => number.digits().to_owned(),
+    };
+    SendData {
+        recipient: sms.to.digits().to_owned(),
+        channels: vec!["sms".to_owned()],
+        sms: SmsBody {
+            source,
+            ttl: ttl_minutes(sms.validity_seconds),
+            text: sms.text.clone(),
+        },
+    }
+}
+
+/// Validity in whole minutes, rounded up, within what SMS Fly takes.
+fn ttl_minutes(validity_seconds: u32) -> u32 {
+    validity_seconds
+        .div_ceil(60)
+        .clamp(TTL_MIN_MINUTES, TTL_MAX_MINUTES)
+}
+
+/// The provider id Holub records: SMS Fly's `messageID`, with `/<parts>` for a multi-part
+/// message.
+fn join_id(message_id: &str, segments: u16) -> String {
+    if segments > 1 {
+        format!("{message_id}/{segments}")
+    } else {
+        message_id.to_owned()
+    }
+}
+
+/// SMS Fly's `messageID` and the part count, from a provider id made by [`join_id`].
+fn split_id(id: &str) -> (&str, u16) {
+    if let Some((message_id, parts)) = id.rsplit_once('/')
+        && let Ok(parts) = parts.parse::<u16>()
+        && (2..=MAX_PARTS).contains(&parts)
+        && !message_id.is_empty()
+    {
+        return (message_id, parts);
+    }
+    (id, 1)
+}
+
+/// The receipt state of a status, or `None` when it carries no news.
+pub fn receipt_state(status: FlyStatus) -> Option<ReceiptState> {
+    Some(match status {
+        FlyStatus::Accepted
+        | FlyStatus::Pending
+        | FlyStatus::InProgress
+        | FlyStatus::Sent
+        | FlyStatus::Moderation
+        | FlyStatus::Reserved => ReceiptState::Enroute,
+        FlyStatus::Delivered | FlyStatus::Viewed => ReceiptState::Delivered,
+        FlyStatus::Undelivered | FlyStatus::Error | FlyStatus::Refund => ReceiptState::Undelivered,
+        FlyStatus::Expired => ReceiptState::Expired,
+        FlyStatus::Stopped | FlyStatus::InsufficientFunds => ReceiptState::Rejected,
+        FlyStatus::Unknown | FlyStatus::Unlisted => return None,
+    })
+}
+
+/// The receipts (one per part) a status answer gives for the provider id `id`.
+fn receipts_of(
+    provider: &str,
+    id: &str,
+    parts: u16,
+    data: &MessageData,
+    answer_date: Option<&str>,
+    now: DateTime<Utc>,
+) -> Vec<ProviderReceipt> {
+    let Some(sms) = &data.sms else {
+        return Vec::new();
+    };
+    let Some(state) = receipt_state(sms.status) else {
+        if sms.status == FlyStatus::Unlisted {
+            tracing::warn!(
+                provider,
+                provider_id = id,
+                "SMS Fly reported an unlisted status"
+            );
+        }
+        return Vec::new();
+    };
+    let at = sms
+        .date
+        .as_deref()
+        .and_then(|date| parse_date(date, answer_date))
+        .unwrap_or(now);
+    (1..=parts.max(1))
+        .map(|part| ProviderReceipt {
+            provider_message_id: id.to_owned(),
+            part,
+            state,
+            at,
+        })
+        .collect()
+}
+
+const DATE_WITH_OFFSET: &str = "%Y-%m-%d %H:%M:%S %z";
+const DATE_WITHOUT_OFFSET: &str = "%Y-%m-%d %H:%M:%S";
+
+/// A date as SMS Fly writes it: with an offset, or without one (then in the offset of
+/// `answer_date`, the answer's own date).
+fn parse_date(date: &str, answer_date: Option<&str>) -> Option<DateTime<Utc>> {
+    let date = date.trim();
+    if let Ok(at) = DateTime::parse_from_str(date, DATE_WITH_OFFSET) {
+        return Some(at.with_timezone(&Utc));
+    }
+    let naive = NaiveDateTime::parse_from_str(date, DATE_WITHOUT_OFFSET).ok()?;
+    let offset = *DateTime::parse_from_str(answer_date?.trim(), DATE_WITH_OFFSET)
+        .ok()?
+        .offset();
+    naive
+        .and_local_timezone(offset)
+        .single()
+        .map(|at| at.with_timezone(&Utc))
+}
+
+/// How an amount with more than 2 decimals becomes whole kopiykas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rounding {
+    /// Towards +∞ (costs).
+    Up,
+    /// Towards −∞ (balances).
+    Down,
+}
+
+/// Hryvnias as SMS Fly writes them (`"0.979"`, `"12"`, `"-3.5"`) in kopiykas: the first two
+/// decimals through [`Kopiyky::parse_hryvnias`], any further ones rounded as asked.
+fn to_kopiyky(text: &str, rounding: Rounding) -> Result<Kopiyky, ()> {
+    let text = text.trim();
+    let Some(point) = text.find(['.', ',']) else {
+        return Kopiyky::parse_hryvnias(text).map_err(|_| ());
+    };
+    let (head, frac) = (&text[..point], &text[point + 1..]);
+    if frac.len() <= 2 {
+        return Kopiyky::parse_hryvnias(text).map_err(|_| ());
+    }
+    let (kept, dropped) = frac.split_at(2);
+    if !dropped.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
+    let truncated = Kopiyky::parse_hryvnias(&format!("{head}.{kept}")).map_err(|_| ())?;
+    if dropped.bytes().all(|b| b == b'0') {
+        return Ok(truncated);
+    }
+    // Dropping decimals moved the amount towards zero.
+    let negative = head.starts_with('-');
+    let step = match (rounding, negative) {
+        (Rounding::Up, false) => 1,
+        (Rounding::Down, true) => -1,
+        _ => 0,
+    };
+    truncated.0.checked_add(step).map(Kopiyky).ok_or(())
+}
+
+/// SMS Fly's error code as the port's error (the table in the module doc).
+pub fn map_error(provider: &str, action: &str, error: &ErrorBody) -> ProviderError {
+    use error_codes::*;
+    let code = error.code.trim();
+    let message = format!(
+        "{provider}: SMS Fly refused {action} with {code}: {}",
+        error.description.as_deref().unwrap_or("no description")
+    );
+    let (holub_code, permanent) = match code {
+        "FORBIDDEN" => (codes::UNAUTHORIZED, true),
+        "INSUFFICIENTFUNDS" => (INSUFFICIENT_BALANCE, true),
+        "INVRECIPIENT" => (INVALID_NUMBER, true),
+        "ERRPHONES" => (RECIPIENT_BLOCKED, true),
+        "INVROUTE" => (NO_ROUTE, true),
+        "INVSOURCE" => (SENDER_NOT_REGISTERED, true),
+        "INVTEXT" => (INVALID_TEXT, true),
+        "INVMSGID" => (MESSAGE_NOT_FOUND, true),
+        "INVREQUEST" | "INVACTION" | "INVCHANNELS" | "INVSMSMESSAGE" | "INVVIBERMESSAGE"
+        | "INVBUTTON" | "INVIMAGEURL" => (codes::BAD_REQUEST, true),
+        _ => (PROVIDER_ERROR, false),
+    };
+    tracing::warn!(
+        provider,
+        action,
+        code,
+        holub_code,
+        "SMS Fly answered an error"
+    );
+    if permanent {
+        ProviderError::permanent(holub_code, message)
+    } else {
+        ProviderError::temporary(holub_code, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Encoding, PhoneNumber, segments};
+    use chrono::TimeZone;
+
+    const SEND_REQUEST: &str = include_str!("fixtures/smsfly/send_request.json");
+    const SEND_RESPONSE: &str = include_str!("fixtures/smsfly/send_response.json");
+    const SEND_RESPONSE_VIBER_SMS: &str =
+        include_str!("fixtures/smsfly/send_response_viber_sms.json");
+    const STATUS_REQUEST: &str = include_str!("fixtures/smsfly/status_request.json");
+    const STATUS_RESPONSE: &str = include_str!("fixtures/smsfly/status_response.json");
+    const BALANCE_REQUEST: &str = include_str!("fixtures/smsfly/balance_request.json");
+    const BALANCE_RESPONSE: &str = include_str!("fixtures/smsfly/balance_response.json");
+    const ERROR_RESPONSE: &str = include_str!("fixtures/smsfly/error_response.json");
+
+    fn json(text: &str) -> serde_json::Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    /// The fixture without the whitespace between tokens.
+    fn minified(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let (mut in_string, mut escaped) = (false, false);
+        for c in text.chars() {
+            if in_string {
+                out.push(c);
+                match (escaped, c) {
+                    (true, _) => escaped = false,
+                    (false, '\\') => escaped = true,
+                    (false, '"') => in_string = false,
+                    _ => {}
+                }
+            } else if !c.is_whitespace() {
+                in_string = c == '"';
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    fn client(key: &str) -> SmsFly {
+        SmsFly::new(
+            "fly",
+            serde_json::json!({}),
+            &Secret::new(serde_json::json!({ "key": key }).to_string()),
+        )
+        .unwrap()
+    }
+
+    fn outbound(to: &str, from: &str, text: &str, validity_seconds: u32) -> OutboundSms {
+        let estimate = segments::estimate(text);
+        OutboundSms {
+            id: MessageId::generate(Utc::now()),
+            to: PhoneNumber::parse(to).unwrap(),
+            from: SenderId::parse(from).unwrap(),
+            text: text.to_owned(),
+            encoding: estimate.encoding,
+            segments: u16::try_from(estimate.segments).unwrap(),
+            validity_seconds,
+        }
+    }
+
+    #[test]
+    fn the_send_request_serializes_like_the_documented_one() {
+        let sms = outbound("+380771234567", "sender", "Текст sms. Перевірка!", 300);
+        assert_eq!(sms.encoding, Encoding::Ucs2);
+        let body = client("authKey").request(Action::SendMessage, Some(send_data(&sms)));
+        assert_eq!(serde_json::to_value(&body).unwrap(), json(SEND_REQUEST));
+        // Byte for byte too, members in the documented order.
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            minified(SEND_REQUEST)
+        );
+        // And it reads back into the same typed request.
+        let parsed: Request<SendData> = serde_json::from_str(SEND_REQUEST).unwrap();
+        assert_eq!(parsed, body);
+    }
+
+    #[test]
+    fn status_and_balance_requests_serialize_like_the_documented_ones() {
+        let fly = client("PLACE_YOUR_API_KEY");
+        let status = fly.request(
+            Action::GetMessageStatus,
+            Some(StatusQuery {
+                message_id: "FAPI000B84EF7B000001".to_owned(),
+            }),
+        );
+        assert_eq!(serde_json::to_value(&status).unwrap(), json(STATUS_REQUEST));
+        let balance = fly.request::<()>(Action::GetBalance, None);
+        assert_eq!(
+            serde_json::to_value(&balance).unwrap(),
+            json(BALANCE_REQUEST)
+        );
+    }
+
+    #[test]
+    fn the_key_never_shows_in_debug_output() {
+        let fly = client("very-secret");
+        assert!(!format!("{fly:?}").contains("very-secret"));
+        let body = fly.request::<()>(Action::GetBalance, None);
+        assert!(!format!("{body:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn ttl_is_whole_minutes_within_bounds() {
+        assert_eq!(ttl_minutes(0), 1);
+        assert_eq!(ttl_minutes(1), 1);
+        assert_eq!(ttl_minutes(60), 1);
+        assert_eq!(ttl_minutes(61), 2);
+        assert_eq!(ttl_minutes(3600), 60);
+        assert_eq!(ttl_minutes(86_400), 1440);
+        assert_eq!(ttl_minutes(u32::MAX), 1440);
+    }
+
+    #[test]
+    fn phone_senders_go_as_digits() {
+        let sms = outbound("0671234567", "+380 50 123 45 67", "Hi", 60);
+        assert_eq!(send_data(&sms).sms.source, "380501234567");
+        assert_eq!(send_data(&sms).recipient, "380671234567");
+    }
+
+    #[test]
+    fn the_send_answers_parse_with_ids_and_costs() {
+        let answer: Answer<MessageData> = serde_json::from_str(SEND_RESPONSE).unwrap();
+        assert_eq!(answer.success, 1);
+        let data = answer.data.unwrap();
+        assert_eq!(data.message_id, "FAPI00134035C3000004");
+        let sms = data.sms.unwrap();
+        assert_eq!(sms.status, FlyStatus::Accepted);
+        let cost = sms.cost.unwrap();
+        assert_eq!(cost, wire::Amount::Text("0.979".to_owned()));
+        // 97.9 kopiykas cost 98.
+        assert_eq!(to_kopiyky(&cost.to_text(), Rounding::Up), Ok(Kopiyky(98)));
+
+        let answer: Answer<MessageData> = serde_json::from_str(SEND_RESPONSE_VIBER_SMS).unwrap();
+        let data = answer.data.unwrap();
+        assert_eq!(data.message_id, "FAPI00040A3AFA000002");
+        let viber = data.viber.unwrap();
+        assert_eq!(viber.label.as_deref(), Some("transaction:1"));
+        assert_eq!(
+            to_kopiyky(&viber.cost.unwrap().to_text(), Rounding::Up),
+            Ok(Kopiyky(75))
+        );
+        let sms = data.sms.unwrap();
+        assert!(matches!(sms.cost, Some(wire::Amount::Number(_))));
+        assert_eq!(
+            to_kopiyky(&sms.cost.unwrap().to_text(), Rounding::Up),
+            Ok(Kopiyky(48))
+        );
+    }
+
+    #[test]
+    fn the_status_answer_maps_to_receipts_per_part() {
+        let answer: Answer<MessageData> = serde_json::from_str(STATUS_RESPONSE).unwrap();
+        let date = answer.date.clone();
+        let data = answer.data.unwrap();
+        assert_eq!(data.viber.as_ref().unwrap().status, FlyStatus::Delivered);
+        assert_eq!(data.sms.as_ref().unwrap().status, FlyStatus::Refund);
+        let now = Utc::now();
+        let receipts = receipts_of(
+            "fly",
+            "FAPI00040A3AFA000002",
+            1,
+            &data,
+            date.as_deref(),
+            now,
+        );
+        // The channel date has no offset: the answer's (+0200) applies.
+        let at = Utc.with_ymd_and_hms(2021, 12, 17, 8, 36, 12).unwrap();
+        assert_eq!(
+            receipts,
+            vec![ProviderReceipt {
+                provider_message_id: "FAPI00040A3AFA000002".to_owned(),
+                part: 1,
+                state: ReceiptState::Undelivered,
+                at,
+            }]
+        );
+        let three = receipts_of(
+            "fly",
+            "FAPI00040A3AFA000002/3",
+            3,
+            &data,
+            date.as_deref(),
+            now,
+        );
+        assert_eq!(
+            three.iter().map(|r| r.part).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert!(
+            three
+                .iter()
+                .all(|r| r.provider_message_id == "FAPI00040A3AFA000002/3")
+        );
+        // Without a usable date, the receipt is stamped with the poll's time.
+        let receipts = receipts_of("fly", "x", 1, &data, None, now);
+        assert_eq!(receipts[0].at, now);
+    }
+
+    #[test]
+    fn the_balance_answer_parses_to_kopiykas_rounded_down() {
+        let answer: Answer<BalanceData> = serde_json::from_str(BALANCE_RESPONSE).unwrap();
+        let balance = answer.data.unwrap().balance;
+        assert_eq!(
+            to_kopiyky(&balance.to_text(), Rounding::Down),
+            Ok(Kopiyky(100_005))
+        );
+        let number: BalanceData = serde_json::from_str(r#"{"balance": 12.349}"#).unwrap();
+        assert_eq!(
+            to_kopiyky(&number.balance.to_text(), Rounding::Down),
+            Ok(Kopiyky(1234))
+        );
+    }
+
+    #[test]
+    fn the_error_answer_parses_and_maps() {
+        let answer: Answer<MessageData> = serde_json::from_str(ERROR_RESPONSE).unwrap();
+        assert_eq!(answer.success, 0);
+        assert!(answer.data.is_none());
+        let error = answer.error.unwrap();
+        assert_eq!(error.code, "INVSOURCE");
+        let mapped = map_error("fly", "SENDMESSAGE", &error);
+        assert_eq!(
+            mapped,
+            ProviderError::permanent(
+                "sender_not_registered",
+                "fly: SMS Fly refused SENDMESSAGE with INVSOURCE: sender not specified or not correct"
+            )
+        );
+    }
+
+    #[test]
+    fn every_documented_error_code_maps_as_the_table_says() {
+        let table = [
+            ("FORBIDDEN", "provider_unauthorized", true),
+            ("INSUFFICIENTFUNDS", "insufficient_balance", true),
+            ("INVRECIPIENT", "invalid_number", true),
+            ("ERRPHONES", "recipient_blocked", true),
+            ("INVROUTE", "no_route", true),
+            ("INVSOURCE", "sender_not_registered", true),
+            ("INVTEXT", "invalid_text", true),
+            ("INVMSGID", "message_not_found", true),
+            ("INVREQUEST", "provider_bad_request", true),
+            ("INVACTION", "provider_bad_request", true),
+            ("INVCHANNELS", "provider_bad_request", true),
+            ("INVSMSMESSAGE", "provider_bad_request", true),
+            ("INVVIBERMESSAGE", "provider_bad_request", true),
+            ("INVBUTTON", "provider_bad_request", true),
+            ("INVIMAGEURL", "provider_bad_request", true),
+            ("SOMETHINGNEW", "provider_error", false),
+        ];
+        for (code, holub, permanent) in table {
+            let error = ErrorBody {
+                code: code.to_owned(),
+                date: None,
+                description: None,
+            };
+            let mapped = map_error("fly", "SENDMESSAGE", &error);
+            assert_eq!(mapped.code(), holub, "{code}");
+            assert!(!mapped.is_unknown(), "{code}");
+            assert_eq!(
+                matches!(mapped, ProviderError::Permanent { .. }),
+                permanent,
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_documented_status_maps_as_the_table_says() {
+        use ReceiptState::*;
+        let table = [
+            ("ACCEPTD", Some(Enroute)),
+            ("PENDING", Some(Enroute)),
+            ("INPROGRESS", Some(Enroute)),
+            ("SENT", Some(Enroute)),
+            ("MODERATION", Some(Enroute)),
+            ("RESERVED", Some(Enroute)),
+            ("DELIVRD", Some(Delivered)),
+            ("VIEWED", Some(Delivered)),
+            ("UNDELIV", Some(Undelivered)),
+            ("ERROR", Some(Undelivered)),
+            ("REFUND", Some(Undelivered)),
+            ("EXPIRED", Some(Expired)),
+            ("STOPED", Some(Rejected)),
+            ("INSUFFICIENTFUNDS", Some(Rejected)),
+            ("UNKNOWN", None),
+        ];
+        assert_eq!(table.len(), FlyStatus::DOCUMENTED.len());
+        for (text, state) in table {
+            let status: FlyStatus = serde_json::from_value(serde_json::json!(text)).unwrap();
+            assert!(FlyStatus::DOCUMENTED.contains(&status), "{text}");
+            assert_eq!(receipt_state(status), state, "{text}");
+            // Statuses write back as SMS Fly spells them.
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::json!(text)
+            );
+        }
+        let other: FlyStatus = serde_json::from_value(serde_json::json!("ACCEPT")).unwrap();
+        assert_eq!(other, FlyStatus::Unlisted);
+        assert_eq!(receipt_state(other), None);
+    }
+
+    #[test]
+    fn amounts_round_to_whole_kopiykas_without_floats() {
+        let cases = [
+            ("0.979", Rounding::Up, 98),
+            ("0.979", Rounding::Down, 97),
+            ("0.750", Rounding::Up, 75),
+            ("0.75", Rounding::Down, 75),
+            ("12", Rounding::Up, 1200),
+            ("1,2501", Rounding::Up, 126),
+            ("-3.501", Rounding::Down, -351),
+            ("-3.501", Rounding::Up, -350),
+            ("0.0001", Rounding::Up, 1),
+            ("0.0001", Rounding::Down, 0),
+        ];
+        for (text, rounding, kopiyky) in cases {
+            assert_eq!(to_kopiyky(text, rounding), Ok(Kopiyky(kopiyky)), "{text}");
+        }
+        for text in ["", "abc", "1.2x3", "1.23x", "1e3", "1.2.3"] {
+            assert!(to_kopiyky(text, Rounding::Up).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn provider_ids_carry_the_part_count() {
+        assert_eq!(join_id("FAPI1", 1), "FAPI1");
+        assert_eq!(join_id("FAPI1", 0), "FAPI1");
+        assert_eq!(join_id("FAPI1", 3), "FAPI1/3");
+        assert_eq!(split_id("FAPI1/3"), ("FAPI1", 3));
+        assert_eq!(split_id("FAPI1"), ("FAPI1", 1));
+        for odd in ["FAPI1/1", "FAPI1/0", "FAPI1/256", "FAPI1/x", "/3"] {
+            assert_eq!(split_id(odd), (odd, 1), "{odd}");
+        }
+    }
+
+    #[test]
+    fn dates_with_and_without_offsets() {
+        let at = Utc.with_ymd_and_hms(2025, 9, 18, 11, 14, 1).unwrap();
+        assert_eq!(parse_date("2025-09-18 14:14:01 +0300", None), Some(at));
+        assert_eq!(
+            parse_date("2025-09-18 14:14:01", Some("2025-09-18 14:20:00 +0300")),
+            Some(at)
+        );
+        assert_eq!(parse_date("2025-09-18 14:14:01", None), None);
+        assert_eq!(
+            parse_date("yesterday", Some("2025-09-18 14:20:00 +0300")),
+            None
+        );
+    }
+
+    #[test]
+    fn setup_errors_are_errors_not_panics() {
+        let key = Secret::new(r#"{"key":"k"}"#);
+        let settings_error = |settings: serde_json::Value| {
+            matches!(
+                SmsFly::new("fly", settings, &key),
+                Err(ProviderSetupError::Settings { .. })
+            )
+        };
+        assert!(settings_error(serde_json::json!({"base_url": "ftp://x"})));
+        assert!(settings_error(serde_json::json!({"base_url": "not a url"})));
+        assert!(settings_error(serde_json::json!({"sender": "Holub"})));
+        assert!(settings_error(serde_json::json!({"timeout_ms": 0})));
+        assert!(settings_error(serde_json::json!({"timeout_ms": "fast"})));
+        assert!(settings_error(serde_json::json!([1, 2])));
+        let credentials_error = |secret: &str| {
+            matches!(
+                SmsFly::new("fly", serde_json::Value::Null, &Secret::new(secret)),
+                Err(ProviderSetupError::Credentials { .. })
+            )
+        };
+        assert!(credentials_error(""));
+        assert!(credentials_error("k"));
+        assert!(credentials_error(r#"{"token":"k"}"#));
+        assert!(credentials_error(r#"{"key":"k","extra":1}"#));
+        assert!(credentials_error(r#"{"key":"  "}"#));
+        // A bad secret's error never quotes it.
+        let Err(e) = SmsFly::new("fly", serde_json::Value::Null, &Secret::new("hunter2-key"))
+        else {
+            panic!("accepted a bad secret");
+        };
+        assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn build_defaults_to_the_real_endpoint_and_polls() {
+        let built = build("fly", serde_json::json!({}), &Secret::new(r#"{"key":"k"}"#)).unwrap();
+        assert!(built.webhook.is_none());
+        assert_eq!(built.provider.name(), "fly");
+        assert_eq!(built.provider.receipt_mode(), ReceiptMode::Poll);
+        let fly = client("k");
+        assert_eq!(fly.endpoint.as_str(), "https://sms-fly.ua/api/v2/api.php");
+        let local = SmsFly::new(
+            "fly",
+            serde_json::json!({"base_url": "http://127.0.0.1:9/prefix", "timeout_ms": 250}),
+            &Secret::new(r#"{"key":"k"}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            local.endpoint.as_str(),
+            "http://127.0.0.1:9/prefix/api/v2/api.php"
+        );
+        assert_eq!(local.timeout, Some(Duration::from_millis(250)));
+    }
+
+    #[tokio::test]
+    async fn lookup_is_unsupported() {
+        let e = client("k")
+            .lookup(&MessageId::generate(Utc::now()))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ProviderError::Permanent { .. }));
+        assert_eq!(e.code(), "lookup_unsupported");
+    }
+}

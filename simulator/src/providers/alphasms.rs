@@ -1,0 +1,1052 @@
+//! A simulator of AlphaSMS's JSON API (see `holub_shared::adapters::providers::alphasms` for
+//! the API and its sources), on loopback, state in memory.
+//!
+//! - `POST /api/json.php`, `Content-Type: application/json`, body `{"auth": "<api key>",
+//!   "data": [commands]}`; the API key is `settings.credentials.api_key`. A wrong key is
+//!   answered `200 {"success": false, "error": "Access denied"}`, as documented.
+//! - `{"type": "sms", "id", "phone", "sms_signature", "sms_message", "sms_lifetime",
+//!   "hook"}` → `{"success": true, "data": {"id", "msg_id", "data": 1, "parts"}}`, or
+//!   `{"success": false, "error": "…", "data": {"id"}}` with the XML API's error
+//!   descriptions ("Incorrect recipient number", "Error in Alpha-name", "Message too long or
+//!   empty", "Billing error", "Wrong message ID"). Each client `id` is taken once: a repeat
+//!   is answered as the original and counted as a duplicate. Each part costs
+//!   `cost_per_part` kopiykas off the balance (1000 UAH at the start).
+//! - `{"type": "status", "id"}` → `{"id", "type": "sms", "status"}`: `QUEUED` until
+//!   `receipt_delay` has passed, then `DELIVERED` or `UNDELIVERABLE` by [`delivered`]
+//!   (decided at send); an unknown id is `{"success": false, "error": "Message not
+//!   found"}`.
+//! - `{"type": "balance"}` → `{"amount", "currency": "UAH"}`.
+//! - Delivery reports: for a message sent with a `hook` (else to `settings.receipts_url`, if
+//!   set), `POST <hook>` with the status item `{"id", "type": "sms", "status"}`: `ROUTING`
+//!   at a quarter of `receipt_delay`, the final state at `receipt_delay`. A report the
+//!   receiver does not take (no connection, 408, 429, 5xx) is posted again with a backoff
+//!   from 100 ms to 2 s, for up to 10 minutes; a 4xx drops it. `duplicate_receipts` posts
+//!   each twice; `shuffle_receipts` jitters them and sometimes posts the intermediate state
+//!   after the final one.
+//! - Faults, rolled once per request: `ServerError` → `503` (plain text, as a proxy in
+//!   front of the API would); `RateLimited` → `429 {"success": false, "error": "Too many
+//!   requests"}` (AlphaSMS documents no rate-limit answer: this is the simulator's choice);
+//!   `Malformed` → the work is done, then a truncated body; `Hang` → the work is done, then
+//!   no answer for [`HANG`].
+//! - `GET /__sim/stats` → `{"accepted", "submissions", "duplicates"}` (simulator only).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use holub_shared::domain::segments;
+use holub_shared::domain::{PhoneNumber, SenderId};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use super::{Fault, HANG, SimSettings, delivered};
+
+pub const API_PATH: &str = "/api/json.php";
+pub const STATS_PATH: &str = "/__sim/stats";
+/// What the account holds at the start, in kopiykas.
+pub const INITIAL_BALANCE: i64 = 100_000;
+const MAX_PARTS: usize = 255;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
+
+/// The simulator's counters, as `GET /__sim/stats` shows them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Messages taken (each client id once).
+    pub accepted: u64,
+    /// Send commands received, duplicates and refusals included.
+    pub submissions: u64,
+    /// Send commands whose client id was already taken.
+    pub duplicates: u64,
+}
+
+/// The credentials it accepts (other keys, such as `hook_token`, are Holub's business).
+#[derive(Deserialize)]
+struct SimCredentials {
+    api_key: String,
+}
+
+/// One AlphaSMS simulator: cheap to clone, every clone is the same simulator.
+#[derive(Clone)]
+pub struct AlphaSmsSim {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    settings: SimSettings,
+    api_key: Option<String>,
+    http: reqwest::Client,
+    state: Mutex<Inner>,
+}
+
+struct Inner {
+    messages: HashMap<String, Record>,
+    next_msg_id: u64,
+    balance: i64,
+    stats: Stats,
+}
+
+struct Record {
+    /// The id as the client sent it (a number or a string), echoed back the same way.
+    id: serde_json::Value,
+    msg_id: u64,
+    parts: u16,
+    delivered: bool,
+    due: Instant,
+}
+
+/// A JSON value that may be a number or a string (ids, phones).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Loose {
+    Number(u64),
+    Text(String),
+}
+
+impl Loose {
+    fn text(&self) -> String {
+        match self {
+            Loose::Number(n) => n.to_string(),
+            Loose::Text(t) => t.clone(),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        match self {
+            Loose::Number(n) => json!(n),
+            Loose::Text(t) => json!(t),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    data: Option<Vec<Command>>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Command {
+    Sms(SmsCommand),
+    Status {
+        #[serde(default)]
+        id: Option<Loose>,
+    },
+    Balance,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct SmsCommand {
+    #[serde(default)]
+    id: Option<Loose>,
+    #[serde(default)]
+    phone: Option<Loose>,
+    #[serde(default)]
+    sms_signature: Option<String>,
+    #[serde(default)]
+    sms_message: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    sms_lifetime: Option<u64>,
+    #[serde(default)]
+    hook: Option<String>,
+}
+
+fn ok_item(data: serde_json::Value) -> serde_json::Value {
+    json!({"success": true, "data": data})
+}
+
+fn error_item(error: &str, id: Option<serde_json::Value>) -> serde_json::Value {
+    match id {
+        Some(id) => json!({"success": false, "error": error, "data": {"id": id}}),
+        None => json!({"success": false, "error": error}),
+    }
+}
+
+fn whole_error(error: &str) -> Response {
+    (
+        StatusCode::OK,
+        axum::Json(json!({"success": false, "error": error})),
+    )
+        .into_response()
+}
+
+/// A report to push.
+struct Report {
+    url: String,
+    body: serde_json::Value,
+    after: Duration,
+}
+
+impl AlphaSmsSim {
+    pub fn new(settings: SimSettings) -> Self {
+        let api_key = serde_json::from_value::<SimCredentials>(settings.credentials.clone())
+            .ok()
+            .map(|c| c.api_key)
+            .filter(|k| !k.is_empty());
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        AlphaSmsSim {
+            shared: Arc::new(Shared {
+                settings,
+                api_key,
+                http,
+                state: Mutex::new(Inner {
+                    messages: HashMap::new(),
+                    next_msg_id: 100_000_000,
+                    balance: INITIAL_BALANCE,
+                    stats: Stats::default(),
+                }),
+            }),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.lock().stats
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn authorized(&self, auth: Option<&str>) -> bool {
+        match (&self.shared.api_key, auth) {
+            (Some(key), Some(auth)) => key.as_bytes() == auth.as_bytes(),
+            _ => false,
+        }
+    }
+
+    /// One send command: its answer item, and the reports to push if it was taken.
+    fn send(&self, command: SmsCommand, reports: &mut Vec<Report>) -> serde_json::Value {
+        let settings = &self.shared.settings;
+        let Some(id) = command.id else {
+            self.lock().stats.submissions += 1;
+            return error_item("Wrong message ID", None);
+        };
+        let key = id.text();
+        let echo = id.json();
+        // Checked outside the lock.
+        let checked = (|| {
+            let digits = command.phone.as_ref().map(Loose::text).unwrap_or_default();
+            if PhoneNumber::parse(&format!("+{digits}")).is_err() {
+                return Err("Incorrect recipient number");
+            }
+            let signature = command.sms_signature.as_deref().unwrap_or("");
+            if SenderId::parse(signature).is_err() {
+                return Err("Error in Alpha-name");
+            }
+            let text = command.sms_message.as_deref().unwrap_or("");
+            let parts = segments::estimate(text).segments;
+            if parts == 0 || parts > MAX_PARTS {
+                return Err("Message too long or empty");
+            }
+            u16::try_from(parts).map_err(|_| "Message too long or empty")
+        })();
+        let mut inner = self.lock();
+        inner.stats.submissions += 1;
+        if let Some(record) = inner.messages.get(&key) {
+            let answer = ok_item(json!({
+                "id": record.id, "msg_id": record.msg_id, "data": 1, "parts": record.parts
+            }));
+            inner.stats.duplicates += 1;
+            return answer;
+        }
+        let parts = match checked {
+            Ok(parts) => parts,
+            Err(error) => return error_item(error, Some(echo)),
+        };
+        let cost = settings.cost_per_part.saturating_mul(i64::from(parts));
+        if inner.balance < cost {
+            return error_item("Billing error", Some(echo));
+        }
+        inner.balance -= cost;
+        inner.next_msg_id += 1;
+        let msg_id = inner.next_msg_id;
+        let is_delivered = delivered(settings);
+        inner.messages.insert(
+            key,
+            Record {
+                id: echo.clone(),
+                msg_id,
+                parts,
+                delivered: is_delivered,
+                due: Instant::now() + settings.receipt_delay,
+            },
+        );
+        inner.stats.accepted += 1;
+        drop(inner);
+        let target = command.hook.or_else(|| settings.receipts_url.clone());
+        if let Some(url) = target {
+            self.plan_reports(url, &echo, is_delivered, reports);
+        }
+        ok_item(json!({"id": echo, "msg_id": msg_id, "data": 1, "parts": parts}))
+    }
+
+    fn plan_reports(
+        &self,
+        url: String,
+        id: &serde_json::Value,
+        is_delivered: bool,
+        reports: &mut Vec<Report>,
+    ) {
+        let faults = &self.shared.settings.faults;
+        let delay = self.shared.settings.receipt_delay;
+        let final_status = if is_delivered {
+            "DELIVERED"
+        } else {
+            "UNDELIVERABLE"
+        };
+        let mut planned = vec![("ROUTING", delay / 4), (final_status, delay)];
+        if faults.shuffle_receipts {
+            let mut rng = rand::rng();
+            let spread = u64::try_from(delay.as_millis() / 2)
+                .unwrap_or(u64::MAX)
+                .max(1);
+            for (_, after) in &mut planned {
+                *after += Duration::from_millis(rng.random_range(0..=spread));
+            }
+            if rng.random_bool(0.5) {
+                planned[0].1 = planned[1].1 + Duration::from_millis(rng.random_range(1..=spread));
+            }
+        }
+        let copies = if faults.duplicate_receipts { 2 } else { 1 };
+        for (status, after) in planned {
+            for _ in 0..copies {
+                reports.push(Report {
+                    url: url.clone(),
+                    body: json!({"id": id, "type": "sms", "status": status}),
+                    after,
+                });
+            }
+        }
+    }
+
+    fn status(&self, id: Option<Loose>) -> serde_json::Value {
+        let Some(id) = id else {
+            return error_item("Wrong message ID", None);
+        };
+        let inner = self.lock();
+        let Some(record) = inner.messages.get(&id.text()) else {
+            return error_item("Message not found", Some(id.json()));
+        };
+        let status = match (Instant::now() >= record.due, record.delivered) {
+            (false, _) => "QUEUED",
+            (true, true) => "DELIVERED",
+            (true, false) => "UNDELIVERABLE",
+        };
+        ok_item(json!({"id": record.id, "type": "sms", "status": status}))
+    }
+
+    fn balance(&self) -> serde_json::Value {
+        let kopiyky = self.lock().balance;
+        // Hryvnias as a JSON number, as documented (the simulator may use a float).
+        ok_item(json!({"amount": kopiyky as f64 / 100.0, "currency": "UAH"}))
+    }
+
+    /// Posts one report when it is due, again and again while the receiver is down.
+    async fn push(self, report: Report) {
+        tokio::time::sleep(report.after).await;
+        let started = Instant::now();
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let result = self
+                .shared
+                .http
+                .post(&report.url)
+                .json(&report.body)
+                .send()
+                .await;
+            match result {
+                Ok(response) if response.status().is_success() => return,
+                Ok(response)
+                    if response.status().is_client_error()
+                        && response.status() != StatusCode::REQUEST_TIMEOUT
+                        && response.status() != StatusCode::TOO_MANY_REQUESTS =>
+                {
+                    tracing::warn!(
+                        status = response.status().as_u16(),
+                        "alphasms sim: the receiver refused a report; dropping it"
+                    );
+                    return;
+                }
+                Ok(response) => {
+                    tracing::debug!(
+                        status = response.status().as_u16(),
+                        "alphasms sim: report not taken"
+                    );
+                }
+                Err(e) => tracing::debug!(error = %e, "alphasms sim: report not posted"),
+            }
+            if started.elapsed() > GIVE_UP_AFTER {
+                tracing::warn!("alphasms sim: giving up on a report");
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+async fn api(State(sim): State<AlphaSmsSim>, headers: HeaderMap, body: Bytes) -> Response {
+    let fault = sim.shared.settings.faults.roll().await;
+    match fault {
+        Fault::ServerError => {
+            return (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
+        }
+        Fault::RateLimited => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                axum::Json(json!({"success": false, "error": "Too many requests"})),
+            )
+                .into_response();
+        }
+        Fault::None | Fault::Malformed | Fault::Hang => {}
+    }
+    let json_content = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if !json_content {
+        return whole_error("Invalid request: Content-Type must be application/json");
+    }
+    let Ok(envelope) = serde_json::from_slice::<Envelope>(&body) else {
+        return whole_error("Invalid request");
+    };
+    if !sim.authorized(envelope.auth.as_deref()) {
+        return whole_error("Access denied");
+    }
+    let Some(commands) = envelope.data.filter(|d| !d.is_empty()) else {
+        return whole_error("Invalid request: empty data");
+    };
+    let mut reports = Vec::new();
+    let items: Vec<serde_json::Value> = commands
+        .into_iter()
+        .map(|command| match command {
+            Command::Sms(sms) => sim.send(sms, &mut reports),
+            Command::Status { id } => sim.status(id),
+            Command::Balance => sim.balance(),
+            Command::Other => error_item("Unknown request type", None),
+        })
+        .collect();
+    for report in reports {
+        tokio::spawn(sim.clone().push(report));
+    }
+    match fault {
+        Fault::Malformed => {
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"success":true,"data":[{"success":tr"#,
+            )
+                .into_response();
+        }
+        Fault::Hang => tokio::time::sleep(HANG).await,
+        _ => {}
+    }
+    (
+        StatusCode::OK,
+        axum::Json(json!({"success": true, "data": items})),
+    )
+        .into_response()
+}
+
+async fn stats(State(sim): State<AlphaSmsSim>) -> axum::Json<Stats> {
+    axum::Json(sim.stats())
+}
+
+/// The simulator's endpoints over `sim`.
+pub fn router(sim: AlphaSmsSim) -> Router {
+    Router::new()
+        .route(API_PATH, post(api))
+        .route(STATS_PATH, get(stats))
+        .with_state(sim)
+}
+
+/// Starts a simulator on 127.0.0.1 with a port of the system's choosing, serving in the
+/// background until the runtime ends.
+pub async fn start(settings: SimSettings) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    let app = router(AlphaSmsSim::new(settings));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "alphasms sim: server stopped");
+        }
+    });
+    Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::Faults;
+    use chrono::Utc;
+    use holub_shared::adapters::providers::alphasms::{
+        self, build, parse_provider_message_id,
+        wire::{Answer, BalanceData, SendData, StatusData, parse},
+    };
+    use holub_shared::adapters::providers::{Built, http::codes};
+    use holub_shared::domain::status::ReceiptState;
+    use holub_shared::domain::{Kopiyky, MessageId};
+    use holub_shared::ports::{
+        OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, Secret, WebhookRequest,
+    };
+
+    const KEY: &str = "test-api-key";
+    const HOOK_TOKEN: &str = "test-hook-token-0123456789";
+
+    fn settings() -> SimSettings {
+        SimSettings {
+            credentials: json!({"api_key": KEY}),
+            receipt_delay: Duration::from_millis(150),
+            delivered_ratio: 1.0,
+            cost_per_part: 85,
+            ..SimSettings::default()
+        }
+    }
+
+    fn with_faults(faults: Faults) -> SimSettings {
+        SimSettings {
+            faults,
+            ..settings()
+        }
+    }
+
+    fn sms(text: &str) -> OutboundSms {
+        let estimate = segments::estimate(text);
+        OutboundSms {
+            id: MessageId::generate(Utc::now()),
+            to: PhoneNumber::parse("+380671234567").expect("a number"),
+            from: SenderId::parse("Holub").expect("a sender"),
+            text: text.to_owned(),
+            encoding: estimate.encoding,
+            segments: u16::try_from(estimate.segments).expect("few parts"),
+            validity_seconds: 3600,
+        }
+    }
+
+    fn adapter(addr: SocketAddr, extra: serde_json::Value, key: &str) -> Built {
+        let mut settings = json!({"base_url": format!("http://{addr}")});
+        if let (Some(map), Some(extra)) = (settings.as_object_mut(), extra.as_object()) {
+            map.extend(extra.clone());
+        }
+        let credentials =
+            Secret::new(json!({"api_key": key, "hook_token": HOOK_TOKEN}).to_string());
+        match build("alpha", settings, &credentials) {
+            Ok(built) => built,
+            Err(e) => panic!("setup: {e}"),
+        }
+    }
+
+    async fn started(settings: SimSettings) -> (SocketAddr, Built) {
+        let addr = start(settings).await.expect("the simulator starts");
+        (addr, adapter(addr, json!({}), KEY))
+    }
+
+    async fn sim_stats(addr: SocketAddr) -> Stats {
+        reqwest::get(format!("http://{addr}{STATS_PATH}"))
+            .await
+            .expect("stats answer")
+            .json()
+            .await
+            .expect("stats JSON")
+    }
+
+    async fn raw(addr: SocketAddr, body: serde_json::Value) -> Vec<u8> {
+        reqwest::Client::new()
+            .post(format!("http://{addr}{API_PATH}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("an answer")
+            .bytes()
+            .await
+            .expect("a body")
+            .to_vec()
+    }
+
+    /// Polls `check` until it holds, failing after 20 s.
+    async fn eventually<F: std::future::Future<Output = bool>>(
+        what: &str,
+        mut check: impl FnMut() -> F,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !check().await {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn sends_return_our_ids_and_repeats_are_not_sent_twice() {
+        let (addr, built) = started(settings()).await;
+        let provider = &built.provider;
+        assert_eq!(provider.name(), "alpha");
+        assert_eq!(provider.receipt_mode(), ReceiptMode::Poll);
+        let one = sms("Ваш код: 4821");
+        let submitted = provider.send(&one).await.expect("accepted");
+        assert_eq!(submitted.provider_message_id, one.id.to_string());
+        assert_eq!(submitted.cost, None, "AlphaSMS answers no price");
+        let again = provider.send(&one).await.expect("answered as the original");
+        assert_eq!(again, submitted);
+        assert_eq!(
+            sim_stats(addr).await,
+            Stats {
+                accepted: 1,
+                submissions: 2,
+                duplicates: 1
+            }
+        );
+
+        // A batch, over several requests, with a multi-part message.
+        let built = adapter(addr, json!({"batch_size": 2}), KEY);
+        let long = "Довгий текст ".repeat(10);
+        let batch = vec![sms("one"), sms(&long), sms("three")];
+        let results = built.provider.send_many(&batch).await;
+        assert_eq!(results.len(), 3);
+        for (sms, result) in batch.iter().zip(&results) {
+            let submitted = result.as_ref().expect("accepted");
+            let (id, parts) =
+                parse_provider_message_id(&submitted.provider_message_id).expect("our id");
+            assert_eq!((id, parts), (sms.id, sms.segments));
+        }
+        assert!(batch[1].segments > 1);
+        assert_eq!(sim_stats(addr).await.accepted, 4);
+    }
+
+    #[tokio::test]
+    async fn refused_messages_map_to_permanent_errors() {
+        let (_, built) = started(settings()).await;
+        let empty = sms("");
+        let e = built.provider.send(&empty).await.expect_err("refused");
+        assert_eq!(
+            e,
+            ProviderError::permanent(
+                alphasms::error_codes::INVALID_TEXT,
+                "alpha: Message too long or empty"
+            )
+        );
+        let poor = SimSettings {
+            cost_per_part: INITIAL_BALANCE + 1,
+            ..settings()
+        };
+        let (_, built) = started(poor).await;
+        let e = built.provider.send(&sms("hi")).await.expect_err("refused");
+        assert!(matches!(e, ProviderError::Permanent { .. }));
+        assert_eq!(e.code(), alphasms::error_codes::INSUFFICIENT_BALANCE);
+    }
+
+    #[tokio::test]
+    async fn lookup_finds_what_was_taken_and_only_that() {
+        let (_, built) = started(settings()).await;
+        let taken = sms("hello");
+        built.provider.send(&taken).await.expect("accepted");
+        let found = built.provider.lookup(&taken.id).await.expect("answered");
+        assert_eq!(
+            found.map(|s| s.provider_message_id),
+            Some(taken.id.to_string())
+        );
+        let never = MessageId::generate(Utc::now());
+        assert_eq!(built.provider.lookup(&never).await, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn polled_status_is_intermediate_then_final() {
+        let (_, built) = started(settings()).await;
+        let short = sms("hello");
+        let long = sms(&"Довгий текст ".repeat(10));
+        let ids: Vec<String> = [&short, &long]
+            .iter()
+            .map(|m| alphasms::provider_message_id(&m.id, m.segments))
+            .collect();
+        for m in [&short, &long] {
+            built.provider.send(m).await.expect("accepted");
+        }
+        let early = built.provider.status(&ids).await.expect("answered");
+        assert_eq!(early.len(), 1 + usize::from(long.segments));
+        assert!(early.iter().all(|r| r.state == ReceiptState::Enroute));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let late = built.provider.status(&ids).await.expect("answered");
+        assert_eq!(late.len(), 1 + usize::from(long.segments));
+        assert!(late.iter().all(|r| r.state == ReceiptState::Delivered));
+        let parts: Vec<u16> = late
+            .iter()
+            .filter(|r| r.provider_message_id == ids[1])
+            .map(|r| r.part)
+            .collect();
+        assert_eq!(parts, (1..=long.segments).collect::<Vec<_>>());
+        // Unknown ids have no news; ids that are not ours are skipped.
+        let unknown = alphasms::provider_message_id(&MessageId::generate(Utc::now()), 1);
+        let none = built
+            .provider
+            .status(&[unknown, "12345".to_owned()])
+            .await
+            .expect("answered");
+        assert!(none.is_empty());
+
+        let failing = SimSettings {
+            delivered_ratio: 0.0,
+            receipt_delay: Duration::ZERO,
+            ..settings()
+        };
+        let (_, built) = started(failing).await;
+        let lost = sms("hello");
+        built.provider.send(&lost).await.expect("accepted");
+        let receipts = built
+            .provider
+            .status(&[lost.id.to_string()])
+            .await
+            .expect("answered");
+        assert_eq!(receipts.len(), 1);
+        assert_eq!(receipts[0].state, ReceiptState::Undelivered);
+        assert_eq!(receipts[0].part, 1);
+    }
+
+    /// A receiver of hook reports that parses them with the adapter's webhook, failing the
+    /// first `fail_first` requests with 503 (Holub down).
+    #[derive(Clone)]
+    struct Receiver {
+        webhook: Arc<dyn holub_shared::ports::ReceiptWebhook>,
+        got: Arc<Mutex<Vec<ProviderReceipt>>>,
+        refused: Arc<Mutex<Vec<String>>>,
+        fail_first: Arc<Mutex<usize>>,
+    }
+
+    async fn hook(
+        State(receiver): State<Receiver>,
+        axum::extract::RawQuery(query): axum::extract::RawQuery,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> StatusCode {
+        {
+            let mut fail = receiver
+                .fail_first
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if *fail > 0 {
+                *fail -= 1;
+                return StatusCode::SERVICE_UNAVAILABLE;
+            }
+        }
+        let request = WebhookRequest {
+            headers: &headers,
+            query: query.as_deref(),
+            body: &body,
+        };
+        match receiver.webhook.parse(&request, Utc::now()) {
+            Ok(receipts) => {
+                receiver
+                    .got
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(receipts);
+                StatusCode::OK
+            }
+            Err(e) => {
+                receiver
+                    .refused
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(e.code().to_owned());
+                StatusCode::UNAUTHORIZED
+            }
+        }
+    }
+
+    async fn push_end_to_end(faults: Faults) {
+        let sim_addr = start(with_faults(faults.clone())).await.expect("starts");
+        // The receiver needs the adapter's webhook, and the adapter the receiver's URL.
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("binds");
+        let receiver_addr = listener.local_addr().expect("an address");
+        let built = adapter(
+            sim_addr,
+            json!({"hook_url": format!("http://{receiver_addr}/v1/receipts/alpha")}),
+            KEY,
+        );
+        assert_eq!(built.provider.receipt_mode(), ReceiptMode::Push);
+        let receiver = Receiver {
+            webhook: built.webhook.clone().expect("a webhook"),
+            got: Arc::default(),
+            refused: Arc::default(),
+            fail_first: Arc::new(Mutex::new(2)),
+        };
+        let app = Router::new()
+            .route("/v1/receipts/alpha", post(hook))
+            .with_state(receiver.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let long = sms(&"Довгий текст ".repeat(10));
+        let batch = vec![sms("one"), long.clone()];
+        for result in built.provider.send_many(&batch).await {
+            result.expect("accepted");
+        }
+        let final_of = |m: &OutboundSms| {
+            let got = receiver.got.lock().unwrap_or_else(PoisonError::into_inner);
+            let pid = alphasms::provider_message_id(&m.id, m.segments);
+            let parts: Vec<u16> = got
+                .iter()
+                .filter(|r| r.provider_message_id == pid && r.state == ReceiptState::Delivered)
+                .map(|r| r.part)
+                .collect();
+            (1..=m.segments).all(|p| parts.contains(&p))
+        };
+        eventually("the final receipts", || {
+            let done = batch.iter().all(final_of);
+            async move { done }
+        })
+        .await;
+        let copies = if faults.duplicate_receipts { 2 } else { 1 };
+        let expected = batch
+            .iter()
+            .map(|m| 2 * usize::from(m.segments) * copies)
+            .sum::<usize>();
+        eventually("the intermediate receipts too", || {
+            let n = receiver
+                .got
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len();
+            async move { n >= expected }
+        })
+        .await;
+        let got = receiver
+            .got
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        assert_eq!(got.len(), expected);
+        assert!(got.iter().any(|r| r.state == ReceiptState::Enroute));
+        assert!(
+            receiver
+                .refused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn receipts_are_pushed_to_the_hook_and_parse_with_the_webhook() {
+        push_end_to_end(Faults::default()).await;
+    }
+
+    #[tokio::test]
+    async fn duplicated_and_shuffled_receipts_still_parse() {
+        push_end_to_end(Faults {
+            duplicate_receipts: true,
+            shuffle_receipts: true,
+            ..Faults::default()
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn forged_reports_are_refused_by_the_webhook() {
+        let sim_addr = start(settings()).await.expect("starts");
+        let built = adapter(
+            sim_addr,
+            json!({"hook_url": "http://127.0.0.1:9/v1/receipts/alpha"}),
+            KEY,
+        );
+        let webhook = built.webhook.expect("a webhook");
+        let headers = HeaderMap::new();
+        let body = br#"{"id":"01JV7Q8M4X2K9T3N5R6B8C0D1E","type":"sms","status":"DELIVERED"}"#;
+        let request = WebhookRequest {
+            headers: &headers,
+            query: Some("token=guess&id=01JV7Q8M4X2K9T3N5R6B8C0D1E"),
+            body,
+        };
+        assert_eq!(
+            webhook.parse(&request, Utc::now()),
+            Err(holub_shared::ports::WebhookError::Unauthorized)
+        );
+    }
+
+    #[tokio::test]
+    async fn balance_is_read_in_kopiykas() {
+        let (_, built) = started(settings()).await;
+        assert_eq!(built.provider.balance().await, Ok(Kopiyky(INITIAL_BALANCE)));
+        let long = sms(&"Довгий текст ".repeat(10));
+        built.provider.send(&sms("one")).await.expect("accepted");
+        built.provider.send(&long).await.expect("accepted");
+        let spent = 85 * (1 + i64::from(long.segments));
+        assert_eq!(
+            built.provider.balance().await,
+            Ok(Kopiyky(INITIAL_BALANCE - spent))
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_credentials_are_permanent() {
+        let addr = start(settings()).await.expect("starts");
+        let built = adapter(addr, json!({}), "not-the-key");
+        let unauthorized = ProviderError::permanent(codes::UNAUTHORIZED, "alpha: Access denied");
+        assert_eq!(
+            built.provider.send(&sms("hi")).await,
+            Err(unauthorized.clone())
+        );
+        assert_eq!(built.provider.balance().await, Err(unauthorized.clone()));
+        assert_eq!(
+            built
+                .provider
+                .lookup(&MessageId::generate(Utc::now()))
+                .await,
+            Err(unauthorized)
+        );
+        assert_eq!(sim_stats(addr).await, Stats::default());
+    }
+
+    #[tokio::test]
+    async fn server_errors_and_rate_limits_are_temporary() {
+        let down = with_faults(Faults {
+            server_error_ratio: 1.0,
+            ..Faults::default()
+        });
+        let (addr, built) = started(down).await;
+        let e = built.provider.send(&sms("hi")).await.expect_err("down");
+        assert!(matches!(e, ProviderError::Temporary { .. }), "{e:?}");
+        assert_eq!(e.code(), codes::UNAVAILABLE);
+        let e = built.provider.balance().await.expect_err("down");
+        assert_eq!(e.code(), codes::UNAVAILABLE);
+        assert_eq!(sim_stats(addr).await.submissions, 0);
+
+        let limited = with_faults(Faults {
+            rate_limit_ratio: 1.0,
+            ..Faults::default()
+        });
+        let (addr, built) = started(limited).await;
+        let e = built.provider.send(&sms("hi")).await.expect_err("limited");
+        assert!(matches!(e, ProviderError::Temporary { .. }), "{e:?}");
+        assert_eq!(e.code(), codes::RATE_LIMITED);
+        let e = built
+            .provider
+            .status(&[MessageId::generate(Utc::now()).to_string()])
+            .await
+            .expect_err("limited");
+        assert_eq!(e.code(), codes::RATE_LIMITED);
+        assert_eq!(sim_stats(addr).await.submissions, 0);
+    }
+
+    #[tokio::test]
+    async fn malformed_and_hung_answers_are_unknown_and_the_work_was_done() {
+        let garbled = with_faults(Faults {
+            malformed_ratio: 1.0,
+            ..Faults::default()
+        });
+        let (addr, built) = started(garbled).await;
+        let e = built.provider.send(&sms("hi")).await.expect_err("garbled");
+        assert!(e.is_unknown(), "{e:?}");
+        assert_eq!(e.code(), codes::BAD_ANSWER);
+        assert_eq!(sim_stats(addr).await.accepted, 1);
+        assert!(
+            built
+                .provider
+                .balance()
+                .await
+                .expect_err("garbled")
+                .is_unknown()
+        );
+
+        let hung = with_faults(Faults {
+            timeout_ratio: 1.0,
+            ..Faults::default()
+        });
+        let addr = start(hung).await.expect("starts");
+        let built = adapter(addr, json!({"timeout_ms": 300}), KEY);
+        let e = built.provider.send(&sms("hi")).await.expect_err("hung");
+        assert!(e.is_unknown(), "{e:?}");
+        assert_eq!(e.code(), codes::TIMEOUT);
+        assert_eq!(sim_stats(addr).await.accepted, 1);
+    }
+
+    #[tokio::test]
+    async fn answers_have_the_documented_shape() {
+        let addr = start(settings()).await.expect("starts");
+        let send = raw(
+            addr,
+            json!({"auth": KEY, "data": [{
+                "type": "sms", "id": 100500, "phone": 380971234567u64,
+                "sms_signature": "SMSTest", "sms_message": "Message text to be sent via SMS",
+                "sms_lifetime": 172800, "short_link": true, "unsubscribe_link": true,
+                "hook": "http://127.0.0.1:9/webhook/url.php"
+            }, {
+                "type": "sms", "id": 100501, "phone": 380971234567u64,
+                "sms_signature": "Bad name!", "sms_message": "x"
+            }]}),
+        )
+        .await;
+        let answer: Answer<SendData> = parse(&send).expect("the documented send answer");
+        assert!(answer.success.0);
+        let items = answer.data.expect("items");
+        assert_eq!(items.len(), 2);
+        assert!(items[0].success.0);
+        let data = items[0].data.as_ref().expect("data");
+        assert_eq!(data.id.as_deref(), Some("100500"));
+        assert!(data.msg_id.is_some());
+        assert_eq!(data.parts.as_deref(), Some("1"));
+        assert!(!items[1].success.0);
+        assert_eq!(items[1].error.as_deref(), Some("Error in Alpha-name"));
+        assert_eq!(
+            items[1].data.as_ref().and_then(|d| d.id.as_deref()),
+            Some("100501")
+        );
+
+        let status = raw(
+            addr,
+            json!({"auth": KEY, "data": [{"type": "status", "id": 100500}]}),
+        )
+        .await;
+        let answer: Answer<StatusData> = parse(&status).expect("the documented status answer");
+        let items = answer.data.expect("items");
+        let data = items[0].data.as_ref().expect("data");
+        assert_eq!(data.id.as_deref(), Some("100500"));
+        assert_eq!(data.kind.as_deref(), Some("sms"));
+        assert!(
+            data.status
+                .as_deref()
+                .and_then(alphasms::receipt_state)
+                .is_some()
+        );
+
+        let balance = raw(addr, json!({"auth": KEY, "data": [{"type": "balance"}]})).await;
+        let answer: Answer<BalanceData> = parse(&balance).expect("the documented balance answer");
+        let items = answer.data.expect("items");
+        let data = items[0].data.as_ref().expect("data");
+        assert_eq!(data.currency.as_deref(), Some("UAH"));
+        assert!(data.amount.is_some());
+
+        let denied = raw(
+            addr,
+            json!({"auth": "wrong", "data": [{"type": "balance"}]}),
+        )
+        .await;
+        let answer: Answer<BalanceData> = parse(&denied).expect("the documented refusal");
+        assert!(!answer.success.0);
+        assert_eq!(answer.error.as_deref(), Some("Access denied"));
+        assert!(answer.data.is_none());
+    }
+}
