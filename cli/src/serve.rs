@@ -296,6 +296,7 @@ async fn serve(args: Args) -> Result<(), String> {
     .merge(holub_receipts::router(holub_receipts::ReceiptsState {
         receipts: receipts.clone(),
         webhooks,
+        replays: Arc::new(holub_receipts::ReplayGuard::default()),
     }));
 
     // The first line on stdout says where Holub listens (tests and scripts read it).

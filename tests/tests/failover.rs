@@ -112,6 +112,27 @@ async fn with_the_primary_down_messages_fail_over_and_are_delivered_once() {
     assert_eq!(backup["accepted"], 300, "{backup}");
     assert_eq!(backup["duplicates"], 0, "{backup}");
 
+    // A receipt request applied once is refused when replayed.
+    let m = api.get(&format!("/v1/messages/{}", ids[0])).await;
+    let receipt = json!({"receipts": [{
+        "message_id": m.body["provider_message_id"],
+        "part": 1,
+        "status": "DELIVRD",
+        "done_at": chrono::Utc::now().to_rfc3339(),
+    }]});
+    let post = || {
+        reqwest::Client::new()
+            .post(holub.url("/v1/receipts/backup"))
+            .bearer_auth("b-rcpt")
+            .json(&receipt)
+            .send()
+    };
+    assert_eq!(post().await.unwrap().status(), 200);
+    let replayed = post().await.unwrap();
+    assert_eq!(replayed.status(), 409);
+    let body: serde_json::Value = replayed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "receipt_replayed");
+
     // Each provider's webhook takes only its own credentials.
     let r = reqwest::Client::new()
         .post(holub.url("/v1/receipts/primary"))

@@ -6,8 +6,9 @@
 //! refused whole, nothing applied), then applied through the receipts service. The answer
 //! is quick: applying is a few batched writes.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -28,6 +29,68 @@ pub struct ReceiptsState {
     /// The receipt parser of each provider that pushes, by the provider's name in the route
     /// table (the name its messages are recorded under).
     pub webhooks: Arc<HashMap<String, Arc<dyn ReceiptWebhook>>>,
+    pub replays: Arc<ReplayGuard>,
+}
+
+/// Refuses a receipt request identical to one already applied (same provider, query and
+/// body) within a day: a captured request sent again, whatever the provider's own scheme.
+/// Only applied requests are remembered, so a batch the endpoint asked to be sent again
+/// (some messages not yet recorded) is taken when it comes back.
+pub struct ReplayGuard {
+    window: Duration,
+    capacity: usize,
+    seen: Mutex<(HashMap<[u8; 32], Instant>, VecDeque<([u8; 32], Instant)>)>,
+}
+
+impl Default for ReplayGuard {
+    fn default() -> Self {
+        ReplayGuard::new(Duration::from_secs(24 * 3600), 200_000)
+    }
+}
+
+impl ReplayGuard {
+    pub fn new(window: Duration, capacity: usize) -> Self {
+        ReplayGuard {
+            window,
+            capacity: capacity.max(1),
+            seen: Mutex::new((HashMap::new(), VecDeque::new())),
+        }
+    }
+
+    fn key(provider: &str, query: Option<&str>, body: &[u8]) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [provider.as_bytes(), query.unwrap_or("").as_bytes(), body] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.finalize().into()
+    }
+
+    fn seen(&self, key: &[u8; 32]) -> bool {
+        let Ok(mut guard) = self.seen.lock() else {
+            return false;
+        };
+        let (map, order) = &mut *guard;
+        let now = Instant::now();
+        while let Some((k, at)) = order.front() {
+            if now.duration_since(*at) < self.window && order.len() <= self.capacity {
+                break;
+            }
+            map.remove(k);
+            order.pop_front();
+        }
+        map.contains_key(key)
+    }
+
+    fn remember(&self, key: [u8; 32]) {
+        if let Ok(mut guard) = self.seen.lock() {
+            let (map, order) = &mut *guard;
+            let now = Instant::now();
+            map.insert(key, now);
+            order.push_back((key, now));
+        }
+    }
 }
 
 pub fn router(state: ReceiptsState) -> Router {
@@ -62,6 +125,15 @@ async fn provider_receipts(
             "no such provider webhook",
         );
     };
+    let replay_key = ReplayGuard::key(&provider, query.as_deref(), &body);
+    if state.replays.seen(&replay_key) {
+        tracing::warn!(provider, "receipt replayed");
+        return error(
+            StatusCode::CONFLICT,
+            WebhookError::Replayed.code(),
+            "this receipt request was already applied",
+        );
+    }
     let request = WebhookRequest {
         headers: &headers,
         query: query.as_deref(),
@@ -91,7 +163,10 @@ async fn provider_receipts(
             })),
         )
             .into_response(),
-        Ok(summary) => Json(summary).into_response(),
+        Ok(summary) => {
+            state.replays.remember(replay_key);
+            Json(summary).into_response()
+        }
         Err(e) => {
             tracing::error!(provider, error = %e, "receipts not applied");
             error(
