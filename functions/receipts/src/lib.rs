@@ -39,8 +39,13 @@ pub struct ReceiptsState {
 pub struct ReplayGuard {
     window: Duration,
     capacity: usize,
-    seen: Mutex<(HashMap<[u8; 32], Instant>, VecDeque<([u8; 32], Instant)>)>,
+    seen: Mutex<Seen>,
 }
+
+/// Request digests with when they were applied, and the same in order of arrival (oldest
+/// first, for expiry).
+type Seen = (HashMap<Digest, Instant>, VecDeque<(Digest, Instant)>);
+type Digest = [u8; 32];
 
 impl Default for ReplayGuard {
     fn default() -> Self {
@@ -57,9 +62,9 @@ impl ReplayGuard {
         }
     }
 
-    fn key(provider: &str, query: Option<&str>, body: &[u8]) -> [u8; 32] {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
+    fn key(provider: &str, query: Option<&str>, body: &[u8]) -> Digest {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
         for part in [provider.as_bytes(), query.unwrap_or("").as_bytes(), body] {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part);
@@ -67,7 +72,7 @@ impl ReplayGuard {
         h.finalize().into()
     }
 
-    fn seen(&self, key: &[u8; 32]) -> bool {
+    fn seen(&self, key: &Digest) -> bool {
         let Ok(mut guard) = self.seen.lock() else {
             return false;
         };
@@ -83,7 +88,7 @@ impl ReplayGuard {
         map.contains_key(key)
     }
 
-    fn remember(&self, key: [u8; 32]) {
+    fn remember(&self, key: Digest) {
         if let Ok(mut guard) = self.seen.lock() {
             let (map, order) = &mut *guard;
             let now = Instant::now();
