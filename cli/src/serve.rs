@@ -57,6 +57,10 @@ pub struct Args {
     /// provider call's timeout, so a job is seen again only if its consumer died.
     #[arg(long, env = "HOLUB_DISPATCH_VISIBILITY", default_value_t = 60)]
     dispatch_visibility: u64,
+    /// Refuse status callback URLs on loopback, private or link-local addresses (for a Holub
+    /// that serves others; on one's own machine, callbacks to local services are normal).
+    #[arg(long, env = "HOLUB_PUBLIC_CALLBACKS_ONLY")]
+    public_callbacks_only: bool,
     /// Seconds between status queries at providers that do not push receipts.
     #[arg(long, env = "HOLUB_POLL_EVERY", default_value_t = 5)]
     poll_every: u64,
@@ -214,7 +218,10 @@ async fn serve(args: Args) -> Result<(), String> {
         store.clone(),
         queue.clone(),
         clock.clone(),
-        IntakeConfig::default(),
+        IntakeConfig {
+            allow_private_callbacks: !args.public_callbacks_only,
+            ..IntakeConfig::default()
+        },
     ));
     let messages = Arc::new(Messages::new(
         store.clone(),

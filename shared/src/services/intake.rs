@@ -33,6 +33,10 @@ pub struct IntakeConfig {
     pub max_batch: usize,
     /// How far ahead a message may be scheduled.
     pub max_schedule_ahead: Duration,
+    /// Whether status callbacks may go to loopback, private and link-local addresses. Off
+    /// for a hosted Holub (a callback must not reach into its own network, such as a cloud
+    /// metadata endpoint); on for Holub on one's own machine.
+    pub allow_private_callbacks: bool,
 }
 
 impl Default for IntakeConfig {
@@ -44,6 +48,7 @@ impl Default for IntakeConfig {
             max_parts: crate::domain::text::DEFAULT_MAX_PARTS,
             max_batch: 10_000,
             max_schedule_ahead: Duration::from_secs(366 * 24 * 3600),
+            allow_private_callbacks: false,
         }
     }
 }
@@ -480,7 +485,9 @@ impl Intake {
         let start = send_at.unwrap_or(now);
         let expires_at = start
             + chrono::Duration::from_std(validity).unwrap_or_else(|_| chrono::Duration::days(3));
-        let callback_url = callback_url.map(|u| parse_callback_url(&u)).transpose()?;
+        let callback_url = callback_url
+            .map(|u| parse_callback_url(&u, self.config.allow_private_callbacks))
+            .transpose()?;
         let metadata = match metadata {
             None => None,
             Some(map) => {
@@ -576,7 +583,7 @@ fn parse_reference(reference: Option<String>, field: &str) -> Result<Option<Stri
     }
 }
 
-fn parse_callback_url(raw: &str) -> Result<String, FieldError> {
+fn parse_callback_url(raw: &str, allow_private: bool) -> Result<String, FieldError> {
     let bad = |msg: &str| FieldError::new("callback_url_invalid", "callback_url", msg);
     if raw.len() > MAX_CALLBACK_URL_LEN {
         return Err(bad("callback_url is longer than 2048 characters"));
@@ -588,5 +595,77 @@ fn parse_callback_url(raw: &str) -> Result<String, FieldError> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err(bad("callback_url must not carry credentials"));
     }
+    if !allow_private && is_private_host(&url) {
+        return Err(bad(
+            "callback_url must be a public address, not loopback, private or link-local",
+        ));
+    }
     Ok(url.to_string())
+}
+
+/// Whether a URL names this machine or a private network by literal address or name. (A
+/// public name that resolves to a private address is not caught here.)
+fn is_private_host(url: &url::Url) -> bool {
+    use std::net::IpAddr;
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
+        Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            return d == "localhost" || d.ends_with(".localhost") || d.ends_with(".internal");
+        }
+        None => return true,
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                // 100.64.0.0/10, carrier-grade NAT
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_private())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_urls_are_checked() {
+        for ok in ["https://example.com/hook", "http://203.0.113.9:8080/x?y=1"] {
+            assert!(parse_callback_url(ok, false).is_ok(), "{ok}");
+        }
+        for private in [
+            "http://127.0.0.1/hook",
+            "http://localhost:9000/",
+            "http://10.1.2.3/",
+            "http://192.168.0.10/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[::1]/",
+            "http://[fd00::1]/",
+            "http://metadata.google.internal/",
+        ] {
+            assert!(parse_callback_url(private, false).is_err(), "{private}");
+            assert!(parse_callback_url(private, true).is_ok(), "{private}");
+        }
+        for bad in [
+            "ftp://example.com/",
+            "https://user:pw@example.com/",
+            "not a url",
+        ] {
+            assert!(parse_callback_url(bad, true).is_err(), "{bad}");
+        }
+    }
 }
