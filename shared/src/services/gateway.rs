@@ -685,6 +685,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_provider_that_stops_answering_is_skipped_once_its_breaker_opens() {
+        let slow = Scripted::new(
+            "slow",
+            Err(ProviderError::unknown("provider_timeout", "no answer")),
+        );
+        let backup = Scripted::new("backup", Ok(()));
+        let g = Gateway::new(
+            vec![member(&slow, None, Some(1)), member(&backup, None, Some(2))],
+            Vec::new(),
+            BreakerConfig {
+                failures: 2,
+                cooldown: Duration::from_secs(60),
+            },
+        )
+        .unwrap();
+        // Messages whose answer was lost stay with the slow provider (dispatch settles them
+        // by lookup); they are never sent to a second one.
+        for _ in 0..2 {
+            let answers = g.send_many(&[routed("0671234567")]).await;
+            assert!(matches!(&answers[0], Err(e) if e.is_unknown()));
+        }
+        assert_eq!(backup.sends.load(Ordering::SeqCst), 0);
+        assert!(g.is_open("slow"));
+        // From then on, new messages go straight to the backup.
+        let answers = g
+            .send_many(&[routed("0671234567"), routed("0671234567")])
+            .await;
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, Ok(c) if c.provider == "backup"))
+        );
+        assert_eq!(slow.sends.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
     async fn the_rate_limit_holds_in_every_second_and_is_used_fully() {
         let p = Scripted::new("p", Ok(()));
         let g = Gateway::new(
