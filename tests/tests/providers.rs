@@ -93,7 +93,16 @@ async fn run_with(kind: &str) {
         let m = api.wait_terminal(id, Duration::from_secs(30)).await;
         assert_eq!(m["status"], "delivered", "{kind}: {m}");
         assert_eq!(m["provider"], kind);
-        assert!(m["provider_message_id"].as_str().is_some());
+        let provider_id = m["provider_message_id"].as_str().expect("a provider id");
+        // The provider's id (AlphaSMS: ours) as it is, even for the 2-part message.
+        match kind {
+            "smsfly" => assert!(
+                provider_id.len() == 20 && provider_id.starts_with("FAPI"),
+                "{provider_id}"
+            ),
+            "alphasms" => assert_eq!(provider_id, id),
+            _ => {}
+        }
     }
     let s = stats(&holub, kind).await;
     assert_eq!(s["accepted"], 2, "{kind}: {s}");

@@ -504,12 +504,13 @@ mod tests {
     use crate::providers::Faults;
     use chrono::Utc;
     use holub_shared::adapters::providers::alphasms::{
-        self, build, parse_provider_message_id,
+        self, build,
         wire::{Answer, BalanceData, SendData, StatusData, parse},
     };
     use holub_shared::adapters::providers::{Built, http::codes};
     use holub_shared::domain::status::ReceiptState;
     use holub_shared::domain::{Kopiyky, MessageId};
+    use holub_shared::ports::provider::WHOLE_MESSAGE;
     use holub_shared::ports::{
         OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, Secret, WebhookRequest,
     };
@@ -626,11 +627,10 @@ mod tests {
         let batch = vec![sms("one"), sms(&long), sms("three")];
         let results = built.provider.send_many(&batch).await;
         assert_eq!(results.len(), 3);
+        // Our id as it is, whatever the part count.
         for (sms, result) in batch.iter().zip(&results) {
             let submitted = result.as_ref().expect("accepted");
-            let (id, parts) =
-                parse_provider_message_id(&submitted.provider_message_id).expect("our id");
-            assert_eq!((id, parts), (sms.id, sms.segments));
+            assert_eq!(submitted.provider_message_id, sms.id.to_string());
         }
         assert!(batch[1].segments > 1);
         assert_eq!(sim_stats(addr).await.accepted, 4);
@@ -677,28 +677,35 @@ mod tests {
         let (_, built) = started(settings()).await;
         let short = sms("hello");
         let long = sms(&"Довгий текст ".repeat(10));
-        let ids: Vec<String> = [&short, &long]
-            .iter()
-            .map(|m| alphasms::provider_message_id(&m.id, m.segments))
-            .collect();
+        assert!(long.segments > 1);
+        let mut ids = Vec::new();
         for m in [&short, &long] {
-            built.provider.send(m).await.expect("accepted");
+            let submitted = built.provider.send(m).await.expect("accepted");
+            ids.push(submitted.provider_message_id);
         }
+        // One receipt per message, for all its parts.
         let early = built.provider.status(&ids).await.expect("answered");
-        assert_eq!(early.len(), 1 + usize::from(long.segments));
-        assert!(early.iter().all(|r| r.state == ReceiptState::Enroute));
+        assert_eq!(early.len(), 2);
+        assert!(
+            early
+                .iter()
+                .all(|r| r.state == ReceiptState::Enroute && r.part == WHOLE_MESSAGE)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
         let late = built.provider.status(&ids).await.expect("answered");
-        assert_eq!(late.len(), 1 + usize::from(long.segments));
-        assert!(late.iter().all(|r| r.state == ReceiptState::Delivered));
-        let parts: Vec<u16> = late
+        let by_id: Vec<(&str, u16, ReceiptState)> = late
             .iter()
-            .filter(|r| r.provider_message_id == ids[1])
-            .map(|r| r.part)
+            .map(|r| (r.provider_message_id.as_str(), r.part, r.state))
             .collect();
-        assert_eq!(parts, (1..=long.segments).collect::<Vec<_>>());
+        assert_eq!(
+            by_id,
+            vec![
+                (ids[0].as_str(), WHOLE_MESSAGE, ReceiptState::Delivered),
+                (ids[1].as_str(), WHOLE_MESSAGE, ReceiptState::Delivered),
+            ]
+        );
         // Unknown ids have no news; ids that are not ours are skipped.
-        let unknown = alphasms::provider_message_id(&MessageId::generate(Utc::now()), 1);
+        let unknown = MessageId::generate(Utc::now()).to_string();
         let none = built
             .provider
             .status(&[unknown, "12345".to_owned()])
@@ -721,7 +728,7 @@ mod tests {
             .expect("answered");
         assert_eq!(receipts.len(), 1);
         assert_eq!(receipts[0].state, ReceiptState::Undelivered);
-        assert_eq!(receipts[0].part, 1);
+        assert_eq!(receipts[0].part, WHOLE_MESSAGE);
     }
 
     /// A receiver of hook reports that parses them with the adapter's webhook, failing the
@@ -800,19 +807,20 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
 
         let long = sms(&"Довгий текст ".repeat(10));
-        let batch = vec![sms("one"), long.clone()];
+        assert!(long.segments > 1);
+        let batch = vec![sms("one"), long];
         for result in built.provider.send_many(&batch).await {
             result.expect("accepted");
         }
+        // Each report is one receipt for the whole message, keyed by our id.
         let final_of = |m: &OutboundSms| {
             let got = receiver.got.lock().unwrap_or_else(PoisonError::into_inner);
-            let pid = alphasms::provider_message_id(&m.id, m.segments);
-            let parts: Vec<u16> = got
-                .iter()
-                .filter(|r| r.provider_message_id == pid && r.state == ReceiptState::Delivered)
-                .map(|r| r.part)
-                .collect();
-            (1..=m.segments).all(|p| parts.contains(&p))
+            let pid = m.id.to_string();
+            got.iter().any(|r| {
+                r.provider_message_id == pid
+                    && r.part == WHOLE_MESSAGE
+                    && r.state == ReceiptState::Delivered
+            })
         };
         eventually("the final receipts", || {
             let done = batch.iter().all(final_of);
@@ -820,10 +828,8 @@ mod tests {
         })
         .await;
         let copies = if faults.duplicate_receipts { 2 } else { 1 };
-        let expected = batch
-            .iter()
-            .map(|m| 2 * usize::from(m.segments) * copies)
-            .sum::<usize>();
+        // An intermediate and a final report per message.
+        let expected = 2 * batch.len() * copies;
         eventually("the intermediate receipts too", || {
             let n = receiver
                 .got
@@ -839,6 +845,7 @@ mod tests {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         assert_eq!(got.len(), expected);
+        assert!(got.iter().all(|r| r.part == WHOLE_MESSAGE));
         assert!(got.iter().any(|r| r.state == ReceiptState::Enroute));
         assert!(
             receiver

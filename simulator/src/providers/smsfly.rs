@@ -461,6 +461,7 @@ mod tests {
     use holub_shared::adapters::providers::smsfly;
     use holub_shared::domain::status::ReceiptState;
     use holub_shared::domain::{Kopiyky, MessageId};
+    use holub_shared::ports::provider::WHOLE_MESSAGE;
     use holub_shared::ports::{OutboundSms, ProviderError, ReceiptMode, Secret, SmsProvider};
     use serde_json::json;
 
@@ -551,9 +552,8 @@ mod tests {
         let long = sms(LONG);
         assert_eq!(long.segments, 2);
         let two = fly.send(&long).await.unwrap();
-        let (id, parts) = two.provider_message_id.split_once('/').unwrap();
-        assert!(is_fly_id(id));
-        assert_eq!(parts, "2");
+        // SMS Fly's id as it is, whatever the part count.
+        assert!(is_fly_id(&two.provider_message_id), "{two:?}");
         assert_eq!(two.cost, Some(Kopiyky(170)));
 
         // No client-side id: the same message again is a new message.
@@ -581,7 +581,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn status_is_enroute_until_the_delay_then_final_per_part() {
+    async fn status_is_enroute_until_the_delay_then_final_for_the_whole_message() {
         let (_, fly) = started(settings()).await;
         let sent_at = Utc::now();
         let one = fly.send(&sms(OTP)).await.unwrap();
@@ -592,8 +592,12 @@ mod tests {
             "FAPI00000000DEADBEEF".to_owned(),
         ];
         let early = fly.status(&ids).await.unwrap();
-        assert_eq!(early.len(), 3, "{early:?}");
-        assert!(early.iter().all(|r| r.state == ReceiptState::Enroute));
+        assert_eq!(early.len(), 2, "{early:?}");
+        assert!(
+            early
+                .iter()
+                .all(|r| r.state == ReceiptState::Enroute && r.part == WHOLE_MESSAGE)
+        );
 
         tokio::time::sleep(Duration::from_millis(600)).await;
         let done = fly.status(&ids).await.unwrap();
@@ -603,13 +607,14 @@ mod tests {
                 .map(|r| (r.part, r.state))
                 .collect::<Vec<_>>()
         };
+        // One receipt per message, for all its parts.
         assert_eq!(
             parts(&one.provider_message_id),
-            vec![(1, ReceiptState::Delivered)]
+            vec![(WHOLE_MESSAGE, ReceiptState::Delivered)]
         );
         assert_eq!(
             parts(&two.provider_message_id),
-            vec![(1, ReceiptState::Delivered), (2, ReceiptState::Delivered)]
+            vec![(WHOLE_MESSAGE, ReceiptState::Delivered)]
         );
         // Stamped when the simulator delivered them (dates have whole seconds).
         for receipt in &done {
@@ -617,7 +622,7 @@ mod tests {
             assert!(lag > chrono::Duration::seconds(-2) && lag < chrono::Duration::seconds(3));
         }
         // The unknown id gave no news, and no error.
-        assert_eq!(done.len(), 3);
+        assert_eq!(done.len(), 2);
         assert!(fly.status(&[]).await.unwrap().is_empty());
     }
 

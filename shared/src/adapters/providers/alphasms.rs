@@ -47,22 +47,22 @@
 //!   floats here) and rounded *down* to whole kopiykas.
 //!
 //! **Provider message ids.** Holub's provider message id for an AlphaSMS message is our
-//! [`MessageId`], followed by `:<parts>` when the message has more than one part
-//! (`01JV7Q8M4X2K9T3N5R6B8C0D1E:2`). AlphaSMS reports one status per *message*, while
-//! Holub adds receipts up per part, so a message-level state is reported for every part;
-//! the suffix lets [`SmsProvider::status`] know how many. (The provider's own `msg_id` is
-//! logged, not kept: no documented request takes it.)
+//! [`MessageId`] as it is (`01JV7Q8M4X2K9T3N5R6B8C0D1E`), whatever its part count. AlphaSMS
+//! reports one status per *message*, so every receipt (from the hook or from
+//! [`SmsProvider::status`]) is for the whole message, as [`WHOLE_MESSAGE`], and Holub
+//! applies it to each part. (The provider's own `msg_id` is logged, not kept: no documented
+//! request takes it.)
 //!
 //! # Receipts: push through the per-message hook, or poll
 //!
 //! AlphaSMS pushes delivery reports only to the `hook` URL given with each message, so:
 //!
 //! - with the `hook_url` setting, every message is sent with
-//!   `hook = <hook_url>?token=<hook_token>&id=<message id>&parts=<parts>` and
+//!   `hook = <hook_url>?token=<hook_token>&id=<message id>` and
 //!   [`SmsProvider::receipt_mode`] is [`ReceiptMode::Push`]; [`AlphaSmsReceipts`] (in
 //!   [`Built::webhook`]) parses what arrives there. `hook_url` is the public URL of Holub's
 //!   receipt endpoint for this route, e.g. `https://api.example.ua/v1/receipts/alphasms-main`;
-//!   it must not use the query keys `token`, `id` or `parts` itself;
+//!   it must not use the query keys `token` or `id` itself;
 //! - without it, no hook is sent and the mode is [`ReceiptMode::Poll`]: Holub polls
 //!   [`SmsProvider::status`] (which works in both modes).
 //!
@@ -178,6 +178,7 @@ use super::http::{self, codes};
 use super::{Built, ProviderSetupError};
 use crate::domain::status::ReceiptState;
 use crate::domain::{Kopiyky, MessageId, SenderId};
+use crate::ports::provider::WHOLE_MESSAGE;
 use crate::ports::{
     OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, ReceiptWebhook, Secret, SmsProvider,
     Submitted, WebhookError, WebhookRequest,
@@ -197,8 +198,6 @@ pub const DEFAULT_BATCH_SIZE: usize = 100;
 pub const MAX_BATCH_SIZE: usize = 1000;
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 pub const MIN_HOOK_TOKEN_LEN: usize = 16;
-/// A concatenated SMS has at most 255 parts.
-const MAX_PARTS: u16 = 255;
 
 /// Holub's stable error codes for AlphaSMS answers (the transport ones are in
 /// [`http::codes`]).
@@ -490,10 +489,10 @@ pub fn build(
             let url = web_url(raw).map_err(|e| settings_error(format!("hook_url: {e}")))?;
             if url
                 .query_pairs()
-                .any(|(k, _)| matches!(k.as_ref(), "token" | "id" | "parts"))
+                .any(|(k, _)| matches!(k.as_ref(), "token" | "id"))
             {
                 return Err(settings_error(
-                    "hook_url must not use the query keys token, id or parts".to_owned(),
+                    "hook_url must not use the query keys token or id".to_owned(),
                 ));
             }
             Some(url)
@@ -597,27 +596,6 @@ pub struct AlphaSms {
     timeout: Duration,
     batch_size: usize,
     http: reqwest::Client,
-}
-
-/// Holub's provider message id of a message of `parts` parts (see the module doc).
-pub fn provider_message_id(id: &MessageId, parts: u16) -> String {
-    if parts > 1 {
-        format!("{id}:{parts}")
-    } else {
-        id.to_string()
-    }
-}
-
-/// The message id and part count of a provider message id made by [`provider_message_id`].
-pub fn parse_provider_message_id(s: &str) -> Option<(MessageId, u16)> {
-    let (id, parts) = match s.split_once(':') {
-        Some((id, parts)) => (id, parts.parse::<u16>().ok()?),
-        None => (s, 1),
-    };
-    if !(1..=MAX_PARTS).contains(&parts) {
-        return None;
-    }
-    Some((id.parse().ok()?, parts))
 }
 
 /// The kind of a provider error, before it gets its code and message.
@@ -825,8 +803,7 @@ impl AlphaSms {
             let mut url = hook.url.clone();
             url.query_pairs_mut()
                 .append_pair("token", hook.token.expose())
-                .append_pair("id", &sms.id.to_string())
-                .append_pair("parts", &sms.segments.max(1).to_string());
+                .append_pair("id", &sms.id.to_string());
             String::from(url)
         });
         Ok(SmsItem {
@@ -906,7 +883,7 @@ impl AlphaSms {
             "alphasms: accepted"
         );
         Ok(Submitted {
-            provider_message_id: provider_message_id(&sms.id, sms.segments),
+            provider_message_id: sms.id.to_string(),
             cost: None,
         })
     }
@@ -914,19 +891,19 @@ impl AlphaSms {
     /// The status answers for up to `batch_size` of our ids.
     async fn status_chunk(
         &self,
-        wanted: &[(String, MessageId, u16)],
+        wanted: &[(String, MessageId)],
         now: DateTime<Utc>,
     ) -> Result<Vec<ProviderReceipt>, ProviderError> {
         let commands = wanted
             .iter()
-            .map(|(_, id, _)| RequestItem::Status {
+            .map(|(_, id)| RequestItem::Status {
                 id: ClientRef::Text(id.to_string()),
             })
             .collect();
         let items = self.call::<StatusData>(commands).await?;
-        let ids: Vec<String> = wanted.iter().map(|(_, id, _)| id.to_string()).collect();
+        let ids: Vec<String> = wanted.iter().map(|(_, id)| id.to_string()).collect();
         let mut receipts = Vec::new();
-        for ((provider_id, _, parts), item) in wanted.iter().zip(pair(&ids, &items)) {
+        for ((provider_id, _), item) in wanted.iter().zip(pair(&ids, &items)) {
             let Some(item) = item.filter(|it| it.success.0) else {
                 continue;
             };
@@ -937,12 +914,13 @@ impl AlphaSms {
                 tracing::warn!(provider = %self.name, status, "alphasms: unknown status");
                 continue;
             };
-            receipts.extend((1..=*parts).map(|part| ProviderReceipt {
+            // A status is for the whole message.
+            receipts.push(ProviderReceipt {
                 provider_message_id: provider_id.clone(),
-                part,
+                part: WHOLE_MESSAGE,
                 state,
                 at: now,
-            }));
+            });
         }
         Ok(receipts)
     }
@@ -984,7 +962,7 @@ impl SmsProvider for AlphaSms {
         };
         if item.success.0 {
             return Ok(Some(Submitted {
-                provider_message_id: provider_message_id(id, 1),
+                provider_message_id: id.to_string(),
                 cost: None,
             }));
         }
@@ -1010,11 +988,11 @@ impl SmsProvider for AlphaSms {
         &self,
         provider_message_ids: &[String],
     ) -> Result<Vec<ProviderReceipt>, ProviderError> {
-        let wanted: Vec<(String, MessageId, u16)> = provider_message_ids
+        let wanted: Vec<(String, MessageId)> = provider_message_ids
             .iter()
-            .filter_map(|p| match parse_provider_message_id(p) {
-                Some((id, parts)) => Some((p.clone(), id, parts)),
-                None => {
+            .filter_map(|p| match p.parse::<MessageId>() {
+                Ok(id) => Some((p.clone(), id)),
+                Err(_) => {
                     tracing::warn!(provider = %self.name, provider_message_id = %p, "alphasms: not one of our ids");
                     None
                 }
@@ -1108,14 +1086,6 @@ impl ReceiptWebhook for AlphaSmsReceipts {
         }
 
         let url_id = field(&query, "id");
-        let parts = match field(&query, "parts") {
-            None => 1,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| (1..=MAX_PARTS).contains(p))
-                .ok_or_else(|| malformed("receipt_bad_parts", "parts is not 1 to 255"))?,
-        };
 
         let body = request.body.trim_ascii();
         let reports: Vec<wire::StatusData> =
@@ -1178,13 +1148,13 @@ impl ReceiptWebhook for AlphaSmsReceipts {
                     ),
                 )
             })?;
-            let provider_id = provider_message_id(&id, parts);
-            receipts.extend((1..=parts).map(|part| ProviderReceipt {
-                provider_message_id: provider_id.clone(),
-                part,
+            // A report is for the whole message.
+            receipts.push(ProviderReceipt {
+                provider_message_id: id.to_string(),
+                part: WHOLE_MESSAGE,
                 state,
                 at: now,
-            }));
+            });
         }
         Ok(receipts)
     }
@@ -1315,7 +1285,7 @@ mod tests {
         assert_eq!(
             hook,
             format!(
-                "https://holub.example/v1/receipts/alpha?route=a&token={TOKEN}&id=01JV7Q8M4X2K9T3N5R6B8C0D1E&parts=2"
+                "https://holub.example/v1/receipts/alpha?route=a&token={TOKEN}&id=01JV7Q8M4X2K9T3N5R6B8C0D1E"
             )
         );
         // Without a hook URL, no hook: the route is polled.
@@ -1576,25 +1546,18 @@ mod tests {
     }
 
     #[test]
-    fn provider_message_ids_round_trip() {
-        let id: MessageId = "01JV7Q8M4X2K9T3N5R6B8C0D1E".parse().expect("id");
-        assert_eq!(provider_message_id(&id, 1), "01JV7Q8M4X2K9T3N5R6B8C0D1E");
-        assert_eq!(provider_message_id(&id, 3), "01JV7Q8M4X2K9T3N5R6B8C0D1E:3");
-        assert_eq!(
-            parse_provider_message_id("01JV7Q8M4X2K9T3N5R6B8C0D1E"),
-            Some((id, 1))
-        );
-        assert_eq!(
-            parse_provider_message_id("01JV7Q8M4X2K9T3N5R6B8C0D1E:3"),
-            Some((id, 3))
-        );
-        for bad in [
-            "",
-            "123",
-            "01JV7Q8M4X2K9T3N5R6B8C0D1E:0",
-            "01JV7Q8M4X2K9T3N5R6B8C0D1E:x",
-        ] {
-            assert_eq!(parse_provider_message_id(bad), None, "{bad}");
+    fn the_provider_message_id_is_our_id_whatever_the_part_count() {
+        let alpha = client(serde_json::json!({}), serde_json::json!({"api_key": "k"}));
+        let ok: Answer<SendData> = parse(SEND_OK.as_bytes()).expect("parses");
+        let items = ok.data.expect("items");
+        for segments in [1, 2, 3] {
+            let submitted = alpha
+                .send_result(&sms(segments), Some(&items[0]))
+                .expect("accepted");
+            assert_eq!(
+                submitted.provider_message_id, "01JV7Q8M4X2K9T3N5R6B8C0D1E",
+                "{segments}"
+            );
         }
     }
 
@@ -1643,22 +1606,27 @@ mod tests {
         let receipts = AlphaSmsReceipts::new(Secret::new(TOKEN));
         let headers = reqwest::header::HeaderMap::new();
         let now = Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap();
-        let query = format!("token={TOKEN}&id=01JV7Q8M4X2K9T3N5R6B8C0D1E&parts=2");
+        let query = format!("token={TOKEN}&id=01JV7Q8M4X2K9T3N5R6B8C0D1E");
         let body = br#"{"id":"01JV7Q8M4X2K9T3N5R6B8C0D1E","type":"sms","status":"DELIVERED"}"#;
         let parsed = receipts
             .parse(&hook_request(&headers, Some(&query), body), now)
             .expect("accepted");
-        assert_eq!(
-            parsed,
-            (1..=2)
-                .map(|part| ProviderReceipt {
-                    provider_message_id: "01JV7Q8M4X2K9T3N5R6B8C0D1E:2".into(),
-                    part,
-                    state: ReceiptState::Delivered,
-                    at: now,
-                })
-                .collect::<Vec<_>>()
-        );
+        // One receipt, for the whole message.
+        let delivered = vec![ProviderReceipt {
+            provider_message_id: "01JV7Q8M4X2K9T3N5R6B8C0D1E".into(),
+            part: WHOLE_MESSAGE,
+            state: ReceiptState::Delivered,
+            at: now,
+        }];
+        assert_eq!(parsed, delivered);
+        // Hooks given out before part counts left the URL still carry `parts`: it is ignored.
+        for old in ["&parts=2", "&parts=0", "&parts=x"] {
+            let query = format!("{query}{old}");
+            let parsed = receipts
+                .parse(&hook_request(&headers, Some(&query), body), now)
+                .expect("accepted");
+            assert_eq!(parsed, delivered, "{old}");
+        }
         // The status by number, an array, a body without id, a form body, the query alone.
         let single = format!("token={TOKEN}&id=01JV7Q8M4X2K9T3N5R6B8C0D1E");
         for body in [
@@ -1670,6 +1638,7 @@ mod tests {
                 .parse(&hook_request(&headers, Some(&single), body), now)
                 .expect("accepted");
             assert_eq!(parsed.len(), 1);
+            assert_eq!(parsed[0].part, WHOLE_MESSAGE);
             assert_eq!(parsed[0].state, ReceiptState::Undelivered);
             assert_eq!(parsed[0].provider_message_id, "01JV7Q8M4X2K9T3N5R6B8C0D1E");
         }
@@ -1712,7 +1681,7 @@ mod tests {
             );
         }
         let good = format!("token={TOKEN}&id=01JV7Q8M4X2K9T3N5R6B8C0D1E");
-        let cases: [(&str, &[u8], &str); 7] = [
+        let cases: [(&str, &[u8], &str); 6] = [
             (&good, b"{not json", "receipt_malformed"),
             (
                 &good,
@@ -1727,7 +1696,6 @@ mod tests {
                 "receipt_id_mismatch",
             ),
             (&format!("token={TOKEN}&id=100500"), body, "receipt_bad_id"),
-            (&format!("{good}&parts=0"), body, "receipt_bad_parts"),
         ];
         for (query, body, code) in cases {
             let e = receipts

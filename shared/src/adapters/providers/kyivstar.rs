@@ -51,7 +51,7 @@
 //! Kyivstar does not push SMS delivery reports (no client or description shows a callback),
 //! so [`SmsProvider::receipt_mode`] is [`ReceiptMode::Poll`], there is no webhook, and the
 //! status query is polled. Kyivstar reports per message, not per part: each report is
-//! returned as part 1.
+//! returned for the whole message (`WHOLE_MESSAGE`), and Holub applies it to every part.
 //!
 //! | Kyivstar `status` | Holub | note |
 //! | --- | --- | --- |

@@ -49,11 +49,10 @@
 //!
 //! SMS Fly API v2 pushes nothing that the sources describe: clients poll `GETMESSAGESTATUS`.
 //! So [`ReceiptMode::Poll`], no webhook, and [`SmsProvider::status`] asks once per message.
-//! A status covers the whole message, not its parts; Holub adds parts up (a message is
-//! delivered when every part is), so the part count is carried in the provider id this adapter
-//! hands out: `FAPI00134035C3000004` for a single-part message, `FAPI00134035C3000004/3` for a
-//! 3-part one, and a status is reported once per part. Strip `/<n>` to find a message in the
-//! SMS Fly cabinet.
+//! A status covers the whole message, not its parts, so each is reported once, as
+//! [`WHOLE_MESSAGE`], and Holub applies it to every part of the message. The provider id Holub
+//! records is SMS Fly's `messageID` as it is (`FAPI00134035C3000004`), the one the SMS Fly
+//! cabinet shows.
 //!
 //! | SMS Fly status | Meaning (documented) | [`ReceiptState`] |
 //! |----------------|----------------------|------------------|
@@ -131,6 +130,7 @@ use super::http::{self, codes};
 use super::{Built, ProviderSetupError};
 use crate::domain::status::ReceiptState;
 use crate::domain::{Kopiyky, MessageId, SenderId};
+use crate::ports::provider::WHOLE_MESSAGE;
 use crate::ports::{
     OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, Secret, SmsProvider, Submitted,
 };
@@ -151,8 +151,6 @@ pub const TTL_MIN_MINUTES: u32 = 1;
 pub const TTL_MAX_MINUTES: u32 = 1440;
 /// Status queries in flight at once.
 const MAX_CONCURRENT_STATUS: usize = 4;
-/// Most parts a concatenated SMS can have (a one-byte counter).
-const MAX_PARTS: u16 = 255;
 
 /// Holub's codes for SMS Fly's errors (the transport ones are in [`http::codes`]).
 pub mod error_codes {
@@ -546,24 +544,22 @@ impl SmsFly {
         }
     }
 
-    /// The receipts of one message, by the id this adapter handed out.
-    async fn status_of(&self, id: &str) -> Result<Vec<ProviderReceipt>, ProviderError> {
-        let (fly_id, parts) = split_id(id);
+    /// The receipt of one message, by SMS Fly's `messageID`, if it has news.
+    async fn status_of(&self, id: &str) -> Result<Option<ProviderReceipt>, ProviderError> {
         let body = self.request(
             Action::GetMessageStatus,
             Some(StatusQuery {
-                message_id: fly_id.to_owned(),
+                message_id: id.to_owned(),
             }),
         );
         let reply: Reply<MessageData> = match self.call(&body).await {
             Ok(reply) => reply,
-            Err(e) if e.code() == error_codes::MESSAGE_NOT_FOUND => return Ok(Vec::new()),
+            Err(e) if e.code() == error_codes::MESSAGE_NOT_FOUND => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(receipts_of(
+        Ok(receipt_of(
             &self.name,
             id,
-            parts,
             &reply.data,
             reply.date.as_deref(),
             Utc::now(),
@@ -603,7 +599,7 @@ impl SmsProvider for SmsFly {
             to = %sms.to.masked(), "SMS Fly took a message"
         );
         Ok(Submitted {
-            provider_message_id: join_id(&data.message_id, sms.segments),
+            provider_message_id: data.message_id,
             cost,
         })
     }
@@ -631,7 +627,7 @@ impl SmsProvider for SmsFly {
             .iter()
             .cloned()
             .map(|id| async move { self.status_of(&id).await });
-        let results: Vec<Result<Vec<ProviderReceipt>, ProviderError>> =
+        let results: Vec<Result<Option<ProviderReceipt>, ProviderError>> =
             futures::stream::iter(queries)
                 .buffered(MAX_CONCURRENT_STATUS)
                 .collect()
@@ -706,28 +702,6 @@ fn ttl_minutes(validity_seconds: u32) -> u32 {
         .clamp(TTL_MIN_MINUTES, TTL_MAX_MINUTES)
 }
 
-/// The provider id Holub records: SMS Fly's `messageID`, with `/<parts>` for a multi-part
-/// message.
-fn join_id(message_id: &str, segments: u16) -> String {
-    if segments > 1 {
-        format!("{message_id}/{segments}")
-    } else {
-        message_id.to_owned()
-    }
-}
-
-/// SMS Fly's `messageID` and the part count, from a provider id made by [`join_id`].
-fn split_id(id: &str) -> (&str, u16) {
-    if let Some((message_id, parts)) = id.rsplit_once('/')
-        && let Ok(parts) = parts.parse::<u16>()
-        && (2..=MAX_PARTS).contains(&parts)
-        && !message_id.is_empty()
-    {
-        return (message_id, parts);
-    }
-    (id, 1)
-}
-
 /// The receipt state of a status, or `None` when it carries no news.
 pub fn receipt_state(status: FlyStatus) -> Option<ReceiptState> {
     Some(match status {
@@ -745,18 +719,16 @@ pub fn receipt_state(status: FlyStatus) -> Option<ReceiptState> {
     })
 }
 
-/// The receipts (one per part) a status answer gives for the provider id `id`.
-fn receipts_of(
+/// The receipt (for the whole message) a status answer gives for the `messageID` `id`, or
+/// `None` when it carries no news.
+fn receipt_of(
     provider: &str,
     id: &str,
-    parts: u16,
     data: &MessageData,
     answer_date: Option<&str>,
     now: DateTime<Utc>,
-) -> Vec<ProviderReceipt> {
-    let Some(sms) = &data.sms else {
-        return Vec::new();
-    };
+) -> Option<ProviderReceipt> {
+    let sms = data.sms.as_ref()?;
     let Some(state) = receipt_state(sms.status) else {
         if sms.status == FlyStatus::Unlisted {
             tracing::warn!(
@@ -765,21 +737,19 @@ fn receipts_of(
                 "SMS Fly reported an unlisted status"
             );
         }
-        return Vec::new();
+        return None;
     };
     let at = sms
         .date
         .as_deref()
         .and_then(|date| parse_date(date, answer_date))
         .unwrap_or(now);
-    (1..=parts.max(1))
-        .map(|part| ProviderReceipt {
-            provider_message_id: id.to_owned(),
-            part,
-            state,
-            at,
-        })
-        .collect()
+    Some(ProviderReceipt {
+        provider_message_id: id.to_owned(),
+        part: WHOLE_MESSAGE,
+        state,
+        at,
+    })
 }
 
 const DATE_WITH_OFFSET: &str = "%Y-%m-%d %H:%M:%S %z";
@@ -1028,52 +998,37 @@ mod tests {
     }
 
     #[test]
-    fn the_status_answer_maps_to_receipts_per_part() {
+    fn the_status_answer_maps_to_one_receipt_for_the_whole_message() {
         let answer: Answer<MessageData> = serde_json::from_str(STATUS_RESPONSE).unwrap();
         let date = answer.date.clone();
         let data = answer.data.unwrap();
         assert_eq!(data.viber.as_ref().unwrap().status, FlyStatus::Delivered);
         assert_eq!(data.sms.as_ref().unwrap().status, FlyStatus::Refund);
         let now = Utc::now();
-        let receipts = receipts_of(
-            "fly",
-            "FAPI00040A3AFA000002",
-            1,
-            &data,
-            date.as_deref(),
-            now,
-        );
+        let receipt = receipt_of("fly", "FAPI00040A3AFA000002", &data, date.as_deref(), now);
         // The channel date has no offset: the answer's (+0200) applies.
         let at = Utc.with_ymd_and_hms(2021, 12, 17, 8, 36, 12).unwrap();
         assert_eq!(
-            receipts,
-            vec![ProviderReceipt {
+            receipt,
+            Some(ProviderReceipt {
                 provider_message_id: "FAPI00040A3AFA000002".to_owned(),
-                part: 1,
+                part: WHOLE_MESSAGE,
                 state: ReceiptState::Undelivered,
                 at,
-            }]
-        );
-        let three = receipts_of(
-            "fly",
-            "FAPI00040A3AFA000002/3",
-            3,
-            &data,
-            date.as_deref(),
-            now,
-        );
-        assert_eq!(
-            three.iter().map(|r| r.part).collect::<Vec<_>>(),
-            vec![1, 2, 3]
-        );
-        assert!(
-            three
-                .iter()
-                .all(|r| r.provider_message_id == "FAPI00040A3AFA000002/3")
+            })
         );
         // Without a usable date, the receipt is stamped with the poll's time.
-        let receipts = receipts_of("fly", "x", 1, &data, None, now);
-        assert_eq!(receipts[0].at, now);
+        let receipt = receipt_of("fly", "x", &data, None, now).unwrap();
+        assert_eq!(receipt.at, now);
+        // No SMS channel, or a status with no news: no receipt.
+        let viber_only = MessageData {
+            sms: None,
+            ..data.clone()
+        };
+        assert_eq!(receipt_of("fly", "x", &viber_only, None, now), None);
+        let mut unknown = data;
+        unknown.sms.as_mut().unwrap().status = FlyStatus::Unknown;
+        assert_eq!(receipt_of("fly", "x", &unknown, None, now), None);
     }
 
     #[test]
@@ -1200,18 +1155,6 @@ mod tests {
         }
         for text in ["", "abc", "1.2x3", "1.23x", "1e3", "1.2.3"] {
             assert!(to_kopiyky(text, Rounding::Up).is_err(), "{text:?}");
-        }
-    }
-
-    #[test]
-    fn provider_ids_carry_the_part_count() {
-        assert_eq!(join_id("FAPI1", 1), "FAPI1");
-        assert_eq!(join_id("FAPI1", 0), "FAPI1");
-        assert_eq!(join_id("FAPI1", 3), "FAPI1/3");
-        assert_eq!(split_id("FAPI1/3"), ("FAPI1", 3));
-        assert_eq!(split_id("FAPI1"), ("FAPI1", 1));
-        for odd in ["FAPI1/1", "FAPI1/0", "FAPI1/256", "FAPI1/x", "/3"] {
-            assert_eq!(split_id(odd), (odd, 1), "{odd}");
         }
     }
 

@@ -60,7 +60,7 @@
 //! description of it, Holub does not accept unauthenticable pushes and polls instead.)
 //!
 //! Status vocabulary (every documented value), mapped to [`ReceiptState`]; the report is for
-//! the whole message, given as part 1:
+//! the whole message, given as a whole-message receipt (`WHOLE_MESSAGE`):
 //!
 //! | TurboSMS `status` | meaning | Holub |
 //! | --- | --- | --- |
@@ -146,7 +146,8 @@
 //!   cannot read as a success is unknown or an error per the table, never a resend.
 //! - Validity: only the Viber part documents a `ttl`; nothing is sent for SMS, so
 //!   [`OutboundSms::validity_seconds`] is not passed (the operator default applies).
-//! - Multi-part messages: statuses are per message, not per part; receipts say part 1.
+//! - Multi-part messages: statuses are per message, not per part; receipts cover the whole
+//!   message (`WHOLE_MESSAGE`), and Holub applies them to every part.
 //! - How many ids one status request may carry: Holub asks for at most
 //!   [`STATUS_BATCH`] at a time.
 //!
