@@ -32,7 +32,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,6 @@ use holub_shared::domain::{PhoneNumber, SenderId};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::net::TcpListener;
 
 use super::{Fault, HANG, SimSettings, delivered};
 
@@ -487,15 +486,7 @@ pub fn router(sim: AlphaSmsSim) -> Router {
 /// Starts a simulator on 127.0.0.1 with a port of the system's choosing, serving in the
 /// background until the runtime ends.
 pub async fn start(settings: SimSettings) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    let addr = listener.local_addr()?;
-    let app = router(AlphaSmsSim::new(settings));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "alphasms sim: server stopped");
-        }
-    });
-    Ok(addr)
+    super::serve_in_background("alphasms", router(AlphaSmsSim::new(settings))).await
 }
 
 #[cfg(test)]
@@ -785,7 +776,7 @@ mod tests {
     async fn push_end_to_end(faults: Faults) {
         let sim_addr = start(with_faults(faults.clone())).await.expect("starts");
         // The receiver needs the adapter's webhook, and the adapter the receiver's URL.
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
             .await
             .expect("binds");
         let receiver_addr = listener.local_addr().expect("an address");

@@ -43,7 +43,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,6 @@ use holub_shared::domain::{PhoneNumber, SenderId};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::net::TcpListener;
 
 use super::{Fault, Faults, HANG, SimSettings, delivered};
 use crate::receipt::{bearer_token, constant_time_eq};
@@ -734,17 +733,7 @@ pub fn router(sim: KyivstarSim) -> Router {
 /// Starts a simulator on `127.0.0.1` with a port of the system's choosing, serving in the
 /// background until the runtime ends.
 pub async fn start(settings: SimSettings) -> io::Result<SocketAddr> {
-    let sim = KyivstarSim::new(settings)?;
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    let addr = listener.local_addr()?;
-    let app = router(sim);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "kyivstar simulator: server stopped");
-        }
-    });
-    tracing::info!(%addr, "kyivstar simulator: listening");
-    Ok(addr)
+    super::serve_in_background("kyivstar", router(KyivstarSim::new(settings)?)).await
 }
 
 #[cfg(test)]
@@ -1234,7 +1223,9 @@ mod tests {
     #[tokio::test]
     async fn answers_have_the_documented_shape() {
         let sim = KyivstarSim::new(settings()).unwrap();
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(sim.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });

@@ -123,6 +123,23 @@ mod millis {
     }
 }
 
+/// Serves a simulator's router on 127.0.0.1 with a free port, in the background until the
+/// runtime ends; returns the address.
+pub async fn serve_in_background(
+    kind: &'static str,
+    app: axum::Router,
+) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(kind, error = %e, "simulator stopped");
+        }
+    });
+    tracing::info!(kind, %addr, "simulator listening");
+    Ok(addr)
+}
+
 /// Starts the simulator of a provider kind on 127.0.0.1 with a free port.
 pub async fn start(kind: &str, settings: SimSettings) -> std::io::Result<std::net::SocketAddr> {
     match kind {

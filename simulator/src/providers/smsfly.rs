@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -42,7 +42,6 @@ use holub_shared::adapters::providers::smsfly::wire::{
 use holub_shared::adapters::providers::smsfly::{TTL_MAX_MINUTES, TTL_MIN_MINUTES};
 use holub_shared::domain::{PhoneNumber, SenderId, segments};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 
 use super::{Fault, HANG, SimSettings, delivered};
 
@@ -69,16 +68,7 @@ pub struct Stats {
 /// Starts a simulator on `127.0.0.1` with a port of the system's choosing, serving in the
 /// background until the runtime ends.
 pub async fn start(settings: SimSettings) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    let addr = listener.local_addr()?;
-    let app = router(settings);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "smsfly simulator: server stopped");
-        }
-    });
-    tracing::info!(%addr, "smsfly simulator: listening");
-    Ok(addr)
+    super::serve_in_background("smsfly", router(settings)).await
 }
 
 /// The simulator's endpoints over a fresh state.

@@ -35,7 +35,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -50,7 +50,6 @@ use holub_shared::adapters::providers::turbosms::format_time;
 use holub_shared::domain::{PhoneNumber, SenderId, segments};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 
 use super::{Fault, HANG, SimSettings, delivered};
 use crate::receipt::{bearer_token, constant_time_eq};
@@ -610,16 +609,7 @@ pub fn router(settings: SimSettings) -> io::Result<Router> {
 /// Starts a simulator on `127.0.0.1` with a port of the system's choosing, serving in the
 /// background until the Tokio runtime ends.
 pub async fn start(settings: SimSettings) -> io::Result<SocketAddr> {
-    let app = router(settings)?;
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "turbosms simulator: server stopped");
-        }
-    });
-    tracing::info!(%addr, "turbosms simulator: listening");
-    Ok(addr)
+    super::serve_in_background("turbosms", router(settings)?).await
 }
 
 #[cfg(test)]
