@@ -43,42 +43,66 @@ async fn settle(queue: &dyn Queue, name: QueueName, results: Vec<(ReceiptHandle,
     }
 }
 
+/// Receives batches from one queue until stopped, hands each batch to `handle` (which
+/// answers an outcome per delivery) and settles the outcomes.
+async fn consume<F, Fut>(
+    queue: Arc<dyn Queue>,
+    name: QueueName,
+    batch: usize,
+    visibility: Duration,
+    mut stop: watch::Receiver<bool>,
+    handle: F,
+) where
+    F: Fn(Vec<Delivery>) -> Fut,
+    Fut: std::future::Future<Output = Vec<(ReceiptHandle, JobOutcome)>>,
+{
+    while !*stop.borrow() {
+        let received = tokio::select! {
+            r = queue.receive(name, batch, visibility, LONG_POLL) => r,
+            _ = stop.changed() => break,
+        };
+        match received {
+            Ok(deliveries) if deliveries.is_empty() => {}
+            Ok(deliveries) => settle(queue.as_ref(), name, handle(deliveries).await).await,
+            Err(e) => {
+                tracing::warn!(queue = name.as_str(), error = %e, "receive failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
 /// One dispatch consumer: receives a batch of jobs, hands them to the dispatcher, settles.
 pub async fn dispatch_loop(
     queue: Arc<dyn Queue>,
     dispatcher: Arc<Dispatcher>,
     batch: usize,
     visibility: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    while !*stop.borrow() {
-        let received = tokio::select! {
-            r = queue.receive(QueueName::Dispatch, batch, visibility, LONG_POLL) => r,
-            _ = stop.changed() => break,
-        };
-        let deliveries = match received {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "dispatch: receive failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+    consume(
+        queue,
+        QueueName::Dispatch,
+        batch,
+        visibility,
+        stop,
+        |deliveries| {
+            let dispatcher = dispatcher.clone();
+            async move {
+                let parsed: Vec<Option<DispatchJob>> = deliveries
+                    .iter()
+                    .map(|d| jobs::parse::<DispatchJob>(&d.body).ok())
+                    .collect();
+                let outcomes = dispatcher.handle_batch(&parsed).await;
+                deliveries
+                    .into_iter()
+                    .map(|d| d.handle)
+                    .zip(outcomes)
+                    .collect()
             }
-        };
-        if deliveries.is_empty() {
-            continue;
-        }
-        let parsed: Vec<Option<DispatchJob>> = deliveries
-            .iter()
-            .map(|d| jobs::parse::<DispatchJob>(&d.body).ok())
-            .collect();
-        let outcomes = dispatcher.handle_batch(&parsed).await;
-        let results = deliveries
-            .into_iter()
-            .map(|d: Delivery| d.handle)
-            .zip(outcomes)
-            .collect();
-        settle(queue.as_ref(), QueueName::Dispatch, results).await;
-    }
+        },
+    )
+    .await;
 }
 
 /// One callback consumer: delivers a batch of callbacks concurrently.
@@ -86,34 +110,29 @@ pub async fn callback_loop(
     queue: Arc<dyn Queue>,
     sender: Arc<CallbackSender>,
     batch: usize,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    while !*stop.borrow() {
-        let received = tokio::select! {
-            r = queue.receive(QueueName::Callbacks, batch, CALLBACK_VISIBILITY, LONG_POLL) => r,
-            _ = stop.changed() => break,
-        };
-        let deliveries = match received {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "callbacks: receive failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        let results = join_all(deliveries.into_iter().map(|d| {
+    consume(
+        queue,
+        QueueName::Callbacks,
+        batch,
+        CALLBACK_VISIBILITY,
+        stop,
+        |deliveries| {
             let sender = sender.clone();
-            async move {
-                let outcome = match jobs::parse::<CallbackJob>(&d.body) {
-                    Ok(job) => sender.handle(&job, d.receive_count).await,
-                    Err(_) => JobOutcome::Poison,
-                };
-                (d.handle, outcome)
-            }
-        }))
-        .await;
-        settle(queue.as_ref(), QueueName::Callbacks, results).await;
-    }
+            join_all(deliveries.into_iter().map(move |d| {
+                let sender = sender.clone();
+                async move {
+                    let outcome = match jobs::parse::<CallbackJob>(&d.body) {
+                        Ok(job) => sender.handle(&job, d.receive_count).await,
+                        Err(_) => JobOutcome::Poison,
+                    };
+                    (d.handle, outcome)
+                }
+            }))
+        },
+    )
+    .await;
 }
 
 /// The timers: release of scheduled messages (twice a second, so a message is released
