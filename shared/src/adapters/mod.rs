@@ -1,5 +1,15 @@
 //! Adapters: the ports implemented for each backend.
 
+#[cfg(feature = "aws")]
+pub mod aws;
+#[cfg(feature = "aws")]
+pub mod dynamo;
 pub mod providers;
+#[cfg(feature = "aws")]
+pub mod request_counter;
+#[cfg(feature = "aws")]
+pub mod secrets_manager;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "aws")]
+pub mod sqs;

@@ -1,0 +1,203 @@
+//! The dispatch handler driven by `events/sqs-dispatch-batch.json`, the same file that
+//! `cargo lambda invoke --data-file` takes, over the real SQLite store and the built-in
+//! provider simulator.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use chrono::Utc;
+use holub_shared::adapters::sqlite::{SqliteBackend, SqliteConfig, SyncMode};
+use holub_shared::domain::{
+    Encoding, Message, MessageId, MessageStatus, PhoneNumber, SenderId, StatusChange, TenantId,
+};
+use holub_shared::ports::{MessageStore, Queue, SmsProvider, SystemClock};
+use holub_shared::services::Dispatcher;
+use holub_shared::services::callbacks::Notifier;
+use holub_shared::services::dispatch::DispatchConfig;
+use holub_shared::services::gateway::{BreakerConfig, Gateway, Member};
+use holub_simulator::{Simulator, SimulatorConfig, SimulatorProvider};
+
+const EVENT: &str = include_str!("../../../events/sqs-dispatch-batch.json");
+const CALLBACKS: &str = include_str!("../../../events/sqs-callbacks-batch.json");
+
+fn queued(tenant: &TenantId, id: &str) -> Message {
+    let now = Utc::now();
+    Message {
+        id: id.parse::<MessageId>().unwrap(),
+        tenant_id: tenant.clone(),
+        batch_id: None,
+        to: PhoneNumber::parse("0671234567").unwrap(),
+        from: SenderId::parse("Holub").unwrap(),
+        text: "Ваш код: 4821".into(),
+        encoding: Encoding::Ucs2,
+        segments: 1,
+        status: MessageStatus::Queued,
+        created_at: now,
+        updated_at: now,
+        send_at: None,
+        expires_at: now + chrono::Duration::hours(1),
+        callback_url: None,
+        reference: None,
+        metadata: None,
+        provider: None,
+        provider_message_id: None,
+        cost: None,
+        error: None,
+        attempts: 0,
+        history: vec![StatusChange {
+            status: MessageStatus::Queued,
+            at: now,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn only_the_poison_record_is_reported_and_redelivery_sends_nothing_twice() {
+    let dir = std::env::temp_dir().join(format!("holub-dispatch-events-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let backend = SqliteBackend::open(
+        &dir.join("holub.db"),
+        SqliteConfig {
+            sync: SyncMode::Normal,
+            ..SqliteConfig::default()
+        },
+    )
+    .unwrap();
+    let store: Arc<dyn MessageStore> = Arc::new(backend.clone());
+    let queue: Arc<dyn Queue> = Arc::new(backend.clone());
+    let tenant: TenantId = "ten_01JV7Q8M4X2K9T3N5R6B8C0D1E".parse().unwrap();
+    let ids = ["01JV7Q9A1B2C3D4E5F6G7H8J9K", "01JV7Q9A1B2C3D4E5F6G7H8J9M"];
+    let messages: Vec<Message> = ids.iter().map(|id| queued(&tenant, id)).collect();
+    store.insert(&messages, None).await.unwrap();
+
+    let sim = Simulator::start(SimulatorConfig {
+        receipt_delay: Duration::from_secs(3600),
+        ..SimulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let provider: Arc<dyn SmsProvider> = Arc::new(
+        SimulatorProvider::new(
+            &sim.base_url(),
+            SimulatorConfig::default().api_token,
+            "simulator",
+        )
+        .unwrap(),
+    );
+    let gateway = Gateway::new(
+        vec![Member {
+            name: "simulator".into(),
+            provider,
+            messages_per_second: None,
+            price_per_part: None,
+        }],
+        Vec::new(),
+        BreakerConfig::default(),
+    )
+    .unwrap();
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        Arc::new(gateway),
+        Arc::new(SystemClock),
+        Notifier::new(queue.clone()),
+        DispatchConfig::default(),
+    );
+
+    for _ in 0..2 {
+        let event: SqsEvent = serde_json::from_str(EVENT).unwrap();
+        let response = holub_dispatch::dispatch(&dispatcher, queue.as_ref(), event).await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e02"]);
+    }
+    for id in ids {
+        let m = store
+            .get(&tenant, &id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.status, MessageStatus::Sent);
+        assert_eq!(m.provider.as_deref(), Some("simulator"));
+        assert_eq!(m.attempts, 1);
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.accepted, 2);
+    assert_eq!(
+        stats.duplicates, 0,
+        "the redelivered batch sent nothing again"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_callback_is_signed_and_delivered_and_the_poison_record_reported() {
+    use axum::body::Bytes;
+    use axum::http::HeaderMap;
+    use holub_shared::ports::{Secret, SecretStore};
+    use holub_shared::services::callbacks::{
+        CallbackConfig, CallbackSender, signing_secret_name, verify,
+    };
+
+    let dir = std::env::temp_dir().join(format!("holub-callback-events-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let backend = SqliteBackend::open(&dir.join("holub.db"), SqliteConfig::default()).unwrap();
+    let store: Arc<dyn MessageStore> = Arc::new(backend.clone());
+    let queue: Arc<dyn Queue> = Arc::new(backend.clone());
+    let secrets = Arc::new(holub_shared::adapters::sqlite::FileSecretStore::in_dir(
+        &dir,
+    ));
+
+    // A customer endpoint that checks the signature.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(bool, serde_json::Value)>();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let signature = headers
+                    .get("holub-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                let ok = verify(b"whsec_events", signature, &body, Utc::now().timestamp());
+                let _ = tx.send((ok, serde_json::from_slice(&body).unwrap_or_default()));
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let tenant: TenantId = "ten_01JV7Q8M4X2K9T3N5R6B8C0D1E".parse().unwrap();
+    secrets
+        .put(&signing_secret_name(&tenant), &Secret::new("whsec_events"))
+        .await
+        .unwrap();
+    let mut message = queued(&tenant, "01JV7Q9A1B2C3D4E5F6G7H8J9K");
+    message.callback_url = Some(hook);
+    store.insert(&[message], None).await.unwrap();
+    let sender = CallbackSender::new(
+        store.clone(),
+        secrets,
+        Arc::new(SystemClock),
+        CallbackConfig::default(),
+    );
+
+    let event: SqsEvent = serde_json::from_str(CALLBACKS).unwrap();
+    let response = holub_dispatch::callbacks(&sender, queue.as_ref(), event).await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["7a6b5c4d-3e2f-4a1b-8c9d-0e1f2a3b4c12"]);
+    let (signed, body) = rx.recv().await.unwrap();
+    assert!(signed);
+    assert_eq!(body["status"], "delivered");
+    assert_eq!(body["message_id"], "01JV7Q9A1B2C3D4E5F6G7H8J9K");
+    let _ = std::fs::remove_dir_all(&dir);
+}

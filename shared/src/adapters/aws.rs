@@ -1,0 +1,108 @@
+//! The AWS backend's wiring: one SDK configuration, the clients made from it once per cold
+//! start, and the adapters over them.
+//!
+//! The settings are plain values: a Lambda `main` reads its environment once into an
+//! [`AwsConfig`] and fails fast there. The SDK's own loader ([`load_sdk_config`]) finds
+//! region and credentials the standard way and honours `AWS_ENDPOINT_URL`, which is how
+//! tests and a local bootstrap point everything at an emulator, with no code path of their
+//! own.
+
+use aws_config::{BehaviorVersion, ConfigLoader};
+use aws_sdk_dynamodb::config::SharedHttpClient;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+
+use super::dynamo::{DynamoConfig, DynamoStore};
+use super::request_counter::RequestCounter;
+use super::secrets_manager::{SecretsConfig, SecretsManagerStore};
+use super::sqs::{QueueUrls, SqsQueue};
+
+pub use aws_config::{Region, SdkConfig};
+pub use aws_sdk_dynamodb::config::Credentials;
+
+/// The settings of every AWS adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsConfig {
+    pub dynamo: DynamoConfig,
+    pub queues: QueueUrls,
+    pub secrets: SecretsConfig,
+}
+
+/// The HTTPS client every AWS client uses: rustls with ring, the crypto the rest of Holub
+/// already links, and the system's root certificates.
+pub fn https_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
+/// The SDK's standard configuration loader with Holub's HTTPS client, for callers that
+/// override some of what it would find (a region, an endpoint, credentials).
+pub fn sdk_config_loader() -> ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest()).http_client(https_client())
+}
+
+/// Loads the SDK configuration from the environment the standard way.
+pub async fn load_sdk_config() -> SdkConfig {
+    sdk_config_loader().load().await
+}
+
+/// One client per service, all from one [`SdkConfig`], each counting its requests.
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub secrets_manager: aws_sdk_secretsmanager::Client,
+    pub requests: RequestCounter,
+}
+
+impl AwsClients {
+    pub fn new(sdk: &SdkConfig) -> Self {
+        let requests = RequestCounter::new();
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(sdk)
+                .interceptor(requests.clone())
+                .build(),
+        );
+        let sqs = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(sdk)
+                .interceptor(requests.clone())
+                .build(),
+        );
+        let secrets_manager = aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::config::Builder::from(sdk)
+                .interceptor(requests.clone())
+                .build(),
+        );
+        AwsClients {
+            dynamodb,
+            sqs,
+            secrets_manager,
+            requests,
+        }
+    }
+}
+
+/// The three AWS adapters, ready to hand to the services.
+#[derive(Debug, Clone)]
+pub struct AwsBackend {
+    pub store: DynamoStore,
+    pub queue: SqsQueue,
+    pub secrets: SecretsManagerStore,
+    /// Requests made by all three so far.
+    pub requests: RequestCounter,
+}
+
+impl AwsBackend {
+    pub fn new(sdk: &SdkConfig, config: AwsConfig) -> Self {
+        Self::with_clients(AwsClients::new(sdk), config)
+    }
+
+    pub fn with_clients(clients: AwsClients, config: AwsConfig) -> Self {
+        AwsBackend {
+            store: DynamoStore::new(clients.dynamodb, config.dynamo),
+            queue: SqsQueue::new(clients.sqs, config.queues),
+            secrets: SecretsManagerStore::new(clients.secrets_manager, config.secrets),
+            requests: clients.requests,
+        }
+    }
+}

@@ -1,0 +1,1030 @@
+//! [`MessageStore`] on DynamoDB. The table design and what each write guarantees are in the
+//! module doc of [`super`].
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, KeysAndAttributes, Put, PutRequest, ReturnValue,
+    TransactWriteItem, WriteRequest,
+};
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt, stream};
+use sha2::{Digest, Sha256};
+
+use super::codec::{
+    self, IndexKeys, Item, get_n, get_s, history_entry, idem, message_from, message_key, msg, n,
+    nanos, nanos_bound, parse, receipt_str, receipts_from, req_n, req_s, s, shard,
+};
+use super::schema::{AWAITING, BY_PROVIDER, DUE, LIVE, QUEUED};
+use super::{
+    BATCH_ROUNDS, CONCURRENCY, DynamoStore, Expr, Incomplete, MAX_BATCH_GET, MAX_BATCH_WRITE,
+    MAX_TRANSACTION_ITEMS, backoff, unavailable,
+};
+use crate::domain::status::PartReceipt;
+use crate::domain::{IdempotencyKey, Message, MessageId, MessageStatus, TenantId};
+use crate::ports::{
+    IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, ReceiptTarget, StoreError,
+    Transition,
+};
+
+/// The largest page asked of DynamoDB while filtering a list: filters apply after `Limit`,
+/// so a filtered list reads ahead rather than one item per request.
+const FILTERED_PAGE: usize = 200;
+
+fn is_condition_failure<E>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "ConditionalCheckFailedException")
+}
+
+fn message_ref(item: &Item) -> Result<MessageRef, StoreError> {
+    Ok(MessageRef {
+        tenant_id: parse::<TenantId>(req_s(item, msg::TENANT)?, "tenant id")?,
+        id: parse::<MessageId>(req_s(item, msg::ID)?, "message id")?,
+    })
+}
+
+fn built<T>(result: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, StoreError> {
+    result.map_err(unavailable)
+}
+
+impl DynamoStore {
+    fn messages(&self) -> &str {
+        &self.config.messages_table
+    }
+
+    /// Puts one new message, refusing an id that exists.
+    async fn put_new(&self, item: Item) -> Result<(), StoreError> {
+        let mut e = Expr::default();
+        let condition = format!("attribute_not_exists({})", e.name(msg::ID));
+        let put = self
+            .client
+            .put_item()
+            .table_name(self.messages())
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .set_expression_attribute_names(e.names())
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Err(StoreError::AlreadyExists),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Runs `requests` on `table` with `BatchWriteItem`, 25 at a time and several batches at
+    /// once, until DynamoDB has processed every one.
+    async fn batch_write(
+        &self,
+        table: &str,
+        requests: Vec<WriteRequest>,
+    ) -> Result<(), StoreError> {
+        let chunks: Vec<Vec<WriteRequest>> = requests
+            .chunks(MAX_BATCH_WRITE)
+            .map(<[WriteRequest]>::to_vec)
+            .collect();
+        stream::iter(chunks)
+            .map(|chunk| self.batch_write_chunk(table, chunk))
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await
+    }
+
+    async fn batch_write_chunk(
+        &self,
+        table: &str,
+        mut pending: Vec<WriteRequest>,
+    ) -> Result<(), StoreError> {
+        for round in 1..=BATCH_ROUNDS {
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(table, pending)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            pending = out
+                .unprocessed_items
+                .and_then(|mut left| left.remove(table))
+                .unwrap_or_default();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(backoff(round)).await;
+        }
+        Err(unavailable(Incomplete(format!(
+            "{} writes to {table} were still unprocessed after {BATCH_ROUNDS} rounds",
+            pending.len()
+        ))))
+    }
+
+    /// Deletes messages put by an insert that was then refused. Best effort: a failure is
+    /// logged, and the insert's own error is what the caller gets.
+    async fn undo_puts(&self, items: &[Item]) {
+        if items.is_empty() {
+            return;
+        }
+        let deletes = items
+            .iter()
+            .map(|item| {
+                let key: Item = [msg::TENANT, msg::ID]
+                    .into_iter()
+                    .filter_map(|k| item.get(k).map(|v| (k.to_owned(), v.clone())))
+                    .collect();
+                built(DeleteRequest::builder().set_key(Some(key)).build())
+                    .map(|d| WriteRequest::builder().delete_request(d).build())
+            })
+            .collect::<Result<Vec<_>, _>>();
+        let undone = match deletes {
+            Ok(deletes) => self.batch_write(self.messages(), deletes).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = undone {
+            tracing::error!(error = %e, count = items.len(), "messages of a refused insert could not be deleted");
+        }
+    }
+
+    /// The record's items and the messages in one transaction; refusals are told apart by
+    /// which item's condition failed.
+    async fn transact_insert(
+        &self,
+        record: Vec<Item>,
+        messages: Vec<Item>,
+        token: String,
+    ) -> Result<(), StoreError> {
+        let record_items = record.len();
+        let now = Utc::now().timestamp();
+        let mut actions = Vec::with_capacity(record.len() + messages.len());
+        for item in record {
+            let mut e = Expr::default();
+            let condition = format!(
+                "attribute_not_exists({}) OR {} < {}",
+                e.name(idem::KEY),
+                e.name(idem::TTL),
+                e.value(n(now))
+            );
+            let put = built(
+                Put::builder()
+                    .table_name(&self.config.idempotency_table)
+                    .set_item(Some(item))
+                    .condition_expression(condition)
+                    .set_expression_attribute_names(e.names())
+                    .set_expression_attribute_values(e.values())
+                    .build(),
+            )?;
+            actions.push(TransactWriteItem::builder().put(put).build());
+        }
+        for item in messages {
+            let mut e = Expr::default();
+            let condition = format!("attribute_not_exists({})", e.name(msg::ID));
+            let put = built(
+                Put::builder()
+                    .table_name(self.messages())
+                    .set_item(Some(item))
+                    .condition_expression(condition)
+                    .set_expression_attribute_names(e.names())
+                    .build(),
+            )?;
+            actions.push(TransactWriteItem::builder().put(put).build());
+        }
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(actions))
+            .client_request_token(token)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) =
+                    e.as_service_error()
+                {
+                    let failed: Vec<usize> = cancel
+                        .cancellation_reasons()
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                        .map(|(i, _)| i)
+                        .collect();
+                    if failed.iter().any(|&i| i < record_items) {
+                        return Err(StoreError::IdempotencyKeyTaken);
+                    }
+                    if !failed.is_empty() {
+                        return Err(StoreError::AlreadyExists);
+                    }
+                }
+                Err(unavailable(e))
+            }
+        }
+    }
+
+    /// Applies one transition; `None` if its condition does not hold.
+    async fn apply(&self, t: &Transition) -> Result<Option<Message>, StoreError> {
+        if t.from.is_empty() {
+            return Ok(None);
+        }
+        let shard = shard(&t.id, self.config.index_shards);
+        let mut e = Expr::default();
+        let mut set = Vec::new();
+        let mut remove = Vec::new();
+        let mut add = Vec::new();
+        let status = e.name(msg::STATUS);
+        set.push(format!("{status} = {}", e.value(s(t.to.as_str()))));
+        set.push(format!(
+            "{} = {}",
+            e.name(msg::UPDATED),
+            e.value(n(nanos(t.at)?))
+        ));
+        let history = e.name(msg::HISTORY);
+        set.push(format!(
+            "{history} = list_append({history}, {})",
+            e.value(AttributeValue::L(vec![s(history_entry(t.to, t.at)?)]))
+        ));
+        let patch = &t.patch;
+        let mut assign = |e: &mut Expr, attr: &str, value: AttributeValue| {
+            set.push(format!("{} = {}", e.name(attr), e.value(value)));
+        };
+        if let Some(provider) = &patch.provider {
+            assign(&mut e, msg::PROVIDER, s(provider.clone()));
+        }
+        if let Some(id) = &patch.provider_message_id {
+            assign(&mut e, msg::PROVIDER_ID, s(id.clone()));
+        }
+        if let Some(cost) = patch.cost {
+            assign(&mut e, msg::COST, n(cost.0));
+        }
+        if let Some(error) = &patch.error {
+            assign(&mut e, msg::ERROR_CODE, s(error.code.clone()));
+            assign(&mut e, msg::ERROR_MESSAGE, s(error.message.clone()));
+        }
+        if patch.count_attempt {
+            add.push(format!("{} {}", e.name(msg::ATTEMPTS), e.value(n(1))));
+        }
+        // The index keys that follow from the new status. Those that also depend on the
+        // provider are set here when the patch names both provider and id (as dispatch
+        // does); otherwise they are mended after the update from the stored values.
+        let provider = patch
+            .provider
+            .as_deref()
+            .zip(patch.provider_message_id.as_deref());
+        if let Some((p, id)) = provider {
+            assign(&mut e, msg::BY_PROVIDER, s(codec::provider_key(p, id)));
+        }
+        let mut toggle = |e: &mut Expr, attr: &str, value: Option<String>| match value {
+            Some(value) => set.push(format!("{} = {}", e.name(attr), e.value(s(value)))),
+            None => remove.push(e.name(attr)),
+        };
+        toggle(
+            &mut e,
+            msg::DUE,
+            (t.to == MessageStatus::Scheduled).then(|| shard.clone()),
+        );
+        toggle(
+            &mut e,
+            msg::QUEUED,
+            (t.to == MessageStatus::Queued).then(|| shard.clone()),
+        );
+        match (t.to == MessageStatus::Sent, provider) {
+            (true, Some((p, _))) => {
+                toggle(&mut e, msg::AWAITING, Some(codec::awaiting_key(p, &shard)))
+            }
+            (true, None) => {}
+            (false, _) => toggle(&mut e, msg::AWAITING, None),
+        }
+        if t.to.is_terminal() {
+            toggle(&mut e, msg::LIVE, None);
+        } else if t.from.iter().any(|s| s.is_terminal()) {
+            toggle(&mut e, msg::LIVE, Some(shard.clone()));
+        }
+        let from = t
+            .from
+            .iter()
+            .map(|s| e.value(codec::s(s.as_str())))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let condition = format!("{status} IN ({from})");
+        let mut update = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            update.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        if !add.is_empty() {
+            update.push_str(&format!(" ADD {}", add.join(", ")));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.messages())
+            .set_key(Some(message_key(&t.tenant_id, &t.id)))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        let item = match result {
+            Ok(out) => out.attributes.unwrap_or_default(),
+            Err(e) if is_condition_failure(&e) => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let item = self.mend_index_keys(item).await?;
+        message_from(&item).map(Some)
+    }
+
+    /// Makes the index keys of a just-updated message agree with its status and provider,
+    /// for the rare change whose patch did not carry both provider and provider id. Costs a
+    /// request only when something is off.
+    async fn mend_index_keys(&self, item: Item) -> Result<Item, StoreError> {
+        let (Ok(Some(id)), Ok(Some(status))) = (get_s(&item, msg::ID), get_s(&item, msg::STATUS))
+        else {
+            return Ok(item);
+        };
+        let (Ok(id), Ok(current)) = (id.parse::<MessageId>(), status.parse::<MessageStatus>())
+        else {
+            // Unreadable: decoding the item reports it.
+            return Ok(item);
+        };
+        let want = IndexKeys::of(
+            &id,
+            current,
+            get_s(&item, msg::PROVIDER)?,
+            get_s(&item, msg::PROVIDER_ID)?,
+            self.config.index_shards,
+        );
+        if want.matches(&item) {
+            return Ok(item);
+        }
+        let mut e = Expr::default();
+        let mut set = Vec::new();
+        let mut remove = Vec::new();
+        for (attr, value) in want.pairs() {
+            match value {
+                Some(value) => {
+                    set.push(format!("{} = {}", e.name(attr), e.value(s(value.clone()))))
+                }
+                None if item.contains_key(attr) => remove.push(e.name(attr)),
+                None => {}
+            }
+        }
+        let mut update = String::new();
+        if !set.is_empty() {
+            update.push_str(&format!("SET {}", set.join(", ")));
+        }
+        if !remove.is_empty() {
+            update.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        let condition = format!("{} = {}", e.name(msg::STATUS), e.value(s(current.as_str())));
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.messages())
+            .set_key(Some(message_key(
+                &parse::<TenantId>(req_s(&item, msg::TENANT)?, "tenant id")?,
+                &id,
+            )))
+            .update_expression(update.trim_start())
+            .condition_expression(condition)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(out.attributes.unwrap_or(item)),
+            // The message moved on meanwhile; that change set its own keys.
+            Err(e) if is_condition_failure(&e) => Ok(item),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Queries one partition of a sweep index, oldest first, for up to `limit` entries whose
+    /// sort key is at most `bound`.
+    async fn query_shard(
+        &self,
+        index: &str,
+        partition: &str,
+        value: String,
+        sort: &str,
+        bound: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let mut e = Expr::default();
+            let mut condition = format!("{} = {}", e.name(partition), e.value(s(value.clone())));
+            if let Some(bound) = bound {
+                condition.push_str(&format!(" AND {} <= {}", e.name(sort), e.value(n(bound))));
+            }
+            let want = (limit - found.len()).min(1000);
+            let out = self
+                .client
+                .query()
+                .table_name(self.messages())
+                .index_name(index)
+                .key_condition_expression(condition)
+                .set_expression_attribute_names(e.names())
+                .set_expression_attribute_values(e.values())
+                .scan_index_forward(true)
+                .limit(i32::try_from(want).unwrap_or(1000))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            found.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if found.len() >= limit || start.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// The `limit` oldest entries (by `sort`) of a sweep index across its shards.
+    async fn sweep(
+        &self,
+        index: &str,
+        partition: &str,
+        values: Vec<String>,
+        sort: &str,
+        bound: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let shards: Vec<Vec<Item>> = stream::iter(values)
+            .map(|value| self.query_shard(index, partition, value, sort, bound, limit))
+            .buffered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut entries = Vec::new();
+        for item in shards.into_iter().flatten() {
+            entries.push((req_n::<i64>(&item, sort)?, item));
+        }
+        entries.sort_by_key(|(at, _)| *at);
+        entries.truncate(limit);
+        Ok(entries.into_iter().map(|(_, item)| item).collect())
+    }
+
+    fn shards(&self) -> impl Iterator<Item = String> {
+        (0..self.config.index_shards.max(1)).map(|s| s.to_string())
+    }
+
+    /// Strongly consistent reads of `keys` from `table` (any order), with only `attributes`.
+    async fn batch_get(
+        &self,
+        table: &str,
+        keys: Vec<Item>,
+        attributes: &[&str],
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_BATCH_GET) {
+            let mut e = Expr::default();
+            let projection = attributes
+                .iter()
+                .map(|a| e.name(a))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut pending = built(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(chunk.to_vec()))
+                    .consistent_read(true)
+                    .projection_expression(projection)
+                    .set_expression_attribute_names(e.names())
+                    .build(),
+            )?;
+            let mut round = 0;
+            loop {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(table, pending)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                if let Some(mut responses) = out.responses {
+                    found.extend(responses.remove(table).unwrap_or_default());
+                }
+                match out.unprocessed_keys.and_then(|mut left| left.remove(table)) {
+                    Some(left) if !left.keys().is_empty() => pending = left,
+                    _ => break,
+                }
+                round += 1;
+                if round > BATCH_ROUNDS {
+                    return Err(unavailable(Incomplete(format!(
+                        "reads from {table} were still unprocessed after {BATCH_ROUNDS} rounds"
+                    ))));
+                }
+                tokio::time::sleep(backoff(round)).await;
+            }
+        }
+        Ok(found)
+    }
+
+    /// The message that carries `pid` at `provider`, if any.
+    async fn find_by_provider_id(
+        &self,
+        provider: &str,
+        pid: String,
+    ) -> Result<(String, Option<ReceiptTarget>), StoreError> {
+        let mut e = Expr::default();
+        let condition = format!(
+            "{} = {}",
+            e.name(msg::BY_PROVIDER),
+            e.value(s(codec::provider_key(provider, &pid)))
+        );
+        let out = self
+            .client
+            .query()
+            .table_name(self.messages())
+            .index_name(BY_PROVIDER)
+            .key_condition_expression(condition)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .send()
+            .await
+            .map_err(unavailable)?;
+        // Should two messages ever carry one provider id, the first found wins.
+        for item in out.items() {
+            if get_s(item, msg::PROVIDER)? == Some(provider)
+                && get_s(item, msg::PROVIDER_ID)? == Some(pid.as_str())
+            {
+                let target = ReceiptTarget {
+                    message: message_ref(item)?,
+                    segments: req_n(item, msg::SEGMENTS)?,
+                };
+                return Ok((pid, Some(target)));
+            }
+        }
+        Ok((pid, None))
+    }
+
+    /// Adds receipts to one message's set; returns all of its receipts, or none if the
+    /// message does not exist (in that tenant), in which case nothing is added.
+    async fn add_to_receipts(
+        &self,
+        target: MessageRef,
+        new: BTreeSet<String>,
+    ) -> Result<Vec<PartReceipt>, StoreError> {
+        let mut e = Expr::default();
+        let update = format!(
+            "ADD {} {}",
+            e.name(msg::RECEIPTS),
+            e.value(AttributeValue::Ss(new.into_iter().collect()))
+        );
+        let condition = format!("attribute_exists({})", e.name(msg::ID));
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.messages())
+            .set_key(Some(message_key(&target.tenant_id, &target.id)))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => receipts_from(&out.attributes.unwrap_or_default()),
+            Err(e) if is_condition_failure(&e) => Ok(Vec::new()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+/// A token that makes an SDK retry of the same transaction a no-op rather than a refusal.
+fn transaction_token(record: &IdempotencyRecord, messages: &[Message]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(record.tenant_id.as_str());
+    hash.update([0]);
+    hash.update(record.key.as_str());
+    for m in messages {
+        hash.update([0]);
+        hash.update(m.id.to_string());
+    }
+    hex::encode(&hash.finalize()[..18])
+}
+
+#[async_trait]
+impl MessageStore for DynamoStore {
+    async fn insert(
+        &self,
+        messages: &[Message],
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        let mut items = messages
+            .iter()
+            .map(|m| codec::message_item(m, &self.config))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut ids = HashSet::with_capacity(messages.len());
+        if !messages.iter().all(|m| ids.insert((&m.tenant_id, m.id))) {
+            return Err(StoreError::AlreadyExists);
+        }
+        let Some(record) = idempotency else {
+            return match items.len() {
+                0 => Ok(()),
+                1 => self.put_new(items.remove(0)).await,
+                _ => {
+                    let puts = items
+                        .into_iter()
+                        .map(|item| {
+                            built(PutRequest::builder().set_item(Some(item)).build())
+                                .map(|p| WriteRequest::builder().put_request(p).build())
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    self.batch_write(self.messages(), puts).await
+                }
+            };
+        };
+        let record_items = codec::idempotency_items(record, &self.config)?;
+        if record_items.len() >= MAX_TRANSACTION_ITEMS {
+            return Err(codec::corrupt(format!(
+                "the reply stored under idempotency key {:?} is too large",
+                record.key.as_str()
+            )));
+        }
+        let room = MAX_TRANSACTION_ITEMS - record_items.len();
+        let tail = items.split_off(items.len().saturating_sub(room));
+        let head = items;
+        if !head.is_empty() {
+            let puts = head
+                .iter()
+                .map(|item| {
+                    built(PutRequest::builder().set_item(Some(item.clone())).build())
+                        .map(|p| WriteRequest::builder().put_request(p).build())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Err(e) = self.batch_write(self.messages(), puts).await {
+                self.undo_puts(&head).await;
+                return Err(e);
+            }
+        }
+        let token = transaction_token(record, messages);
+        match self.transact_insert(record_items, tail, token).await {
+            Ok(()) => Ok(()),
+            Err(e @ (StoreError::IdempotencyKeyTaken | StoreError::AlreadyExists)) => {
+                self.undo_puts(&head).await;
+                Err(e)
+            }
+            // The outcome is unknown: what was put stays.
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn idempotency(
+        &self,
+        tenant: &TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let table = &self.config.idempotency_table;
+        let item_key = |k: String| {
+            Item::from([
+                (idem::TENANT.to_owned(), s(tenant.as_str())),
+                (idem::KEY.to_owned(), s(k)),
+            ])
+        };
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(item_key(key.as_str().to_owned())))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let Some(first) = out.item else {
+            return Ok(None);
+        };
+        if get_n::<i64>(&first, idem::TTL)?.is_some_and(|ttl| ttl < Utc::now().timestamp()) {
+            return Ok(None);
+        }
+        let parts: usize = get_n(&first, idem::PARTS)?.unwrap_or(1);
+        let mut more = Vec::new();
+        if parts > 1 {
+            let keys = (1..parts)
+                .map(|i| item_key(codec::body_part_key(key.as_str(), i)))
+                .collect();
+            let found = self
+                .batch_get(table, keys, &[idem::KEY, idem::BODY])
+                .await?;
+            let mut bodies: HashMap<String, String> = HashMap::new();
+            for item in &found {
+                bodies.insert(
+                    req_s(item, idem::KEY)?.to_owned(),
+                    req_s(item, idem::BODY)?.to_owned(),
+                );
+            }
+            for i in 1..parts {
+                let part = bodies
+                    .remove(&codec::body_part_key(key.as_str(), i))
+                    .ok_or_else(|| {
+                        codec::corrupt(format!("idempotency body part {i} is missing"))
+                    })?;
+                more.push(part);
+            }
+        }
+        let more: Vec<&str> = more.iter().map(String::as_str).collect();
+        codec::idempotency_from(tenant, key, &first, &more).map(Some)
+    }
+
+    async fn get(&self, tenant: &TenantId, id: &MessageId) -> Result<Option<Message>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.messages())
+            .set_key(Some(message_key(tenant, id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item.as_ref().map(message_from).transpose()
+    }
+
+    async fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<Page, StoreError> {
+        let limit = query.limit;
+        if limit == 0 {
+            return Ok(Page {
+                messages: Vec::new(),
+                next: None,
+            });
+        }
+        let mut e = Expr::default();
+        let mut key = format!("{} = {}", e.name(msg::TENANT), e.value(s(tenant.as_str())));
+        if let Some(after) = &query.after {
+            key.push_str(&format!(
+                " AND {} < {}",
+                e.name(msg::ID),
+                e.value(s(after.to_string()))
+            ));
+        }
+        let mut filters = Vec::new();
+        let mut filter = |e: &mut Expr, attr: &str, op: &str, value: AttributeValue| {
+            filters.push(format!("{} {op} {}", e.name(attr), e.value(value)));
+        };
+        if let Some(status) = query.status {
+            filter(&mut e, msg::STATUS, "=", s(status.as_str()));
+        }
+        if let Some(to) = &query.to {
+            filter(&mut e, msg::TO, "=", s(to.as_e164()));
+        }
+        if let Some(from) = &query.from {
+            filter(&mut e, msg::FROM, "=", s(from.as_str()));
+        }
+        if let Some(batch) = &query.batch_id {
+            filter(&mut e, msg::BATCH, "=", s(batch.as_str()));
+        }
+        if let Some(after) = query.created_after {
+            filter(&mut e, msg::CREATED, ">=", n(nanos_bound(after)));
+        }
+        if let Some(before) = query.created_before {
+            filter(&mut e, msg::CREATED, "<", n(nanos_bound(before)));
+        }
+        let filtered = !filters.is_empty();
+        let filter = (!filters.is_empty()).then(|| filters.join(" AND "));
+        let mut messages = Vec::with_capacity(limit.min(1000));
+        let mut start = None;
+        loop {
+            let remaining = limit - messages.len();
+            let page = if filtered {
+                remaining.max(FILTERED_PAGE)
+            } else {
+                remaining
+            }
+            .min(1000);
+            let out = self
+                .client
+                .query()
+                .table_name(self.messages())
+                .key_condition_expression(&key)
+                .set_filter_expression(filter.clone())
+                .set_expression_attribute_names(e.names())
+                .set_expression_attribute_values(e.values())
+                .scan_index_forward(false)
+                .limit(i32::try_from(page).unwrap_or(1000))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in out.items.unwrap_or_default() {
+                if messages.len() == limit {
+                    break;
+                }
+                messages.push(message_from(&item)?);
+            }
+            start = out.last_evaluated_key;
+            if messages.len() == limit || start.is_none() {
+                break;
+            }
+        }
+        let next = if messages.len() == limit {
+            messages.last().map(|m| m.id)
+        } else {
+            None
+        };
+        Ok(Page { messages, next })
+    }
+
+    async fn transition(&self, changes: &[Transition]) -> Result<Vec<Option<Message>>, StoreError> {
+        // Changes of one message apply in the order given; distinct messages at once.
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut group_of: HashMap<(&TenantId, MessageId), usize> = HashMap::new();
+        for (i, t) in changes.iter().enumerate() {
+            let group = *group_of.entry((&t.tenant_id, t.id)).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[group].push(i);
+        }
+        let applied: Vec<Vec<(usize, Option<Message>)>> = stream::iter(groups)
+            .map(|group| async move {
+                let mut results = Vec::with_capacity(group.len());
+                for i in group {
+                    results.push((i, self.apply(&changes[i]).await?));
+                }
+                Ok::<_, StoreError>(results)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut results = vec![None; changes.len()];
+        for (i, message) in applied.into_iter().flatten() {
+            results[i] = message;
+        }
+        Ok(results)
+    }
+
+    async fn find_by_provider_ids(
+        &self,
+        provider: &str,
+        provider_message_ids: &[String],
+    ) -> Result<Vec<Option<ReceiptTarget>>, StoreError> {
+        let distinct: BTreeSet<String> = provider_message_ids.iter().cloned().collect();
+        let found: HashMap<String, Option<ReceiptTarget>> = stream::iter(distinct)
+            .map(|pid| self.find_by_provider_id(provider, pid))
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(provider_message_ids
+            .iter()
+            .map(|pid| found.get(pid).cloned().flatten())
+            .collect())
+    }
+
+    async fn add_receipts(
+        &self,
+        receipts: &[(MessageRef, PartReceipt)],
+    ) -> Result<Vec<Vec<PartReceipt>>, StoreError> {
+        // One update per message: its new receipts are added to its set in one go.
+        let mut groups: Vec<(&MessageRef, BTreeSet<String>)> = Vec::new();
+        let mut group_of: HashMap<&MessageRef, usize> = HashMap::new();
+        let mut group_index = Vec::with_capacity(receipts.len());
+        for (target, receipt) in receipts {
+            let group = *group_of.entry(target).or_insert_with(|| {
+                groups.push((target, BTreeSet::new()));
+                groups.len() - 1
+            });
+            groups[group].1.insert(receipt_str(receipt)?);
+            group_index.push(group);
+        }
+        let groups: Vec<(usize, MessageRef, BTreeSet<String>)> = groups
+            .into_iter()
+            .enumerate()
+            .map(|(g, (target, new))| (g, target.clone(), new))
+            .collect();
+        let lists: Vec<(usize, Vec<PartReceipt>)> = stream::iter(groups)
+            .map(|(g, target, new)| async move {
+                Ok::<_, StoreError>((g, self.add_to_receipts(target, new).await?))
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut by_group = vec![Vec::new(); lists.len()];
+        for (g, list) in lists {
+            by_group[g] = list;
+        }
+        Ok(group_index
+            .into_iter()
+            .map(|g| by_group[g].clone())
+            .collect())
+    }
+
+    async fn due_scheduled(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<MessageRef>, StoreError> {
+        let shards = self.shards().collect();
+        let found = self
+            .sweep(
+                DUE,
+                msg::DUE,
+                shards,
+                msg::SEND_AT,
+                Some(nanos_bound(now)),
+                limit,
+            )
+            .await?;
+        found.iter().map(message_ref).collect()
+    }
+
+    async fn stale_queued(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<MessageRef>, StoreError> {
+        let shards = self.shards().collect();
+        let found = self
+            .sweep(
+                QUEUED,
+                msg::QUEUED,
+                shards,
+                msg::UPDATED,
+                Some(nanos_bound(cutoff)),
+                limit,
+            )
+            .await?;
+        found.iter().map(message_ref).collect()
+    }
+
+    async fn awaiting_receipts(
+        &self,
+        provider: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let partitions = self
+            .shards()
+            .map(|shard| codec::awaiting_key(provider, &shard))
+            .collect();
+        let found = self
+            .sweep(
+                AWAITING,
+                msg::AWAITING,
+                partitions,
+                msg::UPDATED,
+                None,
+                limit,
+            )
+            .await?;
+        let mut ids = Vec::with_capacity(found.len());
+        for item in &found {
+            if get_s(item, msg::PROVIDER)? == Some(provider) {
+                ids.push(req_s(item, msg::PROVIDER_ID)?.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn past_validity(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(MessageRef, MessageStatus)>, StoreError> {
+        let shards = self.shards().collect();
+        let found = self
+            .sweep(
+                LIVE,
+                msg::LIVE,
+                shards,
+                msg::EXPIRES,
+                Some(nanos_bound(now)),
+                limit,
+            )
+            .await?;
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let refs = found
+            .iter()
+            .map(message_ref)
+            .collect::<Result<Vec<_>, _>>()?;
+        // The index holds keys only; the statuses are read from the table, which also drops
+        // messages that ended after the index was last updated.
+        let keys = refs
+            .iter()
+            .map(|r| message_key(&r.tenant_id, &r.id))
+            .collect();
+        let items = self
+            .batch_get(self.messages(), keys, &[msg::TENANT, msg::ID, msg::STATUS])
+            .await?;
+        let mut statuses: HashMap<MessageRef, MessageStatus> = HashMap::new();
+        for item in &items {
+            let status = parse::<MessageStatus>(req_s(item, msg::STATUS)?, "status")?;
+            statuses.insert(message_ref(item)?, status);
+        }
+        Ok(refs
+            .into_iter()
+            .filter_map(|r| {
+                let status = *statuses.get(&r)?;
+                (!status.is_terminal()).then_some((r, status))
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,249 @@
+//! [`MessageStore`](crate::ports::MessageStore) and [`TenantStore`](crate::ports::TenantStore)
+//! on DynamoDB.
+//!
+//! # Tables
+//!
+//! Three tables, all on-demand (`PAY_PER_REQUEST`). Attribute names are short on purpose:
+//! a write costs one unit per started kilobyte of the item, names included. Times are
+//! integer nanoseconds since the Unix epoch (`N`), as in the SQLite store; TTL attributes
+//! are seconds, as DynamoDB's TTL wants them.
+//!
+//! ## `messages`: one item per message
+//!
+//! | key | attribute | type | |
+//! |---|---|---|---|
+//! | partition | `t` | S | tenant id |
+//! | sort | `id` | S | message id (a ULID: sorts by creation, so a `Query` on `t` with `ScanIndexForward=false` lists newest first and `id < :after` is the cursor) |
+//!
+//! Other attributes: `b` batch id, `to` E.164 recipient, `fr` sender, `tx` text, `en`
+//! encoding, `sg` segments, `st` status, `c`/`u` created/updated, `sa` send_at, `x`
+//! expires_at, `cb` callback URL, `rf` reference, `md` metadata (JSON text), `pv` provider,
+//! `pm` provider message id, `co` cost (kopiyky), `ec`/`em` error code/message, `at`
+//! attempts, `h` history (a list of `"<status> <nanos>"`), `rc` receipts (a string set of
+//! `"<nanos>|<part>|<state>"`: set semantics keep a duplicate receipt once, with no extra
+//! item or condition), and **`ttl`** (created_at + [`DynamoConfig::message_retention`]; the
+//! table's TTL attribute).
+//!
+//! Global secondary indexes. Each is *sparse*: its partition-key attribute is written only
+//! while the message belongs in the index, so an index holds only what its query reads, and
+//! a message costs an index write only when it enters or leaves. Projections are
+//! `KEYS_ONLY` (plus attributes that never change while the entry exists), so a status
+//! change that leaves an index key alone costs that index nothing. The sweep indexes spread
+//! their partition key over [`DynamoConfig::index_shards`] shards (a stable hash of the
+//! message id) so that no single partition takes every message's writes; a sweep queries
+//! each shard and merges. The shard count may grow but must never shrink.
+//!
+//! | index | partition key | sort key | projection | present while | serves |
+//! |---|---|---|---|---|---|
+//! | `by_provider` | `pp` = `"<provider>#<provider id>"` (S) | — | keys + `sg`, `pv`, `pm` | the message has a provider id | `find_by_provider_ids` |
+//! | `due` | `dq` = shard (S) | `sa` (N) | keys | status is `scheduled` | `due_scheduled` |
+//! | `queued` | `qq` = shard (S) | `u` (N) | keys | status is `queued` | `stale_queued` |
+//! | `awaiting` | `ap` = `"<provider>#<shard>"` (S) | `u` (N) | keys + `pm`, `pv` | status is `sent` with a provider id | `awaiting_receipts` |
+//! | `live` | `lv` = shard (S) | `x` (N) | keys | status is not terminal | `past_validity` |
+//!
+//! ## `idempotency`: one item per `Idempotency-Key`
+//!
+//! Partition `t` (S, tenant id), sort `k` (S, the key). Attributes: `fp` request
+//! fingerprint, `sc` status code, `bd` the reply body (JSON text), `c` created, **`ttl`**
+//! (created + [`DynamoConfig::idempotency_retention`]). A body larger than 300 KB (the reply to
+//! a batch of many thousand recipients; items hold at most 400 KB) continues in items
+//! `k = "<key>\n<n>"` (n = 1, 2, ...; a key cannot hold a newline), and the first item
+//! says in `np` how many items there are. A record whose `ttl` has passed counts as absent
+//! even before DynamoDB deletes it.
+//!
+//! ## `tenants`: tenants and API keys
+//!
+//! Partition `pk` (S) only: `"tenant#<id>"` items hold `n` name and `c` created;
+//! `"key#<sha-256 of the key>"` items hold `t`, the tenant id. No indexes.
+//!
+//! # Conditional writes and atomicity
+//!
+//! - **Insert**: every new message is put with `attribute_not_exists(id)`, the idempotency
+//!   record with `attribute_not_exists(k) OR ttl < now`. With an idempotency record, the
+//!   record and the messages go in one `TransactWriteItems` (with a `ClientRequestToken`,
+//!   so an SDK retry of a transaction that did commit is not refused), which is atomic up
+//!   to 100 items: the record and up to 99 messages. A larger batch puts its first messages
+//!   with `BatchWriteItem` first and the record with the last 99 (or fewer) in the closing
+//!   transaction: if that transaction is refused (the key is taken, an id exists), the
+//!   messages put before it are deleted again. Only a crash between the two leaves
+//!   messages that no key stands for (they are delivered, as an at-least-once queue would).
+//!   Without a record, one message is a conditional `PutItem`; several are put with
+//!   `BatchWriteItem` (unconditional: ids are fresh ULIDs, and the ids of one call are
+//!   checked for repeats before anything is written).
+//! - **Transitions** (claims, cancels, receipts, expiry): one `UpdateItem` per change with
+//!   `#st IN (:from...)`, returning the new item (`ALL_NEW`), so a claim costs one write and
+//!   no read. Changes of one message in one call apply in order; different messages are
+//!   updated concurrently.
+//! - **Tenants**: the tenant and its key hash are created together in one transaction, each
+//!   with `attribute_not_exists(pk)`.
+//!
+//! Reads of one item (`get`, `idempotency`, the status check of `past_validity`) are
+//! strongly consistent. `list` and `tenant_by_key_hash` read eventually consistently, and
+//! index queries can only: a sweep may return a message that has just left its state
+//! (every transition it leads to is conditional, so that does no harm).
+//!
+//! Where this differs from the SQLite store: a `transition` call is atomic per change, not
+//! as a whole (an error may leave some changes of the call applied; each is conditional, so
+//! repeating the call is safe); an insert of more than one message puts the messages
+//! outside the closing transaction unconditionally, so an id that already exists there is
+//! overwritten rather than refused (ids are fresh ULIDs; a repeat within the call is
+//! refused); and idempotency keys expire after [`DynamoConfig::idempotency_retention`].
+//!
+//! # Cost
+//!
+//! A message item stays under 1 KB (a two-part Cyrillic text with callback, metadata,
+//! history and receipts is about 770 bytes; a unit test keeps it so), so each write of it is
+//! one write unit; index entries are small, one unit each. Per call, with `S` shards:
+//!
+//! | call | requests | write units |
+//! |---|---|---|
+//! | `insert`, one message | 1 `PutItem` | 1 + 2 index entries (`live`, `queued` or `due`) |
+//! | `insert`, one message + key | 1 `TransactWriteItems` | 2 × 2 (transactional) + 2 index entries |
+//! | `insert`, n messages + key | ⌈(n−99)/25⌉ `BatchWriteItem` + 1 `TransactWriteItems` | (n−99) + 2 × 100 + 2 per message in indexes |
+//! | `transition`, per change | 1 `UpdateItem` (`ALL_NEW`: no read) | 1 + index moves: claim 1, sent 2, final 2, release 2 |
+//! | `add_receipts`, per message | 1 `UpdateItem` | 1 |
+//! | `get`, `idempotency` | 1 `GetItem` (strong: 1 read unit) | — |
+//! | `list` | 1 `Query` per page (more while filters discard) | — |
+//! | `find_by_provider_ids` | 1 `Query` per distinct id | — |
+//! | `due_scheduled`, `stale_queued`, `awaiting_receipts` | `S` `Query` | — |
+//! | `past_validity` | `S` `Query` + 1 `BatchGetItem` per 100 found | — |
+//! | `create_tenant` / `tenant_by_key_hash` | 1 `TransactWriteItems` / 1 `GetItem` | 4 / — |
+
+mod codec;
+mod messages;
+mod schema;
+mod tenants;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+pub use schema::create_tables;
+
+use crate::ports::StoreError;
+
+/// Where and how the DynamoDB store keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamoConfig {
+    pub messages_table: String,
+    pub idempotency_table: String,
+    pub tenants_table: String,
+    /// Partitions each sweep index is spread over (at least 1). May grow, never shrink.
+    pub index_shards: u16,
+    /// How long a message is kept after it was created (the `ttl` attribute).
+    pub message_retention: Duration,
+    /// How long an idempotency key keeps its reply.
+    pub idempotency_retention: Duration,
+}
+
+impl DynamoConfig {
+    /// Tables named `<prefix>-messages`, `<prefix>-idempotency` and `<prefix>-tenants`, with
+    /// the default shard count and retention periods.
+    pub fn with_prefix(prefix: &str) -> Self {
+        DynamoConfig {
+            messages_table: format!("{prefix}-messages"),
+            idempotency_table: format!("{prefix}-idempotency"),
+            tenants_table: format!("{prefix}-tenants"),
+            index_shards: 4,
+            message_retention: Duration::from_secs(90 * 24 * 3600),
+            idempotency_retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The DynamoDB store. Cheap to clone: clones share the client.
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    config: Arc<DynamoConfig>,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, config: DynamoConfig) -> Self {
+        DynamoStore {
+            client,
+            config: Arc::new(config),
+        }
+    }
+
+    pub fn config(&self) -> &DynamoConfig {
+        &self.config
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl fmt::Debug for DynamoStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DynamoStore")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Requests of one call that run at once (updates of distinct messages, index shards).
+const CONCURRENCY: usize = 16;
+
+/// Items in one `TransactWriteItems`.
+const MAX_TRANSACTION_ITEMS: usize = 100;
+
+/// Items in one `BatchWriteItem`.
+const MAX_BATCH_WRITE: usize = 25;
+
+/// Keys in one `BatchGetItem`.
+const MAX_BATCH_GET: usize = 100;
+
+/// Rounds of retrying the unprocessed part of a batch request before giving up.
+const BATCH_ROUNDS: u32 = 8;
+
+fn unavailable<E>(e: E) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    StoreError::Unavailable(Box::new(e))
+}
+
+/// An error that says itself what went wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Incomplete(String);
+
+/// The backoff before round `round` (from 1) of retrying unprocessed items.
+fn backoff(round: u32) -> Duration {
+    Duration::from_millis(25u64 << round.min(6))
+}
+
+/// Builds expressions with a placeholder for every attribute name (so DynamoDB's reserved
+/// words never get in the way) and every value.
+#[derive(Default)]
+struct Expr {
+    names: std::collections::HashMap<String, String>,
+    values: std::collections::HashMap<String, AttributeValue>,
+}
+
+impl Expr {
+    fn name(&mut self, attr: &str) -> String {
+        let placeholder = format!("#{attr}");
+        self.names.insert(placeholder.clone(), attr.to_owned());
+        placeholder
+    }
+
+    fn value(&mut self, value: AttributeValue) -> String {
+        let placeholder = format!(":v{}", self.values.len());
+        self.values.insert(placeholder.clone(), value);
+        placeholder
+    }
+
+    fn names(&self) -> Option<std::collections::HashMap<String, String>> {
+        (!self.names.is_empty()).then(|| self.names.clone())
+    }
+
+    fn values(&self) -> Option<std::collections::HashMap<String, AttributeValue>> {
+        (!self.values.is_empty()).then(|| self.values.clone())
+    }
+}

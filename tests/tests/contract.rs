@@ -1,0 +1,1826 @@
+//! The contract suite: one set of tests over the ports (`&dyn MessageStore`, `&dyn
+//! TenantStore`, `&dyn Queue`, `&dyn SecretStore`), run against both backends:
+//!
+//! - `sqlite::*`: the embedded backend on a fresh database file per test;
+//! - `aws::*`: DynamoDB, SQS and Secrets Manager served by moto at `HOLUB_TEST_AWS_ENDPOINT`
+//!   (`scripts/test` starts it), with tables, queues and secrets of its own per test so the
+//!   tests run in parallel. Without the variable the AWS half fails when `CI` is set and is
+//!   skipped with a notice otherwise.
+//!
+//! What the backends may do differently is left out on purpose and said where: SQS counts
+//! time in whole seconds (so visibility timeouts and delays here are whole seconds) and
+//! does not promise order (so deliveries are compared as sets); what an *older* receipt
+//! handle does is up to SQS.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use holub_shared::adapters::aws::{
+    AwsBackend, AwsClients, AwsConfig, Credentials, Region, sdk_config_loader,
+};
+use holub_shared::adapters::dynamo::{DynamoConfig, create_tables};
+use holub_shared::adapters::request_counter::RequestCounter;
+use holub_shared::adapters::secrets_manager::{SecretsConfig, SecretsManagerStore};
+use holub_shared::adapters::sqlite::{FileSecretStore, SqliteBackend, SqliteConfig, SyncMode};
+use holub_shared::adapters::sqs::create_queues;
+use holub_shared::domain::status::{PartReceipt, ReceiptState};
+use holub_shared::domain::{
+    BatchId, Encoding, IdempotencyKey, Kopiyky, Message, MessageError, MessageId, MessageStatus,
+    PhoneNumber, SenderId, StatusChange, TenantId,
+};
+use holub_shared::ports::{
+    Delivery, IdempotencyRecord, ListQuery, MessageRef, MessageStore, Outgoing, Page, Patch, Queue,
+    QueueError, QueueName, ReceiptHandle, ReceiptTarget, Secret, SecretError, SecretStore,
+    StoreError, Tenant, TenantStore, Transition,
+};
+use holub_tests::TempDir;
+use serde_json::json;
+
+use MessageStatus::*;
+
+// ---------------------------------------------------------------------------------------
+// The backends
+// ---------------------------------------------------------------------------------------
+
+/// The four ports of one backend, each test's own.
+struct Backend {
+    store: Arc<dyn MessageStore>,
+    tenants: Arc<dyn TenantStore>,
+    queue: Arc<dyn Queue>,
+    secrets: Arc<dyn SecretStore>,
+    /// A second secret store over the same storage: what a restart (a cold start) reads.
+    secrets_again: Arc<dyn SecretStore>,
+    /// The AWS requests made so far (AWS only).
+    requests: Option<RequestCounter>,
+    /// Kept for the backend's lifetime; closed (SQLite) or dropped at the end.
+    sqlite: Option<SqliteBackend>,
+    _dir: Option<TempDir>,
+}
+
+impl Backend {
+    fn store(&self) -> &dyn MessageStore {
+        self.store.as_ref()
+    }
+
+    fn tenants(&self) -> &dyn TenantStore {
+        self.tenants.as_ref()
+    }
+
+    fn queue(&self) -> &dyn Queue {
+        self.queue.as_ref()
+    }
+
+    fn secrets(&self) -> &dyn SecretStore {
+        self.secrets.as_ref()
+    }
+
+    async fn close(mut self) {
+        let sqlite = self.sqlite.take();
+        drop(self.store);
+        drop(self.tenants);
+        drop(self.queue);
+        if let Some(sqlite) = sqlite {
+            sqlite.close().await;
+        }
+    }
+}
+
+fn sqlite(name: &str) -> Backend {
+    let dir = TempDir::new(&format!("contract-{name}"));
+    let db = SqliteBackend::open(
+        &dir.path().join("holub.db"),
+        SqliteConfig {
+            sync: SyncMode::Normal,
+            ..SqliteConfig::default()
+        },
+    )
+    .expect("open a fresh SQLite database");
+    let secrets_dir = dir.path().join("secrets");
+    Backend {
+        store: Arc::new(db.clone()),
+        tenants: Arc::new(db.clone()),
+        queue: Arc::new(db.clone()),
+        secrets: Arc::new(FileSecretStore::in_dir(&secrets_dir)),
+        secrets_again: Arc::new(FileSecretStore::in_dir(&secrets_dir)),
+        requests: None,
+        sqlite: Some(db),
+        _dir: Some(dir),
+    }
+}
+
+/// A name prefix no other test of any run uses: short, because SQS queue names (with
+/// `-callbacks-dlq` appended) hold at most 80 characters.
+fn unique(name: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let short: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(24)
+        .collect();
+    format!(
+        "{short}-{}-{:x}-{}",
+        std::process::id(),
+        Utc::now().timestamp_micros(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn aws(name: &str) -> Option<Backend> {
+    let endpoint = match std::env::var("HOLUB_TEST_AWS_ENDPOINT") {
+        Ok(endpoint) if !endpoint.is_empty() => endpoint,
+        _ => {
+            let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+            assert!(
+                !ci,
+                "HOLUB_TEST_AWS_ENDPOINT is not set: CI must run the AWS half of the contract \
+                 suite (scripts/test starts moto and sets it)"
+            );
+            eprintln!(
+                "skipping aws::{name}: HOLUB_TEST_AWS_ENDPOINT is not set (scripts/test starts \
+                 moto and sets it)"
+            );
+            return None;
+        }
+    };
+    let sdk = sdk_config_loader()
+        .endpoint_url(endpoint)
+        .region(Region::new("eu-central-1"))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "holub-contract",
+        ))
+        .load()
+        .await;
+    let clients = AwsClients::new(&sdk);
+    let prefix = unique(name);
+    let dynamo = DynamoConfig::with_prefix(&prefix);
+    create_tables(&clients.dynamodb, &dynamo)
+        .await
+        .expect("create the tables");
+    let queues = create_queues(&clients.sqs, &prefix, 5)
+        .await
+        .expect("create the queues");
+    let secrets = SecretsConfig::with_prefix(format!("{prefix}/"));
+    let secrets_again = SecretsManagerStore::new(clients.secrets_manager.clone(), secrets.clone());
+    let aws = AwsBackend::with_clients(
+        clients,
+        AwsConfig {
+            dynamo,
+            queues,
+            secrets,
+        },
+    );
+    aws.requests.reset();
+    Some(Backend {
+        store: Arc::new(aws.store.clone()),
+        tenants: Arc::new(aws.store),
+        queue: Arc::new(aws.queue),
+        secrets: Arc::new(aws.secrets),
+        secrets_again: Arc::new(secrets_again),
+        requests: Some(aws.requests),
+        sqlite: None,
+        _dir: None,
+    })
+}
+
+/// Runs each listed test against both backends: `sqlite::<test>` and `aws::<test>`.
+macro_rules! contract {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let backend = super::sqlite(stringify!($test));
+                    super::$test(&backend).await;
+                    backend.close().await;
+                }
+            )*
+        }
+        mod aws {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let Some(backend) = super::aws(stringify!($test)).await else {
+                        return;
+                    };
+                    super::$test(&backend).await;
+                    backend.close().await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    a_message_round_trips_with_every_field,
+    empty_calls_are_no_ops,
+    an_idempotency_key_is_taken_atomically_with_its_messages,
+    a_large_batch_with_an_idempotency_key_is_all_or_nothing,
+    a_large_idempotency_reply_round_trips,
+    a_duplicate_message_id_writes_nothing,
+    an_unstorable_timestamp_is_refused_not_truncated,
+    transitions_apply_only_from_the_expected_states_of_the_right_tenant,
+    changes_of_several_messages_in_one_call,
+    lists_filter_newest_first_and_page_with_a_cursor,
+    provider_ids_are_resolved_in_the_order_asked,
+    receipts_are_kept_once_and_listed_per_message,
+    sweeps_find_due_stale_and_expired_messages_oldest_first,
+    sent_messages_await_receipts_per_provider,
+    tenants_are_found_by_key_hash,
+    the_queue_delivers_hides_and_deletes,
+    an_unacknowledged_message_comes_back_with_a_new_handle,
+    a_delayed_message_stays_hidden_until_due,
+    a_receive_can_take_more_than_ten,
+    a_long_poll_wakes_when_a_message_is_sent,
+    an_oversized_body_is_refused,
+    secrets_are_stored_read_and_rotated,
+);
+
+/// Races: run on SQLite only. Both DynamoDB and SQLite make each conditional write atomic,
+/// but moto does not (its conditional checks and transactions are plain Python on
+/// threads, and a failed transaction restores a snapshot of the whole table), so a race
+/// run against moto would test moto.
+mod races {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_claims_and_keys_have_one_winner() {
+        let backend = super::sqlite("races");
+        super::concurrent_claims_and_keys_have_one_winner(&backend).await;
+        backend.close().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Values
+// ---------------------------------------------------------------------------------------
+
+/// An instant with nanoseconds, so round trips are checked at full precision.
+fn at(second: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_777_636_800 + second, 123_456_789)
+        .single()
+        .expect("a valid instant")
+}
+
+fn tenant() -> TenantId {
+    TenantId::generate(Utc::now())
+}
+
+fn phone(s: &str) -> PhoneNumber {
+    PhoneNumber::parse(s).expect("a valid number")
+}
+
+fn message(tenant: &TenantId, created: DateTime<Utc>) -> Message {
+    Message {
+        id: MessageId::generate(created),
+        tenant_id: tenant.clone(),
+        batch_id: None,
+        to: phone("+380671234567"),
+        from: SenderId::parse("Holub").expect("a valid sender"),
+        text: "Ваш код: 4821".into(),
+        encoding: Encoding::Ucs2,
+        segments: 1,
+        status: Accepted,
+        created_at: created,
+        updated_at: created,
+        send_at: None,
+        expires_at: created + TimeDelta::days(1),
+        callback_url: None,
+        reference: None,
+        metadata: None,
+        provider: None,
+        provider_message_id: None,
+        cost: None,
+        error: None,
+        attempts: 0,
+        history: vec![StatusChange {
+            status: Accepted,
+            at: created,
+        }],
+    }
+}
+
+fn record(tenant: &TenantId, key: &str) -> IdempotencyRecord {
+    IdempotencyRecord {
+        tenant_id: tenant.clone(),
+        key: IdempotencyKey::parse(key).expect("a valid key"),
+        fingerprint: format!("fp-{key}"),
+        status_code: 202,
+        body: json!({"messages": [{"id": "x"}], "count": 1}),
+        created_at: at(0),
+    }
+}
+
+fn step(m: &Message, from: &[MessageStatus], to: MessageStatus, second: i64) -> Transition {
+    Transition {
+        tenant_id: m.tenant_id.clone(),
+        id: m.id,
+        from: from.to_vec(),
+        to,
+        at: at(second),
+        patch: Patch::default(),
+    }
+}
+
+fn receipt(part: u16, state: ReceiptState, second: i64) -> PartReceipt {
+    PartReceipt {
+        part,
+        state,
+        at: at(second),
+    }
+}
+
+fn reference(m: &Message) -> MessageRef {
+    MessageRef {
+        tenant_id: m.tenant_id.clone(),
+        id: m.id,
+    }
+}
+
+fn outgoing(body: &str) -> Outgoing {
+    Outgoing {
+        body: body.into(),
+        delay: Duration::ZERO,
+    }
+}
+
+/// Bodies as a set: SQS does not promise order.
+fn bodies(deliveries: &[Delivery]) -> BTreeSet<&str> {
+    deliveries.iter().map(|d| d.body.as_str()).collect()
+}
+
+fn set<'a>(items: &[&'a str]) -> BTreeSet<&'a str> {
+    items.iter().copied().collect()
+}
+
+fn ids(page: &Page) -> Vec<MessageId> {
+    page.messages.iter().map(|m| m.id).collect()
+}
+
+fn everything(limit: usize) -> ListQuery {
+    ListQuery {
+        limit,
+        ..ListQuery::default()
+    }
+}
+
+const LONG: Duration = Duration::from_secs(30);
+const SECOND: Duration = Duration::from_secs(1);
+
+// ---------------------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------------------
+
+async fn a_message_round_trips_with_every_field(b: &Backend) {
+    let store = b.store();
+    let t = tenant();
+    let mut m = message(&t, at(0));
+    m.batch_id = Some(BatchId::generate(at(0)));
+    m.from = SenderId::parse("+380501234567").expect("a phone sender");
+    m.encoding = Encoding::Gsm7;
+    m.segments = 3;
+    m.status = Sent;
+    m.updated_at = at(5);
+    m.send_at = Some(at(3));
+    m.callback_url = Some("https://example.com/hook".into());
+    m.reference = Some("order-42".into());
+    m.metadata =
+        Some(json!({"order": 42, "tags": ["a", "b"], "price": 1.5, "nested": {"x": null}}));
+    m.provider = Some("kyivstar".into());
+    m.provider_message_id = Some("ks-1".into());
+    m.cost = Some(Kopiyky(-85));
+    m.error = Some(MessageError {
+        code: "temporary".into(),
+        message: "try later".into(),
+    });
+    m.attempts = 2;
+    m.history.push(StatusChange {
+        status: Queued,
+        at: at(4),
+    });
+    m.history.push(StatusChange {
+        status: Sent,
+        at: at(5),
+    });
+    store.insert(std::slice::from_ref(&m), None).await.unwrap();
+
+    assert_eq!(store.get(&t, &m.id).await.unwrap(), Some(m.clone()));
+    assert_eq!(
+        store.get(&tenant(), &m.id).await.unwrap(),
+        None,
+        "another tenant"
+    );
+    assert_eq!(
+        store.get(&t, &MessageId::generate(at(0))).await.unwrap(),
+        None
+    );
+    // The smallest message too.
+    let plain = message(&t, at(1));
+    store
+        .insert(std::slice::from_ref(&plain), None)
+        .await
+        .unwrap();
+    assert_eq!(store.get(&t, &plain.id).await.unwrap(), Some(plain));
+}
+
+async fn empty_calls_are_no_ops(b: &Backend) {
+    let store = b.store();
+    store.insert(&[], None).await.unwrap();
+    assert!(store.transition(&[]).await.unwrap().is_empty());
+    assert!(store.add_receipts(&[]).await.unwrap().is_empty());
+    assert!(
+        store
+            .find_by_provider_ids("p", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.due_scheduled(at(0), 0).await.unwrap().is_empty());
+    assert!(store.past_validity(at(0), 10).await.unwrap().is_empty());
+    assert!(store.awaiting_receipts("p", 10).await.unwrap().is_empty());
+    b.queue()
+        .send_batch(QueueName::Dispatch, Vec::new())
+        .await
+        .unwrap();
+    b.queue()
+        .delete_batch(QueueName::Dispatch, &[])
+        .await
+        .unwrap();
+    assert!(
+        b.queue()
+            .receive(QueueName::Dispatch, 0, LONG, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn an_idempotency_key_is_taken_atomically_with_its_messages(b: &Backend) {
+    let store = b.store();
+    let t = tenant();
+    let first = message(&t, at(0));
+    let rec = record(&t, "order-42");
+    store
+        .insert(std::slice::from_ref(&first), Some(&rec))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.idempotency(&t, &rec.key).await.unwrap(),
+        Some(rec.clone())
+    );
+    assert_eq!(store.get(&t, &first.id).await.unwrap(), Some(first));
+
+    // The same key again: refused, and none of the new messages is written.
+    let second = message(&t, at(1));
+    let third = message(&t, at(2));
+    let mut other = record(&t, "order-42");
+    other.fingerprint = "different".into();
+    let err = store
+        .insert(&[second.clone(), third.clone()], Some(&other))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::IdempotencyKeyTaken), "{err:?}");
+    assert_eq!(store.get(&t, &second.id).await.unwrap(), None);
+    assert_eq!(store.get(&t, &third.id).await.unwrap(), None);
+    assert_eq!(
+        store.idempotency(&t, &rec.key).await.unwrap(),
+        Some(rec.clone()),
+        "the first record stands"
+    );
+
+    // Keys are per tenant.
+    let u = tenant();
+    let theirs = record(&u, "order-42");
+    store
+        .insert(&[message(&u, at(3))], Some(&theirs))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.idempotency(&u, &theirs.key).await.unwrap(),
+        Some(theirs)
+    );
+    assert_eq!(
+        store
+            .idempotency(&t, &IdempotencyKey::parse("unknown").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    // A key may also stand alone (a request that stored no message).
+    let alone = record(&t, "nothing-to-send");
+    store.insert(&[], Some(&alone)).await.unwrap();
+    assert_eq!(
+        store.idempotency(&t, &alone.key).await.unwrap(),
+        Some(alone)
+    );
+}
+
+async fn a_large_batch_with_an_idempotency_key_is_all_or_nothing(b: &Backend) {
+    let store = b.store();
+    let t = tenant();
+    let batch = |n: usize, second: i64| -> Vec<Message> {
+        (0..n).map(|_| message(&t, at(second))).collect()
+    };
+    let first = batch(250, 0);
+    store
+        .insert(&first, Some(&record(&t, "campaign")))
+        .await
+        .unwrap();
+    let all = store.list(&t, &everything(1000)).await.unwrap();
+    assert_eq!(all.messages.len(), 250);
+    assert_eq!(
+        store.get(&t, &first[0].id).await.unwrap().as_ref(),
+        Some(&first[0])
+    );
+
+    // The same key with another 250: none of them is stored.
+    let second = batch(250, 1);
+    let err = store
+        .insert(&second, Some(&record(&t, "campaign")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::IdempotencyKeyTaken), "{err:?}");
+    assert_eq!(
+        store
+            .list(&t, &everything(1000))
+            .await
+            .unwrap()
+            .messages
+            .len(),
+        250
+    );
+    assert_eq!(store.get(&t, &second[0].id).await.unwrap(), None);
+
+    // A repeated id among many: none of them is stored, and the key stays free.
+    let mut third = batch(150, 2);
+    third.push(first[100].clone());
+    let err = store
+        .insert(&third, Some(&record(&t, "again")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+    assert_eq!(
+        store
+            .list(&t, &everything(1000))
+            .await
+            .unwrap()
+            .messages
+            .len(),
+        250
+    );
+    assert_eq!(
+        store
+            .idempotency(&t, &IdempotencyKey::parse("again").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn a_large_idempotency_reply_round_trips(b: &Backend) {
+    let store = b.store();
+    let t = tenant();
+    // The reply to a batch of 10,000 recipients is about this large.
+    let results: Vec<serde_json::Value> = (0..10_000)
+        .map(|i| json!({"index": i, "status": "accepted", "id": MessageId::generate(at(0)).to_string(), "segments": 1}))
+        .collect();
+    let mut rec = record(&t, "big-batch");
+    rec.body = json!({"batch_id": "bat_x", "accepted": 10_000, "results": results});
+    assert!(rec.body.to_string().len() > 700_000);
+    store
+        .insert(&[message(&t, at(0))], Some(&rec))
+        .await
+        .unwrap();
+    assert_eq!(store.idempotency(&t, &rec.key).await.unwrap(), Some(rec));
+}
+
+async fn a_duplicate_message_id_writes_nothing(b: &Backend) {
+    let store = b.store();
+    let t = tenant();
+    let existing = message(&t, at(0));
+    store
+        .insert(std::slice::from_ref(&existing), None)
+        .await
+        .unwrap();
+
+    // Alone.
+    let err = store
+        .insert(std::slice::from_ref(&existing), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+
+    // With an idempotency key and a fresh message.
+    let fresh = message(&t, at(1));
+    let rec = record(&t, "retry");
+    let err = store
+        .insert(&[fresh.clone(), existing.clone()], Some(&rec))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+    assert_eq!(store.get(&t, &fresh.id).await.unwrap(), None);
+    assert_eq!(store.idempotency(&t, &rec.key).await.unwrap(), None);
+
+    // Twice in one call is a duplicate too.
+    let twice = message(&t, at(2));
+    let err = store
+        .insert(&[twice.clone(), twice.clone()], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+    assert_eq!(store.get(&t, &twice.id).await.unwrap(), None);
+}
+
+async fn an_unstorable_timestamp_is_refused_not_truncated(b: &Backend) {
+    let store = b.store();
+    let t = tenant();
+    let mut m = message(&t, at(0));
+    m.expires_at = Utc.with_ymd_and_hms(3000, 1, 1, 0, 0, 0).unwrap();
+    let err = store
+        .insert(std::slice::from_ref(&m), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert_eq!(store.get(&t, &m.id).await.unwrap(), None);
+}
+
+async fn transitions_apply_only_from_the_expected_states_of_the_right_tenant(b: &Backend) {
+    let store = b.store();
+    let t = tenant();
+    let m = message(&t, at(0));
+    store.insert(std::slice::from_ref(&m), None).await.unwrap();
+
+    let mut wrong_tenant = step(&m, &[Accepted], Queued, 1);
+    wrong_tenant.tenant_id = tenant();
+    let mut claim = step(&m, &[Queued], Sending, 2);
+    claim.patch.count_attempt = true;
+    let mut sent = step(&m, &[Sending], Sent, 3);
+    sent.patch = Patch {
+        provider: Some("kyivstar".into()),
+        provider_message_id: Some("ks-9".into()),
+        cost: Some(Kopiyky(85)),
+        error: None,
+        count_attempt: false,
+    };
+    let results = store
+        .transition(&[
+            wrong_tenant,
+            step(&m, &[Queued], Sending, 1), // not queued yet
+            step(&m, &[Accepted, Scheduled], Queued, 1),
+            claim,
+            sent,
+            step(&m, &[], Cancelled, 4), // no state allows it
+            step(&message(&t, at(0)), &[Accepted], Queued, 4), // unknown message
+        ])
+        .await
+        .unwrap();
+    let statuses: Vec<Option<MessageStatus>> = results
+        .iter()
+        .map(|r| r.as_ref().map(|m| m.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            None,
+            None,
+            Some(Queued),
+            Some(Sending),
+            Some(Sent),
+            None,
+            None
+        ]
+    );
+
+    let now = store.get(&t, &m.id).await.unwrap().unwrap();
+    assert_eq!(
+        Some(&now),
+        results[4].as_ref(),
+        "the answer is what is stored"
+    );
+    assert_eq!(now.status, Sent);
+    assert_eq!(now.updated_at, at(3));
+    assert_eq!(now.attempts, 1);
+    assert_eq!(now.provider.as_deref(), Some("kyivstar"));
+    assert_eq!(now.provider_message_id.as_deref(), Some("ks-9"));
+    assert_eq!(now.cost, Some(Kopiyky(85)));
+    let walk: Vec<(MessageStatus, DateTime<Utc>)> =
+        now.history.iter().map(|c| (c.status, c.at)).collect();
+    assert_eq!(
+        walk,
+        [
+            (Accepted, at(0)),
+            (Queued, at(1)),
+            (Sending, at(2)),
+            (Sent, at(3))
+        ],
+        "the history, in order"
+    );
+
+    // A patch overwrites only what it sets.
+    let mut fail = step(&m, &[Sent], Failed, 5);
+    fail.patch.error = Some(MessageError {
+        code: "no_route".into(),
+        message: "no provider took it".into(),
+    });
+    let failed = store.transition(&[fail]).await.unwrap().remove(0).unwrap();
+    assert_eq!(failed.status, Failed);
+    assert_eq!(
+        failed.error.as_ref().map(|e| e.code.as_str()),
+        Some("no_route")
+    );
+    assert_eq!(failed.provider.as_deref(), Some("kyivstar"));
+    assert_eq!(failed.cost, Some(Kopiyky(85)));
+    assert_eq!(failed.history.len(), 5);
+    assert_eq!(failed.history.last().map(|c| c.status), Some(Failed));
+    assert_eq!(failed.text, m.text);
+    assert_eq!(failed.created_at, m.created_at);
+
+    // Terminal is terminal for anyone who expects a live state.
+    let late = store
+        .transition(&[step(&m, &[Sent, Sending], Delivered, 6)])
+        .await
+        .unwrap();
+    assert_eq!(late, vec![None]);
+    assert_eq!(
+        store.get(&t, &m.id).await.unwrap().map(|m| m.status),
+        Some(Failed)
+    );
+}
+
+async fn changes_of_several_messages_in_one_call(b: &Backend) {
+    let store = b.store();
+    let t = tenant();
+    let messages: Vec<Message> = (0..30)
+        .map(|i| {
+            let mut m = message(&t, at(i));
+            m.status = Queued;
+            m
+        })
+        .collect();
+    store.insert(&messages, None).await.unwrap();
+    // Every other message is claimed twice in one call: the second claim finds it taken.
+    let mut changes = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        changes.push(step(m, &[Queued], Sending, 100));
+        if i % 2 == 0 {
+            changes.push(step(m, &[Queued], Sending, 101));
+        }
+    }
+    let results = store.transition(&changes).await.unwrap();
+    assert_eq!(results.len(), changes.len());
+    for (change, result) in changes.iter().zip(&results) {
+        match result {
+            Some(m) => {
+                assert_eq!(
+                    (m.id, m.status, m.updated_at),
+                    (change.id, Sending, at(100))
+                );
+            }
+            None => assert_eq!(change.at, at(101), "only the repeated claims lose"),
+        }
+    }
+    assert_eq!(results.iter().flatten().count(), 30);
+}
+
+async fn lists_filter_newest_first_and_page_with_a_cursor(b: &Backend) {
+    let store = b.store();
+    let t = tenant();
+    let batch = BatchId::generate(at(0));
+    let mut mine = Vec::new();
+    for i in 0..7 {
+        let mut m = message(&t, at(i * 10));
+        if i % 2 == 0 {
+            m.to = phone("+380501112233");
+        }
+        if i >= 4 {
+            m.batch_id = Some(batch.clone());
+            m.from = SenderId::parse("Shop").unwrap();
+        }
+        if i == 1 || i == 5 {
+            m.status = Queued;
+        }
+        mine.push(m);
+    }
+    store.insert(&mine, None).await.unwrap();
+    store
+        .insert(
+            &[message(&tenant(), at(100)), message(&tenant(), at(5))],
+            None,
+        )
+        .await
+        .unwrap();
+    let newest_first: Vec<MessageId> = mine.iter().rev().map(|m| m.id).collect();
+
+    // Pages of 3: 3, 3, 1.
+    let mut query = everything(3);
+    let first = store.list(&t, &query).await.unwrap();
+    assert_eq!(ids(&first), newest_first[0..3]);
+    assert_eq!(first.next, Some(newest_first[2]));
+    query.after = first.next;
+    let second = store.list(&t, &query).await.unwrap();
+    assert_eq!(ids(&second), newest_first[3..6]);
+    query.after = second.next;
+    let third = store.list(&t, &query).await.unwrap();
+    assert_eq!(ids(&third), newest_first[6..7]);
+    assert_eq!(third.next, None);
+    assert_eq!(third.messages[0], mine[0], "listed messages are whole");
+
+    // Filters, combined with AND.
+    let only = |f: fn(&mut ListQuery)| {
+        let mut q = everything(100);
+        f(&mut q);
+        q
+    };
+    let expect = |pred: &dyn Fn(&Message) -> bool| -> Vec<MessageId> {
+        mine.iter()
+            .rev()
+            .filter(|m| pred(m))
+            .map(|m| m.id)
+            .collect()
+    };
+    let page = store
+        .list(&t, &only(|q| q.status = Some(Queued)))
+        .await
+        .unwrap();
+    assert_eq!(ids(&page), expect(&|m| m.status == Queued));
+    assert_eq!(page.next, None);
+    let page = store
+        .list(&t, &only(|q| q.to = Some(phone("+380501112233"))))
+        .await
+        .unwrap();
+    assert_eq!(ids(&page), expect(&|m| m.to.as_e164() == "+380501112233"));
+    let page = store
+        .list(
+            &t,
+            &only(|q| q.from = Some(SenderId::parse("Shop").unwrap())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&page), expect(&|m| m.from.as_str() == "Shop"));
+    let mut q = only(|_| {});
+    q.batch_id = Some(batch.clone());
+    q.status = Some(Queued);
+    let page = store.list(&t, &q).await.unwrap();
+    assert_eq!(ids(&page), vec![mine[5].id]);
+    let page = store
+        .list(
+            &t,
+            &only(|q| {
+                q.created_after = Some(at(20));
+                q.created_before = Some(at(50));
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&page),
+        vec![mine[4].id, mine[3].id, mine[2].id],
+        "[after, before)"
+    );
+    let page = store
+        .list(&t, &only(|q| q.created_after = Some(at(1_000_000_000_000))))
+        .await
+        .unwrap();
+    assert!(
+        page.messages.is_empty(),
+        "an out-of-range bound still compares"
+    );
+
+    // A full last page says there may be more; the next one is empty.
+    let mut q = only(|q| q.to = Some(phone("+380501112233")));
+    q.limit = 2;
+    let page = store.list(&t, &q).await.unwrap();
+    assert_eq!(page.messages.len(), 2);
+    q.after = page.next;
+    let page = store.list(&t, &q).await.unwrap();
+    assert_eq!(page.messages.len(), 2);
+    q.after = page.next;
+    let page = store.list(&t, &q).await.unwrap();
+    assert!(page.messages.is_empty());
+    assert_eq!(page.next, None);
+
+    // A limit of 0 reads nothing.
+    let page = store.list(&t, &only(|q| q.limit = 0)).await.unwrap();
+    assert!(page.messages.is_empty() && page.next.is_none());
+}
+
+async fn provider_ids_are_resolved_in_the_order_asked(b: &Backend) {
+    let store = b.store();
+    let t = tenant();
+    let u = tenant();
+    let mut a = message(&t, at(0));
+    a.segments = 2;
+    let bb = message(&t, at(1));
+    let c = message(&u, at(2));
+    let d = message(&u, at(3));
+    store
+        .insert(&[a.clone(), bb.clone(), c.clone(), d.clone()], None)
+        .await
+        .unwrap();
+    let mut changes = Vec::new();
+    for (m, provider, pid) in [
+        (&a, "kyivstar", "p1"),
+        (&bb, "kyivstar", "p2"),
+        (&c, "lifecell", "p1"),
+    ] {
+        let mut s = step(m, &[Accepted], Sent, 1);
+        s.patch.provider = Some(provider.into());
+        s.patch.provider_message_id = Some(pid.into());
+        changes.push(s);
+    }
+    store.transition(&changes).await.unwrap();
+    // Provider and id set in two steps: the id is found all the same.
+    let mut chosen = step(&d, &[Accepted], Sending, 1);
+    chosen.patch.provider = Some("vodafone".into());
+    let mut submitted = step(&d, &[Sending], Sent, 2);
+    submitted.patch.provider_message_id = Some("v-7".into());
+    store.transition(&[chosen, submitted]).await.unwrap();
+
+    let found = store
+        .find_by_provider_ids(
+            "kyivstar",
+            &[
+                "p2".to_owned(),
+                "missing".to_owned(),
+                "p1".to_owned(),
+                "p2".to_owned(),
+            ],
+        )
+        .await
+        .unwrap();
+    let target = |m: &Message| ReceiptTarget {
+        message: reference(m),
+        segments: m.segments,
+    };
+    assert_eq!(
+        found,
+        vec![Some(target(&bb)), None, Some(target(&a)), Some(target(&bb))]
+    );
+    assert_eq!(
+        store
+            .find_by_provider_ids("lifecell", &["p1".to_owned(), "p2".to_owned()])
+            .await
+            .unwrap(),
+        vec![Some(target(&c)), None]
+    );
+    assert_eq!(
+        store
+            .find_by_provider_ids("vodafone", &["v-7".to_owned()])
+            .await
+            .unwrap(),
+        vec![Some(target(&d))]
+    );
+    // A message that ended is still found (a late receipt must be recognised, not pending).
+    store
+        .transition(&[step(&a, &[Sent], Delivered, 3)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .find_by_provider_ids("kyivstar", &["p1".to_owned()])
+            .await
+            .unwrap(),
+        vec![Some(target(&a))]
+    );
+}
+
+async fn receipts_are_kept_once_and_listed_per_message(b: &Backend) {
+    use ReceiptState::*;
+    let store = b.store();
+    let t = tenant();
+    let mut a = message(&t, at(0));
+    a.segments = 2;
+    let bb = message(&t, at(1));
+    store.insert(&[a.clone(), bb.clone()], None).await.unwrap();
+    let unknown = reference(&message(&t, at(2)));
+    let mut foreign = reference(&a);
+    foreign.tenant_id = tenant();
+
+    let lists = store
+        .add_receipts(&[
+            (reference(&a), receipt(1, Delivered, 10)),
+            (reference(&a), receipt(1, Delivered, 10)),
+            (reference(&bb), receipt(1, Enroute, 11)),
+            (unknown.clone(), receipt(1, Delivered, 12)),
+            (foreign, receipt(2, Undelivered, 12)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        lists,
+        vec![
+            vec![receipt(1, Delivered, 10)],
+            vec![receipt(1, Delivered, 10)],
+            vec![receipt(1, Enroute, 11)],
+            vec![],
+            vec![],
+        ]
+    );
+    assert_eq!(
+        store.get(&t, &unknown.id).await.unwrap(),
+        None,
+        "a receipt creates no message"
+    );
+
+    // A later batch sees the earlier receipts, in time order, each once.
+    let lists = store
+        .add_receipts(&[
+            (reference(&a), receipt(2, Delivered, 9)),
+            (reference(&a), receipt(1, Delivered, 10)),
+            (reference(&a), receipt(1, Expired, 10)),
+        ])
+        .await
+        .unwrap();
+    let all = vec![
+        receipt(2, Delivered, 9),
+        receipt(1, Delivered, 10),
+        receipt(1, Expired, 10),
+    ];
+    assert_eq!(lists, vec![all.clone(), all.clone(), all]);
+    // Receipts leave the message itself as it was.
+    assert_eq!(store.get(&t, &a.id).await.unwrap(), Some(a));
+}
+
+async fn sweeps_find_due_stale_and_expired_messages_oldest_first(b: &Backend) {
+    let store = b.store();
+    let t = tenant();
+    let u = tenant();
+    let scheduled = |tenant: &TenantId, second: i64| {
+        let mut m = message(tenant, at(0));
+        m.status = Scheduled;
+        m.send_at = Some(at(second));
+        m
+    };
+    // Sweeps cross tenants.
+    let (s10, s5, s20) = (scheduled(&t, 10), scheduled(&u, 5), scheduled(&t, 20));
+    let mut queued_old = message(&t, at(0));
+    queued_old.status = Queued;
+    queued_old.updated_at = at(1);
+    let mut queued_new = message(&u, at(0));
+    queued_new.status = Queued;
+    queued_new.updated_at = at(50);
+    let mut delivered_expired = message(&t, at(0));
+    delivered_expired.status = Delivered;
+    delivered_expired.expires_at = at(2);
+    let mut sent_expired = message(&t, at(0));
+    sent_expired.status = Sent;
+    sent_expired.expires_at = at(3);
+    let mut accepted_expired = message(&u, at(0));
+    accepted_expired.expires_at = at(1);
+    for m in [
+        &s10,
+        &s5,
+        &s20,
+        &queued_old,
+        &queued_new,
+        &delivered_expired,
+        &sent_expired,
+        &accepted_expired,
+    ] {
+        store.insert(std::slice::from_ref(m), None).await.unwrap();
+    }
+
+    assert_eq!(
+        store.due_scheduled(at(15), 10).await.unwrap(),
+        vec![reference(&s5), reference(&s10)]
+    );
+    assert_eq!(
+        store.due_scheduled(at(15), 1).await.unwrap(),
+        vec![reference(&s5)]
+    );
+    assert_eq!(store.due_scheduled(at(4), 10).await.unwrap(), vec![]);
+    assert_eq!(
+        store.due_scheduled(at(20), 10).await.unwrap().len(),
+        3,
+        "send_at equal to now is due"
+    );
+
+    assert_eq!(
+        store.stale_queued(at(10), 10).await.unwrap(),
+        vec![reference(&queued_old)]
+    );
+    assert_eq!(
+        store.stale_queued(at(50), 10).await.unwrap(),
+        vec![reference(&queued_old), reference(&queued_new)]
+    );
+
+    assert_eq!(
+        store.past_validity(at(3), 10).await.unwrap(),
+        vec![
+            (reference(&accepted_expired), Accepted),
+            (reference(&sent_expired), Sent)
+        ]
+    );
+    assert_eq!(store.past_validity(at(3), 1).await.unwrap().len(), 1);
+    assert_eq!(store.past_validity(at(0), 10).await.unwrap(), vec![]);
+    // Everything non-terminal expires a day after creation.
+    assert_eq!(
+        store
+            .past_validity(at(0) + TimeDelta::days(2), 100)
+            .await
+            .unwrap()
+            .len(),
+        7
+    );
+
+    // Leaving a state leaves its sweep: a released message is no longer due, a claimed one
+    // no longer stale; touching a queued message makes it fresh again.
+    store
+        .transition(&[
+            step(&s5, &[Scheduled], Queued, 60),
+            step(&queued_old, &[Queued], Sending, 60),
+            step(&queued_new, &[Queued], Queued, 61),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.due_scheduled(at(15), 10).await.unwrap(),
+        vec![reference(&s10)]
+    );
+    assert_eq!(store.stale_queued(at(59), 10).await.unwrap(), vec![]);
+    assert_eq!(
+        store.stale_queued(at(61), 10).await.unwrap(),
+        vec![reference(&s5), reference(&queued_new)]
+    );
+
+    // A message that ends leaves the validity sweep; steps between live states keep it
+    // there; one brought back from a terminal state returns to it.
+    store
+        .transition(&[step(&accepted_expired, &[Accepted], Cancelled, 4)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.past_validity(at(3), 10).await.unwrap(),
+        vec![(reference(&sent_expired), Sent)]
+    );
+    store
+        .transition(&[step(&accepted_expired, &[Cancelled], Queued, 5)])
+        .await
+        .unwrap();
+    store
+        .transition(&[step(&accepted_expired, &[Queued], Sending, 6)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.past_validity(at(3), 10).await.unwrap(),
+        vec![
+            (reference(&accepted_expired), Sending),
+            (reference(&sent_expired), Sent)
+        ]
+    );
+}
+
+async fn sent_messages_await_receipts_per_provider(b: &Backend) {
+    let store = b.store();
+    let t = tenant();
+    let messages: Vec<Message> = (0..5).map(|i| message(&t, at(i))).collect();
+    store.insert(&messages, None).await.unwrap();
+    let send = |m: &Message, provider: &str, pid: &str, second: i64| {
+        let mut s = step(m, &[Accepted], Sent, second);
+        s.patch.provider = Some(provider.into());
+        s.patch.provider_message_id = Some(pid.into());
+        s
+    };
+    store
+        .transition(&[
+            send(&messages[0], "turbosms", "t-late", 30),
+            send(&messages[1], "turbosms", "t-early", 10),
+            send(&messages[2], "smsfly", "f-1", 5),
+            send(&messages[3], "turbosms", "t-done", 1),
+            send(&messages[4], "turbosms", "t-middle", 20),
+        ])
+        .await
+        .unwrap();
+    store
+        .transition(&[step(&messages[3], &[Sent], Delivered, 40)])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.awaiting_receipts("turbosms", 10).await.unwrap(),
+        ["t-early", "t-middle", "t-late"],
+        "least recently changed first; a delivered message no longer waits"
+    );
+    assert_eq!(
+        store.awaiting_receipts("turbosms", 2).await.unwrap(),
+        ["t-early", "t-middle"]
+    );
+    assert_eq!(
+        store.awaiting_receipts("smsfly", 10).await.unwrap(),
+        ["f-1"]
+    );
+    assert!(
+        store
+            .awaiting_receipts("alphasms", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .awaiting_receipts("turbosms", 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Back to the queue (a retry elsewhere): no longer awaited here.
+    store
+        .transition(&[step(&messages[1], &[Sent], Queued, 50)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.awaiting_receipts("turbosms", 10).await.unwrap(),
+        ["t-middle", "t-late"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Tenants
+// ---------------------------------------------------------------------------------------
+
+async fn tenants_are_found_by_key_hash(b: &Backend) {
+    let store = b.tenants();
+    let acme = Tenant {
+        id: tenant(),
+        name: "Acme".into(),
+        created_at: at(0),
+    };
+    store.create_tenant(&acme, "hash-acme").await.unwrap();
+    assert_eq!(
+        store.tenant_by_key_hash("hash-acme").await.unwrap(),
+        Some(acme.id.clone())
+    );
+    assert_eq!(store.tenant_by_key_hash("nope").await.unwrap(), None);
+
+    let err = store.create_tenant(&acme, "hash-other").await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+    assert_eq!(store.tenant_by_key_hash("hash-other").await.unwrap(), None);
+
+    // A key hash already in use: the new tenant is not created either.
+    let globex = Tenant {
+        id: tenant(),
+        name: "Globex".into(),
+        created_at: at(1),
+    };
+    let err = store.create_tenant(&globex, "hash-acme").await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+    store.create_tenant(&globex, "hash-globex").await.unwrap();
+    assert_eq!(
+        store.tenant_by_key_hash("hash-globex").await.unwrap(),
+        Some(globex.id)
+    );
+    assert_eq!(
+        store.tenant_by_key_hash("hash-acme").await.unwrap(),
+        Some(acme.id)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Races (SQLite only; see `races`)
+// ---------------------------------------------------------------------------------------
+
+async fn concurrent_claims_and_keys_have_one_winner(b: &Backend) {
+    let t = tenant();
+    let target = message(&t, at(0));
+    b.store()
+        .insert(std::slice::from_ref(&target), None)
+        .await
+        .unwrap();
+
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = b.store.clone();
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            let m = message(&t, at(i));
+            let key = if i < 2 { "raced" } else { "own" };
+            let key = format!("{key}-{}", if i < 2 { 0 } else { i });
+            let inserted = store
+                .insert(std::slice::from_ref(&m), Some(&record(&t, &key)))
+                .await;
+            (m, inserted)
+        }));
+    }
+    let mut claims = Vec::new();
+    for i in 0..20 {
+        let store = b.store.clone();
+        let change = step(&target, &[Accepted], Queued, 100 + i);
+        claims.push(tokio::spawn(
+            async move { store.transition(&[change]).await },
+        ));
+    }
+    let mut landed = 0;
+    for task in tasks {
+        let (m, inserted) = task.await.unwrap();
+        let stored = b.store().get(&t, &m.id).await.unwrap();
+        match inserted {
+            Ok(()) => {
+                landed += 1;
+                assert_eq!(stored, Some(m));
+            }
+            Err(StoreError::IdempotencyKeyTaken) => assert_eq!(stored, None),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(landed, 19, "one of the two racing for one key loses");
+    let mut winners = 0;
+    for claim in claims {
+        if claim.await.unwrap().unwrap()[0].is_some() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+    let claimed = b.store().get(&t, &target.id).await.unwrap().unwrap();
+    assert_eq!(claimed.history.len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Queue
+// ---------------------------------------------------------------------------------------
+
+async fn the_queue_delivers_hides_and_deletes(b: &Backend) {
+    let queue = b.queue();
+    let q = QueueName::Dispatch;
+    queue
+        .send_batch(q, vec![outgoing("a"), outgoing("b"), outgoing("c")])
+        .await
+        .unwrap();
+    queue
+        .send_batch(QueueName::Callbacks, vec![outgoing("cb")])
+        .await
+        .unwrap();
+
+    let got = queue.receive(q, 10, LONG, SECOND).await.unwrap();
+    assert_eq!(bodies(&got), set(&["a", "b", "c"]));
+    assert!(got.iter().all(|d| d.receive_count == 1));
+    assert!(
+        queue
+            .receive(q, 10, LONG, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty(),
+        "received messages are hidden"
+    );
+    let (deleted, kept): (Vec<&Delivery>, Vec<&Delivery>) = got.iter().partition(|d| d.body != "c");
+    let handles: Vec<ReceiptHandle> = deleted.iter().map(|d| d.handle.clone()).collect();
+    // Deleting through the wrong queue deletes nothing.
+    queue
+        .delete_batch(QueueName::Callbacks, &handles)
+        .await
+        .unwrap();
+    queue.delete_batch(q, &handles).await.unwrap();
+    // What was not deleted comes back once its visibility ends.
+    queue
+        .change_visibility(q, &kept[0].handle, Duration::ZERO)
+        .await
+        .unwrap();
+    let again = queue.receive(q, 10, LONG, SECOND).await.unwrap();
+    assert_eq!(bodies(&again), set(&["c"]));
+    assert_eq!(again[0].receive_count, 2);
+    queue
+        .delete_batch(q, &[again[0].handle.clone()])
+        .await
+        .unwrap();
+
+    let cb = queue
+        .receive(QueueName::Callbacks, 10, LONG, SECOND)
+        .await
+        .unwrap();
+    assert_eq!(bodies(&cb), set(&["cb"]));
+
+    // `max` is respected.
+    queue
+        .send_batch(q, (0..5).map(|i| outgoing(&i.to_string())).collect())
+        .await
+        .unwrap();
+    let got = queue.receive(q, 2, LONG, SECOND).await.unwrap();
+    assert_eq!(got.len(), 2);
+    let rest = queue.receive(q, 10, LONG, SECOND).await.unwrap();
+    assert_eq!(rest.len(), 3);
+    let all: BTreeSet<&str> = bodies(&got).union(&bodies(&rest)).copied().collect();
+    assert_eq!(all, set(&["0", "1", "2", "3", "4"]));
+    // Nothing else was ever in the queue: the deletes above took.
+    assert!(
+        queue
+            .receive(q, 10, LONG, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn an_unacknowledged_message_comes_back_with_a_new_handle(b: &Backend) {
+    let queue = b.queue();
+    let q = QueueName::Dispatch;
+    queue.send_batch(q, vec![outgoing("job")]).await.unwrap();
+
+    let first = queue.receive(q, 10, SECOND, SECOND).await.unwrap();
+    assert_eq!(bodies(&first), set(&["job"]));
+    assert_eq!(first[0].receive_count, 1);
+    assert!(
+        queue
+            .receive(q, 10, SECOND, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let second = queue.receive(q, 10, LONG, SECOND).await.unwrap();
+    assert_eq!(bodies(&second), set(&["job"]));
+    assert_eq!(second[0].receive_count, 2);
+    assert_ne!(second[0].handle, first[0].handle);
+
+    // A handle that never was one: delaying with it fails, deleting with it does nothing.
+    let err = queue
+        .change_visibility(q, &ReceiptHandle("garbage".into()), Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueueError::StaleHandle), "{err:?}");
+    queue
+        .delete_batch(q, &[ReceiptHandle("not-a-handle".into())])
+        .await
+        .unwrap();
+
+    // The current handle can make it visible again at once.
+    queue
+        .change_visibility(q, &second[0].handle, Duration::ZERO)
+        .await
+        .unwrap();
+    let third = queue.receive(q, 10, LONG, SECOND).await.unwrap();
+    assert_eq!(third[0].receive_count, 3);
+    // Or hide it for longer (a backoff).
+    queue
+        .change_visibility(q, &third[0].handle, SECOND)
+        .await
+        .unwrap();
+    assert!(
+        queue
+            .receive(q, 10, LONG, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let fourth = queue
+        .receive(q, 10, LONG, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(bodies(&fourth), set(&["job"]));
+    assert_eq!(fourth[0].receive_count, 4);
+    queue
+        .delete_batch(q, &[fourth[0].handle.clone()])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(
+        queue
+            .receive(q, 10, LONG, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty(),
+        "deleted for good"
+    );
+}
+
+async fn a_delayed_message_stays_hidden_until_due(b: &Backend) {
+    let queue = b.queue();
+    let q = QueueName::Dispatch;
+    let started = Instant::now();
+    queue
+        .send_batch(
+            q,
+            vec![
+                Outgoing {
+                    body: "later".into(),
+                    delay: SECOND,
+                },
+                outgoing("now"),
+            ],
+        )
+        .await
+        .unwrap();
+    let got = queue.receive(q, 10, LONG, Duration::ZERO).await.unwrap();
+    assert_eq!(bodies(&got), set(&["now"]));
+    let got = queue
+        .receive(q, 10, LONG, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(bodies(&got), set(&["later"]));
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+}
+
+async fn a_receive_can_take_more_than_ten(b: &Backend) {
+    let queue = b.queue();
+    let q = QueueName::Callbacks;
+    let sent: Vec<String> = (0..25).map(|i| format!("job-{i}")).collect();
+    queue
+        .send_batch(q, sent.iter().map(|s| outgoing(s)).collect())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.extend(queue.receive(q, 25, LONG, SECOND).await.unwrap());
+        if got.len() >= 25 {
+            break;
+        }
+    }
+    assert_eq!(
+        bodies(&got),
+        sent.iter().map(String::as_str).collect::<BTreeSet<_>>()
+    );
+    assert_eq!(got.len(), 25, "each once");
+    let handles: Vec<ReceiptHandle> = got.iter().map(|d| d.handle.clone()).collect();
+    queue.delete_batch(q, &handles).await.unwrap();
+}
+
+async fn a_long_poll_wakes_when_a_message_is_sent(b: &Backend) {
+    let q = QueueName::Callbacks;
+    let poller = {
+        let queue = b.queue.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let got = queue.receive(q, 10, LONG, Duration::from_secs(10)).await;
+            (got, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.queue()
+        .send_batch(q, vec![outgoing("wake")])
+        .await
+        .unwrap();
+    let (got, waited) = poller.await.unwrap();
+    assert_eq!(bodies(&got.unwrap()), set(&["wake"]));
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+
+    // With nothing sent, it gives up after `wait`.
+    let started = Instant::now();
+    let got = b.queue().receive(q, 10, LONG, SECOND).await.unwrap();
+    assert!(got.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+async fn an_oversized_body_is_refused(b: &Backend) {
+    let queue = b.queue();
+    let big = "x".repeat(256 * 1024 + 1);
+    let err = queue
+        .send_batch(QueueName::Dispatch, vec![outgoing("fine"), outgoing(&big)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, QueueError::TooLarge(n) if n == big.len()),
+        "{err:?}"
+    );
+    assert!(
+        queue
+            .receive(QueueName::Dispatch, 10, LONG, SECOND)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing of a refused batch is sent"
+    );
+    // The largest allowed body goes through.
+    let largest = "y".repeat(256 * 1024);
+    queue
+        .send_batch(QueueName::Dispatch, vec![outgoing(&largest)])
+        .await
+        .unwrap();
+    let got = queue
+        .receive(QueueName::Dispatch, 10, LONG, SECOND)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body.len(), largest.len());
+}
+
+// ---------------------------------------------------------------------------------------
+// Secrets
+// ---------------------------------------------------------------------------------------
+
+async fn secrets_are_stored_read_and_rotated(b: &Backend) {
+    let secrets = b.secrets();
+    let err = secrets.get("providers/kyivstar").await.unwrap_err();
+    assert!(
+        matches!(err, SecretError::NotFound(ref n) if n == "providers/kyivstar"),
+        "{err:?}"
+    );
+
+    secrets
+        .put("providers/kyivstar", &Secret::new("s3cret"))
+        .await
+        .unwrap();
+    secrets
+        .put("providers/lifecell", &Secret::new("other"))
+        .await
+        .unwrap();
+    assert_eq!(
+        secrets.get("providers/kyivstar").await.unwrap().expose(),
+        "s3cret"
+    );
+    secrets
+        .put("providers/kyivstar", &Secret::new("rotated"))
+        .await
+        .unwrap();
+    assert_eq!(
+        secrets.get("providers/kyivstar").await.unwrap().expose(),
+        "rotated",
+        "a put replaces what was read before"
+    );
+    assert_eq!(
+        secrets.get("providers/lifecell").await.unwrap().expose(),
+        "other"
+    );
+    // Another instance (a cold start) reads what was stored.
+    let again = b.secrets_again.as_ref();
+    assert_eq!(
+        again.get("providers/kyivstar").await.unwrap().expose(),
+        "rotated"
+    );
+    assert!(matches!(
+        again.get("providers/vodafone").await,
+        Err(SecretError::NotFound(_))
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// What the AWS adapters cost in requests (AWS only: the design's numbers, kept honest)
+// ---------------------------------------------------------------------------------------
+
+mod requests {
+    use super::*;
+
+    /// The requests `f` makes, by operation.
+    async fn cost<T>(
+        counter: &RequestCounter,
+        f: impl std::future::Future<Output = T>,
+    ) -> (T, Vec<(String, u64)>) {
+        counter.reset();
+        let out = f.await;
+        (out, counter.snapshot().into_iter().collect())
+    }
+
+    fn of(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_port_call_costs_what_the_design_says() {
+        let Some(b) = aws("requests").await else {
+            return;
+        };
+        let counter = b.requests.clone().expect("an AWS backend counts");
+        let store = b.store();
+        let t = tenant();
+        let one = message(&t, at(0));
+        let queue = b.queue();
+
+        // Intake: one message is one write request, with or without a key.
+        let (r, n) = cost(&counter, store.insert(std::slice::from_ref(&one), None)).await;
+        r.unwrap();
+        assert_eq!(n, of(&[("DynamoDB.PutItem", 1)]));
+        let keyed = message(&t, at(0));
+        let (r, n) = cost(
+            &counter,
+            store.insert(std::slice::from_ref(&keyed), Some(&record(&t, "k"))),
+        )
+        .await;
+        r.unwrap();
+        assert_eq!(n, of(&[("DynamoDB.TransactWriteItems", 1)]));
+        // A batch of 1,000 with a key: 99 in the closing transaction, the rest 25 a request.
+        let batch: Vec<Message> = (0..1000)
+            .map(|_| {
+                let mut m = message(&t, at(1));
+                m.status = Queued;
+                m
+            })
+            .collect();
+        let (r, n) = cost(&counter, store.insert(&batch, Some(&record(&t, "batch")))).await;
+        r.unwrap();
+        assert_eq!(
+            n,
+            of(&[
+                ("DynamoDB.BatchWriteItem", 901usize.div_ceil(25) as u64),
+                ("DynamoDB.TransactWriteItems", 1)
+            ])
+        );
+        let (r, n) = cost(&counter, store.idempotency(&t, &record(&t, "batch").key)).await;
+        assert!(r.unwrap().is_some());
+        assert_eq!(n, of(&[("DynamoDB.GetItem", 1)]));
+        // Ten jobs a request (moto is slow at SQS, so not all 1,000 here).
+        let jobs: Vec<Outgoing> = batch[..100]
+            .iter()
+            .map(|m| outgoing(&m.id.to_string()))
+            .collect();
+        let (r, n) = cost(&counter, queue.send_batch(QueueName::Dispatch, jobs)).await;
+        r.unwrap();
+        assert_eq!(n, of(&[("SQS.SendMessageBatch", 10)]));
+
+        // Dispatch: a claim and the provider's answer are one update each, with no read.
+        let (got, n) = cost(
+            &counter,
+            queue.receive(QueueName::Dispatch, 25, LONG, SECOND),
+        )
+        .await;
+        let got = got.unwrap();
+        assert_eq!(got.len(), 25);
+        assert_eq!(n, of(&[("SQS.ReceiveMessage", 3)]));
+        let claims: Vec<Transition> = batch[..25]
+            .iter()
+            .map(|m| {
+                let mut claim = step(m, &[Queued], Sending, 2);
+                claim.patch.count_attempt = true;
+                claim
+            })
+            .collect();
+        let (r, n) = cost(&counter, store.transition(&claims)).await;
+        assert!(r.unwrap().iter().all(Option::is_some));
+        assert_eq!(n, of(&[("DynamoDB.UpdateItem", 25)]));
+        let sent: Vec<Transition> = batch[..25]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut sent = step(m, &[Sending], Sent, 3);
+                sent.patch.provider = Some("kyivstar".into());
+                sent.patch.provider_message_id = Some(format!("ks-{i}"));
+                sent
+            })
+            .collect();
+        let (r, n) = cost(&counter, store.transition(&sent)).await;
+        assert!(r.unwrap().iter().all(Option::is_some));
+        assert_eq!(n, of(&[("DynamoDB.UpdateItem", 25)]));
+        let handles: Vec<ReceiptHandle> = got.iter().map(|d| d.handle.clone()).collect();
+        let (r, n) = cost(&counter, queue.delete_batch(QueueName::Dispatch, &handles)).await;
+        r.unwrap();
+        assert_eq!(n, of(&[("SQS.DeleteMessageBatch", 3)]));
+
+        // Receipts: one query per provider id, one update per message, one per change.
+        let pids = ["ks-0".to_owned(), "ks-1".to_owned()];
+        let (found, n) = cost(&counter, store.find_by_provider_ids("kyivstar", &pids)).await;
+        let found = found.unwrap();
+        assert!(found.iter().all(Option::is_some));
+        assert_eq!(n, of(&[("DynamoDB.Query", 2)]));
+        let receipts: Vec<(MessageRef, PartReceipt)> = found
+            .iter()
+            .flatten()
+            .flat_map(|t| {
+                [
+                    (t.message.clone(), receipt(1, ReceiptState::Enroute, 4)),
+                    (t.message.clone(), receipt(1, ReceiptState::Delivered, 5)),
+                ]
+            })
+            .collect();
+        let (r, n) = cost(&counter, store.add_receipts(&receipts)).await;
+        assert_eq!(r.unwrap()[3].len(), 2);
+        assert_eq!(n, of(&[("DynamoDB.UpdateItem", 2)]));
+        let delivered = [step(&batch[0], &[Sent], Delivered, 6)];
+        let (r, n) = cost(&counter, store.transition(&delivered)).await;
+        assert!(r.unwrap()[0].is_some());
+        assert_eq!(n, of(&[("DynamoDB.UpdateItem", 1)]));
+
+        // Reads and sweeps: a sweep queries each shard of its index.
+        let shards = u64::from(DynamoConfig::with_prefix("x").index_shards);
+        let (r, n) = cost(&counter, store.get(&t, &one.id)).await;
+        assert!(r.unwrap().is_some());
+        assert_eq!(n, of(&[("DynamoDB.GetItem", 1)]));
+        let (r, n) = cost(&counter, store.due_scheduled(at(10), 100)).await;
+        assert!(r.unwrap().is_empty());
+        assert_eq!(n, of(&[("DynamoDB.Query", shards)]));
+        let (r, n) = cost(&counter, store.awaiting_receipts("kyivstar", 100)).await;
+        assert_eq!(r.unwrap().len(), 24);
+        assert_eq!(n, of(&[("DynamoDB.Query", shards)]));
+        let (r, n) = cost(
+            &counter,
+            store.past_validity(at(0) + TimeDelta::days(2), 10),
+        )
+        .await;
+        assert_eq!(r.unwrap().len(), 10);
+        assert_eq!(
+            n,
+            of(&[("DynamoDB.BatchGetItem", 1), ("DynamoDB.Query", shards)])
+        );
+        let (r, n) = cost(&counter, store.list(&t, &everything(50))).await;
+        assert_eq!(r.unwrap().messages.len(), 50);
+        assert_eq!(n, of(&[("DynamoDB.Query", 1)]));
+        let (r, n) = cost(&counter, b.tenants().tenant_by_key_hash("h")).await;
+        assert!(r.unwrap().is_none());
+        assert_eq!(n, of(&[("DynamoDB.GetItem", 1)]));
+
+        // Secrets: read once, then served from memory.
+        b.secrets().put("signing", &Secret::new("s")).await.unwrap();
+        let again = b.secrets_again.as_ref();
+        let (r, n) = cost(&counter, async {
+            again.get("signing").await?;
+            again.get("signing").await
+        })
+        .await;
+        assert_eq!(r.unwrap().expose(), "s");
+        assert_eq!(n, of(&[("Secrets Manager.GetSecretValue", 1)]));
+        b.close().await;
+    }
+}
