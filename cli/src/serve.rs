@@ -16,7 +16,7 @@ use holub_shared::services::gateway::{BreakerConfig, Gateway, Member};
 use holub_shared::services::intake::IntakeConfig;
 use holub_shared::services::poller::Poller;
 use holub_shared::services::sweeper::SweeperConfig;
-use holub_shared::services::{Accounts, Dispatcher, Intake, Messages, Notifier, Receipts, Sweeper};
+use holub_shared::services::{Dispatcher, Notifier, Receipts, Sweeper};
 use holub_simulator::{SimulatorConfig, SimulatorProvider, SimulatorReceipts};
 use std::collections::HashMap;
 use tokio::sync::watch;
@@ -209,25 +209,17 @@ async fn serve(args: Args) -> Result<(), String> {
         .collect();
 
     let notifier = Notifier::new(queue.clone());
-    let accounts = Arc::new(Accounts::new(
-        backend.tenants(),
-        secrets.clone(),
-        clock.clone(),
-    ));
-    let intake = Arc::new(Intake::new(
+    let api = holub_api::AppState::new(
         store.clone(),
+        backend.tenants(),
         queue.clone(),
+        secrets.clone(),
         clock.clone(),
         IntakeConfig {
             allow_private_callbacks: !args.public_callbacks_only,
             ..IntakeConfig::default()
         },
-    ));
-    let messages = Arc::new(Messages::new(
-        store.clone(),
-        clock.clone(),
-        notifier.clone(),
-    ));
+    );
     let receipts = Arc::new(Receipts::new(
         store.clone(),
         clock.clone(),
@@ -295,12 +287,7 @@ async fn serve(args: Args) -> Result<(), String> {
         stop_rx.clone(),
     )));
 
-    let app = holub_api::router(holub_api::AppState {
-        accounts,
-        intake,
-        messages,
-    })
-    .merge(holub_receipts::router(holub_receipts::ReceiptsState {
+    let app = holub_api::router(api).merge(holub_receipts::router(holub_receipts::ReceiptsState {
         receipts: receipts.clone(),
         webhooks,
         replays: Arc::new(holub_receipts::ReplayGuard::default()),

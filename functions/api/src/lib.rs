@@ -10,7 +10,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use holub_shared::services::{Accounts, Intake, Messages};
+use holub_shared::ports::{Clock, MessageStore, Queue, SecretStore, TenantStore};
+use holub_shared::services::intake::IntakeConfig;
+use holub_shared::services::{Accounts, Intake, Messages, Notifier};
 
 pub use error::{ApiError, ErrorBody};
 
@@ -24,6 +26,26 @@ pub struct AppState {
     pub accounts: Arc<Accounts>,
     pub intake: Arc<Intake>,
     pub messages: Arc<Messages>,
+}
+
+impl AppState {
+    /// The API's services over a backend's ports: the same composition for `holub serve`
+    /// and the API Lambda.
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        tenants: Arc<dyn TenantStore>,
+        queue: Arc<dyn Queue>,
+        secrets: Arc<dyn SecretStore>,
+        clock: Arc<dyn Clock>,
+        intake: IntakeConfig,
+    ) -> Self {
+        let notifier = Notifier::new(queue.clone());
+        AppState {
+            accounts: Arc::new(Accounts::new(tenants, secrets, clock.clone())),
+            intake: Arc::new(Intake::new(store.clone(), queue, clock.clone(), intake)),
+            messages: Arc::new(Messages::new(store, clock, notifier)),
+        }
+    }
 }
 
 /// The whole API.

@@ -27,6 +27,42 @@ pub struct AwsConfig {
     pub secrets: SecretsConfig,
 }
 
+impl AwsConfig {
+    /// The settings from named values — in a Lambda, its environment, read once in `main`:
+    /// `HOLUB_MESSAGES_TABLE`, `HOLUB_IDEMPOTENCY_TABLE`, `HOLUB_TENANTS_TABLE`,
+    /// `HOLUB_DISPATCH_QUEUE_URL`, `HOLUB_CALLBACKS_QUEUE_URL` (all required),
+    /// `HOLUB_SECRETS_PREFIX` (default `holub/`) and `HOLUB_INDEX_SHARDS` (default 4; it may
+    /// grow between deployments but never shrink).
+    pub fn from_values(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let need = |name: &str| {
+            get(name)
+                .filter(|v| !v.is_empty())
+                .ok_or(format!("{name} is not set"))
+        };
+        let mut dynamo = DynamoConfig::with_prefix("holub");
+        dynamo.messages_table = need("HOLUB_MESSAGES_TABLE")?;
+        dynamo.idempotency_table = need("HOLUB_IDEMPOTENCY_TABLE")?;
+        dynamo.tenants_table = need("HOLUB_TENANTS_TABLE")?;
+        if let Some(shards) = get("HOLUB_INDEX_SHARDS") {
+            dynamo.index_shards = shards
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or("HOLUB_INDEX_SHARDS must be a positive number")?;
+        }
+        Ok(AwsConfig {
+            dynamo,
+            queues: QueueUrls {
+                dispatch: need("HOLUB_DISPATCH_QUEUE_URL")?,
+                callbacks: need("HOLUB_CALLBACKS_QUEUE_URL")?,
+            },
+            secrets: SecretsConfig::with_prefix(
+                get("HOLUB_SECRETS_PREFIX").unwrap_or_else(|| "holub/".to_owned()),
+            ),
+        })
+    }
+}
+
 /// The HTTPS client every AWS client uses: rustls with ring, the crypto the rest of Holub
 /// already links, and the system's root certificates.
 pub fn https_client() -> SharedHttpClient {
