@@ -1,89 +1,23 @@
-//! The route table file of `holub serve --routes FILE`: which providers Holub has, how to
-//! reach them, their limits and prices, and which messages go where.
-//!
-//! ```toml
-//! [[provider]]
-//! name = "kyivstar"                    # how messages and the receipt URL name it
-//! kind = "kyivstar"                    # turbosms | smsfly | alphasms | kyivstar | holub-sim
-//! credentials = "providers/kyivstar"   # secret name (a JSON object; see the README)
-//! messages_per_second = 20             # held exactly; omit for no limit
-//! price_per_part_kopiyky = 70          # for routes ordered by price
-//! simulate = true                      # run the built-in simulator of this kind and use it
-//! settings = { }                       # adapter settings (base_url, ...)
-//! [provider.simulator]                 # the simulator's behaviour (simulate = true)
-//! delivered_ratio = 0.95
-//! faults = { server_error_ratio = 0.1 }
-//!
-//! [[route]]                            # first match wins; unmatched: all, cheapest first
-//! operators = ["kyivstar"]
-//! providers = ["kyivstar", "turbosms"] # failover order
-//! ```
+//! The route table of `holub serve --routes FILE` (its format: [`RouteTable`]), with what
+//! only the single binary adds to it: simulators started in the process
+//! (`simulate = true`) and Holub's own simulator protocol (`kind = "holub-sim"`).
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use holub_shared::adapters::providers;
-use holub_shared::domain::Kopiyky;
-use holub_shared::ports::{ReceiptWebhook, SecretStore};
-use holub_shared::services::gateway::{BreakerConfig, Gateway, Member, RouteRule};
+use async_trait::async_trait;
+pub use holub_shared::adapters::providers::table::RouteTable;
+use holub_shared::adapters::providers::table::{self, LocalMade, LocalProviders, ProviderEntry};
+use holub_shared::ports::{ReceiptWebhook, Secret, SecretStore};
+use holub_shared::services::gateway::Gateway;
 use holub_simulator::providers::SimSettings;
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteFile {
-    #[serde(rename = "provider")]
-    pub providers: Vec<ProviderEntry>,
-    #[serde(default, rename = "route")]
-    pub routes: Vec<RouteRule>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderEntry {
-    pub name: String,
-    pub kind: String,
-    pub credentials: String,
-    #[serde(default)]
-    pub messages_per_second: Option<u32>,
-    #[serde(default)]
-    pub price_per_part_kopiyky: Option<i64>,
-    #[serde(default)]
-    pub simulate: bool,
-    #[serde(default = "empty_object")]
-    pub settings: serde_json::Value,
-    #[serde(default)]
-    pub simulator: Option<SimSettings>,
-}
-
-fn empty_object() -> serde_json::Value {
-    serde_json::Value::Object(Default::default())
-}
-
-pub fn read(path: &Path) -> Result<RouteFile, String> {
+pub fn read(path: &Path) -> Result<RouteTable, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the route table {}: {e}", path.display()))?;
-    let file: RouteFile = toml::from_str(&text)
-        .map_err(|e| format!("the route table {} is not valid: {e}", path.display()))?;
-    let mut names = std::collections::HashSet::new();
-    for p in &file.providers {
-        let ok_name = !p.name.is_empty()
-            && p.name.len() <= 64
-            && p.name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !ok_name {
-            return Err(format!(
-                "provider name {:?}: use 1-64 letters, digits, '-' or '_' (it appears in the receipt URL)",
-                p.name
-            ));
-        }
-        if !names.insert(p.name.clone()) {
-            return Err(format!("provider {:?} is listed twice", p.name));
-        }
-    }
-    Ok(file)
+    RouteTable::parse(&text, &path.display().to_string())
 }
 
 /// The providers of a route table, made and (where asked) simulated.
@@ -94,92 +28,99 @@ pub struct Providers {
     pub simulators: Vec<(String, String)>,
 }
 
-/// Builds every provider of the file: credentials from the secret store, simulators started
-/// where `simulate = true` (their base URL replaces the adapter's), then the gateway.
+/// Builds every provider of the table: credentials from the secret store, simulators
+/// started where `simulate = true` (their base URL replaces the adapter's), then the
+/// gateway.
 pub async fn build(
-    file: RouteFile,
+    table: RouteTable,
     secrets: &dyn SecretStore,
     receipts_base: &str,
 ) -> Result<Providers, String> {
-    let mut members = Vec::new();
-    let mut webhooks: HashMap<String, Arc<dyn ReceiptWebhook>> = HashMap::new();
-    let mut simulators = Vec::new();
-    for entry in file.providers {
-        let credentials = secrets.get(&entry.credentials).await.map_err(|e| {
-            format!(
-                "provider {:?}: credentials {:?} not readable ({e}); store them with \
-                 `holub secret set {} '<JSON>'`",
-                entry.name, entry.credentials, entry.credentials
-            )
-        })?;
-        let mut settings = entry.settings;
-        let receipts_url = format!("{receipts_base}/v1/receipts/{}", entry.name);
+    let local = Simulators::default();
+    let built = table::build(table, secrets, receipts_base, &local)
+        .await
+        .map_err(|e| format!("{e}; store credentials with `holub secret set NAME '<JSON>'`"))?;
+    Ok(Providers {
+        gateway: built.gateway,
+        webhooks: built.webhooks,
+        simulators: local.started.into_inner().unwrap_or_default(),
+    })
+}
+
+fn sim_settings(entry: &ProviderEntry) -> Result<Option<SimSettings>, String> {
+    entry
+        .simulator
+        .clone()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| format!("provider {:?}: [provider.simulator]: {e}", entry.name))
+}
+
+/// Starts the simulators a route table asks for.
+#[derive(Default)]
+struct Simulators {
+    started: Mutex<Vec<(String, String)>>,
+}
+
+impl Simulators {
+    fn started(&self, name: &str, addr: String) {
+        if let Ok(mut started) = self.started.lock() {
+            started.push((name.to_owned(), addr));
+        }
+    }
+}
+
+#[async_trait]
+impl LocalProviders for Simulators {
+    async fn make(
+        &self,
+        entry: &ProviderEntry,
+        credentials: &Secret,
+        settings: &mut serde_json::Value,
+        receipts_url: &str,
+    ) -> Result<Option<LocalMade>, String> {
+        let sim = sim_settings(entry)?;
         if entry.kind == HOLUB_SIM {
             let (provider, webhook, addr) = holub_sim(
                 &entry.name,
-                &credentials,
+                credentials,
                 entry.simulate,
-                entry.simulator,
-                &settings,
-                receipts_url,
+                sim,
+                settings,
+                receipts_url.to_owned(),
             )
             .await?;
-            webhooks.insert(entry.name.clone(), webhook);
             if let Some(addr) = addr {
-                simulators.push((entry.name.clone(), addr));
+                self.started(&entry.name, addr);
             }
-            members.push(Member {
-                name: entry.name,
-                provider,
-                messages_per_second: entry.messages_per_second,
-                price_per_part: entry.price_per_part_kopiyky.map(Kopiyky),
-            });
-            continue;
+            return Ok(Some((provider, Some(webhook))));
         }
-        if entry.simulate {
-            let credentials_json: serde_json::Value = serde_json::from_str(credentials.expose())
-                .map_err(|_| {
-                    format!(
-                        "provider {:?}: credentials are not a JSON object",
-                        entry.name
-                    )
-                })?;
-            let mut sim = entry.simulator.unwrap_or_default();
-            sim.credentials = credentials_json;
-            sim.receipts_url.get_or_insert(receipts_url.clone());
-            let addr = holub_simulator::providers::start(&entry.kind, sim)
-                .await
-                .map_err(|e| {
-                    format!("provider {:?}: cannot start its simulator: {e}", entry.name)
-                })?;
-            if let Some(obj) = settings.as_object_mut() {
-                obj.insert("base_url".into(), format!("http://{addr}").into());
-                // A simulated provider that pushes reports to this Holub.
-                if PUSH_KINDS.contains(&entry.kind.as_str()) && !obj.contains_key("hook_url") {
-                    obj.insert("hook_url".into(), receipts_url.clone().into());
-                }
+        if !entry.simulate {
+            return Ok(None);
+        }
+        let credentials_json: serde_json::Value = serde_json::from_str(credentials.expose())
+            .map_err(|_| {
+                format!(
+                    "provider {:?}: credentials are not a JSON object",
+                    entry.name
+                )
+            })?;
+        let mut sim = sim.unwrap_or_default();
+        sim.credentials = credentials_json;
+        sim.receipts_url.get_or_insert(receipts_url.to_owned());
+        let addr = holub_simulator::providers::start(&entry.kind, sim)
+            .await
+            .map_err(|e| format!("provider {:?}: cannot start its simulator: {e}", entry.name))?;
+        if let Some(obj) = settings.as_object_mut() {
+            obj.insert("base_url".into(), format!("http://{addr}").into());
+            // A simulated provider that pushes reports to this Holub.
+            if PUSH_KINDS.contains(&entry.kind.as_str()) && !obj.contains_key("hook_url") {
+                obj.insert("hook_url".into(), receipts_url.into());
             }
-            simulators.push((entry.name.clone(), addr.to_string()));
         }
-        let built = providers::build(&entry.kind, &entry.name, settings, &credentials)
-            .map_err(|e| e.to_string())?;
-        if let Some(webhook) = built.webhook {
-            webhooks.insert(entry.name.clone(), webhook);
-        }
-        members.push(Member {
-            name: entry.name,
-            provider: built.provider,
-            messages_per_second: entry.messages_per_second,
-            price_per_part: entry.price_per_part_kopiyky.map(Kopiyky),
-        });
+        self.started(&entry.name, addr.to_string());
+        Ok(None)
     }
-    let gateway = Gateway::new(members, file.routes, BreakerConfig::default())
-        .map_err(|e| format!("the route table is not valid: {e}"))?;
-    Ok(Providers {
-        gateway: Arc::new(gateway),
-        webhooks,
-        simulators,
-    })
 }
 
 /// Kinds whose adapters take the receipt webhook's address as `settings.hook_url`.

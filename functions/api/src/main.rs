@@ -3,19 +3,13 @@
 
 use std::sync::Arc;
 
-use holub_shared::adapters::aws::{AwsBackend, AwsConfig, load_sdk_config};
+use holub_shared::adapters::aws::backend_from_env;
 use holub_shared::ports::SystemClock;
 use holub_shared::services::intake::IntakeConfig;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .without_time()
-        .init();
-    let config = AwsConfig::from_values(|name| std::env::var(name).ok())?;
-    let aws = AwsBackend::new(&load_sdk_config().await, config);
+    let aws = backend_from_env().await?;
     let state = holub_api::AppState::new(
         Arc::new(aws.store.clone()),
         Arc::new(aws.store),

@@ -16,6 +16,9 @@ use super::request_counter::RequestCounter;
 use super::secrets_manager::{SecretsConfig, SecretsManagerStore};
 use super::sqs::{QueueUrls, SqsQueue};
 
+use super::providers::table::{self, NoLocalProviders, Providers, RouteTable};
+use crate::ports::SecretStore;
+
 pub use aws_config::{Region, SdkConfig};
 pub use aws_sdk_dynamodb::config::Credentials;
 
@@ -141,4 +144,31 @@ impl AwsBackend {
             requests: clients.requests,
         }
     }
+}
+
+/// What a Lambda function starts from, read once per cold start: logs as JSON lines (level
+/// from `RUST_LOG`), the settings from the environment, and the adapters over them.
+pub async fn backend_from_env() -> Result<AwsBackend, String> {
+    init_logging();
+    let config = AwsConfig::from_values(|name| std::env::var(name).ok())?;
+    Ok(AwsBackend::new(&load_sdk_config().await, config))
+}
+
+/// The providers of the route table in `HOLUB_ROUTES` (TOML, as `holub serve --routes`
+/// reads it), their credentials read from the secret store now.
+pub async fn providers_from_env(secrets: &dyn SecretStore) -> Result<Providers, String> {
+    let text = std::env::var("HOLUB_ROUTES").map_err(|_| "HOLUB_ROUTES is not set")?;
+    let routes = RouteTable::parse(&text, "HOLUB_ROUTES")?;
+    // Receipt URLs are the API's, known to the providers' settings (`hook_url`); nothing
+    // started here needs one.
+    table::build(routes, secrets, "", &NoLocalProviders).await
+}
+
+/// JSON log lines without time stamps (CloudWatch adds them), level from `RUST_LOG`.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .without_time()
+        .try_init();
 }

@@ -40,6 +40,16 @@ pub enum SweepError {
     Queue(#[from] QueueError),
 }
 
+/// What one [`Sweeper::sweep`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SweepReport {
+    pub released: usize,
+    pub requeued: usize,
+    pub expired: usize,
+    /// Steps that failed, said in words (no message content).
+    pub errors: Vec<String>,
+}
+
 pub struct Sweeper {
     store: Arc<dyn MessageStore>,
     queue: Arc<dyn Queue>,
@@ -187,6 +197,32 @@ impl Sweeper {
             .collect();
         self.notifier.changed(&expired).await;
         Ok(expired.len())
+    }
+
+    /// Every sweep once, as a scheduled run does it: release until nothing more is due (at
+    /// most `max_rounds` batches, so one run stays bounded), then requeue, then expiry. A
+    /// failing step is reported and does not keep the others from running.
+    pub async fn sweep(&self, max_rounds: usize) -> SweepReport {
+        let mut report = SweepReport::default();
+        for _ in 0..max_rounds.max(1) {
+            match self.release_due().await {
+                Ok(0) => break,
+                Ok(n) => report.released += n,
+                Err(e) => {
+                    report.errors.push(format!("release: {e}"));
+                    break;
+                }
+            }
+        }
+        match self.requeue_stale().await {
+            Ok(n) => report.requeued = n,
+            Err(e) => report.errors.push(format!("requeue: {e}")),
+        }
+        match self.expire().await {
+            Ok(n) => report.expired = n,
+            Err(e) => report.errors.push(format!("expiry: {e}")),
+        }
+        report
     }
 
     async fn enqueue(&self, messages: &[Message]) -> Result<(), QueueError> {

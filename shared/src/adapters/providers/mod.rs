@@ -10,6 +10,7 @@ pub mod alphasms;
 pub mod http;
 pub mod kyivstar;
 pub mod smsfly;
+pub mod table;
 pub mod turbosms;
 
 use std::sync::Arc;
