@@ -232,6 +232,7 @@ contract!(
     receipts_are_kept_once_and_listed_per_message,
     sweeps_find_due_stale_and_expired_messages_oldest_first,
     sent_messages_await_receipts_per_provider,
+    receipts_ride_along_with_a_status_change,
     tenants_are_found_by_key_hash,
     the_queue_delivers_hides_and_deletes,
     an_unacknowledged_message_comes_back_with_a_new_handle,
@@ -440,7 +441,13 @@ async fn empty_calls_are_no_ops(b: &Backend) {
             .is_empty()
     );
     assert!(store.due_scheduled(at(0), 0).await.unwrap().is_empty());
-    assert!(store.past_validity(at(0), 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .sent_past_validity(at(0), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(store.awaiting_receipts("p", 10).await.unwrap().is_empty());
     b.queue()
         .send_batch(QueueName::Dispatch, Vec::new())
@@ -664,7 +671,7 @@ async fn transitions_apply_only_from_the_expected_states_of_the_right_tenant(b: 
         provider_message_id: Some("ks-9".into()),
         cost: Some(Kopiyky(85)),
         error: None,
-        count_attempt: false,
+        ..Patch::default()
     };
     let results = store
         .transition(&[
@@ -1067,7 +1074,7 @@ async fn sweeps_find_due_stale_and_expired_messages_oldest_first(b: &Backend) {
     delivered_expired.status = Delivered;
     delivered_expired.expires_at = at(2);
     let mut sent_expired = message(&t, at(0));
-    sent_expired.status = Sent;
+    sent_expired.status = Sending;
     sent_expired.expires_at = at(3);
     let mut accepted_expired = message(&u, at(0));
     accepted_expired.expires_at = at(1);
@@ -1108,24 +1115,17 @@ async fn sweeps_find_due_stale_and_expired_messages_oldest_first(b: &Backend) {
         vec![reference(&queued_old), reference(&queued_new)]
     );
 
+    // Only sent messages are swept for validity (dispatch expires waiting ones).
+    let mut sent = step(&sent_expired, &[Sending], Sent, 2);
+    sent.patch.provider = Some("turbosms".into());
+    sent.patch.provider_message_id = Some("t-1".into());
+    store.transition(&[sent]).await.unwrap();
     assert_eq!(
-        store.past_validity(at(3), 10).await.unwrap(),
-        vec![
-            (reference(&accepted_expired), Accepted),
-            (reference(&sent_expired), Sent)
-        ]
+        store.sent_past_validity(at(3), 10).await.unwrap(),
+        vec![reference(&sent_expired)]
     );
-    assert_eq!(store.past_validity(at(3), 1).await.unwrap().len(), 1);
-    assert_eq!(store.past_validity(at(0), 10).await.unwrap(), vec![]);
-    // Everything non-terminal expires a day after creation.
-    assert_eq!(
-        store
-            .past_validity(at(0) + TimeDelta::days(2), 100)
-            .await
-            .unwrap()
-            .len(),
-        7
-    );
+    assert_eq!(store.sent_past_validity(at(3), 0).await.unwrap(), vec![]);
+    assert_eq!(store.sent_past_validity(at(2), 10).await.unwrap(), vec![]);
 
     // Leaving a state leaves its sweep: a released message is no longer due, a claimed one
     // no longer stale; touching a queued message makes it fresh again.
@@ -1147,31 +1147,36 @@ async fn sweeps_find_due_stale_and_expired_messages_oldest_first(b: &Backend) {
         vec![reference(&s5), reference(&queued_new)]
     );
 
-    // A message that ends leaves the validity sweep; steps between live states keep it
-    // there; one brought back from a terminal state returns to it.
+    // A message that ends leaves the validity sweep.
     store
-        .transition(&[step(&accepted_expired, &[Accepted], Cancelled, 4)])
+        .transition(&[step(&sent_expired, &[Sent], Delivered, 4)])
         .await
         .unwrap();
-    assert_eq!(
-        store.past_validity(at(3), 10).await.unwrap(),
-        vec![(reference(&sent_expired), Sent)]
-    );
-    store
-        .transition(&[step(&accepted_expired, &[Cancelled], Queued, 5)])
+    assert_eq!(store.sent_past_validity(at(3), 10).await.unwrap(), vec![]);
+}
+
+async fn receipts_ride_along_with_a_status_change(b: &Backend) {
+    let store = b.store();
+    let m = message(&tenant(), at(0));
+    store.insert(std::slice::from_ref(&m), None).await.unwrap();
+    let delivered = receipt(1, ReceiptState::Delivered, 5);
+    let mut change = step(&m, &[Accepted], Delivered, 6);
+    change.patch.receipts = vec![delivered, delivered];
+    let after = store
+        .transition(std::slice::from_ref(&change))
         .await
         .unwrap();
-    store
-        .transition(&[step(&accepted_expired, &[Queued], Sending, 6)])
+    assert_eq!(after[0].as_ref().map(|m| m.status), Some(Delivered));
+    // A change whose condition fails records nothing.
+    let mut refused = step(&m, &[Accepted], Undelivered, 7);
+    refused.patch.receipts = vec![receipt(1, ReceiptState::Undelivered, 7)];
+    assert!(store.transition(&[refused]).await.unwrap()[0].is_none());
+    // Recorded once, with the change, and seen by the receipts that follow.
+    let all = store
+        .add_receipts(&[(reference(&m), delivered)])
         .await
         .unwrap();
-    assert_eq!(
-        store.past_validity(at(3), 10).await.unwrap(),
-        vec![
-            (reference(&accepted_expired), Sending),
-            (reference(&sent_expired), Sent)
-        ]
-    );
+    assert_eq!(all, vec![vec![delivered]]);
 }
 
 async fn sent_messages_await_receipts_per_provider(b: &Backend) {
@@ -1202,12 +1207,12 @@ async fn sent_messages_await_receipts_per_provider(b: &Backend) {
 
     assert_eq!(
         store.awaiting_receipts("turbosms", 10).await.unwrap(),
-        ["t-early", "t-middle", "t-late"],
-        "least recently changed first; a delivered message no longer waits"
+        ["t-late", "t-early", "t-middle"],
+        "earliest validity end first; a delivered message no longer waits"
     );
     assert_eq!(
         store.awaiting_receipts("turbosms", 2).await.unwrap(),
-        ["t-early", "t-middle"]
+        ["t-late", "t-early"]
     );
     assert_eq!(
         store.awaiting_receipts("smsfly", 10).await.unwrap(),
@@ -1235,7 +1240,7 @@ async fn sent_messages_await_receipts_per_provider(b: &Backend) {
         .unwrap();
     assert_eq!(
         store.awaiting_receipts("turbosms", 10).await.unwrap(),
-        ["t-middle", "t-late"]
+        ["t-late", "t-middle"]
     );
 }
 
@@ -1796,14 +1801,11 @@ mod requests {
         assert_eq!(n, of(&[("DynamoDB.Query", shards)]));
         let (r, n) = cost(
             &counter,
-            store.past_validity(at(0) + TimeDelta::days(2), 10),
+            store.sent_past_validity(at(0) + TimeDelta::days(2), 10),
         )
         .await;
         assert_eq!(r.unwrap().len(), 10);
-        assert_eq!(
-            n,
-            of(&[("DynamoDB.BatchGetItem", 1), ("DynamoDB.Query", shards)])
-        );
+        assert_eq!(n, of(&[("DynamoDB.Query", shards)]));
         let (r, n) = cost(&counter, store.list(&t, &everything(50))).await;
         assert_eq!(r.unwrap().messages.len(), 50);
         assert_eq!(n, of(&[("DynamoDB.Query", 1)]));

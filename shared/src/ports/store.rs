@@ -95,6 +95,9 @@ pub struct Patch {
     pub error: Option<MessageError>,
     /// Count one more submission attempt.
     pub count_attempt: bool,
+    /// Part receipts recorded with the change, in the same write (a duplicate of a stored
+    /// one is kept once). Recorded only if the change applies.
+    pub receipts: Vec<PartReceipt>,
 }
 
 /// Filters of `GET /v1/messages`; all optional, combined with AND.
@@ -189,20 +192,23 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<Vec<MessageRef>, StoreError>;
 
     /// The provider's ids of messages it carried that are `sent` and still await a final
-    /// receipt, least recently changed first: what is polled at providers that do not push.
+    /// receipt, earliest validity end first: what is polled at providers that do not push.
     async fn awaiting_receipts(
         &self,
         provider: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
 
-    /// Messages not yet in a terminal state whose validity ended at or before `now`, with
-    /// their current status, oldest validity first.
-    async fn past_validity(
+    /// Messages in `sent` whose validity ended at or before `cutoff`, oldest validity first:
+    /// their final receipt is not coming. (Messages still waiting to be sent need no sweep:
+    /// dispatch expires a message whose validity has ended when it takes its job, and every
+    /// waiting message has a job coming — a scheduled one at release, a lost one from
+    /// [`MessageStore::stale_queued`].)
+    async fn sent_past_validity(
         &self,
-        now: DateTime<Utc>,
+        cutoff: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<(MessageRef, MessageStatus)>, StoreError>;
+    ) -> Result<Vec<MessageRef>, StoreError>;
 }
 
 /// A tenant as stored; its API keys are stored only as hashes.

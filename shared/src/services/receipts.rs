@@ -97,33 +97,82 @@ impl Receipts {
         if known.is_empty() {
             return Ok(summary);
         }
-        let all = self.store.add_receipts(&known).await?;
+        // A one-part message's receipts decide its status alone, so they are recorded with
+        // the status change, in one write. Where the change does not apply (a duplicate, a
+        // report that moves nothing) they are recorded on their own.
+        let mut single: Vec<(MessageRef, Vec<PartReceipt>)> = Vec::new();
+        let mut multi = Vec::with_capacity(known.len());
+        let mut multi_segments = Vec::with_capacity(known.len());
+        for ((message, receipt), parts) in known.into_iter().zip(segments) {
+            if parts <= 1 {
+                match single.iter_mut().find(|(m, _)| *m == message) {
+                    Some((_, list)) => list.push(receipt),
+                    None => single.push((message, vec![receipt])),
+                }
+            } else {
+                multi.push((message, receipt));
+                multi_segments.push(parts);
+            }
+        }
+        let mut changes: Vec<Transition> = Vec::new();
+        let mut record_only: Vec<(MessageRef, PartReceipt)> = Vec::new();
+        for (message, list) in single {
+            match aggregate_parts(1, &list).map(|to| (moves_to(to), to)) {
+                Some((from, to)) if !from.is_empty() => changes.push(
+                    Transition::new(message.tenant_id, message.id, &from, to, now).with(Patch {
+                        receipts: list,
+                        ..Patch::default()
+                    }),
+                ),
+                _ => record_only.extend(list.into_iter().map(|r| (message.clone(), r))),
+            }
+        }
+        let mut changed: Vec<Message> = Vec::new();
+        for (change, after) in changes.iter().zip(self.store.transition(&changes).await?) {
+            match after {
+                Some(m) => changed.push(m),
+                None => record_only.extend(change.patch.receipts.iter().map(|r| {
+                    let message = MessageRef {
+                        tenant_id: change.tenant_id.clone(),
+                        id: change.id,
+                    };
+                    (message, *r)
+                })),
+            }
+        }
+        // Messages of several parts: every part's receipts so far decide.
+        let recorded = multi.len();
+        multi.extend(record_only);
+        let all = if multi.is_empty() {
+            Vec::new()
+        } else {
+            self.store.add_receipts(&multi).await?
+        };
         // The last entry for a message holds all of its receipts: that one decides.
         let mut decided: HashMap<MessageRef, MessageStatus> = HashMap::new();
-        for (((message, _), parts), receipts) in known.iter().zip(&segments).zip(&all) {
+        for (((message, _), parts), receipts) in
+            multi[..recorded].iter().zip(&multi_segments).zip(&all)
+        {
             if let Some(status) = aggregate_parts(*parts, receipts) {
                 decided.insert(message.clone(), status);
             }
         }
         let transitions: Vec<Transition> = decided
             .into_iter()
-            .map(|(message, to)| Transition {
-                tenant_id: message.tenant_id,
-                id: message.id,
-                from: moves_to(to),
-                to,
-                at: now,
-                patch: Patch::default(),
+            .map(|(message, to)| {
+                Transition::new(message.tenant_id, message.id, &moves_to(to), to, now)
             })
             .filter(|t| !t.from.is_empty())
             .collect();
-        let changed: Vec<Message> = self
-            .store
-            .transition(&transitions)
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
+        if !transitions.is_empty() {
+            changed.extend(
+                self.store
+                    .transition(&transitions)
+                    .await?
+                    .into_iter()
+                    .flatten(),
+            );
+        }
         summary.applied = changed.len();
         self.notifier.changed(&changed).await;
         Ok(summary)

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::{Message, MessageError, MessageStatus};
-use crate::ports::store::{Patch, Transition};
+use crate::domain::{Message, MessageStatus};
+use crate::ports::store::Transition;
 use crate::ports::{Clock, MessageStore, Queue, QueueError, QueueName, StoreError};
 
 use super::callbacks::Notifier;
@@ -147,44 +147,27 @@ impl Sweeper {
         Ok(n)
     }
 
-    /// Expires messages whose validity ended: waiting ones at once, sent ones after a grace
-    /// period for their final receipt. Messages in `sending` are left to dispatch, which
-    /// knows whether the provider has them.
+    /// Expires sent messages whose validity ended a grace period ago with no final receipt.
+    /// (Messages still waiting to be sent are expired by dispatch when their job comes up.)
     pub async fn expire(&self) -> Result<usize, SweepError> {
         let now = self.clock.now();
-        let grace = to_duration(self.config.receipt_grace);
-        let mut transitions = Vec::new();
-        for (r, status) in self.store.past_validity(now, self.config.batch).await? {
-            if matches!(
-                status,
-                MessageStatus::Accepted | MessageStatus::Scheduled | MessageStatus::Queued
-            ) {
-                transitions.push((r, status));
-            }
-        }
-        for (r, status) in self
+        let cutoff = now - to_duration(self.config.receipt_grace);
+        let stale = self
             .store
-            .past_validity(now - grace, self.config.batch)
-            .await?
-        {
-            if status == MessageStatus::Sent {
-                transitions.push((r, status));
-            }
-        }
-        if transitions.is_empty() {
+            .sent_past_validity(cutoff, self.config.batch)
+            .await?;
+        if stale.is_empty() {
             return Ok(0);
         }
-        let transitions: Vec<Transition> = transitions
+        let transitions: Vec<Transition> = stale
             .into_iter()
-            .map(|(r, status)| {
-                Transition::new(r.tenant_id, r.id, &[status], MessageStatus::Expired, now).with(
-                    Patch {
-                        error: (status != MessageStatus::Sent).then(|| MessageError {
-                            code: "validity_expired".to_owned(),
-                            message: "validity ended before the message could be sent".to_owned(),
-                        }),
-                        ..Patch::default()
-                    },
+            .map(|r| {
+                Transition::new(
+                    r.tenant_id,
+                    r.id,
+                    &[MessageStatus::Sent],
+                    MessageStatus::Expired,
+                    now,
                 )
             })
             .collect();

@@ -53,7 +53,6 @@ pub(super) mod msg {
     pub const DUE: &str = "dq";
     pub const QUEUED: &str = "qq";
     pub const AWAITING: &str = "ap";
-    pub const LIVE: &str = "lv";
 }
 
 /// Attribute names of the idempotency table.
@@ -124,11 +123,6 @@ pub(super) fn shard(id: &MessageId, shards: u16) -> String {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     (hash % u64::from(shards.max(1))).to_string()
-}
-
-/// The partition of the awaiting-receipts index for `provider`'s messages in `shard`.
-pub(super) fn awaiting_key(provider: &str, shard: &str) -> String {
-    format!("{provider}#{shard}")
 }
 
 /// The by-provider index key of a provider's message id.
@@ -230,7 +224,6 @@ pub(super) struct IndexKeys {
     pub due: Option<String>,
     pub queued: Option<String>,
     pub awaiting: Option<String>,
-    pub live: Option<String>,
 }
 
 impl IndexKeys {
@@ -249,8 +242,7 @@ impl IndexKeys {
             queued: (status == MessageStatus::Queued).then(|| shard.clone()),
             awaiting: both
                 .filter(|_| status == MessageStatus::Sent)
-                .map(|(p, _)| awaiting_key(p, &shard)),
-            live: (!status.is_terminal()).then_some(shard),
+                .map(|_| shard),
         }
     }
 
@@ -261,13 +253,12 @@ impl IndexKeys {
             .all(|(attr, want)| get_s(item, attr).ok().flatten() == want.as_deref())
     }
 
-    pub(super) fn pairs(&self) -> [(&'static str, &Option<String>); 5] {
+    pub(super) fn pairs(&self) -> [(&'static str, &Option<String>); 4] {
         [
             (msg::BY_PROVIDER, &self.by_provider),
             (msg::DUE, &self.due),
             (msg::QUEUED, &self.queued),
             (msg::AWAITING, &self.awaiting),
-            (msg::LIVE, &self.live),
         ]
     }
 }
@@ -600,8 +591,7 @@ mod tests {
         }
         let mut item = message_item(&m, &config()).unwrap();
         // The keys it carries while it waits for its receipts.
-        item.insert(msg::AWAITING.into(), s("kyivstar#3"));
-        item.insert(msg::LIVE.into(), s("3"));
+        item.insert(msg::AWAITING.into(), s("3"));
         let receipts = (1..=2)
             .map(|part| {
                 receipt_str(&PartReceipt {

@@ -17,7 +17,7 @@ use super::codec::{
     self, IndexKeys, Item, get_n, get_s, history_entry, idem, message_from, message_key, msg, n,
     nanos, nanos_bound, parse, receipt_str, receipts_from, req_n, req_s, s, shard,
 };
-use super::schema::{AWAITING, BY_PROVIDER, DUE, LIVE, QUEUED};
+use super::schema::{AWAITING, BY_PROVIDER, DUE, QUEUED};
 use super::{
     BATCH_ROUNDS, CONCURRENCY, DynamoStore, Expr, Incomplete, MAX_BATCH_GET, MAX_BATCH_WRITE,
     MAX_TRANSACTION_ITEMS, backoff, unavailable,
@@ -32,6 +32,17 @@ use crate::ports::{
 /// The largest page asked of DynamoDB while filtering a list: filters apply after `Limit`,
 /// so a filtered list reads ahead rather than one item per request.
 const FILTERED_PAGE: usize = 200;
+
+/// A sweep over one index: entries whose sort key is at most `bound` and, with `only`,
+/// whose projected attribute holds a value.
+#[derive(Clone, Copy)]
+struct IndexScan<'a> {
+    index: &'a str,
+    partition: &'a str,
+    sort: &'a str,
+    bound: Option<i64>,
+    only: Option<(&'a str, &'a str)>,
+}
 
 fn is_condition_failure<E>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool
 where
@@ -267,6 +278,18 @@ impl DynamoStore {
         if patch.count_attempt {
             add.push(format!("{} {}", e.name(msg::ATTEMPTS), e.value(n(1))));
         }
+        if !patch.receipts.is_empty() {
+            let set = patch
+                .receipts
+                .iter()
+                .map(codec::receipt_str)
+                .collect::<Result<BTreeSet<_>, _>>()?;
+            add.push(format!(
+                "{} {}",
+                e.name(msg::RECEIPTS),
+                e.value(AttributeValue::Ss(set.into_iter().collect()))
+            ));
+        }
         // The index keys that follow from the new status. Those that also depend on the
         // provider are set here when the patch names both provider and id (as dispatch
         // does); otherwise they are mended after the update from the stored values.
@@ -292,16 +315,9 @@ impl DynamoStore {
             (t.to == MessageStatus::Queued).then(|| shard.clone()),
         );
         match (t.to == MessageStatus::Sent, provider) {
-            (true, Some((p, _))) => {
-                toggle(&mut e, msg::AWAITING, Some(codec::awaiting_key(p, &shard)))
-            }
+            (true, Some(_)) => toggle(&mut e, msg::AWAITING, Some(shard.clone())),
             (true, None) => {}
             (false, _) => toggle(&mut e, msg::AWAITING, None),
-        }
-        if t.to.is_terminal() {
-            toggle(&mut e, msg::LIVE, None);
-        } else if t.from.iter().any(|s| s.is_terminal()) {
-            toggle(&mut e, msg::LIVE, Some(shard.clone()));
         }
         let from = t
             .from
@@ -404,17 +420,21 @@ impl DynamoStore {
         }
     }
 
-    /// Queries one partition of a sweep index, oldest first, for up to `limit` entries whose
-    /// sort key is at most `bound`.
+    /// Queries one partition (`value`) of a sweep index, oldest first, for up to `limit`
+    /// entries.
     async fn query_shard(
         &self,
-        index: &str,
-        partition: &str,
+        scan: &IndexScan<'_>,
         value: String,
-        sort: &str,
-        bound: Option<i64>,
         limit: usize,
     ) -> Result<Vec<Item>, StoreError> {
+        let IndexScan {
+            index,
+            partition,
+            sort,
+            bound,
+            only,
+        } = *scan;
         let mut found = Vec::new();
         let mut start = None;
         loop {
@@ -423,6 +443,8 @@ impl DynamoStore {
             if let Some(bound) = bound {
                 condition.push_str(&format!(" AND {} <= {}", e.name(sort), e.value(n(bound))));
             }
+            let filter =
+                only.map(|(attr, want)| format!("{} = {}", e.name(attr), e.value(s(want))));
             let want = (limit - found.len()).min(1000);
             let out = self
                 .client
@@ -430,6 +452,7 @@ impl DynamoStore {
                 .table_name(self.messages())
                 .index_name(index)
                 .key_condition_expression(condition)
+                .set_filter_expression(filter)
                 .set_expression_attribute_names(e.names())
                 .set_expression_attribute_values(e.values())
                 .scan_index_forward(true)
@@ -446,21 +469,14 @@ impl DynamoStore {
         }
     }
 
-    /// The `limit` oldest entries (by `sort`) of a sweep index across its shards.
-    async fn sweep(
-        &self,
-        index: &str,
-        partition: &str,
-        values: Vec<String>,
-        sort: &str,
-        bound: Option<i64>,
-        limit: usize,
-    ) -> Result<Vec<Item>, StoreError> {
+    /// The `limit` oldest entries (by the sort key) of a sweep index across its shards.
+    async fn sweep(&self, scan: IndexScan<'_>, limit: usize) -> Result<Vec<Item>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let shards: Vec<Vec<Item>> = stream::iter(values)
-            .map(|value| self.query_shard(index, partition, value, sort, bound, limit))
+        let sort = scan.sort;
+        let shards: Vec<Vec<Item>> = stream::iter(self.shards())
+            .map(|value| self.query_shard(&scan, value, limit))
             .buffered(CONCURRENCY)
             .try_collect()
             .await?;
@@ -589,7 +605,9 @@ impl DynamoStore {
             .condition_expression(condition)
             .set_expression_attribute_names(e.names())
             .set_expression_attribute_values(e.values())
-            .return_values(ReturnValue::UpdatedNew)
+            // All of the item, not just what changed: a receipt already in the set changes
+            // nothing, and the whole set is what the caller wants back.
+            .return_values(ReturnValue::AllNew)
             .send()
             .await;
         match result {
@@ -921,17 +939,14 @@ impl MessageStore for DynamoStore {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<MessageRef>, StoreError> {
-        let shards = self.shards().collect();
-        let found = self
-            .sweep(
-                DUE,
-                msg::DUE,
-                shards,
-                msg::SEND_AT,
-                Some(nanos_bound(now)),
-                limit,
-            )
-            .await?;
+        let scan = IndexScan {
+            index: DUE,
+            partition: msg::DUE,
+            sort: msg::SEND_AT,
+            bound: Some(nanos_bound(now)),
+            only: None,
+        };
+        let found = self.sweep(scan, limit).await?;
         found.iter().map(message_ref).collect()
     }
 
@@ -940,17 +955,14 @@ impl MessageStore for DynamoStore {
         cutoff: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<MessageRef>, StoreError> {
-        let shards = self.shards().collect();
-        let found = self
-            .sweep(
-                QUEUED,
-                msg::QUEUED,
-                shards,
-                msg::UPDATED,
-                Some(nanos_bound(cutoff)),
-                limit,
-            )
-            .await?;
+        let scan = IndexScan {
+            index: QUEUED,
+            partition: msg::QUEUED,
+            sort: msg::UPDATED,
+            bound: Some(nanos_bound(cutoff)),
+            only: None,
+        };
+        let found = self.sweep(scan, limit).await?;
         found.iter().map(message_ref).collect()
     }
 
@@ -959,20 +971,16 @@ impl MessageStore for DynamoStore {
         provider: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let partitions = self
-            .shards()
-            .map(|shard| codec::awaiting_key(provider, &shard))
-            .collect();
-        let found = self
-            .sweep(
-                AWAITING,
-                msg::AWAITING,
-                partitions,
-                msg::UPDATED,
-                None,
-                limit,
-            )
-            .await?;
+        // One index holds the sent messages of every provider (their expiry needs them all);
+        // a poll reads its provider's entries, the others' are filtered out at the index.
+        let scan = IndexScan {
+            index: AWAITING,
+            partition: msg::AWAITING,
+            sort: msg::EXPIRES,
+            bound: None,
+            only: Some((msg::PROVIDER, provider)),
+        };
+        let found = self.sweep(scan, limit).await?;
         let mut ids = Vec::with_capacity(found.len());
         for item in &found {
             if get_s(item, msg::PROVIDER)? == Some(provider) {
@@ -982,49 +990,21 @@ impl MessageStore for DynamoStore {
         Ok(ids)
     }
 
-    async fn past_validity(
+    async fn sent_past_validity(
         &self,
-        now: DateTime<Utc>,
+        cutoff: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<(MessageRef, MessageStatus)>, StoreError> {
-        let shards = self.shards().collect();
-        let found = self
-            .sweep(
-                LIVE,
-                msg::LIVE,
-                shards,
-                msg::EXPIRES,
-                Some(nanos_bound(now)),
-                limit,
-            )
-            .await?;
-        if found.is_empty() {
-            return Ok(Vec::new());
-        }
-        let refs = found
-            .iter()
-            .map(message_ref)
-            .collect::<Result<Vec<_>, _>>()?;
-        // The index holds keys only; the statuses are read from the table, which also drops
-        // messages that ended after the index was last updated.
-        let keys = refs
-            .iter()
-            .map(|r| message_key(&r.tenant_id, &r.id))
-            .collect();
-        let items = self
-            .batch_get(self.messages(), keys, &[msg::TENANT, msg::ID, msg::STATUS])
-            .await?;
-        let mut statuses: HashMap<MessageRef, MessageStatus> = HashMap::new();
-        for item in &items {
-            let status = parse::<MessageStatus>(req_s(item, msg::STATUS)?, "status")?;
-            statuses.insert(message_ref(item)?, status);
-        }
-        Ok(refs
-            .into_iter()
-            .filter_map(|r| {
-                let status = *statuses.get(&r)?;
-                (!status.is_terminal()).then_some((r, status))
-            })
-            .collect())
+    ) -> Result<Vec<MessageRef>, StoreError> {
+        // The index may still list a message that has just left `sent`; the expiry that
+        // follows is conditional on `sent`, so no read is needed to weed those out.
+        let scan = IndexScan {
+            index: AWAITING,
+            partition: msg::AWAITING,
+            sort: msg::EXPIRES,
+            bound: Some(nanos_bound(cutoff)),
+            only: None,
+        };
+        let found = self.sweep(scan, limit).await?;
+        found.iter().map(message_ref).collect()
     }
 }

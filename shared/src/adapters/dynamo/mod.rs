@@ -38,8 +38,16 @@
 //! | `by_provider` | `pp` = `"<provider>#<provider id>"` (S) | — | keys + `sg`, `pv`, `pm` | the message has a provider id | `find_by_provider_ids` |
 //! | `due` | `dq` = shard (S) | `sa` (N) | keys | status is `scheduled` | `due_scheduled` |
 //! | `queued` | `qq` = shard (S) | `u` (N) | keys | status is `queued` | `stale_queued` |
-//! | `awaiting` | `ap` = `"<provider>#<shard>"` (S) | `u` (N) | keys + `pm`, `pv` | status is `sent` with a provider id | `awaiting_receipts` |
-//! | `live` | `lv` = shard (S) | `x` (N) | keys | status is not terminal | `past_validity` |
+//! | `awaiting` | `ap` = shard (S) | `x` (N) | keys + `pm`, `pv` | status is `sent` with a provider id | `awaiting_receipts` (filtered on `pv`), `sent_past_validity` |
+//!
+//! Four indexes and no more, because every entry a message enters and leaves is two write
+//! units of its life: an immediate message passes through `queued` and `awaiting` only
+//! (4 units), a scheduled one through `due` too. Messages waiting to be sent need no
+//! validity index: dispatch expires a message whose validity ended when its job comes up,
+//! and every waiting message has a job coming. One `awaiting` index for every provider's
+//! sent messages serves both the expiry of sent messages whose receipt never came and the
+//! polling of providers that do not push (which reads past other providers' entries: index
+//! reads are a fifth of the price of writes, and only polled providers poll).
 //!
 //! ## `idempotency`: one item per `Idempotency-Key`
 //!
@@ -77,7 +85,7 @@
 //! - **Tenants**: the tenant and its key hash are created together in one transaction, each
 //!   with `attribute_not_exists(pk)`.
 //!
-//! Reads of one item (`get`, `idempotency`, the status check of `past_validity`) are
+//! Reads of one item (`get`, `idempotency`) are
 //! strongly consistent. `list` and `tenant_by_key_hash` read eventually consistently, and
 //! index queries can only: a sweep may return a message that has just left its state
 //! (every transition it leads to is conditional, so that does no harm).
@@ -97,16 +105,16 @@
 //!
 //! | call | requests | write units |
 //! |---|---|---|
-//! | `insert`, one message | 1 `PutItem` | 1 + 2 index entries (`live`, `queued` or `due`) |
-//! | `insert`, one message + key | 1 `TransactWriteItems` | 2 × 2 (transactional) + 2 index entries |
-//! | `insert`, n messages + key | ⌈(n−99)/25⌉ `BatchWriteItem` + 1 `TransactWriteItems` | (n−99) + 2 × 100 + 2 per message in indexes |
-//! | `transition`, per change | 1 `UpdateItem` (`ALL_NEW`: no read) | 1 + index moves: claim 1, sent 2, final 2, release 2 |
+//! | `insert`, one message | 1 `PutItem` | 1 + 1 index entry (`queued` or `due`) |
+//! | `insert`, one message + key | 1 `TransactWriteItems` | 2 × 2 (transactional) + 1 index entry |
+//! | `insert`, n messages + key | ⌈(n−99)/25⌉ `BatchWriteItem` + 1 `TransactWriteItems` | (n−99) + 2 × 100 + 1 per message in indexes |
+//! | `transition`, per change | 1 `UpdateItem` (`ALL_NEW`: no read) | 1 + index moves: claim 1, sent 2 (`by_provider`, `awaiting`), final 1, release 2 |
+//! | `transition` with receipts | the same `UpdateItem` (`ADD` to the receipt set) | the same |
 //! | `add_receipts`, per message | 1 `UpdateItem` | 1 |
 //! | `get`, `idempotency` | 1 `GetItem` (strong: 1 read unit) | — |
 //! | `list` | 1 `Query` per page (more while filters discard) | — |
 //! | `find_by_provider_ids` | 1 `Query` per distinct id | — |
-//! | `due_scheduled`, `stale_queued`, `awaiting_receipts` | `S` `Query` | — |
-//! | `past_validity` | `S` `Query` + 1 `BatchGetItem` per 100 found | — |
+//! | `due_scheduled`, `stale_queued`, `awaiting_receipts`, `sent_past_validity` | `S` `Query` | — |
 //! | `create_tenant` / `tenant_by_key_hash` | 1 `TransactWriteItems` / 1 `GetItem` | 4 / — |
 
 mod codec;

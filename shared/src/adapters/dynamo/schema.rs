@@ -20,7 +20,6 @@ pub(super) const BY_PROVIDER: &str = "by_provider";
 pub(super) const DUE: &str = "due";
 pub(super) const QUEUED: &str = "queued";
 pub(super) const AWAITING: &str = "awaiting";
-pub(super) const LIVE: &str = "live";
 
 fn built<T>(result: Result<T, BuildError>) -> Result<T, StoreError> {
     result.map_err(unavailable)
@@ -87,7 +86,6 @@ pub async fn create_tables(client: &Client, config: &DynamoConfig) -> Result<(),
             attribute(msg::DUE, S)?,
             attribute(msg::QUEUED, S)?,
             attribute(msg::AWAITING, S)?,
-            attribute(msg::LIVE, S)?,
             attribute(msg::SEND_AT, N)?,
             attribute(msg::UPDATED, N)?,
             attribute(msg::EXPIRES, N)?,
@@ -108,10 +106,9 @@ pub async fn create_tables(client: &Client, config: &DynamoConfig) -> Result<(),
             index(
                 AWAITING,
                 msg::AWAITING,
-                Some(msg::UPDATED),
+                Some(msg::EXPIRES),
                 &[msg::PROVIDER, msg::PROVIDER_ID],
             )?,
-            index(LIVE, msg::LIVE, Some(msg::EXPIRES), &[])?,
         ]));
     let idempotency = client
         .create_table()

@@ -67,7 +67,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX messages_due ON messages (send_at) WHERE status = 'scheduled';
     -- stale_queued.
     CREATE INDEX messages_stale_queued ON messages (updated_at) WHERE status = 'queued';
-    -- past_validity.
+    -- sent_past_validity.
     CREATE INDEX messages_validity ON messages (expires_at) WHERE live = 1;
     -- find_by_provider_ids.
     CREATE INDEX messages_provider ON messages (provider, provider_message_id)

@@ -19,7 +19,7 @@ use super::codec::{
 };
 use super::db::{Failure, is_constraint};
 use crate::domain::status::PartReceipt;
-use crate::domain::{IdempotencyKey, Message, MessageId, MessageStatus, StatusChange, TenantId};
+use crate::domain::{IdempotencyKey, Message, MessageId, StatusChange, TenantId};
 use crate::ports::{
     IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, ReceiptTarget, StoreError,
     Tenant, TenantStore, Transition,
@@ -94,10 +94,10 @@ const STALE_QUEUED: &str = "SELECT tenant_id, id FROM messages \
 
 const AWAITING_RECEIPTS: &str = "SELECT provider_message_id FROM messages \
      WHERE provider = ?1 AND provider_message_id IS NOT NULL AND status = 'sent' \
-     ORDER BY updated_at LIMIT ?2";
+     ORDER BY expires_at LIMIT ?2";
 
-const PAST_VALIDITY: &str = "SELECT tenant_id, id, status FROM messages \
-     WHERE live = 1 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2";
+const PAST_VALIDITY: &str = "SELECT tenant_id, id FROM messages \
+     WHERE live = 1 AND status = 'sent' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2";
 
 /// A transition with its values encoded, ready for the writer.
 struct TransitionRow {
@@ -113,6 +113,8 @@ struct TransitionRow {
     error_code: Option<String>,
     error_message: Option<String>,
     attempts: i64,
+    /// `(at, part, state)` of the receipts recorded with the change.
+    receipts: Vec<(i64, i64, &'static str)>,
     /// The message becomes terminal: `live` is cleared.
     ends: bool,
     /// The message may leave a terminal state for a live one: `live` is set. (A step
@@ -145,6 +147,12 @@ impl TransitionRow {
             error_code: t.patch.error.as_ref().map(|e| e.code.clone()),
             error_message: t.patch.error.as_ref().map(|e| e.message.clone()),
             attempts: i64::from(t.patch.count_attempt),
+            receipts: t
+                .patch
+                .receipts
+                .iter()
+                .map(|r| Ok((nanos(r.at)?, i64::from(r.part), receipt_state_str(r.state))))
+                .collect::<Result<_, Failure>>()?,
             ends: live(t.to).is_none(),
             revives: live(t.to).is_some() && t.from.iter().any(|s| s.is_terminal()),
         })
@@ -181,6 +189,13 @@ impl TransitionRow {
             Some(row) => Some(RawMessage::from_row(row)?),
             None => None,
         };
+        drop(rows);
+        if raw.is_some() && !self.receipts.is_empty() {
+            let mut insert = conn.prepare_cached(INSERT_RECEIPT)?;
+            for (at, part, state) in &self.receipts {
+                insert.execute(params![self.tenant_id, self.id, at, part, state])?;
+            }
+        }
         Ok(raw)
     }
 }
@@ -543,30 +558,12 @@ impl MessageStore for SqliteBackend {
             .map_err(Into::into)
     }
 
-    async fn past_validity(
+    async fn sent_past_validity(
         &self,
-        now: DateTime<Utc>,
+        cutoff: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<(MessageRef, MessageStatus)>, StoreError> {
-        let (now, limit) = (nanos_bound(now), sql_int(limit));
-        self.db
-            .read(move |conn| {
-                let mut stmt = conn.prepare_cached(PAST_VALIDITY)?;
-                let mut rows = stmt.query(params![now, limit])?;
-                let mut refs = Vec::new();
-                while let Some(row) = rows.next()? {
-                    let tenant: String = column(row, 0, "tenant_id")?;
-                    let id: String = column(row, 1, "id")?;
-                    let status: String = column(row, 2, "status")?;
-                    refs.push((
-                        message_ref(&tenant, &id)?,
-                        parse::<MessageStatus>(&status, "status")?,
-                    ));
-                }
-                Ok(refs)
-            })
-            .await
-            .map_err(Into::into)
+    ) -> Result<Vec<MessageRef>, StoreError> {
+        self.sweep(PAST_VALIDITY, cutoff, limit).await
     }
 }
 
@@ -626,7 +623,7 @@ pub(super) fn list_sql_for_tests(tenant: &TenantId, query: &ListQuery) -> String
 pub(super) const QUERIES_FOR_TESTS: &[(&str, &str)] = &[
     ("due_scheduled", DUE_SCHEDULED),
     ("stale_queued", STALE_QUEUED),
-    ("past_validity", PAST_VALIDITY),
+    ("sent_past_validity", PAST_VALIDITY),
     ("find_by_provider_ids", BY_PROVIDER_IDS),
     ("receipts", RECEIPTS_OF),
     ("get", SELECT_MESSAGE),

@@ -341,8 +341,7 @@ async fn transitions_apply_only_from_the_expected_states_of_the_right_tenant() {
         provider: Some("kyivstar".into()),
         provider_message_id: Some("ks-9".into()),
         cost: Some(Kopiyky(85)),
-        error: None,
-        count_attempt: false,
+        ..Patch::default()
     };
     let results = store
         .transition(&[
@@ -664,118 +663,6 @@ async fn receipts_are_kept_once_and_listed_per_message() {
         receipt(1, Expired, 10),
     ];
     assert_eq!(lists, vec![all.clone(), all.clone(), all]);
-}
-
-#[tokio::test]
-async fn sweeps_find_due_stale_and_expired_messages_oldest_first() {
-    let db = TempDb::new("sweeps");
-    let store = db.open();
-    let t = tenant();
-    let scheduled = |second: i64| {
-        let mut m = message(&t, at(0));
-        m.status = Scheduled;
-        m.send_at = Some(at(second));
-        m
-    };
-    let (s10, s5, s20) = (scheduled(10), scheduled(5), scheduled(20));
-    let mut queued_old = message(&t, at(0));
-    queued_old.status = Queued;
-    queued_old.updated_at = at(1);
-    let mut queued_new = message(&t, at(0));
-    queued_new.status = Queued;
-    queued_new.updated_at = at(50);
-    let mut delivered_expired = message(&t, at(0));
-    delivered_expired.status = Delivered;
-    delivered_expired.expires_at = at(2);
-    let mut sent_expired = message(&t, at(0));
-    sent_expired.status = Sent;
-    sent_expired.expires_at = at(3);
-    let mut accepted_expired = message(&t, at(0));
-    accepted_expired.expires_at = at(1);
-    store
-        .insert(
-            &[
-                s10.clone(),
-                s5.clone(),
-                s20.clone(),
-                queued_old.clone(),
-                queued_new.clone(),
-                delivered_expired,
-                sent_expired.clone(),
-                accepted_expired.clone(),
-            ],
-            None,
-        )
-        .await
-        .unwrap();
-
-    assert_eq!(
-        store.due_scheduled(at(15), 10).await.unwrap(),
-        vec![reference(&s5), reference(&s10)]
-    );
-    assert_eq!(
-        store.due_scheduled(at(15), 1).await.unwrap(),
-        vec![reference(&s5)]
-    );
-    assert_eq!(store.due_scheduled(at(4), 10).await.unwrap(), vec![]);
-    assert_eq!(
-        store.due_scheduled(at(20), 10).await.unwrap().len(),
-        3,
-        "send_at equal to now is due"
-    );
-
-    assert_eq!(
-        store.stale_queued(at(10), 10).await.unwrap(),
-        vec![reference(&queued_old)]
-    );
-    assert_eq!(store.stale_queued(at(50), 10).await.unwrap().len(), 2);
-
-    assert_eq!(
-        store.past_validity(at(3), 10).await.unwrap(),
-        vec![
-            (reference(&accepted_expired), Accepted),
-            (reference(&sent_expired), Sent)
-        ]
-    );
-    assert_eq!(store.past_validity(at(3), 1).await.unwrap().len(), 1);
-    assert_eq!(store.past_validity(at(0), 10).await.unwrap(), vec![]);
-    // Everything non-terminal expires a day after creation.
-    assert_eq!(
-        store
-            .past_validity(at(0) + TimeDelta::days(2), 100)
-            .await
-            .unwrap()
-            .len(),
-        7
-    );
-
-    // A message that ends leaves the sweep; steps between live states keep it there; one
-    // brought back from a terminal state returns to it.
-    let expired =
-        |store: SqliteBackend| async move { store.past_validity(at(3), 10).await.unwrap() };
-    store
-        .transition(&[step(&accepted_expired, &[Accepted], Cancelled, 4)])
-        .await
-        .unwrap();
-    assert_eq!(
-        expired(store.clone()).await,
-        vec![(reference(&sent_expired), Sent)]
-    );
-    store
-        .transition(&[step(&accepted_expired, &[Cancelled], Queued, 5)])
-        .await
-        .unwrap();
-    store
-        .transition(&[step(&accepted_expired, &[Queued], Sending, 6)])
-        .await
-        .unwrap();
-    assert_eq!(
-        expired(store.clone()).await,
-        vec![
-            (reference(&accepted_expired), Sending),
-            (reference(&sent_expired), Sent)
-        ]
-    );
 }
 
 #[tokio::test]
@@ -1108,7 +995,7 @@ async fn every_query_uses_its_index() {
         let index = match *name {
             "due_scheduled" => "messages_due",
             "stale_queued" => "messages_stale_queued",
-            "past_validity" => "messages_validity",
+            "sent_past_validity" => "messages_validity",
             "find_by_provider_ids" => "messages_provider",
             "receipts" => "messages_tenant_id",
             "get" => "messages_tenant_id",
