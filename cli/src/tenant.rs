@@ -1,4 +1,4 @@
-//! `holub tenant create --name NAME [--data-dir DIR]`
+//! `holub tenant create --name NAME [--data-dir DIR | --aws]`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,12 +17,33 @@ pub enum Command {
         name: String,
         #[arg(long, env = "HOLUB_DATA_DIR", default_value = "./holub-data")]
         data_dir: PathBuf,
+        /// Create it in a deployment on AWS instead: DynamoDB and Secrets Manager named by the
+        /// same HOLUB_* environment variables the functions read (see docs/deploy.md).
+        #[arg(long)]
+        aws: bool,
     },
 }
 
 pub async fn run(command: Command) -> ExitCode {
     match command {
-        Command::Create { name, data_dir } => {
+        Command::Create {
+            name, aws: true, ..
+        } => {
+            let aws = match holub_shared::adapters::aws::backend_from_env().await {
+                Ok(aws) => aws,
+                Err(e) => {
+                    eprintln!("holub: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let accounts = Accounts::new(
+                Arc::new(aws.store),
+                Arc::new(aws.secrets),
+                Arc::new(SystemClock),
+            );
+            print_created(accounts.create_tenant(&name).await)
+        }
+        Command::Create { name, data_dir, .. } => {
             let backend = match Backend::open(&data_dir, Default::default()) {
                 Ok(b) => b,
                 Err(e) => {
@@ -34,16 +55,22 @@ pub async fn run(command: Command) -> ExitCode {
                 Accounts::new(backend.tenants(), backend.secrets(), Arc::new(SystemClock));
             let created = accounts.create_tenant(&name).await;
             backend.close().await;
-            match created {
-                Ok(t) => {
-                    println!("{}", serde_json::to_string(&t).unwrap_or_default());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("holub: cannot create the tenant: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            print_created(created)
+        }
+    }
+}
+
+fn print_created(
+    created: Result<holub_shared::services::accounts::NewTenant, impl std::fmt::Display>,
+) -> ExitCode {
+    match created {
+        Ok(t) => {
+            println!("{}", serde_json::to_string(&t).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("holub: cannot create the tenant: {e}");
+            ExitCode::FAILURE
         }
     }
 }

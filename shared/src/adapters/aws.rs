@@ -34,8 +34,9 @@ impl AwsConfig {
     /// The settings from named values — in a Lambda, its environment, read once in `main`:
     /// `HOLUB_MESSAGES_TABLE`, `HOLUB_IDEMPOTENCY_TABLE`, `HOLUB_TENANTS_TABLE`,
     /// `HOLUB_DISPATCH_QUEUE_URL`, `HOLUB_CALLBACKS_QUEUE_URL` (all required),
-    /// `HOLUB_SECRETS_PREFIX` (default `holub/`) and `HOLUB_INDEX_SHARDS` (default 4; it may
-    /// grow between deployments but never shrink).
+    /// `HOLUB_SECRETS_PREFIX` (default `holub/`), `HOLUB_INDEX_SHARDS` (default 4; it may
+    /// grow between deployments but never shrink) and `HOLUB_MESSAGE_RETENTION_DAYS` (default
+    /// 90: how long a message is kept before DynamoDB's TTL deletes it).
     pub fn from_values(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let need = |name: &str| {
             get(name)
@@ -52,6 +53,13 @@ impl AwsConfig {
                 .ok()
                 .filter(|n| *n > 0)
                 .ok_or("HOLUB_INDEX_SHARDS must be a positive number")?;
+        }
+        if let Some(days) = get("HOLUB_MESSAGE_RETENTION_DAYS") {
+            let days: u64 =
+                days.parse().ok().filter(|d| (1..=3650).contains(d)).ok_or(
+                    "HOLUB_MESSAGE_RETENTION_DAYS must be a number of days from 1 to 3650",
+                )?;
+            dynamo.message_retention = std::time::Duration::from_secs(days * 24 * 3600);
         }
         Ok(AwsConfig {
             dynamo,
@@ -171,4 +179,52 @@ pub fn init_logging() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .without_time()
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    const REQUIRED: [(&str, &str); 5] = [
+        ("HOLUB_MESSAGES_TABLE", "m"),
+        ("HOLUB_IDEMPOTENCY_TABLE", "i"),
+        ("HOLUB_TENANTS_TABLE", "t"),
+        ("HOLUB_DISPATCH_QUEUE_URL", "http://q/d"),
+        ("HOLUB_CALLBACKS_QUEUE_URL", "http://q/c"),
+    ];
+
+    #[test]
+    fn settings_come_from_the_environment_and_bad_ones_are_refused() {
+        let mut pairs = REQUIRED.to_vec();
+        pairs.push(("HOLUB_MESSAGE_RETENTION_DAYS", "30"));
+        pairs.push(("HOLUB_INDEX_SHARDS", "8"));
+        let config = AwsConfig::from_values(env(&pairs)).unwrap();
+        assert_eq!(config.dynamo.messages_table, "m");
+        assert_eq!(config.dynamo.index_shards, 8);
+        assert_eq!(
+            config.dynamo.message_retention,
+            std::time::Duration::from_secs(30 * 24 * 3600)
+        );
+        assert_eq!(config.secrets.prefix, "holub/");
+        for (name, bad) in [
+            ("HOLUB_MESSAGE_RETENTION_DAYS", "0"),
+            ("HOLUB_MESSAGE_RETENTION_DAYS", "ninety"),
+            ("HOLUB_INDEX_SHARDS", "0"),
+        ] {
+            let mut pairs = REQUIRED.to_vec();
+            pairs.push((name, bad));
+            let err = AwsConfig::from_values(env(&pairs)).unwrap_err();
+            assert!(err.contains(name), "{err}");
+        }
+        let err = AwsConfig::from_values(env(&REQUIRED[1..])).unwrap_err();
+        assert!(err.contains("HOLUB_MESSAGES_TABLE"), "{err}");
+    }
 }

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Checks that template.yaml's DynamoDB tables are the ones that
+shared/src/adapters/dynamo/schema.rs creates: key schemas, attribute definitions, every
+global secondary index (name, keys, projection) and the TTL attribute.
+
+    python3 infra/check_template_schema.py
+
+Needs PyYAML (the virtualenv of scripts/lambda-tools has it). Exit status 1 on a mismatch.
+"""
+import os
+import re
+import sys
+
+import yaml
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+class CfnLoader(yaml.SafeLoader):
+    """Reads CloudFormation's short-form tags (!Ref, !Sub, ...) as plain values."""
+
+
+def _any_tag(loader, _suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node)
+    return loader.construct_mapping(node)
+
+
+CfnLoader.add_multi_constructor("!", _any_tag)
+
+
+def read(path):
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        return f.read()
+
+
+def between(text, start, end):
+    i = text.index(start)
+    return text[i : text.index(end, i)]
+
+
+def constants(codec, module):
+    """The attribute-name constants of one `mod <module> { ... }` of codec.rs."""
+    body = between(codec, f"mod {module} {{", "}")
+    return dict(re.findall(r'pub const (\w+): &str = "([^"]+)";', body))
+
+
+def code_table(source, names):
+    attributes = sorted(
+        (names[a], kind) for a, kind in re.findall(r"attribute\(\w+::(\w+), (\w)\)", source)
+    )
+    keys = [
+        (names[a], "HASH" if kind == "Hash" else "RANGE")
+        for a, kind in re.findall(r"key\(\w+::(\w+), KeyType::(\w+)\)", source)
+    ]
+    return attributes, keys
+
+
+def code_indexes(source, names, index_names):
+    found = []
+    pattern = r"index\(\s*(\w+),\s*msg::(\w+),\s*(None|Some\(msg::(\w+)\)),\s*&\[([^\]]*)\],?\s*\)"
+    for m in re.finditer(pattern, source):
+        include = [names[x.strip().split("::")[1]] for x in m.group(5).split(",") if x.strip()]
+        found.append(
+            (
+                index_names[m.group(1)],
+                names[m.group(2)],
+                names[m.group(4)] if m.group(4) else None,
+                "INCLUDE" if include else "KEYS_ONLY",
+                include,
+            )
+        )
+    return found
+
+
+def template_table(resource):
+    attributes = sorted((a["AttributeName"], a["AttributeType"]) for a in resource["AttributeDefinitions"])
+    keys = [(k["AttributeName"], k["KeyType"]) for k in resource["KeySchema"]]
+    return attributes, keys
+
+
+def template_indexes(resource):
+    found = []
+    for g in resource.get("GlobalSecondaryIndexes", []):
+        keys = {k["KeyType"]: k["AttributeName"] for k in g["KeySchema"]}
+        projection = g["Projection"]
+        found.append(
+            (
+                g["IndexName"],
+                keys["HASH"],
+                keys.get("RANGE"),
+                projection["ProjectionType"],
+                projection.get("NonKeyAttributes", []),
+            )
+        )
+    return found
+
+
+def main():
+    template = yaml.load(read("template.yaml"), Loader=CfnLoader)["Resources"]
+    codec = read("shared/src/adapters/dynamo/codec.rs")
+    schema = read("shared/src/adapters/dynamo/schema.rs")
+    index_names = dict(re.findall(r'pub\(super\) const (\w+): &str = "([^"]+)";', schema))
+    tables = [
+        ("MessagesTable", "msg", between(schema, "let messages", "let idempotency")),
+        ("IdempotencyTable", "idem", between(schema, "let idempotency", "let tenants")),
+        ("TenantsTable", "tenant", between(schema, "let tenants", "for (request")),
+    ]
+    ok = True
+    for resource, module, source in tables:
+        names = constants(codec, module)
+        props = template[resource]["Properties"]
+        want = code_table(source, names)
+        have = template_table(props)
+        want_indexes = code_indexes(source, names, index_names) if module == "msg" else []
+        have_indexes = template_indexes(props)
+        want_ttl = names.get("TTL") if "TTL" in names and module != "tenant" else None
+        have_ttl = props.get("TimeToLiveSpecification", {}).get("AttributeName")
+        for what, w, h in [
+            ("attributes and keys", want, have),
+            ("indexes", want_indexes, have_indexes),
+            ("TTL attribute", want_ttl, have_ttl),
+        ]:
+            if w != h:
+                ok = False
+                print(f"{resource} {what}: schema.rs has {w}, template.yaml has {h}")
+        if module == "msg":
+            print(f"{resource} indexes: {have_indexes}")
+    print("template.yaml matches schema.rs" if ok else "template.yaml DIFFERS from schema.rs")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
