@@ -1,6 +1,9 @@
 //! What Holub's end-to-end suites share: the real `holub` binary, built once per test run,
 //! started on a random port with a fresh data directory, and driven over HTTP.
 
+pub mod capacity;
+pub mod lambda;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

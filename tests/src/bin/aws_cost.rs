@@ -1,0 +1,451 @@
+//! `holub-aws-cost`: what a message costs on AWS. Runs the Lambda functions' own code paths
+//! (the API Router, the dispatch handler's Dispatcher, the receipts Router) in one process
+//! over the AWS adapters, against moto behind a capacity meter ([`holub_tests::capacity`]),
+//! for one single send and for one batch, and prints per phase the AWS requests (counted by
+//! the SDK interceptor), DynamoDB read and write units (by DynamoDB's published rules) and
+//! the cost per million messages at public prices.
+//!
+//! `scripts/aws-cost` starts moto and runs it; by hand:
+//! `cargo run -p holub-tests --bin holub-aws-cost -- --endpoint http://127.0.0.1:5000`
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::Request;
+use axum::response::IntoResponse;
+use clap::Parser;
+use holub_shared::adapters::aws::{
+    AwsBackend, AwsClients, AwsConfig, Credentials, Region, sdk_config_loader,
+};
+use holub_shared::adapters::dynamo::{DynamoConfig, create_tables};
+use holub_shared::adapters::request_counter::RequestCounter;
+use holub_shared::adapters::secrets_manager::SecretsConfig;
+use holub_shared::adapters::sqs::create_queues;
+use holub_shared::ports::{Queue, QueueName, ReceiptWebhook, Secret, SystemClock};
+use holub_shared::services::callbacks::Notifier;
+use holub_shared::services::dispatch::DispatchConfig;
+use holub_shared::services::gateway::{BreakerConfig, Gateway, Member};
+use holub_shared::services::intake::IntakeConfig;
+use holub_shared::services::jobs;
+use holub_shared::services::{Accounts, Dispatcher, JobOutcome, Receipts};
+use holub_tests::capacity::{self, Meter, Units};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+#[derive(Parser, Debug)]
+#[command(about = "Count the AWS requests and DynamoDB units of a message, and their price")]
+struct Args {
+    /// The AWS emulator (moto_server).
+    #[arg(
+        long,
+        env = "HOLUB_TEST_AWS_ENDPOINT",
+        default_value = "http://127.0.0.1:5000"
+    )]
+    endpoint: String,
+    /// Recipients of the batch scenario.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+}
+
+/// Public on-demand prices, USD, eu-central-1 (Frankfurt), as listed on the AWS pricing
+/// pages for DynamoDB, SQS, Secrets Manager and Lambda.
+mod price {
+    pub const DYNAMO_WRITE_UNIT: f64 = 0.7625 / 1e6;
+    pub const DYNAMO_READ_UNIT: f64 = 0.1525 / 1e6;
+    pub const SQS_REQUEST: f64 = 0.40 / 1e6;
+    pub const SECRETS_CALL: f64 = 0.05 / 1e4;
+    pub const LAMBDA_REQUEST: f64 = 0.20 / 1e6;
+}
+
+#[derive(Default, Clone)]
+struct Phase {
+    name: &'static str,
+    units: Units,
+    requests: BTreeMap<String, u64>,
+    /// Lambda invocations the phase stands for.
+    invocations: u64,
+}
+
+impl Phase {
+    fn of(&self, prefix: &str) -> u64 {
+        self.requests
+            .iter()
+            .filter(|(op, _)| op.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+struct Rig {
+    app: axum::Router,
+    queue: AwsBackend,
+    dispatcher: Dispatcher,
+    requests: RequestCounter,
+    meter: Meter,
+    api_key: String,
+    receipt_posts: Arc<AtomicU64>,
+    hold: Arc<AtomicBool>,
+    sim: holub_simulator::Simulator,
+}
+
+impl Rig {
+    fn reset(&self) {
+        self.requests.reset();
+        self.meter.reset();
+    }
+
+    fn phase(&self, name: &'static str, invocations: u64) -> Phase {
+        let phase = Phase {
+            name,
+            units: self.meter.total(),
+            requests: self.requests.snapshot(),
+            invocations,
+        };
+        self.reset();
+        phase
+    }
+
+    /// POSTs to the API Router as API Gateway hands a request to the API function.
+    async fn post(&self, path: &str, body: Value, key: Option<&str>) -> (u16, Value) {
+        let mut request = Request::post(path)
+            .header("authorization", format!("Bearer {}", self.api_key))
+            .header("content-type", "application/json");
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let request = request
+            .body(Body::from(body.to_string()))
+            .expect("a request");
+        let response = self.app.clone().oneshot(request).await.expect("an answer");
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
+            .await
+            .unwrap_or_default();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Takes every dispatch job as the event source mapping hands them to the function
+    /// (batches of 10), runs the handler's Dispatcher, deletes the done ones. Returns the
+    /// number of batches (invocations).
+    async fn dispatch_all(&self, messages: usize) -> u64 {
+        let mut done = 0;
+        let mut batches = 0;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while done < messages && Instant::now() < deadline {
+            let got = self
+                .queue
+                .queue
+                .receive(
+                    QueueName::Dispatch,
+                    10,
+                    Duration::from_secs(30),
+                    Duration::from_secs(1),
+                )
+                .await
+                .expect("the dispatch queue answers");
+            if got.is_empty() {
+                continue;
+            }
+            batches += 1;
+            let parsed: Vec<_> = got.iter().map(|d| jobs::parse(&d.body).ok()).collect();
+            let outcomes = self.dispatcher.handle_batch(&parsed).await;
+            let handles: Vec<_> = got
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| matches!(o, JobOutcome::Done))
+                .map(|(d, _)| d.handle.clone())
+                .collect();
+            done += handles.len();
+            self.queue
+                .queue
+                .delete_batch(QueueName::Dispatch, &handles)
+                .await
+                .expect("deleted");
+        }
+        batches
+    }
+
+    /// Waits until the simulator has posted `n` more receipts than `before` and they were
+    /// taken.
+    async fn receipts(&self, before: u64, n: usize) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while Instant::now() < deadline {
+            if self.sim.stats().receipts_posted >= before + n as u64 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = Args::parse();
+    let (meter_url, meter) = capacity::start(&args.endpoint)
+        .await
+        .expect("the meter listens");
+    let sdk = sdk_config_loader()
+        .endpoint_url(&meter_url)
+        .region(Region::new("eu-central-1"))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "holub-cost",
+        ))
+        .load()
+        .await;
+    let clients = AwsClients::new(&sdk);
+    let prefix = format!("holub-cost-{}", std::process::id());
+    let dynamo = DynamoConfig::with_prefix(&prefix);
+    create_tables(&clients.dynamodb, &dynamo)
+        .await
+        .expect("tables are created (is moto running at --endpoint?)");
+    let queues = create_queues(&clients.sqs, &prefix, 5)
+        .await
+        .expect("queues are created");
+    let requests = clients.requests.clone();
+    let aws = AwsBackend::with_clients(
+        clients,
+        AwsConfig {
+            dynamo,
+            queues,
+            secrets: SecretsConfig::with_prefix(format!("{prefix}/")),
+        },
+    );
+    let store = Arc::new(aws.store.clone());
+    let queue = Arc::new(aws.queue.clone());
+    let clock = Arc::new(SystemClock);
+    let accounts = Accounts::new(store.clone(), Arc::new(aws.secrets.clone()), clock.clone());
+    let tenant = accounts.create_tenant("Cost").await.expect("a tenant");
+
+    // The receipts function's Router, on a loopback port the simulator posts to.
+    let notifier = Notifier::new(queue.clone());
+    let receipts = Arc::new(Receipts::new(
+        store.clone(),
+        clock.clone(),
+        notifier.clone(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let receipts_addr = listener.local_addr().expect("an address");
+    let mut webhooks: HashMap<String, Arc<dyn ReceiptWebhook>> = HashMap::new();
+    webhooks.insert(
+        "sim".into(),
+        Arc::new(holub_simulator::SimulatorReceipts::new(Secret::new(
+            "receipt-token",
+        ))),
+    );
+    // Receipts are held back (503: the simulator posts them again later) until dispatch is
+    // done, so each phase counts only its own requests.
+    let receipt_posts = Arc::new(AtomicU64::new(0));
+    let hold = Arc::new(AtomicBool::new(true));
+    let (posts, held) = (receipt_posts.clone(), hold.clone());
+    let receipts_app = holub_receipts::router(holub_receipts::ReceiptsState {
+        receipts,
+        webhooks: Arc::new(webhooks),
+        replays: Arc::new(holub_receipts::ReplayGuard::default()),
+    })
+    .layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let (posts, held) = (posts.clone(), held.clone());
+            async move {
+                if held.load(Ordering::Relaxed) {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
+                posts.fetch_add(1, Ordering::Relaxed);
+                next.run(request).await
+            }
+        },
+    ));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, receipts_app).await;
+    });
+    let sim = holub_simulator::Simulator::start(holub_simulator::SimulatorConfig {
+        api_token: "api-token".into(),
+        receipt_token: "receipt-token".into(),
+        receipts_url: format!("http://{receipts_addr}/v1/receipts/sim"),
+        receipt_delay: Duration::from_millis(100),
+        // Small posts, as providers push them: each is answered well within the
+        // simulator's timeout even on a slow emulator.
+        receipt_batch_size: 50,
+        delivered_ratio: 1.0,
+        ..holub_simulator::SimulatorConfig::default()
+    })
+    .await
+    .expect("the simulator starts");
+    let provider = holub_simulator::SimulatorProvider::new(&sim.base_url(), "api-token", "sim")
+        .expect("a provider");
+    let gateway = Gateway::new(
+        vec![Member {
+            name: "sim".into(),
+            provider: Arc::new(provider),
+            messages_per_second: None,
+            price_per_part: None,
+        }],
+        Vec::new(),
+        BreakerConfig::default(),
+    )
+    .expect("a gateway");
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        Arc::new(gateway),
+        clock.clone(),
+        notifier,
+        DispatchConfig::default(),
+    );
+    let app = holub_api::router(holub_api::AppState::new(
+        store.clone(),
+        store.clone(),
+        queue.clone(),
+        Arc::new(aws.secrets.clone()),
+        clock,
+        IntakeConfig::default(),
+    ));
+    let rig = Rig {
+        app,
+        queue: aws,
+        dispatcher,
+        requests,
+        meter,
+        api_key: tenant.api_key,
+        receipt_posts,
+        hold,
+        sim,
+    };
+
+    let mut scenarios = Vec::new();
+    for (name, n) in [("single", 1usize), ("batch", args.batch)] {
+        for with_key in [false, true] {
+            rig.reset();
+            let key = with_key.then(|| format!("{name}-{}", std::process::id()));
+            let mut phases = Vec::new();
+            let (status, body) = if n == 1 {
+                let request =
+                    json!({ "to": "+380671234567", "from": "Holub", "text": "Код: 4821" });
+                rig.post("/v1/messages", request, key.as_deref()).await
+            } else {
+                let recipients: Vec<Value> = (0..n)
+                    .map(|i| json!({ "to": format!("+38067{:07}", 1_000_000 + i) }))
+                    .collect();
+                let request = json!({ "from": "Holub", "text": "Знижка 20% до неділі", "recipients": recipients });
+                rig.post("/v1/messages/batch", request, key.as_deref())
+                    .await
+            };
+            assert!(status < 300, "intake answered {status}: {body}");
+            rig.hold.store(true, Ordering::Relaxed);
+            phases.push(rig.phase("intake (api)", 1));
+            let before = rig.sim.stats().receipts_posted;
+            let batches = rig.dispatch_all(n).await;
+            phases.push(rig.phase("dispatch", batches));
+            let posts_before = rig.receipt_posts.load(Ordering::Relaxed);
+            rig.hold.store(false, Ordering::Relaxed);
+            if !rig.receipts(before, n).await {
+                eprintln!("warning: not every receipt of the {name} scenario was taken in time");
+            }
+            let posts = rig.receipt_posts.load(Ordering::Relaxed) - posts_before;
+            phases.push(rig.phase("receipts", posts));
+            scenarios.push((name, n, with_key, phases));
+        }
+    }
+    report(&scenarios);
+}
+
+fn report(scenarios: &[(&str, usize, bool, Vec<Phase>)]) {
+    println!(
+        "{:<8} {:>5} {:<4} {:<13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
+        "scenario",
+        "msgs",
+        "key",
+        "phase",
+        "DDB req",
+        "RCU",
+        "WCU",
+        "(index)",
+        "SQS req",
+        "SM calls"
+    );
+    for (name, n, with_key, phases) in scenarios {
+        let per = *n as f64;
+        let mut total = Phase {
+            name: "total",
+            ..Phase::default()
+        };
+        for p in phases {
+            print_row(name, *n, *with_key, p, per);
+            total.units.read += p.units.read;
+            total.units.write += p.units.write;
+            total.units.index_write += p.units.index_write;
+            total.invocations += p.invocations;
+            for (op, c) in &p.requests {
+                *total.requests.entry(op.clone()).or_default() += c;
+            }
+        }
+        print_row(name, *n, *with_key, &total, per);
+        let cost = total.units.write * price::DYNAMO_WRITE_UNIT
+            + total.units.read * price::DYNAMO_READ_UNIT
+            + total.of("SQS") as f64 * price::SQS_REQUEST
+            + total.of("Secrets") as f64 * price::SECRETS_CALL
+            + total.invocations as f64 * price::LAMBDA_REQUEST;
+        println!(
+            "{:<8} {:>5} {:<4} per 1M messages: ${:.2} (DynamoDB ${:.2}, SQS ${:.2}, Lambda requests ${:.2}; Lambda duration not included)",
+            name,
+            n,
+            yes(*with_key),
+            cost / per * 1e6,
+            (total.units.write * price::DYNAMO_WRITE_UNIT
+                + total.units.read * price::DYNAMO_READ_UNIT)
+                / per
+                * 1e6,
+            total.of("SQS") as f64 * price::SQS_REQUEST / per * 1e6,
+            total.invocations as f64 * price::LAMBDA_REQUEST / per * 1e6,
+        );
+    }
+    println!(
+        "(per message; requests by the SDK interceptor, units by DynamoDB's published rules at the capacity meter)"
+    );
+    for (name, n, with_key, phases) in scenarios {
+        for p in phases {
+            let ops: Vec<String> = p
+                .requests
+                .iter()
+                .map(|(op, c)| format!("{op}×{c}"))
+                .collect();
+            println!(
+                "  {name} {n} key={} {}: {}",
+                yes(*with_key),
+                p.name,
+                ops.join(", ")
+            );
+        }
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn print_row(name: &str, n: usize, with_key: bool, p: &Phase, per: f64) {
+    println!(
+        "{:<8} {:>5} {:<4} {:<13} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>8.4}",
+        name,
+        n,
+        yes(with_key),
+        p.name,
+        p.of("DynamoDB") as f64 / per,
+        p.units.read / per,
+        p.units.write / per,
+        p.units.index_write / per,
+        p.of("SQS") as f64 / per,
+        p.of("Secrets") as f64 / per,
+    );
+}

@@ -1,0 +1,515 @@
+//! The real Lambda binaries, end to end: each function is its own process under a local
+//! Lambda Runtime API ([`holub_tests::lambda`]), over DynamoDB, SQS and Secrets Manager
+//! served by moto (`scripts/test` starts it and sets `HOLUB_TEST_AWS_ENDPOINT`), with the
+//! providers' simulators on loopback. The API and receipts functions sit behind an API
+//! Gateway front, the dispatch function behind an SQS event source, and the rollup
+//! function is invoked with the EventBridge schedule's event.
+//!
+//! Every test has tables, queues and a secrets prefix of its own, so they run in parallel.
+//! Without moto the tests are skipped with a notice, except in CI, where they fail.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use holub_simulator::providers::{self, Faults, SimSettings};
+use holub_tests::lambda::{
+    Deployment, FunctionConfig, HttpFront, InvokeError, LambdaFunction, SqsEventSource,
+    function_bin,
+};
+use serde_json::{Value, json};
+
+const SCHEDULED_EVENT: &str = include_str!("../../events/eventbridge-scheduled.json");
+const RECEIPT_EVENT: &str = include_str!("../../events/apigw-v2-receipt-alphasms.json");
+/// The hook token and message id the receipt event carries.
+const RECEIPT_EVENT_TOKEN: &str = "hook-token-7f3a9c1e5b2d4086";
+const RECEIPT_EVENT_ID: &str = "01JV7Q9A1B2C3D4E5F6G7H8J9K";
+const KEY: &str = "hk_5e2d1c0b9a887766554433221100ffeeddccbbaa99887766554433221100ffee";
+const ALPHA_API_KEY: &str = "alpha-e2e-api-key";
+const ALPHA_HOOK_TOKEN: &str = "alpha-e2e-hook-token-0123456789";
+const TURBO_TOKEN: &str = "turbo-e2e-token";
+
+/// The moto endpoint, or `None` (skip) outside CI when it is not running.
+fn endpoint(test: &str) -> Option<String> {
+    match std::env::var("HOLUB_TEST_AWS_ENDPOINT") {
+        Ok(e) if !e.is_empty() => Some(e),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none_or(|v| v.is_empty()),
+                "HOLUB_TEST_AWS_ENDPOINT is not set: scripts/test starts moto and sets it"
+            );
+            eprintln!("skipping {test}: HOLUB_TEST_AWS_ENDPOINT is not set");
+            None
+        }
+    }
+}
+
+/// One deployment on moto for one test, and its functions.
+struct Stack(Deployment);
+
+impl Stack {
+    async fn new(name: &str) -> Option<Stack> {
+        let endpoint = endpoint(name)?;
+        let deployment = Deployment::create(&endpoint, name, KEY)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Some(Stack(deployment))
+    }
+
+    async fn put_secret(&self, name: &str, value: Value) {
+        self.0.put_secret(name, &value).await.unwrap();
+    }
+
+    /// Starts one function binary of this deployment and waits for its init.
+    async fn function(&self, bin: &str, routes: &str) -> Arc<LambdaFunction> {
+        let function = self
+            .0
+            .start(&function_bin(bin), bin, routes)
+            .await
+            .unwrap_or_else(|e| panic!("{bin} did not start: {e}"));
+        Arc::new(function)
+    }
+}
+
+/// A route table with one AlphaSMS provider that pushes its receipts to `receipts_url`.
+fn alpha_routes(sim_url: &str, receipts_url: &str) -> String {
+    format!(
+        r#"[[provider]]
+name = "alphasms"
+kind = "alphasms"
+credentials = "providers/alphasms"
+settings = {{ base_url = "{sim_url}", hook_url = "{receipts_url}/v1/receipts/alphasms", timeout_ms = 5000 }}
+"#
+    )
+}
+
+/// A route table with one TurboSMS provider, whose receipts are polled.
+fn turbo_routes(sim_url: &str) -> String {
+    format!(
+        r#"[[provider]]
+name = "turbo"
+kind = "turbosms"
+credentials = "providers/turbo"
+settings = {{ base_url = "{sim_url}", timeout_ms = 5000 }}
+"#
+    )
+}
+
+async fn start_sim(kind: &str, credentials: Value, receipt_delay: Duration) -> String {
+    start_sim_with(kind, credentials, receipt_delay, Faults::default()).await
+}
+
+async fn start_sim_with(
+    kind: &str,
+    credentials: Value,
+    receipt_delay: Duration,
+    faults: Faults,
+) -> String {
+    let settings = SimSettings {
+        credentials,
+        receipt_delay,
+        delivered_ratio: 1.0,
+        faults,
+        ..SimSettings::default()
+    };
+    let addr = providers::start(kind, settings)
+        .await
+        .expect("the simulator starts");
+    format!("http://{addr}")
+}
+
+async fn sim_stats(sim_url: &str) -> Value {
+    reqwest::get(format!("{sim_url}/__sim/stats"))
+        .await
+        .expect("stats answer")
+        .json()
+        .await
+        .expect("stats JSON")
+}
+
+/// The tenant's HTTP client of an API front.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    fn new(front: &HttpFront) -> Self {
+        Client {
+            http: reqwest::Client::new(),
+            base: front.url.clone(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("the front answers");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("the front answers");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn send(&self, body: Value) -> String {
+        let (status, answer) = self.post("/v1/messages", &body).await;
+        assert_eq!(status, 202, "{answer}");
+        answer["id"].as_str().expect("a message id").to_owned()
+    }
+
+    async fn message(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/messages/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Polls a message until its status is one of `statuses`, or panics after `timeout`.
+    async fn wait_status(&self, id: &str, statuses: &[&str], timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.message(id).await;
+            let status = m["status"].as_str().unwrap_or_default();
+            if statuses.contains(&status) {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "message {id} still {status}, not {statuses:?}: {m}"
+            );
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+}
+
+fn history(message: &Value) -> Vec<String> {
+    message["history"]
+        .as_array()
+        .expect("a history")
+        .iter()
+        .map(|c| c["status"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Feeds the queue to its function until `records` records were delivered and none failed.
+async fn drain_queue(source: &SqsEventSource, records: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut delivered = 0;
+    while delivered < records {
+        assert!(
+            Instant::now() < deadline,
+            "only {delivered} of {records} records came from the queue"
+        );
+        let Some(delivery) = source
+            .poll_once(Duration::from_secs(1))
+            .await
+            .expect("the queue answers")
+        else {
+            continue;
+        };
+        let response = delivery.result.expect("the function answers");
+        assert!(delivery.failed.is_empty(), "failed records: {response}");
+        assert_eq!(delivery.deleted, delivery.message_ids.len());
+        delivered += delivery.message_ids.len();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_goes_through_the_real_functions_to_delivered() {
+    let Some(stack) = Stack::new("delivered").await else {
+        return;
+    };
+    let sim = start_sim(
+        "alphasms",
+        json!({"api_key": ALPHA_API_KEY}),
+        Duration::from_millis(300),
+    )
+    .await;
+    stack
+        .put_secret(
+            "providers/alphasms",
+            json!({"api_key": ALPHA_API_KEY, "hook_token": ALPHA_HOOK_TOKEN}),
+        )
+        .await;
+    let receipts_front = HttpFront::bind().await.expect("a port");
+    let routes = alpha_routes(&sim, receipts_front.url());
+    let (api, receipts, dispatch) = tokio::join!(
+        stack.function("holub-api", &routes),
+        stack.function("holub-receipts", &routes),
+        stack.function("holub-dispatch", &routes),
+    );
+    let _receipts_front = receipts_front.serve(receipts.clone());
+    let api_front = HttpFront::start(api).await.expect("a port");
+    let client = Client::new(&api_front);
+
+    let (status, health) = client.get("/healthz").await;
+    assert_eq!(status, 200, "{health}");
+    let id = client
+        .send(json!({"to": "067 123 45 67", "from": "Holub", "text": "Ваш код: 4821"}))
+        .await;
+    assert_eq!(client.message(&id).await["status"], "queued");
+
+    // An event the function cannot read is an invocation error, not a crash.
+    match dispatch.invoke(&json!({"not": "an SQS event"})).await {
+        Err(InvokeError::Function { .. }) => {}
+        other => panic!("expected a function error, got {other:?}"),
+    }
+    let source = SqsEventSource::new(stack.0.sqs.clone(), &stack.0.queues.dispatch, dispatch)
+        .await
+        .expect("the dispatch queue");
+    drain_queue(&source, 1, Duration::from_secs(20)).await;
+
+    // The simulator pushes the receipt to the receipts function's front.
+    let message = client
+        .wait_status(&id, &["delivered"], Duration::from_secs(20))
+        .await;
+    assert_eq!(message["provider"], "alphasms");
+    assert_eq!(message["provider_message_id"], id.as_str());
+    assert_eq!(
+        history(&message),
+        ["accepted", "queued", "sending", "sent", "delivered"],
+        "{message}"
+    );
+    assert_eq!(sim_stats(&sim).await["accepted"], 1);
+
+    // The receipt fixture, for this message, straight to the function: a receipt that
+    // arrives again changes nothing.
+    let event: Value = serde_json::from_str(
+        &RECEIPT_EVENT
+            .replace(RECEIPT_EVENT_TOKEN, ALPHA_HOOK_TOKEN)
+            .replace(RECEIPT_EVENT_ID, &id),
+    )
+    .expect("the event is JSON");
+    let answer = receipts.invoke(&event).await.expect("the function answers");
+    // Applied again (200), or recognised as the simulator's own request replayed (409).
+    assert!(
+        answer["statusCode"] == 200 || answer["statusCode"] == 409,
+        "{answer}"
+    );
+    let again = client.message(&id).await;
+    assert_eq!(again["history"], message["history"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redelivered_dispatch_record_is_sent_once() {
+    let Some(stack) = Stack::new("redelivered").await else {
+        return;
+    };
+    // A slow provider: every answer takes a while, so the first attempt is still at work
+    // when the record comes again.
+    let slow = Faults {
+        latency: Duration::from_millis(1500),
+        ..Faults::default()
+    };
+    let sim = start_sim_with(
+        "alphasms",
+        json!({"api_key": ALPHA_API_KEY}),
+        Duration::from_millis(300),
+        slow,
+    )
+    .await;
+    stack
+        .put_secret(
+            "providers/alphasms",
+            json!({"api_key": ALPHA_API_KEY, "hook_token": ALPHA_HOOK_TOKEN}),
+        )
+        .await;
+    let receipts_front = HttpFront::bind().await.expect("a port");
+    let routes = alpha_routes(&sim, receipts_front.url());
+    // Two execution environments of the dispatch function, as SQS hands a record to a
+    // second one when its visibility runs out while the first is still at work.
+    let (api, receipts, first, second) = tokio::join!(
+        stack.function("holub-api", &routes),
+        stack.function("holub-receipts", &routes),
+        stack.function("holub-dispatch", &routes),
+        stack.function("holub-dispatch", &routes),
+    );
+    let _receipts_front = receipts_front.serve(receipts);
+    let api_front = HttpFront::start(api).await.expect("a port");
+    let client = Client::new(&api_front);
+    let id = client
+        .send(json!({"to": "+380501234567", "from": "Holub", "text": "Once only"}))
+        .await;
+
+    let source = SqsEventSource::new(stack.0.sqs.clone(), &stack.0.queues.dispatch, first.clone())
+        .await
+        .expect("the dispatch queue");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let records = source
+            .receive(Duration::from_secs(1))
+            .await
+            .expect("the queue answers");
+        if !records.is_empty() {
+            break records;
+        }
+        assert!(Instant::now() < deadline, "no dispatch job");
+    };
+    assert_eq!(records.len(), 1);
+    let record_id = records[0].message_id().expect("a message id").to_owned();
+    let event = source.event(&records);
+    assert!(event["Records"][0]["body"].as_str().unwrap().contains(&id));
+    assert_eq!(
+        event["Records"][0]["attributes"]["ApproximateReceiveCount"],
+        "1"
+    );
+
+    // The first environment claims the message and waits for the provider; meanwhile the
+    // same record reaches the second, which must leave it alone and hand the job back.
+    let first_attempt = tokio::spawn({
+        let (first, event) = (first.clone(), event.clone());
+        async move { first.invoke(&event).await }
+    });
+    client
+        .wait_status(&id, &["sending"], Duration::from_secs(10))
+        .await;
+    let second_attempt = second.invoke(&event).await.expect("the second answers");
+    assert_eq!(
+        second_attempt["batchItemFailures"],
+        json!([{"itemIdentifier": record_id}]),
+        "a job whose message another worker is sending comes back later"
+    );
+    let first_attempt = first_attempt
+        .await
+        .expect("joined")
+        .expect("the first answers");
+    assert_eq!(first_attempt["batchItemFailures"], json!([]));
+    let sent = client.message(&id).await;
+    assert!(
+        ["sent", "delivered"].contains(&sent["status"].as_str().unwrap_or_default()),
+        "{sent}"
+    );
+    assert_eq!(sent["attempts"], 1, "{sent}");
+
+    // And once more after it was sent.
+    let again = second.invoke(&event).await.expect("answers");
+    assert_eq!(
+        again["batchItemFailures"],
+        json!([]),
+        "a job for a sent message is done"
+    );
+    let stats = sim_stats(&sim).await;
+    assert_eq!(stats["submissions"], 1, "{stats}");
+    assert_eq!(stats["accepted"], 1, "{stats}");
+    assert_eq!(stats["duplicates"], 0, "{stats}");
+    let message = client
+        .wait_status(&id, &["delivered"], Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        history(&message),
+        ["accepted", "queued", "sending", "sent", "delivered"],
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduled_run_releases_due_messages_and_polls_receipts() {
+    let Some(stack) = Stack::new("rollup").await else {
+        return;
+    };
+    let receipt_delay = Duration::from_millis(500);
+    let sim = start_sim("turbosms", json!({"token": TURBO_TOKEN}), receipt_delay).await;
+    stack
+        .put_secret("providers/turbo", json!({"token": TURBO_TOKEN}))
+        .await;
+    let routes = turbo_routes(&sim);
+    let (api, dispatch, rollup) = tokio::join!(
+        stack.function("holub-api", &routes),
+        stack.function("holub-dispatch", &routes),
+        stack.function("holub-rollup", &routes),
+    );
+    let api_front = HttpFront::start(api).await.expect("a port");
+    let client = Client::new(&api_front);
+    let source = SqsEventSource::new(stack.0.sqs.clone(), &stack.0.queues.dispatch, dispatch)
+        .await
+        .expect("the dispatch queue");
+
+    // One message now, sent at once; one scheduled a few seconds ahead.
+    let now_id = client
+        .send(json!({"to": "+380931234567", "from": "Holub", "text": "Now"}))
+        .await;
+    let send_at = Utc::now() + chrono::Duration::seconds(4);
+    let later_id = client
+        .send(json!({
+            "to": "+380931234568", "from": "Holub", "text": "Later",
+            "send_at": send_at.to_rfc3339(),
+        }))
+        .await;
+    assert_eq!(client.message(&later_id).await["status"], "scheduled");
+    drain_queue(&source, 1, Duration::from_secs(20)).await;
+    assert_eq!(client.message(&now_id).await["status"], "sent");
+
+    // Past the schedule, and past the first message's receipt delay.
+    let due_in = (send_at - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(due_in.max(receipt_delay) + Duration::from_millis(300)).await;
+    let event: Value = serde_json::from_str(SCHEDULED_EVENT).expect("the event is JSON");
+    let report = rollup.invoke(&event).await.expect("the run answers");
+    assert_eq!(report["released"], 1, "{report}");
+    assert_eq!(report["polled"], 1, "{report}");
+    assert_eq!(report["errors"], json!([]), "{report}");
+    let now_message = client.message(&now_id).await;
+    assert_eq!(now_message["status"], "delivered", "{now_message}");
+    assert_eq!(
+        history(&now_message),
+        ["accepted", "queued", "sending", "sent", "delivered"]
+    );
+    assert_eq!(client.message(&later_id).await["status"], "queued");
+
+    // The released message's job is in the dispatch queue; a later run polls its receipt.
+    drain_queue(&source, 1, Duration::from_secs(20)).await;
+    assert_eq!(client.message(&later_id).await["status"], "sent");
+    tokio::time::sleep(receipt_delay + Duration::from_millis(300)).await;
+    let report = rollup.invoke(&event).await.expect("the run answers");
+    assert_eq!(report["released"], 0, "{report}");
+    assert_eq!(report["polled"], 1, "{report}");
+    let later = client.message(&later_id).await;
+    assert_eq!(later["status"], "delivered", "{later}");
+    assert_eq!(
+        history(&later),
+        [
+            "accepted",
+            "scheduled",
+            "queued",
+            "sending",
+            "sent",
+            "delivered"
+        ]
+    );
+    assert_eq!(sim_stats(&sim).await["accepted"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_without_its_configuration_fails_its_init() {
+    // No HOLUB_* variables: `main` fails fast, before the runtime's first poll, as Lambda
+    // would report a Runtime.ExitError of the init phase.
+    let config = FunctionConfig::new("holub-dispatch-unconfigured");
+    let function = LambdaFunction::start(&function_bin("holub-dispatch"), config)
+        .await
+        .expect("the process starts");
+    match function.ready().await {
+        Err(InvokeError::Init(why)) => {
+            assert!(why.contains("exit status"), "{why}");
+            assert!(why.contains("HOLUB_MESSAGES_TABLE"), "{why}");
+        }
+        other => panic!("expected an init failure, got {other:?}"),
+    }
+    assert!(function.init_duration().is_none());
+    match function.invoke(&json!({"Records": []})).await {
+        Err(InvokeError::Init(_)) => {}
+        other => panic!("expected an init failure, got {other:?}"),
+    }
+}
