@@ -110,6 +110,11 @@ impl From<IntakeError> for ApiError {
                 "idempotency_key_reused",
                 "this Idempotency-Key was already used with a different request",
             ),
+            IntakeError::Store(StoreError::IdempotencyKeyInFlight) => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_use",
+                "a request with this Idempotency-Key is still being processed; try again shortly",
+            ),
             other => {
                 let retryable = other.is_retryable();
                 ApiError::backend(&other, retryable)

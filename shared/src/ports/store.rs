@@ -20,6 +20,10 @@ pub enum StoreError {
     /// The idempotency key is already taken (by a concurrent request, or an earlier one).
     #[error("the idempotency key is already used")]
     IdempotencyKeyTaken,
+    /// A request with this idempotency key is still being stored (or died storing it less
+    /// than a store-defined while ago): ask again later.
+    #[error("a request with this idempotency key is still in progress")]
+    IdempotencyKeyInFlight,
     /// A record with this identity already exists.
     #[error("already exists")]
     AlreadyExists,
@@ -32,7 +36,10 @@ pub enum StoreError {
 
 impl Retryable for StoreError {
     fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::IdempotencyKeyInFlight
+        )
     }
 }
 

@@ -66,6 +66,11 @@ pub(super) mod idem {
     /// Number of items the body is split over (absent: 1).
     pub const PARTS: &str = "np";
     pub const TTL: &str = "ttl";
+    /// The id of the one message a record was claimed for before the message was stored
+    /// (see `DynamoStore::claim_then_put`).
+    pub const MESSAGE: &str = "ms";
+    /// When that claim was made (nanoseconds, this store's clock).
+    pub const CLAIMED: &str = "cl";
 }
 
 /// Attribute names of the tenants table.

@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, DeleteRequest, KeysAndAttributes, Put, PutRequest, ReturnValue,
@@ -32,6 +33,10 @@ use crate::ports::{
 /// The largest page asked of DynamoDB while filtering a list: filters apply after `Limit`,
 /// so a filtered list reads ahead rather than one item per request.
 const FILTERED_PAGE: usize = 200;
+
+/// How long a claimed idempotency key whose message is not stored counts as a request in
+/// progress: longer than any API request may take (API Gateway gives up after 30 s).
+pub const CLAIM_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A sweep over one index: entries whose sort key is at most `bound` and, with `only`,
 /// whose projected attribute holds a value.
@@ -70,6 +75,122 @@ impl DynamoStore {
     }
 
     /// Puts one new message, refusing an id that exists.
+    /// Stores one message under an idempotency key in two plain writes instead of a
+    /// transaction (which bills each item twice): the record first, with the message's id,
+    /// then the message. A crash between the two leaves a record whose message does not
+    /// exist — and an unanswered request, since the answer comes after both. Whoever reads
+    /// such a record within [`CLAIM_WINDOW`] is told the request is still in progress;
+    /// after it, the record is deleted and the key is free for the retry. The message is
+    /// never stored without its key, so a retry can never send it twice.
+    async fn claim_then_put(
+        &self,
+        mut record: Item,
+        message: Item,
+        m: &Message,
+    ) -> Result<(), StoreError> {
+        let claimed_at = Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        record.insert(idem::MESSAGE.to_owned(), s(m.id.to_string()));
+        record.insert(idem::CLAIMED.to_owned(), n(claimed_at));
+        let mut e = Expr::default();
+        let condition = format!(
+            "attribute_not_exists({}) OR {} < {}",
+            e.name(idem::KEY),
+            e.name(idem::TTL),
+            e.value(n(Utc::now().timestamp()))
+        );
+        let claimed = self
+            .client
+            .put_item()
+            .table_name(&self.config.idempotency_table)
+            .set_item(Some(record.clone()))
+            .condition_expression(condition)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
+            .send()
+            .await;
+        match claimed {
+            Ok(_) => {}
+            Err(err) if is_condition_failure(&err) => {
+                // The SDK may have retried a put that did land: then the record is ours.
+                let ours = match err.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(failed)) => {
+                        failed.item().is_some_and(|old| {
+                            [idem::CLAIMED, idem::MESSAGE, idem::FINGERPRINT]
+                                .iter()
+                                .all(|a| old.get(*a) == record.get(*a))
+                        })
+                    }
+                    _ => false,
+                };
+                if !ours {
+                    return Err(StoreError::IdempotencyKeyTaken);
+                }
+            }
+            Err(err) => return Err(unavailable(err)),
+        }
+        if let Err(err) = self.put_new(message).await {
+            if let Err(release) = self
+                .release_claim(&m.tenant_id, req_s(&record, idem::KEY)?, claimed_at)
+                .await
+            {
+                // Freed later by whoever reads it after the claim window.
+                tracing::warn!(error = %release, "an idempotency claim was not released");
+            }
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Deletes the claim made at `claimed` under `key`, if it is still that claim.
+    async fn release_claim(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        claimed: i64,
+    ) -> Result<(), StoreError> {
+        let mut e = Expr::default();
+        let condition = format!("{} = {}", e.name(idem::CLAIMED), e.value(n(claimed)));
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.config.idempotency_table)
+            .set_key(Some(Item::from([
+                (idem::TENANT.to_owned(), s(tenant.as_str())),
+                (idem::KEY.to_owned(), s(key)),
+            ])))
+            .condition_expression(condition)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(err) if is_condition_failure(&err) => Ok(()),
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    /// Whether the message is stored (a strongly consistent read of its key alone).
+    async fn message_exists(&self, tenant: &TenantId, id: &MessageId) -> Result<bool, StoreError> {
+        let mut e = Expr::default();
+        let projection = e.name(msg::ID);
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.messages())
+            .set_key(Some(message_key(tenant, id)))
+            .consistent_read(true)
+            .projection_expression(projection)
+            .set_expression_attribute_names(e.names())
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item.is_some())
+    }
+
     async fn put_new(&self, item: Item) -> Result<(), StoreError> {
         let mut e = Expr::default();
         let condition = format!("attribute_not_exists({})", e.name(msg::ID));
@@ -662,7 +783,12 @@ impl MessageStore for DynamoStore {
                 }
             };
         };
-        let record_items = codec::idempotency_items(record, &self.config)?;
+        let mut record_items = codec::idempotency_items(record, &self.config)?;
+        if items.len() == 1 && record_items.len() == 1 {
+            return self
+                .claim_then_put(record_items.remove(0), items.remove(0), &messages[0])
+                .await;
+        }
         if record_items.len() >= MAX_TRANSACTION_ITEMS {
             return Err(codec::corrupt(format!(
                 "the reply stored under idempotency key {:?} is too large",
@@ -723,6 +849,20 @@ impl MessageStore for DynamoStore {
         };
         if get_n::<i64>(&first, idem::TTL)?.is_some_and(|ttl| ttl < Utc::now().timestamp()) {
             return Ok(None);
+        }
+        if let Some(message) = get_s(&first, idem::MESSAGE)? {
+            let id = parse::<MessageId>(message, "message id")?;
+            if !self.message_exists(tenant, &id).await? {
+                let claimed = req_n::<i64>(&first, idem::CLAIMED)?;
+                let age = Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX) - claimed;
+                if age < i64::try_from(CLAIM_WINDOW.as_nanos()).unwrap_or(i64::MAX) {
+                    return Err(StoreError::IdempotencyKeyInFlight);
+                }
+                // The request that claimed the key died before storing its message (and
+                // so before answering): the key is free again.
+                self.release_claim(tenant, key.as_str(), claimed).await?;
+                return Ok(None);
+            }
         }
         let parts: usize = get_n(&first, idem::PARTS)?.unwrap_or(1);
         let mut more = Vec::new();

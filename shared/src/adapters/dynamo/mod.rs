@@ -52,7 +52,8 @@
 //! ## `idempotency`: one item per `Idempotency-Key`
 //!
 //! Partition `t` (S, tenant id), sort `k` (S, the key). Attributes: `fp` request
-//! fingerprint, `sc` status code, `bd` the reply body (JSON text), `c` created, **`ttl`**
+//! fingerprint, `sc` status code, `bd` the reply body (JSON text), `c` created, `ms`/`cl`
+//! the message and claim time of a one-message record (see Insert below), **`ttl`**
 //! (created + [`DynamoConfig::idempotency_retention`]). A body larger than 300 KB (the reply to
 //! a batch of many thousand recipients; items hold at most 400 KB) continues in items
 //! `k = "<key>\n<n>"` (n = 1, 2, ...; a key cannot hold a newline), and the first item
@@ -67,7 +68,12 @@
 //! # Conditional writes and atomicity
 //!
 //! - **Insert**: every new message is put with `attribute_not_exists(id)`, the idempotency
-//!   record with `attribute_not_exists(k) OR ttl < now`. With an idempotency record, the
+//!   record with `attribute_not_exists(k) OR ttl < now`. One message with a key (the OTP
+//!   case) is two plain writes, the record first (naming the message in `ms`, claimed at
+//!   `cl`), then the message: a transaction would bill each item twice. A record whose
+//!   message is missing is a request in progress for [`CLAIM_WINDOW`]
+//!   ([`StoreError::IdempotencyKeyInFlight`]) and is deleted after it (the request died
+//!   before it answered, so its retry is a new request). Otherwise, the
 //!   record and the messages go in one `TransactWriteItems` (with a `ClientRequestToken`,
 //!   so an SDK retry of a transaction that did commit is not refused), which is atomic up
 //!   to 100 items: the record and up to 99 messages. A larger batch puts its first messages
@@ -106,7 +112,7 @@
 //! | call | requests | write units |
 //! |---|---|---|
 //! | `insert`, one message | 1 `PutItem` | 1 + 1 index entry (`queued` or `due`) |
-//! | `insert`, one message + key | 1 `TransactWriteItems` | 2 × 2 (transactional) + 1 index entry |
+//! | `insert`, one message + key | 2 `PutItem` | 1 + 1 + 1 index entry |
 //! | `insert`, n messages + key | ⌈(n−99)/25⌉ `BatchWriteItem` + 1 `TransactWriteItems` | (n−99) + 2 × 100 + 1 per message in indexes |
 //! | `transition`, per change | 1 `UpdateItem` (`ALL_NEW`: no read) | 1 + index moves: claim 1, sent 2 (`by_provider`, `awaiting`), final 1, release 2 |
 //! | `transition` with receipts | the same `UpdateItem` (`ADD` to the receipt set) | the same |
@@ -129,6 +135,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 
+pub use messages::CLAIM_WINDOW;
 pub use schema::create_tables;
 
 use crate::ports::StoreError;
