@@ -235,6 +235,7 @@ contract!(
     provider_ids_are_resolved_in_the_order_asked,
     receipts_are_kept_once_and_listed_per_message,
     sweeps_find_due_stale_and_expired_messages_oldest_first,
+    queued_messages_stored_together_turn_stale_together,
     sent_messages_await_receipts_per_provider,
     receipts_ride_along_with_a_status_change,
     tenants_are_found_by_key_hash,
@@ -1183,6 +1184,58 @@ async fn receipts_ride_along_with_a_status_change(b: &Backend) {
     assert_eq!(all, vec![vec![delivered]]);
 }
 
+async fn queued_messages_stored_together_turn_stale_together(b: &Backend) {
+    let store = b.store();
+    let (t, u) = (tenant(), tenant());
+    let queued = |tenant: &TenantId, second: i64| {
+        let mut m = message(tenant, at(0));
+        m.status = Queued;
+        m.updated_at = at(second);
+        m
+    };
+    // One call, two tenants, and a scheduled message that is no business of this sweep.
+    let (a, b2, c, d) = (queued(&t, 1), queued(&t, 2), queued(&u, 3), queued(&t, 40));
+    let mut later = message(&t, at(0));
+    later.status = Scheduled;
+    later.send_at = Some(at(100));
+    store
+        .insert(&[a.clone(), b2.clone(), c.clone(), d.clone(), later], None)
+        .await
+        .unwrap();
+    let stale = |cutoff: i64| async move {
+        let mut found = store.stale_queued(at(cutoff), 100).await.unwrap();
+        found.sort_by_key(|r| r.id);
+        found
+    };
+    assert_eq!(stale(0).await, vec![]);
+    assert_eq!(stale(2).await, vec![reference(&a), reference(&b2)]);
+    assert_eq!(
+        stale(10).await,
+        vec![reference(&a), reference(&b2), reference(&c)]
+    );
+    // Claimed ones leave; a touched one is fresh again until it is stale once more.
+    store
+        .transition(&[
+            step(&a, &[Queued], Sending, 50),
+            step(&b2, &[Queued], Queued, 60),
+            step(&c, &[Queued], Sending, 50),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(stale(45).await, vec![reference(&d)]);
+    assert_eq!(stale(60).await, vec![reference(&b2), reference(&d)]);
+    // Once none is queued, none is found.
+    store
+        .transition(&[
+            step(&b2, &[Queued], Sending, 70),
+            step(&d, &[Queued], Sending, 70),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(stale(1000).await, vec![]);
+    assert_eq!(stale(1000).await, vec![]);
+}
+
 async fn sent_messages_await_receipts_per_provider(b: &Backend) {
     let store = b.store();
     let t = tenant();
@@ -1796,6 +1849,8 @@ mod requests {
             n,
             of(&[
                 ("DynamoDB.BatchWriteItem", 901usize.div_ceil(25) as u64),
+                // The batch marker, in place of 1,000 entries in the `queued` index.
+                ("DynamoDB.PutItem", 1),
                 ("DynamoDB.TransactWriteItems", 1)
             ])
         );

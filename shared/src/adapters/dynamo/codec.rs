@@ -56,6 +56,13 @@ pub(super) mod msg {
 }
 
 /// Attribute names of the idempotency table.
+/// Batch markers: items of the messages table in partition [`marker::PARTITION`], with id
+/// `"<tenant>#<first message id>#<last message id>"` (see `DynamoStore::stale_queued`).
+pub(super) mod marker {
+    /// Never a tenant id (those start with `ten_`), so no tenant's query sees markers.
+    pub const PARTITION: &str = "#batches";
+}
+
 pub(super) mod idem {
     pub const TENANT: &str = "t";
     pub const KEY: &str = "k";
@@ -266,6 +273,46 @@ impl IndexKeys {
             (msg::AWAITING, &self.awaiting),
         ]
     }
+}
+
+/// The batch markers of several new messages, one per tenant with queued messages among
+/// them, and those messages' items without their `queued` index entry: the marker stands for
+/// them in that index until none of them is queued any more. Its `u` is the oldest of their
+/// `u`, so a sweep finds it when the first of them would have turned stale.
+pub(super) fn batch_markers(
+    messages: &[Message],
+    items: &mut [Item],
+    config: &DynamoConfig,
+) -> Result<Vec<Item>, StoreError> {
+    let mut spans: std::collections::BTreeMap<&str, (MessageId, MessageId, DateTime<Utc>)> =
+        Default::default();
+    for (m, item) in messages.iter().zip(items.iter_mut()) {
+        if m.status != MessageStatus::Queued {
+            continue;
+        }
+        item.remove(msg::QUEUED);
+        let span = spans
+            .entry(m.tenant_id.as_str())
+            .or_insert((m.id, m.id, m.updated_at));
+        span.0 = span.0.min(m.id);
+        span.1 = span.1.max(m.id);
+        span.2 = span.2.min(m.updated_at);
+    }
+    spans
+        .into_iter()
+        .map(|(tenant, (lo, hi, updated))| {
+            Ok(Item::from([
+                (msg::TENANT.to_owned(), s(marker::PARTITION)),
+                (msg::ID.to_owned(), s(format!("{tenant}#{lo}#{hi}"))),
+                (msg::QUEUED.to_owned(), s(shard(&lo, config.index_shards))),
+                (msg::UPDATED.to_owned(), n(nanos(updated)?)),
+                (
+                    msg::TTL.to_owned(),
+                    ttl(Utc::now(), config.message_retention),
+                ),
+            ]))
+        })
+        .collect()
 }
 
 /// The item of a new message, index keys and TTL included.

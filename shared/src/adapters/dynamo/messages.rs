@@ -74,7 +74,6 @@ impl DynamoStore {
         &self.config.messages_table
     }
 
-    /// Puts one new message, refusing an id that exists.
     /// Stores one message under an idempotency key in two plain writes instead of a
     /// transaction (which bills each item twice): the record first, with the message's id,
     /// then the message. A crash between the two leaves a record whose message does not
@@ -191,6 +190,143 @@ impl DynamoStore {
         Ok(out.item.is_some())
     }
 
+    /// Stores prepared message items, with the idempotency record if given.
+    async fn insert_items(
+        &self,
+        messages: &[Message],
+        mut items: Vec<Item>,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        let Some(record) = idempotency else {
+            return match items.len() {
+                0 => Ok(()),
+                1 => self.put_new(items.remove(0)).await,
+                _ => {
+                    let puts = items
+                        .into_iter()
+                        .map(|item| {
+                            built(PutRequest::builder().set_item(Some(item)).build())
+                                .map(|p| WriteRequest::builder().put_request(p).build())
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    self.batch_write(self.messages(), puts).await
+                }
+            };
+        };
+        let mut record_items = codec::idempotency_items(record, &self.config)?;
+        if items.len() == 1 && record_items.len() == 1 {
+            return self
+                .claim_then_put(record_items.remove(0), items.remove(0), &messages[0])
+                .await;
+        }
+        if record_items.len() >= MAX_TRANSACTION_ITEMS {
+            return Err(codec::corrupt(format!(
+                "the reply stored under idempotency key {:?} is too large",
+                record.key.as_str()
+            )));
+        }
+        let room = MAX_TRANSACTION_ITEMS - record_items.len();
+        let tail = items.split_off(items.len().saturating_sub(room));
+        let head = items;
+        if !head.is_empty() {
+            let puts = head
+                .iter()
+                .map(|item| {
+                    built(PutRequest::builder().set_item(Some(item.clone())).build())
+                        .map(|p| WriteRequest::builder().put_request(p).build())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Err(e) = self.batch_write(self.messages(), puts).await {
+                self.undo_puts(&head).await;
+                return Err(e);
+            }
+        }
+        let token = transaction_token(record, messages);
+        match self.transact_insert(record_items, tail, token).await {
+            Ok(()) => Ok(()),
+            Err(e @ (StoreError::IdempotencyKeyTaken | StoreError::AlreadyExists)) => {
+                self.undo_puts(&head).await;
+                Err(e)
+            }
+            // The outcome is unknown: what was put stays.
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The stale queued messages a batch marker stands for: those of its span still queued
+    /// and unchanged since `bound`. (One eventually consistent query of the span: a message
+    /// read as queued that was just claimed gets a second job, which its claim refuses.)
+    /// Once none of them is queued, the marker is deleted; messages the sweeper requeues get
+    /// an index entry of their own with the change.
+    async fn expand_marker(
+        &self,
+        marker: &Item,
+        bound: i64,
+    ) -> Result<Vec<MessageRef>, StoreError> {
+        // The index projects keys only: the marker's id says it all.
+        let id = req_s(marker, msg::ID)?;
+        let mut span = id.split('#');
+        let (Some(tenant), Some(first), Some(last), None) =
+            (span.next(), span.next(), span.next(), span.next())
+        else {
+            return Err(codec::corrupt(format!("batch marker {id:?}")));
+        };
+        let tenant = parse::<TenantId>(tenant, "tenant id")?;
+        let (first, last) = (
+            parse::<MessageId>(first, "message id")?,
+            parse::<MessageId>(last, "message id")?,
+        );
+        let mut e = Expr::default();
+        let condition = format!(
+            "{} = {} AND {} BETWEEN {} AND {}",
+            e.name(msg::TENANT),
+            e.value(s(tenant.as_str())),
+            e.name(msg::ID),
+            e.value(s(first.to_string())),
+            e.value(s(last.to_string())),
+        );
+        let projection = [msg::TENANT, msg::ID, msg::STATUS, msg::UPDATED]
+            .iter()
+            .map(|a| e.name(a))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut stale = Vec::new();
+        let mut queued = 0usize;
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(self.messages())
+                .key_condition_expression(&condition)
+                .projection_expression(&projection)
+                .set_expression_attribute_names(e.names())
+                .set_expression_attribute_values(e.values())
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in out.items.unwrap_or_default() {
+                if get_s(&item, msg::STATUS)? != Some(MessageStatus::Queued.as_str()) {
+                    continue;
+                }
+                queued += 1;
+                if req_n::<i64>(&item, msg::UPDATED)? <= bound {
+                    stale.push(message_ref(&item)?);
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        if queued == 0 {
+            self.undo_puts(std::slice::from_ref(marker)).await;
+        }
+        Ok(stale)
+    }
+
+    /// Puts one new message, refusing an id that exists.
     async fn put_new(&self, item: Item) -> Result<(), StoreError> {
         let mut e = Expr::default();
         let condition = format!("attribute_not_exists({})", e.name(msg::ID));
@@ -767,60 +903,28 @@ impl MessageStore for DynamoStore {
         if !messages.iter().all(|m| ids.insert((&m.tenant_id, m.id))) {
             return Err(StoreError::AlreadyExists);
         }
-        let Some(record) = idempotency else {
-            return match items.len() {
-                0 => Ok(()),
-                1 => self.put_new(items.remove(0)).await,
-                _ => {
-                    let puts = items
-                        .into_iter()
-                        .map(|item| {
-                            built(PutRequest::builder().set_item(Some(item)).build())
-                                .map(|p| WriteRequest::builder().put_request(p).build())
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    self.batch_write(self.messages(), puts).await
-                }
-            };
+        // Several queued messages: one batch marker per tenant instead of an entry each in
+        // the `queued` index, written before any of them.
+        let markers = if items.len() > 1 {
+            codec::batch_markers(messages, &mut items, &self.config)?
+        } else {
+            Vec::new()
         };
-        let mut record_items = codec::idempotency_items(record, &self.config)?;
-        if items.len() == 1 && record_items.len() == 1 {
-            return self
-                .claim_then_put(record_items.remove(0), items.remove(0), &messages[0])
-                .await;
+        for m in &markers {
+            self.client
+                .put_item()
+                .table_name(self.messages())
+                .set_item(Some(m.clone()))
+                .send()
+                .await
+                .map_err(unavailable)?;
         }
-        if record_items.len() >= MAX_TRANSACTION_ITEMS {
-            return Err(codec::corrupt(format!(
-                "the reply stored under idempotency key {:?} is too large",
-                record.key.as_str()
-            )));
+        let stored = self.insert_items(messages, items, idempotency).await;
+        if stored.is_err() {
+            // Nothing of the batch may be left (or it is, and the marker keeps it swept).
+            self.undo_puts(&markers).await;
         }
-        let room = MAX_TRANSACTION_ITEMS - record_items.len();
-        let tail = items.split_off(items.len().saturating_sub(room));
-        let head = items;
-        if !head.is_empty() {
-            let puts = head
-                .iter()
-                .map(|item| {
-                    built(PutRequest::builder().set_item(Some(item.clone())).build())
-                        .map(|p| WriteRequest::builder().put_request(p).build())
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            if let Err(e) = self.batch_write(self.messages(), puts).await {
-                self.undo_puts(&head).await;
-                return Err(e);
-            }
-        }
-        let token = transaction_token(record, messages);
-        match self.transact_insert(record_items, tail, token).await {
-            Ok(()) => Ok(()),
-            Err(e @ (StoreError::IdempotencyKeyTaken | StoreError::AlreadyExists)) => {
-                self.undo_puts(&head).await;
-                Err(e)
-            }
-            // The outcome is unknown: what was put stays.
-            Err(e) => Err(e),
-        }
+        stored
     }
 
     async fn idempotency(
@@ -1095,15 +1199,31 @@ impl MessageStore for DynamoStore {
         cutoff: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<MessageRef>, StoreError> {
+        let bound = nanos_bound(cutoff);
         let scan = IndexScan {
             index: QUEUED,
             partition: msg::QUEUED,
             sort: msg::UPDATED,
-            bound: Some(nanos_bound(cutoff)),
+            bound: Some(bound),
             only: None,
         };
-        let found = self.sweep(scan, limit).await?;
-        found.iter().map(message_ref).collect()
+        let mut stale = Vec::new();
+        for item in self.sweep(scan, limit).await? {
+            if stale.len() >= limit {
+                break;
+            }
+            if get_s(&item, msg::TENANT)? == Some(codec::marker::PARTITION) {
+                stale.extend(self.expand_marker(&item, bound).await?);
+            } else {
+                stale.push(message_ref(&item)?);
+            }
+        }
+        // A message the sweeper requeued has an index entry of its own and may still be in
+        // its batch's span.
+        let mut seen = HashSet::with_capacity(stale.len());
+        stale.retain(|r| seen.insert(r.clone()));
+        stale.truncate(limit);
+        Ok(stale)
     }
 
     async fn awaiting_receipts(

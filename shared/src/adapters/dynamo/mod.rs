@@ -37,7 +37,7 @@
 //! |---|---|---|---|---|---|
 //! | `by_provider` | `pp` = `"<provider>#<provider id>"` (S) | — | keys + `sg`, `pv`, `pm` | the message has a provider id | `find_by_provider_ids` |
 //! | `due` | `dq` = shard (S) | `sa` (N) | keys | status is `scheduled` | `due_scheduled` |
-//! | `queued` | `qq` = shard (S) | `u` (N) | keys | status is `queued` | `stale_queued` |
+//! | `queued` | `qq` = shard (S) | `u` (N) | keys | status is `queued` (a message stored alone, or moved to `queued` later); a batch marker | `stale_queued` |
 //! | `awaiting` | `ap` = shard (S) | `x` (N) | keys + `pm`, `pv` | status is `sent` with a provider id | `awaiting_receipts` (filtered on `pv`), `sent_past_validity` |
 //!
 //! Four indexes and no more, because every entry a message enters and leaves is two write
@@ -48,6 +48,14 @@
 //! sent messages serves both the expiry of sent messages whose receipt never came and the
 //! polling of providers that do not push (which reads past other providers' entries: index
 //! reads are a fifth of the price of writes, and only polled providers poll).
+//!
+//! Messages stored together (a batch) do not enter `queued` one by one: one **batch marker**
+//! per tenant stands for them, an item in partition `t = "#batches"` (never a tenant id)
+//! with id `"<tenant>#<first id>#<last id>"`, `qq` and `u` (the oldest of theirs), written
+//! before the messages. A sweep that meets a marker reads its span of message ids (one
+//! eventually consistent query) and returns those still queued and stale; once none of them
+//! is queued it deletes the marker. A batch so costs one write per message and a few per
+//! batch, instead of two more per message (entering and leaving the index).
 //!
 //! ## `idempotency`: one item per `Idempotency-Key`
 //!
@@ -113,14 +121,15 @@
 //! |---|---|---|
 //! | `insert`, one message | 1 `PutItem` | 1 + 1 index entry (`queued` or `due`) |
 //! | `insert`, one message + key | 2 `PutItem` | 1 + 1 + 1 index entry |
-//! | `insert`, n messages + key | ⌈(n−99)/25⌉ `BatchWriteItem` + 1 `TransactWriteItems` | (n−99) + 2 × 100 + 1 per message in indexes |
+//! | `insert`, n messages | 1 `PutItem` per tenant (marker) + ⌈n/25⌉ `BatchWriteItem` | n + 2 per marker |
+//! | `insert`, n messages + key | the marker + ⌈(n−99)/25⌉ `BatchWriteItem` + 1 `TransactWriteItems` | (n−99) + 2 × 100 + 2 per marker |
 //! | `transition`, per change | 1 `UpdateItem` (`ALL_NEW`: no read) | 1 + index moves: claim 1, sent 2 (`by_provider`, `awaiting`), final 1, release 2 |
 //! | `transition` with receipts | the same `UpdateItem` (`ADD` to the receipt set) | the same |
 //! | `add_receipts`, per message | 1 `UpdateItem` | 1 |
 //! | `get`, `idempotency` | 1 `GetItem` (strong: 1 read unit) | — |
 //! | `list` | 1 `Query` per page (more while filters discard) | — |
 //! | `find_by_provider_ids` | 1 `Query` per distinct id | — |
-//! | `due_scheduled`, `stale_queued`, `awaiting_receipts`, `sent_past_validity` | `S` `Query` | — |
+//! | `due_scheduled`, `stale_queued`, `awaiting_receipts`, `sent_past_validity` | `S` `Query` (+ 1 `Query` per batch marker met) | — |
 //! | `create_tenant` / `tenant_by_key_hash` | 1 `TransactWriteItems` / 1 `GetItem` | 4 / — |
 
 mod codec;
