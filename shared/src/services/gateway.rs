@@ -399,12 +399,20 @@ struct BreakerState {
 
 /// At most `limit` grants in any window of one second (a sliding window over the times of
 /// the last `limit` grants), handed out as soon as the window allows.
+///
+/// A grant is held a little longer than the second ([`GRANT_MARGIN`]): the provider sees a
+/// request somewhat after its grant was stamped (the task may be descheduled in between,
+/// the network adds its own delay), and a one-second window at the provider's end must not
+/// see more than the limit either.
 pub struct RateLimiter {
     limit: usize,
     grants: tokio::sync::Mutex<VecDeque<Instant>>,
 }
 
 const WINDOW: Duration = Duration::from_secs(1);
+
+/// How much longer than [`WINDOW`] a grant counts.
+pub const GRANT_MARGIN: Duration = Duration::from_millis(50);
 
 impl RateLimiter {
     pub fn new(per_second: u32) -> Self {
@@ -423,7 +431,7 @@ impl RateLimiter {
             let now = Instant::now();
             while grants
                 .front()
-                .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+                .is_some_and(|t| now.duration_since(*t) >= WINDOW + GRANT_MARGIN)
             {
                 grants.pop_front();
             }
@@ -435,7 +443,7 @@ impl RateLimiter {
             }
             // The oldest grant leaves the window first.
             let oldest = grants.front().copied().unwrap_or(now);
-            tokio::time::sleep_until((oldest + WINDOW).into()).await;
+            tokio::time::sleep_until((oldest + WINDOW + GRANT_MARGIN).into()).await;
         }
     }
 }
