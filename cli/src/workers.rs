@@ -150,16 +150,8 @@ pub async fn sweeper_loop(sweeper: Arc<Sweeper>, mut stop: watch::Receiver<bool>
             break;
         }
         n += 1;
-        // Release until nothing more is due (a large schedule is released in batches).
-        loop {
-            match sweeper.release_due().await {
-                Ok(0) => break,
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "sweeper: release failed");
-                    break;
-                }
-            }
+        if let (_, Some(e)) = sweeper.release_all(usize::MAX).await {
+            tracing::warn!(error = %e, "sweeper: release failed");
         }
         if n.is_multiple_of(10) {
             if let Err(e) = sweeper.requeue_stale().await {

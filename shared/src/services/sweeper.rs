@@ -182,20 +182,30 @@ impl Sweeper {
         Ok(expired.len())
     }
 
+    /// Releases batch after batch until nothing more is due (a large schedule is released in
+    /// batches), at most `max_rounds` batches. Returns how many were released, and the error
+    /// that stopped it early, if one did.
+    pub async fn release_all(&self, max_rounds: usize) -> (usize, Option<SweepError>) {
+        let mut released = 0;
+        for _ in 0..max_rounds.max(1) {
+            match self.release_due().await {
+                Ok(0) => break,
+                Ok(n) => released += n,
+                Err(e) => return (released, Some(e)),
+            }
+        }
+        (released, None)
+    }
+
     /// Every sweep once, as a scheduled run does it: release until nothing more is due (at
     /// most `max_rounds` batches, so one run stays bounded), then requeue, then expiry. A
     /// failing step is reported and does not keep the others from running.
     pub async fn sweep(&self, max_rounds: usize) -> SweepReport {
         let mut report = SweepReport::default();
-        for _ in 0..max_rounds.max(1) {
-            match self.release_due().await {
-                Ok(0) => break,
-                Ok(n) => report.released += n,
-                Err(e) => {
-                    report.errors.push(format!("release: {e}"));
-                    break;
-                }
-            }
+        let (released, failed) = self.release_all(max_rounds).await;
+        report.released = released;
+        if let Some(e) = failed {
+            report.errors.push(format!("release: {e}"));
         }
         match self.requeue_stale().await {
             Ok(n) => report.requeued = n,
