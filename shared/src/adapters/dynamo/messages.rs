@@ -65,6 +65,14 @@ fn message_ref(item: &Item) -> Result<MessageRef, StoreError> {
     })
 }
 
+/// The key of an item of the messages table (a message or a batch marker).
+fn message_key_of(item: &Item) -> Item {
+    [msg::TENANT, msg::ID]
+        .into_iter()
+        .filter_map(|k| item.get(k).map(|v| (k.to_owned(), v.clone())))
+        .collect()
+}
+
 fn built<T>(result: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, StoreError> {
     result.map_err(unavailable)
 }
@@ -321,7 +329,14 @@ impl DynamoStore {
             }
         }
         if queued == 0 {
-            self.undo_puts(std::slice::from_ref(marker)).await;
+            // Its work is done. (Should this fail, the next sweep finds it again.)
+            self.client
+                .delete_item()
+                .table_name(self.messages())
+                .set_key(Some(message_key_of(marker)))
+                .send()
+                .await
+                .map_err(unavailable)?;
         }
         Ok(stale)
     }
@@ -401,12 +416,12 @@ impl DynamoStore {
         let deletes = items
             .iter()
             .map(|item| {
-                let key: Item = [msg::TENANT, msg::ID]
-                    .into_iter()
-                    .filter_map(|k| item.get(k).map(|v| (k.to_owned(), v.clone())))
-                    .collect();
-                built(DeleteRequest::builder().set_key(Some(key)).build())
-                    .map(|d| WriteRequest::builder().delete_request(d).build())
+                built(
+                    DeleteRequest::builder()
+                        .set_key(Some(message_key_of(item)))
+                        .build(),
+                )
+                .map(|d| WriteRequest::builder().delete_request(d).build())
             })
             .collect::<Result<Vec<_>, _>>();
         let undone = match deletes {
