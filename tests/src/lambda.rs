@@ -48,7 +48,7 @@ pub const FUNCTIONS: [&str; 5] = [
     "holub-receipts",
     "holub-dispatch",
     "holub-callbacks",
-    "holub-rollup",
+    "holub-scheduler",
 ];
 
 /// The largest response a function may return synchronously.

@@ -2,7 +2,7 @@
 //! Lambda Runtime API ([`holub_tests::lambda`]), over DynamoDB, SQS and Secrets Manager
 //! served by moto (`scripts/test` starts it and sets `HOLUB_TEST_AWS_ENDPOINT`), with the
 //! providers' simulators on loopback. The API and receipts functions sit behind an API
-//! Gateway front, the dispatch function behind an SQS event source, and the rollup
+//! Gateway front, the dispatch function behind an SQS event source, and the scheduler
 //! function is invoked with the EventBridge schedule's event.
 //!
 //! Every test has tables, queues and a secrets prefix of its own, so they run in parallel.
@@ -418,7 +418,7 @@ async fn a_redelivered_dispatch_record_is_sent_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scheduled_run_releases_due_messages_and_polls_receipts() {
-    let Some(stack) = Stack::new("rollup").await else {
+    let Some(stack) = Stack::new("scheduler").await else {
         return;
     };
     let receipt_delay = Duration::from_millis(500);
@@ -427,10 +427,10 @@ async fn a_scheduled_run_releases_due_messages_and_polls_receipts() {
         .put_secret("providers/turbo", json!({"token": TURBO_TOKEN}))
         .await;
     let routes = turbo_routes(&sim);
-    let (api, dispatch, rollup) = tokio::join!(
+    let (api, dispatch, scheduler) = tokio::join!(
         stack.function("holub-api", &routes),
         stack.function("holub-dispatch", &routes),
-        stack.function("holub-rollup", &routes),
+        stack.function("holub-scheduler", &routes),
     );
     let api_front = HttpFront::start(api).await.expect("a port");
     let client = Client::new(&api_front);
@@ -457,7 +457,7 @@ async fn a_scheduled_run_releases_due_messages_and_polls_receipts() {
     let due_in = (send_at - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(due_in.max(receipt_delay) + Duration::from_millis(300)).await;
     let event: Value = serde_json::from_str(SCHEDULED_EVENT).expect("the event is JSON");
-    let report = rollup.invoke(&event).await.expect("the run answers");
+    let report = scheduler.invoke(&event).await.expect("the run answers");
     assert_eq!(report["released"], 1, "{report}");
     assert_eq!(report["polled"], 1, "{report}");
     assert_eq!(report["errors"], json!([]), "{report}");
@@ -473,7 +473,7 @@ async fn a_scheduled_run_releases_due_messages_and_polls_receipts() {
     drain_queue(&source, 1, Duration::from_secs(20)).await;
     assert_eq!(client.message(&later_id).await["status"], "sent");
     tokio::time::sleep(receipt_delay + Duration::from_millis(300)).await;
-    let report = rollup.invoke(&event).await.expect("the run answers");
+    let report = scheduler.invoke(&event).await.expect("the run answers");
     assert_eq!(report["released"], 0, "{report}");
     assert_eq!(report["polled"], 1, "{report}");
     let later = client.message(&later_id).await;

@@ -6,11 +6,11 @@
 //!
 //! The first invocations do real work: the API's takes a message (a fresh idempotency key
 //! per run), the dispatch function's sends one of those to an AlphaSMS simulator, the
-//! receipts function's delivers one of them, the callbacks and rollup functions take their
+//! receipts function's delivers one of them, the callbacks and scheduler functions take their
 //! fixtures from `events/`.
 //!
 //! ```sh
-//! cargo build --release -p holub-api -p holub-receipts -p holub-dispatch -p holub-callbacks -p holub-rollup
+//! cargo build --release -p holub-api -p holub-receipts -p holub-dispatch -p holub-callbacks -p holub-scheduler
 //! HOLUB_TEST_AWS_ENDPOINT=http://127.0.0.1:5000 cargo run -p holub-tests --bin lambda-init -- --bins target/release
 //! ```
 
@@ -140,7 +140,7 @@ fn choose_bins(args: &Args) -> Result<(PathBuf, Vec<PathBuf>), String> {
     }
     Err(format!(
         "no built functions under {}; run `cargo build --release -p holub-api -p holub-receipts \
-         -p holub-dispatch -p holub-callbacks -p holub-rollup`",
+         -p holub-dispatch -p holub-callbacks -p holub-scheduler`",
         target.display()
     ))
 }
@@ -190,7 +190,7 @@ fn succeeded(name: &str, result: &Value) -> bool {
         "holub-api" => result["statusCode"] == 202,
         "holub-receipts" => result["statusCode"] == 200,
         "holub-dispatch" => result["batchItemFailures"] == json!([]),
-        "holub-rollup" => result["errors"] == json!([]),
+        "holub-scheduler" => result["errors"] == json!([]),
         // The callbacks fixture holds a record that is not a job, reported failed.
         _ => result.get("batchItemFailures").is_some(),
     }
@@ -360,7 +360,7 @@ settings = {{ base_url = "http://{sim}", hook_url = "{sink_url}/v1/receipts/alph
         "holub-dispatch",
         "holub-receipts",
         "holub-callbacks",
-        "holub-rollup",
+        "holub-scheduler",
     ];
     for name in order {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {

@@ -1,4 +1,4 @@
-//! The rollup function: once a minute (EventBridge), the scheduled sweeps — release of due
+//! The scheduler function: once a minute (EventBridge), the scheduled sweeps — release of due
 //! scheduled messages, requeue of jobs lost in a crash, expiry — and receipt polling at the
 //! providers that do not push.
 
@@ -34,7 +34,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let (sweeper, poller) = (&sweeper, &poller);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<EventBridgeEvent<serde_json::Value>>| async move {
-            Ok::<_, lambda_runtime::Error>(holub_rollup::run(sweeper, poller, event.payload).await)
+            Ok::<_, lambda_runtime::Error>(holub_scheduler::run(sweeper, poller, event.payload).await)
         },
     ))
     .await
