@@ -33,8 +33,8 @@ use holub_shared::domain::{
 };
 use holub_shared::ports::{
     Delivery, IdempotencyRecord, ListQuery, MessageRef, MessageStore, Outgoing, Page, Patch, Queue,
-    QueueError, QueueName, ReceiptHandle, ReceiptTarget, Secret, SecretError, SecretStore,
-    StoreError, Tenant, TenantStore, Transition,
+    QueueError, QueueName, ReceiptHandle, ReceiptTarget, ReplayStore, Secret, SecretError,
+    SecretStore, StoreError, Tenant, TenantStore, Transition,
 };
 use holub_tests::TempDir;
 use serde_json::json;
@@ -51,6 +51,7 @@ struct Backend {
     tenants: Arc<dyn TenantStore>,
     queue: Arc<dyn Queue>,
     secrets: Arc<dyn SecretStore>,
+    replays: Arc<dyn ReplayStore>,
     /// A second secret store over the same storage: what a restart (a cold start) reads.
     secrets_again: Arc<dyn SecretStore>,
     /// The AWS requests made so far (AWS only).
@@ -79,11 +80,16 @@ impl Backend {
         self.secrets.as_ref()
     }
 
+    fn replays(&self) -> &dyn ReplayStore {
+        self.replays.as_ref()
+    }
+
     async fn close(mut self) {
         let sqlite = self.sqlite.take();
         drop(self.store);
         drop(self.tenants);
         drop(self.queue);
+        drop(self.replays);
         if let Some(sqlite) = sqlite {
             sqlite.close().await;
         }
@@ -106,6 +112,7 @@ fn sqlite(name: &str) -> Backend {
         tenants: Arc::new(db.clone()),
         queue: Arc::new(db.clone()),
         secrets: Arc::new(FileSecretStore::in_dir(&secrets_dir)),
+        replays: Arc::new(db.clone()),
         secrets_again: Arc::new(FileSecretStore::in_dir(&secrets_dir)),
         requests: None,
         dynamo: None,
@@ -185,6 +192,7 @@ async fn aws(name: &str) -> Option<Backend> {
         tenants: Arc::new(aws.store.clone()),
         queue: Arc::new(aws.queue),
         secrets: Arc::new(aws.secrets),
+        replays: Arc::new(aws.store.clone()),
         secrets_again: Arc::new(secrets_again),
         requests: Some(aws.requests),
         dynamo: Some(aws.store),
@@ -239,6 +247,8 @@ contract!(
     sent_messages_await_receipts_per_provider,
     receipts_ride_along_with_a_status_change,
     tenants_are_found_by_key_hash,
+    keys_are_added_and_revoked,
+    replays_are_remembered_until_they_expire,
     the_queue_delivers_hides_and_deletes,
     an_unacknowledged_message_comes_back_with_a_new_handle,
     a_delayed_message_stays_hidden_until_due,
@@ -1339,6 +1349,98 @@ async fn tenants_are_found_by_key_hash(b: &Backend) {
     assert_eq!(
         store.tenant_by_key_hash("hash-acme").await.unwrap(),
         Some(acme.id)
+    );
+}
+
+async fn keys_are_added_and_revoked(b: &Backend) {
+    let store = b.tenants();
+    let acme = Tenant {
+        id: tenant(),
+        name: "Acme".into(),
+        created_at: at(0),
+    };
+    store.create_tenant(&acme, "hash-first").await.unwrap();
+    store.add_key(&acme.id, "hash-second").await.unwrap();
+    for hash in ["hash-first", "hash-second"] {
+        assert_eq!(
+            store.tenant_by_key_hash(hash).await.unwrap(),
+            Some(acme.id.clone())
+        );
+    }
+    let err = store.add_key(&acme.id, "hash-first").await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+    let err = store.add_key(&tenant(), "hash-orphan").await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert_eq!(store.tenant_by_key_hash("hash-orphan").await.unwrap(), None);
+
+    assert!(store.revoke_key("hash-first", at(5)).await.unwrap());
+    assert_eq!(store.tenant_by_key_hash("hash-first").await.unwrap(), None);
+    assert_eq!(
+        store.tenant_by_key_hash("hash-second").await.unwrap(),
+        Some(acme.id.clone()),
+        "the other key lives on"
+    );
+    // Revoking again, or a key that never was: nothing to revoke, and a revoked hash
+    // cannot be given out again.
+    assert!(!store.revoke_key("hash-first", at(6)).await.unwrap());
+    assert!(!store.revoke_key("hash-never", at(6)).await.unwrap());
+    let err = store.add_key(&acme.id, "hash-first").await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+    assert_eq!(store.tenant_by_key_hash("hash-first").await.unwrap(), None);
+}
+
+async fn replays_are_remembered_until_they_expire(b: &Backend) {
+    let replays = b.replays();
+    // Digests of this test alone: the AWS half shares a table prefix per test, not a table.
+    let digest = |n: u8| {
+        let mut d = [n; 32];
+        d[..8].copy_from_slice(&Utc::now().timestamp_nanos_opt().unwrap_or(0).to_be_bytes());
+        d
+    };
+    let (a, c) = (digest(1), digest(3));
+    let now = Utc::now();
+    assert!(!replays.seen(&a, now).await.unwrap());
+    replays
+        .remember(&a, now + TimeDelta::seconds(60))
+        .await
+        .unwrap();
+    assert!(replays.seen(&a, now).await.unwrap());
+    assert!(
+        replays
+            .seen(&a, now + TimeDelta::seconds(59))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !replays
+            .seen(&a, now + TimeDelta::seconds(61))
+            .await
+            .unwrap(),
+        "an expired digest counts as absent before it is deleted"
+    );
+    // Remembered again later: the later time holds.
+    replays
+        .remember(&a, now + TimeDelta::seconds(120))
+        .await
+        .unwrap();
+    assert!(
+        replays
+            .seen(&a, now + TimeDelta::seconds(90))
+            .await
+            .unwrap()
+    );
+
+    replays
+        .remember(&c, now - TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    assert!(!replays.seen(&c, now).await.unwrap());
+    let forgotten = replays.forget_expired(now, 100).await.unwrap();
+    assert!(forgotten <= 1, "{forgotten}");
+    assert!(!replays.seen(&c, now).await.unwrap());
+    assert!(
+        replays.seen(&a, now).await.unwrap(),
+        "a live digest is kept"
     );
 }
 

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod provider;
 pub mod queue;
+pub mod replays;
 pub mod secrets;
 pub mod store;
 
@@ -17,6 +18,7 @@ pub use provider::{
     Submitted, WebhookError, WebhookRequest,
 };
 pub use queue::{Delivery, Outgoing, Queue, QueueError, QueueName, ReceiptHandle};
+pub use replays::{ReplayStore, RequestDigest};
 pub use secrets::{Secret, SecretError, SecretStore};
 pub use store::{
     IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, Patch, ReceiptTarget, StoreError,

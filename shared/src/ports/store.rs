@@ -27,6 +27,9 @@ pub enum StoreError {
     /// A record with this identity already exists.
     #[error("already exists")]
     AlreadyExists,
+    /// What the call names (a tenant, say) does not exist.
+    #[error("not found")]
+    NotFound,
     #[error("the store is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// What the store holds cannot be read back into valid values.
@@ -231,6 +234,13 @@ pub trait TenantStore: Send + Sync {
     /// Stores a tenant with the hash of its first API key.
     async fn create_tenant(&self, tenant: &Tenant, key_hash: &str) -> Result<(), StoreError>;
 
-    /// The tenant whose API key hashes to `key_hash`.
+    /// The tenant whose API key hashes to `key_hash`, unless that key was revoked.
     async fn tenant_by_key_hash(&self, key_hash: &str) -> Result<Option<TenantId>, StoreError>;
+
+    /// Gives an existing tenant another API key.
+    async fn add_key(&self, tenant: &TenantId, key_hash: &str) -> Result<(), StoreError>;
+
+    /// Revokes an API key at `at`: from then on it finds no tenant. The key's record is
+    /// kept (who held it, and when it stopped). Answers whether a live key was revoked.
+    async fn revoke_key(&self, key_hash: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
 }

@@ -86,6 +86,8 @@ pub(super) mod tenant {
     pub const NAME: &str = "n";
     pub const CREATED: &str = "c";
     pub const TENANT: &str = "t";
+    /// When a key was revoked (nanoseconds); absent while it is live.
+    pub const REVOKED: &str = "rv";
 }
 
 pub(super) fn corrupt(what: impl std::fmt::Display) -> StoreError {

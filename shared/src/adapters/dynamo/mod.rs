@@ -134,6 +134,7 @@
 
 mod codec;
 mod messages;
+mod replays;
 mod schema;
 mod tenants;
 

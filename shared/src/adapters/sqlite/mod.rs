@@ -32,6 +32,7 @@
 mod codec;
 mod db;
 mod queue;
+mod replays;
 mod schema;
 mod secrets;
 mod store;

@@ -117,6 +117,17 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX dead_letters_queue ON dead_letters (queue, id);
     ",
+    // 2: revoked API keys stay on record; receipt requests already applied (replay guard).
+    "
+    ALTER TABLE api_keys ADD COLUMN revoked_at INTEGER;
+
+    -- ReplayStore::seen by digest; forget_expired by time.
+    CREATE TABLE receipt_replays (
+        digest      BLOB PRIMARY KEY NOT NULL,
+        expires_at  INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX receipt_replays_expiry ON receipt_replays (expires_at);
+    ",
 ];
 
 /// Brings the schema up to date, in one transaction per migration.

@@ -602,12 +602,62 @@ impl TenantStore for SqliteBackend {
         self.db
             .read(move |conn| {
                 let tenant: Option<String> = conn
-                    .prepare_cached("SELECT tenant_id FROM api_keys WHERE key_hash = ?1")?
+                    .prepare_cached(
+                        "SELECT tenant_id FROM api_keys \
+                         WHERE key_hash = ?1 AND revoked_at IS NULL",
+                    )?
                     .query_row([&key_hash], |row| row.get(0))
                     .optional()?;
                 tenant
                     .map(|t| parse::<TenantId>(&t, "tenant id"))
                     .transpose()
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn add_key(&self, tenant: &TenantId, key_hash: &str) -> Result<(), StoreError> {
+        let (tenant, key_hash) = (tenant.as_str().to_owned(), key_hash.to_owned());
+        let added = self
+            .db
+            .write(move |conn| {
+                let exists = conn
+                    .prepare_cached("SELECT 1 FROM tenants WHERE id = ?1")?
+                    .exists([&tenant])?;
+                if !exists {
+                    return Ok(false);
+                }
+                conn.prepare_cached("INSERT INTO api_keys (key_hash, tenant_id) VALUES (?1, ?2)")?
+                    .execute(params![key_hash, tenant])
+                    .map_err(|e| {
+                        if is_constraint(&e) {
+                            Failure::AlreadyExists
+                        } else {
+                            e.into()
+                        }
+                    })?;
+                Ok(true)
+            })
+            .await?;
+        if added {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn revoke_key(&self, key_hash: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let key_hash = key_hash.to_owned();
+        let at = nanos(at)?;
+        self.db
+            .write(move |conn| {
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE api_keys SET revoked_at = ?2 \
+                         WHERE key_hash = ?1 AND revoked_at IS NULL",
+                    )?
+                    .execute(params![key_hash, at])?;
+                Ok(changed > 0)
             })
             .await
             .map_err(Into::into)
