@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use holub_shared::adapters::sqlite::{FileSecretStore, SqliteBackend, SqliteConfig};
-use holub_shared::ports::{MessageStore, Queue, SecretStore, StoreError, TenantStore};
+use holub_shared::ports::StoreError;
+use holub_shared::runtime::Ports;
 
 pub struct Backend {
     sqlite: SqliteBackend,
@@ -19,20 +20,9 @@ impl Backend {
         Ok(Backend { sqlite, secrets })
     }
 
-    pub fn store(&self) -> Arc<dyn MessageStore> {
-        Arc::new(self.sqlite.clone())
-    }
-
-    pub fn tenants(&self) -> Arc<dyn TenantStore> {
-        Arc::new(self.sqlite.clone())
-    }
-
-    pub fn queue(&self) -> Arc<dyn Queue> {
-        Arc::new(self.sqlite.clone())
-    }
-
-    pub fn secrets(&self) -> Arc<dyn SecretStore> {
-        self.secrets.clone()
+    /// The ports over this backend, for the composition root.
+    pub fn ports(&self) -> Ports {
+        Ports::sqlite(&self.sqlite, self.secrets.clone())
     }
 
     pub async fn close(self) {

@@ -7,7 +7,6 @@ mod secret;
 mod serve;
 mod simulator;
 mod tenant;
-mod workers;
 
 use std::process::ExitCode;
 

@@ -8,22 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use holub_shared::adapters::sqlite::{SqliteConfig, SyncMode};
-use holub_shared::ports::ReceiptWebhook;
-use holub_shared::ports::{Clock, Secret, SecretStore, SmsProvider, SystemClock};
-use holub_shared::services::callbacks::{CallbackConfig, CallbackSender};
-use holub_shared::services::dispatch::DispatchConfig;
+use holub_shared::ports::{ReceiptWebhook, Secret, SecretStore, SmsProvider};
+use holub_shared::runtime::{
+    CALLBACK_VISIBILITY, Consumer, Holub, Settings, Target, consume_until_stopped,
+};
 use holub_shared::services::gateway::{BreakerConfig, Gateway, Member};
-use holub_shared::services::intake::IntakeConfig;
-use holub_shared::services::poller::Poller;
-use holub_shared::services::sweeper::SweeperConfig;
-use holub_shared::services::{Dispatcher, Notifier, Receipts, Sweeper};
 use holub_simulator::{SimulatorConfig, SimulatorProvider, SimulatorReceipts};
 use std::collections::HashMap;
 use tokio::sync::watch;
 
 use crate::backend::Backend;
 use crate::routes;
-use crate::workers;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -46,24 +41,10 @@ pub struct Args {
     /// Concurrent callback consumers (each delivers up to 10 callbacks at once).
     #[arg(long, env = "HOLUB_CALLBACK_WORKERS", default_value_t = 4)]
     callback_workers: usize,
-    /// Seconds a queued message may wait unclaimed before its job is sent again.
-    #[arg(long, env = "HOLUB_REQUEUE_AFTER", default_value_t = 300)]
-    requeue_after: u64,
-    /// Seconds a message stuck in `sending` (its worker died) waits before the provider is
-    /// asked whether it has it.
-    #[arg(long, env = "HOLUB_ORPHAN_AFTER", default_value_t = 30)]
-    orphan_after: u64,
     /// Seconds a received dispatch job stays hidden from other consumers. Far above a
     /// provider call's timeout, so a job is seen again only if its consumer died.
     #[arg(long, env = "HOLUB_DISPATCH_VISIBILITY", default_value_t = 60)]
     dispatch_visibility: u64,
-    /// Refuse status callback URLs on loopback, private or link-local addresses (for a Holub
-    /// that serves others; on one's own machine, callbacks to local services are normal).
-    #[arg(long, env = "HOLUB_PUBLIC_CALLBACKS_ONLY")]
-    public_callbacks_only: bool,
-    /// Seconds between status queries at providers that do not push receipts.
-    #[arg(long, env = "HOLUB_POLL_EVERY", default_value_t = 5)]
-    poll_every: u64,
     /// Queue receives before a job goes to the dead letters.
     #[arg(long, env = "HOLUB_MAX_RECEIVES", default_value_t = 10)]
     max_receives: u32,
@@ -82,6 +63,10 @@ pub struct Args {
     /// Token the external simulator signs receipts with (with --simulator-url).
     #[arg(long, env = "HOLUB_SIMULATOR_RECEIPT_TOKEN")]
     simulator_receipt_token: Option<String>,
+
+    /// What Holub's services do, the same names as the Lambda functions read.
+    #[command(flatten)]
+    settings: Settings,
 
     #[command(flatten)]
     sim: SimulatorArgs,
@@ -187,10 +172,8 @@ async fn serve(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
 
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = backend.store();
-    let queue = backend.queue();
-    let secrets = backend.secrets();
+    let holub = Holub::new(backend.ports(), args.settings.clone(), Target::Embedded);
+    let secrets = holub.ports.secrets.clone();
 
     // The providers: a route table, or the one built-in (or external) simulator.
     let providers = match &args.routes {
@@ -200,98 +183,47 @@ async fn serve(args: Args) -> Result<(), String> {
         }
         None => default_simulator(&args, secrets.as_ref(), addr).await?,
     };
-    let gateway = providers.gateway.clone();
-    let webhooks = Arc::new(providers.webhooks);
     let simulators: serde_json::Map<String, serde_json::Value> = providers
         .simulators
         .into_iter()
         .map(|(name, addr)| (name, addr.into()))
         .collect();
 
-    let notifier = Notifier::new(queue.clone());
-    let api = holub_api::AppState::new(
-        store.clone(),
-        backend.tenants(),
-        queue.clone(),
-        secrets.clone(),
-        clock.clone(),
-        IntakeConfig {
-            allow_private_callbacks: !args.public_callbacks_only,
-            ..IntakeConfig::default()
-        },
-    );
-    let receipts = Arc::new(Receipts::new(
-        store.clone(),
-        clock.clone(),
-        notifier.clone(),
-    ));
-    let dispatcher = Arc::new(Dispatcher::new(
-        store.clone(),
-        gateway.clone(),
-        clock.clone(),
-        notifier.clone(),
-        DispatchConfig {
-            orphan_after: Duration::from_secs(args.orphan_after),
-            ..DispatchConfig::default()
-        },
-    ));
-    let sweeper = Arc::new(Sweeper::new(
-        store.clone(),
-        queue.clone(),
-        clock.clone(),
-        notifier.clone(),
-        SweeperConfig {
-            requeue_after: Duration::from_secs(args.requeue_after),
-            ..SweeperConfig::default()
-        },
-    ));
-    let callbacks = Arc::new(CallbackSender::new(
-        store.clone(),
-        secrets.clone(),
-        clock.clone(),
-        CallbackConfig::default(),
-    ));
-
+    // The triggers: queue loops and timers where Lambda has event sources and schedules.
+    let queue = holub.ports.queue.clone();
+    let dispatcher: Arc<dyn Consumer> = holub.dispatcher(providers.gateway.clone());
+    let callbacks: Arc<dyn Consumer> = holub.callbacks.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    for _ in 0..args.dispatch_workers.max(1) {
-        tasks.push(tokio::spawn(workers::dispatch_loop(
-            queue.clone(),
-            dispatcher.clone(),
+    let consumers = [
+        (
+            dispatcher,
+            args.dispatch_workers,
             args.dispatch_batch.clamp(1, 1000),
             Duration::from_secs(args.dispatch_visibility.max(1)),
-            stop_rx.clone(),
-        )));
+        ),
+        (callbacks, args.callback_workers, 10, CALLBACK_VISIBILITY),
+    ];
+    for (consumer, workers, batch, visibility) in consumers {
+        for _ in 0..workers.max(1) {
+            tasks.push(tokio::spawn(consume_until_stopped(
+                queue.clone(),
+                consumer.clone(),
+                batch,
+                visibility,
+                stop_rx.clone(),
+            )));
+        }
     }
-    for _ in 0..args.callback_workers.max(1) {
-        tasks.push(tokio::spawn(workers::callback_loop(
-            queue.clone(),
-            callbacks.clone(),
-            10,
-            stop_rx.clone(),
-        )));
-    }
-    tasks.push(tokio::spawn(workers::sweeper_loop(
-        sweeper,
-        stop_rx.clone(),
-    )));
-    let poller = Arc::new(Poller::new(
-        store.clone(),
-        gateway.clone(),
-        receipts.clone(),
-        500,
+    let table = holub.tasks(providers.gateway);
+    let stopped = stop_rx.clone();
+    tasks.push(tokio::spawn(
+        async move { table.run_on_timers(stopped).await },
     ));
-    tasks.push(tokio::spawn(workers::poller_loop(
-        poller,
-        Duration::from_secs(args.poll_every.max(1)),
-        stop_rx.clone(),
-    )));
 
-    let app = holub_api::router(api).merge(holub_receipts::router(holub_receipts::ReceiptsState {
-        receipts: receipts.clone(),
-        webhooks,
-        replays: Arc::new(holub_receipts::ReplayGuard::default()),
-    }));
+    let app = holub_api::router(holub_api::AppState::new(&holub)).merge(holub_receipts::router(
+        holub_receipts::ReceiptsState::new(&holub, providers.webhooks),
+    ));
 
     // The first line on stdout says where Holub listens (tests and scripts read it).
     println!(
@@ -311,6 +243,8 @@ async fn serve(args: Args) -> Result<(), String> {
     for task in tasks {
         let _ = task.await;
     }
+    // The services hold the backend's handles: the database closes with the last one.
+    drop((holub, queue));
     backend.close().await;
     served.map_err(|e| format!("the HTTP server failed: {e}"))
 }

@@ -458,8 +458,8 @@ async fn a_scheduled_run_releases_due_messages_and_polls_receipts() {
     tokio::time::sleep(due_in.max(receipt_delay) + Duration::from_millis(300)).await;
     let event: Value = serde_json::from_str(SCHEDULED_EVENT).expect("the event is JSON");
     let report = scheduler.invoke(&event).await.expect("the run answers");
-    assert_eq!(report["released"], 1, "{report}");
-    assert_eq!(report["polled"], 1, "{report}");
+    assert_eq!(report["handled"]["release"], 1, "{report}");
+    assert_eq!(report["handled"]["poll"], 1, "{report}");
     assert_eq!(report["errors"], json!([]), "{report}");
     let now_message = client.message(&now_id).await;
     assert_eq!(now_message["status"], "delivered", "{now_message}");
@@ -474,8 +474,8 @@ async fn a_scheduled_run_releases_due_messages_and_polls_receipts() {
     assert_eq!(client.message(&later_id).await["status"], "sent");
     tokio::time::sleep(receipt_delay + Duration::from_millis(300)).await;
     let report = scheduler.invoke(&event).await.expect("the run answers");
-    assert_eq!(report["released"], 0, "{report}");
-    assert_eq!(report["polled"], 1, "{report}");
+    assert_eq!(report["handled"]["release"], 0, "{report}");
+    assert_eq!(report["handled"]["poll"], 1, "{report}");
     let later = client.message(&later_id).await;
     assert_eq!(later["status"], "delivered", "{later}");
     assert_eq!(

@@ -10,9 +10,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use holub_shared::ports::{Clock, MessageStore, Queue, SecretStore, TenantStore};
-use holub_shared::services::intake::IntakeConfig;
-use holub_shared::services::{Accounts, Intake, Messages, Notifier};
+use holub_shared::runtime::Holub;
+use holub_shared::services::{Accounts, Intake, Messages};
 
 pub use error::{ApiError, ErrorBody};
 
@@ -29,21 +28,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The API's services over a backend's ports: the same composition for `holub serve`
+    /// The API's services, as the composition root made them: the same for `holub serve`
     /// and the API Lambda.
-    pub fn new(
-        store: Arc<dyn MessageStore>,
-        tenants: Arc<dyn TenantStore>,
-        queue: Arc<dyn Queue>,
-        secrets: Arc<dyn SecretStore>,
-        clock: Arc<dyn Clock>,
-        intake: IntakeConfig,
-    ) -> Self {
-        let notifier = Notifier::new(queue.clone());
+    pub fn new(holub: &Holub) -> Self {
         AppState {
-            accounts: Arc::new(Accounts::new(tenants, secrets, clock.clone())),
-            intake: Arc::new(Intake::new(store.clone(), queue, clock.clone(), intake)),
-            messages: Arc::new(Messages::new(store, clock, notifier)),
+            accounts: holub.accounts.clone(),
+            intake: holub.intake.clone(),
+            messages: holub.messages.clone(),
         }
     }
 }

@@ -13,9 +13,9 @@ use holub_shared::adapters::secrets_manager::SecretsConfig;
 use holub_shared::adapters::sqs::create_queues;
 use holub_shared::domain::{MessageStatus, TenantId};
 use holub_shared::ports::store::Tenant;
-use holub_shared::ports::{MessageStore, Queue, QueueName, SystemClock, TenantStore};
+use holub_shared::ports::{MessageStore, Queue, QueueName, TenantStore};
+use holub_shared::runtime::{Holub, Ports, Settings, Target};
 use holub_shared::services::accounts::hash_key;
-use holub_shared::services::intake::IntakeConfig;
 use tower::ServiceExt;
 
 const EVENT: &str = include_str!("../../../events/apigw-v2-send-message.json");
@@ -89,14 +89,9 @@ async fn an_api_gateway_event_is_accepted_stored_and_queued_once() {
         .unwrap();
     let store: Arc<dyn MessageStore> = Arc::new(aws.store.clone());
     let queue: Arc<dyn Queue> = Arc::new(aws.queue.clone());
-    let app = holub_api::router(holub_api::AppState::new(
-        store.clone(),
-        Arc::new(aws.store.clone()),
-        queue.clone(),
-        Arc::new(aws.secrets.clone()),
-        Arc::new(SystemClock),
-        IntakeConfig::default(),
-    ));
+    let settings = Settings::from_values(std::iter::empty()).unwrap();
+    let holub = Holub::new(Ports::aws(&aws), settings, Target::Aws);
+    let app = holub_api::router(holub_api::AppState::new(&holub));
 
     let (status, body) = call(app.clone(), EVENT).await;
     assert_eq!(status, 202, "{body}");

@@ -106,7 +106,7 @@ async fn only_the_poison_record_is_reported_and_redelivery_sends_nothing_twice()
 
     for _ in 0..2 {
         let event: SqsEvent = serde_json::from_str(EVENT).unwrap();
-        let response = holub_dispatch::dispatch(&dispatcher, queue.as_ref(), event).await;
+        let response = holub_dispatch::sqs_batch(&dispatcher, queue.as_ref(), event).await;
         let failed: Vec<&str> = response
             .batch_item_failures
             .iter()
@@ -188,7 +188,7 @@ async fn a_callback_is_signed_and_delivered_and_the_poison_record_reported() {
     );
 
     let event: SqsEvent = serde_json::from_str(CALLBACKS).unwrap();
-    let response = holub_dispatch::callbacks(&sender, queue.as_ref(), event).await;
+    let response = holub_dispatch::sqs_batch(&sender, queue.as_ref(), event).await;
     let failed: Vec<&str> = response
         .batch_item_failures
         .iter()

@@ -6,9 +6,8 @@
 //! refused whole, nothing applied), then applied through the receipts service. The answer
 //! is quick: applying is a few batched writes.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -18,7 +17,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use holub_shared::ports::{ReceiptWebhook, WebhookError, WebhookRequest};
-use holub_shared::services::Receipts;
+use holub_shared::runtime::Holub;
+use holub_shared::services::{Receipts, ReplayGuard};
 
 /// Receipt batches are small; this bounds what an unauthenticated caller can make us read.
 pub const RECEIPT_BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -32,70 +32,23 @@ pub struct ReceiptsState {
     pub replays: Arc<ReplayGuard>,
 }
 
-/// Refuses a receipt request identical to one already applied (same provider, query and
-/// body) within a day: a captured request sent again, whatever the provider's own scheme.
-/// Only applied requests are remembered, so a batch the endpoint asked to be sent again
-/// (some messages not yet recorded) is taken when it comes back.
-pub struct ReplayGuard {
-    window: Duration,
-    capacity: usize,
-    seen: Mutex<Seen>,
-}
-
-/// Request digests with when they were applied, and the same in order of arrival (oldest
-/// first, for expiry).
-type Seen = (HashMap<Digest, Instant>, VecDeque<(Digest, Instant)>);
-type Digest = [u8; 32];
-
-impl Default for ReplayGuard {
-    fn default() -> Self {
-        ReplayGuard::new(Duration::from_secs(24 * 3600), 200_000)
+impl ReceiptsState {
+    /// The receipt services the composition root made, and the providers' receipt parsers.
+    pub fn new(holub: &Holub, webhooks: HashMap<String, Arc<dyn ReceiptWebhook>>) -> Self {
+        ReceiptsState {
+            receipts: holub.receipts.clone(),
+            webhooks: Arc::new(webhooks),
+            replays: holub.replays.clone(),
+        }
     }
 }
 
-impl ReplayGuard {
-    pub fn new(window: Duration, capacity: usize) -> Self {
-        ReplayGuard {
-            window,
-            capacity: capacity.max(1),
-            seen: Mutex::new((HashMap::new(), VecDeque::new())),
-        }
-    }
-
-    fn key(provider: &str, query: Option<&str>, body: &[u8]) -> Digest {
-        use sha2::Digest as _;
-        let mut h = sha2::Sha256::new();
-        for part in [provider.as_bytes(), query.unwrap_or("").as_bytes(), body] {
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part);
-        }
-        h.finalize().into()
-    }
-
-    fn seen(&self, key: &Digest) -> bool {
-        let Ok(mut guard) = self.seen.lock() else {
-            return false;
-        };
-        let (map, order) = &mut *guard;
-        let now = Instant::now();
-        while let Some((k, at)) = order.front() {
-            if now.duration_since(*at) < self.window && order.len() <= self.capacity {
-                break;
-            }
-            map.remove(k);
-            order.pop_front();
-        }
-        map.contains_key(key)
-    }
-
-    fn remember(&self, key: Digest) {
-        if let Ok(mut guard) = self.seen.lock() {
-            let (map, order) = &mut *guard;
-            let now = Instant::now();
-            map.insert(key, now);
-            order.push_back((key, now));
-        }
-    }
+fn unavailable() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "receipts cannot be applied right now; send again",
+    )
 }
 
 pub fn router(state: ReceiptsState) -> Router {
@@ -130,14 +83,21 @@ async fn provider_receipts(
             "no such provider webhook",
         );
     };
-    let replay_key = ReplayGuard::key(&provider, query.as_deref(), &body);
-    if state.replays.seen(&replay_key) {
-        tracing::warn!(provider, "receipt replayed");
-        return error(
-            StatusCode::CONFLICT,
-            WebhookError::Replayed.code(),
-            "this receipt request was already applied",
-        );
+    let replay_key = ReplayGuard::digest(&provider, query.as_deref(), &body);
+    match state.replays.seen(&replay_key).await {
+        Ok(false) => {}
+        Ok(true) => {
+            tracing::warn!(provider, "receipt replayed");
+            return error(
+                StatusCode::CONFLICT,
+                WebhookError::Replayed.code(),
+                "this receipt request was already applied",
+            );
+        }
+        Err(e) => {
+            tracing::error!(provider, error = %e, "replay guard not readable");
+            return unavailable();
+        }
     }
     let request = WebhookRequest {
         headers: &headers,
@@ -169,16 +129,16 @@ async fn provider_receipts(
         )
             .into_response(),
         Ok(summary) => {
-            state.replays.remember(replay_key);
+            // Applied: if it cannot be remembered, a replay would only apply it again, which
+            // changes nothing (transitions are monotonic and receipts kept once).
+            if let Err(e) = state.replays.remember(replay_key).await {
+                tracing::warn!(provider, error = %e, "applied receipt request not remembered");
+            }
             Json(summary).into_response()
         }
         Err(e) => {
             tracing::error!(provider, error = %e, "receipts not applied");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "receipts cannot be applied right now; send again",
-            )
+            unavailable()
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod messages;
 pub mod poller;
 pub mod receipts;
+pub mod replays;
 pub mod sweeper;
 pub mod template;
 pub mod view;
@@ -20,6 +21,7 @@ pub use dispatch::Dispatcher;
 pub use intake::Intake;
 pub use messages::Messages;
 pub use receipts::Receipts;
+pub use replays::ReplayGuard;
 pub use sweeper::Sweeper;
 
 use std::time::Duration;

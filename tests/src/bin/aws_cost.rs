@@ -24,13 +24,10 @@ use holub_shared::adapters::dynamo::{DynamoConfig, create_tables};
 use holub_shared::adapters::request_counter::RequestCounter;
 use holub_shared::adapters::secrets_manager::SecretsConfig;
 use holub_shared::adapters::sqs::create_queues;
-use holub_shared::ports::{Queue, QueueName, ReceiptWebhook, Secret, SystemClock};
-use holub_shared::services::callbacks::Notifier;
-use holub_shared::services::dispatch::DispatchConfig;
+use holub_shared::ports::{Queue, QueueName, ReceiptWebhook, Secret};
+use holub_shared::runtime::{Consumer, Finished, Holub, Ports, Settings, Target, settle};
+use holub_shared::services::Dispatcher;
 use holub_shared::services::gateway::{BreakerConfig, Gateway, Member};
-use holub_shared::services::intake::IntakeConfig;
-use holub_shared::services::jobs;
-use holub_shared::services::{Accounts, Dispatcher, JobOutcome, Receipts};
 use holub_tests::capacity::{self, Meter, Units};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -82,7 +79,7 @@ impl Phase {
 struct Rig {
     app: axum::Router,
     queue: AwsBackend,
-    dispatcher: Dispatcher,
+    dispatcher: Arc<Dispatcher>,
     requests: RequestCounter,
     meter: Meter,
     api_key: String,
@@ -153,20 +150,16 @@ impl Rig {
                 continue;
             }
             batches += 1;
-            let parsed: Vec<_> = got.iter().map(|d| jobs::parse(&d.body).ok()).collect();
-            let outcomes = self.dispatcher.handle_batch(&parsed).await;
-            let handles: Vec<_> = got
-                .iter()
-                .zip(&outcomes)
-                .filter(|(_, o)| matches!(o, JobOutcome::Done))
-                .map(|(d, _)| d.handle.clone())
-                .collect();
-            done += handles.len();
-            self.queue
-                .queue
-                .delete_batch(QueueName::Dispatch, &handles)
-                .await
-                .expect("deleted");
+            let outcomes = self.dispatcher.consume(&got).await;
+            let unfinished = settle(
+                &self.queue.queue,
+                QueueName::Dispatch,
+                &got,
+                &outcomes,
+                Finished::Delete,
+            )
+            .await;
+            done += got.len() - unfinished.len();
         }
         batches
     }
@@ -221,19 +214,15 @@ async fn main() {
             secrets: SecretsConfig::with_prefix(format!("{prefix}/")),
         },
     );
-    let store = Arc::new(aws.store.clone());
-    let queue = Arc::new(aws.queue.clone());
-    let clock = Arc::new(SystemClock);
-    let accounts = Accounts::new(store.clone(), Arc::new(aws.secrets.clone()), clock.clone());
-    let tenant = accounts.create_tenant("Cost").await.expect("a tenant");
+    let settings = Settings::from_values(std::iter::empty()).expect("default settings");
+    let holub = Holub::new(Ports::aws(&aws), settings, Target::Aws);
+    let tenant = holub
+        .accounts
+        .create_tenant("Cost")
+        .await
+        .expect("a tenant");
 
     // The receipts function's Router, on a loopback port the simulator posts to.
-    let notifier = Notifier::new(queue.clone());
-    let receipts = Arc::new(Receipts::new(
-        store.clone(),
-        clock.clone(),
-        notifier.clone(),
-    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a port");
@@ -250,23 +239,19 @@ async fn main() {
     let receipt_posts = Arc::new(AtomicU64::new(0));
     let hold = Arc::new(AtomicBool::new(true));
     let (posts, held) = (receipt_posts.clone(), hold.clone());
-    let receipts_app = holub_receipts::router(holub_receipts::ReceiptsState {
-        receipts,
-        webhooks: Arc::new(webhooks),
-        replays: Arc::new(holub_receipts::ReplayGuard::default()),
-    })
-    .layer(axum::middleware::from_fn(
-        move |request: axum::extract::Request, next: axum::middleware::Next| {
-            let (posts, held) = (posts.clone(), held.clone());
-            async move {
-                if held.load(Ordering::Relaxed) {
-                    return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+    let receipts_app = holub_receipts::router(holub_receipts::ReceiptsState::new(&holub, webhooks))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let (posts, held) = (posts.clone(), held.clone());
+                async move {
+                    if held.load(Ordering::Relaxed) {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                    }
+                    posts.fetch_add(1, Ordering::Relaxed);
+                    next.run(request).await
                 }
-                posts.fetch_add(1, Ordering::Relaxed);
-                next.run(request).await
-            }
-        },
-    ));
+            },
+        ));
     tokio::spawn(async move {
         let _ = axum::serve(listener, receipts_app).await;
     });
@@ -296,21 +281,8 @@ async fn main() {
         BreakerConfig::default(),
     )
     .expect("a gateway");
-    let dispatcher = Dispatcher::new(
-        store.clone(),
-        Arc::new(gateway),
-        clock.clone(),
-        notifier,
-        DispatchConfig::default(),
-    );
-    let app = holub_api::router(holub_api::AppState::new(
-        store.clone(),
-        store.clone(),
-        queue.clone(),
-        Arc::new(aws.secrets.clone()),
-        clock,
-        IntakeConfig::default(),
-    ));
+    let dispatcher = holub.dispatcher(Arc::new(gateway));
+    let app = holub_api::router(holub_api::AppState::new(&holub));
     let rig = Rig {
         app,
         queue: aws,

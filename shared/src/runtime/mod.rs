@@ -1,0 +1,218 @@
+//! The composition root: one place that turns a backend's ports and the [`Settings`] into
+//! Holub's services. `holub serve` and every Lambda function build their services here and
+//! differ only in the backend they choose and what triggers the work: a queue loop or an
+//! SQS batch ([`consumers`]), a timer or a schedule ([`tasks`]), `axum::serve` or API
+//! Gateway.
+
+pub mod consumers;
+pub mod settings;
+pub mod tasks;
+
+#[cfg(feature = "aws")]
+pub mod aws;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ports::{Clock, MessageStore, Queue, ReplayStore, SecretStore, TenantStore};
+use crate::services::callbacks::CallbackConfig;
+use crate::services::dispatch::DispatchConfig;
+use crate::services::gateway::Gateway;
+use crate::services::intake::IntakeConfig;
+use crate::services::poller::Poller;
+use crate::services::replays::REPLAY_WINDOW;
+use crate::services::sweeper::SweeperConfig;
+use crate::services::{
+    Accounts, CallbackSender, Dispatcher, Intake, Messages, Notifier, Receipts, ReplayGuard,
+    Sweeper,
+};
+
+pub use consumers::{Consumer, Finished, consume_until_stopped, settle};
+pub use settings::Settings;
+pub use tasks::{Task, TaskTable};
+
+/// How long a received callback job stays hidden: above a callback's timeout (5 s).
+pub const CALLBACK_VISIBILITY: Duration = Duration::from_secs(30);
+
+/// Scheduled messages released per run of the release task: up to 50 rounds of 1,000.
+pub const RELEASE_ROUNDS: usize = 50;
+
+/// Expired replay digests forgotten per run.
+const FORGET_BATCH: usize = 10_000;
+
+/// Where Holub runs, for the few defaults that depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// One machine, one process, the embedded store.
+    Embedded,
+    /// The AWS deployment: a hosted service for others.
+    Aws,
+}
+
+/// A backend's ports: everything the services reach the outside world through, except the
+/// providers (which only dispatch, receipts and polling need).
+#[derive(Clone)]
+pub struct Ports {
+    pub store: Arc<dyn MessageStore>,
+    pub tenants: Arc<dyn TenantStore>,
+    pub queue: Arc<dyn Queue>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub replays: Arc<dyn ReplayStore>,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[cfg(feature = "sqlite")]
+impl Ports {
+    /// The embedded backend: one SQLite database for the stores and the queue.
+    pub fn sqlite(
+        db: &crate::adapters::sqlite::SqliteBackend,
+        secrets: Arc<dyn SecretStore>,
+    ) -> Self {
+        Ports {
+            store: Arc::new(db.clone()),
+            tenants: Arc::new(db.clone()),
+            queue: Arc::new(db.clone()),
+            secrets,
+            replays: Arc::new(db.clone()),
+            clock: Arc::new(crate::ports::SystemClock),
+        }
+    }
+}
+
+/// Holub's services over one backend, each made once.
+pub struct Holub {
+    pub ports: Ports,
+    pub settings: Settings,
+    pub target: Target,
+    pub accounts: Arc<Accounts>,
+    pub intake: Arc<Intake>,
+    pub messages: Arc<Messages>,
+    pub receipts: Arc<Receipts>,
+    pub replays: Arc<ReplayGuard>,
+    pub callbacks: Arc<CallbackSender>,
+    pub sweeper: Arc<Sweeper>,
+}
+
+impl Holub {
+    pub fn new(ports: Ports, settings: Settings, target: Target) -> Self {
+        let p = &ports;
+        let notifier = Notifier::new(p.queue.clone());
+        let intake = IntakeConfig {
+            allow_private_callbacks: target == Target::Embedded && !settings.public_callbacks_only,
+            ..IntakeConfig::default()
+        };
+        let sweeper = SweeperConfig {
+            requeue_after: settings.requeue_after(),
+            ..SweeperConfig::default()
+        };
+        Holub {
+            accounts: Arc::new(Accounts::new(
+                p.tenants.clone(),
+                p.secrets.clone(),
+                p.clock.clone(),
+            )),
+            intake: Arc::new(Intake::new(
+                p.store.clone(),
+                p.queue.clone(),
+                p.clock.clone(),
+                intake,
+            )),
+            messages: Arc::new(Messages::new(
+                p.store.clone(),
+                p.clock.clone(),
+                notifier.clone(),
+            )),
+            receipts: Arc::new(Receipts::new(
+                p.store.clone(),
+                p.clock.clone(),
+                notifier.clone(),
+            )),
+            replays: Arc::new(ReplayGuard::new(
+                p.replays.clone(),
+                p.clock.clone(),
+                REPLAY_WINDOW,
+            )),
+            callbacks: Arc::new(CallbackSender::new(
+                p.store.clone(),
+                p.secrets.clone(),
+                p.clock.clone(),
+                CallbackConfig::default(),
+            )),
+            sweeper: Arc::new(Sweeper::new(
+                p.store.clone(),
+                p.queue.clone(),
+                p.clock.clone(),
+                notifier,
+                sweeper,
+            )),
+            ports,
+            settings,
+            target,
+        }
+    }
+
+    pub fn notifier(&self) -> Notifier {
+        Notifier::new(self.ports.queue.clone())
+    }
+
+    /// The dispatcher over the providers of `gateway`.
+    pub fn dispatcher(&self, gateway: Arc<Gateway>) -> Arc<Dispatcher> {
+        Arc::new(Dispatcher::new(
+            self.ports.store.clone(),
+            gateway,
+            self.ports.clock.clone(),
+            self.notifier(),
+            DispatchConfig {
+                orphan_after: self.settings.orphan_after(),
+                ..DispatchConfig::default()
+            },
+        ))
+    }
+
+    /// Receipt polling of the providers of `gateway` that do not push.
+    pub fn poller(&self, gateway: Arc<Gateway>) -> Arc<Poller> {
+        Arc::new(Poller::new(
+            self.ports.store.clone(),
+            gateway,
+            self.receipts.clone(),
+            usize::try_from(self.settings.poll_batch).unwrap_or(usize::MAX),
+        ))
+    }
+
+    /// The periodic tasks, in the order a scheduled run takes them.
+    pub fn tasks(&self, gateway: Arc<Gateway>) -> TaskTable {
+        let sweeps = Duration::from_secs(5);
+        TaskTable::new(vec![
+            // Twice a second, so a scheduled message leaves within a second of its time.
+            Task::over(
+                "release",
+                Duration::from_millis(500),
+                self.sweeper.clone(),
+                |s| async move {
+                    match s.release_all(RELEASE_ROUNDS).await {
+                        (_, Some(e)) => Err(e.into()),
+                        (n, None) => Ok(n),
+                    }
+                },
+            ),
+            Task::over("requeue", sweeps, self.sweeper.clone(), |s| async move {
+                Ok(s.requeue_stale().await?)
+            }),
+            Task::over("expire", sweeps, self.sweeper.clone(), |s| async move {
+                Ok(s.expire().await?)
+            }),
+            Task::over(
+                "poll",
+                self.settings.poll_every(),
+                self.poller(gateway),
+                |p| async move { Ok(p.poll().await) },
+            ),
+            Task::over(
+                "forget_replays",
+                Duration::from_secs(60),
+                self.replays.clone(),
+                |r| async move { Ok(r.forget_expired(FORGET_BATCH).await?) },
+            ),
+        ])
+    }
+}

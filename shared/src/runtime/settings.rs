@@ -1,0 +1,91 @@
+//! The one typed configuration of Holub's services, read once at start-up: from flags or
+//! the environment by `holub serve`, from the environment by a Lambda function — the same
+//! names (`HOLUB_*`) and the same checks on both, because both are this one parser.
+//!
+//! What differs between the targets is only what triggers the work (how many queue
+//! consumers, how a batch is received); those knobs stay with the trigger.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct Settings {
+    /// Seconds a queued message may wait unclaimed before its job is sent again.
+    #[arg(long, env = "HOLUB_REQUEUE_AFTER", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub requeue_after: u64,
+    /// Seconds a message stuck in `sending` (its worker died) waits before the provider is
+    /// asked whether it has it. Must exceed a provider request's timeout.
+    #[arg(long, env = "HOLUB_ORPHAN_AFTER", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(15..=3_600))]
+    pub orphan_after: u64,
+    /// Seconds between status queries at providers that do not push receipts (where the
+    /// work is triggered by a timer of its own; a scheduled function polls on each run).
+    #[arg(long, env = "HOLUB_POLL_EVERY", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub poll_every: u64,
+    /// Messages asked about per polled provider and round.
+    #[arg(long, env = "HOLUB_POLL_BATCH", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub poll_batch: u64,
+    /// Refuse status callback URLs on loopback, private or link-local addresses (for a Holub
+    /// that serves others; on one's own machine, callbacks to local services are normal).
+    /// Always on for the AWS deployment.
+    #[arg(long, env = "HOLUB_PUBLIC_CALLBACKS_ONLY")]
+    pub public_callbacks_only: bool,
+}
+
+/// The settings alone, as a command line of their own.
+#[derive(Parser)]
+#[command(no_binary_name = true)]
+struct Only {
+    #[command(flatten)]
+    settings: Settings,
+}
+
+impl Settings {
+    /// The settings from the process environment (a Lambda's `main`).
+    pub fn from_env() -> Result<Settings, String> {
+        Settings::from_values(std::iter::empty())
+    }
+
+    /// The settings from flags given as `--name value` pairs, the environment filling in
+    /// the rest (the same parser as `holub serve`'s flags).
+    pub fn from_values<'a>(flags: impl IntoIterator<Item = &'a str>) -> Result<Settings, String> {
+        Only::try_parse_from(flags)
+            .map(|only| only.settings)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn requeue_after(&self) -> Duration {
+        Duration::from_secs(self.requeue_after)
+    }
+
+    pub fn orphan_after(&self) -> Duration {
+        Duration::from_secs(self.orphan_after)
+    }
+
+    pub fn poll_every(&self) -> Duration {
+        Duration::from_secs(self.poll_every)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_flags_and_refusals() {
+        let d = Settings::from_values(std::iter::empty()).unwrap();
+        assert_eq!(d.requeue_after, 300);
+        assert!(!d.public_callbacks_only);
+        let s =
+            Settings::from_values(["--requeue-after", "20", "--public-callbacks-only"]).unwrap();
+        assert_eq!(s.requeue_after(), Duration::from_secs(20));
+        assert!(s.public_callbacks_only);
+        let err = Settings::from_values(["--orphan-after", "1"]).unwrap_err();
+        assert!(err.contains("orphan-after"), "{err}");
+        assert!(Settings::from_values(["--poll-batch", "many"]).is_err());
+    }
+}
