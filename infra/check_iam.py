@@ -52,12 +52,18 @@ ALLOWED_UNUSED = {
         "claiming an Idempotency-Key (alone, or in the insert transaction)",
     ("holub-api", "dynamodb:BatchGetItem", "IdempotencyTable"):
         "the parts of a large stored reply (a batch with an Idempotency-Key)",
+    ("holub-api", "dynamodb:DeleteItem", "IdempotencyTable"):
+        "releasing the claim of a request that died before storing its message (release_claim)",
     ("holub-api", "sqs:SendMessage", "CallbacksQueue"):
         "the callback of a cancelled message; " + NO_CALLBACK_URL,
     ("holub-dispatch", "sqs:SendMessage", "CallbacksQueue"):
         "status callbacks; " + NO_CALLBACK_URL,
     ("holub-receipts", "sqs:SendMessage", "CallbacksQueue"):
         "status callbacks; " + NO_CALLBACK_URL,
+    ("holub-scheduler", "dynamodb:Query", "MessagesTable"):
+        "requeue: the span of a batch's marker (expand_marker); the run sends no batch",
+    ("holub-scheduler", "dynamodb:DeleteItem", "MessagesTable"):
+        "requeue: deleting a spent batch marker (expand_marker); the run sends no batch",
     ("holub-scheduler", "sqs:SendMessage", "CallbacksQueue"):
         "status callbacks of expired messages and polled receipts; " + NO_CALLBACK_URL,
 }
