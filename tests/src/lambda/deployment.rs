@@ -114,8 +114,9 @@ impl Deployment {
             .map_err(|e| format!("storing secret {name}: {e}"))
     }
 
-    /// The variables every function of this deployment is configured with; `routes` is
-    /// `HOLUB_ROUTES` (a route table in TOML).
+    /// The variables every function of this deployment is configured with, but for its
+    /// access key id ([`Deployment::config`]); `routes` is `HOLUB_ROUTES` (a route table in
+    /// TOML).
     pub fn env(&self, routes: &str) -> Vec<(&'static str, String)> {
         let var = |name: &str| std::env::var(name).unwrap_or_else(|_| "testing".into());
         vec![
@@ -131,15 +132,19 @@ impl Deployment {
             ("HOLUB_SECRETS_PREFIX", self.secrets_prefix.clone()),
             ("HOLUB_ROUTES", routes.to_owned()),
             ("AWS_ENDPOINT_URL", self.endpoint.clone()),
-            ("AWS_ACCESS_KEY_ID", var("AWS_ACCESS_KEY_ID")),
             ("AWS_SECRET_ACCESS_KEY", var("AWS_SECRET_ACCESS_KEY")),
         ]
     }
 
-    /// The configuration of function `name` of this deployment.
+    /// The configuration of function `name` (its binary's name) of this deployment. Its
+    /// calls are signed with an access key id of its own, `name`, as each function has a
+    /// role of its own on AWS: a recording of the emulator's requests then tells whose
+    /// call each was (`infra/check_iam.py` checks them against the roles). moto takes any
+    /// key id.
     pub fn config(&self, name: &str, routes: &str) -> FunctionConfig {
-        let mut config =
-            FunctionConfig::new(format!("{}-{name}", self.prefix)).envs(self.env(routes));
+        let mut config = FunctionConfig::new(format!("{}-{name}", self.prefix))
+            .envs(self.env(routes))
+            .env("AWS_ACCESS_KEY_ID", name);
         config.region = REGION.to_owned();
         config
     }

@@ -3,11 +3,17 @@
 //! delete the records it did not report failed. A failed invocation, or a response naming a
 //! record that was not in the batch, deletes nothing: the whole batch comes back after its
 //! visibility timeout.
+//!
+//! On AWS the mapping makes its SQS calls with the function's execution role, so here they
+//! are signed with the function's own credentials (its `AWS_ACCESS_KEY_ID`), not the ones of
+//! the client it is given: a recording of the emulator's requests counts them against the
+//! function's role (`infra/check_iam.py`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_sdk_sqs::config::Credentials;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
 };
@@ -30,6 +36,25 @@ fn sqs_error<E: std::fmt::Debug>(operation: &'static str) -> impl FnOnce(E) -> S
         operation,
         message: format!("{e:?}"),
     }
+}
+
+/// `sqs` signing with `function`'s credentials, when its configuration has them.
+fn as_function(sqs: &aws_sdk_sqs::Client, function: &LambdaFunction) -> aws_sdk_sqs::Client {
+    let var = |name: &str| {
+        function
+            .config()
+            .env
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let (Some(key_id), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
+    else {
+        return sqs.clone();
+    };
+    let credentials = Credentials::new(key_id, secret, None, None, "lambda-event-source");
+    let config = sqs.config().to_builder().credentials_provider(credentials);
+    aws_sdk_sqs::Client::from_conf(config.build())
 }
 
 /// What one batch came to.
@@ -64,6 +89,7 @@ impl SqsEventSource {
         queue_url: &str,
         function: Arc<LambdaFunction>,
     ) -> Result<Self, SqsSourceError> {
+        let sqs = as_function(&sqs, &function);
         let attributes = sqs
             .get_queue_attributes()
             .queue_url(queue_url)
