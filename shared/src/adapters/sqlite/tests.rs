@@ -834,7 +834,7 @@ async fn a_panicking_request_fails_alone_and_the_writer_goes_on() {
     let db = TempDb::new("panic");
     let store = db.open();
     let t = tenant();
-    let boom = store.db.write(|_conn| -> Result<(), db::Failure> {
+    let boom = store.db.write(|_conn| -> Result<(), error::Failure> {
         panic!("a bug in a request");
     });
     let m = message(&t, at(0));
@@ -843,7 +843,7 @@ async fn a_panicking_request_fails_alone_and_the_writer_goes_on() {
     assert!(
         matches!(
             boom,
-            Err(db::Failure::Unavailable(db::BackendError::Panicked))
+            Err(error::Failure::Unavailable(error::BackendError::Panicked))
         ),
         "{boom:?}"
     );

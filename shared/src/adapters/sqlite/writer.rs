@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::db::{BackendError, Failure};
+use super::error::{BackendError, Failure};
 
 /// The most requests committed together.
 pub(super) const MAX_GROUP: usize = 1000;
