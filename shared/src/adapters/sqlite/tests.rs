@@ -20,7 +20,7 @@ use crate::domain::{
 };
 use crate::ports::{
     IdempotencyRecord, ListQuery, MessageRef, MessageStore, Outgoing, Patch, Queue, QueueError,
-    QueueName, ReceiptHandle, StoreError, Tenant, TenantStore, Transition,
+    QueueName, ReceiptHandle, Retryable, StoreError, Tenant, TenantStore, Transition,
 };
 
 use MessageStatus::*;
@@ -301,6 +301,99 @@ async fn a_panicking_request_fails_alone_and_the_writer_goes_on() {
     );
     fine.unwrap();
     assert_eq!(store.get(&t, &m.id).await.unwrap(), Some(m));
+}
+
+#[tokio::test]
+async fn a_failed_commit_fails_its_group_and_the_next_one_commits() {
+    let db = TempDb::new("failed-commit");
+    let store = db.open();
+    // A deferred foreign key is checked only at COMMIT, and a COMMIT refused for it leaves
+    // the transaction open: what a full disk can do to a COMMIT too.
+    store
+        .db
+        .write(|conn| {
+            conn.execute_batch(
+                "CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                 CREATE TABLE child (p INTEGER REFERENCES parent (id)
+                     DEFERRABLE INITIALLY DEFERRED);",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let orphan = store
+        .db
+        .write(|conn| {
+            conn.execute("INSERT INTO child (p) VALUES (42)", [])?;
+            Ok(())
+        })
+        .await;
+    assert!(
+        matches!(
+            orphan,
+            Err(error::Failure::Unavailable(error::BackendError::Commit(_)))
+        ),
+        "{orphan:?}"
+    );
+
+    let t = tenant();
+    let m = message(&t, at(0));
+    store.insert(std::slice::from_ref(&m), None).await.unwrap();
+    assert_eq!(store.get(&t, &m.id).await.unwrap(), Some(m));
+    let children: i64 = db
+        .raw()
+        .query_row("SELECT count(*) FROM child", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(children, 0);
+}
+
+#[tokio::test]
+async fn a_full_database_refuses_writes_and_takes_them_once_it_has_room() {
+    let db = TempDb::new("full");
+    let store = db.open();
+    let set_max_pages = |pages: i64| {
+        store.db.write(move |conn| {
+            let max: i64 =
+                conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                    r.get(0)
+                })?;
+            Ok(max)
+        })
+    };
+    // As large as it is now: one page more is a full disk (SQLITE_FULL).
+    set_max_pages(1).await.unwrap();
+    let t = tenant();
+    let mut stored = Vec::new();
+    let refused = loop {
+        let batch: Vec<Message> = (0..50).map(|i| message(&t, at(i))).collect();
+        match store.insert(&batch, None).await {
+            Ok(()) => stored.extend(batch),
+            Err(e) => break e,
+        }
+        assert!(stored.len() < 100_000, "the database never filled");
+    };
+    assert!(matches!(refused, StoreError::Unavailable(_)), "{refused:?}");
+    assert!(refused.is_retryable());
+    let err = store
+        .send_batch(QueueName::Dispatch, vec![outgoing("job"); 200])
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    // Reads go on.
+    if let Some(m) = stored.first() {
+        assert_eq!(store.get(&t, &m.id).await.unwrap().as_ref(), Some(m));
+    }
+
+    // Room again: writes are taken, without reopening.
+    set_max_pages(1 << 30).await.unwrap();
+    let m = message(&t, at(100));
+    store.insert(std::slice::from_ref(&m), None).await.unwrap();
+    assert_eq!(store.get(&t, &m.id).await.unwrap(), Some(m));
+    store
+        .send_batch(QueueName::Dispatch, vec![outgoing("job")])
+        .await
+        .unwrap();
+    assert_eq!(store.queue_depth(QueueName::Dispatch).await.unwrap(), 1);
 }
 
 #[tokio::test]
