@@ -273,6 +273,7 @@ async fn serve(args: Args) -> Result<(), String> {
     }
     tasks.push(tokio::spawn(workers::sweeper_loop(
         sweeper,
+        api.intake.clone(),
         stop_rx.clone(),
     )));
     let poller = Arc::new(Poller::new(

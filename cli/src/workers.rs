@@ -137,7 +137,11 @@ pub async fn callback_loop(
 
 /// The timers: release of scheduled messages (twice a second, so a message is released
 /// within a second of its time), and every few seconds the requeue and expiry sweeps.
-pub async fn sweeper_loop(sweeper: Arc<Sweeper>, mut stop: watch::Receiver<bool>) {
+pub async fn sweeper_loop(
+    sweeper: Arc<Sweeper>,
+    intake: Arc<holub_shared::services::Intake>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
@@ -150,6 +154,12 @@ pub async fn sweeper_loop(sweeper: Arc<Sweeper>, mut stop: watch::Receiver<bool>
             break;
         }
         n += 1;
+        // sqlite-resilience: until the periodic task table runs it, every second.
+        if n.is_multiple_of(2)
+            && let Err(e) = intake.requeue_failed().await
+        {
+            tracing::warn!(error = %e, "intake: requeue of unqueued jobs failed");
+        }
         if let (_, Some(e)) = sweeper.release_all(usize::MAX).await {
             tracing::warn!(error = %e, "sweeper: release failed");
         }
