@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use holub_shared::adapters::sqlite::{FileSecretStore, SqliteBackend, SqliteConfig};
+use holub_shared::adapters::file_secrets::FileSecretStore;
+use holub_shared::adapters::sqlite::{SqliteBackend, SqliteConfig};
 use holub_shared::ports::StoreError;
 use holub_shared::runtime::Ports;
 
@@ -16,7 +17,7 @@ pub struct Backend {
 impl Backend {
     pub fn open(data_dir: &Path, config: SqliteConfig) -> Result<Self, StoreError> {
         let sqlite = SqliteBackend::open(&data_dir.join("holub.db"), config)?;
-        let secrets = Arc::new(FileSecretStore::new(data_dir.join("secrets.json")));
+        let secrets = Arc::new(FileSecretStore::in_dir(data_dir));
         Ok(Backend { sqlite, secrets })
     }
 

@@ -2,6 +2,7 @@
 
 mod backend;
 mod estimate;
+mod logging;
 mod routes;
 mod secret;
 mod serve;
@@ -40,13 +41,7 @@ fn main() -> ExitCode {
     if let Command::Estimate(args) = cli.command {
         return estimate::run(args);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

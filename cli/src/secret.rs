@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use holub_shared::adapters::sqlite::FileSecretStore;
+use holub_shared::adapters::file_secrets::FileSecretStore;
 use holub_shared::ports::{Secret, SecretStore};
 
 #[derive(clap::Subcommand)]

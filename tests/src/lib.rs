@@ -130,6 +130,15 @@ pub fn free_port() -> u16 {
 /// Starts `holub <args>` and reads the address it prints as `{"listening": ...}` on its
 /// first line of stdout; stdout is drained afterwards.
 fn spawn_listening(bin: &Path, args: &[String]) -> (Child, String, serde_json::Value) {
+    spawn_listening_to(bin, args, Stdio::inherit())
+}
+
+/// [`spawn_listening`] with standard error (the log) going to `stderr`.
+fn spawn_listening_to(
+    bin: &Path,
+    args: &[String],
+    stderr: Stdio,
+) -> (Child, String, serde_json::Value) {
     let mut child = Command::new(bin)
         .args(args)
         .env(
@@ -137,7 +146,7 @@ fn spawn_listening(bin: &Path, args: &[String]) -> (Child, String, serde_json::V
             std::env::var("HOLUB_TEST_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("holub starts");
     let stdout = child.stdout.take().expect("piped stdout");
@@ -225,12 +234,45 @@ impl Holub {
         Self::spawn(bin.to_owned(), data_dir, listen.to_owned(), extra_args)
     }
 
+    /// Starts `holub serve` on a random port with its log (standard error) appended to the
+    /// file `log`, as `holub serve >> holub.log` does.
+    pub fn start_logging_to(data_dir: &Path, log: &Path, args: &[&str]) -> Holub {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("the log file opens");
+        let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Self::spawn_to(
+            holub_bin(),
+            data_dir,
+            "127.0.0.1:0".to_owned(),
+            extra_args,
+            Stdio::from(file),
+        )
+    }
+
+    /// Whether the process is still running (it has not exited or crashed).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     fn spawn(bin: PathBuf, data_dir: &Path, listen: String, extra_args: Vec<String>) -> Holub {
+        Self::spawn_to(bin, data_dir, listen, extra_args, Stdio::inherit())
+    }
+
+    fn spawn_to(
+        bin: PathBuf,
+        data_dir: &Path,
+        listen: String,
+        extra_args: Vec<String>,
+        stderr: Stdio,
+    ) -> Holub {
         let mut all: Vec<String> = vec![
             "serve".into(),
             "--listen".into(),
@@ -239,7 +281,7 @@ impl Holub {
             data_dir.display().to_string(),
         ];
         all.extend(extra_args.iter().cloned());
-        let (child, addr, info) = spawn_listening(&bin, &all);
+        let (child, addr, info) = spawn_listening_to(&bin, &all, stderr);
         wait_listening(&addr);
         Holub {
             info,

@@ -22,9 +22,10 @@ use holub_shared::adapters::aws::{
     AwsBackend, AwsClients, AwsConfig, Credentials, Region, sdk_config_loader,
 };
 use holub_shared::adapters::dynamo::{CLAIM_WINDOW, DynamoConfig, DynamoStore, create_tables};
+use holub_shared::adapters::file_secrets::FileSecretStore;
 use holub_shared::adapters::request_counter::RequestCounter;
 use holub_shared::adapters::secrets_manager::{SecretsConfig, SecretsManagerStore};
-use holub_shared::adapters::sqlite::{FileSecretStore, SqliteBackend, SqliteConfig, SyncMode};
+use holub_shared::adapters::sqlite::{SqliteBackend, SqliteConfig, SyncMode};
 use holub_shared::adapters::sqs::create_queues;
 use holub_shared::domain::status::{PartReceipt, ReceiptState};
 use holub_shared::domain::{

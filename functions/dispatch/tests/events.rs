@@ -147,9 +147,7 @@ async fn a_callback_is_signed_and_delivered_and_the_poison_record_reported() {
     let backend = SqliteBackend::open(&dir.join("holub.db"), SqliteConfig::default()).unwrap();
     let store: Arc<dyn MessageStore> = Arc::new(backend.clone());
     let queue: Arc<dyn Queue> = Arc::new(backend.clone());
-    let secrets = Arc::new(holub_shared::adapters::sqlite::FileSecretStore::in_dir(
-        &dir,
-    ));
+    let secrets = Arc::new(holub_shared::adapters::file_secrets::FileSecretStore::in_dir(&dir));
 
     // A customer endpoint that checks the signature.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(bool, serde_json::Value)>();

@@ -4,6 +4,7 @@
 pub mod aws;
 #[cfg(feature = "aws")]
 pub mod dynamo;
+pub mod file_secrets;
 pub mod providers;
 #[cfg(feature = "aws")]
 pub mod request_counter;

@@ -195,6 +195,14 @@ impl Holub {
                     }
                 },
             ),
+            // Jobs intake could not queue (a full disk, a queue outage), sent again as soon
+            // as the queue takes them; the requeue sweep is the backstop after a crash.
+            Task::over(
+                "requeue_failed",
+                Duration::from_secs(1),
+                self.intake.clone(),
+                |i| async move { Ok(i.requeue_failed().await?) },
+            ),
             Task::over("requeue", sweeps, self.sweeper.clone(), |s| async move {
                 Ok(s.requeue_stale().await?)
             }),

@@ -2,11 +2,14 @@
 //! idempotency key.
 //!
 //! Order of work: the messages are stored first (with the idempotency record, atomically),
-//! then their dispatch jobs are sent. A crash between the two leaves messages `queued`
-//! without a job; the sweeper finds those and sends their jobs again.
+//! then their dispatch jobs are sent. If sending the jobs fails (the queue is down, the disk
+//! is full), the request is still accepted — its messages are stored — and the jobs wait in
+//! memory for [`Intake::requeue_failed`], which a timer runs every second or so: an OTP must
+//! not wait for the requeue sweep, minutes later. A crash loses that memory; the sweeper's
+//! requeue of stale `queued` messages stays the backstop.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -57,6 +60,11 @@ const MAX_REFERENCE_LEN: usize = 128;
 const MAX_METADATA_BYTES: usize = 4096;
 const MAX_CALLBACK_URL_LEN: usize = 2048;
 const MAX_VARIABLES: usize = 50;
+/// Dispatch jobs kept for [`Intake::requeue_failed`] at most (a full 10,000-recipient batch
+/// fits many times); beyond that, the requeue sweep finds their messages.
+const MAX_UNQUEUED: usize = 100_000;
+/// Jobs sent per queue call by [`Intake::requeue_failed`].
+const REQUEUE_CHUNK: usize = 1000;
 
 /// `POST /v1/messages`, as received: fields stay raw so each can be refused by name.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -194,6 +202,8 @@ pub struct Intake {
     queue: Arc<dyn Queue>,
     clock: Arc<dyn Clock>,
     config: IntakeConfig,
+    /// Jobs of stored messages that could not be queued when they were accepted.
+    unqueued: Mutex<Vec<DispatchJob>>,
 }
 
 impl Intake {
@@ -208,11 +218,54 @@ impl Intake {
             queue,
             clock,
             config,
+            unqueued: Mutex::new(Vec::new()),
         }
     }
 
     pub fn config(&self) -> &IntakeConfig {
         &self.config
+    }
+
+    /// Sends the dispatch jobs that could not be queued when their messages were accepted.
+    /// Returns how many were sent; on an error, those not sent are kept for the next call.
+    pub async fn requeue_failed(&self) -> Result<usize, QueueError> {
+        let mut sent = 0;
+        loop {
+            let chunk: Vec<DispatchJob> = {
+                let mut unqueued = self.unqueued();
+                let start = unqueued.len().saturating_sub(REQUEUE_CHUNK);
+                unqueued.split_off(start)
+            };
+            if chunk.is_empty() {
+                return Ok(sent);
+            }
+            let outgoing = chunk.iter().map(jobs::outgoing).collect();
+            if let Err(e) = self.queue.send_batch(QueueName::Dispatch, outgoing).await {
+                self.keep_unqueued(chunk);
+                return Err(e);
+            }
+            sent += chunk.len();
+        }
+    }
+
+    fn unqueued(&self) -> std::sync::MutexGuard<'_, Vec<DispatchJob>> {
+        // The list stays consistent whatever panicked while it was held: pushes and splits.
+        self.unqueued
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps jobs for [`Intake::requeue_failed`], as many as there is room for.
+    fn keep_unqueued(&self, waiting: Vec<DispatchJob>) {
+        let mut unqueued = self.unqueued();
+        let room = MAX_UNQUEUED.saturating_sub(unqueued.len());
+        if waiting.len() > room {
+            tracing::warn!(
+                dropped = waiting.len() - room,
+                "too many dispatch jobs waiting to be queued; the requeue sweep will find the rest"
+            );
+        }
+        unqueued.extend(waiting.into_iter().take(room));
     }
 
     pub async fn send(
@@ -408,22 +461,33 @@ impl Intake {
             }
             Err(e) => return Err(e.into()),
         }
-        let jobs: Vec<_> = messages
+        let pending: Vec<DispatchJob> = messages
             .iter()
             .filter(|m| m.status == MessageStatus::Queued)
-            .map(|m| {
-                jobs::outgoing(&DispatchJob {
-                    tenant_id: m.tenant_id.clone(),
-                    id: m.id,
-                })
+            .map(|m| DispatchJob {
+                tenant_id: m.tenant_id.clone(),
+                id: m.id,
             })
             .collect();
-        if !jobs.is_empty()
-            && let Err(e) = self.queue.send_batch(QueueName::Dispatch, jobs).await
-        {
-            // The messages are stored and will be swept back onto the queue; the request
-            // has been accepted, so it is answered as such.
-            tracing::warn!(error = %e, count = messages.len(), "dispatch jobs not queued; the sweeper will queue them");
+        if pending.is_empty() {
+            return Ok(reply);
+        }
+        let outgoing = pending.iter().map(jobs::outgoing).collect();
+        match self.queue.send_batch(QueueName::Dispatch, outgoing).await {
+            // The messages are stored, so the request has been accepted and is answered as
+            // such; their jobs are sent again shortly.
+            Err(e) => {
+                tracing::warn!(error = %e, count = pending.len(), "dispatch jobs not queued; they will be sent again");
+                self.keep_unqueued(pending);
+            }
+            // The queue takes jobs again: those left from the outage go now too, also where
+            // no timer runs the task table in this process (the API function on AWS).
+            Ok(()) if !self.unqueued().is_empty() => {
+                if let Err(e) = self.requeue_failed().await {
+                    tracing::warn!(error = %e, "waiting dispatch jobs not queued yet");
+                }
+            }
+            Ok(()) => {}
         }
         Ok(reply)
     }
@@ -667,5 +731,136 @@ mod tests {
         ] {
             assert!(parse_callback_url(bad, true).is_err(), "{bad}");
         }
+    }
+
+    /// A queue that refuses sends while `down`, like one on a full disk.
+    #[cfg(feature = "sqlite")]
+    struct FlakyQueue {
+        inner: crate::adapters::sqlite::SqliteBackend,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[async_trait::async_trait]
+    impl Queue for FlakyQueue {
+        async fn send_batch(
+            &self,
+            queue: QueueName,
+            messages: Vec<crate::ports::Outgoing>,
+        ) -> Result<(), QueueError> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(QueueError::Unavailable("the disk is full".into()));
+            }
+            self.inner.send_batch(queue, messages).await
+        }
+
+        async fn receive(
+            &self,
+            queue: QueueName,
+            max: usize,
+            visibility: Duration,
+            wait: Duration,
+        ) -> Result<Vec<crate::ports::Delivery>, QueueError> {
+            self.inner.receive(queue, max, visibility, wait).await
+        }
+
+        async fn delete_batch(
+            &self,
+            queue: QueueName,
+            handles: &[crate::ports::ReceiptHandle],
+        ) -> Result<(), QueueError> {
+            self.inner.delete_batch(queue, handles).await
+        }
+
+        async fn change_visibility(
+            &self,
+            queue: QueueName,
+            handle: &crate::ports::ReceiptHandle,
+            timeout: Duration,
+        ) -> Result<(), QueueError> {
+            self.inner.change_visibility(queue, handle, timeout).await
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn jobs_that_could_not_be_queued_are_sent_again() {
+        use crate::adapters::sqlite::{SqliteBackend, SqliteConfig, SyncMode};
+        use crate::ports::SystemClock;
+        use std::sync::atomic::Ordering;
+
+        let dir = std::env::temp_dir().join(format!(
+            "holub-intake-requeue-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let backend = SqliteBackend::open(
+            &dir.join("holub.db"),
+            SqliteConfig {
+                sync: SyncMode::Normal,
+                ..SqliteConfig::default()
+            },
+        )
+        .unwrap();
+        let queue = Arc::new(FlakyQueue {
+            inner: backend.clone(),
+            down: true.into(),
+        });
+        let intake = Intake::new(
+            Arc::new(backend.clone()),
+            queue.clone(),
+            Arc::new(SystemClock),
+            IntakeConfig::default(),
+        );
+        let tenant = TenantId::generate(Utc::now());
+        let request = |to: &str| SendMessageRequest {
+            to: to.into(),
+            from: "Holub".into(),
+            text: "code 4821".into(),
+            send_at: None,
+            validity: None,
+            transliterate: false,
+            callback_url: None,
+            reference: None,
+            metadata: None,
+        };
+
+        // Accepted while the queue refuses: the messages are stored, their jobs kept.
+        let mut ids = Vec::new();
+        for to in ["+380671234567", "+380501234567"] {
+            let reply = intake.send(&tenant, request(to), None).await.unwrap();
+            assert_eq!(reply.status, 202);
+            ids.push(reply.body["id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(backend.queue_depth(QueueName::Dispatch).await.unwrap(), 0);
+        assert!(intake.requeue_failed().await.is_err());
+
+        // Once it takes them again, the next step sends each job once.
+        queue.down.store(false, Ordering::SeqCst);
+        intake
+            .send(&tenant, request("+380631234567"), None)
+            .await
+            .unwrap();
+        assert_eq!(intake.requeue_failed().await.unwrap(), 2);
+        assert_eq!(intake.requeue_failed().await.unwrap(), 0);
+        let jobs = backend
+            .receive(
+                QueueName::Dispatch,
+                10,
+                Duration::from_secs(30),
+                Duration::ZERO,
+            )
+            .await
+            .unwrap();
+        let mut queued: Vec<String> = jobs
+            .iter()
+            .map(|d| jobs::parse::<DispatchJob>(&d.body).unwrap().id.to_string())
+            .collect();
+        assert_eq!(queued.len(), 3);
+        queued.retain(|id| ids.contains(id));
+        assert_eq!(queued.len(), 2);
+
+        backend.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

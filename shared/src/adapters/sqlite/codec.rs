@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::Row;
 use rusqlite::types::FromSql;
 
-use super::db::Failure;
+use super::error::Failure;
 use crate::domain::status::{PartReceipt, ReceiptState};
 use crate::domain::{
     BatchId, Encoding, Kopiyky, Message, MessageError, MessageId, MessageStatus, PhoneNumber,

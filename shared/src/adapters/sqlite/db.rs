@@ -1,5 +1,4 @@
-//! The database handle: the writer thread's channel, the pool of read-only connections, and
-//! the errors they produce before they are turned into the ports' errors.
+//! The database handle: the writer thread's channel and the pool of read-only connections.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -9,83 +8,15 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
+use super::error::{BackendError, Failure};
 use super::writer::{self, Job, Request};
 use super::{SqliteConfig, SyncMode, schema};
-use crate::ports::{QueueError, QueueName, StoreError};
+use crate::ports::QueueName;
 
 /// How long a connection waits for a lock held by another process before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection (the list query alone has many shapes).
 const STATEMENT_CACHE: usize = 256;
-
-/// What went wrong below the ports, as the boxed source of their `Unavailable` errors.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum BackendError {
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("the SQLite writer thread has stopped")]
-    WriterStopped,
-    #[error("the group commit failed: {0}")]
-    Commit(String),
-    #[error("a database request panicked")]
-    Panicked,
-    #[error("a database task failed: {0}")]
-    Task(String),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("{0}")]
-    Other(String),
-}
-
-/// The outcome of a database request, mapped to [`StoreError`] or [`QueueError`] at the port.
-#[derive(Debug)]
-pub(super) enum Failure {
-    Unavailable(BackendError),
-    IdempotencyKeyTaken,
-    AlreadyExists,
-    Corrupt(String),
-    StaleHandle,
-}
-
-impl From<rusqlite::Error> for Failure {
-    fn from(e: rusqlite::Error) -> Self {
-        Failure::Unavailable(BackendError::Sqlite(e))
-    }
-}
-
-impl From<Failure> for StoreError {
-    fn from(f: Failure) -> Self {
-        match f {
-            Failure::Unavailable(e) => StoreError::Unavailable(Box::new(e)),
-            Failure::IdempotencyKeyTaken => StoreError::IdempotencyKeyTaken,
-            Failure::AlreadyExists => StoreError::AlreadyExists,
-            Failure::Corrupt(why) => StoreError::Corrupt(why),
-            Failure::StaleHandle => StoreError::Corrupt("unexpected stale queue handle".into()),
-        }
-    }
-}
-
-impl From<Failure> for QueueError {
-    fn from(f: Failure) -> Self {
-        match f {
-            Failure::Unavailable(e) => QueueError::Unavailable(Box::new(e)),
-            Failure::StaleHandle => QueueError::StaleHandle,
-            Failure::Corrupt(why) => QueueError::Unavailable(Box::new(BackendError::Other(
-                format!("stored queue data is corrupt: {why}"),
-            ))),
-            Failure::IdempotencyKeyTaken | Failure::AlreadyExists => {
-                QueueError::Unavailable(Box::new(BackendError::Other(
-                    "unexpected constraint violation in the queue".into(),
-                )))
-            }
-        }
-    }
-}
-
-/// Whether `e` is a constraint violation (a unique or primary key taken).
-pub(super) fn is_constraint(e: &rusqlite::Error) -> bool {
-    e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
-}
 
 pub(super) struct Db {
     path: PathBuf,

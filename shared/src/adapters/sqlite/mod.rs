@@ -1,5 +1,6 @@
 //! The embedded backend on one SQLite file (WAL): the message store, the tenant store and a
-//! queue with SQS semantics, plus a file-based secret store.
+//! queue with SQS semantics. (Its secrets live beside it, in
+//! [`file_secrets`](crate::adapters::file_secrets).)
 //!
 //! # Why it is built this way
 //!
@@ -31,10 +32,10 @@
 
 mod codec;
 mod db;
+mod error;
 mod queue;
 mod replays;
 mod schema;
-mod secrets;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -45,7 +46,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use queue::MAX_QUEUE_BODY_BYTES;
-pub use secrets::{FileSecretStore, SECRETS_FILE};
 
 use crate::ports::StoreError;
 

@@ -16,7 +16,7 @@ use rusqlite::{Connection, params};
 
 use super::SqliteBackend;
 use super::codec::{column, sql_int};
-use super::db::Failure;
+use super::error::Failure;
 use crate::ports::{Delivery, Outgoing, Queue, QueueError, QueueName, ReceiptHandle};
 
 /// The largest body accepted, as on SQS.

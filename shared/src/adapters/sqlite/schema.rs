@@ -6,7 +6,7 @@
 
 use rusqlite::Connection;
 
-use super::db::{BackendError, Failure};
+use super::error::{BackendError, Failure};
 
 /// Migrations in order; migration `i` brings `user_version` from `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[

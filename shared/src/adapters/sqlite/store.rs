@@ -17,7 +17,7 @@ use super::codec::{
     INSERT_MESSAGE, MessageRow, RawMessage, RawReceipt, column, from_nanos, live, message_columns,
     nanos, nanos_bound, parse, receipt_state_str, sql_int,
 };
-use super::db::{Failure, is_constraint};
+use super::error::{Failure, is_constraint};
 use crate::domain::status::PartReceipt;
 use crate::domain::{IdempotencyKey, Message, MessageId, StatusChange, TenantId};
 use crate::ports::{

@@ -7,6 +7,11 @@
 //! `synchronous=FULL`) then covers the whole group, and only after it are the callers
 //! answered. If the commit itself fails, every request of the group gets the error: none of
 //! them was applied.
+//!
+//! A failed group (a full disk, an I/O error) must not outlive itself: the next group starts
+//! from a clean connection, and nothing that happens while a group runs — not even a panic —
+//! ends the thread, since every later write would then find the writer gone and the store
+//! would stay unavailable until a restart.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
@@ -14,7 +19,7 @@ use std::sync::mpsc;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::db::{BackendError, Failure};
+use super::error::{BackendError, Failure};
 
 /// The most requests committed together.
 pub(super) const MAX_GROUP: usize = 1000;
@@ -90,12 +95,12 @@ pub(super) fn run(conn: Connection, requests: mpsc::Receiver<Box<dyn Job>>) {
                 Err(_) => break,
             }
         }
-        let failure = commit_group(&conn, &mut group).err();
-        if let Some(why) = &failure {
-            tracing::warn!(requests = group.len(), error = %why, "SQLite group commit failed");
-        }
-        for job in group.drain(..) {
-            job.finish(failure.as_deref());
+        if catch_unwind(AssertUnwindSafe(|| run_group(&conn, &mut group))).is_err() {
+            // Those not answered yet are answered by dropping their reply channels: the
+            // write is unavailable, and the caller may try again.
+            group.clear();
+            // Not logged: the panic may have come from the log itself.
+            let _ = end_transaction(&conn);
         }
     }
     if let Err(e) = conn.execute_batch("PRAGMA optimize") {
@@ -106,18 +111,38 @@ pub(super) fn run(conn: Connection, requests: mpsc::Receiver<Box<dyn Job>>) {
     }
 }
 
+/// Runs one group and answers each of its callers.
+fn run_group(conn: &Connection, group: &mut Vec<Box<dyn Job>>) {
+    let failure = commit_group(conn, group).err();
+    if let Some(why) = &failure {
+        tracing::warn!(requests = group.len(), error = %why, "SQLite group commit failed");
+    }
+    for job in group.drain(..) {
+        job.finish(failure.as_deref());
+    }
+}
+
+/// Rolls back a transaction that is still open, so the next `BEGIN` can start.
+fn end_transaction(conn: &Connection) -> rusqlite::Result<()> {
+    if conn.is_autocommit() {
+        return Ok(());
+    }
+    conn.execute_batch("ROLLBACK")
+}
+
 fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 /// Runs every job of the group in one transaction; `Err` if the group could not be committed.
 fn commit_group(conn: &Connection, group: &mut [Box<dyn Job>]) -> Result<(), String> {
+    // A ROLLBACK that failed last time (the disk was full for it too) left a transaction
+    // open; without this, every BEGIN from now on would fail.
+    end_transaction(conn).map_err(|e| format!("a failed transaction is still open: {e}"))?;
     exec(conn, "BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
-    let abort = |why: String| {
-        if !conn.is_autocommit() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        why
+    let abort = |why: String| match end_transaction(conn) {
+        Ok(()) => why,
+        Err(e) => format!("{why}; rolling back failed too: {e}"),
     };
     for job in group.iter_mut() {
         exec(conn, "SAVEPOINT request").map_err(|e| abort(e.to_string()))?;

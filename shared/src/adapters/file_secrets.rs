@@ -240,3 +240,95 @@ impl SecretStore for FileSecretStore {
             .map_err(unavailable)?
     }
 }
+
+/// What only a file has: its mode, its atomic replacement and what an unreadable file does.
+/// (Storing, reading and rotating are in the contract suite, `tests/tests/contract.rs`.)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory in the temp directory, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            TempDir(std::env::temp_dir().join(format!(
+                "holub-file-secrets-{name}-{}-{:016x}",
+                std::process::id(),
+                rand::random::<u64>()
+            )))
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn secrets_are_kept_in_a_private_file_replaced_whole() {
+        let dir = TempDir::new("private");
+        let path = dir.0.join("nested");
+        let secrets = FileSecretStore::in_dir(&path);
+        secrets
+            .put("kyivstar", &Secret::new("s3cret"))
+            .await
+            .unwrap();
+        secrets
+            .put("lifecell", &Secret::new("other"))
+            .await
+            .unwrap();
+        secrets
+            .put("kyivstar", &Secret::new("rotated"))
+            .await
+            .unwrap();
+
+        let file = path.join(SECRETS_FILE);
+        let stored: BTreeMap<String, String> =
+            serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+        assert_eq!(
+            stored,
+            BTreeMap::from([
+                ("kyivstar".to_owned(), "rotated".to_owned()),
+                ("lifecell".to_owned(), "other".to_owned()),
+            ])
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            let dir_mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(dir_mode & 0o777, 0o700);
+        }
+        // No temporary files are left behind.
+        let names: Vec<_> = fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [SECRETS_FILE]);
+    }
+
+    #[tokio::test]
+    async fn a_file_edited_by_hand_is_read_again_and_a_broken_one_is_an_error() {
+        let dir = TempDir::new("edited");
+        let secrets = FileSecretStore::in_dir(&dir.0);
+        secrets.put("a", &Secret::new("one")).await.unwrap();
+        assert_eq!(secrets.get("a").await.unwrap().expose(), "one");
+
+        // An operator's edit is seen once the cache is older than RECHECK.
+        fs::write(secrets.path(), r#"{"a": "two", "b": "three"}"#).unwrap();
+        tokio::time::sleep(RECHECK + Duration::from_millis(100)).await;
+        assert_eq!(secrets.get("a").await.unwrap().expose(), "two");
+        assert_eq!(secrets.get("b").await.unwrap().expose(), "three");
+
+        // A file that is not a JSON object of strings is an error, not an empty store.
+        fs::write(secrets.path(), "not json").unwrap();
+        let err = FileSecretStore::new(secrets.path())
+            .get("a")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SecretError::Unavailable(_)), "{err:?}");
+    }
+}
