@@ -35,44 +35,21 @@ from urllib.parse import parse_qs, urlparse
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 # Grants no recorded call uses but the code needs: (function binary, action, resource) ->
-# what needs it (shared/src/adapters/dynamo/messages.rs unless said) and why the end-to-end
-# run (single messages, no Idempotency-Key, no callback URL) does not get there. Each entry
-# is a path the suite should drive one day; the report notes entries a run did use.
-NO_CALLBACK_URL = "no message of the run has a callback URL"
+# what needs it (shared/src/adapters/dynamo/messages.rs) and why the Lambda end-to-end
+# suite does not get there. Each entry is a path the suite should drive one day; the report
+# notes entries a run did use.
 ALLOWED_UNUSED = {
-    ("holub-api", "dynamodb:BatchWriteItem", "MessagesTable"):
-        "POST /v1/messages/batch (insert_items) and undoing its puts; the run sends single ones",
-    ("holub-api", "dynamodb:Query", "MessagesTable"):
-        "GET /v1/messages (list); the run lists none",
-    ("holub-api", "dynamodb:UpdateItem", "MessagesTable"):
-        "cancelling a scheduled message; the run cancels none",
-    ("holub-api", "dynamodb:GetItem", "IdempotencyTable"):
-        "the record of an Idempotency-Key; the run sends none",
-    ("holub-api", "dynamodb:PutItem", "IdempotencyTable"):
-        "claiming an Idempotency-Key (alone, or in the insert transaction)",
     ("holub-api", "dynamodb:BatchGetItem", "IdempotencyTable"):
-        "the parts of a large stored reply (a batch with an Idempotency-Key)",
+        "the parts of a stored reply over 300 KB (a batch of thousands with an Idempotency-Key); "
+        "the run's batches are small",
     ("holub-api", "dynamodb:DeleteItem", "IdempotencyTable"):
-        "releasing the claim of a request that died before storing its message (release_claim)",
-    ("holub-api", "sqs:SendMessage", "CallbacksQueue"):
-        "the callback of a cancelled message; " + NO_CALLBACK_URL,
-    ("holub-dispatch", "sqs:SendMessage", "CallbacksQueue"):
-        "status callbacks; " + NO_CALLBACK_URL,
-    ("holub-receipts", "sqs:SendMessage", "CallbacksQueue"):
-        "status callbacks; " + NO_CALLBACK_URL,
-    ("holub-scheduler", "dynamodb:Query", "MessagesTable"):
-        "requeue: the span of a batch's marker (expand_marker); the run sends no batch",
-    ("holub-scheduler", "dynamodb:DeleteItem", "MessagesTable"):
-        "requeue: deleting a spent batch marker (expand_marker); the run sends no batch",
-    ("holub-scheduler", "sqs:SendMessage", "CallbacksQueue"):
-        "status callbacks of expired messages and polled receipts; " + NO_CALLBACK_URL,
+        "releasing the claim of a request that died before storing its message (release_claim), "
+        "two minutes after it died",
 }
 
 # Functions the Lambda end-to-end suite does not run: binary -> why. Their grants cannot
 # be checked as used; calls they do make are still checked as granted.
-NOT_RUN = {
-    "holub-callbacks": "the Lambda end-to-end suite has no callback to deliver (no callback URL)",
-}
+NOT_RUN = {}
 
 # CloudWatch Logs grants are for the Lambda service, which writes the function's log.
 EXEMPT_SERVICES = ("logs",)

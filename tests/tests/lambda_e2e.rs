@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use holub_shared::ports::SecretStore;
 use holub_simulator::providers::{self, Faults, SimSettings};
 use holub_tests::lambda::{
     Deployment, FunctionConfig, HttpFront, InvokeError, LambdaFunction, SqsEventSource,
@@ -62,9 +63,21 @@ impl Stack {
 
     /// Starts one function binary of this deployment and waits for its init.
     async fn function(&self, bin: &str, routes: &str) -> Arc<LambdaFunction> {
-        let function = self
-            .0
-            .start(&function_bin(bin), bin, routes)
+        self.function_with(bin, routes, &[]).await
+    }
+
+    /// The same, with settings of its own (`HOLUB_*` variables, as the template would set).
+    async fn function_with(
+        &self,
+        bin: &str,
+        routes: &str,
+        settings: &[(&str, &str)],
+    ) -> Arc<LambdaFunction> {
+        let mut config = self.0.config(bin, routes);
+        for (name, value) in settings {
+            config = config.env(name, *value);
+        }
+        let function = LambdaFunction::start_ready(&function_bin(bin), config)
             .await
             .unwrap_or_else(|e| panic!("{bin} did not start: {e}"));
         Arc::new(function)
@@ -142,14 +155,20 @@ impl Client {
     }
 
     async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let resp = self
+        self.post_with(path, body, None).await
+    }
+
+    /// A POST with an `Idempotency-Key`, or without.
+    async fn post_with(&self, path: &str, body: &Value, key: Option<&str>) -> (u16, Value) {
+        let mut request = self
             .http
             .post(format!("{}{path}", self.base))
             .bearer_auth(KEY)
-            .json(body)
-            .send()
-            .await
-            .expect("the front answers");
+            .json(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let resp = request.send().await.expect("the front answers");
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
@@ -490,6 +509,252 @@ async fn a_scheduled_run_releases_due_messages_and_polls_receipts() {
         ]
     );
     assert_eq!(sim_stats(&sim).await["accepted"], 2);
+}
+
+/// Feeds the queue to its function until it stays empty; returns how many records went.
+async fn drain_until_empty(source: &SqsEventSource) -> usize {
+    let mut delivered = 0;
+    let mut empty = 0;
+    while empty < 2 {
+        match source
+            .poll_once(Duration::from_secs(1))
+            .await
+            .expect("the queue answers")
+        {
+            None => empty += 1,
+            Some(delivery) => {
+                let response = delivery.result.expect("the function answers");
+                assert!(delivery.failed.is_empty(), "failed records: {response}");
+                delivered += delivery.message_ids.len();
+                empty = 0;
+            }
+        }
+    }
+    delivered
+}
+
+/// A customer's callback endpoint on loopback: each callback's body, and whether its
+/// signature verified with `secret`. It refuses its first request (503), so one callback
+/// goes back to the queue with its backoff.
+async fn callback_endpoint(
+    secret: &'static str,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<(bool, Value)>) {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let refused_one = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let url = format!("http://{}/hook", listener.local_addr().expect("an address"));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let (tx, refused_one) = (tx.clone(), refused_one.clone());
+            async move {
+                if !refused_one.swap(true, Ordering::SeqCst) {
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let signature = headers
+                    .get("holub-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                let signed = holub_shared::services::callbacks::verify(
+                    secret.as_bytes(),
+                    signature,
+                    &body,
+                    Utc::now().timestamp(),
+                );
+                let _ = tx.send((signed, serde_json::from_slice(&body).unwrap_or_default()));
+                StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
+}
+
+/// The paths the other tests leave out, so that every function's calls in this suite
+/// cover what its role grants (`infra/check_iam.py`): batches with and without an
+/// `Idempotency-Key`, a repeated key, a list, a cancel, status callbacks through the
+/// callbacks function behind its queue, and the requeue sweep over a batch's marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_keys_cancels_and_callbacks_run_as_deployed() {
+    const WEBHOOK_SECRET: &str = "whsec_lambda_paths";
+    let Some(stack) = Stack::new("paths").await else {
+        return;
+    };
+    let (hook, mut callbacks_seen) = callback_endpoint(WEBHOOK_SECRET).await;
+    stack
+        .0
+        .aws
+        .secrets
+        .put(
+            &holub_shared::services::callbacks::signing_secret_name(&stack.0.tenant_id),
+            &holub_shared::ports::Secret::new(WEBHOOK_SECRET),
+        )
+        .await
+        .expect("the tenant's signing secret");
+    let sim = start_sim(
+        "alphasms",
+        json!({"api_key": ALPHA_API_KEY}),
+        Duration::from_millis(300),
+    )
+    .await;
+    stack
+        .put_secret(
+            "providers/alphasms",
+            json!({"api_key": ALPHA_API_KEY, "hook_token": ALPHA_HOOK_TOKEN}),
+        )
+        .await;
+    let receipts_front = HttpFront::bind().await.expect("a port");
+    let routes = alpha_routes(&sim, receipts_front.url());
+    // The customer's endpoint is on loopback here, which the deployment refuses unless told.
+    let (api, receipts, dispatch, callbacks, scheduler) = tokio::join!(
+        stack.function_with("holub-api", &routes, &[("HOLUB_PRIVATE_CALLBACKS", "true")]),
+        stack.function("holub-receipts", &routes),
+        stack.function("holub-dispatch", &routes),
+        stack.function("holub-callbacks", &routes),
+        stack.function_with("holub-scheduler", &routes, &[("HOLUB_REQUEUE_AFTER", "1")]),
+    );
+    let _receipts_front = receipts_front.serve(receipts);
+    let api_front = HttpFront::start(api).await.expect("a port");
+    let client = Client::new(&api_front);
+    let dispatch_source =
+        SqsEventSource::new(stack.0.sqs.clone(), &stack.0.queues.dispatch, dispatch)
+            .await
+            .expect("the dispatch queue");
+    let callback_source =
+        SqsEventSource::new(stack.0.sqs.clone(), &stack.0.queues.callbacks, callbacks)
+            .await
+            .expect("the callbacks queue");
+
+    // One message with a key and a callback, sent twice: one message.
+    let otp =
+        json!({"to": "+380671234501", "from": "Holub", "text": "Код: 1", "callback_url": hook});
+    let (status, first) = client.post_with("/v1/messages", &otp, Some("otp-1")).await;
+    assert_eq!(status, 202, "{first}");
+    let (status, again) = client.post_with("/v1/messages", &otp, Some("otp-1")).await;
+    assert_eq!((status, &again["id"]), (202, &first["id"]), "{again}");
+    let otp_id = first["id"].as_str().expect("an id").to_owned();
+
+    // Batches: one without a key (its messages put together), one with (a transaction).
+    let recipients = |n: usize, base: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"to": format!("+3806712346{:02}", base + i)}))
+            .collect()
+    };
+    let (status, plain) = client
+        .post_with(
+            "/v1/messages/batch",
+            &json!({"from": "Holub", "text": "Hi", "recipients": recipients(3, 0)}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{plain}");
+    let (status, keyed) = client
+        .post_with(
+            "/v1/messages/batch",
+            &json!({"from": "Holub", "text": "Hi", "recipients": recipients(2, 10)}),
+            Some("batch-1"),
+        )
+        .await;
+    assert_eq!(status, 202, "{keyed}");
+
+    // Two scheduled messages with callbacks: one cancelled, one released by the scheduler.
+    let soon = Utc::now() + chrono::Duration::seconds(2);
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let scheduled = |at: chrono::DateTime<Utc>, to: &str| json!({"to": to, "from": "Holub", "text": "Later", "send_at": at.to_rfc3339(), "callback_url": hook});
+    let soon_id = client.send(scheduled(soon, "+380671234590")).await;
+    let cancel_id = client.send(scheduled(later, "+380671234591")).await;
+    let (status, cancelled) = client
+        .post(&format!("/v1/messages/{cancel_id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(
+        (status, &cancelled["status"]),
+        (200, &json!("cancelled")),
+        "{cancelled}"
+    );
+
+    let (status, page) = client.get("/v1/messages?limit=50").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(8), "{page}");
+
+    // Past the schedule and the requeue age: the scheduler releases the one and sends the
+    // queued ones' jobs again (the batches' through their markers).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let event: Value = serde_json::from_str(SCHEDULED_EVENT).expect("the event is JSON");
+    let report = scheduler.invoke(&event).await.expect("the run answers");
+    assert_eq!(report["handled"]["release"], 1, "{report}");
+    assert!(report["handled"]["requeue"].as_u64() >= Some(5), "{report}");
+    assert_eq!(report["errors"], json!([]), "{report}");
+
+    // Every job, the second copies included; each message is sent once all the same.
+    assert!(drain_until_empty(&dispatch_source).await >= 12);
+    let ids: Vec<String> = [&plain, &keyed]
+        .iter()
+        .flat_map(|b| b["results"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .chain([otp_id.clone(), soon_id.clone()])
+        .collect();
+    assert_eq!(ids.len(), 7, "{plain} {keyed}");
+    for id in &ids {
+        client
+            .wait_status(id, &["delivered"], Duration::from_secs(30))
+            .await;
+    }
+    assert_eq!(
+        sim_stats(&sim).await["accepted"],
+        7,
+        "each message sent once"
+    );
+
+    // Nothing of the batches is queued any more: the next run deletes their markers.
+    let report = scheduler.invoke(&event).await.expect("the run answers");
+    assert_eq!(report["handled"]["requeue"], 0, "{report}");
+    assert_eq!(report["errors"], json!([]), "{report}");
+
+    // The callbacks function delivers each status change of the three messages with a
+    // callback URL, signed; the one the endpoint refused comes back after its backoff.
+    let expected = [
+        (otp_id.as_str(), "delivered"),
+        (soon_id.as_str(), "queued"),
+        (soon_id.as_str(), "delivered"),
+        (cancel_id.as_str(), "cancelled"),
+    ];
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let mut retried = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let all_seen = |seen: &[(String, String)]| {
+        expected.iter().all(|e| {
+            seen.iter()
+                .any(|(id, status)| (id.as_str(), status.as_str()) == *e)
+        })
+    };
+    while !all_seen(&seen) || retried == 0 {
+        assert!(Instant::now() < deadline, "callbacks seen: {seen:?}");
+        if let Some(delivery) = callback_source
+            .poll_once(Duration::from_secs(1))
+            .await
+            .expect("the queue answers")
+        {
+            delivery.result.expect("the function answers");
+            retried += delivery.failed.len();
+        }
+        while let Ok((signed, body)) = callbacks_seen.try_recv() {
+            assert!(signed, "{body}");
+            seen.push((
+                body["message_id"].as_str().unwrap_or_default().to_owned(),
+                body["status"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    // Each refused callback came back and went through (nothing left in the queue).
+    assert_eq!(retried, 1, "the endpoint refused one callback");
+    drain_until_empty(&callback_source).await;
+    let delivered = seen.len();
+    assert!(delivered >= 8, "{seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

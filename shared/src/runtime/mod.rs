@@ -98,7 +98,7 @@ impl Holub {
         let p = &ports;
         let notifier = Notifier::new(p.queue.clone());
         let intake = IntakeConfig {
-            allow_private_callbacks: target == Target::Embedded && !settings.public_callbacks_only,
+            allow_private_callbacks: settings.private_callbacks(target == Target::Embedded),
             ..IntakeConfig::default()
         };
         let sweeper = SweeperConfig {

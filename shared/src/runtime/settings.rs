@@ -31,9 +31,17 @@ pub struct Settings {
     pub poll_batch: u64,
     /// Refuse status callback URLs on loopback, private or link-local addresses (for a Holub
     /// that serves others; on one's own machine, callbacks to local services are normal).
-    /// Always on for the AWS deployment.
-    #[arg(long, env = "HOLUB_PUBLIC_CALLBACKS_ONLY")]
+    #[arg(
+        long,
+        env = "HOLUB_PUBLIC_CALLBACKS_ONLY",
+        conflicts_with = "private_callbacks"
+    )]
     pub public_callbacks_only: bool,
+    /// Whether status callbacks may go to loopback, private and link-local addresses
+    /// (`true` or `false`). Default: yes on one machine, no on AWS, where a callback must not
+    /// reach into the deployment's own network (a metadata endpoint, say).
+    #[arg(long, env = "HOLUB_PRIVATE_CALLBACKS")]
+    pub private_callbacks: Option<bool>,
 }
 
 /// The settings alone, as a command line of their own.
@@ -69,6 +77,12 @@ impl Settings {
     pub fn poll_every(&self) -> Duration {
         Duration::from_secs(self.poll_every)
     }
+
+    /// Whether callbacks may go to private addresses where Holub runs on `embedded` (one
+    /// machine) or not (the AWS deployment).
+    pub fn private_callbacks(&self, embedded: bool) -> bool {
+        !self.public_callbacks_only && self.private_callbacks.unwrap_or(embedded)
+    }
 }
 
 #[cfg(test)]
@@ -87,5 +101,13 @@ mod tests {
         let err = Settings::from_values(["--orphan-after", "1"]).unwrap_err();
         assert!(err.contains("orphan-after"), "{err}");
         assert!(Settings::from_values(["--poll-batch", "many"]).is_err());
+        assert!(d.private_callbacks(true) && !d.private_callbacks(false));
+        let on = Settings::from_values(["--private-callbacks", "true"]).unwrap();
+        assert!(on.private_callbacks(false));
+        assert!(!s.private_callbacks(true), "public only wins");
+        assert!(
+            Settings::from_values(["--private-callbacks", "true", "--public-callbacks-only"])
+                .is_err()
+        );
     }
 }
