@@ -413,6 +413,31 @@ impl Api {
         Self::read(resp).await
     }
 
+    /// Every message of the tenant, newest first, following the list's cursor.
+    pub async fn all_messages(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/messages?limit=500&cursor={c}"),
+                None => "/v1/messages?limit=500".to_owned(),
+            };
+            let page = self.get(&path).await;
+            assert_eq!(page.status, 200, "{:?}", page.body);
+            out.extend(
+                page.body["messages"]
+                    .as_array()
+                    .expect("messages")
+                    .iter()
+                    .cloned(),
+            );
+            match page.body["next"].as_str() {
+                Some(n) => cursor = Some(n.to_owned()),
+                None => return out,
+            }
+        }
+    }
+
     /// Polls a message until its status is terminal, or panics after `timeout`.
     pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> serde_json::Value {
         let deadline = Instant::now() + timeout;

@@ -24,25 +24,6 @@ async fn simulator_stats(sim: &Simulator, token: &str) -> serde_json::Value {
         .expect("stats JSON")
 }
 
-/// Every message of the tenant, following the cursor.
-async fn all_messages(api: &Api) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/messages?limit=500&cursor={c}"),
-            None => "/v1/messages?limit=500".to_owned(),
-        };
-        let page = api.get(&path).await;
-        assert_eq!(page.status, 200, "{:?}", page.body);
-        out.extend(page.body["messages"].as_array().unwrap().iter().cloned());
-        match page.body["next"].as_str() {
-            Some(n) => cursor = Some(n.to_owned()),
-            None => return out,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_holub_loses_nothing_and_sends_nothing_twice() {
     let dir = TempDir::new("crash");
@@ -141,7 +122,7 @@ async fn a_killed_holub_loses_nothing_and_sends_nothing_twice() {
     let api = Api::new(&holub, &keys.api_key);
     let deadline = Instant::now() + Duration::from_secs(180);
     let messages = loop {
-        let messages = all_messages(&api).await;
+        let messages = api.all_messages().await;
         let open = messages
             .iter()
             .filter(|m| !TERMINAL.contains(&m["status"].as_str().unwrap_or_default()))

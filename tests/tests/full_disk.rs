@@ -240,28 +240,18 @@ fn refused(o: &Outcome) -> bool {
     matches!(o, Outcome::Refused)
 }
 
-/// The status of every message of the tenant, following the cursor.
+/// The status of every message of the tenant.
 async fn statuses(api: &Api) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/messages?limit=500&cursor={c}"),
-            None => "/v1/messages?limit=500".to_owned(),
-        };
-        let page = api.get(&path).await;
-        assert_eq!(page.status, 200, "{:?}", page.body);
-        for m in page.body["messages"].as_array().expect("messages") {
-            out.push((
+    api.all_messages()
+        .await
+        .iter()
+        .map(|m| {
+            (
                 m["id"].as_str().unwrap_or_default().to_owned(),
                 m["status"].as_str().unwrap_or_default().to_owned(),
-            ));
-        }
-        match page.body["next"].as_str() {
-            Some(n) => cursor = Some(n.to_owned()),
-            None => return out,
-        }
-    }
+            )
+        })
+        .collect()
 }
 
 /// Where the log goes.

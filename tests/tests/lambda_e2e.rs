@@ -16,7 +16,7 @@ use holub_shared::ports::SecretStore;
 use holub_simulator::providers::{self, Faults, SimSettings};
 use holub_tests::lambda::{
     Deployment, FunctionConfig, HttpFront, InvokeError, LambdaFunction, SqsEventSource,
-    function_bin,
+    UnservedFront, function_bin,
 };
 use serde_json::{Value, json};
 
@@ -59,6 +59,26 @@ impl Stack {
 
     async fn put_secret(&self, name: &str, value: Value) {
         self.0.put_secret(name, &value).await.unwrap();
+    }
+
+    /// An AlphaSMS simulator that delivers after 300 ms, its credentials stored, and the
+    /// route table that sends through it and has its receipts pushed to the front returned
+    /// (not serving yet).
+    async fn alpha(&self) -> (String, UnservedFront, String) {
+        let sim = start_sim(
+            "alphasms",
+            json!({"api_key": ALPHA_API_KEY}),
+            Duration::from_millis(300),
+        )
+        .await;
+        self.put_secret(
+            "providers/alphasms",
+            json!({"api_key": ALPHA_API_KEY, "hook_token": ALPHA_HOOK_TOKEN}),
+        )
+        .await;
+        let receipts_front = HttpFront::bind().await.expect("a port");
+        let routes = alpha_routes(&sim, receipts_front.url());
+        (sim, receipts_front, routes)
     }
 
     /// Starts one function binary of this deployment and waits for its init.
@@ -252,20 +272,7 @@ async fn a_message_goes_through_the_real_functions_to_delivered() {
     let Some(stack) = Stack::new("delivered").await else {
         return;
     };
-    let sim = start_sim(
-        "alphasms",
-        json!({"api_key": ALPHA_API_KEY}),
-        Duration::from_millis(300),
-    )
-    .await;
-    stack
-        .put_secret(
-            "providers/alphasms",
-            json!({"api_key": ALPHA_API_KEY, "hook_token": ALPHA_HOOK_TOKEN}),
-        )
-        .await;
-    let receipts_front = HttpFront::bind().await.expect("a port");
-    let routes = alpha_routes(&sim, receipts_front.url());
+    let (sim, receipts_front, routes) = stack.alpha().await;
     let (api, receipts, dispatch) = tokio::join!(
         stack.function("holub-api", &routes),
         stack.function("holub-receipts", &routes),
@@ -596,20 +603,7 @@ async fn batches_keys_cancels_and_callbacks_run_as_deployed() {
         )
         .await
         .expect("the tenant's signing secret");
-    let sim = start_sim(
-        "alphasms",
-        json!({"api_key": ALPHA_API_KEY}),
-        Duration::from_millis(300),
-    )
-    .await;
-    stack
-        .put_secret(
-            "providers/alphasms",
-            json!({"api_key": ALPHA_API_KEY, "hook_token": ALPHA_HOOK_TOKEN}),
-        )
-        .await;
-    let receipts_front = HttpFront::bind().await.expect("a port");
-    let routes = alpha_routes(&sim, receipts_front.url());
+    let (sim, receipts_front, routes) = stack.alpha().await;
     // The customer's endpoint is on loopback here, which the deployment refuses unless told.
     let (api, receipts, dispatch, callbacks, scheduler) = tokio::join!(
         stack.function_with("holub-api", &routes, &[("HOLUB_PRIVATE_CALLBACKS", "true")]),

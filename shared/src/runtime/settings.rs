@@ -18,7 +18,7 @@ pub struct Settings {
     /// Seconds a message stuck in `sending` (its worker died) waits before the provider is
     /// asked whether it has it. Must exceed a provider request's timeout.
     #[arg(long, env = "HOLUB_ORPHAN_AFTER", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(15..=3_600))]
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub orphan_after: u64,
     /// Seconds between status queries at providers that do not push receipts (where the
     /// work is triggered by a timer of its own; a scheduled function polls on each run).
@@ -98,7 +98,7 @@ mod tests {
             Settings::from_values(["--requeue-after", "20", "--public-callbacks-only"]).unwrap();
         assert_eq!(s.requeue_after(), Duration::from_secs(20));
         assert!(s.public_callbacks_only);
-        let err = Settings::from_values(["--orphan-after", "1"]).unwrap_err();
+        let err = Settings::from_values(["--orphan-after", "0"]).unwrap_err();
         assert!(err.contains("orphan-after"), "{err}");
         assert!(Settings::from_values(["--poll-batch", "many"]).is_err());
         assert!(d.private_callbacks(true) && !d.private_callbacks(false));
