@@ -36,6 +36,13 @@ impl MessageId {
     pub fn timestamp_ms(&self) -> u64 {
         self.0.timestamp_ms()
     }
+
+    /// The 80 random bits of the id (incremented, not redrawn, between ids made in the same
+    /// millisecond by one process). Providers that take only a number as the client-side id
+    /// derive it from these.
+    pub fn random_bits(&self) -> u128 {
+        self.0.random()
+    }
 }
 
 impl fmt::Display for MessageId {

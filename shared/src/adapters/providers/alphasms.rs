@@ -15,8 +15,9 @@
 //!   status code.
 //! - A well-kept client: `Prihod/alphasms-client` (PHP; `src/Client.php`,
 //!   `src/Request/SMSRequest.php`, `src/Request/StatusMessageRequest.php`,
-//!   `tests/ClientTest.php`): the same endpoint, the client `id` sent as a string, the phone
-//!   as a number, `"error": ""` on successful answers.
+//!   `tests/ClientTest.php`): the same endpoint, the client `id` a string of digits
+//!   (`microtime(true) * 10000`, about 1.7·10¹³), the phone as a number, `"error": ""` on
+//!   successful answers.
 //!
 //! The documented examples are the fixtures under `fixtures/alphasms/` (see its
 //! `SOURCES.md`).
@@ -32,22 +33,26 @@
 //! commands by that id, or by position when an item carries none.
 //!
 //! - **Send** — `{"type": "sms", "id", "phone", "sms_signature", "sms_message",
-//!   "sms_lifetime", "hook"}`: `id` is the client's id of the message (we send our
-//!   [`MessageId`], a ULID, as a string), `phone` the E.164 digits as a JSON number,
-//!   `sms_signature` the alpha-name, `sms_lifetime` the validity in seconds, `hook` the URL
-//!   delivery reports for this message are sent to. The item answers `{"id", "msg_id",
+//!   "sms_lifetime", "hook"}`: `id` is the client's id of the message, a number (we send
+//!   [`ClientId::of`] our [`MessageId`]), `phone` the E.164 digits as a JSON number,
+//!   `sms_signature` the alpha-name, `sms_lifetime` the validity in seconds, 3,600 to
+//!   259,200 ([`lifetime`] clamps into it), `hook` the URL delivery reports for this message
+//!   are sent to. The item answers `{"id", "msg_id",
 //!   "data", "parts"}`. [`SmsProvider::send_many`] sends up to `batch_size` messages in one
 //!   request.
 //! - **Status** — `{"type": "status", "id": <client id>}` answers `{"id", "type",
 //!   "status"}`. The documented example asks by the id the send example gave as the client
-//!   `id`, so the status query is keyed by *our* id; that is why the provider message id
-//!   Holub records is our own id (see below), and why [`SmsProvider::lookup`] works.
+//!   `id`, so the status query is keyed by the client id we derive from *our* id; that is
+//!   why the provider message id Holub records is our own id (see below), and why
+//!   [`SmsProvider::lookup`] works.
 //! - **Balance** — `{"type": "balance"}` answers `{"amount": 31.1683, "currency": "UAH"}`.
 //!   The amount has four decimals; it is read as text (JSON numbers are never turned into
 //!   floats here) and rounded *down* to whole kopiykas.
 //!
 //! **Provider message ids.** Holub's provider message id for an AlphaSMS message is our
-//! [`MessageId`] as it is (`01JV7Q8M4X2K9T3N5R6B8C0D1E`), whatever its part count. AlphaSMS
+//! [`MessageId`] as it is (`01JV7Q8M4X2K9T3N5R6B8C0D1E`), whatever its part count; the
+//! numeric client id on the wire is derived from it ([`ClientId::of`]), so receipts find
+//! the message by the id recorded at `sent` and no mapping is stored. AlphaSMS
 //! reports one status per *message*, so every receipt (from the hook or from
 //! [`SmsProvider::status`]) is for the whole message, as [`WHOLE_MESSAGE`], and Holub
 //! applies it to each part. (The provider's own `msg_id` is logged, not kept: no documented
@@ -150,10 +155,11 @@
 //!   [`AlphaSmsReceipts`] takes the status answer's item (`{"id", "type", "status"}`, the
 //!   status by name or number), a JSON array of them, or the same fields form-encoded or in
 //!   the query; the message is identified by the `id` Holub put in the hook URL (a body `id`
-//!   that contradicts it is refused). The status answer and the hook carry no time, so a
+//!   that is neither it nor its client id is refused). The status answer and the hook carry no time, so a
 //!   receipt is stamped when it is read.
-//! - **The client id's type.** The example sends a number; `Prihod/alphasms-client` sends a
-//!   string. We send the ULID as a string. The XML error `ERR_DUPLICATE` ("A message with
+//! - **The client id's range.** The documentation types it as a number and gives no
+//!   range; we keep to 1..=2^53-1, exact in every JSON reader (see [`ClientId`]). The XML
+//!   error `ERR_DUPLICATE` ("A message with
 //!   the specified ID already exists") shows the gateway refuses a repeated id; that answer
 //!   maps to `duplicate_client_id` (unknown outcome, resolved by lookup), never to a resend.
 //! - **The error texts** other than the two documented ones: matched by keyword (table
@@ -162,8 +168,8 @@
 //!   temporary.
 //! - **The price of a message**: the send answer carries none (`data` is undocumented), so
 //!   [`Submitted::cost`] is `None`.
-//! - **Batch size and lifetime limits**: not documented; 100 messages per request by
-//!   default, `sms_lifetime` sent as Holub's validity (omitted when 0).
+//! - **Batch size**: not documented; 100 messages per request by default. `sms_lifetime` is
+//!   Holub's validity clamped into the documented range (omitted when 0).
 //! - **Base URL**: the JSON docs say `https://alphasms.net`; older clients use
 //!   `https://alphasms.ua`. The default is the documented one; `base_url` overrides it.
 
@@ -184,9 +190,7 @@ use crate::ports::{
     Submitted, WebhookError, WebhookRequest,
 };
 
-use wire::{
-    Answer, BalanceData, ClientRef, Echo, Item, RequestItem, SendData, SmsItem, StatusData,
-};
+use wire::{Answer, BalanceData, ClientId, Echo, Item, RequestItem, SendData, SmsItem, StatusData};
 
 /// The provider kind in the route table.
 pub const KIND: &str = "alphasms";
@@ -198,6 +202,9 @@ pub const DEFAULT_BATCH_SIZE: usize = 100;
 pub const MAX_BATCH_SIZE: usize = 1000;
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 pub const MIN_HOOK_TOKEN_LEN: usize = 16;
+/// The documented range of `sms_lifetime`, in seconds (one hour to three days).
+pub const MIN_SMS_LIFETIME: u32 = 3_600;
+pub const MAX_SMS_LIFETIME: u32 = 259_200;
 
 /// Holub's stable error codes for AlphaSMS answers (the transport ones are in
 /// [`http::codes`]).
@@ -234,19 +241,20 @@ pub mod wire {
     #[serde(tag = "type", rename_all = "lowercase")]
     pub enum RequestItem {
         Sms(SmsItem),
-        Status { id: ClientRef },
+        Status { id: ClientId },
         Balance,
     }
 
     /// A message to send.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
     pub struct SmsItem {
-        pub id: ClientRef,
+        pub id: ClientId,
         /// The E.164 digits, as a JSON number.
         pub phone: u64,
         pub sms_signature: String,
         pub sms_message: String,
-        /// Seconds the operator keeps trying.
+        /// Seconds the operator keeps trying, within
+        /// [`MIN_SMS_LIFETIME`](super::MIN_SMS_LIFETIME)..=[`MAX_SMS_LIFETIME`](super::MAX_SMS_LIFETIME).
         #[serde(skip_serializing_if = "Option::is_none")]
         pub sms_lifetime: Option<u32>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -258,12 +266,49 @@ pub mod wire {
         pub hook: Option<String>,
     }
 
-    /// The client's id of a message: a number in the documentation, our ULID text here.
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-    #[serde(untagged)]
-    pub enum ClientRef {
-        Number(u64),
-        Text(String),
+    /// The client's id of a message, documented as a number. Only constructed within
+    /// 1..=2^53-1: the documentation gives no range, and that is the range in which every
+    /// JSON reader keeps an integer exact (RFC 8259 §6), whatever the gateway parses it with.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+    #[serde(transparent)]
+    pub struct ClientId(u64);
+
+    impl ClientId {
+        pub const MAX: u64 = (1 << 53) - 1;
+
+        pub fn new(n: u64) -> Option<Self> {
+            (1..=Self::MAX).contains(&n).then_some(ClientId(n))
+        }
+
+        /// The client id of one of our messages: the low 53 bits of the ULID's random part.
+        ///
+        /// Derived, not stored, so that everything keyed by our id (the hook URL, status
+        /// queries, the lookup of a message whose submit answer was lost) finds the number
+        /// again without a store read or an extra write per message.
+        ///
+        /// Collisions: ids made by one process in one millisecond differ by increments of
+        /// the random part, so they get consecutive numbers and never collide. Other ids
+        /// carry independent random bits, so among N ids the expected number of colliding
+        /// pairs is N²/2^54: 5·10⁻⁵ for a million messages, 0.006 for ten million. Only ids
+        /// AlphaSMS still holds matter (status queries run within a message's validity, at
+        /// most three days); AlphaSMS does not say how long it remembers a client id for
+        /// `ERR_DUPLICATE`. Should one account pass ~10⁸ messages *and* AlphaSMS remember ids
+        /// that long, this must become a stored mapping.
+        pub fn of(id: &super::MessageId) -> Self {
+            let low = u64::try_from(id.random_bits() & u128::from(Self::MAX)).unwrap_or(0);
+            // 0 is avoided: a PHP gateway reads 0 as "no id".
+            ClientId(low % Self::MAX + 1)
+        }
+
+        pub fn get(self) -> u64 {
+            self.0
+        }
+    }
+
+    impl std::fmt::Display for ClientId {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.0.fmt(f)
+        }
     }
 
     /// A whole answer. `data` is absent when the whole request was refused.
@@ -729,6 +774,15 @@ pub fn floor_to_kopiyky(amount: &str) -> Option<Kopiyky> {
     })
 }
 
+/// The `sms_lifetime` of a message valid for `validity_seconds` (0: none, AlphaSMS's
+/// default applies), clamped into the documented range. Going up to the minimum is safe:
+/// Holub expires the message itself when its own validity ends, so the customer's validity
+/// still holds in Holub (at worst the operator delivers a message Holub has reported
+/// `expired`); sending the true validity instead would have every OTP refused.
+pub fn lifetime(validity_seconds: u32) -> Option<u32> {
+    (validity_seconds > 0).then(|| validity_seconds.clamp(MIN_SMS_LIFETIME, MAX_SMS_LIFETIME))
+}
+
 /// For each requested id, the answer item for it: the one echoing it, else the one at its
 /// position when the counts agree and that item echoes no id.
 fn pair<'a, T: Echo>(requested: &[String], items: &'a [Item<T>]) -> Vec<Option<&'a Item<T>>> {
@@ -807,11 +861,11 @@ impl AlphaSms {
             String::from(url)
         });
         Ok(SmsItem {
-            id: ClientRef::Text(sms.id.to_string()),
+            id: ClientId::of(&sms.id),
             phone,
             sms_signature: signature,
             sms_message: sms.text.clone(),
-            sms_lifetime: (sms.validity_seconds > 0).then_some(sms.validity_seconds),
+            sms_lifetime: lifetime(sms.validity_seconds),
             short_link: None,
             unsubscribe_link: None,
             hook,
@@ -841,7 +895,10 @@ impl AlphaSms {
                     }
                 }
                 Ok(items) => {
-                    let ids: Vec<String> = sent.iter().map(|&i| chunk[i].id.to_string()).collect();
+                    let ids: Vec<String> = sent
+                        .iter()
+                        .map(|&i| ClientId::of(&chunk[i].id).to_string())
+                        .collect();
                     for (&i, item) in sent.iter().zip(pair(&ids, &items)) {
                         results[i] = Some(self.send_result(&chunk[i], item));
                     }
@@ -897,11 +954,14 @@ impl AlphaSms {
         let commands = wanted
             .iter()
             .map(|(_, id)| RequestItem::Status {
-                id: ClientRef::Text(id.to_string()),
+                id: ClientId::of(id),
             })
             .collect();
         let items = self.call::<StatusData>(commands).await?;
-        let ids: Vec<String> = wanted.iter().map(|(_, id)| id.to_string()).collect();
+        let ids: Vec<String> = wanted
+            .iter()
+            .map(|(_, id)| ClientId::of(id).to_string())
+            .collect();
         let mut receipts = Vec::new();
         for ((provider_id, _), item) in wanted.iter().zip(pair(&ids, &items)) {
             let Some(item) = item.filter(|it| it.success.0) else {
@@ -950,10 +1010,10 @@ impl SmsProvider for AlphaSms {
     async fn lookup(&self, id: &MessageId) -> Result<Option<Submitted>, ProviderError> {
         let items = self
             .call::<StatusData>(vec![RequestItem::Status {
-                id: ClientRef::Text(id.to_string()),
+                id: ClientId::of(id),
             }])
             .await?;
-        let ids = [id.to_string()];
+        let ids = [ClientId::of(id).to_string()];
         let Some(Some(item)) = pair(&ids, &items).into_iter().next() else {
             return Err(http::bad_answer(
                 &self.name,
@@ -1118,23 +1178,31 @@ impl ReceiptWebhook for AlphaSmsReceipts {
             return Err(malformed("receipt_malformed", "no report in the body"));
         }
 
+        let bad_id = |_| malformed("receipt_bad_id", "the id is not a Holub message id");
         let mut receipts = Vec::new();
         for report in reports {
-            let id_text = match (&url_id, &report.id) {
-                (Some(url), Some(body)) if url != body => {
-                    return Err(malformed(
-                        "receipt_id_mismatch",
-                        "the report's id is not the hook's",
-                    ));
+            // The hook URL carries our id; a body id is AlphaSMS's echo of the client id we
+            // sent (the number derived from it), or our id itself. A bare number cannot be
+            // turned back into our id, so a report without the URL's id must carry ours.
+            let id: MessageId = match (&url_id, &report.id) {
+                (Some(url), body) => {
+                    let id: MessageId = url.parse().map_err(bad_id)?;
+                    if let Some(body) = body
+                        && body != url
+                        && *body != ClientId::of(&id).to_string()
+                    {
+                        return Err(malformed(
+                            "receipt_id_mismatch",
+                            "the report's id is not the hook's",
+                        ));
+                    }
+                    id
                 }
-                (Some(id), _) | (None, Some(id)) => id.clone(),
+                (None, Some(body)) => body.parse().map_err(bad_id)?,
                 (None, None) => {
                     return Err(malformed("receipt_malformed", "the report has no id"));
                 }
             };
-            let id: MessageId = id_text
-                .parse()
-                .map_err(|_| malformed("receipt_bad_id", "the id is not a Holub message id"))?;
             let status = report
                 .status
                 .as_deref()
@@ -1231,7 +1299,7 @@ mod tests {
         let request = Request {
             auth: DOC_KEY,
             data: vec![RequestItem::Sms(SmsItem {
-                id: ClientRef::Number(100500),
+                id: ClientId::new(100500).expect("in range"),
                 phone: 380971234567,
                 sms_signature: "SMSTest".into(),
                 sms_message: "Message text to be sent via SMS".into(),
@@ -1250,7 +1318,7 @@ mod tests {
         let status = Request {
             auth: DOC_KEY,
             data: vec![RequestItem::Status {
-                id: ClientRef::Number(100500),
+                id: ClientId::new(100500).expect("in range"),
             }],
         };
         assert_eq!(
@@ -1276,7 +1344,9 @@ mod tests {
         let item = alpha.sms_item(&sms(2)).expect("an item");
         let value = serde_json::to_value(RequestItem::Sms(item)).expect("serializes");
         assert_eq!(value["type"], "sms");
-        assert_eq!(value["id"], "01JV7Q8M4X2K9T3N5R6B8C0D1E");
+        let ours: MessageId = "01JV7Q8M4X2K9T3N5R6B8C0D1E".parse().expect("id");
+        let number = value["id"].as_u64().expect("the id is a JSON number");
+        assert_eq!(number, ClientId::of(&ours).get());
         assert_eq!(value["phone"], serde_json::json!(380971234567u64));
         assert_eq!(value["sms_signature"], "SMSTest");
         assert_eq!(value["sms_lifetime"], 172800);
@@ -1298,6 +1368,61 @@ mod tests {
             polled.sms_item(&no_validity).expect("item").sms_lifetime,
             None
         );
+    }
+
+    #[test]
+    fn the_lifetime_is_clamped_into_the_documented_range() {
+        for (validity, sent) in [
+            (0, None),
+            (1, Some(3_600)),
+            (599, Some(3_600)),
+            (3_599, Some(3_600)),
+            (3_600, Some(3_600)),
+            (172_800, Some(172_800)),
+            (259_200, Some(259_200)),
+            (259_201, Some(259_200)),
+            (u32::MAX, Some(259_200)),
+        ] {
+            assert_eq!(lifetime(validity), sent, "{validity}");
+        }
+        // An OTP valid for 600 s goes out with the documented minimum.
+        let alpha = client(serde_json::json!({}), serde_json::json!({"api_key": "k"}));
+        let mut otp = sms(1);
+        otp.validity_seconds = 599;
+        assert_eq!(
+            alpha.sms_item(&otp).expect("item").sms_lifetime,
+            Some(3_600)
+        );
+    }
+
+    #[test]
+    fn client_ids_are_json_safe_numbers_derived_from_our_ids() {
+        assert_eq!(ClientId::new(0), None);
+        assert_eq!(ClientId::new(1 << 53), None);
+        assert_eq!(
+            ClientId::new(ClientId::MAX).map(ClientId::get),
+            Some(ClientId::MAX)
+        );
+        let ours: MessageId = "01JV7Q8M4X2K9T3N5R6B8C0D1E".parse().expect("id");
+        // Deterministic: the same message always gets the same number.
+        assert_eq!(ClientId::of(&ours), ClientId::of(&ours));
+        let now = Utc::now();
+        let mut seen = std::collections::HashSet::new();
+        // Ids made in one millisecond by one process get consecutive numbers.
+        let burst: Vec<MessageId> = (0..10_000).map(|_| MessageId::generate(now)).collect();
+        for id in &burst {
+            let n = ClientId::of(id).get();
+            assert!((1..=ClientId::MAX).contains(&n));
+            assert!(seen.insert(n), "collision at {id}");
+        }
+        // The extremes of the random part stay in range.
+        for random in [0u128, 1, u128::from(ClientId::MAX), (1u128 << 80) - 1] {
+            let id: MessageId = ulid::Ulid::from_parts(1, random)
+                .to_string()
+                .parse()
+                .expect("id");
+            assert!((1..=ClientId::MAX).contains(&ClientId::of(&id).get()));
+        }
     }
 
     #[test]
@@ -1619,6 +1744,19 @@ mod tests {
             at: now,
         }];
         assert_eq!(parsed, delivered);
+        // AlphaSMS echoing the client id we sent (a number) in the body.
+        let ours: MessageId = "01JV7Q8M4X2K9T3N5R6B8C0D1E".parse().expect("id");
+        let echoed = format!(
+            r#"{{"id":{},"type":"sms","status":"DELIVERED"}}"#,
+            ClientId::of(&ours)
+        );
+        let parsed = receipts
+            .parse(
+                &hook_request(&headers, Some(&query), echoed.as_bytes()),
+                now,
+            )
+            .expect("accepted");
+        assert_eq!(parsed, delivered);
         // Hooks given out before part counts left the URL still carry `parts`: it is ignored.
         for old in ["&parts=2", "&parts=0", "&parts=x"] {
             let query = format!("{query}{old}");
@@ -1681,7 +1819,7 @@ mod tests {
             );
         }
         let good = format!("token={TOKEN}&id=01JV7Q8M4X2K9T3N5R6B8C0D1E");
-        let cases: [(&str, &[u8], &str); 6] = [
+        let cases: [(&str, &[u8], &str); 8] = [
             (&good, b"{not json", "receipt_malformed"),
             (
                 &good,
@@ -1696,6 +1834,17 @@ mod tests {
                 "receipt_id_mismatch",
             ),
             (&format!("token={TOKEN}&id=100500"), body, "receipt_bad_id"),
+            // Another message's client id, and a bare number with no id in the URL.
+            (
+                &good,
+                br#"{"id":100500,"status":"DELIVERED"}"#,
+                "receipt_id_mismatch",
+            ),
+            (
+                &format!("token={TOKEN}"),
+                br#"{"id":100500,"status":"DELIVERED"}"#,
+                "receipt_bad_id",
+            ),
         ];
         for (query, body, code) in cases {
             let e = receipts
