@@ -6,15 +6,17 @@
 //!   answered `200 {"success": false, "error": "Access denied"}`, as documented.
 //! - `{"type": "sms", "id", "phone", "sms_signature", "sms_message", "sms_lifetime",
 //!   "hook"}` → `{"success": true, "data": {"id", "msg_id", "data": 1, "parts"}}`, or
-//!   `{"success": false, "error": "…", "data": {"id"}}` with the XML API's error
-//!   descriptions ("Incorrect recipient number", "Error in Alpha-name", "Message too long or
-//!   empty", "Billing error", "Wrong message ID"). Each client `id` is taken once: a repeat
+//!   `{"success": false, "error": "…", "data": {"id"}}`, the documented shape of a refused
+//!   command ("Error in Alpha-name"). The error text is the XML API's description of the
+//!   error ("Wrong message ID", "Incorrect recipient number", "Error in Alpha-name",
+//!   "Message too long or empty", "Billing error"), followed by the rule that was broken
+//!   and its source; [`check_sms`] holds the rules. Each client `id` is taken once: a repeat
 //!   is answered as the original and counted as a duplicate. Each part costs
 //!   `cost_per_part` kopiykas off the balance (1000 UAH at the start).
 //! - `{"type": "status", "id"}` → `{"id", "type": "sms", "status"}`: `QUEUED` until
 //!   `receipt_delay` has passed, then `DELIVERED` or `UNDELIVERABLE` by [`delivered`]
 //!   (decided at send); an unknown id is `{"success": false, "error": "Message not
-//!   found"}`.
+//!   found"}`, an invalid one is refused as in a send.
 //! - `{"type": "balance"}` → `{"amount", "currency": "UAH"}`.
 //! - Delivery reports: for a message sent with a `hook` (else to `settings.receipts_url`, if
 //!   set), `POST <hook>` with the status item `{"id", "type": "sms", "status"}`: `ROUTING`
@@ -33,6 +35,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -43,7 +46,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use holub_shared::domain::segments;
-use holub_shared::domain::{PhoneNumber, SenderId};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -54,7 +56,22 @@ pub const API_PATH: &str = "/api/json.php";
 pub const STATS_PATH: &str = "/__sim/stats";
 /// What the account holds at the start, in kopiykas.
 pub const INITIAL_BALANCE: i64 = 100_000;
+/// Most parts of one message: the concatenation header counts parts in one octet
+/// (3GPP TS 23.040 §9.2.3.24.1).
 const MAX_PARTS: usize = 255;
+/// The client `id`: documented as a number (docs.alphasms.net/api/json/send_sms, "unique
+/// message identifier in the client system") with no range; positive, and at most 2^53-1,
+/// the largest integer every JSON reader keeps exact (RFC 8259 §6).
+const CLIENT_ID: RangeInclusive<u64> = 1..=(1 << 53) - 1;
+/// `sms_lifetime` in seconds, as documented (docs.alphasms.net/api/json/send_sms).
+const SMS_LIFETIME: RangeInclusive<u64> = 3_600..=259_200;
+/// `phone`: a number (the documented example, `380971234567`) of at most 15 digits
+/// (ITU-T E.164 §6); the shortest assigned international numbers have 7.
+const PHONE_DIGITS: RangeInclusive<usize> = 7..=15;
+/// `sms_signature`: an alphanumeric originator has at most 11 characters (3GPP TS 23.040
+/// §9.1.2.5), a numeric one is an E.164 number.
+const ALPHA_NAME_CHARS: RangeInclusive<usize> = 1..=11;
+const NUMERIC_SENDER_DIGITS: RangeInclusive<usize> = 1..=15;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
@@ -90,43 +107,18 @@ struct Shared {
 }
 
 struct Inner {
-    messages: HashMap<String, Record>,
+    messages: HashMap<u64, Record>,
     next_msg_id: u64,
     balance: i64,
     stats: Stats,
 }
 
 struct Record {
-    /// The id as the client sent it (a number or a string), echoed back the same way.
-    id: serde_json::Value,
+    id: u64,
     msg_id: u64,
     parts: u16,
     delivered: bool,
     due: Instant,
-}
-
-/// A JSON value that may be a number or a string (ids, phones).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum Loose {
-    Number(u64),
-    Text(String),
-}
-
-impl Loose {
-    fn text(&self) -> String {
-        match self {
-            Loose::Number(n) => n.to_string(),
-            Loose::Text(t) => t.clone(),
-        }
-    }
-
-    fn json(&self) -> serde_json::Value {
-        match self {
-            Loose::Number(n) => json!(n),
-            Loose::Text(t) => json!(t),
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -143,28 +135,102 @@ enum Command {
     Sms(SmsCommand),
     Status {
         #[serde(default)]
-        id: Option<Loose>,
+        id: Option<serde_json::Value>,
     },
     Balance,
     #[serde(other)]
     Other,
 }
 
+/// A send command, every field as the JSON it came as, so that a wrong type is refused
+/// with the rule it broke rather than failing the whole request.
 #[derive(Deserialize)]
 struct SmsCommand {
     #[serde(default)]
-    id: Option<Loose>,
+    id: Option<serde_json::Value>,
     #[serde(default)]
-    phone: Option<Loose>,
+    phone: Option<serde_json::Value>,
     #[serde(default)]
-    sms_signature: Option<String>,
+    sms_signature: Option<serde_json::Value>,
     #[serde(default)]
-    sms_message: Option<String>,
+    sms_message: Option<serde_json::Value>,
     #[serde(default)]
-    #[allow(dead_code)]
-    sms_lifetime: Option<u64>,
+    sms_lifetime: Option<serde_json::Value>,
     #[serde(default)]
     hook: Option<String>,
+}
+
+/// A refused command: the XML API's description of the error, then the rule and its source.
+fn refusal(description: &str, rule: &str) -> String {
+    format!("{description}: {rule}")
+}
+
+/// The client id of a send or status command, or why it is refused.
+fn client_id(id: Option<&serde_json::Value>) -> Result<u64, String> {
+    let rule = "id must be an integer from 1 to 9007199254740991 \
+                (docs.alphasms.net/api/json/send_sms: a number; RFC 8259 §6)";
+    id.and_then(serde_json::Value::as_u64)
+        .filter(|n| CLIENT_ID.contains(n))
+        .ok_or_else(|| refusal("Wrong message ID", rule))
+}
+
+/// The documented rules of a send command other than the id: the message's part count, or
+/// the refusal.
+fn check_sms(command: &SmsCommand) -> Result<u16, String> {
+    let phone = command
+        .phone
+        .as_ref()
+        .and_then(serde_json::Value::as_u64)
+        .filter(|n| PHONE_DIGITS.contains(&n.to_string().len()));
+    if phone.is_none() {
+        return Err(refusal(
+            "Incorrect recipient number",
+            "phone must be an integer of 7 to 15 digits \
+             (docs.alphasms.net/api/json/send_sms example; ITU-T E.164)",
+        ));
+    }
+    let signature = command
+        .sms_signature
+        .as_ref()
+        .and_then(serde_json::Value::as_str)
+        .filter(|s| {
+            if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                NUMERIC_SENDER_DIGITS.contains(&s.len())
+            } else {
+                ALPHA_NAME_CHARS.contains(&s.chars().count()) && !s.trim().is_empty()
+            }
+        });
+    if signature.is_none() {
+        return Err(refusal(
+            "Error in Alpha-name",
+            "sms_signature must be a string of 1 to 11 characters, or of up to 15 digits \
+             (3GPP TS 23.040 §9.1.2.5)",
+        ));
+    }
+    let lifetime_ok = match &command.sms_lifetime {
+        None => true,
+        Some(value) => value.as_u64().is_some_and(|s| SMS_LIFETIME.contains(&s)),
+    };
+    if !lifetime_ok {
+        return Err(refusal(
+            "Invalid sms_lifetime",
+            "sms_lifetime must be an integer from 3600 to 259200 seconds \
+             (docs.alphasms.net/api/json/send_sms)",
+        ));
+    }
+    let parts = command
+        .sms_message
+        .as_ref()
+        .and_then(serde_json::Value::as_str)
+        .map(|text| segments::estimate(text).segments)
+        .filter(|parts| (1..=MAX_PARTS).contains(parts))
+        .and_then(|parts| u16::try_from(parts).ok());
+    parts.ok_or_else(|| {
+        refusal(
+            "Message too long or empty",
+            "sms_message must be a string of 1 to 255 SMS parts (3GPP TS 23.040 §9.2.3.24.1)",
+        )
+    })
 }
 
 fn ok_item(data: serde_json::Value) -> serde_json::Value {
@@ -240,29 +306,16 @@ impl AlphaSmsSim {
     /// One send command: its answer item, and the reports to push if it was taken.
     fn send(&self, command: SmsCommand, reports: &mut Vec<Report>) -> serde_json::Value {
         let settings = &self.shared.settings;
-        let Some(id) = command.id else {
-            self.lock().stats.submissions += 1;
-            return error_item("Wrong message ID", None);
+        let key = match client_id(command.id.as_ref()) {
+            Ok(key) => key,
+            Err(error) => {
+                self.lock().stats.submissions += 1;
+                return error_item(&error, command.id.clone());
+            }
         };
-        let key = id.text();
-        let echo = id.json();
+        let echo = json!(key);
         // Checked outside the lock.
-        let checked = (|| {
-            let digits = command.phone.as_ref().map(Loose::text).unwrap_or_default();
-            if PhoneNumber::parse(&format!("+{digits}")).is_err() {
-                return Err("Incorrect recipient number");
-            }
-            let signature = command.sms_signature.as_deref().unwrap_or("");
-            if SenderId::parse(signature).is_err() {
-                return Err("Error in Alpha-name");
-            }
-            let text = command.sms_message.as_deref().unwrap_or("");
-            let parts = segments::estimate(text).segments;
-            if parts == 0 || parts > MAX_PARTS {
-                return Err("Message too long or empty");
-            }
-            u16::try_from(parts).map_err(|_| "Message too long or empty")
-        })();
+        let checked = check_sms(&command);
         let mut inner = self.lock();
         inner.stats.submissions += 1;
         if let Some(record) = inner.messages.get(&key) {
@@ -274,7 +327,7 @@ impl AlphaSmsSim {
         }
         let parts = match checked {
             Ok(parts) => parts,
-            Err(error) => return error_item(error, Some(echo)),
+            Err(error) => return error_item(&error, Some(echo)),
         };
         let cost = settings.cost_per_part.saturating_mul(i64::from(parts));
         if inner.balance < cost {
@@ -287,7 +340,7 @@ impl AlphaSmsSim {
         inner.messages.insert(
             key,
             Record {
-                id: echo.clone(),
+                id: key,
                 msg_id,
                 parts,
                 delivered: is_delivered,
@@ -342,13 +395,14 @@ impl AlphaSmsSim {
         }
     }
 
-    fn status(&self, id: Option<Loose>) -> serde_json::Value {
-        let Some(id) = id else {
-            return error_item("Wrong message ID", None);
+    fn status(&self, id: Option<serde_json::Value>) -> serde_json::Value {
+        let key = match client_id(id.as_ref()) {
+            Ok(key) => key,
+            Err(error) => return error_item(&error, id),
         };
         let inner = self.lock();
-        let Some(record) = inner.messages.get(&id.text()) else {
-            return error_item("Message not found", Some(id.json()));
+        let Some(record) = inner.messages.get(&key) else {
+            return error_item("Message not found", Some(json!(key)));
         };
         let status = match (Instant::now() >= record.due, record.delivered) {
             (false, _) => "QUEUED",
@@ -500,7 +554,7 @@ mod tests {
     };
     use holub_shared::adapters::providers::{Built, http::codes};
     use holub_shared::domain::status::ReceiptState;
-    use holub_shared::domain::{Kopiyky, MessageId};
+    use holub_shared::domain::{Kopiyky, MessageId, PhoneNumber, SenderId};
     use holub_shared::ports::provider::WHOLE_MESSAGE;
     use holub_shared::ports::{
         OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, Secret, WebhookRequest,
@@ -632,12 +686,12 @@ mod tests {
         let (_, built) = started(settings()).await;
         let empty = sms("");
         let e = built.provider.send(&empty).await.expect_err("refused");
-        assert_eq!(
-            e,
-            ProviderError::permanent(
-                alphasms::error_codes::INVALID_TEXT,
-                "alpha: Message too long or empty"
-            )
+        assert!(matches!(e, ProviderError::Permanent { .. }), "{e:?}");
+        assert_eq!(e.code(), alphasms::error_codes::INVALID_TEXT);
+        assert!(
+            e.to_string()
+                .contains("Message too long or empty: sms_message"),
+            "{e}"
         );
         let poor = SimSettings {
             cost_per_part: INITIAL_BALANCE + 1,
@@ -993,7 +1047,7 @@ mod tests {
                 "hook": "http://127.0.0.1:9/webhook/url.php"
             }, {
                 "type": "sms", "id": 100501, "phone": 380971234567u64,
-                "sms_signature": "Bad name!", "sms_message": "x"
+                "sms_signature": "TooLongName1", "sms_message": "x"
             }]}),
         )
         .await;
@@ -1007,7 +1061,14 @@ mod tests {
         assert!(data.msg_id.is_some());
         assert_eq!(data.parts.as_deref(), Some("1"));
         assert!(!items[1].success.0);
-        assert_eq!(items[1].error.as_deref(), Some("Error in Alpha-name"));
+        assert!(
+            items[1]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("Error in Alpha-name: sms_signature")),
+            "{:?}",
+            items[1].error
+        );
         assert_eq!(
             items[1].data.as_ref().and_then(|d| d.id.as_deref()),
             Some("100501")
@@ -1046,5 +1107,181 @@ mod tests {
         assert!(!answer.success.0);
         assert_eq!(answer.error.as_deref(), Some("Access denied"));
         assert!(answer.data.is_none());
+    }
+
+    /// Sends one raw command; the answer item's `success` and `error`.
+    async fn one(addr: SocketAddr, command: serde_json::Value) -> (bool, Option<String>) {
+        let body = raw(addr, json!({"auth": KEY, "data": [command]})).await;
+        let answer: Answer<SendData> = parse(&body).expect("the documented answer");
+        assert!(answer.success.0, "{}", String::from_utf8_lossy(&body));
+        let items = answer.data.expect("items");
+        assert_eq!(items.len(), 1);
+        (items[0].success.0, items[0].error.clone())
+    }
+
+    fn command(changes: serde_json::Value) -> serde_json::Value {
+        let mut command = json!({
+            "type": "sms", "id": 100500, "phone": 380971234567u64,
+            "sms_signature": "SMSTest", "sms_message": "Message text to be sent via SMS",
+            "sms_lifetime": 172800
+        });
+        if let (Some(map), Some(changes)) = (command.as_object_mut(), changes.as_object()) {
+            for (key, value) in changes {
+                if value.is_null() {
+                    map.remove(key);
+                } else {
+                    map.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        command
+    }
+
+    #[tokio::test]
+    async fn the_old_requests_are_refused() {
+        let addr = start(settings()).await.expect("starts");
+        // What Holub sent before: the ULID as a text id, the raw validity of an OTP.
+        let (ok, error) = one(addr, command(json!({"id": "01JV7Q8M4X2K9T3N5R6B8C0D1E"}))).await;
+        assert!(!ok);
+        let error = error.expect("an error");
+        assert!(
+            error.starts_with("Wrong message ID: id must be an integer"),
+            "{error}"
+        );
+        let (ok, error) = one(addr, command(json!({"id": 100501, "sms_lifetime": 599}))).await;
+        assert!(!ok);
+        let error = error.expect("an error");
+        assert!(
+            error.starts_with("Invalid sms_lifetime: sms_lifetime must be"),
+            "{error}"
+        );
+        // The adapter maps both to permanent failures of the message.
+        assert_eq!(
+            alphasms::classify("Wrong message ID: x", alphasms::Scope::Message).1,
+            alphasms::error_codes::INVALID_CLIENT_ID
+        );
+        assert_eq!(sim_stats(addr).await.accepted, 0);
+        // While the adapter's request for the same OTP is taken.
+        let built = adapter(addr, json!({}), KEY);
+        let mut otp = sms("Ваш код: 4821");
+        otp.validity_seconds = 599;
+        built.provider.send(&otp).await.expect("accepted");
+        assert_eq!(sim_stats(addr).await.accepted, 1);
+    }
+
+    #[tokio::test]
+    async fn every_documented_rule_is_enforced_and_named() {
+        let addr = start(settings()).await.expect("starts");
+        let refused: &[(serde_json::Value, &str)] = &[
+            (json!({"id": null}), "Wrong message ID: id must be"),
+            (json!({"id": "100500"}), "Wrong message ID: id must be"),
+            (json!({"id": 0}), "Wrong message ID: id must be"),
+            (json!({"id": -5}), "Wrong message ID: id must be"),
+            (json!({"id": 1.5}), "Wrong message ID: id must be"),
+            (
+                json!({"id": 9007199254740992u64}),
+                "Wrong message ID: id must be",
+            ),
+            (
+                json!({"phone": null}),
+                "Incorrect recipient number: phone must be",
+            ),
+            (
+                json!({"phone": "380971234567"}),
+                "Incorrect recipient number: phone must be",
+            ),
+            (
+                json!({"phone": 3809712345671234u64}),
+                "Incorrect recipient number: phone must be",
+            ),
+            (
+                json!({"phone": 123456}),
+                "Incorrect recipient number: phone must be",
+            ),
+            (
+                json!({"sms_signature": null}),
+                "Error in Alpha-name: sms_signature must be",
+            ),
+            (
+                json!({"sms_signature": ""}),
+                "Error in Alpha-name: sms_signature must be",
+            ),
+            (
+                json!({"sms_signature": "TooLongName1"}),
+                "Error in Alpha-name: sms_signature must be",
+            ),
+            (
+                json!({"sms_signature": "3809712345671234"}),
+                "Error in Alpha-name: sms_signature must be",
+            ),
+            (
+                json!({"sms_signature": 5}),
+                "Error in Alpha-name: sms_signature must be",
+            ),
+            (
+                json!({"sms_lifetime": 3599}),
+                "Invalid sms_lifetime: sms_lifetime must be",
+            ),
+            (
+                json!({"sms_lifetime": 259201}),
+                "Invalid sms_lifetime: sms_lifetime must be",
+            ),
+            (
+                json!({"sms_lifetime": "3600"}),
+                "Invalid sms_lifetime: sms_lifetime must be",
+            ),
+            (
+                json!({"sms_message": null}),
+                "Message too long or empty: sms_message must be",
+            ),
+            (
+                json!({"sms_message": ""}),
+                "Message too long or empty: sms_message must be",
+            ),
+            (
+                json!({"sms_message": 5}),
+                "Message too long or empty: sms_message must be",
+            ),
+        ];
+        for (changes, expected) in refused {
+            let (ok, error) = one(addr, command(changes.clone())).await;
+            assert!(!ok, "{changes} was taken");
+            let error = error.unwrap_or_default();
+            assert!(error.starts_with(expected), "{changes}: {error}");
+            // Every refusal names its source.
+            assert!(error.contains('(') && error.ends_with(')'), "{error}");
+        }
+        assert_eq!(sim_stats(addr).await.accepted, 0);
+        let taken = [
+            json!({"id": 1}),
+            json!({"id": 9007199254740991u64}),
+            json!({"id": 100501, "sms_lifetime": 3600}),
+            json!({"id": 100502, "sms_lifetime": 259200}),
+            json!({"id": 100503, "sms_lifetime": null}),
+            json!({"id": 100504, "sms_signature": "ElevenChars"}),
+            json!({"id": 100505, "sms_signature": "380971234567"}),
+        ];
+        for changes in &taken {
+            let (ok, error) = one(addr, command(changes.clone())).await;
+            assert!(ok, "{changes}: {error:?}");
+        }
+        assert_eq!(sim_stats(addr).await.accepted, 7);
+        // A status query is held to the same id rule.
+        let body = raw(
+            addr,
+            json!({"auth": KEY, "data": [{"type": "status", "id": "01JV7Q8M4X2K9T3N5R6B8C0D1E"}]}),
+        )
+        .await;
+        let answer: Answer<StatusData> = parse(&body).expect("the documented answer");
+        let items = answer.data.expect("items");
+        assert!(!items[0].success.0);
+        assert!(
+            items[0]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("Wrong message ID")),
+            "{:?}",
+            items[0].error
+        );
     }
 }
