@@ -6,8 +6,12 @@
 //!
 //! - `POST /message/send.json`, `/message/status.json`, `/user/balance.json` (also without
 //!   `.json`) with a JSON body, and `/message/ping.json`, `/user/ping.json`;
-//! - the token as `Authorization: Bearer <token>`, a `token` query parameter or a `token`
-//!   field of the body; missing → `103 REQUIRED_TOKEN`, wrong → `105 REQUIRED_AUTH`;
+//! - the token in one of the ways turbosms.ua/api.html lists: a `token` GET parameter, a
+//!   `token` POST parameter with `Content-Type: application/x-www-form-urlencoded`, or
+//!   `Authorization: Basic <token>` / `Authorization: Bearer <token>`; nothing else (a
+//!   `token` field of a JSON body is not a documented way, and is not read). Missing →
+//!   `103 REQUIRED_TOKEN`, wrong → `105 REQUIRED_AUTH`. A form body authenticates, but the
+//!   simulator reads parameters only from JSON bodies;
 //! - every answer HTTP 200 with `{"response_code","response_status","response_result"}`;
 //! - send: one item per recipient (`phone`, `response_code`, `message_id`, a UUID,
 //!   `response_status`), `800 SUCCESS_MESSAGE_ACCEPTED` or, when a recipient is refused
@@ -133,8 +137,6 @@ struct SendBody {
     sms: Option<SmsBody>,
     #[serde(default)]
     sequence_id: Option<String>,
-    #[serde(default)]
-    token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -149,15 +151,11 @@ struct SmsBody {
 struct StatusBody {
     #[serde(default)]
     messages: Vec<String>,
-    #[serde(default)]
-    token: Option<String>,
 }
 
+/// The balance takes no parameters; a JSON body must still be a JSON object.
 #[derive(Deserialize, Default)]
-struct TokenOnly {
-    #[serde(default)]
-    token: Option<String>,
-}
+struct NoParams {}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,26 +227,52 @@ fn query_token(query: Option<&str>) -> Option<&str> {
         .map(|(_, value)| value)
 }
 
+/// Whether the body is a form, the only body the documentation reads a `token` from.
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
+}
+
+/// `Authorization: Basic <token>` (the token itself, as documented, not base64 of a
+/// user and password) or `Authorization: Bearer <token>`.
+fn header_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_token(value).or_else(|| {
+        let (scheme, token) = value.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("basic")
+            .then(|| token.trim_start())
+    })
+}
+
 impl Sim {
     /// A poisoned lock still holds consistent data: no code panics halfway through an update.
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The token from the header, the query or the body; `Err` with the answer if it is
+    /// The token from the header, the query or a form body; `Err` with the answer if it is
     /// missing or wrong.
     fn authorize(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
-        body_token: Option<&str>,
+        body: &[u8],
     ) -> Result<(), String> {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
+        let form = if is_form(headers) {
+            std::str::from_utf8(body).ok()
+        } else {
+            None
+        };
+        let token = header_token(headers)
             .or_else(|| query_token(query))
-            .or(body_token)
+            .or_else(|| query_token(form))
             .filter(|t| !t.is_empty());
         match token {
             None => Err(error(103, "REQUIRED_TOKEN")),
@@ -258,12 +282,10 @@ impl Sim {
     }
 
     fn send(&self, headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> String {
-        let parsed = parse_body::<SendBody>(body);
-        let body_token = parsed.as_ref().ok().and_then(|b| b.token.as_deref());
-        if let Err(answer) = self.authorize(headers, query, body_token) {
+        if let Err(answer) = self.authorize(headers, query, body) {
             return answer;
         }
-        let request = match parsed {
+        let request = match parse_body::<SendBody>(body) {
             Ok(request) => request,
             Err(answer) => return answer,
         };
@@ -381,12 +403,10 @@ impl Sim {
     }
 
     fn status(&self, headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> String {
-        let parsed = parse_body::<StatusBody>(body);
-        let body_token = parsed.as_ref().ok().and_then(|b| b.token.as_deref());
-        if let Err(answer) = self.authorize(headers, query, body_token) {
+        if let Err(answer) = self.authorize(headers, query, body) {
             return answer;
         }
-        let request = match parsed {
+        let request = match parse_body::<StatusBody>(body) {
             Ok(request) => request,
             Err(answer) => return answer,
         };
@@ -449,16 +469,13 @@ impl Sim {
     }
 
     fn balance(&self, headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> String {
-        let parsed = if body.iter().all(u8::is_ascii_whitespace) {
-            Ok(TokenOnly::default())
-        } else {
-            parse_body::<TokenOnly>(body)
-        };
-        let body_token = parsed.as_ref().ok().and_then(|b| b.token.as_deref());
-        if let Err(answer) = self.authorize(headers, query, body_token) {
+        if let Err(answer) = self.authorize(headers, query, body) {
             return answer;
         }
-        if let Err(answer) = parsed {
+        if !is_form(headers)
+            && !body.iter().all(u8::is_ascii_whitespace)
+            && let Err(answer) = parse_body::<NoParams>(body)
+        {
             return answer;
         }
         let balance = self.lock().balance;
@@ -855,17 +872,73 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(&missing).unwrap(),
             serde_json::from_str::<serde_json::Value>(REQUIRED_TOKEN).unwrap()
         );
-        // The token also counts as a query parameter or a body field.
+        // The documented ways (turbosms.ua/api.html): a GET parameter, a POST parameter of a
+        // form, `Authorization: Basic` or `Bearer`.
         let by_query = raw(addr, &format!("user/balance.json?token={TOKEN}"), None, "").await;
         assert!(parse_balance("t", by_query.as_bytes()).is_ok());
-        let by_body = raw(
-            addr,
-            "user/balance.json",
-            None,
-            &json!({ "token": TOKEN }).to_string(),
-        )
-        .await;
-        assert!(parse_balance("t", by_body.as_bytes()).is_ok());
+        let url = format!("http://{addr}/user/balance.json");
+        let by_form = reqwest::Client::new()
+            .post(&url)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!("token={TOKEN}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(parse_balance("t", by_form.as_bytes()).is_ok(), "{by_form}");
+        for scheme in ["Basic", "Bearer"] {
+            let by_header = reqwest::Client::new()
+                .post(&url)
+                .header("Authorization", format!("{scheme} {TOKEN}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert!(
+                parse_balance("t", by_header.as_bytes()).is_ok(),
+                "{scheme}: {by_header}"
+            );
+        }
+        // Undocumented: a JSON body's field, a form token under another content type, and
+        // other schemes.
+        let refused = [
+            raw(
+                addr,
+                "user/balance.json",
+                None,
+                &json!({ "token": TOKEN }).to_string(),
+            )
+            .await,
+            reqwest::Client::new()
+                .post(&url)
+                .header("Content-Type", "text/plain")
+                .body(format!("token={TOKEN}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+            reqwest::Client::new()
+                .post(&url)
+                .header("Authorization", format!("Token {TOKEN}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        ];
+        for answer in refused {
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&answer).unwrap(),
+                serde_json::from_str::<serde_json::Value>(REQUIRED_TOKEN).unwrap()
+            );
+        }
         assert_eq!(stats(addr).await.submissions, 0);
     }
 
