@@ -847,7 +847,7 @@ mod tests {
             provider.balance().await.unwrap_err(),
         ];
         for e in errors {
-            assert!(matches!(e, ProviderError::Permanent { .. }), "{e:?}");
+            assert!(e.is_account(), "{e:?}");
             assert_eq!(e.code(), "provider_unauthorized");
         }
         let missing = raw(addr, "message/send.json", None, "{}").await;
@@ -931,6 +931,7 @@ mod tests {
                 let got = match e {
                     ProviderError::Temporary { .. } => "temporary",
                     ProviderError::Permanent { .. } => "permanent",
+                    ProviderError::Account { .. } => "account",
                     ProviderError::Unknown { .. } => "unknown",
                 };
                 assert_eq!(got, kind, "{label}: {e:?}");
