@@ -75,7 +75,7 @@ impl Refreshing {
         secret: Secret,
         make: Make,
         ttl: Duration,
-    ) -> Result<(Arc<Refreshing>, Option<Arc<dyn ReceiptWebhook>>), ProviderSetupError> {
+    ) -> Result<Built, ProviderSetupError> {
         let built = make(&secret)?;
         let webhook = built.webhook.map(|w| Arc::new(RwLock::new(w)));
         let provider = Arc::new(Refreshing {
@@ -96,7 +96,7 @@ impl Refreshing {
         });
         let webhook = webhook
             .map(|current| Arc::new(RefreshingWebhook { current }) as Arc<dyn ReceiptWebhook>);
-        Ok((provider, webhook))
+        Ok(Built { provider, webhook })
     }
 
     /// The adapter to use now, re-reading the secret if its time has come.
@@ -335,7 +335,14 @@ mod tests {
         *account.valid.lock().unwrap() = key.to_owned();
     }
 
-    fn started(ttl: Duration) -> (Arc<Refreshing>, Arc<Store>, Arc<Account>, Arc<AtomicUsize>) {
+    type Started = (
+        Arc<dyn SmsProvider>,
+        Arc<Store>,
+        Arc<Account>,
+        Arc<AtomicUsize>,
+    );
+
+    fn started(ttl: Duration) -> Started {
         let store = Arc::new(Store::default());
         let account = Arc::new(Account::default());
         rotate(&store, &account, "old");
@@ -359,7 +366,7 @@ mod tests {
                 })
             })
         };
-        let (provider, _) = Refreshing::start(
+        let built = Refreshing::start(
             "keyed",
             "providers/keyed",
             store.clone(),
@@ -368,7 +375,7 @@ mod tests {
             ttl,
         )
         .unwrap();
-        (provider, store, account, builds)
+        (built.provider, store, account, builds)
     }
 
     fn sms() -> OutboundSms {

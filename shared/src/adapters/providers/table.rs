@@ -173,7 +173,7 @@ pub async fn build(
                         super::build(&kind, &name, settings.clone(), secret)
                     })
                 };
-                let (provider, webhook) = Refreshing::start(
+                let built = Refreshing::start(
                     &entry.name,
                     &entry.credentials,
                     Arc::clone(&secrets),
@@ -182,7 +182,7 @@ pub async fn build(
                     CREDENTIALS_TTL,
                 )
                 .map_err(|e| e.to_string())?;
-                (provider as Arc<dyn SmsProvider>, webhook)
+                (built.provider, built.webhook)
             }
         };
         if let Some(webhook) = webhook {
