@@ -33,7 +33,7 @@ pub struct Providers {
 /// gateway.
 pub async fn build(
     table: RouteTable,
-    secrets: &dyn SecretStore,
+    secrets: Arc<dyn SecretStore>,
     receipts_base: &str,
 ) -> Result<Providers, String> {
     let local = Simulators::default();

@@ -179,7 +179,7 @@ async fn serve(args: Args) -> Result<(), String> {
     let providers = match &args.routes {
         Some(path) => {
             let file = routes::read(path)?;
-            routes::build(file, secrets.as_ref(), &format!("http://{addr}")).await?
+            routes::build(file, secrets.clone(), &format!("http://{addr}")).await?
         }
         None => default_simulator(&args, secrets.as_ref(), addr).await?,
     };

@@ -4,7 +4,9 @@
 //! - a connection error, a timeout, 429 or 5xx: the request may or may not have been acted
 //!   on, so every message of it is [`ProviderError::Temporary`] (the simulator is idempotent
 //!   by client id, so a resend cannot send twice);
-//! - 401/403 and other 4xx: the request itself is wrong and will stay wrong:
+//! - 401/403: the account's credentials are refused, whatever the message:
+//!   [`ProviderError::Account`], so the gateway takes the route out and fails over;
+//! - other 4xx: the request itself is wrong and will stay wrong:
 //!   [`ProviderError::Permanent`] for every message;
 //! - a 200 whose body is not what holub-sim v1 promises: the outcome is unknown, so
 //!   `Temporary` with code `provider_bad_answer`, logged, never a panic.
@@ -278,6 +280,9 @@ fn status_error(
         detail,
         "simulator refused a request"
     );
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) && !all_temporary {
+        return ProviderError::account(codes::UNAUTHORIZED, message);
+    }
     let (code, temporary) = match status {
         StatusCode::TOO_MANY_REQUESTS => (codes::RATE_LIMITED, true),
         StatusCode::REQUEST_TIMEOUT => (codes::TIMEOUT, true),

@@ -93,6 +93,13 @@ fn unknown_code(result: &Result<impl std::fmt::Debug, ProviderError>) -> Option<
     }
 }
 
+fn account_code(result: &Result<impl std::fmt::Debug, ProviderError>) -> Option<&str> {
+    match result {
+        Err(ProviderError::Account { code, .. }) => Some(code),
+        _ => None,
+    }
+}
+
 fn permanent_code(result: &Result<impl std::fmt::Debug, ProviderError>) -> Option<&str> {
     match result {
         Err(ProviderError::Permanent { code, .. }) => Some(code),
@@ -602,7 +609,7 @@ async fn a_missing_or_wrong_token_is_refused() {
         SimulatorProvider::new(&simulator.base_url(), "wrong", "simulator").expect("a provider");
     let message = sms("Hello");
     assert_eq!(
-        permanent_code(&wrong.send(&message).await),
+        account_code(&wrong.send(&message).await),
         Some(codes::UNAUTHORIZED)
     );
     assert_eq!(

@@ -194,3 +194,63 @@ async fn kyivstar_numbers_fail_over_from_a_down_turbosms_to_smsfly() {
     assert_eq!(fly["accepted"], 50, "{fly}");
     assert_eq!(fly["duplicates"], 0, "{fly}");
 }
+
+/// An empty TurboSMS account (its documented `203 REQUIRED_BALANCE` to every send) is the
+/// account's trouble, not the messages': they fail over to SMS Fly within their first
+/// attempt and each is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_turbosms_balance_fails_over_to_smsfly() {
+    let dir = TempDir::new("ua-balance");
+    let keys = create_tenant(dir.path(), "UA balance");
+    set_secret(dir.path(), "providers/turbo", credentials("turbosms"));
+    set_secret(dir.path(), "providers/fly", credentials("smsfly"));
+    let mut table = provider_block("turbo", "turbosms", "price_per_part_kopiyky = 70");
+    table.push_str("start_balance = 0\n");
+    table.push_str(&provider_block(
+        "fly",
+        "smsfly",
+        "price_per_part_kopiyky = 80\nmessages_per_second = 100",
+    ));
+    table.push_str("\n[[route]]\noperators = [\"kyivstar\"]\nproviders = [\"turbo\", \"fly\"]\n");
+    let routes = dir.path().join("routes.toml");
+    std::fs::write(&routes, table).unwrap();
+    let holub = Holub::start(
+        dir.path(),
+        &[
+            "--sync",
+            "normal",
+            "--poll-every",
+            "1",
+            "--routes",
+            routes.to_str().unwrap(),
+        ],
+    );
+    let api = Api::new(&holub, &keys.api_key);
+    let recipients: Vec<_> = (0..50)
+        .map(|i| json!({"to": format!("067{:07}", i)}))
+        .collect();
+    let a = api
+        .post(
+            "/v1/messages/batch",
+            &json!({"from": "Holub", "text": "top up", "recipients": recipients}),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    for r in a.body["results"].as_array().unwrap() {
+        let m = api
+            .wait_terminal(r["id"].as_str().unwrap(), Duration::from_secs(30))
+            .await;
+        assert_eq!(m["status"], "delivered", "{m}");
+        assert_eq!(m["provider"], "fly");
+        assert_eq!(m["attempts"], 1, "failover happens within one attempt: {m}");
+    }
+    let turbo = stats(&holub, "turbo").await;
+    assert_eq!(turbo["accepted"], 0, "{turbo}");
+    assert!(
+        turbo["submissions"].as_u64().unwrap_or(0) >= 1,
+        "the empty account was asked and refused: {turbo}"
+    );
+    let fly = stats(&holub, "fly").await;
+    assert_eq!(fly["accepted"], 50, "{fly}");
+    assert_eq!(fly["duplicates"], 0, "{fly}");
+}

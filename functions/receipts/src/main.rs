@@ -9,6 +9,6 @@ use holub_shared::runtime::aws::holub_from_env;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let holub = holub_from_env().await?;
-    let providers = providers_from_env(holub.ports.secrets.as_ref()).await?;
+    let providers = providers_from_env(holub.ports.secrets.clone()).await?;
     lambda_http::run(router(ReceiptsState::new(&holub, providers.webhooks))).await
 }

@@ -7,6 +7,8 @@
 //! tests and a local bootstrap point everything at an emulator, with no code path of their
 //! own.
 
+use std::sync::Arc;
+
 use aws_config::{BehaviorVersion, ConfigLoader};
 use aws_sdk_dynamodb::config::SharedHttpClient;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
@@ -163,8 +165,8 @@ pub async fn backend_from_env() -> Result<AwsBackend, String> {
 }
 
 /// The providers of the route table in `HOLUB_ROUTES` (TOML, as `holub serve --routes`
-/// reads it), their credentials read from the secret store now.
-pub async fn providers_from_env(secrets: &dyn SecretStore) -> Result<Providers, String> {
+/// reads it), their credentials read from the secret store now and again when rotated.
+pub async fn providers_from_env(secrets: Arc<dyn SecretStore>) -> Result<Providers, String> {
     let text = std::env::var("HOLUB_ROUTES").map_err(|_| "HOLUB_ROUTES is not set")?;
     let routes = RouteTable::parse(&text, "HOLUB_ROUTES")?;
     // Receipt URLs are the API's, known to the providers' settings (`hook_url`); nothing

@@ -82,6 +82,10 @@ impl SecretStore for SecretsManagerStore {
         if let Some(secret) = self.cached(name) {
             return Ok(secret);
         }
+        self.get_fresh(name).await
+    }
+
+    async fn get_fresh(&self, name: &str) -> Result<Secret, SecretError> {
         let out = self
             .client
             .get_secret_value()

@@ -34,10 +34,16 @@ pub enum ProviderError {
     /// another attempt, here or on another route, may succeed.
     #[error("provider temporarily unavailable: {message}")]
     Temporary { code: String, message: String },
-    /// The provider refused this message for good (bad number, unregistered sender, no
-    /// money on the account): retrying cannot help.
+    /// The provider refused this message for good (bad number, unregistered sender, text
+    /// too long): retrying cannot help.
     #[error("provider refused the message: {message}")]
     Permanent { code: String, message: String },
+    /// The provider's *account* cannot send now, whatever the message: credentials refused
+    /// (401/403), no money left, the account blocked. The message is not at fault: another
+    /// route may take it now, and this one again once someone tops up the balance or rotates
+    /// the secret. The gateway opens the provider's breaker and fails over.
+    #[error("provider account cannot send: {message}")]
+    Account { code: String, message: String },
     /// The request reached the provider but its answer did not come back (a timeout after
     /// the request was sent, a cut connection, an unreadable answer): the provider may or
     /// may not have taken the message. Sending again could send it twice, so dispatch
@@ -61,6 +67,13 @@ impl ProviderError {
         }
     }
 
+    pub fn account(code: &str, message: impl Into<String>) -> Self {
+        ProviderError::Account {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
     pub fn unknown(code: &str, message: impl Into<String>) -> Self {
         ProviderError::Unknown {
             code: code.to_owned(),
@@ -72,6 +85,7 @@ impl ProviderError {
         match self {
             ProviderError::Temporary { code, .. }
             | ProviderError::Permanent { code, .. }
+            | ProviderError::Account { code, .. }
             | ProviderError::Unknown { code, .. } => code,
         }
     }
@@ -80,6 +94,7 @@ impl ProviderError {
         match self {
             ProviderError::Temporary { message, .. }
             | ProviderError::Permanent { message, .. }
+            | ProviderError::Account { message, .. }
             | ProviderError::Unknown { message, .. } => message,
         }
     }
@@ -88,13 +103,23 @@ impl ProviderError {
     pub fn is_unknown(&self) -> bool {
         matches!(self, ProviderError::Unknown { .. })
     }
+
+    /// Whether the provider's account, not the message, is at fault (see
+    /// [`ProviderError::Account`]).
+    pub fn is_account(&self) -> bool {
+        matches!(self, ProviderError::Account { .. })
+    }
 }
 
 impl Retryable for ProviderError {
-    /// Only a temporary error may simply be tried again; an unknown outcome must be resolved
-    /// first.
+    /// A temporary error may simply be tried again, and an account error elsewhere now or
+    /// here later (the gateway keeps the provider out meanwhile); an unknown outcome must be
+    /// resolved first.
     fn is_retryable(&self) -> bool {
-        matches!(self, ProviderError::Temporary { .. })
+        matches!(
+            self,
+            ProviderError::Temporary { .. } | ProviderError::Account { .. }
+        )
     }
 }
 

@@ -45,5 +45,13 @@ impl Retryable for SecretError {
 #[async_trait]
 pub trait SecretStore: Send + Sync {
     async fn get(&self, name: &str) -> Result<Secret, SecretError>;
+
+    /// The value as the source holds it now, past any cache: for a caller that has just
+    /// been told its copy is wrong (a 401 after a rotation). Stores without a cache of
+    /// their own answer as [`SecretStore::get`].
+    async fn get_fresh(&self, name: &str) -> Result<Secret, SecretError> {
+        self.get(name).await
+    }
+
     async fn put(&self, name: &str, value: &Secret) -> Result<(), SecretError>;
 }

@@ -293,6 +293,9 @@ impl Dispatcher {
     ) -> (Transition, JobOutcome) {
         match answer {
             Ok(carried) => (self.sent(message, &carried, now), JobOutcome::Done),
+            // An account error here means every provider of the route is out (the gateway
+            // failed over already): the message waits for a top-up or a new secret rather
+            // than failing, and expires only when its validity ends.
             Err(e) if e.is_retryable() => {
                 let delay = self.retry_delay(message.attempts);
                 let next_try = now + chrono::Duration::from_std(delay).unwrap_or_default();

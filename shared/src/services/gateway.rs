@@ -5,7 +5,14 @@
 //! first provider on its list that can take it now: providers whose circuit breaker is open
 //! are skipped, and a retryable error moves the message on to the next one (failover). An
 //! unknown outcome never fails over, since the first provider may have the message: dispatch
-//! settles it by lookup. Each provider's messages-per-second limit is held exactly: never
+//! settles it by lookup.
+//!
+//! An *account* error (credentials refused, no money, account blocked) says the provider
+//! cannot send anything now: its breaker opens at once, for [`BreakerConfig::account_cooldown`]
+//! (longer than a flaky network needs, since a person has to top up or rotate a secret), and
+//! the message fails over. If no provider of the route can take it, the account error comes
+//! back as retryable: dispatch keeps the message queued and tries again until its validity
+//! ends (then `expired`, naming the account error), since fixing the account fixes it. Each provider's messages-per-second limit is held exactly: never
 //! more in any one-second window, and used fully while there is a backlog.
 
 use std::collections::{HashMap, VecDeque};
@@ -56,6 +63,9 @@ pub struct BreakerConfig {
     pub failures: u32,
     /// How long it stays open before one trial request is let through.
     pub cooldown: Duration,
+    /// How long one account error keeps it open: someone has to act (a top-up, a new
+    /// secret), so trying every few seconds would only burn requests and fill the log.
+    pub account_cooldown: Duration,
 }
 
 impl Default for BreakerConfig {
@@ -63,6 +73,7 @@ impl Default for BreakerConfig {
         BreakerConfig {
             failures: 5,
             cooldown: Duration::from_secs(10),
+            account_cooldown: Duration::from_secs(60),
         }
     }
 }
@@ -234,7 +245,8 @@ impl Gateway {
                 let results = self.send_to(p, &items, batch).await;
                 (p, items, results)
             });
-            for (_, items, results) in futures::future::join_all(rounds).await {
+            for (p, items, results) in futures::future::join_all(rounds).await {
+                let skipped_for = self.open_reason(p);
                 for (i, result) in items.into_iter().zip(results) {
                     match result {
                         Some(Ok(carried)) => answers[i] = Some(Ok(carried)),
@@ -243,8 +255,14 @@ impl Gateway {
                             step[i] += 1;
                         }
                         Some(Err(e)) => answers[i] = Some(Err(e)),
-                        // Skipped (breaker open): on to the next provider.
-                        None => step[i] += 1,
+                        // Skipped (breaker open): on to the next provider, keeping why the
+                        // account is out, so a message that waits says what to fix.
+                        None => {
+                            if let Some(reason) = &skipped_for {
+                                last_error[i] = Some(reason.clone());
+                            }
+                            step[i] += 1;
+                        }
                     }
                 }
             }
@@ -318,7 +336,8 @@ impl Gateway {
                     }));
                 }
                 Ok(None) => can_tell = true,
-                Err(ProviderError::Permanent { .. }) => {}
+                // An account that cannot send cannot be asked either; it took nothing since.
+                Err(ProviderError::Permanent { .. } | ProviderError::Account { .. }) => {}
                 Err(e) => failure = Some(e),
             }
         }
@@ -351,7 +370,16 @@ impl Gateway {
 
     /// A request counts as failed when no message of it went through and at least one met a
     /// retryable error or an unknown outcome (the provider, not the message, is at fault).
+    /// One account error opens the breaker at once, even beside successes: a balance that
+    /// ran out in the middle of a batch stops the rest of it too.
     fn record(&self, slot: &Slot, answers: &[Result<Submitted, ProviderError>]) {
+        if let Some(e) = answers
+            .iter()
+            .find_map(|a| a.as_ref().err().filter(|e| e.is_account()))
+        {
+            self.trip_for_account(slot, e);
+            return;
+        }
         let any_ok = answers.iter().any(Result::is_ok);
         let provider_fault = answers
             .iter()
@@ -361,7 +389,7 @@ impl Gateway {
         };
         b.trial_running = false;
         if any_ok || !provider_fault {
-            if b.open_until.is_some() {
+            if b.open_until.is_some() || b.account_error.is_some() {
                 tracing::info!(provider = slot.member.name, "circuit breaker closed");
             }
             *b = BreakerState::default();
@@ -380,6 +408,30 @@ impl Gateway {
         }
     }
 
+    fn trip_for_account(&self, slot: &Slot, e: &ProviderError) {
+        let Ok(mut b) = slot.breaker.lock() else {
+            return;
+        };
+        // Loud, but once per cooldown: the trial after it is the only request that can fail.
+        tracing::error!(
+            provider = slot.member.name,
+            code = e.code(),
+            reopens_in_s = self.breaker.account_cooldown.as_secs(),
+            "provider account cannot send: circuit breaker open, messages fail over"
+        );
+        b.trial_running = false;
+        b.failures = b.failures.max(self.breaker.failures);
+        b.open_until = Some(Instant::now() + self.breaker.account_cooldown);
+        b.account_error = Some(e.clone());
+    }
+
+    /// The account error that keeps provider `p` out, while its breaker is open.
+    fn open_reason(&self, p: usize) -> Option<ProviderError> {
+        let b = self.members[p].breaker.lock().ok()?;
+        b.open_until?;
+        b.account_error.clone()
+    }
+
     /// Whether the provider's breaker is open now (for health reports and tests).
     pub fn is_open(&self, name: &str) -> bool {
         self.by_name
@@ -395,6 +447,8 @@ struct BreakerState {
     failures: u32,
     open_until: Option<Instant>,
     trial_running: bool,
+    /// Why it is open, if an account error opened it.
+    account_error: Option<ProviderError>,
 }
 
 /// At most `limit` grants in any window of one second (a sliding window over the times of
@@ -616,6 +670,7 @@ mod tests {
             BreakerConfig {
                 failures: 100,
                 cooldown: Duration::from_secs(10),
+                ..BreakerConfig::default()
             },
         )
         .unwrap();
@@ -660,6 +715,7 @@ mod tests {
             BreakerConfig {
                 failures: 3,
                 cooldown: Duration::from_millis(300),
+                ..BreakerConfig::default()
             },
         )
         .unwrap();
@@ -705,6 +761,7 @@ mod tests {
             BreakerConfig {
                 failures: 2,
                 cooldown: Duration::from_secs(60),
+                ..BreakerConfig::default()
             },
         )
         .unwrap();
@@ -726,6 +783,85 @@ mod tests {
                 .all(|a| matches!(a, Ok(c) if c.provider == "backup"))
         );
         assert_eq!(slow.sends.load(Ordering::SeqCst), 2);
+    }
+
+    fn account(code: &str) -> ProviderError {
+        ProviderError::account(code, "TurboSMS answered 203 REQUIRED_BALANCE")
+    }
+
+    #[tokio::test]
+    async fn an_account_error_opens_the_breaker_at_once_and_the_next_route_takes_the_message() {
+        let broke = Scripted::new("broke", Err(account("insufficient_balance")));
+        let backup = Scripted::new("backup", Ok(()));
+        let g = Gateway::new(
+            vec![
+                member(&broke, None, Some(1)),
+                member(&backup, None, Some(2)),
+            ],
+            Vec::new(),
+            BreakerConfig {
+                failures: 5,
+                cooldown: Duration::from_millis(10),
+                account_cooldown: Duration::from_millis(300),
+            },
+        )
+        .unwrap();
+        let batch: Vec<Routed> = (0..4).map(|_| routed("0671234567")).collect();
+        let answers = g.send_many(&batch).await;
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, Ok(c) if c.provider == "backup")),
+            "{answers:?}"
+        );
+        assert!(g.is_open("broke"), "one account error is enough");
+        let sent = broke.sends.load(Ordering::SeqCst);
+        assert_eq!(sent, 4, "the first request went out for every message");
+
+        // Longer than the transient cooldown: still out, nothing more is asked of it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let answers = g.send_many(&batch[..2]).await;
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, Ok(c) if c.provider == "backup"))
+        );
+        assert_eq!(broke.sends.load(Ordering::SeqCst), sent);
+
+        // After the account cooldown one trial goes; the balance was topped up.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        broke.set(Ok(()));
+        let answers = g.send_many(&batch[..1]).await;
+        assert!(matches!(&answers[0], Ok(c) if c.provider == "broke"));
+        assert!(!g.is_open("broke"));
+    }
+
+    #[tokio::test]
+    async fn with_every_account_out_the_message_waits_and_is_never_failed() {
+        let a = Scripted::new("a", Err(account("insufficient_balance")));
+        let b = Scripted::new("b", Err(account("provider_unauthorized")));
+        let g = Gateway::new(
+            vec![member(&a, None, Some(1)), member(&b, None, Some(2))],
+            Vec::new(),
+            BreakerConfig::default(),
+        )
+        .unwrap();
+        let answers = g.send_many(&[routed("0671234567")]).await;
+        let e = answers[0].as_ref().unwrap_err();
+        assert!(e.is_account() && e.is_retryable(), "{e:?}");
+        assert_eq!(
+            e.code(),
+            "provider_unauthorized",
+            "the last provider's reason"
+        );
+        // Both skipped now; the answer still names what to fix.
+        let answers = g.send_many(&[routed("0671234567")]).await;
+        let e = answers[0].as_ref().unwrap_err();
+        assert!(e.is_account() && e.is_retryable(), "{e:?}");
+        assert_eq!(
+            a.sends.load(Ordering::SeqCst) + b.sends.load(Ordering::SeqCst),
+            2
+        );
     }
 
     #[tokio::test]

@@ -699,7 +699,7 @@ mod tests {
         };
         let (_, built) = started(poor).await;
         let e = built.provider.send(&sms("hi")).await.expect_err("refused");
-        assert!(matches!(e, ProviderError::Permanent { .. }));
+        assert!(e.is_account(), "{e:?}");
         assert_eq!(e.code(), alphasms::error_codes::INSUFFICIENT_BALANCE);
     }
 
@@ -956,7 +956,7 @@ mod tests {
     async fn wrong_credentials_are_permanent() {
         let addr = start(settings()).await.expect("starts");
         let built = adapter(addr, json!({}), "not-the-key");
-        let unauthorized = ProviderError::permanent(codes::UNAUTHORIZED, "alpha: Access denied");
+        let unauthorized = ProviderError::account(codes::UNAUTHORIZED, "alpha: Access denied");
         assert_eq!(
             built.provider.send(&sms("hi")).await,
             Err(unauthorized.clone())

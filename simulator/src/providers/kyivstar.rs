@@ -809,6 +809,7 @@ mod tests {
         match e {
             ProviderError::Temporary { .. } => "temporary",
             ProviderError::Permanent { .. } => "permanent",
+            ProviderError::Account { .. } => "account",
             ProviderError::Unknown { .. } => "unknown",
         }
     }
@@ -1076,16 +1077,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn wrong_credentials_are_permanent() {
+    async fn wrong_credentials_are_account_errors() {
         let addr = start(settings()).await.unwrap();
         let wrong = Secret::new(
             json!({"client_id": CLIENT_ID, "client_secret": "not-the-secret"}).to_string(),
         );
         let provider = provider_with(addr, json!({}), &wrong);
         let e = provider.send(&sms("hello")).await.unwrap_err();
-        assert_eq!((kind(&e), e.code()), ("permanent", "provider_unauthorized"));
+        assert_eq!((kind(&e), e.code()), ("account", "provider_unauthorized"));
         let e = provider.status(&["x".to_owned()]).await.unwrap_err();
-        assert_eq!(kind(&e), "permanent");
+        assert_eq!(kind(&e), "account");
         assert_eq!(stats(addr).await.submissions, 0);
     }
 

@@ -29,6 +29,10 @@ pub struct SimSettings {
     pub delivered_ratio: f64,
     /// Kopiykas charged per part.
     pub cost_per_part: i64,
+    /// Kopiykas on the account at start, for simulators that keep a balance (TurboSMS);
+    /// unset, the simulator's own default. `0` plays an empty account: every send is
+    /// answered with the provider's documented insufficient-balance error.
+    pub start_balance: Option<i64>,
     pub faults: Faults,
 }
 
@@ -40,6 +44,7 @@ impl Default for SimSettings {
             receipt_delay: Duration::from_millis(1000),
             delivered_ratio: 0.95,
             cost_per_part: 85,
+            start_balance: None,
             faults: Faults::default(),
         }
     }

@@ -646,30 +646,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn no_money_is_permanent() {
+    async fn no_money_is_an_account_error() {
         let (addr, fly) = started(SimSettings {
             cost_per_part: STARTING_BALANCE_KOPIYKY + 1,
             ..settings()
         })
         .await;
         let e = fly.send(&sms(OTP)).await.unwrap_err();
-        assert!(matches!(e, ProviderError::Permanent { .. }), "{e:?}");
+        assert!(e.is_account(), "{e:?}");
         assert_eq!(e.code(), "insufficient_balance");
         assert_eq!(stats_of(addr).await.accepted, 0);
         assert_eq!(stats_of(addr).await.submissions, 1);
     }
 
     #[tokio::test]
-    async fn wrong_credentials_are_permanent() {
+    async fn wrong_credentials_are_account_errors() {
         let (addr, _) = started(settings()).await;
         let wrong = adapter(addr, "not-the-key", 5_000);
         let send = wrong.send(&sms(OTP)).await.unwrap_err();
-        assert!(matches!(send, ProviderError::Permanent { .. }), "{send:?}");
+        assert!(send.is_account(), "{send:?}");
         assert_eq!(send.code(), "provider_unauthorized");
         let balance = wrong.balance().await.unwrap_err();
         assert_eq!(balance.code(), "provider_unauthorized");
         let status = wrong.status(&["FAPI0000000000000001".to_owned()]).await;
-        assert!(matches!(status, Err(ProviderError::Permanent { .. })));
+        assert!(matches!(status, Err(ProviderError::Account { .. })));
         assert_eq!(stats_of(addr).await, Stats::default());
 
         // A simulator given no key takes nobody.

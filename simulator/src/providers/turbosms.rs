@@ -18,7 +18,8 @@
 //!   (`305 INVALID_PHONE`, `407 NOT_ALLOWED_RECIPIENT_DUPLICATE`),
 //!   `802 SUCCESS_MESSAGE_PARTIAL_ACCEPTED`; whole-request errors `104`, `200`–`203`, `300`,
 //!   `302`, `405`, `413`, `502`. Each part costs `cost_per_part` kopiykas, taken from a
-//!   balance that starts at [`START_BALANCE`];
+//!   balance that starts at `start_balance` (default [`START_BALANCE`]); a send it does not
+//!   cover is answered `203 REQUIRED_BALANCE`;
 //! - `sequence_id`: a request whose id already created messages is not run again; it is
 //!   answered with the first answer and its recipients are counted as duplicates;
 //! - status (TurboSMS polls, it does not push: `receipts_url` is not used): `Queued`, then
@@ -601,14 +602,14 @@ pub fn router(settings: SimSettings) -> io::Result<Router> {
         ));
     }
     let sim = Arc::new(Sim {
-        settings,
         token: credentials.token,
         inner: Mutex::new(Inner {
             messages: HashMap::new(),
             sequences: HashMap::new(),
-            balance: START_BALANCE,
+            balance: settings.start_balance.unwrap_or(START_BALANCE),
             stats: Stats::default(),
         }),
+        settings,
     });
     Ok(Router::new()
         .route("/message/send.json", post(send_handler))
@@ -855,6 +856,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_empty_account_answers_required_balance_to_every_send() {
+        let addr = start(SimSettings {
+            start_balance: Some(0),
+            ..settings()
+        })
+        .await
+        .unwrap();
+        let body =
+            json!({"recipients": ["380671234567"], "sms": {"sender": "Holub", "text": "hi"}});
+        let answer = raw(addr, "message/send.json", Some(TOKEN), &body.to_string()).await;
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&answer).unwrap(),
+            json!({"response_code": 203, "response_status": "REQUIRED_BALANCE", "response_result": null})
+        );
+        let provider = client(addr, TOKEN, 2000);
+        for _ in 0..3 {
+            let e = provider.send(&message("hello")).await.unwrap_err();
+            assert!(e.is_account(), "{e:?}");
+            assert_eq!(e.code(), "insufficient_balance");
+        }
+        assert_eq!(stats(addr).await.accepted, 0);
+    }
+
+    #[tokio::test]
     async fn wrong_or_missing_credentials_are_refused() {
         let addr = start(settings()).await.unwrap();
         let provider = client(addr, "wrong-token", 2000);
@@ -864,7 +889,7 @@ mod tests {
             provider.balance().await.unwrap_err(),
         ];
         for e in errors {
-            assert!(matches!(e, ProviderError::Permanent { .. }), "{e:?}");
+            assert!(e.is_account(), "{e:?}");
             assert_eq!(e.code(), "provider_unauthorized");
         }
         let missing = raw(addr, "message/send.json", None, "{}").await;
@@ -1004,6 +1029,7 @@ mod tests {
                 let got = match e {
                     ProviderError::Temporary { .. } => "temporary",
                     ProviderError::Permanent { .. } => "permanent",
+                    ProviderError::Account { .. } => "account",
                     ProviderError::Unknown { .. } => "unknown",
                 };
                 assert_eq!(got, kind, "{label}: {e:?}");

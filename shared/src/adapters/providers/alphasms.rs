@@ -104,19 +104,22 @@
 //!
 //! | the error text contains (case-insensitive) | Holub code | kind |
 //! | --- | --- | --- |
-//! | `access denied`, `unauthori`, `api key` | `provider_unauthorized` | permanent |
+//! | `access denied`, `unauthori`, `api key` | `provider_unauthorized` | account |
 //! | `err_duplicate`, `duplicate`, `already exists` | `duplicate_client_id` | unknown: the provider already has a message with this id; dispatch looks it up |
 //! | `not found` | `message_not_found` | permanent (a lookup answers `None`) |
 //! | `err_id`, `message id` | `invalid_client_id` | permanent (a lookup answers `None`) |
 //! | `too many requests`, `rate limit`, `throttl` | `provider_rate_limited` | temporary |
 //! | `err_overlimit`, `limit` | `provider_quota_exceeded` | temporary |
-//! | `err_billing`, `billing`, `balance`, `funds`, `money` | `insufficient_balance` | permanent |
+//! | `err_billing`, `billing`, `balance`, `funds`, `money` | `insufficient_balance` | account |
 //! | `err_sender`, `alpha-name`, `alphaname`, `alpha name`, `sender`, `signature` | `sender_not_registered` | permanent |
 //! | `err_recipient`, `recipient`, `phone`, `destination`, `number` | `invalid_number` | permanent |
 //! | `err_length`, `too long`, `empty`, `length` | `invalid_text` | permanent |
 //! | `err_unknown`, `unknown error`, `internal` | `provider_error` | temporary |
 //! | anything else, for one message | `provider_rejected` | permanent |
 //! | anything else, for the whole request | `provider_error` | temporary |
+//!
+//! *Account* errors stop every message, not this one: the gateway takes AlphaSMS out of the
+//! route for a while and fails the message over.
 //!
 //! A balance in another currency than UAH is `balance_currency_unsupported` (permanent);
 //! [`SmsProvider::lookup`] maps `message_not_found` and `invalid_client_id` to `None`.
@@ -648,6 +651,8 @@ pub struct AlphaSms {
 pub enum Kind {
     Temporary,
     Permanent,
+    /// The account cannot send (see [`ProviderError::Account`]).
+    Account,
     Unknown,
 }
 
@@ -664,7 +669,7 @@ pub fn classify(text: &str, scope: Scope) -> (Kind, &'static str) {
     let t = text.to_ascii_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| t.contains(w));
     if has(&["access denied", "unauthori", "api key"]) {
-        (Kind::Permanent, codes::UNAUTHORIZED)
+        (Kind::Account, codes::UNAUTHORIZED)
     } else if has(&["err_duplicate", "duplicate", "already exists"]) {
         (Kind::Unknown, c::DUPLICATE_CLIENT_ID)
     } else if has(&["not found"]) {
@@ -676,7 +681,7 @@ pub fn classify(text: &str, scope: Scope) -> (Kind, &'static str) {
     } else if has(&["err_overlimit", "limit"]) {
         (Kind::Temporary, c::QUOTA_EXCEEDED)
     } else if has(&["err_billing", "billing", "balance", "funds", "money"]) {
-        (Kind::Permanent, c::INSUFFICIENT_BALANCE)
+        (Kind::Account, c::INSUFFICIENT_BALANCE)
     } else if has(&[
         "err_sender",
         "alpha-name",
@@ -717,6 +722,7 @@ fn provider_error(provider: &str, text: Option<&str>, scope: Scope) -> ProviderE
     match kind {
         Kind::Temporary => ProviderError::temporary(code, message),
         Kind::Permanent => ProviderError::permanent(code, message),
+        Kind::Account => ProviderError::account(code, message),
         Kind::Unknown => ProviderError::unknown(code, message),
     }
 }
@@ -1449,7 +1455,7 @@ mod tests {
         let e = provider_error("alpha", denied.error.as_deref(), Scope::Request);
         assert_eq!(
             e,
-            ProviderError::permanent(codes::UNAUTHORIZED, "alpha: Access denied")
+            ProviderError::account(codes::UNAUTHORIZED, "alpha: Access denied")
         );
 
         let alpha_name: Answer<SendData> = parse(ALPHA_NAME_ERROR.as_bytes()).expect("parses");
@@ -1581,7 +1587,7 @@ mod tests {
             ("ERR_SENDER", Kind::Permanent, c::SENDER_NOT_REGISTERED),
             ("ERR_RECIPIENT", Kind::Permanent, c::INVALID_NUMBER),
             ("ERR_LENGTH", Kind::Permanent, c::INVALID_TEXT),
-            ("ERR_BILLING", Kind::Permanent, c::INSUFFICIENT_BALANCE),
+            ("ERR_BILLING", Kind::Account, c::INSUFFICIENT_BALANCE),
             ("ERR_OVERLIMIT", Kind::Temporary, c::QUOTA_EXCEEDED),
             ("ERR_DUPLICATE", Kind::Unknown, c::DUPLICATE_CLIENT_ID),
             ("ERR_DELETE", Kind::Permanent, c::PROVIDER_REJECTED),
@@ -1607,7 +1613,7 @@ mod tests {
         }
         // The JSON API's documented texts, and the rest of the table.
         let cases = [
-            ("Access denied", Kind::Permanent, codes::UNAUTHORIZED),
+            ("Access denied", Kind::Account, codes::UNAUTHORIZED),
             (
                 "Error in Alpha-name",
                 Kind::Permanent,
@@ -1615,11 +1621,7 @@ mod tests {
             ),
             ("Message not found", Kind::Permanent, c::MESSAGE_NOT_FOUND),
             ("Too many requests", Kind::Temporary, codes::RATE_LIMITED),
-            (
-                "Insufficient funds",
-                Kind::Permanent,
-                c::INSUFFICIENT_BALANCE,
-            ),
+            ("Insufficient funds", Kind::Account, c::INSUFFICIENT_BALANCE),
             ("Invalid phone", Kind::Permanent, c::INVALID_NUMBER),
             ("Internal error", Kind::Temporary, c::PROVIDER_ERROR),
         ];

@@ -23,7 +23,11 @@ pub mod codes {
     pub const BAD_ANSWER: &str = "provider_bad_answer";
     pub const UNAVAILABLE: &str = "provider_unavailable";
     pub const RATE_LIMITED: &str = "provider_rate_limited";
+    /// The credentials were refused: an account error, and the one that makes the adapter
+    /// re-read its secret (it may have been rotated).
     pub const UNAUTHORIZED: &str = "provider_unauthorized";
+    pub const INSUFFICIENT_BALANCE: &str = "insufficient_balance";
+    pub const ACCOUNT_BLOCKED: &str = "account_blocked";
     pub const BAD_REQUEST: &str = "provider_bad_request";
 }
 
@@ -66,8 +70,9 @@ pub fn status_error(provider: &str, status: StatusCode) -> ProviderError {
         StatusCode::TOO_MANY_REQUESTS => ProviderError::temporary(codes::RATE_LIMITED, message),
         StatusCode::REQUEST_TIMEOUT => ProviderError::temporary(codes::TIMEOUT, message),
         s if s.is_server_error() => ProviderError::temporary(codes::UNAVAILABLE, message),
+        // Refused credentials are the account's trouble, not the message's.
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            ProviderError::permanent(codes::UNAUTHORIZED, message)
+            ProviderError::account(codes::UNAUTHORIZED, message)
         }
         s if s.is_client_error() => ProviderError::permanent(codes::BAD_REQUEST, message),
         _ => ProviderError::unknown(codes::BAD_ANSWER, message),
@@ -85,12 +90,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statuses_split_into_temporary_permanent_and_unknown() {
+    fn statuses_split_into_temporary_permanent_account_and_unknown() {
         use crate::ports::Retryable;
         assert!(status_error("p", StatusCode::SERVICE_UNAVAILABLE).is_retryable());
         assert!(status_error("p", StatusCode::TOO_MANY_REQUESTS).is_retryable());
-        let unauthorized = status_error("p", StatusCode::UNAUTHORIZED);
-        assert!(!unauthorized.is_retryable() && !unauthorized.is_unknown());
+        for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN] {
+            let refused = status_error("p", status);
+            assert!(refused.is_account(), "{status}");
+            assert_eq!(refused.code(), codes::UNAUTHORIZED);
+        }
+        let bad = status_error("p", StatusCode::BAD_REQUEST);
+        assert!(!bad.is_retryable() && !bad.is_unknown() && !bad.is_account());
         assert!(status_error("p", StatusCode::MOVED_PERMANENTLY).is_unknown());
         assert!(bad_answer("p", "not JSON").is_unknown());
     }

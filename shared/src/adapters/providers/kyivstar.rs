@@ -73,8 +73,8 @@
 //! | answer | Holub code | kind |
 //! | --- | --- | --- |
 //! | `400` | `provider_bad_request` | permanent |
-//! | `401` (again after a fresh token) | `provider_unauthorized` | permanent |
-//! | `403` | `provider_unauthorized` | permanent |
+//! | `401` (again after a fresh token) | `provider_unauthorized` | account |
+//! | `403` | `provider_unauthorized` | account |
 //! | `404`, other 4xx | `provider_bad_request` | permanent |
 //! | `408` | `provider_timeout` | temporary |
 //! | `413` (text longer than `maxSegments`) | `text_too_long` | permanent |
@@ -85,8 +85,11 @@
 //! | send answer not `200`+documented JSON, batch answer missing a key | `provider_bad_answer` | unknown |
 //! | no connection | `provider_unreachable` | temporary |
 //! | request sent, no answer (timeout, cut) | `provider_timeout` / `provider_unreachable` | unknown |
-//! | token endpoint `400`/`401`/`403` | `provider_unauthorized` | permanent |
+//! | token endpoint `400`/`401`/`403` | `provider_unauthorized` | account |
 //! | token endpoint: anything else failing | its code above | temporary |
+//!
+//! *Account* errors (refused client credentials) stop every message, not one: the gateway
+//! takes Kyivstar out of the route for a while and fails the message over.
 //!
 //! # What the sources do not say, and what Holub does
 //!
@@ -718,7 +721,8 @@ fn temporary(e: ProviderError) -> ProviderError {
     }
 }
 
-/// The token endpoint refused: bad credentials are for good, the rest may pass.
+/// The token endpoint refused: bad credentials stop the account until the secret is fixed,
+/// the rest may pass.
 fn token_status_error(name: &str, status: StatusCode) -> ProviderError {
     let message = format!(
         "{name}: the token endpoint answered HTTP {}",
@@ -731,7 +735,7 @@ fn token_status_error(name: &str, status: StatusCode) -> ProviderError {
                 status = status.as_u16(),
                 "kyivstar: client credentials refused"
             );
-            ProviderError::permanent(
+            ProviderError::account(
                 codes::UNAUTHORIZED,
                 format!("{message}: check client_id and client_secret"),
             )
@@ -941,6 +945,10 @@ pub fn error_answer(name: &str, status: StatusCode, body: &[u8]) -> ProviderErro
                 code,
                 message: message("refused the request"),
             },
+            ProviderError::Account { code, .. } => ProviderError::Account {
+                code,
+                message: message("refused the account's credentials"),
+            },
             ProviderError::Unknown { code, .. } => ProviderError::Unknown {
                 code,
                 message: message("gave an undocumented answer"),
@@ -1085,6 +1093,7 @@ mod tests {
         match e {
             ProviderError::Temporary { .. } => "temporary",
             ProviderError::Permanent { .. } => "permanent",
+            ProviderError::Account { .. } => "account",
             ProviderError::Unknown { .. } => "unknown",
         }
     }
@@ -1361,8 +1370,8 @@ mod tests {
     fn every_error_answer_maps_as_the_table_says() {
         let cases = [
             (400, ERROR_BAD_REQUEST, "permanent", codes::BAD_REQUEST),
-            (401, ERROR_UNAUTHORIZED, "permanent", codes::UNAUTHORIZED),
-            (403, "", "permanent", codes::UNAUTHORIZED),
+            (401, ERROR_UNAUTHORIZED, "account", codes::UNAUTHORIZED),
+            (403, "", "account", codes::UNAUTHORIZED),
             (404, ERROR_NOT_FOUND, "permanent", codes::BAD_REQUEST),
             (408, "", "temporary", codes::TIMEOUT),
             (413, "", "permanent", error_codes::TEXT_TOO_LONG),
@@ -1397,9 +1406,9 @@ mod tests {
     #[test]
     fn the_token_endpoint_errors_are_never_unknown() {
         for (status, want) in [
-            (400, "permanent"),
-            (401, "permanent"),
-            (403, "permanent"),
+            (400, "account"),
+            (401, "account"),
+            (403, "account"),
             (429, "temporary"),
             (500, "temporary"),
             (302, "temporary"),

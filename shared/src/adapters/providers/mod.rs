@@ -4,11 +4,13 @@
 //! ([`ReceiptWebhook`]) where it pushes receipts, the mapping of its error codes and status
 //! vocabulary to Holub's, and its documented request/response examples as test fixtures
 //! (under `fixtures/<provider>/`). [`build`] makes one from the route table's settings and
-//! the credentials read through the secrets port.
+//! the credentials read through the secrets port; [`refreshing`] rebuilds it when the secret
+//! is rotated.
 
 pub mod alphasms;
 pub mod http;
 pub mod kyivstar;
+pub mod refreshing;
 pub mod smsfly;
 pub mod table;
 pub mod turbosms;

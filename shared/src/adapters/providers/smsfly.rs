@@ -80,8 +80,8 @@
 //!
 //! | SMS Fly code (or transport) | Documented meaning | Holub code | Kind |
 //! |-----------------------------|--------------------|------------|------|
-//! | `FORBIDDEN` | access denied | `provider_unauthorized` | Permanent |
-//! | `INSUFFICIENTFUNDS` | not enough money | `insufficient_balance` | Permanent |
+//! | `FORBIDDEN` | access denied | `provider_unauthorized` | Account |
+//! | `INSUFFICIENTFUNDS` | not enough money | `insufficient_balance` | Account |
 //! | `INVRECIPIENT` | wrong recipient | `invalid_number` | Permanent |
 //! | `ERRPHONES` | number in the stop list | `recipient_blocked` | Permanent |
 //! | `INVROUTE` | message cannot be sent (no route) | `no_route` | Permanent |
@@ -92,10 +92,14 @@
 //! | any other code | — | `provider_error` | Temporary |
 //! | HTTP 429 | — | `provider_rate_limited` | Temporary |
 //! | HTTP 5xx | — | `provider_unavailable` | Temporary |
-//! | HTTP 401/403, other 4xx without an error body | — | `provider_unauthorized`, `provider_bad_request` | Permanent |
+//! | HTTP 401/403 without an error body | — | `provider_unauthorized` | Account |
+//! | other 4xx without an error body | — | `provider_bad_request` | Permanent |
 //! | no connection | — | `provider_unreachable` | Temporary |
 //! | timeout or cut connection after sending | — | `provider_timeout`, `provider_unreachable` | Unknown |
 //! | a 2xx answer that is not the documented JSON | — | `provider_bad_answer` | Unknown |
+//!
+//! *Account* errors are the account's, not the message's: the gateway takes SMS Fly out of
+//! the route for a while and the message fails over.
 //!
 //! # What the sources do not say, and what this adapter does
 //!
@@ -818,9 +822,22 @@ pub fn map_error(provider: &str, action: &str, error: &ErrorBody) -> ProviderErr
         "{provider}: SMS Fly refused {action} with {code}: {}",
         error.description.as_deref().unwrap_or("no description")
     );
+    if let "FORBIDDEN" | "INSUFFICIENTFUNDS" = code {
+        let holub_code = if code == "FORBIDDEN" {
+            codes::UNAUTHORIZED
+        } else {
+            INSUFFICIENT_BALANCE
+        };
+        tracing::warn!(
+            provider,
+            action,
+            code,
+            holub_code,
+            "SMS Fly refused the account"
+        );
+        return ProviderError::account(holub_code, message);
+    }
     let (holub_code, permanent) = match code {
-        "FORBIDDEN" => (codes::UNAUTHORIZED, true),
-        "INSUFFICIENTFUNDS" => (INSUFFICIENT_BALANCE, true),
         "INVRECIPIENT" => (INVALID_NUMBER, true),
         "ERRPHONES" => (RECIPIENT_BLOCKED, true),
         "INVROUTE" => (NO_ROUTE, true),
@@ -1065,9 +1082,20 @@ mod tests {
 
     #[test]
     fn every_documented_error_code_maps_as_the_table_says() {
+        for (code, holub) in [
+            ("FORBIDDEN", "provider_unauthorized"),
+            ("INSUFFICIENTFUNDS", "insufficient_balance"),
+        ] {
+            let error = ErrorBody {
+                code: code.to_owned(),
+                date: None,
+                description: None,
+            };
+            let mapped = map_error("fly", "SENDMESSAGE", &error);
+            assert!(mapped.is_account(), "{code}: {mapped:?}");
+            assert_eq!(mapped.code(), holub, "{code}");
+        }
         let table = [
-            ("FORBIDDEN", "provider_unauthorized", true),
-            ("INSUFFICIENTFUNDS", "insufficient_balance", true),
             ("INVRECIPIENT", "invalid_number", true),
             ("ERRPHONES", "recipient_blocked", true),
             ("INVROUTE", "no_route", true),
@@ -1091,7 +1119,7 @@ mod tests {
             };
             let mapped = map_error("fly", "SENDMESSAGE", &error);
             assert_eq!(mapped.code(), holub, "{code}");
-            assert!(!mapped.is_unknown(), "{code}");
+            assert!(!mapped.is_unknown() && !mapped.is_account(), "{code}");
             assert_eq!(
                 matches!(mapped, ProviderError::Permanent { .. }),
                 permanent,

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Deserialize;
 
+use super::refreshing::{CREDENTIALS_TTL, Make, Refreshing};
 use crate::domain::Kopiyky;
 use crate::ports::{ReceiptWebhook, Secret, SecretStore, SmsProvider};
 use crate::services::gateway::{BreakerConfig, Gateway, Member, RouteRule};
@@ -140,10 +141,12 @@ pub struct Providers {
 }
 
 /// Builds every provider of the table (credentials through the secret store) and the
-/// gateway over them. `receipts_base` is the URL this Holub takes receipts at.
+/// gateway over them. `receipts_base` is the URL this Holub takes receipts at. The real
+/// adapters follow their secrets ([`Refreshing`]): a rotated one is used within
+/// [`CREDENTIALS_TTL`], or at once after the provider refuses the old one.
 pub async fn build(
     table: RouteTable,
-    secrets: &dyn SecretStore,
+    secrets: Arc<dyn SecretStore>,
     receipts_base: &str,
     local: &dyn LocalProviders,
 ) -> Result<Providers, String> {
@@ -164,8 +167,21 @@ pub async fn build(
         {
             Some(made) => made,
             None => {
-                let built = super::build(&entry.kind, &entry.name, settings, &credentials)
-                    .map_err(|e| e.to_string())?;
+                let make: Make = {
+                    let (kind, name) = (entry.kind.clone(), entry.name.clone());
+                    Arc::new(move |secret: &Secret| {
+                        super::build(&kind, &name, settings.clone(), secret)
+                    })
+                };
+                let built = Refreshing::start(
+                    &entry.name,
+                    &entry.credentials,
+                    Arc::clone(&secrets),
+                    credentials,
+                    make,
+                    CREDENTIALS_TTL,
+                )
+                .map_err(|e| e.to_string())?;
                 (built.provider, built.webhook)
             }
         };

@@ -89,17 +89,17 @@
 //!
 //! | code | `response_status` | kind | Holub code |
 //! | --- | --- | --- | --- |
-//! | 103 | `REQUIRED_TOKEN` | permanent | `provider_unauthorized` |
+//! | 103 | `REQUIRED_TOKEN` | account | `provider_unauthorized` |
 //! | 104 | `REQUIRED_CONTENT` | permanent | `provider_bad_request` |
-//! | 105 | `REQUIRED_AUTH` | permanent | `provider_unauthorized` |
-//! | 106 | `REQUIRED_ACTIVE_USER` | permanent | `account_blocked` |
+//! | 105 | `REQUIRED_AUTH` | account | `provider_unauthorized` |
+//! | 106 | `REQUIRED_ACTIVE_USER` | account | `account_blocked` |
 //! | 200 | `REQUIRED_MESSAGE_SENDER` | permanent | `invalid_sender` |
 //! | 201 | `REQUIRED_MESSAGE_TEXT` | permanent | `empty_text` |
 //! | 202 | `REQUIRED_MESSAGE_RECIPIENT` | permanent | `invalid_number` |
-//! | 203 | `REQUIRED_BALANCE` | permanent | `insufficient_balance` |
+//! | 203 | `REQUIRED_BALANCE` | account | `insufficient_balance` |
 //! | 204–206 | `REQUIRED_MESSAGE_BUTTON[_CAPTION\|_ACTION]` | permanent | `provider_bad_request` |
 //! | 300 | `INVALID_REQUEST` | permanent | `provider_bad_request` |
-//! | 301 | `INVALID_TOKEN` | permanent | `provider_unauthorized` |
+//! | 301 | `INVALID_TOKEN` | account | `provider_unauthorized` |
 //! | 302 | `INVALID_MESSAGE_SENDER` | permanent | `invalid_sender` |
 //! | 303 | `INVALID_START_TIME` | permanent | `provider_bad_request` |
 //! | 304 | `INVALID_MESSAGE_TEXT` | permanent | `invalid_text` |
@@ -130,6 +130,10 @@
 //! | 505 | `FAILED_SAVE_IMAGE`, `FAILED_SAVE_FILE` | temporary | `provider_unavailable` |
 //! | 999 | `FATAL_ERROR` | unknown | `provider_fatal_error` |
 //! | other | anything else | unknown | `provider_unknown_code` |
+//!
+//! *Account* codes say the account cannot send at all (no or refused token, blocked
+//! account, no money): the gateway takes TurboSMS out of the route for a while and the
+//! message fails over; they are never the message's fault.
 //!
 //! 500/501 mean the request ran but its result could not be written, and 999 is an execution
 //! error of unknown extent, so a send answered with them may have been taken: unknown. Any
@@ -689,6 +693,8 @@ pub enum CodeKind {
     Success,
     Temporary,
     Permanent,
+    /// The account cannot send (see [`ProviderError::Account`]).
+    Account,
     Unknown,
 }
 
@@ -720,10 +726,10 @@ pub const ANSWER_CODES: &[AnswerCode] = {
     &[
         c(0, "OK", Success, ""),
         c(1, "PONG", Success, ""),
-        c(103, "REQUIRED_TOKEN", Permanent, UNAUTHORIZED),
+        c(103, "REQUIRED_TOKEN", Account, UNAUTHORIZED),
         c(104, "REQUIRED_CONTENT", Permanent, BAD_REQUEST),
-        c(105, "REQUIRED_AUTH", Permanent, UNAUTHORIZED),
-        c(106, "REQUIRED_ACTIVE_USER", Permanent, "account_blocked"),
+        c(105, "REQUIRED_AUTH", Account, UNAUTHORIZED),
+        c(106, "REQUIRED_ACTIVE_USER", Account, codes::ACCOUNT_BLOCKED),
         c(200, "REQUIRED_MESSAGE_SENDER", Permanent, "invalid_sender"),
         c(201, "REQUIRED_MESSAGE_TEXT", Permanent, "empty_text"),
         c(
@@ -732,7 +738,12 @@ pub const ANSWER_CODES: &[AnswerCode] = {
             Permanent,
             "invalid_number",
         ),
-        c(203, "REQUIRED_BALANCE", Permanent, "insufficient_balance"),
+        c(
+            203,
+            "REQUIRED_BALANCE",
+            Account,
+            codes::INSUFFICIENT_BALANCE,
+        ),
         c(204, "REQUIRED_MESSAGE_BUTTON", Permanent, BAD_REQUEST),
         c(
             205,
@@ -747,7 +758,7 @@ pub const ANSWER_CODES: &[AnswerCode] = {
             BAD_REQUEST,
         ),
         c(300, "INVALID_REQUEST", Permanent, BAD_REQUEST),
-        c(301, "INVALID_TOKEN", Permanent, UNAUTHORIZED),
+        c(301, "INVALID_TOKEN", Account, UNAUTHORIZED),
         c(302, "INVALID_MESSAGE_SENDER", Permanent, "invalid_sender"),
         c(303, "INVALID_START_TIME", Permanent, BAD_REQUEST),
         c(304, "INVALID_MESSAGE_TEXT", Permanent, "invalid_text"),
@@ -886,6 +897,7 @@ pub fn check(provider: &str, code: i64, status: &str) -> Result<(), ProviderErro
         CodeKind::Success => Ok(()),
         CodeKind::Temporary => Err(ProviderError::temporary(known.holub, message())),
         CodeKind::Permanent => Err(ProviderError::permanent(known.holub, message())),
+        CodeKind::Account => Err(ProviderError::account(known.holub, message())),
         CodeKind::Unknown => Err(ProviderError::unknown(known.holub, message())),
     }
 }
@@ -1116,7 +1128,7 @@ mod tests {
     #[test]
     fn the_documented_error_answer_is_unauthorized() {
         let e = parse_send("t", REQUIRED_TOKEN.as_bytes(), "380671234567").unwrap_err();
-        assert!(matches!(e, ProviderError::Permanent { .. }));
+        assert!(e.is_account(), "{e:?}");
         assert_eq!(e.code(), codes::UNAUTHORIZED);
         assert_eq!(
             parse_balance("t", REQUIRED_TOKEN.as_bytes())
@@ -1130,6 +1142,25 @@ mod tests {
                 .code(),
             codes::UNAUTHORIZED
         );
+    }
+
+    /// An empty balance is the account's trouble: the message fails over, never fails.
+    #[test]
+    fn an_empty_balance_is_an_account_error_and_a_bad_number_is_not() {
+        let empty =
+            r#"{"response_code":203,"response_status":"REQUIRED_BALANCE","response_result":null}"#;
+        let e = parse_send("t", empty.as_bytes(), "380671234567").unwrap_err();
+        assert_eq!(
+            e,
+            ProviderError::account(
+                "insufficient_balance",
+                "t: TurboSMS answered 203 REQUIRED_BALANCE"
+            )
+        );
+        let bad =
+            r#"{"response_code":305,"response_status":"INVALID_PHONE","response_result":null}"#;
+        let e = parse_send("t", bad.as_bytes(), "380671234567").unwrap_err();
+        assert!(matches!(e, ProviderError::Permanent { .. }), "{e:?}");
     }
 
     #[test]
@@ -1293,10 +1324,10 @@ mod tests {
         let table: &[(i64, &str, CodeKind, &str)] = &[
             (0, "OK", Success, ""),
             (1, "PONG", Success, ""),
-            (103, "REQUIRED_TOKEN", Permanent, "provider_unauthorized"),
+            (103, "REQUIRED_TOKEN", Account, "provider_unauthorized"),
             (104, "REQUIRED_CONTENT", Permanent, "provider_bad_request"),
-            (105, "REQUIRED_AUTH", Permanent, "provider_unauthorized"),
-            (106, "REQUIRED_ACTIVE_USER", Permanent, "account_blocked"),
+            (105, "REQUIRED_AUTH", Account, "provider_unauthorized"),
+            (106, "REQUIRED_ACTIVE_USER", Account, "account_blocked"),
             (200, "REQUIRED_MESSAGE_SENDER", Permanent, "invalid_sender"),
             (201, "REQUIRED_MESSAGE_TEXT", Permanent, "empty_text"),
             (
@@ -1305,7 +1336,7 @@ mod tests {
                 Permanent,
                 "invalid_number",
             ),
-            (203, "REQUIRED_BALANCE", Permanent, "insufficient_balance"),
+            (203, "REQUIRED_BALANCE", Account, "insufficient_balance"),
             (
                 204,
                 "REQUIRED_MESSAGE_BUTTON",
@@ -1325,7 +1356,7 @@ mod tests {
                 "provider_bad_request",
             ),
             (300, "INVALID_REQUEST", Permanent, "provider_bad_request"),
-            (301, "INVALID_TOKEN", Permanent, "provider_unauthorized"),
+            (301, "INVALID_TOKEN", Account, "provider_unauthorized"),
             (302, "INVALID_MESSAGE_SENDER", Permanent, "invalid_sender"),
             (303, "INVALID_START_TIME", Permanent, "provider_bad_request"),
             (304, "INVALID_MESSAGE_TEXT", Permanent, "invalid_text"),
@@ -1489,6 +1520,7 @@ mod tests {
                 (Success, Ok(())) => {}
                 (Temporary, Err(e @ ProviderError::Temporary { .. }))
                 | (Permanent, Err(e @ ProviderError::Permanent { .. }))
+                | (Account, Err(e @ ProviderError::Account { .. }))
                 | (Unknown, Err(e @ ProviderError::Unknown { .. })) => {
                     assert_eq!(e.code(), holub, "{code} {status}");
                 }
