@@ -787,7 +787,7 @@ mod tests {
         }
         // The same members as the documented answer.
         let documented: serde_json::Value = serde_json::from_str(include_str!(
-            "../../../shared/src/adapters/providers/fixtures/smsfly/send_response.json"
+            "../../../shared/src/adapters/providers/smsfly/fixtures/send_response.json"
         ))
         .unwrap();
         let ours: serde_json::Value = serde_json::from_str(&body).unwrap();

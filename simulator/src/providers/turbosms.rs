@@ -650,15 +650,15 @@ mod tests {
 
     const TOKEN: &str = "0123456789abcdef0123456789abcdef01234567";
     const PING: &str =
-        include_str!("../../../shared/src/adapters/providers/fixtures/turbosms/ping_response.json");
+        include_str!("../../../shared/src/adapters/providers/turbosms/fixtures/ping_response.json");
     const REQUIRED_TOKEN: &str = include_str!(
-        "../../../shared/src/adapters/providers/fixtures/turbosms/error_required_token.json"
+        "../../../shared/src/adapters/providers/turbosms/fixtures/error_required_token.json"
     );
     const SEND_PARTIAL: &str = include_str!(
-        "../../../shared/src/adapters/providers/fixtures/turbosms/send_response_partial.json"
+        "../../../shared/src/adapters/providers/turbosms/fixtures/send_response_partial.json"
     );
     const STATUS: &str = include_str!(
-        "../../../shared/src/adapters/providers/fixtures/turbosms/status_response.json"
+        "../../../shared/src/adapters/providers/turbosms/fixtures/status_response.json"
     );
 
     fn settings() -> SimSettings {

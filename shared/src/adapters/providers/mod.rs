@@ -3,7 +3,7 @@
 //! Each module holds one provider: its client ([`SmsProvider`]), its receipt parser
 //! ([`ReceiptWebhook`]) where it pushes receipts, the mapping of its error codes and status
 //! vocabulary to Holub's, and its documented request/response examples as test fixtures
-//! (under `fixtures/<provider>/`). [`build`] makes one from the route table's settings and
+//! (under `<provider>/fixtures/`). [`build`] makes one from the route table's settings and
 //! the credentials read through the secrets port; [`refreshing`] rebuilds it when the secret
 //! is rotated.
 

@@ -19,7 +19,7 @@
 //!   (`microtime(true) * 10000`, about 1.7·10¹³), the phone as a number, `"error": ""` on
 //!   successful answers.
 //!
-//! The documented examples are the fixtures under `fixtures/alphasms/` (see its
+//! The documented examples are the fixtures under `fixtures/` (see its
 //! `SOURCES.md`).
 //!
 //! # The API, as used here
@@ -1242,17 +1242,17 @@ mod tests {
     use chrono::TimeZone;
     use wire::{HookBody, Request, parse};
 
-    const SEND_REQUEST: &str = include_str!("fixtures/alphasms/send_request.json");
-    const SEND_OK: &str = include_str!("fixtures/alphasms/send_response_success.json");
-    const ACCESS_DENIED: &str = include_str!("fixtures/alphasms/send_response_access_denied.json");
+    const SEND_REQUEST: &str = include_str!("fixtures/send_request.json");
+    const SEND_OK: &str = include_str!("fixtures/send_response_success.json");
+    const ACCESS_DENIED: &str = include_str!("fixtures/send_response_access_denied.json");
     const ALPHA_NAME_ERROR: &str =
-        include_str!("fixtures/alphasms/send_response_alpha_name_error.json");
-    const STATUS_REQUEST: &str = include_str!("fixtures/alphasms/status_request.json");
-    const STATUS_OK: &str = include_str!("fixtures/alphasms/status_response.json");
-    const BALANCE_REQUEST: &str = include_str!("fixtures/alphasms/balance_request.json");
-    const BALANCE_OK: &str = include_str!("fixtures/alphasms/balance_response.json");
-    const STATUSES: &str = include_str!("fixtures/alphasms/message_statuses.tsv");
-    const ERRORS: &str = include_str!("fixtures/alphasms/error_codes.tsv");
+        include_str!("fixtures/send_response_alpha_name_error.json");
+    const STATUS_REQUEST: &str = include_str!("fixtures/status_request.json");
+    const STATUS_OK: &str = include_str!("fixtures/status_response.json");
+    const BALANCE_REQUEST: &str = include_str!("fixtures/balance_request.json");
+    const BALANCE_OK: &str = include_str!("fixtures/balance_response.json");
+    const STATUSES: &str = include_str!("fixtures/message_statuses.tsv");
+    const ERRORS: &str = include_str!("fixtures/error_codes.tsv");
     const DOC_KEY: &str = "bb56a4369eb19***cfec6d1776bd25";
     const TOKEN: &str = "a-hook-token-of-32-characters-xx";
 

@@ -20,7 +20,7 @@
 //!   descriptions), and SMS Fly's own WordPress plugin (`includes/smsflyc.php`: `FORBIDDEN`,
 //!   `INSUFFICIENTFUNDS`, `ERRPHONES`).
 //!
-//! The documented examples are the test fixtures in `fixtures/smsfly/` (their `README.md` says
+//! The documented examples are the test fixtures in `fixtures/` (their `README.md` says
 //! where each one comes from).
 //!
 //! # Wire format
@@ -868,15 +868,15 @@ mod tests {
     use crate::domain::{Encoding, PhoneNumber, segments};
     use chrono::TimeZone;
 
-    const SEND_REQUEST: &str = include_str!("fixtures/smsfly/send_request.json");
-    const SEND_RESPONSE: &str = include_str!("fixtures/smsfly/send_response.json");
+    const SEND_REQUEST: &str = include_str!("fixtures/send_request.json");
+    const SEND_RESPONSE: &str = include_str!("fixtures/send_response.json");
     const SEND_RESPONSE_VIBER_SMS: &str =
-        include_str!("fixtures/smsfly/send_response_viber_sms.json");
-    const STATUS_REQUEST: &str = include_str!("fixtures/smsfly/status_request.json");
-    const STATUS_RESPONSE: &str = include_str!("fixtures/smsfly/status_response.json");
-    const BALANCE_REQUEST: &str = include_str!("fixtures/smsfly/balance_request.json");
-    const BALANCE_RESPONSE: &str = include_str!("fixtures/smsfly/balance_response.json");
-    const ERROR_RESPONSE: &str = include_str!("fixtures/smsfly/error_response.json");
+        include_str!("fixtures/send_response_viber_sms.json");
+    const STATUS_REQUEST: &str = include_str!("fixtures/status_request.json");
+    const STATUS_RESPONSE: &str = include_str!("fixtures/status_response.json");
+    const BALANCE_REQUEST: &str = include_str!("fixtures/balance_request.json");
+    const BALANCE_RESPONSE: &str = include_str!("fixtures/balance_response.json");
+    const ERROR_RESPONSE: &str = include_str!("fixtures/error_response.json");
 
     fn json(text: &str) -> serde_json::Value {
         serde_json::from_str(text).unwrap()

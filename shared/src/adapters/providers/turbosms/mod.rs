@@ -20,7 +20,7 @@
 //! - Jhayphal/TurboSMS (C#): `TurboSMS/Messages/StatusType.cs`, the delivery-status
 //!   vocabulary with its meanings.
 //! - The documented request/response examples as public client code quotes them: see
-//!   `fixtures/turbosms/SOURCES.md`.
+//!   `fixtures/SOURCES.md`.
 //!
 //! # Wire format
 //!
@@ -992,13 +992,13 @@ mod tests {
     use crate::ports::Retryable;
     use chrono::TimeZone;
 
-    const ENVELOPE_OK: &str = include_str!("fixtures/turbosms/envelope_ok.json");
-    const PING: &str = include_str!("fixtures/turbosms/ping_response.json");
-    const SEND_REQUEST: &str = include_str!("fixtures/turbosms/send_request.json");
-    const SEND_PARTIAL: &str = include_str!("fixtures/turbosms/send_response_partial.json");
-    const REQUIRED_TOKEN: &str = include_str!("fixtures/turbosms/error_required_token.json");
-    const STATUS: &str = include_str!("fixtures/turbosms/status_response.json");
-    const BALANCE: &str = include_str!("fixtures/turbosms/balance_response.json");
+    const ENVELOPE_OK: &str = include_str!("fixtures/envelope_ok.json");
+    const PING: &str = include_str!("fixtures/ping_response.json");
+    const SEND_REQUEST: &str = include_str!("fixtures/send_request.json");
+    const SEND_PARTIAL: &str = include_str!("fixtures/send_response_partial.json");
+    const REQUIRED_TOKEN: &str = include_str!("fixtures/error_required_token.json");
+    const STATUS: &str = include_str!("fixtures/status_response.json");
+    const BALANCE: &str = include_str!("fixtures/balance_response.json");
 
     fn secret(token: &str) -> Secret {
         Secret::new(serde_json::json!({ "token": token }).to_string())

@@ -20,7 +20,7 @@
 //!   status query: "not delivered or message id does not exist"), `src/KyivstarAuth.php`;
 //! - p4b-solutions/kyivstar-adwisor (`expires_in`, the OAuth error body, `messageTtlSec`).
 //!
-//! The examples are kept verbatim as fixtures under `fixtures/kyivstar/`; `SOURCES.md` there
+//! The examples are kept verbatim as fixtures under `fixtures/`; `SOURCES.md` there
 //! says where each one came from.
 //!
 //! # The API as Holub uses it
@@ -1051,20 +1051,20 @@ mod tests {
     use super::*;
     use crate::domain::{MessageId, PhoneNumber, segments};
 
-    const SEND_REQUEST: &str = include_str!("fixtures/kyivstar/send_request.json");
-    const SEND_RESPONSE: &str = include_str!("fixtures/kyivstar/send_response.json");
-    const CHECK_RESPONSE: &str = include_str!("fixtures/kyivstar/check_response.json");
-    const BATCH_SEND_REQUEST: &str = include_str!("fixtures/kyivstar/batch_send_request.json");
-    const BATCH_SEND_RESPONSE: &str = include_str!("fixtures/kyivstar/batch_send_response.json");
-    const STATUS_BATCH_REQUEST: &str = include_str!("fixtures/kyivstar/status_batch_request.json");
+    const SEND_REQUEST: &str = include_str!("fixtures/send_request.json");
+    const SEND_RESPONSE: &str = include_str!("fixtures/send_response.json");
+    const CHECK_RESPONSE: &str = include_str!("fixtures/check_response.json");
+    const BATCH_SEND_REQUEST: &str = include_str!("fixtures/batch_send_request.json");
+    const BATCH_SEND_RESPONSE: &str = include_str!("fixtures/batch_send_response.json");
+    const STATUS_BATCH_REQUEST: &str = include_str!("fixtures/status_batch_request.json");
     const STATUS_BATCH_RESPONSE: &str =
-        include_str!("fixtures/kyivstar/status_batch_response.json");
-    const ERROR_BAD_REQUEST: &str = include_str!("fixtures/kyivstar/error_bad_request.json");
-    const ERROR_NOT_FOUND: &str = include_str!("fixtures/kyivstar/error_not_found.json");
-    const ERROR_UNAUTHORIZED: &str = include_str!("fixtures/kyivstar/error_unauthorized.json");
-    const ERROR_SERVER: &str = include_str!("fixtures/kyivstar/error_server.json");
-    const ERROR_NOT_DELIVERED: &str = include_str!("fixtures/kyivstar/error_not_delivered.json");
-    const TOKEN_RESPONSE: &str = include_str!("fixtures/kyivstar/token_response.json");
+        include_str!("fixtures/status_batch_response.json");
+    const ERROR_BAD_REQUEST: &str = include_str!("fixtures/error_bad_request.json");
+    const ERROR_NOT_FOUND: &str = include_str!("fixtures/error_not_found.json");
+    const ERROR_UNAUTHORIZED: &str = include_str!("fixtures/error_unauthorized.json");
+    const ERROR_SERVER: &str = include_str!("fixtures/error_server.json");
+    const ERROR_NOT_DELIVERED: &str = include_str!("fixtures/error_not_delivered.json");
+    const TOKEN_RESPONSE: &str = include_str!("fixtures/token_response.json");
 
     const MSG_ID: &str = "20200000-0000-0000-0000-380670000200";
 
