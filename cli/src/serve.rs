@@ -292,11 +292,15 @@ async fn default_simulator(
         None => {
             let api = token(secrets, "providers/simulator/api-token").await?;
             let receipt = token(secrets, "providers/simulator/receipt-token").await?;
-            let config = args.sim.config(
-                receipts_url,
-                api.expose().to_owned(),
-                receipt.expose().to_owned(),
-            );
+            let config = SimulatorConfig {
+                // What it accepted outlives a crash of this process, as at a real provider.
+                journal: Some(args.data_dir.join(SIMULATOR_JOURNAL)),
+                ..args.sim.config(
+                    receipts_url,
+                    api.expose().to_owned(),
+                    receipt.expose().to_owned(),
+                )
+            };
             let sim = holub_simulator::Simulator::start(config)
                 .await
                 .map_err(|e| format!("cannot start the simulator: {e}"))?;
@@ -334,3 +338,5 @@ async fn default_simulator(
 
 /// The provider name of the built-in simulator when there is no route table.
 const DEFAULT_PROVIDER: &str = "simulator";
+/// The built-in simulator's memory of accepted messages, in the data directory.
+const SIMULATOR_JOURNAL: &str = "simulator.journal";

@@ -16,6 +16,9 @@ pub struct Args {
     api_token: String,
     #[arg(long, env = "HOLUB_SIMULATOR_RECEIPT_TOKEN")]
     receipt_token: String,
+    /// A file that keeps what the simulator accepted across its restarts.
+    #[arg(long, env = "HOLUB_SIMULATOR_JOURNAL")]
+    journal: Option<std::path::PathBuf>,
     #[command(flatten)]
     sim: SimulatorArgs,
 }
@@ -33,9 +36,12 @@ pub async fn run(args: Args) -> ExitCode {
         .map(|a| a.to_string())
         .unwrap_or_default();
     println!("{}", serde_json::json!({ "listening": addr }));
-    let config = args
-        .sim
-        .config(args.receipts_url, args.api_token, args.receipt_token);
+    let config = holub_simulator::SimulatorConfig {
+        journal: args.journal,
+        ..args
+            .sim
+            .config(args.receipts_url, args.api_token, args.receipt_token)
+    };
     match holub_simulator::serve(listener, config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

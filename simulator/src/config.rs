@@ -57,6 +57,9 @@ pub struct SimulatorConfig {
     pub rate_limit_per_second: Option<u32>,
     /// Seeds the simulator's random choices, for reproducible runs.
     pub seed: Option<u64>,
+    /// A file that remembers every accepted message across restarts (see
+    /// [`crate::journal`]); none (the default): the simulator forgets on exit.
+    pub journal: Option<std::path::PathBuf>,
 }
 
 impl Default for SimulatorConfig {
@@ -79,6 +82,7 @@ impl Default for SimulatorConfig {
             latency: Duration::ZERO,
             rate_limit_per_second: None,
             seed: None,
+            journal: None,
         }
     }
 }
@@ -102,6 +106,7 @@ impl std::fmt::Debug for SimulatorConfig {
             .field("latency", &self.latency)
             .field("rate_limit_per_second", &self.rate_limit_per_second)
             .field("seed", &self.seed)
+            .field("journal", &self.journal)
             .finish_non_exhaustive()
     }
 }
@@ -136,6 +141,8 @@ pub enum ConfigError {
     TooLong { field: &'static str, max: Duration },
     #[error("the receipt HTTP client cannot start: {0}")]
     HttpClient(String),
+    #[error("the journal cannot be opened: {0}")]
+    Journal(String),
 }
 
 impl SimulatorConfig {

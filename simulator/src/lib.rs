@@ -49,6 +49,11 @@
 //! `404 {"error":"not_found"}` if that client id was never accepted. This is how a client
 //! resolves a send whose answer it lost, without sending again.
 //!
+//! **Status** — `POST /api/v1/status` with `{"message_ids":["sim-01JV…",…]}` (at most 1000):
+//! `200 {"receipts":[…]}`, the final receipts (as pushed, below) of the messages whose final
+//! state is due; ids it does not know, or whose state is not final yet, are left out. This is
+//! how a client settles receipts it missed (pushed while it was down) without waiting for them.
+//!
 //! **Stats** — `GET /api/v1/stats` (no token):
 //! `{"accepted","submissions","duplicates","receipts_pending","receipts_posted","receipts_dropped"}`.
 //!
@@ -65,6 +70,7 @@
 //! come out of order.
 
 pub mod config;
+pub mod journal;
 mod poster;
 pub mod provider;
 pub mod providers;

@@ -18,12 +18,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use holub_shared::domain::{Kopiyky, MessageId};
-use holub_shared::ports::{OutboundSms, ProviderError, SmsProvider, Submitted};
+use holub_shared::ports::{OutboundSms, ProviderError, ProviderReceipt, SmsProvider, Submitted};
 use reqwest::StatusCode;
 
 use crate::wire::{
     ErrorBody, LookupResponse, MAX_MESSAGES_PER_REQUEST, SendItem, SendRequest, SendResponse,
-    SendResult,
+    SendResult, StatusRequest,
 };
 
 /// Connection set-up must be quick on loopback; a stuck one is a dead simulator.
@@ -154,6 +154,37 @@ impl SimulatorProvider {
             .zip(answer.results)
             .map(|(sms, result)| map_result(&self.name, sms, result))
             .collect()
+    }
+
+    /// The final receipts of up to [`MAX_MESSAGES_PER_REQUEST`] messages.
+    async fn status_chunk(&self, ids: &[String]) -> Result<Vec<ProviderReceipt>, ProviderError> {
+        let url = self
+            .base_url
+            .join("api/v1/status")
+            .map_err(|_| bad_answer("cannot build the status URL"))?;
+        let body = StatusRequest {
+            message_ids: ids.to_vec(),
+        };
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(&self.api_token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| transport_error(&self.name, &e))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&self.name, &e))?;
+        if status != StatusCode::OK {
+            return Err(status_error(&self.name, status, &bytes, true));
+        }
+        crate::receipt::parse_receipts(&bytes).map_err(|e| {
+            tracing::warn!(provider = %self.name, error = %e, "simulator status answer unreadable");
+            bad_answer("the status answer is not holub-sim v1 JSON")
+        })
     }
 
     fn lookup_url(&self, id: &MessageId) -> Result<reqwest::Url, ProviderError> {
@@ -326,6 +357,19 @@ impl SmsProvider for SimulatorProvider {
             .collect()
             .await;
         answers.into_iter().flatten().collect()
+    }
+
+    /// The simulator pushes receipts and also answers for them.
+    fn answers_status(&self) -> bool {
+        true
+    }
+
+    async fn status(&self, ids: &[String]) -> Result<Vec<ProviderReceipt>, ProviderError> {
+        let mut receipts = Vec::new();
+        for chunk in ids.chunks(MAX_MESSAGES_PER_REQUEST) {
+            receipts.extend(self.status_chunk(chunk).await?);
+        }
+        Ok(receipts)
     }
 
     async fn lookup(&self, id: &MessageId) -> Result<Option<Submitted>, ProviderError> {

@@ -4,7 +4,8 @@
 //! parsing numbers, senders and texts happens before it is taken, so a request of 1000
 //! messages holds the lock for microseconds. Receipts are not tasks: each accepted message
 //! pushes one entry on a heap ordered by due time, and the single poster task
-//! ([`SimulatorState::run_receipts`]) drains it.
+//! ([`SimulatorState::run_receipts`]) drains it. With a [`Journal`], accepted messages are
+//! written down before the send is answered and read back at start.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
@@ -28,16 +29,20 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::{ConfigError, SimulatorConfig};
+use crate::journal::{self, Journal};
 use crate::receipt::{bearer_token, constant_time_eq};
 use crate::wire::{
-    ErrorBody, LookupResponse, MAX_MESSAGES_PER_REQUEST, MESSAGES_PATH, SEND_PATH, STATS_PATH,
-    SendItem, SendRequest, SendResponse, SendResult, Stats, format_hryvnias,
+    ErrorBody, LookupResponse, MAX_MESSAGES_PER_REQUEST, MESSAGES_PATH, Receipt, ReceiptBatch,
+    SEND_PATH, STATS_PATH, STATUS_PATH, SendItem, SendRequest, SendResponse, SendResult, Stats,
+    StatusRequest, format_hryvnias,
 };
 
 /// Send bodies may be large (1000 long messages); anything past this is refused with 413.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// A concatenated SMS has at most 255 parts (the UDH part counter is one byte).
 const MAX_PARTS: usize = 255;
+/// After a restart, receipts that fell due this recently are posted again.
+const REPUSH_WITHIN: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
 /// The simulator's shared state: cheap to clone, every clone is the same simulator.
 #[derive(Clone)]
@@ -49,12 +54,15 @@ pub(crate) struct Shared {
     pub(crate) config: SimulatorConfig,
     pub(crate) receipts_url: Option<reqwest::Url>,
     pub(crate) http: reqwest::Client,
+    journal: Option<Journal>,
     inner: Mutex<Inner>,
 }
 
 pub(crate) struct Inner {
     /// Accepted messages by canonical client id.
     messages: HashMap<String, Record>,
+    /// The client id of each accepted message, by the simulator's id.
+    client_ids: HashMap<Arc<str>, String>,
     /// Final receipts not yet due, earliest first.
     pub(crate) schedule: BinaryHeap<Reverse<Scheduled>>,
     next_seq: u64,
@@ -70,6 +78,7 @@ struct Record {
     parts: u16,
     outcome: Outcome,
     due: Instant,
+    done_at: DateTime<Utc>,
 }
 
 /// How a message ends.
@@ -81,12 +90,18 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    const ALL: [Outcome; 3] = [Outcome::Delivered, Outcome::Undelivered, Outcome::Expired];
+
     pub(crate) fn code(self) -> &'static str {
         match self {
             Outcome::Delivered => "DELIVRD",
             Outcome::Undelivered => "UNDELIV",
             Outcome::Expired => "EXPIRED",
         }
+    }
+
+    fn from_code(code: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.code() == code)
     }
 }
 
@@ -137,20 +152,32 @@ impl SimulatorState {
             Some(seed) => SmallRng::seed_from_u64(seed),
             None => SmallRng::from_os_rng(),
         };
+        let mut inner = Inner {
+            messages: HashMap::new(),
+            client_ids: HashMap::new(),
+            schedule: BinaryHeap::new(),
+            next_seq: 0,
+            rng,
+            stats: Stats::default(),
+            window_start: Instant::now(),
+            window_used: 0,
+        };
+        let journal = match &config.journal {
+            Some(path) => {
+                let (journal, remembered) = Journal::open(path, Utc::now())
+                    .map_err(|e| ConfigError::Journal(format!("{}: {e}", path.display())))?;
+                inner.remember(remembered, receipts_url.is_some(), &config);
+                Some(journal)
+            }
+            None => None,
+        };
         Ok(SimulatorState {
             shared: Arc::new(Shared {
                 config,
                 receipts_url,
                 http,
-                inner: Mutex::new(Inner {
-                    messages: HashMap::new(),
-                    schedule: BinaryHeap::new(),
-                    next_seq: 0,
-                    rng,
-                    stats: Stats::default(),
-                    window_start: Instant::now(),
-                    window_used: 0,
-                }),
+                journal,
+                inner: Mutex::new(inner),
             }),
         })
     }
@@ -204,8 +231,13 @@ impl SimulatorState {
         true
     }
 
-    /// Records a checked request; `None` when the rate limit refuses it.
-    fn submit(&self, items: Vec<SendItem>, prepared: Vec<Prepared>) -> Option<Vec<SendResult>> {
+    /// Records a checked request; `None` when the rate limit refuses it. Returns the answer
+    /// and what the journal must hold before it is given.
+    fn submit(
+        &self,
+        items: Vec<SendItem>,
+        prepared: Vec<Prepared>,
+    ) -> Option<(Vec<SendResult>, Vec<journal::Entry>)> {
         let config = &self.shared.config;
         let receipts_on = self.shared.receipts_url.is_some();
         let copies: u64 = if config.duplicate_receipts { 2 } else { 1 };
@@ -220,6 +252,7 @@ impl SimulatorState {
         let done_at = now_utc
             + chrono::Duration::from_std(config.receipt_delay).unwrap_or(chrono::Duration::zero());
         let mut results = Vec::with_capacity(items.len());
+        let mut written = Vec::new();
         for (item, prepared) in items.into_iter().zip(prepared) {
             inner.stats.submissions += 1;
             let (key, parts, cost) = match prepared {
@@ -258,29 +291,54 @@ impl SimulatorState {
             };
             let message_id: Arc<str> = format!("sim-{}", MessageId::generate(now_utc)).into();
             let record = Record {
-                message_id: Arc::clone(&message_id),
+                message_id,
                 cost,
                 parts,
                 outcome,
                 due,
+                done_at,
             };
             results.push(accepted(item.client_id, &record));
-            inner.messages.insert(key, record);
-            inner.stats.accepted += 1;
-            if receipts_on {
-                inner.next_seq += 1;
-                inner.schedule.push(Reverse(Scheduled {
-                    due,
-                    seq: inner.next_seq,
-                    message_id,
+            if self.shared.journal.is_some() {
+                written.push(journal::Entry {
+                    client_id: key.clone(),
+                    message_id: record.message_id.to_string(),
+                    cost,
                     parts,
-                    outcome,
-                    done_at,
-                }));
-                inner.stats.receipts_pending += u64::from(parts) * copies;
+                    outcome: outcome.code().to_owned(),
+                    done: done_at,
+                });
             }
+            inner.insert(key, record, receipts_on, copies);
         }
-        Some(results)
+        Some((results, written))
+    }
+
+    /// The final receipts of the messages named by `message_ids` whose state is final now.
+    fn final_receipts(&self, message_ids: &[String]) -> Vec<Receipt> {
+        let inner = self.lock();
+        let now = Instant::now();
+        let mut receipts = Vec::new();
+        for id in message_ids {
+            let Some(record) = inner
+                .client_ids
+                .get(id.as_str())
+                .and_then(|key| inner.messages.get(key))
+                .filter(|record| now >= record.due)
+            else {
+                continue;
+            };
+            let done_at = record
+                .done_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            receipts.extend((1..=record.parts).map(|part| Receipt {
+                message_id: record.message_id.to_string(),
+                part,
+                status: record.outcome.code().to_owned(),
+                done_at: done_at.clone(),
+            }));
+        }
+        receipts
     }
 
     fn lookup(&self, key: &str) -> Option<LookupResponse> {
@@ -297,6 +355,59 @@ impl SimulatorState {
             parts: record.parts,
             status: status.to_owned(),
         })
+    }
+}
+
+impl Inner {
+    /// Takes an accepted message; its receipts are scheduled if receipts are posted.
+    fn insert(&mut self, key: String, record: Record, receipts_on: bool, copies: u64) {
+        self.stats.accepted += 1;
+        self.client_ids
+            .insert(Arc::clone(&record.message_id), key.clone());
+        if receipts_on {
+            self.next_seq += 1;
+            self.schedule.push(Reverse(Scheduled {
+                due: record.due,
+                seq: self.next_seq,
+                message_id: Arc::clone(&record.message_id),
+                parts: record.parts,
+                outcome: record.outcome,
+                done_at: record.done_at,
+            }));
+            self.stats.receipts_pending += u64::from(record.parts) * copies;
+        }
+        self.messages.insert(key, record);
+    }
+
+    /// Takes back what the journal remembers. Receipts not yet due are scheduled again
+    /// (they were certainly not posted); those that fell due in the last [`REPUSH_WITHIN`]
+    /// are posted again, as a provider retries a push nobody acknowledged (the journal does
+    /// not know which were): receipts are at-least-once anyway. Older ones are left for the
+    /// client to ask about.
+    fn remember(
+        &mut self,
+        entries: Vec<journal::Entry>,
+        receipts_on: bool,
+        config: &SimulatorConfig,
+    ) {
+        let (now, now_utc) = (Instant::now(), Utc::now());
+        let copies: u64 = if config.duplicate_receipts { 2 } else { 1 };
+        for entry in entries {
+            let Some(outcome) = Outcome::from_code(&entry.outcome) else {
+                continue;
+            };
+            let ahead = (entry.done - now_utc).to_std().unwrap_or(Duration::ZERO);
+            let record = Record {
+                message_id: entry.message_id.into(),
+                cost: entry.cost,
+                parts: entry.parts,
+                outcome,
+                due: now + ahead,
+                done_at: entry.done,
+            };
+            let push = receipts_on && entry.done >= now_utc - REPUSH_WITHIN;
+            self.insert(entry.client_id, record, push, copies);
+        }
     }
 }
 
@@ -411,7 +522,7 @@ async fn send_handler(
         .map(|item| prepare(item, config.cost_per_part))
         .collect();
     let count = request.messages.len();
-    let Some(results) = state.submit(request.messages, prepared) else {
+    let Some((results, written)) = state.submit(request.messages, prepared) else {
         let mut response = error(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -422,6 +533,18 @@ async fn send_handler(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
+    if let Some(journal) = &state.shared.journal
+        && let Err(e) = journal.append(&written)
+    {
+        // Taken in memory, not on record: the client tries again and is answered from
+        // memory, as for any repeated client id.
+        tracing::error!(error = %e, "simulator: the journal cannot be written");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the simulator cannot record messages now",
+        );
+    }
     if state.roll(config.lost_answer_ratio) {
         tracing::debug!(
             count,
@@ -465,6 +588,29 @@ async fn lookup_handler(
     }
 }
 
+async fn status_handler(
+    State(state): State<SimulatorState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !state.authorized(&headers) {
+        return unauthorized();
+    }
+    let request: StatusRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+    };
+    if request.message_ids.len() > MAX_MESSAGES_PER_REQUEST {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "too_many_messages",
+            format!("at most {MAX_MESSAGES_PER_REQUEST} ids per request"),
+        );
+    }
+    let receipts = state.final_receipts(&request.message_ids);
+    (StatusCode::OK, axum::Json(ReceiptBatch { receipts })).into_response()
+}
+
 async fn stats_handler(State(state): State<SimulatorState>) -> Response {
     (StatusCode::OK, axum::Json(state.stats())).into_response()
 }
@@ -479,6 +625,7 @@ pub fn router(state: SimulatorState) -> Router {
     Router::new()
         .route(SEND_PATH, post(send_handler))
         .route(MESSAGES_PATH, get(lookup_handler))
+        .route(STATUS_PATH, post(status_handler))
         .route(STATS_PATH, get(stats_handler))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

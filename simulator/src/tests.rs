@@ -304,6 +304,88 @@ async fn lookup_finds_accepted_messages_and_not_others() {
 }
 
 #[tokio::test]
+async fn status_answers_final_receipts_of_known_messages_only() {
+    let simulator = start(config()).await;
+    let provider = provider(&simulator);
+    assert!(provider.answers_status());
+    let (short, long) = (sms("Hello"), sms(&"x".repeat(200)));
+    let short_id = provider
+        .send(&short)
+        .await
+        .expect("accepted")
+        .provider_message_id;
+    let long_id = provider
+        .send(&long)
+        .await
+        .expect("accepted")
+        .provider_message_id;
+    let ids = [short_id.clone(), long_id.clone(), "sim-unknown".to_owned()];
+    // Not due yet: no news, not an intermediate state.
+    let slow = start(SimulatorConfig {
+        receipt_delay: Duration::from_secs(60),
+        ..config()
+    })
+    .await;
+    let slow_id = self::provider(&slow)
+        .send(&short)
+        .await
+        .expect("accepted")
+        .provider_message_id;
+    assert_eq!(self::provider(&slow).status(&[slow_id]).await, Ok(vec![]));
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let receipts = provider.status(&ids).await.expect("answered");
+    let mut seen: Vec<(&str, u16, ReceiptState)> = receipts
+        .iter()
+        .map(|r| (r.provider_message_id.as_str(), r.part, r.state))
+        .collect();
+    seen.sort();
+    let mut expected = vec![
+        (short_id.as_str(), 1, ReceiptState::Delivered),
+        (long_id.as_str(), 1, ReceiptState::Delivered),
+        (long_id.as_str(), 2, ReceiptState::Delivered),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected, "one receipt per part, unknown ids left out");
+}
+
+#[tokio::test]
+async fn a_journal_keeps_what_was_accepted_across_a_restart() {
+    let dir = std::env::temp_dir().join(format!("holub-sim-{}", MessageId::generate(Utc::now())));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let journaled = SimulatorConfig {
+        journal: Some(dir.join("simulator.journal")),
+        receipt_delay: Duration::from_millis(300),
+        ..config()
+    };
+    let first = start(journaled.clone()).await;
+    let (early, late) = (sms("Hello"), sms("Привіт"));
+    let early_sent = provider(&first).send(&early).await.expect("accepted");
+    let late_sent = provider(&first).send(&late).await.expect("accepted");
+    first.stop().await;
+
+    let second = start(journaled).await;
+    let again = provider(&second);
+    assert_eq!(again.lookup(&early.id).await, Ok(Some(early_sent.clone())));
+    assert_eq!(second.stats().accepted, 2);
+    // The same client id again is a duplicate, answered with the first id.
+    assert_eq!(again.send(&late).await, Ok(late_sent.clone()));
+    assert_eq!(second.stats().duplicates, 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let receipts = again
+        .status(&[
+            early_sent.provider_message_id,
+            late_sent.provider_message_id,
+        ])
+        .await
+        .expect("answered");
+    assert_eq!(receipts.len(), 2, "{receipts:?}");
+    assert!(receipts.iter().all(|r| r.state == ReceiptState::Delivered));
+    second.stop().await;
+    std::fs::remove_dir_all(&dir).expect("cleaned up");
+}
+
+#[tokio::test]
 async fn final_states_follow_the_ratios() {
     for (delivered_ratio, expired_ratio, expected) in [
         (1.0, 0.0, "DELIVRD"),

@@ -12,6 +12,8 @@ pub const SEND_PATH: &str = "/api/v1/send";
 pub const MESSAGES_PATH: &str = "/api/v1/messages/{client_id}";
 /// `GET`: the counters tests use to prove nothing was sent twice.
 pub const STATS_PATH: &str = "/api/v1/stats";
+/// `POST`: the final receipts of messages, by the simulator's ids.
+pub const STATUS_PATH: &str = "/api/v1/status";
 
 /// Most messages one send request may carry.
 pub const MAX_MESSAGES_PER_REQUEST: usize = 1000;
@@ -80,6 +82,12 @@ pub enum SendResult {
 }
 
 /// The 200 answer to `GET /api/v1/messages/{client_id}`.
+/// The body of a status query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRequest {
+    pub message_ids: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LookupResponse {
     pub message_id: String,

@@ -305,8 +305,14 @@ impl Holub {
     }
 
     /// Kills the process and starts it again over the same data, with the same arguments.
-    pub fn restart_after_kill(mut self) -> Holub {
+    pub fn restart_after_kill(self) -> Holub {
+        self.restart_after_kill_and_pause(Duration::ZERO)
+    }
+
+    /// [`Holub::restart_after_kill`], staying down for `pause` first.
+    pub fn restart_after_kill_and_pause(mut self, pause: Duration) -> Holub {
         self.kill();
+        std::thread::sleep(pause);
         let data_dir = self.data_dir.clone();
         let args = std::mem::take(&mut self.extra_args);
         // A random port stays random; a chosen one is kept.

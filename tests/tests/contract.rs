@@ -464,7 +464,13 @@ async fn empty_calls_are_no_ops(b: &Backend) {
             .unwrap()
             .is_empty()
     );
-    assert!(store.awaiting_receipts("p", 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .awaiting_receipts("p", at(1000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     b.queue()
         .send_batch(QueueName::Dispatch, Vec::new())
         .await
@@ -1274,28 +1280,45 @@ async fn sent_messages_await_receipts_per_provider(b: &Backend) {
         .unwrap();
 
     assert_eq!(
-        store.awaiting_receipts("turbosms", 10).await.unwrap(),
+        store
+            .awaiting_receipts("turbosms", at(1000), 10)
+            .await
+            .unwrap(),
         ["t-late", "t-early", "t-middle"],
         "earliest validity end first; a delivered message no longer waits"
     );
     assert_eq!(
-        store.awaiting_receipts("turbosms", 2).await.unwrap(),
+        store
+            .awaiting_receipts("turbosms", at(1000), 2)
+            .await
+            .unwrap(),
         ["t-late", "t-early"]
     );
     assert_eq!(
-        store.awaiting_receipts("smsfly", 10).await.unwrap(),
+        store
+            .awaiting_receipts("smsfly", at(1000), 10)
+            .await
+            .unwrap(),
         ["f-1"]
+    );
+    assert_eq!(
+        store
+            .awaiting_receipts("turbosms", at(20), 10)
+            .await
+            .unwrap(),
+        ["t-early", "t-middle"],
+        "only those sent by the cutoff: a reconciliation asks for overdue receipts only"
     );
     assert!(
         store
-            .awaiting_receipts("alphasms", 10)
+            .awaiting_receipts("alphasms", at(1000), 10)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
         store
-            .awaiting_receipts("turbosms", 0)
+            .awaiting_receipts("turbosms", at(1000), 0)
             .await
             .unwrap()
             .is_empty()
@@ -1307,7 +1330,10 @@ async fn sent_messages_await_receipts_per_provider(b: &Backend) {
         .await
         .unwrap();
     assert_eq!(
-        store.awaiting_receipts("turbosms", 10).await.unwrap(),
+        store
+            .awaiting_receipts("turbosms", at(1000), 10)
+            .await
+            .unwrap(),
         ["t-late", "t-middle"]
     );
 }
@@ -2039,7 +2065,7 @@ mod requests {
         let (r, n) = cost(&counter, store.due_scheduled(at(10), 100)).await;
         assert!(r.unwrap().is_empty());
         assert_eq!(n, of(&[("DynamoDB.Query", shards)]));
-        let (r, n) = cost(&counter, store.awaiting_receipts("kyivstar", 100)).await;
+        let (r, n) = cost(&counter, store.awaiting_receipts("kyivstar", at(1000), 100)).await;
         assert_eq!(r.unwrap().len(), 24);
         assert_eq!(n, of(&[("DynamoDB.Query", shards)]));
         let (r, n) = cost(

@@ -1,20 +1,22 @@
 //! Crash safety: `holub serve` is killed (SIGKILL) in the middle of a few thousand messages
 //! and started again over the same data. Every accepted message must reach a terminal
-//! state, and the simulator (a process of its own, which outlives the crash) must have been
-//! asked to send each of them exactly once.
+//! state, and the simulator must have been asked to send each of them exactly once: a
+//! simulator that is a process of its own (it outlives the crash), and the built-in one,
+//! which dies with Holub and must come back remembering what it took.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use holub_tests::{Api, Holub, Simulator, TERMINAL, TempDir, create_tenant, free_port};
 use serde_json::json;
+use tokio::task::JoinHandle;
 
 const MESSAGES: usize = 3000;
 const PER_BATCH: usize = 100;
 
-async fn simulator_stats(sim: &Simulator, token: &str) -> serde_json::Value {
+async fn stats_at(base_url: &str, token: &str) -> serde_json::Value {
     reqwest::Client::new()
-        .get(format!("{}/api/v1/stats", sim.base_url))
+        .get(format!("{base_url}/api/v1/stats"))
         .bearer_auth(token)
         .send()
         .await
@@ -24,52 +26,21 @@ async fn simulator_stats(sim: &Simulator, token: &str) -> serde_json::Value {
         .expect("stats JSON")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_holub_loses_nothing_and_sends_nothing_twice() {
-    let dir = TempDir::new("crash");
-    let keys = create_tenant(dir.path(), "Crash");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let (api_token, receipt_token) = ("sim-api-token", "sim-receipt-token");
-    let sim = Simulator::start(
-        &format!("http://{listen}/v1/receipts/simulator"),
-        api_token,
-        receipt_token,
-        // Slow sends, so the kill lands while messages are being dispatched; and a tenth of
-        // the send requests lose their answer (the messages are taken, the answer is a 503):
-        // those must be found by lookup, not sent again.
-        &[
-            "--sim-receipt-delay-ms",
-            "200",
-            "--sim-delivered-ratio",
-            "1.0",
-            "--sim-latency-ms",
-            "30",
-            "--sim-lost-answer-ratio",
-            "0.1",
-        ],
-    );
-    let args = [
-        "--simulator-url",
-        sim.base_url.as_str(),
-        "--simulator-api-token",
-        api_token,
-        "--simulator-receipt-token",
-        receipt_token,
-        "--dispatch-batch",
-        "50",
-        "--dispatch-visibility",
-        "3",
-        "--orphan-after",
-        "2",
-        "--requeue-after",
-        "3",
-    ];
-    let holub = Holub::start_on(dir.path(), &listen, &args);
-    let api = Api::new(&holub, &keys.api_key);
+async fn simulator_stats(sim: &Simulator, token: &str) -> serde_json::Value {
+    stats_at(&sim.base_url, token).await
+}
 
-    // Send in batches from several tasks; kill Holub while they and dispatch are running.
-    let senders: Vec<_> = (0..MESSAGES / PER_BATCH)
+/// The built-in simulator of a running `holub serve`.
+fn built_in_simulator(holub: &Holub) -> String {
+    let addr = holub.info["simulators"]["simulator"]
+        .as_str()
+        .expect("holub serve names its built-in simulator");
+    format!("http://{addr}")
+}
+
+/// Sends [`MESSAGES`] in batches from several tasks; each task returns the ids accepted.
+fn send_batches(api: &Api) -> Vec<JoinHandle<Vec<String>>> {
+    (0..MESSAGES / PER_BATCH)
         .map(|b| {
             let api = api.clone();
             tokio::spawn(async move {
@@ -100,40 +71,51 @@ async fn a_killed_holub_loses_nothing_and_sends_nothing_twice() {
                 }
             })
         })
-        .collect();
+        .collect()
+}
 
+/// Waits until the simulator at `base_url` has accepted `count` messages.
+async fn wait_accepted(base_url: &str, token: &str, count: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let stats = simulator_stats(&sim, api_token).await;
-        if stats["accepted"].as_u64().unwrap_or(0) >= 300 {
-            break;
+        let stats = stats_at(base_url, token).await;
+        if stats["accepted"].as_u64().unwrap_or(0) >= count {
+            return;
         }
         assert!(Instant::now() < deadline, "dispatch never started: {stats}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let holub = holub.restart_after_kill();
+}
+
+/// Collects what the senders had accepted, waits (up to `within`) until every message Holub
+/// holds is terminal, and checks that none accepted was lost and all were delivered.
+async fn every_message_ends_delivered(
+    api: &Api,
+    senders: Vec<JoinHandle<Vec<String>>>,
+    within: Duration,
+) -> Vec<serde_json::Value> {
     let mut accepted = HashSet::new();
     for s in senders {
         accepted.extend(s.await.unwrap());
     }
     assert!(accepted.len() >= 300, "only {} accepted", accepted.len());
-
-    // Every message Holub holds, accepted before the crash or not, reaches a terminal state.
-    let api = Api::new(&holub, &keys.api_key);
-    let deadline = Instant::now() + Duration::from_secs(180);
+    let deadline = Instant::now() + within;
     let messages = loop {
         let messages = api.all_messages().await;
-        let open = messages
+        let open: Vec<&str> = messages
             .iter()
-            .filter(|m| !TERMINAL.contains(&m["status"].as_str().unwrap_or_default()))
-            .count();
-        if open == 0 {
+            .map(|m| m["status"].as_str().unwrap_or_default())
+            .filter(|status| !TERMINAL.contains(status))
+            .collect();
+        if open.is_empty() {
             break messages;
         }
         assert!(
             Instant::now() < deadline,
-            "{open} of {} messages never finished",
-            messages.len()
+            "{} of {} messages never finished (e.g. {})",
+            open.len(),
+            messages.len(),
+            open[0]
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
@@ -147,8 +129,11 @@ async fn a_killed_holub_loses_nothing_and_sends_nothing_twice() {
         .filter(|m| m["status"] == "delivered")
         .count();
     assert_eq!(delivered, messages.len(), "every message was delivered");
+    messages
+}
 
-    let stats = simulator_stats(&sim, api_token).await;
+/// The simulator took each message Holub holds once, and was never asked for one twice.
+fn sent_exactly_once(stats: &serde_json::Value, messages: &[serde_json::Value]) {
     eprintln!("simulator: {stats}");
     assert_eq!(
         stats["duplicates"], 0,
@@ -159,4 +144,100 @@ async fn a_killed_holub_loses_nothing_and_sends_nothing_twice() {
         messages.len(),
         "the simulator took exactly the messages Holub holds: {stats}"
     );
+}
+
+/// Dispatch settings that make the crash land mid-flight and recover quickly.
+const DISPATCH: [&str; 8] = [
+    "--dispatch-batch",
+    "50",
+    "--dispatch-visibility",
+    "3",
+    "--orphan-after",
+    "2",
+    "--requeue-after",
+    "3",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_holub_loses_nothing_and_sends_nothing_twice() {
+    let dir = TempDir::new("crash");
+    let keys = create_tenant(dir.path(), "Crash");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (api_token, receipt_token) = ("sim-api-token", "sim-receipt-token");
+    let sim = Simulator::start(
+        &format!("http://{listen}/v1/receipts/simulator"),
+        api_token,
+        receipt_token,
+        // Slow sends, so the kill lands while messages are being dispatched; and a tenth of
+        // the send requests lose their answer (the messages are taken, the answer is a 503):
+        // those must be found by lookup, not sent again.
+        &[
+            "--sim-receipt-delay-ms",
+            "200",
+            "--sim-delivered-ratio",
+            "1.0",
+            "--sim-latency-ms",
+            "30",
+            "--sim-lost-answer-ratio",
+            "0.1",
+        ],
+    );
+    let mut args = vec![
+        "--simulator-url",
+        sim.base_url.as_str(),
+        "--simulator-api-token",
+        api_token,
+        "--simulator-receipt-token",
+        receipt_token,
+    ];
+    args.extend(DISPATCH);
+    let holub = Holub::start_on(dir.path(), &listen, &args);
+    let api = Api::new(&holub, &keys.api_key);
+
+    // Send in batches from several tasks; kill Holub while they and dispatch are running.
+    let senders = send_batches(&api);
+    wait_accepted(&sim.base_url, api_token, 300).await;
+    let holub = holub.restart_after_kill();
+
+    // Every message Holub holds, accepted before the crash or not, reaches a terminal state.
+    let api = Api::new(&holub, &keys.api_key);
+    let messages = every_message_ends_delivered(&api, senders, Duration::from_secs(180)).await;
+    sent_exactly_once(&simulator_stats(&sim, api_token).await, &messages);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_in_simulator_remembers_and_every_message_ends_within_a_minute() {
+    let dir = TempDir::new("crash-built-in");
+    let keys = create_tenant(dir.path(), "Crash");
+    let listen = format!("127.0.0.1:{}", free_port());
+    // Receipts come 2 s after a send, so many messages are `sent` when Holub dies and their
+    // receipts are pushed while it is down (the simulator dies with it here, so they are
+    // not pushed at all); a tenth of the send requests lose their answer.
+    let mut args = vec![
+        "--sim-receipt-delay-ms",
+        "2000",
+        "--sim-delivered-ratio",
+        "1.0",
+        "--sim-latency-ms",
+        "30",
+        "--sim-lost-answer-ratio",
+        "0.1",
+    ];
+    args.extend(DISPATCH);
+    let holub = Holub::start_on(dir.path(), &listen, &args);
+    let api = Api::new(&holub, &keys.api_key);
+    let senders = send_batches(&api);
+    // The simulator's stats need no token. Holub stays down longer than the receipt delay,
+    // so every receipt due then is lost with the simulator's memory of what it still had to
+    // push: those messages are settled only by asking.
+    wait_accepted(&built_in_simulator(&holub), "", 300).await;
+    let holub = holub.restart_after_kill_and_pause(Duration::from_secs(3));
+
+    // Within a minute of the restart: what the simulator took before the crash is asked
+    // about (receipts lost), found by lookup (answers lost), or pushed when due.
+    let api = Api::new(&holub, &keys.api_key);
+    let messages = every_message_ends_delivered(&api, senders, Duration::from_secs(60)).await;
+    let stats = stats_at(&built_in_simulator(&holub), "").await;
+    sent_exactly_once(&stats, &messages);
 }

@@ -150,3 +150,80 @@ async fn with_the_primary_down_messages_fail_over_and_are_delivered_once() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// SMS Fly takes the message but its answer is unreadable, and SMS Fly cannot be asked
+/// about a message by our id: the message may have gone out.
+const UNREADABLE_SMSFLY: &str = r#"
+[[provider]]
+name = "fly"
+kind = "smsfly"
+credentials = "providers/fly"
+simulate = true
+[provider.simulator]
+faults = { malformed_ratio = 1.0 }
+
+[[provider]]
+name = "backup"
+kind = "holub-sim"
+credentials = "providers/backup"
+simulate = true
+
+[[route]]
+operators = ["kyivstar"]
+providers = ["fly", "backup"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_that_cannot_be_looked_up_is_unconfirmed_not_resent() {
+    let dir = TempDir::new("unconfirmed");
+    let keys = create_tenant(dir.path(), "Unconfirmed");
+    set_secret(dir.path(), "providers/fly", r#"{"key":"fly-key"}"#);
+    set_secret(
+        dir.path(),
+        "providers/backup",
+        r#"{"api_token":"b-api","receipt_token":"b-rcpt"}"#,
+    );
+    let routes = dir.path().join("routes.toml");
+    std::fs::write(&routes, UNREADABLE_SMSFLY).unwrap();
+    let holub = Holub::start(
+        dir.path(),
+        &[
+            "--sync",
+            "normal",
+            "--routes",
+            routes.to_str().unwrap(),
+            "--orphan-after",
+            "1",
+        ],
+    );
+    let api = Api::new(&holub, &keys.api_key);
+    let a = api
+        .post(
+            "/v1/messages",
+            &json!({"to": "0671234567", "from": "Holub", "text": "Ваш код: 4821"}),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    let id = a.body["id"].as_str().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        let m = api.get(&format!("/v1/messages/{id}")).await.body;
+        if m["status"] != "queued" && m["status"] != "sending" {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "still {}", m["status"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(m["status"], "unconfirmed", "{m}");
+    assert_eq!(m["error"]["code"], "submit_outcome_unknown", "{m}");
+    // Not failed over: the backup would have sent it a second time.
+    let addr = holub.info["simulators"]["backup"].as_str().unwrap();
+    let backup: serde_json::Value = reqwest::get(format!("http://{addr}/api/v1/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(backup["accepted"], 0, "{backup}");
+}

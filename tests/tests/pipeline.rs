@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
-use holub_tests::{Api, Holub, TempDir, create_tenant};
+use holub_tests::{Api, Holub, Simulator, TempDir, create_tenant, free_port};
 use serde_json::json;
 
 /// Fast receipts and an always-delivering simulator, so outcomes are certain.
@@ -62,6 +62,55 @@ async fn a_message_walks_to_delivered_with_its_history() {
     assert_eq!(m["cost_kopiyky"], 85);
     assert_eq!(m["reference"], "order-1");
     assert_eq!(m["attempts"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_that_never_come_are_asked_for() {
+    let dir = TempDir::new("reconcile");
+    let keys = create_tenant(dir.path(), "Reconcile");
+    // The simulator pushes its receipts to a port nobody listens on: every one is lost.
+    let nowhere = format!("http://127.0.0.1:{}/v1/receipts/simulator", free_port());
+    let (api_token, receipt_token) = ("sim-api-token", "sim-receipt-token");
+    let sim = Simulator::start(
+        &nowhere,
+        api_token,
+        receipt_token,
+        &[
+            "--sim-receipt-delay-ms",
+            "100",
+            "--sim-delivered-ratio",
+            "1.0",
+        ],
+    );
+    let holub = Holub::start(
+        dir.path(),
+        &[
+            "--simulator-url",
+            sim.base_url.as_str(),
+            "--simulator-api-token",
+            api_token,
+            "--simulator-receipt-token",
+            receipt_token,
+            "--reconcile-after",
+            "1",
+            "--poll-every",
+            "1",
+        ],
+    );
+    let api = Api::new(&holub, &keys.api_key);
+    let a = api
+        .post(
+            "/v1/messages",
+            &json!({"to": "0671234567", "from": "Holub", "text": "Ваш код: 4821"}),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    let id = a.body["id"].as_str().unwrap().to_owned();
+    let m = api.wait_terminal(&id, Duration::from_secs(20)).await;
+    assert_eq!(
+        m["status"], "delivered",
+        "settled by asking the provider: {m:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,9 @@
 //!
 //! `accepted → (scheduled) → queued → sending → sent → delivered | undelivered | expired`,
 //! with `failed`, `rejected` and `cancelled` from the states that allow them. Terminal states
-//! never change. Receipts arrive late, twice or out of order (even before the submit answer is
+//! never change. `unconfirmed` stands beside `sent`: the provider may have taken the message
+//! (its answer was lost) and cannot be asked by our id, so Holub will not send it again; a
+//! receipt that later names it still settles it. Receipts arrive late, twice or out of order (even before the submit answer is
 //! recorded), so they are applied monotonically: a receipt moves a message forward or does
 //! nothing.
 
@@ -20,6 +22,10 @@ pub enum MessageStatus {
     Queued,
     Sending,
     Sent,
+    /// The submission's outcome is unknown and the provider cannot be asked: it may have
+    /// gone out. Holub does not resend it (that could deliver it twice); a receipt still
+    /// moves it on.
+    Unconfirmed,
     Delivered,
     Undelivered,
     Expired,
@@ -49,12 +55,13 @@ pub enum Applied {
 }
 
 impl MessageStatus {
-    pub const ALL: [MessageStatus; 11] = [
+    pub const ALL: [MessageStatus; 12] = [
         MessageStatus::Accepted,
         MessageStatus::Scheduled,
         MessageStatus::Queued,
         MessageStatus::Sending,
         MessageStatus::Sent,
+        MessageStatus::Unconfirmed,
         MessageStatus::Delivered,
         MessageStatus::Undelivered,
         MessageStatus::Expired,
@@ -70,6 +77,7 @@ impl MessageStatus {
             MessageStatus::Queued => "queued",
             MessageStatus::Sending => "sending",
             MessageStatus::Sent => "sent",
+            MessageStatus::Unconfirmed => "unconfirmed",
             MessageStatus::Delivered => "delivered",
             MessageStatus::Undelivered => "undelivered",
             MessageStatus::Expired => "expired",
@@ -90,7 +98,8 @@ impl MessageStatus {
             MessageStatus::Scheduled => 1,
             MessageStatus::Queued => 2,
             MessageStatus::Sending => 3,
-            MessageStatus::Sent => 4,
+            // Beside `sent`: only a receipt moves it on.
+            MessageStatus::Sent | MessageStatus::Unconfirmed => 4,
             _ => TERMINAL_RANK,
         }
     }
@@ -105,6 +114,9 @@ impl MessageStatus {
                 | (Queued, Sending | Cancelled | Expired | Failed | Rejected)
                 // A retryable provider error hands the message back to the queue.
                 | (Sending, Queued | Sent | Failed | Rejected | Expired)
+                // A lost answer the provider cannot be asked about.
+                | (Sending, Unconfirmed)
+                | (Unconfirmed, Delivered | Undelivered | Expired | Rejected)
                 // A receipt can overtake the submit answer.
                 | (Sending, Delivered | Undelivered)
                 | (Sent, Delivered | Undelivered | Expired | Rejected | Failed)
@@ -304,6 +316,24 @@ mod tests {
         // A final receipt for a message whose submit was never recorded.
         assert_eq!(Queued.apply_report(Delivered), Applied::Moved(Delivered));
         assert_eq!(Accepted.apply_report(Delivered), Applied::Unchanged);
+    }
+
+    #[test]
+    fn an_unconfirmed_message_waits_for_a_receipt_and_nothing_else() {
+        assert!(Sending.step(Unconfirmed).is_ok());
+        assert!(!Unconfirmed.is_terminal());
+        // Never back to the queue: sending it again could deliver it twice.
+        assert!(Unconfirmed.step(Queued).is_err());
+        assert!(Unconfirmed.step(Failed).is_err());
+        assert_eq!(Unconfirmed.apply_report(Sent), Applied::Unchanged);
+        assert_eq!(
+            Unconfirmed.apply_report(Delivered),
+            Applied::Moved(Delivered)
+        );
+        assert_eq!(
+            Unconfirmed.apply_report(Undelivered),
+            Applied::Moved(Undelivered)
+        );
     }
 
     #[test]

@@ -155,8 +155,16 @@ pub trait SmsProvider: Send + Sync {
         ReceiptMode::Push
     }
 
+    /// Whether [`SmsProvider::status`] answers: always for providers that do not push; for
+    /// those that push, whether their API can also be asked (receipts overdue after a crash
+    /// or a loss are then reconciled by asking).
+    fn answers_status(&self) -> bool {
+        self.receipt_mode() == ReceiptMode::Poll
+    }
+
     /// The delivery state of submitted messages, by the provider's ids, as receipts (only
-    /// for the ids the provider has news of). Used for providers that do not push.
+    /// for the ids the provider has news of). Polled for providers that do not push; asked
+    /// of those that push when a receipt is overdue.
     async fn status(
         &self,
         provider_message_ids: &[String],

@@ -202,10 +202,13 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<Vec<MessageRef>, StoreError>;
 
     /// The provider's ids of messages it carried that are `sent` and still await a final
-    /// receipt, earliest validity end first: what is polled at providers that do not push.
+    /// receipt, sent (last changed) at or before `sent_by`, earliest validity end first:
+    /// what is polled at providers that do not push, and what is reconciled at those that
+    /// push when a receipt is overdue.
     async fn awaiting_receipts(
         &self,
         provider: &str,
+        sent_by: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
 

@@ -19,7 +19,7 @@ use crate::services::callbacks::CallbackConfig;
 use crate::services::dispatch::DispatchConfig;
 use crate::services::gateway::Gateway;
 use crate::services::intake::IntakeConfig;
-use crate::services::poller::Poller;
+use crate::services::poller::{PollConfig, Poller};
 use crate::services::replays::REPLAY_WINDOW;
 use crate::services::sweeper::SweeperConfig;
 use crate::services::{
@@ -169,13 +169,19 @@ impl Holub {
         ))
     }
 
-    /// Receipt polling of the providers of `gateway` that do not push.
+    /// Receipt polling of the providers of `gateway` that do not push, and reconciliation
+    /// of overdue receipts at those that push and can be asked.
     pub fn poller(&self, gateway: Arc<Gateway>) -> Arc<Poller> {
         Arc::new(Poller::new(
             self.ports.store.clone(),
             gateway,
             self.receipts.clone(),
-            usize::try_from(self.settings.poll_batch).unwrap_or(usize::MAX),
+            self.ports.clock.clone(),
+            PollConfig {
+                batch: usize::try_from(self.settings.poll_batch).unwrap_or(usize::MAX),
+                reconcile_after: self.settings.reconcile_after(),
+                started: (self.target == Target::Embedded).then(|| self.ports.clock.now()),
+            },
         ))
     }
 

@@ -25,6 +25,12 @@ pub struct Settings {
     #[arg(long, env = "HOLUB_POLL_EVERY", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub poll_every: u64,
+    /// Seconds a message pushed to a provider that pushes receipts may stay `sent` without a
+    /// final one before Holub asks the provider for it (where its API can be asked): the
+    /// receipt may have been pushed while Holub was down, or lost.
+    #[arg(long, env = "HOLUB_RECONCILE_AFTER", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub reconcile_after: u64,
     /// Messages asked about per polled provider and round.
     #[arg(long, env = "HOLUB_POLL_BATCH", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
@@ -72,6 +78,10 @@ impl Settings {
 
     pub fn orphan_after(&self) -> Duration {
         Duration::from_secs(self.orphan_after)
+    }
+
+    pub fn reconcile_after(&self) -> Duration {
+        Duration::from_secs(self.reconcile_after)
     }
 
     pub fn poll_every(&self) -> Duration {

@@ -258,8 +258,8 @@ impl Dispatcher {
             }
             Err(e) => {
                 // The provider cannot tell; sending again could duplicate the message, so it
-                // ends here with the reason.
-                self.fail(message, now, "submit_outcome_unknown", e.message())
+                // stays `unconfirmed`, with the reason, until a receipt says more.
+                self.settle_unknown(message, now, e.message())
             }
         };
         let requeue = transition.to == MessageStatus::Queued;
@@ -348,11 +348,29 @@ impl Dispatcher {
     }
 
     fn fail(&self, message: &Message, now: DateTime<Utc>, code: &str, why: &str) -> Transition {
+        self.end_attempt(message, now, MessageStatus::Failed, code, why)
+    }
+
+    /// A submission whose answer was lost, at a provider that cannot be asked about it.
+    fn settle_unknown(&self, message: &Message, now: DateTime<Utc>, why: &str) -> Transition {
+        let why = format!("the provider's answer was lost and it cannot be asked ({why})");
+        let code = "submit_outcome_unknown";
+        self.end_attempt(message, now, MessageStatus::Unconfirmed, code, &why)
+    }
+
+    fn end_attempt(
+        &self,
+        message: &Message,
+        now: DateTime<Utc>,
+        to: MessageStatus,
+        code: &str,
+        why: &str,
+    ) -> Transition {
         Transition::new(
             message.tenant_id.clone(),
             message.id,
             &[MessageStatus::Sending],
-            MessageStatus::Failed,
+            to,
             now,
         )
         .with(Patch {

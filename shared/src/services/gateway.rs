@@ -324,7 +324,9 @@ impl Gateway {
         route: &[usize],
         id: &MessageId,
     ) -> Result<Option<Carried>, ProviderError> {
-        let mut can_tell = false;
+        // "Never sent" needs every provider of the route to say so: one that cannot be
+        // asked may be the one that took it.
+        let mut cannot_tell = false;
         let mut failure = None;
         for &p in route {
             let slot = &self.members[p];
@@ -335,18 +337,19 @@ impl Gateway {
                         submitted,
                     }));
                 }
-                Ok(None) => can_tell = true,
+                Ok(None) => {}
                 // An account that cannot send cannot be asked either; it took nothing since.
-                Err(ProviderError::Permanent { .. } | ProviderError::Account { .. }) => {}
+                Err(ProviderError::Account { .. }) => {}
+                Err(ProviderError::Permanent { .. }) => cannot_tell = true,
                 Err(e) => failure = Some(e),
             }
         }
-        match (failure, can_tell) {
+        match (failure, cannot_tell) {
             (Some(e), _) => Err(e),
-            (None, true) => Ok(None),
-            (None, false) => Err(ProviderError::permanent(
+            (None, false) => Ok(None),
+            (None, true) => Err(ProviderError::permanent(
                 "lookup_unsupported",
-                "no provider on the route can look messages up",
+                "a provider on the route cannot look messages up",
             )),
         }
     }

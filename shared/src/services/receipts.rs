@@ -194,7 +194,10 @@ mod tests {
     #[test]
     fn reports_only_move_forward() {
         use MessageStatus::*;
-        assert_eq!(moves_to(Delivered), vec![Queued, Sending, Sent]);
+        assert_eq!(
+            moves_to(Delivered),
+            vec![Queued, Sending, Sent, Unconfirmed]
+        );
         assert_eq!(moves_to(Sent), vec![Sending]);
         assert!(moves_to(Accepted).is_empty());
     }

@@ -46,7 +46,10 @@ struct IndexScan<'a> {
     partition: &'a str,
     sort: &'a str,
     bound: Option<i64>,
+    /// Entries whose attribute equals this string (a filter: read, then dropped).
     only: Option<(&'a str, &'a str)>,
+    /// Entries whose numeric attribute is at most this (a filter too).
+    at_most: Option<(&'a str, i64)>,
 }
 
 fn is_condition_failure<E>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool
@@ -706,6 +709,7 @@ impl DynamoStore {
             sort,
             bound,
             only,
+            at_most,
         } = *scan;
         let mut found = Vec::new();
         let mut start = None;
@@ -715,8 +719,14 @@ impl DynamoStore {
             if let Some(bound) = bound {
                 condition.push_str(&format!(" AND {} <= {}", e.name(sort), e.value(n(bound))));
             }
-            let filter =
-                only.map(|(attr, want)| format!("{} = {}", e.name(attr), e.value(s(want))));
+            let filters: Vec<String> = only
+                .map(|(attr, want)| format!("{} = {}", e.name(attr), e.value(s(want))))
+                .into_iter()
+                .chain(
+                    at_most.map(|(attr, most)| format!("{} <= {}", e.name(attr), e.value(n(most)))),
+                )
+                .collect();
+            let filter = (!filters.is_empty()).then(|| filters.join(" AND "));
             let want = (limit - found.len()).min(1000);
             let out = self
                 .client
@@ -1204,6 +1214,7 @@ impl MessageStore for DynamoStore {
             sort: msg::SEND_AT,
             bound: Some(nanos_bound(now)),
             only: None,
+            at_most: None,
         };
         let found = self.sweep(scan, limit).await?;
         found.iter().map(message_ref).collect()
@@ -1221,6 +1232,7 @@ impl MessageStore for DynamoStore {
             sort: msg::UPDATED,
             bound: Some(bound),
             only: None,
+            at_most: None,
         };
         let mut stale = Vec::new();
         for item in self.sweep(scan, limit).await? {
@@ -1244,16 +1256,20 @@ impl MessageStore for DynamoStore {
     async fn awaiting_receipts(
         &self,
         provider: &str,
+        sent_by: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         // One index holds the sent messages of every provider (their expiry needs them all);
-        // a poll reads its provider's entries, the others' are filtered out at the index.
+        // a poll reads its provider's entries, the others' are filtered out at the index, as
+        // are the ones sent after `sent_by` (`u` does not change while a message is `sent`,
+        // so projecting it costs no index write).
         let scan = IndexScan {
             index: AWAITING,
             partition: msg::AWAITING,
             sort: msg::EXPIRES,
             bound: None,
             only: Some((msg::PROVIDER, provider)),
+            at_most: Some((msg::UPDATED, nanos(sent_by)?)),
         };
         let found = self.sweep(scan, limit).await?;
         let mut ids = Vec::with_capacity(found.len());
@@ -1278,6 +1294,7 @@ impl MessageStore for DynamoStore {
             sort: msg::EXPIRES,
             bound: Some(nanos_bound(cutoff)),
             only: None,
+            at_most: None,
         };
         let found = self.sweep(scan, limit).await?;
         found.iter().map(message_ref).collect()

@@ -38,7 +38,7 @@
 //! | `by_provider` | `pp` = `"<provider>#<provider id>"` (S) | — | keys + `sg`, `pv`, `pm` | the message has a provider id | `find_by_provider_ids` |
 //! | `due` | `dq` = shard (S) | `sa` (N) | keys | status is `scheduled` | `due_scheduled` |
 //! | `queued` | `qq` = shard (S) | `u` (N) | keys | status is `queued` (a message stored alone, or moved to `queued` later); a batch marker | `stale_queued` |
-//! | `awaiting` | `ap` = shard (S) | `x` (N) | keys + `pm`, `pv` | status is `sent` with a provider id | `awaiting_receipts` (filtered on `pv`), `sent_past_validity` |
+//! | `awaiting` | `ap` = shard (S) | `x` (N) | keys + `pm`, `pv`, `u` | status is `sent` with a provider id | `awaiting_receipts` (filtered on `pv` and `u`), `sent_past_validity` |
 //!
 //! Four indexes and no more, because every entry a message enters and leaves is two write
 //! units of its life: an immediate message passes through `queued` and `awaiting` only

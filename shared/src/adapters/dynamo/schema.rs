@@ -107,7 +107,7 @@ pub async fn create_tables(client: &Client, config: &DynamoConfig) -> Result<(),
                 AWAITING,
                 msg::AWAITING,
                 Some(msg::EXPIRES),
-                &[msg::PROVIDER, msg::PROVIDER_ID],
+                &[msg::PROVIDER, msg::PROVIDER_ID, msg::UPDATED],
             )?,
         ]));
     let idempotency = client

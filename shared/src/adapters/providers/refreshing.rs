@@ -47,6 +47,7 @@ pub struct Refreshing {
     make: Make,
     ttl: Duration,
     receipt_mode: ReceiptMode,
+    answers_status: bool,
     state: tokio::sync::Mutex<State>,
     webhook: Option<Arc<RwLock<Arc<dyn ReceiptWebhook>>>>,
 }
@@ -85,6 +86,7 @@ impl Refreshing {
             make,
             ttl,
             receipt_mode: built.provider.receipt_mode(),
+            answers_status: built.provider.answers_status(),
             state: tokio::sync::Mutex::new(State {
                 secret,
                 provider: built.provider,
@@ -230,6 +232,10 @@ impl SmsProvider for Refreshing {
 
     fn receipt_mode(&self) -> ReceiptMode {
         self.receipt_mode
+    }
+
+    fn answers_status(&self) -> bool {
+        self.answers_status
     }
 
     async fn status(

@@ -94,7 +94,7 @@ const STALE_QUEUED: &str = "SELECT tenant_id, id FROM messages \
 
 const AWAITING_RECEIPTS: &str = "SELECT provider_message_id FROM messages \
      WHERE provider = ?1 AND provider_message_id IS NOT NULL AND status = 'sent' \
-     ORDER BY expires_at LIMIT ?2";
+     AND updated_at <= ?2 ORDER BY expires_at LIMIT ?3";
 
 const PAST_VALIDITY: &str = "SELECT tenant_id, id FROM messages \
      WHERE live = 1 AND status = 'sent' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2";
@@ -541,13 +541,14 @@ impl MessageStore for SqliteBackend {
     async fn awaiting_receipts(
         &self,
         provider: &str,
+        sent_by: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let (provider, limit) = (provider.to_owned(), sql_int(limit));
+        let (provider, sent_by, limit) = (provider.to_owned(), nanos(sent_by)?, sql_int(limit));
         self.db
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(AWAITING_RECEIPTS)?;
-                let mut rows = stmt.query(params![provider, limit])?;
+                let mut rows = stmt.query(params![provider, sent_by, limit])?;
                 let mut ids = Vec::new();
                 while let Some(row) = rows.next()? {
                     ids.push(column::<String>(row, 0, "provider_message_id")?);

@@ -1245,8 +1245,7 @@ mod tests {
     const SEND_REQUEST: &str = include_str!("fixtures/send_request.json");
     const SEND_OK: &str = include_str!("fixtures/send_response_success.json");
     const ACCESS_DENIED: &str = include_str!("fixtures/send_response_access_denied.json");
-    const ALPHA_NAME_ERROR: &str =
-        include_str!("fixtures/send_response_alpha_name_error.json");
+    const ALPHA_NAME_ERROR: &str = include_str!("fixtures/send_response_alpha_name_error.json");
     const STATUS_REQUEST: &str = include_str!("fixtures/status_request.json");
     const STATUS_OK: &str = include_str!("fixtures/status_response.json");
     const BALANCE_REQUEST: &str = include_str!("fixtures/balance_request.json");

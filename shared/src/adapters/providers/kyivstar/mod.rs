@@ -1057,8 +1057,7 @@ mod tests {
     const BATCH_SEND_REQUEST: &str = include_str!("fixtures/batch_send_request.json");
     const BATCH_SEND_RESPONSE: &str = include_str!("fixtures/batch_send_response.json");
     const STATUS_BATCH_REQUEST: &str = include_str!("fixtures/status_batch_request.json");
-    const STATUS_BATCH_RESPONSE: &str =
-        include_str!("fixtures/status_batch_response.json");
+    const STATUS_BATCH_RESPONSE: &str = include_str!("fixtures/status_batch_response.json");
     const ERROR_BAD_REQUEST: &str = include_str!("fixtures/error_bad_request.json");
     const ERROR_NOT_FOUND: &str = include_str!("fixtures/error_not_found.json");
     const ERROR_UNAUTHORIZED: &str = include_str!("fixtures/error_unauthorized.json");

@@ -870,8 +870,7 @@ mod tests {
 
     const SEND_REQUEST: &str = include_str!("fixtures/send_request.json");
     const SEND_RESPONSE: &str = include_str!("fixtures/send_response.json");
-    const SEND_RESPONSE_VIBER_SMS: &str =
-        include_str!("fixtures/send_response_viber_sms.json");
+    const SEND_RESPONSE_VIBER_SMS: &str = include_str!("fixtures/send_response_viber_sms.json");
     const STATUS_REQUEST: &str = include_str!("fixtures/status_request.json");
     const STATUS_RESPONSE: &str = include_str!("fixtures/status_response.json");
     const BALANCE_REQUEST: &str = include_str!("fixtures/balance_request.json");
