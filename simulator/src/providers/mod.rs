@@ -5,6 +5,7 @@
 //! receipts (for providers that push), how messages fare, and which [`Faults`] to inject.
 
 pub mod alphasms;
+pub mod core;
 pub mod kyivstar;
 pub mod smsfly;
 pub mod turbosms;
