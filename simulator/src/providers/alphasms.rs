@@ -893,12 +893,7 @@ mod tests {
             .send()
             .await
             .expect("an answer");
-        let rules = answer
-            .headers()
-            .get_all(core::RULE_HEADER)
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_owned))
-            .collect();
+        let rules = core::rules_named(&answer);
         (answer.json().await.expect("JSON"), rules)
     }
 
@@ -1099,12 +1094,7 @@ mod tests {
                 body => client.post(&url).json(body),
             };
             let answer = request.send().await.expect("an answer");
-            let named: Vec<_> = answer
-                .headers()
-                .get_all(core::RULE_HEADER)
-                .iter()
-                .filter_map(|v| v.to_str().ok().map(str::to_owned))
-                .collect();
+            let named = core::rules_named(&answer);
             assert_eq!(named.last().map(String::as_str), Some(rule.id), "{body}");
             let answer: Value = answer.json().await.expect("JSON");
             let error = answer["data"][0]["error"]
@@ -1121,14 +1111,7 @@ mod tests {
             .expect("an answer");
         assert_eq!(plain.headers()[core::RULE_HEADER], CONTENT_TYPE.id);
         let stats = sim_stats(addr).await;
-        for rule in RULES {
-            assert!(
-                stats.refusals.contains_key(rule.id),
-                "{} is not tested",
-                rule.id
-            );
-            assert!(!rule.description.is_empty() && !rule.source.is_empty());
-        }
+        core::assert_every_rule_applied(RULES, &stats);
         // The documented limits themselves are taken.
         for changes in [
             json!({"id": 9007199254740991u64}),

@@ -488,6 +488,44 @@ pub fn assert_same_shape(actual: &serde_json::Value, documented: &serde_json::Va
     walk("$", actual, documented);
 }
 
+/// Sends `request` and reads its answer as JSON.
+#[cfg(test)]
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    let answer = request.send().await.expect("an answer");
+    answer.json().await.expect("a JSON answer")
+}
+
+/// The rules an answer names.
+#[cfg(test)]
+pub fn rules_named(answer: &reqwest::Response) -> Vec<String> {
+    answer
+        .headers()
+        .get_all(RULE_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect()
+}
+
+/// Fails unless every rule of a provider's table is well formed and was applied (so tested)
+/// at least once by the simulator whose `stats` these are.
+#[cfg(test)]
+pub fn assert_every_rule_applied(rules: &[Rule], stats: &Stats) {
+    let mut ids = std::collections::HashSet::new();
+    for rule in rules {
+        assert!(ids.insert(rule.id), "{} is in the table twice", rule.id);
+        assert!(
+            !rule.description.is_empty() && !rule.source.is_empty(),
+            "{}",
+            rule.id
+        );
+        assert!(
+            stats.refusals.contains_key(rule.id),
+            "{} is not tested",
+            rule.id
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

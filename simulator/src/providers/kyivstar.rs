@@ -770,16 +770,13 @@ mod tests {
     }
 
     async fn raw_token(addr: SocketAddr) -> String {
-        let answer: serde_json::Value = reqwest::Client::new()
-            .post(format!("http://{addr}{TOKEN_PATH}"))
-            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .expect("token answer")
-            .json()
-            .await
-            .expect("documented token JSON");
+        let answer = core::json_of(
+            reqwest::Client::new()
+                .post(format!("http://{addr}{TOKEN_PATH}"))
+                .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+                .form(&[("grant_type", "client_credentials")]),
+        )
+        .await;
         answer["access_token"].as_str().expect("a token").to_owned()
     }
 
@@ -1186,15 +1183,11 @@ mod tests {
         let msg_id = sent["msgId"].as_str().unwrap().to_owned();
 
         for prefix in ["", "/sandbox", "/mock"] {
-            let checked: serde_json::Value = http
-                .get(url(&format!("{prefix}{SMS_PATH}/{msg_id}")))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let checked = core::json_of(
+                http.get(url(&format!("{prefix}{SMS_PATH}/{msg_id}")))
+                    .bearer_auth(&token),
+            )
+            .await;
             core::assert_same_shape(
                 &checked,
                 &fixture(include_str!(
@@ -1205,19 +1198,13 @@ mod tests {
             assert!(checked["date"].as_str().is_some_and(|d| d.ends_with('Z')));
         }
 
-        let batch: serde_json::Value = http
+        let batch = core::json_of(http
             .post(url(SMS_BATCH_PATH))
             .bearer_auth(&token)
             .header("content-type", "application/json")
             .body(include_str!(
                 "../../../shared/src/adapters/providers/kyivstar/fixtures/batch_send_request.json"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            ))).await;
         let documented = fixture(include_str!(
             "../../../shared/src/adapters/providers/kyivstar/fixtures/batch_send_response.json"
         ));
@@ -1227,16 +1214,12 @@ mod tests {
             "../../../shared/src/adapters/providers/kyivstar/fixtures/status_batch_request.json"
         ));
         query["data"][0] = json!(msg_id);
-        let statuses: serde_json::Value = http
-            .post(url(SMS_STATUS_BATCH_PATH))
-            .bearer_auth(&token)
-            .json(&query)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let statuses = core::json_of(
+            http.post(url(SMS_STATUS_BATCH_PATH))
+                .bearer_auth(&token)
+                .json(&query),
+        )
+        .await;
         let mut documented = fixture(include_str!(
             "../../../shared/src/adapters/providers/kyivstar/fixtures/status_batch_response.json"
         ));
@@ -1274,16 +1257,12 @@ mod tests {
         assert_eq!(unknown["errorCode"], documented["errorCode"]);
         assert_eq!(unknown["errorMsg"], documented["errorMsg"]);
 
-        let token_answer: serde_json::Value = http
-            .post(url(TOKEN_PATH))
-            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let token_answer = core::json_of(
+            http.post(url(TOKEN_PATH))
+                .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+                .form(&[("grant_type", "client_credentials")]),
+        )
+        .await;
         let documented = fixture(include_str!(
             "../../../shared/src/adapters/providers/kyivstar/fixtures/token_response.json"
         ));
@@ -1357,12 +1336,7 @@ mod tests {
                 .send()
                 .await
                 .unwrap();
-            let named: Vec<_> = answer
-                .headers()
-                .get_all(core::RULE_HEADER)
-                .iter()
-                .filter_map(|v| v.to_str().ok().map(str::to_owned))
-                .collect();
+            let named = core::rules_named(&answer);
             assert_eq!(named, [rule.id], "{path} {body:.80}");
             let (status, code, _) = error_of(rule);
             assert_eq!(answer.status().as_u16(), status.as_u16(), "{body:.80}");
@@ -1410,13 +1384,7 @@ mod tests {
             assert_eq!(answer.headers()[core::RULE_HEADER], rule.id);
         }
         let stats = stats(addr).await;
-        for rule in RULES {
-            assert!(
-                stats.refusals.contains_key(rule.id),
-                "{} is not tested",
-                rule.id
-            );
-        }
+        core::assert_every_rule_applied(RULES, &stats);
         // The documented limits themselves are taken.
         for changes in [
             json!({"messageTtlSec": 0}),

@@ -734,12 +734,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(answer.status().as_u16(), 200);
-        let rules = answer
-            .headers()
-            .get_all(core::RULE_HEADER)
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_owned))
-            .collect();
+        let rules = core::rules_named(&answer);
         (answer.json().await.unwrap(), rules)
     }
 
@@ -890,13 +885,7 @@ mod tests {
             assert_eq!(answer["error"]["code"], json!(error_of(rule).0), "{body}");
         }
         let stats = stats_of(addr).await;
-        for rule in RULES {
-            assert!(
-                stats.refusals.contains_key(rule.id),
-                "{} is not tested",
-                rule.id
-            );
-        }
+        core::assert_every_rule_applied(RULES, &stats);
         assert_eq!(stats.accepted, 0);
         for changes in [
             json!({"ttl": 1}),

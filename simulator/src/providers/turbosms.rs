@@ -1210,16 +1210,13 @@ mod tests {
             "token={TOKEN}&recipients%5B%5D=380678998668&recipients%5B%5D=380503288668\
              &sms%5Bsender%5D=Holub&sms%5Btext%5D=%D0%9F%D1%80%D0%B8%D0%B2%D1%96%D1%82"
         );
-        let answer: serde_json::Value = reqwest::Client::new()
-            .post(&url)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(form)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = core::json_of(
+            reqwest::Client::new()
+                .post(&url)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(form),
+        )
+        .await;
         assert_eq!(answer["response_code"], json!(800), "{answer}");
         assert_eq!(stats(addr).await.accepted, 2);
     }
@@ -1359,12 +1356,7 @@ mod tests {
             }
             let answer = request.send().await.unwrap();
             assert_eq!(answer.status(), reqwest::StatusCode::OK);
-            let named: Vec<_> = answer
-                .headers()
-                .get_all(core::RULE_HEADER)
-                .iter()
-                .filter_map(|v| v.to_str().ok().map(str::to_owned))
-                .collect();
+            let named = core::rules_named(&answer);
             assert_eq!(named, [rule.id], "{path} {body:.80}");
             let answer: serde_json::Value = answer.json().await.unwrap();
             let (code, status) = code_of(rule);
@@ -1383,13 +1375,7 @@ mod tests {
             );
         }
         let stats = stats(addr).await;
-        for rule in RULES {
-            assert!(
-                stats.refusals.contains_key(rule.id),
-                "{} is not tested",
-                rule.id
-            );
-        }
+        core::assert_every_rule_applied(RULES, &stats);
     }
 
     #[test]
