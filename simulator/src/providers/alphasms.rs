@@ -1129,4 +1129,37 @@ mod tests {
             assert!(rules.is_empty(), "{changes}: {rules:?} {answer}");
         }
     }
+
+    /// Everything the adapter does, at the edges of what Holub sends, within every rule.
+    #[tokio::test]
+    async fn the_adapter_breaks_no_rule() {
+        let (addr, built) = started(settings()).await;
+        let provider = &built.provider;
+        let mut short_lived = sms("Ваш код: 4821");
+        short_lived.validity_seconds = 60;
+        let mut long_lived = sms("Нагадування");
+        long_lived.validity_seconds = 7 * 86_400;
+        let sent = provider.send(&short_lived).await.expect("accepted");
+        provider.send(&long_lived).await.expect("accepted");
+        let many = provider
+            .send_many(&[sms("one"), sms(&"Довгий текст ".repeat(10))])
+            .await;
+        assert!(many.iter().all(Result::is_ok), "{many:?}");
+        let receipts = provider
+            .status(&[sent.provider_message_id])
+            .await
+            .expect("answered");
+        assert_eq!(receipts.len(), 1);
+        assert!(
+            provider
+                .lookup(&short_lived.id)
+                .await
+                .expect("answered")
+                .is_some()
+        );
+        provider.balance().await.expect("a balance");
+        let stats = sim_stats(addr).await;
+        assert!(stats.refusals.is_empty(), "{:?}", stats.refusals);
+        assert_eq!(stats.accepted, 4);
+    }
 }

@@ -441,6 +441,17 @@ pub fn uuid_shaped() -> String {
     )
 }
 
+/// `at` in Kyiv local time (by the tz database), written with the strftime `format`; in
+/// UTC should the database lack the zone.
+pub fn kyiv_time(at: DateTime<Utc>, format: &str) -> String {
+    let zoned = jiff::tz::TimeZone::get("Europe/Kyiv")
+        .and_then(|kyiv| jiff::Timestamp::from_second(at.timestamp()).map(|t| t.to_zoned(kyiv)));
+    match zoned {
+        Ok(zoned) => zoned.strftime(format).to_string(),
+        Err(_) => at.format(format).to_string(),
+    }
+}
+
 /// Whether `s` has the 8-4-4-4-12 hex shape of a UUID.
 pub fn is_uuid_shaped(s: &str) -> bool {
     s.len() == 36
@@ -529,6 +540,20 @@ pub fn assert_every_rule_applied(rules: &[Rule], stats: &Stats) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kyiv_time_follows_summer_time() {
+        let winter = "2026-01-15T10:00:00Z".parse().expect("a time");
+        assert_eq!(
+            kyiv_time(winter, "%Y-%m-%d %H:%M:%S %z"),
+            "2026-01-15 12:00:00 +0200"
+        );
+        let summer = "2026-07-15T10:00:00Z".parse().expect("a time");
+        assert_eq!(
+            kyiv_time(summer, "%Y-%m-%d %H:%M:%S %z"),
+            "2026-07-15 13:00:00 +0300"
+        );
+    }
 
     #[test]
     fn money_and_ids_are_written_as_the_providers_write_them() {

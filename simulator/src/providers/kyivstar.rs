@@ -1402,4 +1402,23 @@ mod tests {
             assert_eq!(answer.status(), StatusCode::OK, "{changes:.80}");
         }
     }
+
+    /// Everything the adapter does, at the edges of what Holub sends, within every rule.
+    #[tokio::test]
+    async fn the_adapter_breaks_no_rule() {
+        let addr = start(settings()).await.unwrap();
+        let provider = provider_with(addr, json!({"max_segments": 6}), &credentials());
+        let mut short_lived = sms("Ваш код: 4821");
+        short_lived.validity_seconds = 0;
+        let mut long_lived = sms(&"ї".repeat(300));
+        long_lived.validity_seconds = 7 * 86_400;
+        let sent = provider.send(&short_lived).await.unwrap();
+        provider.send(&long_lived).await.unwrap();
+        let many = provider.send_many(&[sms("one"), sms("two")]).await;
+        assert!(many.iter().all(Result::is_ok), "{many:?}");
+        provider.status(&[sent.provider_message_id]).await.unwrap();
+        let stats = stats(addr).await;
+        assert!(stats.refusals.is_empty(), "{:?}", stats.refusals);
+        assert_eq!(stats.accepted, 4);
+    }
 }

@@ -23,7 +23,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use chrono::{DateTime, FixedOffset, Offset, Utc};
+use chrono::{DateTime, Utc};
 use holub_shared::domain::{PhoneNumber, SenderId, segments};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -380,23 +380,14 @@ pub async fn start(settings: SimSettings) -> io::Result<SocketAddr> {
     super::serve_in_background("smsfly", router(settings)).await
 }
 
-/// Kyiv summer time, as the real answers show it.
-fn kyiv() -> FixedOffset {
-    FixedOffset::east_opt(3 * 3600).unwrap_or_else(|| Utc.fix())
-}
-
-/// `2026-05-01 15:00:00 +0300`.
+/// `2026-05-01 15:00:00 +0300`, in Kyiv time, as the real answers show it.
 fn with_offset(at: DateTime<Utc>) -> String {
-    at.with_timezone(&kyiv())
-        .format("%Y-%m-%d %H:%M:%S %z")
-        .to_string()
+    core::kyiv_time(at, "%Y-%m-%d %H:%M:%S %z")
 }
 
 /// `2026-05-01 15:00:00`, in the offset of the answer's own date.
 fn without_offset(at: DateTime<Utc>) -> String {
-    at.with_timezone(&kyiv())
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
+    core::kyiv_time(at, "%Y-%m-%d %H:%M:%S")
 }
 
 fn answer<D: Serialize>(data: D) -> Response {
@@ -919,5 +910,27 @@ mod tests {
         );
         let done = instant.accept(vec![take("b")]).unwrap().remove(0);
         assert_eq!(status_now(&done), ("DELIVRD", done.accepted_at));
+    }
+
+    /// Everything the adapter does, at the edges of what Holub sends, within every rule.
+    #[tokio::test]
+    async fn the_adapter_breaks_no_rule() {
+        let (addr, fly) = started(settings()).await;
+        let mut short_lived = sms(OTP);
+        short_lived.validity_seconds = 10;
+        let mut long_lived = sms(LONG);
+        long_lived.validity_seconds = 7 * 86_400;
+        let sent = fly.send(&short_lived).await.unwrap();
+        fly.send(&long_lived).await.unwrap();
+        let many = fly.send_many(&[sms("one"), sms("two")]).await;
+        assert!(many.iter().all(Result::is_ok), "{many:?}");
+        assert_eq!(
+            fly.status(&[sent.provider_message_id]).await.unwrap().len(),
+            1
+        );
+        fly.balance().await.unwrap();
+        let stats = stats_of(addr).await;
+        assert!(stats.refusals.is_empty(), "{:?}", stats.refusals);
+        assert_eq!(stats.accepted, 4);
     }
 }

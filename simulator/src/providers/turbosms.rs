@@ -264,12 +264,7 @@ fn refuse(rule: &Rule) -> Response {
 
 /// Kyiv local time, as TurboSMS writes it: `2020-01-01 00:00:01`.
 fn kyiv_time(at: DateTime<Utc>) -> String {
-    let zoned = jiff::tz::TimeZone::get("Europe/Kyiv")
-        .and_then(|kyiv| jiff::Timestamp::from_second(at.timestamp()).map(|t| t.to_zoned(kyiv)));
-    match zoned {
-        Ok(zoned) => zoned.strftime("%Y-%m-%d %H:%M:%S").to_string(),
-        Err(_) => at.format("%Y-%m-%d %H:%M:%S").to_string(),
-    }
+    core::kyiv_time(at, "%Y-%m-%d %H:%M:%S")
 }
 
 /// Whether the body is a form, the one body a `token` parameter is read from.
@@ -1392,11 +1387,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn times_are_kyiv_local_time() {
-        let winter = "2026-01-15T10:00:00Z".parse().unwrap();
-        assert_eq!(kyiv_time(winter), "2026-01-15 12:00:00");
-        let summer = "2026-07-15T10:00:00Z".parse().unwrap();
-        assert_eq!(kyiv_time(summer), "2026-07-15 13:00:00");
+    /// Everything the adapter does, at the edges of what Holub sends, within every rule.
+    #[tokio::test]
+    async fn the_adapter_breaks_no_rule() {
+        let addr = start(settings()).await.unwrap();
+        let provider = client(addr, TOKEN, 2000);
+        let first = message("Ваш код: 4821");
+        let sent = provider.send(&first).await.unwrap();
+        provider.send(&first).await.unwrap();
+        provider
+            .send(&message(&"Довгий текст ".repeat(20)))
+            .await
+            .unwrap();
+        let many = provider.send_many(&[message("one"), message("two")]).await;
+        assert!(many.iter().all(Result::is_ok), "{many:?}");
+        assert_eq!(
+            provider
+                .status(&[sent.provider_message_id])
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        provider.balance().await.unwrap();
+        let stats = stats(addr).await;
+        assert!(stats.refusals.is_empty(), "{:?}", stats.refusals);
+        assert_eq!((stats.accepted, stats.duplicates), (4, 1));
     }
 }
