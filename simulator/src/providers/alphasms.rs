@@ -405,7 +405,7 @@ pub fn router(settings: SimSettings) -> Router {
         next_msg_id: AtomicU64::new(100_000_001),
     });
     let api = Router::new().route(API_PATH, post(api)).with_state(sim);
-    core::router(core, api, fault_page)
+    core::router(core, api, fault_page, RULES)
 }
 
 /// Starts a simulator on 127.0.0.1 with a port of the system's choosing, serving in the

@@ -29,6 +29,8 @@ pub const RULE_HEADER: &str = "x-holub-sim-rule";
 pub const STATS_PATH: &str = "/__sim/stats";
 /// `PUT` a [`Faults`] object to replace the faults (simulator only).
 pub const FAULTS_PATH: &str = "/__sim/faults";
+/// The provider's rule table, as JSON (simulator only).
+pub const RULES_PATH: &str = "/__sim/rules";
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -36,7 +38,7 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 
 /// One documented rule a simulator enforces: a stable id (`<kind>.<field>.<check>`), what it
 /// demands, and where the provider says so.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Rule {
     pub id: &'static str,
     pub description: &'static str,
@@ -377,8 +379,9 @@ impl Core {
 /// [`Fault::Malformed`].
 pub type FaultPage = fn(Fault) -> Response;
 
-/// A provider's routes behind the one fault layer, plus the simulator's own endpoints.
-pub fn router(core: Arc<Core>, api: Router, page: FaultPage) -> Router {
+/// A provider's routes behind the one fault layer, plus the simulator's own endpoints: its
+/// stats, its faults and its table of `rules`.
+pub fn router(core: Arc<Core>, api: Router, page: FaultPage, rules: &'static [Rule]) -> Router {
     api.layer(middleware::from_fn_with_state(
         (Arc::clone(&core), page),
         faults_and_rules,
@@ -387,6 +390,7 @@ pub fn router(core: Arc<Core>, api: Router, page: FaultPage) -> Router {
         Router::new()
             .route(STATS_PATH, get(stats))
             .route(FAULTS_PATH, put(set_faults))
+            .route(RULES_PATH, get(move || async move { axum::Json(rules) }))
             .with_state(core),
     )
 }
@@ -587,5 +591,59 @@ mod tests {
             core.record_by_client_id("c-a").map(|r| r.id),
             Some("a".into())
         );
+    }
+
+    const TEST_RULE: Rule = Rule {
+        id: "test.text.required",
+        description: "text is given",
+        source: "this test",
+    };
+
+    fn refusing_page(_: Fault) -> Response {
+        StatusCode::SERVICE_UNAVAILABLE.into_response()
+    }
+
+    #[tokio::test]
+    async fn refusals_are_counted_by_rule_and_the_table_is_served() {
+        let core = Core::new("test", SimSettings::default(), 0);
+        let api = Router::new().route(
+            "/send",
+            axum::routing::post(|| async {
+                refused(&TEST_RULE, StatusCode::BAD_REQUEST.into_response())
+            }),
+        );
+        let app = router(Arc::clone(&core), api, refusing_page, &[TEST_RULE]);
+        let addr = super::super::serve_in_background("test", app)
+            .await
+            .expect("serves");
+        let http = reqwest::Client::new();
+        let answer = http
+            .post(format!("http://{addr}/send"))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(rules_named(&answer), [TEST_RULE.id]);
+        let stats = json_of(http.get(format!("http://{addr}{STATS_PATH}"))).await;
+        assert_eq!(stats["refusals"][TEST_RULE.id], 1);
+        let table = json_of(http.get(format!("http://{addr}{RULES_PATH}"))).await;
+        assert_eq!(table[0]["id"], TEST_RULE.id);
+        assert_eq!(table[0]["source"], TEST_RULE.source);
+        // Faults are played in front of the provider's routes, not the simulator's own.
+        core.set_faults(Faults {
+            down: true,
+            ..Faults::default()
+        });
+        let down = http
+            .post(format!("http://{addr}/send"))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(down.status().as_u16(), 503);
+        let stats = http
+            .get(format!("http://{addr}{STATS_PATH}"))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(stats.status().as_u16(), 200);
     }
 }

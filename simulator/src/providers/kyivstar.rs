@@ -665,7 +665,7 @@ pub fn router(settings: SimSettings) -> io::Result<Router> {
     let own = Router::new()
         .route(REVOKE_TOKENS_PATH, post(revoke_handler))
         .with_state(sim);
-    Ok(core::router(core, api, fault_page).merge(own))
+    Ok(core::router(core, api, fault_page, RULES).merge(own))
 }
 
 /// Starts a simulator on `127.0.0.1` with a port of the system's choosing, serving in the

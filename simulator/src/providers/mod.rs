@@ -3,6 +3,14 @@
 //!
 //! Every simulator takes the same [`SimSettings`]: the credentials it expects, where to push
 //! receipts (for providers that push), how messages fare, and which [`Faults`] to inject.
+//!
+//! What they share lives in [`core`]: the store of accepted messages, balance, stats,
+//! credentials, receipt pushing and fault injection. A provider module keeps its own wire
+//! types, written from the provider's documentation (never imported from Holub's adapter,
+//! so that each checks the other), and its `RULES`: every documented check it applies, with
+//! an id, what it demands and its source. A refused request answers the provider's
+//! documented error, names the rule in the `x-holub-sim-rule` header and the log, and is
+//! counted per rule in `GET /__sim/stats`; `GET /__sim/rules` lists the table.
 
 pub mod alphasms;
 pub mod core;

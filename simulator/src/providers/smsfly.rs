@@ -371,7 +371,7 @@ pub fn router(settings: SimSettings) -> Router {
         next_id: AtomicU64::new(1),
     });
     let api = Router::new().route(API_PATH, post(api)).with_state(sim);
-    core::router(core, api, fault_page)
+    core::router(core, api, fault_page, RULES)
 }
 
 /// Starts a simulator on `127.0.0.1` with a port of the system's choosing, serving in the

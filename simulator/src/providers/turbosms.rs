@@ -690,7 +690,7 @@ pub fn router(settings: SimSettings) -> io::Result<Router> {
         .route("/user/ping.json", post(ping_handler).get(ping_handler))
         .fallback(unknown_method)
         .with_state(sim);
-    Ok(core::router(core, api, fault_page))
+    Ok(core::router(core, api, fault_page, RULES))
 }
 
 /// Starts a simulator on `127.0.0.1` with a port of the system's choosing, serving in the
