@@ -27,7 +27,7 @@ use holub_shared::domain::segments;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::core::{self, Core, NewMessage, Record, Rule, refused, tag};
+use super::core::{self, Core, NewMessage, Record, refused, tag};
 use super::{Fault, SimSettings};
 
 pub const API_PATH: &str = "/api/json.php";
@@ -38,80 +38,98 @@ pub const INITIAL_BALANCE: i64 = 100_000;
 const SEND: &str = "docs.alphasms.net/api/json/send_sms";
 const XML_CODES: &str = "docs.alphasms.net/api/xml/references/message_status_codes";
 
+/// A rule of this simulator, with the error text AlphaSMS answers when it is broken: the
+/// documented one where there is one.
+pub type Rule = core::Rule<&'static str>;
+
 pub const AUTH: Rule = Rule {
     id: "alphasms.auth",
     description: "auth must be the account's API key; else the whole request is \"Access denied\"",
     source: "docs.alphasms.net/api/json (request structure); send_response_access_denied.json",
+    answer: "Access denied",
 };
 pub const CONTENT_TYPE: Rule = Rule {
     id: "alphasms.content_type",
     description: "the body is sent with Content-Type: application/json",
     source: "docs.alphasms.net/api/json",
+    answer: "Invalid request",
 };
 pub const BODY: Rule = Rule {
     id: "alphasms.body.json",
     description: "the body is a JSON object {\"auth\": string, \"data\": [commands]}",
     source: "docs.alphasms.net/api/json",
+    answer: "Invalid request",
 };
 pub const DATA: Rule = Rule {
     id: "alphasms.data.required",
     description: "data is a non-empty array of commands, each an object with a type",
     source: "docs.alphasms.net/api/json",
+    answer: "Invalid request",
 };
 pub const TYPE: Rule = Rule {
     id: "alphasms.type.known",
     description: "a command's type is one the simulator carries: sms, status or balance",
     source: "docs.alphasms.net/api/json (send_sms, message_status, balance)",
+    answer: "Unknown request type",
 };
 pub const ID: Rule = Rule {
     id: "alphasms.id.number",
     description: "id is an integer from 1 to 2^53-1 (a number, exact in every JSON reader); \
                   else \"Wrong message ID\" (ERR_ID)",
     source: "docs.alphasms.net/api/json/send_sms (a number); XML error 201; RFC 8259 §6",
+    answer: "Wrong message ID",
 };
 pub const DUPLICATE: Rule = Rule {
     id: "alphasms.id.duplicate",
     description: "an id is taken once; a repeat is \"A message with the specified ID already \
                   exists\" (ERR_DUPLICATE)",
     source: "docs.alphasms.net/api/xml/references/message_status_codes (208)",
+    answer: "A message with the specified ID already exists",
 };
 pub const PHONE: Rule = Rule {
     id: "alphasms.phone.number",
     description: "phone is a JSON number of 7 to 15 digits (E.164 without +); else \
                   \"Incorrect recipient number\" (ERR_RECIPIENT)",
     source: "docs.alphasms.net/api/json/send_sms example; XML error 203; ITU-T E.164",
+    answer: "Incorrect recipient number",
 };
 pub const SIGNATURE: Rule = Rule {
     id: "alphasms.sms_signature.length",
     description: "sms_signature is a string of 1 to 11 characters, or up to 15 digits; else \
                   \"Error in Alpha-name\"",
     source: "docs.alphasms.net/api/json/send_sms (error example); 3GPP TS 23.040 §9.1.2.5",
+    answer: "Error in Alpha-name",
 };
 pub const LIFETIME: Rule = Rule {
     id: "alphasms.sms_lifetime.range",
     description: "sms_lifetime, if given, is an integer from 3600 to 259200 seconds",
     source: SEND,
+    answer: "Invalid sms_lifetime",
 };
 pub const MESSAGE: Rule = Rule {
     id: "alphasms.sms_message.length",
     description: "sms_message is a string of 1 to 255 SMS parts; else \"Message too long or \
                   empty\" (ERR_LENGTH)",
     source: "docs.alphasms.net/api/xml/references/message_status_codes (204); 3GPP TS 23.040",
+    answer: "Message too long or empty",
 };
 pub const HOOK: Rule = Rule {
     id: "alphasms.hook.url",
     description: "hook, if given, is an http(s) URL string",
     source: SEND,
+    answer: "Invalid hook",
 };
 pub const BILLING: Rule = Rule {
     id: "alphasms.balance.funds",
     description: "a send the balance does not cover is \"Billing error\" (ERR_BILLING)",
     source: XML_CODES,
+    answer: "Billing error",
 };
 pub const NOT_FOUND: Rule = Rule {
     id: "alphasms.status.known_id",
     description: "a status query names an id that was sent; else \"Message not found\"",
     source: "docs.alphasms.net/api/json/message_status",
+    answer: "Message not found",
 };
 
 /// Every rule this simulator enforces.
@@ -131,24 +149,6 @@ pub const RULES: &[Rule] = &[
     BILLING,
     NOT_FOUND,
 ];
-
-/// The error text of each rule: the documented one where there is one.
-fn text(rule: &Rule) -> &'static str {
-    match rule.id {
-        "alphasms.auth" => "Access denied",
-        "alphasms.type.known" => "Unknown request type",
-        "alphasms.id.number" => "Wrong message ID",
-        "alphasms.id.duplicate" => "A message with the specified ID already exists",
-        "alphasms.phone.number" => "Incorrect recipient number",
-        "alphasms.sms_signature.length" => "Error in Alpha-name",
-        "alphasms.sms_lifetime.range" => "Invalid sms_lifetime",
-        "alphasms.sms_message.length" => "Message too long or empty",
-        "alphasms.hook.url" => "Invalid hook",
-        "alphasms.balance.funds" => "Billing error",
-        "alphasms.status.known_id" => "Message not found",
-        _ => "Invalid request",
-    }
-}
 
 const MAX_PARTS: usize = 255;
 const MAX_ID: u64 = (1 << 53) - 1;
@@ -233,13 +233,13 @@ fn ok_item(data: Value) -> Value {
 
 fn error_item(rule: &Rule, id: Option<Value>) -> Value {
     match id {
-        Some(id) => json!({"success": false, "error": text(rule), "data": {"id": id}}),
-        None => json!({"success": false, "error": text(rule)}),
+        Some(id) => json!({"success": false, "error": rule.answer, "data": {"id": id}}),
+        None => json!({"success": false, "error": rule.answer}),
     }
 }
 
 fn whole_error(rule: &Rule) -> Response {
-    let body = json!({"success": false, "error": text(rule)});
+    let body = json!({"success": false, "error": rule.answer});
     refused(rule, (StatusCode::OK, axum::Json(body)).into_response())
 }
 
@@ -1101,7 +1101,7 @@ mod tests {
                 .as_str()
                 .or(answer["error"].as_str())
                 .or(answer["data"][1]["error"].as_str());
-            assert_eq!(error, Some(text(rule)), "{body}: {answer}");
+            assert_eq!(error, Some(rule.answer), "{body}: {answer}");
         }
         let plain = client
             .post(&url)

@@ -37,22 +37,24 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 
 /// One documented rule a simulator enforces: a stable id (`<kind>.<field>.<check>`), what it
-/// demands, and where the provider says so.
+/// demands, where the provider says so, and the provider's `answer` to a request that
+/// breaks it (its error code and text, in the provider's own terms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Rule {
+pub struct Rule<A = ()> {
     pub id: &'static str,
     pub description: &'static str,
     pub source: &'static str,
+    pub answer: A,
 }
 
 /// Tags `response` as a refusal under `rule`; several rules may tag one answer (a batch).
-pub fn refused(rule: &Rule, mut response: Response) -> Response {
+pub fn refused<A>(rule: &Rule<A>, mut response: Response) -> Response {
     tag(&mut response, rule);
     response
 }
 
 /// Adds `rule` to an answer that is otherwise built elsewhere (a batch item's refusal).
-pub fn tag(response: &mut Response, rule: &Rule) {
+pub fn tag<A>(response: &mut Response, rule: &Rule<A>) {
     response
         .headers_mut()
         .append(RULE_HEADER, HeaderValue::from_static(rule.id));
@@ -381,7 +383,12 @@ pub type FaultPage = fn(Fault) -> Response;
 
 /// A provider's routes behind the one fault layer, plus the simulator's own endpoints: its
 /// stats, its faults and its table of `rules`.
-pub fn router(core: Arc<Core>, api: Router, page: FaultPage, rules: &'static [Rule]) -> Router {
+pub fn router<A: Serialize + Send + Sync>(
+    core: Arc<Core>,
+    api: Router,
+    page: FaultPage,
+    rules: &'static [Rule<A>],
+) -> Router {
     api.layer(middleware::from_fn_with_state(
         (Arc::clone(&core), page),
         faults_and_rules,
@@ -524,7 +531,7 @@ pub fn rules_named(answer: &reqwest::Response) -> Vec<String> {
 /// Fails unless every rule of a provider's table is well formed and was applied (so tested)
 /// at least once by the simulator whose `stats` these are.
 #[cfg(test)]
-pub fn assert_every_rule_applied(rules: &[Rule], stats: &Stats) {
+pub fn assert_every_rule_applied<A>(rules: &[Rule<A>], stats: &Stats) {
     let mut ids = std::collections::HashSet::new();
     for rule in rules {
         assert!(ids.insert(rule.id), "{} is in the table twice", rule.id);
@@ -597,6 +604,7 @@ mod tests {
         id: "test.text.required",
         description: "text is given",
         source: "this test",
+        answer: (),
     };
 
     fn refusing_page(_: Fault) -> Response {

@@ -36,10 +36,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use holub_shared::domain::segments;
 use holub_shared::domain::{PhoneNumber, SenderId};
 use rand::Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::core::{self, Core, NewMessage, Record, Rule, refused, tag};
+use super::core::{self, Core, NewMessage, Record, refused, tag};
 use super::{Fault, SimSettings};
 use crate::receipt::{bearer_token, constant_time_eq};
 
@@ -57,83 +57,170 @@ const MAX_BATCH: usize = 1000;
 const GO: &str = "iamgoroot/kyivstar-opentelecom-go";
 const DTO: &str = "imsadhappy/laravel-kyivstar-api src/Dto/Sms.php";
 
+/// A rule of this simulator, with the error Kyivstar answers when it is broken.
+pub type Rule = core::Rule<KsError>;
+
+/// An HTTP status with the `errorCode` and `errorMsg` of the error body (for the token
+/// endpoint, the OAuth `error` as the message, and no code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KsError {
+    pub status: u16,
+    pub code: i64,
+    pub message: &'static str,
+}
+
 pub const CLIENT: Rule = Rule {
     id: "kyivstar.token.client",
     description: "the token request authenticates with Basic base64(client_id:client_secret); \
                   else 401 invalid_client",
     source: "imsadhappy/laravel-kyivstar-api src/Services/AuthenticationService.php",
+    answer: KsError {
+        status: 401,
+        code: 0,
+        message: "invalid_client",
+    },
 };
 pub const GRANT: Rule = Rule {
     id: "kyivstar.token.grant",
     description: "the token request's form says grant_type=client_credentials; else 400 \
                   unsupported_grant_type",
     source: "imsadhappy/laravel-kyivstar-api AuthenticationService.php; RFC 6749 §4.4",
+    answer: KsError {
+        status: 400,
+        code: 0,
+        message: "unsupported_grant_type",
+    },
 };
 pub const BEARER: Rule = Rule {
     id: "kyivstar.auth.bearer",
     description: "API calls carry Authorization: Bearer with a live access token; else 401",
     source: "iamgoroot/kyivstar-opentelecom-go oauth.go, internal/client/httpx.go",
+    answer: KsError {
+        status: 401,
+        code: 40101,
+        message: "Invalid credentials",
+    },
 };
 pub const BODY: Rule = Rule {
     id: "kyivstar.body.json",
     description: "the body is JSON of the documented shape, with no unknown members; else 400",
     source: "iamgoroot/kyivstar-opentelecom-go api/v1/sms/models.go",
+    answer: KsError {
+        status: 400,
+        code: 40000,
+        message: "The request body is not valid JSON of the expected shape",
+    },
 };
 pub const TO: Rule = Rule {
     id: "kyivstar.to.number",
     description: "to is an international number as digits (380…); else 400 40001",
     source: "iamgoroot/kyivstar-opentelecom-go test/local/handlers/sms.go (40001)",
+    answer: KsError {
+        status: 400,
+        code: 40001,
+        message: "Invalid phone number format",
+    },
 };
 pub const FROM_REQUIRED: Rule = Rule {
     id: "kyivstar.from.required",
     description: "from is not empty; else 400",
     source: GO,
+    answer: KsError {
+        status: 400,
+        code: 40002,
+        message: "from is required",
+    },
 };
 pub const FROM_ALPHA: Rule = Rule {
     id: "kyivstar.from.alpha",
     description: "from is an alpha-name (letters, at most 11 characters), not a number; else 422",
     source: "iamgoroot/kyivstar-opentelecom-go README.md (registered alpha-name)",
+    answer: KsError {
+        status: 422,
+        code: 42201,
+        message: "from is not an alpha-name registered for this account",
+    },
 };
 pub const TEXT: Rule = Rule {
     id: "kyivstar.text.required",
     description: "text is not empty; else 400",
     source: GO,
+    answer: KsError {
+        status: 400,
+        code: 40003,
+        message: "text is required",
+    },
 };
 pub const TTL: Rule = Rule {
     id: "kyivstar.message_ttl_sec.range",
     description: "messageTtlSec, if given, is an integer from 0 to 86400; else 400",
     source: DTO,
+    answer: KsError {
+        status: 400,
+        code: 40004,
+        message: "messageTtlSec must be 0 to 86400",
+    },
 };
 pub const MAX_SEGMENTS: Rule = Rule {
     id: "kyivstar.max_segments.range",
     description: "maxSegments, if given, is an integer from 1 to 6; else 400",
     source: DTO,
+    answer: KsError {
+        status: 400,
+        code: 40005,
+        message: "maxSegments must be 1 to 6",
+    },
 };
 pub const SEGMENTS: Rule = Rule {
     id: "kyivstar.text.segments",
     description: "text fits maxSegments parts (6 if not given); else 413",
     source: DTO,
+    answer: KsError {
+        status: 413,
+        code: 41301,
+        message: "The text needs more segments than maxSegments allows",
+    },
 };
 pub const BATCH_EMPTY: Rule = Rule {
     id: "kyivstar.batch.required",
     description: "a batch's data has at least one item; else 400",
     source: "iamgoroot/kyivstar-opentelecom-go test/local/sms_test.go",
+    answer: KsError {
+        status: 400,
+        code: 40006,
+        message: "data is empty",
+    },
 };
 pub const BATCH_LIMIT: Rule = Rule {
     id: "kyivstar.batch.limit",
     description: "a batch has at most 1000 items (the simulator's own limit); else 413",
     source: "none found: the simulator's own",
+    answer: KsError {
+        status: 413,
+        code: 41302,
+        message: "At most 1000 items per batch",
+    },
 };
 pub const ENDPOINT: Rule = Rule {
     id: "kyivstar.endpoint.known",
     description: "the path is one of the SMS API's; else 404",
     source: "iamgoroot/kyivstar-opentelecom-go CLAUDE.md (the SMS paths of the OpenAPI document)",
+    answer: KsError {
+        status: 404,
+        code: 40400,
+        message: "No such endpoint",
+    },
 };
 pub const MSG_ID: Rule = Rule {
     id: "kyivstar.msg_id.known",
     description: "a status query names a msgId that was sent; else 404 1040 (no entry in a \
                   batch)",
     source: "MakarovIgor/kyivstar.sms.api.php.client src/KyivstarSmsClient.php (1040)",
+    answer: KsError {
+        status: 404,
+        code: 1040,
+        message: "Message is not delivered or msgId does not exist",
+    },
 };
 
 /// Every rule this simulator enforces.
@@ -154,55 +241,6 @@ pub const RULES: &[Rule] = &[
     ENDPOINT,
     MSG_ID,
 ];
-
-/// The HTTP status, code and message a rule answers with.
-fn error_of(rule: &Rule) -> (StatusCode, i64, &'static str) {
-    match rule.id {
-        "kyivstar.auth.bearer" => (StatusCode::UNAUTHORIZED, 40101, "Invalid credentials"),
-        "kyivstar.to.number" => (
-            StatusCode::BAD_REQUEST,
-            40001,
-            "Invalid phone number format",
-        ),
-        "kyivstar.from.required" => (StatusCode::BAD_REQUEST, 40002, "from is required"),
-        "kyivstar.from.alpha" => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            42201,
-            "from is not an alpha-name registered for this account",
-        ),
-        "kyivstar.text.required" => (StatusCode::BAD_REQUEST, 40003, "text is required"),
-        "kyivstar.message_ttl_sec.range" => (
-            StatusCode::BAD_REQUEST,
-            40004,
-            "messageTtlSec must be 0 to 86400",
-        ),
-        "kyivstar.max_segments.range" => {
-            (StatusCode::BAD_REQUEST, 40005, "maxSegments must be 1 to 6")
-        }
-        "kyivstar.text.segments" => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            41301,
-            "The text needs more segments than maxSegments allows",
-        ),
-        "kyivstar.batch.required" => (StatusCode::BAD_REQUEST, 40006, "data is empty"),
-        "kyivstar.batch.limit" => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            41302,
-            "At most 1000 items per batch",
-        ),
-        "kyivstar.endpoint.known" => (StatusCode::NOT_FOUND, 40400, "No such endpoint"),
-        "kyivstar.msg_id.known" => (
-            StatusCode::NOT_FOUND,
-            1040,
-            "Message is not delivered or msgId does not exist",
-        ),
-        _ => (
-            StatusCode::BAD_REQUEST,
-            40000,
-            "The request body is not valid JSON of the expected shape",
-        ),
-    }
-}
 
 /// One message as the API takes it; the numbers kept as JSON so that a wrong type or range
 /// is refused by its own rule.
@@ -280,14 +318,22 @@ fn date(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+fn http_status(status: u16) -> StatusCode {
+    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
 fn error(status: StatusCode, code: i64, message: &str) -> Response {
     let body = json!({"reqId": new_req_id(), "errorCode": code, "errorMsg": message});
     (status, axum::Json(body)).into_response()
 }
 
 fn refuse(rule: &Rule) -> Response {
-    let (status, code, message) = error_of(rule);
-    let mut response = error(status, code, message);
+    let KsError {
+        status,
+        code,
+        message,
+    } = rule.answer;
+    let mut response = error(http_status(status), code, message);
     if rule.id == BEARER.id {
         response
             .headers_mut()
@@ -423,10 +469,10 @@ impl Sim {
 async fn token_handler(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     if !sim.client_authenticated(&headers) {
         let body = json!({
-            "error": "invalid_client",
+            "error": CLIENT.answer.message,
             "error_description": "Client authentication failed",
             "error_hint": "Send Authorization: Basic base64(client_id:client_secret)",
-            "status_code": 401
+            "status_code": CLIENT.answer.status
         });
         return refused(
             &CLIENT,
@@ -437,9 +483,9 @@ async fn token_handler(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: By
         .any(|(key, value)| key == "grant_type" && value == "client_credentials");
     if !granted {
         let body = json!({
-            "error": "unsupported_grant_type",
+            "error": GRANT.answer.message,
             "error_description": "grant_type must be client_credentials",
-            "status_code": 400
+            "status_code": GRANT.answer.status
         });
         return refused(
             &GRANT,
@@ -497,7 +543,7 @@ async fn batch_handler(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: By
             Ok(record) => json!({"msgId": record.id, "reservedSmsSegments": record.parts}),
             Err(rule) => {
                 rules.push(rule);
-                let (_, code, message) = error_of(rule);
+                let KsError { code, message, .. } = rule.answer;
                 json!({"errorCode": code.to_string(), "errorMsg": message})
             }
         };
@@ -524,8 +570,12 @@ async fn check_handler(
         Seen::Accepted(at) => ("accepted", at),
         Seen::Delivered(at) => ("delivered", at),
         Seen::NotDelivered => {
-            let (status, code, message) = error_of(&MSG_ID);
-            return error(status, code, message);
+            let KsError {
+                status,
+                code,
+                message,
+            } = MSG_ID.answer;
+            return error(http_status(status), code, message);
         }
         Seen::Unknown => return refuse(&MSG_ID),
     };
@@ -1338,8 +1388,8 @@ mod tests {
                 .unwrap();
             let named = core::rules_named(&answer);
             assert_eq!(named, [rule.id], "{path} {body:.80}");
-            let (status, code, _) = error_of(rule);
-            assert_eq!(answer.status().as_u16(), status.as_u16(), "{body:.80}");
+            assert_eq!(answer.status().as_u16(), rule.answer.status, "{body:.80}");
+            let code = rule.answer.code;
             let answer: serde_json::Value = answer.json().await.unwrap();
             assert_eq!(answer["errorCode"], json!(code));
         }

@@ -28,7 +28,7 @@ use holub_shared::domain::{PhoneNumber, SenderId, segments};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::core::{self, Core, NewMessage, Record, Rule, refused};
+use super::core::{self, Core, NewMessage, Record, refused};
 use super::{Fault, SimSettings};
 
 /// The one API endpoint, as on sms-fly.ua.
@@ -40,96 +40,132 @@ pub const STARTING_BALANCE_KOPIYKY: i64 = 1_000_000;
 const PDF: &str = "sms-fly.ua/public/api.v2.03.pdf, as quoted by public clients";
 const ERRORS: &str = "the error table quoted by public clients (msgErrorsEn)";
 
+/// A rule of this simulator, with the documented error SMS Fly answers when it is broken.
+pub type Rule = core::Rule<FlyError>;
+
+/// An error code and its documented English description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FlyError {
+    pub code: &'static str,
+    pub description: &'static str,
+}
+
 pub const BODY: Rule = Rule {
     id: "smsfly.body.json",
     description: "the body is a JSON object {auth, action, data}; else INVREQUEST",
     source: ERRORS,
+    answer: FlyError {
+        code: "INVREQUEST",
+        description: "query is empty or has an invalid format",
+    },
 };
 pub const AUTH: Rule = Rule {
     id: "smsfly.auth.key",
     description: "auth.key is the account's API key; else FORBIDDEN",
     source: "SMS Fly's WordPress plugin (includes/smsflyc.php); knaus94/sms-fly",
+    answer: FlyError {
+        code: "FORBIDDEN",
+        description: "access denied",
+    },
 };
 pub const ACTION: Rule = Rule {
     id: "smsfly.action.known",
     description: "action is SENDMESSAGE, GETMESSAGESTATUS or GETBALANCE; else INVACTION",
     source: "Vadim-Podlevsky/SmsFlyApi src/SmsFlyApi.php (every action); msgErrorsEn",
+    answer: FlyError {
+        code: "INVACTION",
+        description: "action not specified or not supported",
+    },
 };
 pub const DATA: Rule = Rule {
     id: "smsfly.data.shape",
     description: "data is an object with the action's members, each of its documented type \
                   (recipient and text strings, channels an array of strings); else INVREQUEST",
     source: PDF,
+    answer: FlyError {
+        code: "INVREQUEST",
+        description: "query is empty or has an invalid format",
+    },
 };
 pub const CHANNELS: Rule = Rule {
     id: "smsfly.channels.known",
     description: "channels lists known channels (sms, viber) and, in the simulator, sms; else \
                   INVCHANNELS",
     source: "sol-parts/symfony-smsfly-notifier send request; msgErrorsEn",
+    answer: FlyError {
+        code: "INVCHANNELS",
+        description: "correct sending channels are not specified",
+    },
 };
 pub const SMS: Rule = Rule {
     id: "smsfly.sms.required",
     description: "with the sms channel, an sms object is given; else INVSMSMESSAGE",
     source: ERRORS,
+    answer: FlyError {
+        code: "INVSMSMESSAGE",
+        description: "message for sms channel not specified",
+    },
 };
 pub const RECIPIENT: Rule = Rule {
     id: "smsfly.recipient.number",
     description: "recipient is the international number as digits (380…); else INVRECIPIENT",
     source: "sol-parts/symfony-smsfly-notifier Tests/SmsFlyTransportTest.php; msgErrorsEn",
+    answer: FlyError {
+        code: "INVRECIPIENT",
+        description: "wrong recipient",
+    },
 };
 pub const SOURCE: Rule = Rule {
     id: "smsfly.source.sender",
     description: "sms.source is a sender name: up to 11 letters, digits and spaces, or a \
                   number; else INVSOURCE",
     source: "msgErrorsEn (INVSOURCE); 3GPP TS 23.040 §9.1.2.5",
+    answer: FlyError {
+        code: "INVSOURCE",
+        description: "sender not specified or not correct",
+    },
 };
 pub const TTL: Rule = Rule {
     id: "smsfly.ttl.range",
     description: "sms.ttl, if given, is an integer of minutes from 1 to 1440; else INVREQUEST",
     source: "sol-parts/symfony-smsfly-notifier SmsFlyOptions.php",
+    answer: FlyError {
+        code: "INVREQUEST",
+        description: "query is empty or has an invalid format",
+    },
 };
 pub const TEXT: Rule = Rule {
     id: "smsfly.text.length",
     description: "sms.text is a string of 1 to 255 SMS parts; else INVTEXT",
     source: "msgErrorsEn (INVTEXT); 3GPP TS 23.040 §9.2.3.24.1",
+    answer: FlyError {
+        code: "INVTEXT",
+        description: "message text is missing or does not match requirements",
+    },
 };
 pub const FUNDS: Rule = Rule {
     id: "smsfly.balance.funds",
     description: "a send the balance does not cover is INSUFFICIENTFUNDS",
     source: "SMS Fly's WordPress plugin (includes/smsflyc.php)",
+    answer: FlyError {
+        code: "INSUFFICIENTFUNDS",
+        description: "insufficient funds to send this message",
+    },
 };
 pub const MESSAGE_ID: Rule = Rule {
     id: "smsfly.message_id.known",
     description: "data.messageID names a message that was sent; else INVMSGID",
     source: "Vadim-Podlevsky/SmsFlyApi getMessageStatus(); msgErrorsEn",
+    answer: FlyError {
+        code: "INVMSGID",
+        description: "ID not set or not found",
+    },
 };
 
 /// Every rule this simulator enforces.
 pub const RULES: &[Rule] = &[
     BODY, AUTH, ACTION, DATA, CHANNELS, SMS, RECIPIENT, SOURCE, TTL, TEXT, FUNDS, MESSAGE_ID,
 ];
-
-/// The documented code and English description a rule answers with.
-fn error_of(rule: &Rule) -> (&'static str, &'static str) {
-    match rule.id {
-        "smsfly.auth.key" => ("FORBIDDEN", "access denied"),
-        "smsfly.action.known" => ("INVACTION", "action not specified or not supported"),
-        "smsfly.channels.known" => ("INVCHANNELS", "correct sending channels are not specified"),
-        "smsfly.sms.required" => ("INVSMSMESSAGE", "message for sms channel not specified"),
-        "smsfly.recipient.number" => ("INVRECIPIENT", "wrong recipient"),
-        "smsfly.source.sender" => ("INVSOURCE", "sender not specified or not correct"),
-        "smsfly.text.length" => (
-            "INVTEXT",
-            "message text is missing or does not match requirements",
-        ),
-        "smsfly.balance.funds" => (
-            "INSUFFICIENTFUNDS",
-            "insufficient funds to send this message",
-        ),
-        "smsfly.message_id.known" => ("INVMSGID", "ID not set or not found"),
-        _ => ("INVREQUEST", "query is empty or has an invalid format"),
-    }
-}
 
 const MAX_PARTS: usize = 255;
 
@@ -401,7 +437,7 @@ fn answer<D: Serialize>(data: D) -> Response {
 }
 
 fn refuse(rule: &Rule) -> Response {
-    let (code, description) = error_of(rule);
+    let FlyError { code, description } = rule.answer;
     let date = with_offset(Utc::now());
     let body: Answer<()> = Answer {
         success: 0,
@@ -873,7 +909,7 @@ mod tests {
             let (answer, rules) = call(addr, body).await;
             assert_eq!(rules, [rule.id], "{body}: {answer}");
             assert_eq!(answer["success"], json!(0));
-            assert_eq!(answer["error"]["code"], json!(error_of(rule).0), "{body}");
+            assert_eq!(answer["error"]["code"], json!(rule.answer.code), "{body}");
         }
         let stats = stats_of(addr).await;
         core::assert_every_rule_applied(RULES, &stats);

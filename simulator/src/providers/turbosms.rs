@@ -35,7 +35,7 @@ use holub_shared::domain::{PhoneNumber, SenderId, segments};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::core::{self, Core, NewMessage, Record, Rule, refused, tag};
+use super::core::{self, Core, NewMessage, Record, refused, tag};
 use super::{Fault, SimSettings};
 use crate::receipt::bearer_token;
 
@@ -50,104 +50,186 @@ pub const MAX_PARTS: usize = 10;
 const API: &str = "turbosms.ua/api.html";
 const CODES: &str = "daaner/turbosms resources/lang/en/turbosms.php (response_status codes)";
 
+/// A rule of this simulator, with the documented code TurboSMS answers when it is broken.
+pub type Rule = core::Rule<Code>;
+
+/// A `response_code` and its `response_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Code {
+    pub code: i64,
+    pub status: &'static str,
+}
+
 pub const TOKEN_REQUIRED: Rule = Rule {
     id: "turbosms.token.required",
     description: "a token comes as Authorization: Bearer/Basic, or as a token parameter of the \
                   query or of a form body; else 103 REQUIRED_TOKEN",
     source: API,
+    answer: Code {
+        code: 103,
+        status: "REQUIRED_TOKEN",
+    },
 };
 pub const TOKEN_VALID: Rule = Rule {
     id: "turbosms.token.valid",
     description: "the token is the account's; else 105 REQUIRED_AUTH",
     source: CODES,
+    answer: Code {
+        code: 105,
+        status: "REQUIRED_AUTH",
+    },
 };
 pub const CONTENT: Rule = Rule {
     id: "turbosms.body.required",
     description: "send and status take parameters; an empty body is 104 REQUIRED_CONTENT",
     source: CODES,
+    answer: Code {
+        code: 104,
+        status: "REQUIRED_CONTENT",
+    },
 };
 pub const PARSE: Rule = Rule {
     id: "turbosms.body.parse",
     description: "a body that is neither JSON nor a form is 502 FAILED_PARSE_BODY",
     source: CODES,
+    answer: Code {
+        code: 502,
+        status: "FAILED_PARSE_BODY",
+    },
 };
 pub const SHAPE: Rule = Rule {
     id: "turbosms.body.shape",
     description: "parameters have their documented types (recipients and messages arrays of \
                   strings, sms an object of strings); else 300 INVALID_REQUEST",
     source: "turbosms.ua/api.html send example (fixtures/send_request.json); daaner/turbosms",
+    answer: Code {
+        code: 300,
+        status: "INVALID_REQUEST",
+    },
 };
 pub const METHOD: Rule = Rule {
     id: "turbosms.method.known",
     description: "the path is a documented module/method: message/send, message/status, \
                   user/balance, message/ping, user/ping; else 300 INVALID_REQUEST",
     source: API,
+    answer: Code {
+        code: 300,
+        status: "INVALID_REQUEST",
+    },
 };
 pub const SENDER_REQUIRED: Rule = Rule {
     id: "turbosms.sender.required",
     description: "sms.sender is given; else 200 REQUIRED_MESSAGE_SENDER",
     source: CODES,
+    answer: Code {
+        code: 200,
+        status: "REQUIRED_MESSAGE_SENDER",
+    },
 };
 pub const TEXT_REQUIRED: Rule = Rule {
     id: "turbosms.text.required",
     description: "sms.text is not empty; else 201 REQUIRED_MESSAGE_TEXT",
     source: CODES,
+    answer: Code {
+        code: 201,
+        status: "REQUIRED_MESSAGE_TEXT",
+    },
 };
 pub const RECIPIENTS_REQUIRED: Rule = Rule {
     id: "turbosms.recipients.required",
     description: "recipients lists at least one number; else 202 REQUIRED_MESSAGE_RECIPIENT",
     source: CODES,
+    answer: Code {
+        code: 202,
+        status: "REQUIRED_MESSAGE_RECIPIENT",
+    },
 };
 pub const RECIPIENTS_LIMIT: Rule = Rule {
     id: "turbosms.recipients.limit",
     description: "at most 5000 recipients per request (the simulator's own limit); else 405 \
                   NOT_ALLOWED_RECIPIENTS_LIMIT",
     source: CODES,
+    answer: Code {
+        code: 405,
+        status: "NOT_ALLOWED_RECIPIENTS_LIMIT",
+    },
 };
 pub const SENDER_VALID: Rule = Rule {
     id: "turbosms.sender.valid",
     description: "sms.sender is an alpha-name of up to 11 characters or a number; else 302 \
                   INVALID_MESSAGE_SENDER",
     source: "daaner/turbosms codes; 3GPP TS 23.040 §9.1.2.5",
+    answer: Code {
+        code: 302,
+        status: "INVALID_MESSAGE_SENDER",
+    },
 };
 pub const TEXT_LENGTH: Rule = Rule {
     id: "turbosms.text.length",
     description: "sms.text fits 10 SMS parts (the simulator's own limit); else 413 \
                   NOT_ALLOWED_MESSAGE_TEXT_LENGTH",
     source: CODES,
+    answer: Code {
+        code: 413,
+        status: "NOT_ALLOWED_MESSAGE_TEXT_LENGTH",
+    },
 };
 pub const PHONE: Rule = Rule {
     id: "turbosms.recipient.phone",
     description: "each recipient is an international number as digits (380…); else that \
                   recipient's item is 305 INVALID_PHONE",
     source: "turbosms.ua/api.html send example; daaner/turbosms codes",
+    answer: Code {
+        code: 305,
+        status: "INVALID_PHONE",
+    },
 };
 pub const RECIPIENT_DUPLICATE: Rule = Rule {
     id: "turbosms.recipient.duplicate",
     description: "a number is listed once per request; a repeat's item is 407 \
                   NOT_ALLOWED_RECIPIENT_DUPLICATE",
     source: CODES,
+    answer: Code {
+        code: 407,
+        status: "NOT_ALLOWED_RECIPIENT_DUPLICATE",
+    },
 };
 pub const FUNDS: Rule = Rule {
     id: "turbosms.balance.funds",
     description: "a send the balance does not cover is 203 REQUIRED_BALANCE",
     source: CODES,
+    answer: Code {
+        code: 203,
+        status: "REQUIRED_BALANCE",
+    },
 };
 pub const MESSAGES_REQUIRED: Rule = Rule {
     id: "turbosms.messages.required",
     description: "a status query lists at least one message id; else 300 INVALID_REQUEST",
     source: "daaner/turbosms src/TurboSMS.php (message/status.json with messages)",
+    answer: Code {
+        code: 300,
+        status: "INVALID_REQUEST",
+    },
 };
 pub const MESSAGE_ID_FORMAT: Rule = Rule {
     id: "turbosms.message_id.format",
     description: "a message id is a UUID; else its item is 307 INVALID_MESSAGE_ID",
     source: "eduard-romaniuk/turbosms-spring-boot-starter TsResponseStatus.java (307)",
+    answer: Code {
+        code: 307,
+        status: "INVALID_MESSAGE_ID",
+    },
 };
 pub const MESSAGE_ID_KNOWN: Rule = Rule {
     id: "turbosms.message_id.known",
     description: "a message id is one the account has; else its item is 414 \
                   NOT_ALLOWED_MESSAGE_ID",
     source: "daaner/turbosms README.md status example (fixtures/status_response.json)",
+    answer: Code {
+        code: 414,
+        status: "NOT_ALLOWED_MESSAGE_ID",
+    },
 };
 
 /// Every rule this simulator enforces.
@@ -171,28 +253,6 @@ pub const RULES: &[Rule] = &[
     MESSAGE_ID_FORMAT,
     MESSAGE_ID_KNOWN,
 ];
-
-/// The documented code and status a rule answers with.
-fn code_of(rule: &Rule) -> (i64, &'static str) {
-    match rule.id {
-        "turbosms.token.required" => (103, "REQUIRED_TOKEN"),
-        "turbosms.token.valid" => (105, "REQUIRED_AUTH"),
-        "turbosms.body.required" => (104, "REQUIRED_CONTENT"),
-        "turbosms.body.parse" => (502, "FAILED_PARSE_BODY"),
-        "turbosms.sender.required" => (200, "REQUIRED_MESSAGE_SENDER"),
-        "turbosms.text.required" => (201, "REQUIRED_MESSAGE_TEXT"),
-        "turbosms.recipients.required" => (202, "REQUIRED_MESSAGE_RECIPIENT"),
-        "turbosms.recipients.limit" => (405, "NOT_ALLOWED_RECIPIENTS_LIMIT"),
-        "turbosms.sender.valid" => (302, "INVALID_MESSAGE_SENDER"),
-        "turbosms.text.length" => (413, "NOT_ALLOWED_MESSAGE_TEXT_LENGTH"),
-        "turbosms.recipient.phone" => (305, "INVALID_PHONE"),
-        "turbosms.recipient.duplicate" => (407, "NOT_ALLOWED_RECIPIENT_DUPLICATE"),
-        "turbosms.balance.funds" => (203, "REQUIRED_BALANCE"),
-        "turbosms.message_id.format" => (307, "INVALID_MESSAGE_ID"),
-        "turbosms.message_id.known" => (414, "NOT_ALLOWED_MESSAGE_ID"),
-        _ => (300, "INVALID_REQUEST"),
-    }
-}
 
 // Wire types, as the documented examples show them.
 
@@ -258,7 +318,7 @@ fn envelope<T: Serialize>(code: i64, status: &'static str, result: Option<T>) ->
 }
 
 fn refuse(rule: &Rule) -> Response {
-    let (code, status) = code_of(rule);
+    let Code { code, status } = rule.answer;
     refused(rule, envelope::<()>(code, status, None))
 }
 
@@ -463,7 +523,7 @@ impl Sim {
             .map(|(phone, rule)| match rule {
                 Some(rule) => {
                     rules.push(rule);
-                    let (code, status) = code_of(rule);
+                    let Code { code, status } = rule.answer;
                     SendItem {
                         phone,
                         response_code: code,
@@ -528,7 +588,7 @@ impl Sim {
                     },
                     Err(rule) => {
                         rules.push(rule);
-                        let (code, status) = code_of(rule);
+                        let Code { code, status } = rule.answer;
                         StatusItem {
                             message_id: id,
                             response_code: code,
@@ -1354,7 +1414,7 @@ mod tests {
             let named = core::rules_named(&answer);
             assert_eq!(named, [rule.id], "{path} {body:.80}");
             let answer: serde_json::Value = answer.json().await.unwrap();
-            let (code, status) = code_of(rule);
+            let Code { code, status } = rule.answer;
             let item = &answer["response_result"]
                 .as_array()
                 .and_then(|items| items.last())
