@@ -38,9 +38,10 @@ pub struct SimSettings {
     pub delivered_ratio: f64,
     /// Kopiykas charged per part.
     pub cost_per_part: i64,
-    /// Kopiykas on the account at start, for simulators that keep a balance (TurboSMS);
-    /// unset, the simulator's own default. `0` plays an empty account: every send is
-    /// answered with the provider's documented insufficient-balance error.
+    /// Kopiykas on the account at start, for simulators of providers that keep a balance
+    /// (all but Kyivstar, which documents none); unset, the simulator's own default. `0`
+    /// plays an empty account: every send is answered with the provider's documented
+    /// insufficient-balance error.
     pub start_balance: Option<i64>,
     pub faults: Faults,
 }
