@@ -3,8 +3,17 @@
 //!
 //! Every simulator takes the same [`SimSettings`]: the credentials it expects, where to push
 //! receipts (for providers that push), how messages fare, and which [`Faults`] to inject.
+//!
+//! What they share lives in [`core`]: the store of accepted messages, balance, stats,
+//! credentials, receipt pushing and fault injection. A provider module keeps its own wire
+//! types, written from the provider's documentation (never imported from Holub's adapter,
+//! so that each checks the other), and its `RULES`: every documented check it applies, with
+//! an id, what it demands and its source. A refused request answers the provider's
+//! documented error, names the rule in the `x-holub-sim-rule` header and the log, and is
+//! counted per rule in `GET /__sim/stats`; `GET /__sim/rules` lists the table.
 
 pub mod alphasms;
+pub mod core;
 pub mod kyivstar;
 pub mod smsfly;
 pub mod turbosms;
@@ -29,9 +38,10 @@ pub struct SimSettings {
     pub delivered_ratio: f64,
     /// Kopiykas charged per part.
     pub cost_per_part: i64,
-    /// Kopiykas on the account at start, for simulators that keep a balance (TurboSMS);
-    /// unset, the simulator's own default. `0` plays an empty account: every send is
-    /// answered with the provider's documented insufficient-balance error.
+    /// Kopiykas on the account at start, for simulators of providers that keep a balance
+    /// (all but Kyivstar, which documents none); unset, the simulator's own default. `0`
+    /// plays an empty account: every send is answered with the provider's documented
+    /// insufficient-balance error.
     pub start_balance: Option<i64>,
     pub faults: Faults,
 }

@@ -1,127 +1,182 @@
-//! A stand-in for SMS Fly API v2 on loopback, speaking its wire format (see
-//! `holub_shared::adapters::providers::smsfly` for the format and its sources).
+//! A stand-in for SMS Fly API v2 on loopback. Its wire types and rules are written from the
+//! sources SMS Fly's API is known by (each [`Rule`] names its own; the documented examples
+//! are the adapter's `fixtures/`), never from Holub's adapter, so that a parsing mistake in
+//! the adapter shows in its tests.
 //!
-//! - `POST /api/v2/api.php` with `{"auth": {"key"}, "action", "data"}`: `SENDMESSAGE`,
-//!   `GETMESSAGESTATUS`, `GETBALANCE`. The key must be the `key` of
-//!   [`SimSettings::credentials`] (`{"key": "..."}`); any other key, or settings without one,
-//!   is answered `FORBIDDEN`. Answers are `200` with `{"success": 1, "date", "data"}` or
-//!   `{"success": 0, "date", "error": {"code", "date", "description"}}`, with the documented
-//!   codes (`INVREQUEST`, `INVACTION`, `INVRECIPIENT`, `INVSOURCE`, `INVTEXT`, `INVCHANNELS`,
-//!   `INVSMSMESSAGE`, `INVMSGID`, `INSUFFICIENTFUNDS`, `FORBIDDEN`).
-//! - Sends are priced `cost_per_part` per part (as a 3-decimal hryvnia string, like the real
-//!   answers) and taken off a balance that starts at [`STARTING_BALANCE_KOPIYKY`]; a send the
-//!   balance cannot pay for is `INSUFFICIENTFUNDS`. Ids look like the real ones
-//!   (`FAPI` and 16 hex digits). SMS Fly takes no client-side id, so every accepted send is a
-//!   new message and `duplicates` stays 0.
-//! - SMS Fly does not push receipts: `GETMESSAGESTATUS` reports `ACCEPTD`, then `SENT`, until
-//!   `receipt_delay` has passed since the send, then `DELIVRD` or `UNDELIV` (decided at the
-//!   send by [`delivered`]). Like the documented answer, the status's own date carries no
-//!   offset; the answer's date does (`+0300`).
-//! - Faults, rolled on every API request: `ServerError` → `500` with an HTML page;
-//!   `RateLimited` → `429` (SMS Fly documents no rate-limit answer, so a bare HTTP 429);
-//!   `Malformed` → the request is carried out, then the answer is cut-off JSON; `Hang` → the
-//!   request is carried out, then the answer waits [`HANG`].
-//! - `GET /__sim/stats` (simulator only, no faults): `{"accepted", "submissions", "duplicates"}`.
+//! `POST /api/v2/api.php`, `{"auth": {"key"}, "action", "data"}`, with the actions
+//! `SENDMESSAGE` (one recipient, SMS channel), `GETMESSAGESTATUS` and `GETBALANCE`. Answers
+//! are `200` `{"success": 1, "date", "data"}` or `{"success": 0, "date", "error": {"code",
+//! "date", "description"}}` with the documented codes. Costs and the balance are hryvnia
+//! strings with 3 decimals, as in the real answers; ids look like the real ones (`FAPI` and
+//! 16 hex digits). SMS Fly takes no client id and pushes nothing: `GETMESSAGESTATUS` answers
+//! `ACCEPTD`, `SENT`, then `DELIVRD` or `UNDELIV` at `receipt_delay`. SMS Fly documents no
+//! rate-limit answer: the simulator's is a bare HTTP 429.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use chrono::{DateTime, FixedOffset, Offset, Utc};
-use holub_shared::adapters::providers::smsfly::wire::{
-    Amount, Answer, BalanceData, ChannelState, ErrorBody, FlyStatus, MessageData,
-};
-use holub_shared::adapters::providers::smsfly::{TTL_MAX_MINUTES, TTL_MIN_MINUTES};
+use axum::routing::post;
+use chrono::{DateTime, Utc};
 use holub_shared::domain::{PhoneNumber, SenderId, segments};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use super::{Fault, HANG, SimSettings, delivered};
+use super::core::{self, Core, NewMessage, Record, refused};
+use super::{Fault, SimSettings};
 
 /// The one API endpoint, as on sms-fly.ua.
 pub const API_PATH: &str = "/api/v2/api.php";
-/// The simulator's counters.
-pub const STATS_PATH: &str = "/__sim/stats";
+pub use super::core::{STATS_PATH, Stats};
 /// The account's money at start: 10 000 UAH.
 pub const STARTING_BALANCE_KOPIYKY: i64 = 1_000_000;
-/// A concatenated SMS has at most 255 parts.
+
+const PDF: &str = "sms-fly.ua/public/api.v2.03.pdf, as quoted by public clients";
+const ERRORS: &str = "the error table quoted by public clients (msgErrorsEn)";
+
+/// A rule of this simulator, with the documented error SMS Fly answers when it is broken.
+pub type Rule = core::Rule<FlyError>;
+
+/// An error code and its documented English description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FlyError {
+    pub code: &'static str,
+    pub description: &'static str,
+}
+
+pub const BODY: Rule = Rule {
+    id: "smsfly.body.json",
+    description: "the body is a JSON object {auth, action, data}; else INVREQUEST",
+    source: ERRORS,
+    answer: FlyError {
+        code: "INVREQUEST",
+        description: "query is empty or has an invalid format",
+    },
+};
+pub const AUTH: Rule = Rule {
+    id: "smsfly.auth.key",
+    description: "auth.key is the account's API key; else FORBIDDEN",
+    source: "SMS Fly's WordPress plugin (includes/smsflyc.php); knaus94/sms-fly",
+    answer: FlyError {
+        code: "FORBIDDEN",
+        description: "access denied",
+    },
+};
+pub const ACTION: Rule = Rule {
+    id: "smsfly.action.known",
+    description: "action is SENDMESSAGE, GETMESSAGESTATUS or GETBALANCE; else INVACTION",
+    source: "Vadim-Podlevsky/SmsFlyApi src/SmsFlyApi.php (every action); msgErrorsEn",
+    answer: FlyError {
+        code: "INVACTION",
+        description: "action not specified or not supported",
+    },
+};
+pub const DATA: Rule = Rule {
+    id: "smsfly.data.shape",
+    description: "data is an object with the action's members, each of its documented type \
+                  (recipient and text strings, channels an array of strings); else INVREQUEST",
+    source: PDF,
+    answer: FlyError {
+        code: "INVREQUEST",
+        description: "query is empty or has an invalid format",
+    },
+};
+pub const CHANNELS: Rule = Rule {
+    id: "smsfly.channels.known",
+    description: "channels lists known channels (sms, viber) and, in the simulator, sms; else \
+                  INVCHANNELS",
+    source: "sol-parts/symfony-smsfly-notifier send request; msgErrorsEn",
+    answer: FlyError {
+        code: "INVCHANNELS",
+        description: "correct sending channels are not specified",
+    },
+};
+pub const SMS: Rule = Rule {
+    id: "smsfly.sms.required",
+    description: "with the sms channel, an sms object is given; else INVSMSMESSAGE",
+    source: ERRORS,
+    answer: FlyError {
+        code: "INVSMSMESSAGE",
+        description: "message for sms channel not specified",
+    },
+};
+pub const RECIPIENT: Rule = Rule {
+    id: "smsfly.recipient.number",
+    description: "recipient is the international number as digits (380…); else INVRECIPIENT",
+    source: "sol-parts/symfony-smsfly-notifier Tests/SmsFlyTransportTest.php; msgErrorsEn",
+    answer: FlyError {
+        code: "INVRECIPIENT",
+        description: "wrong recipient",
+    },
+};
+pub const SOURCE: Rule = Rule {
+    id: "smsfly.source.sender",
+    description: "sms.source is a sender name: up to 11 letters, digits and spaces, or a \
+                  number; else INVSOURCE",
+    source: "msgErrorsEn (INVSOURCE); 3GPP TS 23.040 §9.1.2.5",
+    answer: FlyError {
+        code: "INVSOURCE",
+        description: "sender not specified or not correct",
+    },
+};
+pub const TTL: Rule = Rule {
+    id: "smsfly.ttl.range",
+    description: "sms.ttl, if given, is an integer of minutes from 1 to 1440; else INVREQUEST",
+    source: "sol-parts/symfony-smsfly-notifier SmsFlyOptions.php",
+    answer: FlyError {
+        code: "INVREQUEST",
+        description: "query is empty or has an invalid format",
+    },
+};
+pub const TEXT: Rule = Rule {
+    id: "smsfly.text.length",
+    description: "sms.text is a string of 1 to 255 SMS parts; else INVTEXT",
+    source: "msgErrorsEn (INVTEXT); 3GPP TS 23.040 §9.2.3.24.1",
+    answer: FlyError {
+        code: "INVTEXT",
+        description: "message text is missing or does not match requirements",
+    },
+};
+pub const FUNDS: Rule = Rule {
+    id: "smsfly.balance.funds",
+    description: "a send the balance does not cover is INSUFFICIENTFUNDS",
+    source: "SMS Fly's WordPress plugin (includes/smsflyc.php)",
+    answer: FlyError {
+        code: "INSUFFICIENTFUNDS",
+        description: "insufficient funds to send this message",
+    },
+};
+pub const MESSAGE_ID: Rule = Rule {
+    id: "smsfly.message_id.known",
+    description: "data.messageID names a message that was sent; else INVMSGID",
+    source: "Vadim-Podlevsky/SmsFlyApi getMessageStatus(); msgErrorsEn",
+    answer: FlyError {
+        code: "INVMSGID",
+        description: "ID not set or not found",
+    },
+};
+
+/// Every rule this simulator enforces.
+pub const RULES: &[Rule] = &[
+    BODY, AUTH, ACTION, DATA, CHANNELS, SMS, RECIPIENT, SOURCE, TTL, TEXT, FUNDS, MESSAGE_ID,
+];
+
 const MAX_PARTS: usize = 255;
 
-/// What `GET /__sim/stats` shows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stats {
-    /// Messages taken (and charged).
-    pub accepted: u64,
-    /// Authenticated `SENDMESSAGE` requests that reached the simulator, taken or not.
-    pub submissions: u64,
-    /// Sends recognised as repeats: always 0, as SMS Fly takes no client-side id.
-    pub duplicates: u64,
-}
+// What arrives: every member optional and loosely typed, so that each gap is refused by its
+// own rule.
 
-/// Starts a simulator on `127.0.0.1` with a port of the system's choosing, serving in the
-/// background until the runtime ends.
-pub async fn start(settings: SimSettings) -> io::Result<SocketAddr> {
-    super::serve_in_background("smsfly", router(settings)).await
-}
-
-/// The simulator's endpoints over a fresh state.
-pub fn router(settings: SimSettings) -> Router {
-    Router::new()
-        .route(API_PATH, post(api))
-        .route(STATS_PATH, get(stats))
-        .with_state(Sim::new(settings))
-}
-
-#[derive(Clone)]
-struct Sim {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    settings: SimSettings,
-    /// The accepted API key; `None` when the settings hold none (nothing authenticates).
-    key: Option<String>,
-    /// Makes ids differ between simulators.
-    id_prefix: u32,
-    inner: Mutex<Inner>,
-}
-
-struct Inner {
-    messages: HashMap<String, Record>,
-    next_id: u64,
-    balance: i64,
-    stats: Stats,
-}
-
-struct Record {
-    accepted: Instant,
-    accepted_at: DateTime<Utc>,
-    delivered: bool,
-}
-
-#[derive(Deserialize)]
-struct ExpectedCredentials {
-    key: String,
-}
-
-/// A request as it may arrive: every member optional, so that each gap gets its own error.
 #[derive(Deserialize)]
 struct Incoming {
-    auth: Option<IncomingAuth>,
-    action: Option<String>,
-    data: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct IncomingAuth {
-    key: Option<String>,
+    auth: Option<Value>,
+    action: Option<Value>,
+    data: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -133,9 +188,9 @@ struct IncomingSend {
 
 #[derive(Deserialize)]
 struct IncomingSms {
-    source: Option<String>,
-    ttl: Option<u32>,
-    text: Option<String>,
+    source: Option<Value>,
+    ttl: Option<Value>,
+    text: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -144,304 +199,257 @@ struct IncomingStatus {
     message_id: Option<String>,
 }
 
-/// An error answer: the code and its documented description.
-struct Refusal(&'static str, &'static str);
+// What is answered, as the documented examples show it.
 
-const INVREQUEST: Refusal = Refusal("INVREQUEST", "query is empty or has an invalid format");
-const INVACTION: Refusal = Refusal("INVACTION", "action not specified or not supported");
-const FORBIDDEN: Refusal = Refusal("FORBIDDEN", "access denied");
-const INVRECIPIENT: Refusal = Refusal("INVRECIPIENT", "wrong recipient");
-const INVTEXT: Refusal = Refusal(
-    "INVTEXT",
-    "message text is missing or does not match requirements",
-);
-const INVSOURCE: Refusal = Refusal("INVSOURCE", "sender not specified or not correct");
-const INVCHANNELS: Refusal = Refusal("INVCHANNELS", "correct sending channels are not specified");
-const INVSMSMESSAGE: Refusal = Refusal("INVSMSMESSAGE", "message for sms channel not specified");
-const INVMSGID: Refusal = Refusal("INVMSGID", "ID not set or not found");
-const INSUFFICIENTFUNDS: Refusal = Refusal(
-    "INSUFFICIENTFUNDS",
-    "insufficient funds to send this message",
-);
+#[derive(Serialize)]
+struct Answer<D> {
+    success: u8,
+    date: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<D>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorBody>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    code: &'static str,
+    date: String,
+    description: &'static str,
+}
+
+#[derive(Serialize)]
+struct MessageData {
+    #[serde(rename = "messageID")]
+    message_id: String,
+    sms: ChannelState,
+}
+
+#[derive(Serialize)]
+struct ChannelState {
+    status: &'static str,
+    date: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost: Option<String>,
+}
+
+#[derive(Serialize)]
+struct BalanceData {
+    balance: String,
+}
+
+struct Sim {
+    core: Arc<Core>,
+    /// Makes ids differ between simulators.
+    id_prefix: u32,
+    next_id: AtomicU64,
+}
 
 impl Sim {
-    fn new(settings: SimSettings) -> Self {
-        let key = serde_json::from_value::<ExpectedCredentials>(settings.credentials.clone())
-            .ok()
-            .map(|c| c.key);
-        if key.is_none() {
-            tracing::warn!(
-                "smsfly simulator: no {{\"key\"}} in the credentials; every request is FORBIDDEN"
-            );
-        }
-        Sim {
-            shared: Arc::new(Shared {
-                settings,
-                key,
-                id_prefix: rand::random::<u32>(),
-                inner: Mutex::new(Inner {
-                    messages: HashMap::new(),
-                    next_id: 0,
-                    balance: STARTING_BALANCE_KOPIYKY,
-                    stats: Stats::default(),
-                }),
-            }),
-        }
-    }
-
-    /// No code panics halfway through an update, so a poisoned lock still holds consistent
-    /// data.
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.shared
-            .inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn authorized(&self, auth: Option<&IncomingAuth>) -> bool {
-        let given = auth.and_then(|a| a.key.as_deref());
-        match (given, self.shared.key.as_deref()) {
-            (Some(given), Some(expected)) => {
-                crate::receipt::constant_time_eq(given.as_bytes(), expected.as_bytes())
-            }
-            _ => false,
-        }
-    }
-
     /// Carries out one API request and answers it as SMS Fly would.
     fn handle(&self, body: &[u8]) -> Response {
         let Ok(request) = serde_json::from_slice::<Incoming>(body) else {
-            return refuse(INVREQUEST);
+            return refuse(&BODY);
         };
-        if !self.authorized(request.auth.as_ref()) {
-            return refuse(FORBIDDEN);
+        let key = request
+            .auth
+            .as_ref()
+            .and_then(|a| a.get("key"))
+            .and_then(Value::as_str);
+        if !self.core.authenticates("key", key) {
+            return refuse(&AUTH);
         }
-        match request.action.as_deref() {
+        match request.action.as_ref().and_then(Value::as_str) {
             Some("SENDMESSAGE") => self.send(request.data),
             Some("GETMESSAGESTATUS") => self.status(request.data),
-            Some("GETBALANCE") => self.balance(),
-            _ => refuse(INVACTION),
+            Some("GETBALANCE") => answer(BalanceData {
+                balance: core::hryvnias(self.core.balance(), 3),
+            }),
+            _ => refuse(&ACTION),
         }
     }
 
-    fn send(&self, data: Option<serde_json::Value>) -> Response {
-        self.lock().stats.submissions += 1;
+    fn send(&self, data: Option<Value>) -> Response {
+        self.core.submitted(1);
         let Some(Ok(send)) = data.map(serde_json::from_value::<IncomingSend>) else {
-            return refuse(INVREQUEST);
+            return refuse(&DATA);
         };
         let channels = send.channels.unwrap_or_default();
         if channels.is_empty()
             || !channels.iter().all(|c| c == "sms" || c == "viber")
             || !channels.iter().any(|c| c == "sms")
         {
-            // The simulator carries SMS only.
-            return refuse(INVCHANNELS);
+            return refuse(&CHANNELS);
         }
         let Some(sms) = send.sms else {
-            return refuse(INVSMSMESSAGE);
+            return refuse(&SMS);
         };
         let recipient = send.recipient.unwrap_or_default();
         if recipient.is_empty()
             || !recipient.bytes().all(|b| b.is_ascii_digit())
             || PhoneNumber::parse(&format!("+{recipient}")).is_err()
         {
-            return refuse(INVRECIPIENT);
+            return refuse(&RECIPIENT);
         }
-        if sms
-            .source
-            .as_deref()
-            .is_none_or(|source| SenderId::parse(source).is_err())
-        {
-            return refuse(INVSOURCE);
+        let source = sms.source.as_ref().and_then(Value::as_str);
+        if source.is_none_or(|source| SenderId::parse(source).is_err()) {
+            return refuse(&SOURCE);
         }
-        if sms
+        let ttl_ok = sms
             .ttl
-            .is_some_and(|ttl| !(TTL_MIN_MINUTES..=TTL_MAX_MINUTES).contains(&ttl))
-        {
-            return refuse(INVREQUEST);
+            .as_ref()
+            .is_none_or(|ttl| ttl.as_u64().is_some_and(|m| (1..=1440).contains(&m)));
+        if !ttl_ok {
+            return refuse(&TTL);
         }
-        let text = sms.text.unwrap_or_default();
-        let parts = segments::estimate(&text).segments;
-        if parts == 0 || parts > MAX_PARTS {
-            return refuse(INVTEXT);
-        }
-        let cost = i64::try_from(parts)
-            .ok()
-            .and_then(|parts| self.shared.settings.cost_per_part.checked_mul(parts))
-            .unwrap_or(i64::MAX);
-        let delivered = delivered(&self.shared.settings);
-        let now = Utc::now();
-        let message_id = {
-            let mut inner = self.lock();
-            if inner.balance < cost {
-                return refuse(INSUFFICIENTFUNDS);
-            }
-            inner.balance -= cost;
-            inner.next_id += 1;
-            let message_id = format!("FAPI{:08X}{:08X}", self.shared.id_prefix, inner.next_id);
-            inner.messages.insert(
-                message_id.clone(),
-                Record {
-                    accepted: Instant::now(),
-                    accepted_at: now,
-                    delivered,
-                },
-            );
-            inner.stats.accepted += 1;
-            message_id
+        let parts = sms
+            .text
+            .as_ref()
+            .and_then(Value::as_str)
+            .map(|text| segments::estimate(text).segments)
+            .filter(|parts| (1..=MAX_PARTS).contains(parts))
+            .and_then(|parts| u32::try_from(parts).ok());
+        let Some(parts) = parts else {
+            return refuse(&TEXT);
         };
-        tracing::debug!(%message_id, parts, "smsfly simulator: took a message");
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let message = NewMessage {
+            id: format!("FAPI{:08X}{n:08X}", self.id_prefix),
+            client_id: None,
+            recipient,
+            parts,
+        };
+        let Ok(taken) = self.core.accept(vec![message]) else {
+            return refuse(&FUNDS);
+        };
+        let record = &taken[0];
         answer(MessageData {
-            message_id,
-            sms: Some(ChannelState {
-                status: FlyStatus::Accepted,
-                date: Some(with_offset(now)),
-                cost: Some(Amount::Text(hryvnias(cost))),
-                label: None,
-            }),
-            viber: None,
+            message_id: record.id.clone(),
+            sms: ChannelState {
+                status: "ACCEPTD",
+                date: with_offset(record.accepted_at),
+                cost: Some(core::hryvnias(record.cost, 3)),
+            },
         })
     }
 
-    fn status(&self, data: Option<serde_json::Value>) -> Response {
+    fn status(&self, data: Option<Value>) -> Response {
         let Some(Ok(query)) = data.map(serde_json::from_value::<IncomingStatus>) else {
-            return refuse(INVREQUEST);
+            return refuse(&DATA);
         };
-        let Some(message_id) = query.message_id else {
-            return refuse(INVMSGID);
+        let Some(record) = query.message_id.and_then(|id| self.core.record(&id)) else {
+            return refuse(&MESSAGE_ID);
         };
-        let delay = self.shared.settings.receipt_delay;
-        let (status, at) = {
-            let inner = self.lock();
-            let Some(record) = inner.messages.get(&message_id) else {
-                return refuse(INVMSGID);
-            };
-            status_now(record, delay, record.accepted.elapsed())
-        };
+        let (status, at) = status_now(&record);
         answer(MessageData {
-            message_id,
-            sms: Some(ChannelState {
+            message_id: record.id,
+            // Like the documented status answer: a channel date without an offset.
+            sms: ChannelState {
                 status,
-                date: Some(without_offset(at)),
+                date: without_offset(at),
                 cost: None,
-                label: None,
-            }),
-            viber: None,
-        })
-    }
-
-    fn balance(&self) -> Response {
-        let balance = self.lock().balance;
-        answer(BalanceData {
-            balance: Amount::Text(hryvnias(balance)),
+            },
         })
     }
 }
 
-/// A message's status `elapsed` after it was taken, and the time it took that status.
-fn status_now(record: &Record, delay: Duration, elapsed: Duration) -> (FlyStatus, DateTime<Utc>) {
-    if elapsed >= delay {
-        let done = chrono::Duration::from_std(delay).unwrap_or_default();
+/// A message's status now, and the time it took that status.
+fn status_now(record: &Record) -> (&'static str, DateTime<Utc>) {
+    if record.is_final() {
         let status = if record.delivered {
-            FlyStatus::Delivered
+            "DELIVRD"
         } else {
-            FlyStatus::Undelivered
+            "UNDELIV"
         };
-        (status, record.accepted_at + done)
-    } else if elapsed * 2 < delay {
-        (FlyStatus::Accepted, record.accepted_at)
+        (status, record.final_at())
+    } else if record.progress() < 0.5 {
+        ("ACCEPTD", record.accepted_at)
     } else {
-        let half = chrono::Duration::from_std(delay / 2).unwrap_or_default();
-        (FlyStatus::Sent, record.accepted_at + half)
+        let half = (record.final_at() - record.accepted_at) / 2;
+        ("SENT", record.accepted_at + half)
     }
 }
 
-async fn api(State(sim): State<Sim>, body: Bytes) -> Response {
-    let fault = sim.shared.settings.faults.roll().await;
+async fn api(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    sim.handle(&body)
+}
+
+/// SMS Fly's faults: an HTML 500 page, a bare 429, a cut-off JSON answer.
+fn fault_page(fault: Fault) -> Response {
     match fault {
-        Fault::ServerError => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                [(header::CONTENT_TYPE, "text/html")],
-                "<html><body><h1>500 Internal Server Error</h1></body></html>",
-            )
-                .into_response();
-        }
-        Fault::RateLimited => {
-            return (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
-        }
-        Fault::None | Fault::Malformed | Fault::Hang => {}
-    }
-    let answer = sim.handle(&body);
-    match fault {
+        Fault::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response(),
         Fault::Malformed => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
             r#"{"success":1,"date":"2026-05-01 12:00:00 +0300","data":{"messageID":"#,
         )
             .into_response(),
-        Fault::Hang => {
-            tokio::time::sleep(HANG).await;
-            answer
-        }
-        _ => answer,
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body><h1>500 Internal Server Error</h1></body></html>",
+        )
+            .into_response(),
     }
 }
 
-async fn stats(State(sim): State<Sim>) -> Response {
-    let stats = sim.lock().stats;
-    (StatusCode::OK, axum::Json(stats)).into_response()
+/// The simulator's endpoints over a fresh state.
+pub fn router(settings: SimSettings) -> Router {
+    let core = Core::new("smsfly", settings, STARTING_BALANCE_KOPIYKY);
+    if core.credential("key").is_none() {
+        tracing::warn!(
+            "smsfly simulator: no {{\"key\"}} in the credentials; every request is FORBIDDEN"
+        );
+    }
+    let sim = Arc::new(Sim {
+        core: Arc::clone(&core),
+        id_prefix: rand::random::<u32>(),
+        next_id: AtomicU64::new(1),
+    });
+    let api = Router::new().route(API_PATH, post(api)).with_state(sim);
+    core::router(core, api, fault_page, RULES)
 }
 
-/// Kyiv summer time, as the real answers show it.
-fn kyiv() -> FixedOffset {
-    FixedOffset::east_opt(3 * 3600).unwrap_or_else(|| Utc.fix())
+/// Starts a simulator on `127.0.0.1` with a port of the system's choosing, serving in the
+/// background until the runtime ends.
+pub async fn start(settings: SimSettings) -> io::Result<SocketAddr> {
+    super::serve_in_background("smsfly", router(settings)).await
 }
 
-/// `2026-05-01 15:00:00 +0300`.
+/// `2026-05-01 15:00:00 +0300`, in Kyiv time, as the real answers show it.
 fn with_offset(at: DateTime<Utc>) -> String {
-    at.with_timezone(&kyiv())
-        .format("%Y-%m-%d %H:%M:%S %z")
-        .to_string()
+    core::kyiv_time(at, "%Y-%m-%d %H:%M:%S %z")
 }
 
 /// `2026-05-01 15:00:00`, in the offset of the answer's own date.
 fn without_offset(at: DateTime<Utc>) -> String {
-    at.with_timezone(&kyiv())
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
-}
-
-/// Kopiykas as SMS Fly writes hryvnias: `"0.850"`.
-fn hryvnias(kopiyky: i64) -> String {
-    let sign = if kopiyky < 0 { "-" } else { "" };
-    let abs = kopiyky.unsigned_abs();
-    format!("{sign}{}.{:02}0", abs / 100, abs % 100)
+    core::kyiv_time(at, "%Y-%m-%d %H:%M:%S")
 }
 
 fn answer<D: Serialize>(data: D) -> Response {
     let body = Answer {
         success: 1,
-        date: Some(with_offset(Utc::now())),
+        date: with_offset(Utc::now()),
         data: Some(data),
         error: None,
     };
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-fn refuse(Refusal(code, description): Refusal) -> Response {
+fn refuse(rule: &Rule) -> Response {
+    let FlyError { code, description } = rule.answer;
     let date = with_offset(Utc::now());
     let body: Answer<()> = Answer {
         success: 0,
-        date: Some(date.clone()),
+        date: date.clone(),
         data: None,
         error: Some(ErrorBody {
-            code: code.to_owned(),
-            date: Some(date),
-            description: Some(description.to_owned()),
+            code,
+            date,
+            description,
         }),
     };
-    (StatusCode::OK, axum::Json(body)).into_response()
+    refused(rule, (StatusCode::OK, axum::Json(body)).into_response())
 }
 
 #[cfg(test)]
@@ -454,6 +462,7 @@ mod tests {
     use holub_shared::ports::provider::WHOLE_MESSAGE;
     use holub_shared::ports::{OutboundSms, ProviderError, ReceiptMode, Secret, SmsProvider};
     use serde_json::json;
+    use std::time::Duration;
 
     const KEY: &str = "sim-key-7f3a";
     const OTP: &str = "Your code: 4821";
@@ -515,18 +524,6 @@ mod tests {
             .unwrap()
     }
 
-    /// A raw API call, answered with its status and body.
-    async fn raw(addr: SocketAddr, body: serde_json::Value) -> (StatusCode, String) {
-        let response = reqwest::Client::new()
-            .post(format!("http://{addr}{API_PATH}"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
-        (status, response.text().await.unwrap())
-    }
-
     fn is_fly_id(id: &str) -> bool {
         id.len() == 20 && id.starts_with("FAPI") && id[4..].bytes().all(|b| b.is_ascii_hexdigit())
     }
@@ -549,13 +546,10 @@ mod tests {
         // No client-side id: the same message again is a new message.
         let again = fly.send(&sms(OTP)).await.unwrap();
         assert_ne!(again.provider_message_id, one.provider_message_id);
+        let stats = stats_of(addr).await;
         assert_eq!(
-            stats_of(addr).await,
-            Stats {
-                accepted: 3,
-                submissions: 3,
-                duplicates: 0
-            }
+            (stats.accepted, stats.submissions, stats.duplicates),
+            (3, 3, 0)
         );
     }
 
@@ -567,7 +561,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, ProviderError::Permanent { .. }));
-        assert_eq!(e.code(), "lookup_unsupported");
+        assert_eq!(e.code().to_string(), "lookup_unsupported");
     }
 
     #[tokio::test]
@@ -654,7 +648,7 @@ mod tests {
         .await;
         let e = fly.send(&sms(OTP)).await.unwrap_err();
         assert!(e.is_account(), "{e:?}");
-        assert_eq!(e.code(), "insufficient_balance");
+        assert_eq!(e.code().to_string(), "insufficient_balance");
         assert_eq!(stats_of(addr).await.accepted, 0);
         assert_eq!(stats_of(addr).await.submissions, 1);
     }
@@ -665,12 +659,14 @@ mod tests {
         let wrong = adapter(addr, "not-the-key", 5_000);
         let send = wrong.send(&sms(OTP)).await.unwrap_err();
         assert!(send.is_account(), "{send:?}");
-        assert_eq!(send.code(), "provider_unauthorized");
+        assert_eq!(send.code().to_string(), "provider_unauthorized");
         let balance = wrong.balance().await.unwrap_err();
-        assert_eq!(balance.code(), "provider_unauthorized");
+        assert_eq!(balance.code().to_string(), "provider_unauthorized");
         let status = wrong.status(&["FAPI0000000000000001".to_owned()]).await;
         assert!(matches!(status, Err(ProviderError::Account { .. })));
-        assert_eq!(stats_of(addr).await, Stats::default());
+        let stats = stats_of(addr).await;
+        assert_eq!((stats.accepted, stats.submissions), (0, 0));
+        assert_eq!(stats.refusals.get(AUTH.id), Some(&3));
 
         // A simulator given no key takes nobody.
         let (_, fly) = started(SimSettings {
@@ -679,7 +675,7 @@ mod tests {
         })
         .await;
         assert_eq!(
-            fly.send(&sms(OTP)).await.unwrap_err().code(),
+            fly.send(&sms(OTP)).await.unwrap_err().code().to_string(),
             "provider_unauthorized"
         );
     }
@@ -719,7 +715,7 @@ mod tests {
                     .unwrap_err(),
             ] {
                 assert!(matches!(e, ProviderError::Temporary { .. }), "{e:?}");
-                assert_eq!(e.code(), code);
+                assert_eq!(e.code().to_string(), code);
             }
             // Nothing was done.
             assert_eq!(stats_of(addr).await, Stats::default());
@@ -735,7 +731,7 @@ mod tests {
         .await;
         let e = fly.send(&sms(OTP)).await.unwrap_err();
         assert!(e.is_unknown(), "{e:?}");
-        assert_eq!(e.code(), "provider_bad_answer");
+        assert_eq!(e.code().to_string(), "provider_bad_answer");
         // The message was taken all the same.
         assert_eq!(stats_of(addr).await.accepted, 1);
         assert!(fly.balance().await.unwrap_err().is_unknown());
@@ -752,198 +748,225 @@ mod tests {
         let fly = adapter(addr, KEY, 300);
         let e = fly.send(&sms(OTP)).await.unwrap_err();
         assert!(e.is_unknown(), "{e:?}");
-        assert_eq!(e.code(), "provider_timeout");
+        assert_eq!(e.code().to_string(), "provider_timeout");
         assert_eq!(stats_of(addr).await.accepted, 1);
     }
 
-    #[tokio::test]
-    async fn answers_have_the_documented_shape() {
-        let addr = start(settings()).await.unwrap();
-        let auth = json!({ "key": KEY });
-        let send = json!({
-            "auth": auth,
-            "action": "SENDMESSAGE",
-            "data": {
-                "recipient": "380771234567",
-                "channels": ["sms"],
-                "sms": { "source": "sender", "ttl": 5, "text": "Текст sms. Перевірка!" }
-            }
-        });
-        let (status, body) = raw(addr, send.clone()).await;
-        assert_eq!(status, StatusCode::OK);
-        let answer: Answer<MessageData> = serde_json::from_str(&body).unwrap();
-        assert_eq!(answer.success, 1);
-        assert!(answer.error.is_none());
-        let data = answer.data.unwrap();
-        assert!(is_fly_id(&data.message_id));
-        let state = data.sms.unwrap();
-        assert_eq!(state.status, FlyStatus::Accepted);
-        assert_eq!(state.cost, Some(Amount::Text("0.850".to_owned())));
-        for date in [answer.date.unwrap(), state.date.unwrap()] {
-            assert!(
-                DateTime::parse_from_str(&date, "%Y-%m-%d %H:%M:%S %z").is_ok(),
-                "{date}"
-            );
-        }
-        // The same members as the documented answer.
-        let documented: serde_json::Value = serde_json::from_str(include_str!(
-            "../../../shared/src/adapters/providers/smsfly/fixtures/send_response.json"
-        ))
-        .unwrap();
-        let ours: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let keys = |v: &serde_json::Value, path: &[&str]| {
-            let mut v = v;
-            for p in path {
-                v = &v[*p];
-            }
-            v.as_object().unwrap().keys().cloned().collect::<Vec<_>>()
-        };
-        for path in [&[][..], &["data"], &["data", "sms"]] {
-            assert_eq!(keys(&ours, path), keys(&documented, path), "{path:?}");
-        }
-
-        let status_query = json!({
-            "auth": auth,
-            "action": "GETMESSAGESTATUS",
-            "data": { "messageID": data.message_id }
-        });
-        let (_, body) = raw(addr, status_query).await;
-        let answer: Answer<MessageData> = serde_json::from_str(&body).unwrap();
-        let state = answer.data.unwrap().sms.unwrap();
-        assert_eq!(state.status, FlyStatus::Accepted);
-        let date = state.date.unwrap();
-        assert!(chrono::NaiveDateTime::parse_from_str(&date, "%Y-%m-%d %H:%M:%S").is_ok());
-
-        let (_, body) = raw(addr, json!({ "auth": auth, "action": "GETBALANCE" })).await;
-        let answer: Answer<BalanceData> = serde_json::from_str(&body).unwrap();
-        assert_eq!(
-            answer.data.unwrap().balance,
-            Amount::Text("9999.150".to_owned())
-        );
-
-        let with_data = |data: serde_json::Value| json!({ "auth": auth, "action": "SENDMESSAGE", "data": data });
-        let refusals = [
-            (
-                json!({ "auth": { "key": "nope" }, "action": "GETBALANCE" }),
-                "FORBIDDEN",
-            ),
-            (json!({ "action": "GETBALANCE" }), "FORBIDDEN"),
-            (json!("not a request"), "INVREQUEST"),
-            (json!({ "auth": auth, "action": "SENDVOICE" }), "INVACTION"),
-            (
-                json!({ "auth": auth, "action": "SENDMESSAGE" }),
-                "INVREQUEST",
-            ),
-            (
-                with_data(json!({ "recipient": "380771234567", "channels": ["fax"] })),
-                "INVCHANNELS",
-            ),
-            (
-                with_data(json!({ "recipient": "380771234567", "channels": ["sms"] })),
-                "INVSMSMESSAGE",
-            ),
-            (
-                with_data(json!({
-                    "recipient": "0441234567", "channels": ["sms"],
-                    "sms": { "source": "sender", "text": "Hi" }
-                })),
-                "INVRECIPIENT",
-            ),
-            (
-                with_data(json!({
-                    "recipient": "380771234567", "channels": ["sms"],
-                    "sms": { "source": "Bad sender!", "text": "Hi" }
-                })),
-                "INVSOURCE",
-            ),
-            (
-                with_data(json!({
-                    "recipient": "380771234567", "channels": ["sms"],
-                    "sms": { "source": "sender", "text": "" }
-                })),
-                "INVTEXT",
-            ),
-            (
-                with_data(json!({
-                    "recipient": "380771234567", "channels": ["sms"],
-                    "sms": { "source": "sender", "ttl": 5000, "text": "Hi" }
-                })),
-                "INVREQUEST",
-            ),
-            (
-                json!({ "auth": auth, "action": "GETMESSAGESTATUS",
-                        "data": { "messageID": "FAPI0000000000000000" } }),
-                "INVMSGID",
-            ),
-        ];
-        for (request, code) in refusals {
-            let (status, body) = raw(addr, request.clone()).await;
-            assert_eq!(status, StatusCode::OK, "{request}");
-            let answer: Answer<MessageData> = serde_json::from_str(&body).unwrap();
-            assert_eq!(answer.success, 0, "{request}");
-            assert!(answer.data.is_none());
-            let error = answer.error.unwrap();
-            assert_eq!(error.code, code, "{request}");
-            assert!(error.description.is_some() && error.date.is_some());
-            // The adapter reads every one of them as an error, never a success.
-            let mapped = smsfly::map_error("fly", "SENDMESSAGE", &error);
-            assert!(!mapped.is_unknown());
-        }
-        // Only the one valid send was taken; every authenticated send was counted.
-        let stats = stats_of(addr).await;
-        assert_eq!(stats.accepted, 1);
-        assert_eq!(stats.submissions, 8);
-    }
-
-    #[tokio::test]
-    async fn stats_have_exactly_the_three_counters() {
-        let addr = start(settings()).await.unwrap();
-        let body: serde_json::Value = reqwest::get(format!("http://{addr}{STATS_PATH}"))
-            .await
-            .unwrap()
-            .json()
+    /// Posts a documented request; the answer's JSON and the rules it names.
+    async fn call(addr: SocketAddr, body: &serde_json::Value) -> (serde_json::Value, Vec<String>) {
+        let answer = reqwest::Client::new()
+            .post(format!("http://{addr}{API_PATH}"))
+            .json(body)
+            .send()
             .await
             .unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+        let rules = core::rules_named(&answer);
+        (answer.json().await.unwrap(), rules)
+    }
+
+    fn documented(fixture: &str) -> serde_json::Value {
+        let mut request: serde_json::Value = serde_json::from_str(fixture).unwrap();
+        request["auth"]["key"] = json!(KEY);
+        request
+    }
+
+    fn fixture(text: &str) -> serde_json::Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_documented_examples_are_answered_in_the_documented_shape() {
+        let addr = start(settings()).await.unwrap();
+        let mut send = documented(include_str!(
+            "../../../shared/src/adapters/providers/smsfly/fixtures/send_request.json"
+        ));
+        // The example's sender, "sender", is a valid alpha-name.
+        let (answer, rules) = call(addr, &send).await;
+        assert!(rules.is_empty(), "{rules:?}: {answer}");
+        core::assert_same_shape(
+            &answer,
+            &fixture(include_str!(
+                "../../../shared/src/adapters/providers/smsfly/fixtures/send_response.json"
+            )),
+        );
+        assert_eq!(answer["data"]["sms"]["cost"], json!("0.850"));
+        let id = answer["data"]["messageID"].as_str().unwrap().to_owned();
+        assert!(is_fly_id(&id), "{id}");
+
+        let mut status = documented(include_str!(
+            "../../../shared/src/adapters/providers/smsfly/fixtures/status_request.json"
+        ));
+        status["data"]["messageID"] = json!(id);
+        let (answer, _) = call(addr, &status).await;
+        let mut documented_status = fixture(include_str!(
+            "../../../shared/src/adapters/providers/smsfly/fixtures/status_response.json"
+        ));
+        // The example answers a Viber-and-SMS message; the simulator carries SMS alone.
+        documented_status["data"]
+            .as_object_mut()
+            .unwrap()
+            .remove("viber");
+        core::assert_same_shape(&answer, &documented_status);
+        let date = answer["data"]["sms"]["date"].as_str().unwrap();
+        assert_eq!(date.len(), "2021-12-17 10:36:12".len(), "no offset: {date}");
+
+        let balance = documented(include_str!(
+            "../../../shared/src/adapters/providers/smsfly/fixtures/balance_request.json"
+        ));
+        let (answer, _) = call(addr, &balance).await;
+        core::assert_same_shape(
+            &answer,
+            &fixture(include_str!(
+                "../../../shared/src/adapters/providers/smsfly/fixtures/balance_response.json"
+            )),
+        );
+
+        send["data"]["sms"]["source"] = json!("");
+        let (answer, rules) = call(addr, &send).await;
+        assert_eq!(rules, [SOURCE.id]);
+        let documented_error = fixture(include_str!(
+            "../../../shared/src/adapters/providers/smsfly/fixtures/error_response.json"
+        ));
+        core::assert_same_shape(&answer, &documented_error);
+        assert_eq!(answer["error"]["code"], documented_error["error"]["code"]);
         assert_eq!(
-            body,
-            json!({ "accepted": 0, "submissions": 0, "duplicates": 0 })
+            answer["error"]["description"],
+            documented_error["error"]["description"]
         );
     }
 
-    #[test]
-    fn amounts_are_written_with_three_decimals() {
-        assert_eq!(hryvnias(85), "0.850");
-        assert_eq!(hryvnias(100_005), "1000.050");
-        assert_eq!(hryvnias(-350), "-3.500");
-        assert_eq!(hryvnias(0), "0.000");
+    #[tokio::test]
+    async fn every_rule_is_enforced_named_and_counted() {
+        let addr = start(SimSettings {
+            start_balance: Some(1000),
+            ..settings()
+        })
+        .await
+        .unwrap();
+        let send = |changes: serde_json::Value| {
+            let mut sms = json!({"source": "Holub", "ttl": 5, "text": "Текст"});
+            let mut data =
+                json!({"recipient": "380771234567", "channels": ["sms"], "sms": sms.clone()});
+            for (key, value) in changes.as_object().unwrap() {
+                if ["source", "ttl", "text"].contains(&key.as_str()) {
+                    if value.is_null() {
+                        sms.as_object_mut().unwrap().remove(key);
+                    } else {
+                        sms[key] = value.clone();
+                    }
+                    data["sms"] = sms.clone();
+                } else if value.is_null() {
+                    data.as_object_mut().unwrap().remove(key);
+                } else {
+                    data[key] = value.clone();
+                }
+            }
+            json!({"auth": {"key": KEY}, "action": "SENDMESSAGE", "data": data})
+        };
+        let cases: Vec<(&Rule, serde_json::Value)> = vec![
+            (&BODY, json!("not an object")),
+            (
+                &AUTH,
+                json!({"auth": {"key": "wrong"}, "action": "GETBALANCE"}),
+            ),
+            (&AUTH, json!({"action": "GETBALANCE"})),
+            (&ACTION, json!({"auth": {"key": KEY}, "action": "SENDBULK"})),
+            (&ACTION, json!({"auth": {"key": KEY}})),
+            (
+                &DATA,
+                json!({"auth": {"key": KEY}, "action": "SENDMESSAGE"}),
+            ),
+            (&DATA, send(json!({"recipient": 380771234567u64}))),
+            (
+                &DATA,
+                json!({"auth": {"key": KEY}, "action": "GETMESSAGESTATUS", "data": "x"}),
+            ),
+            (&CHANNELS, send(json!({"channels": []}))),
+            (&CHANNELS, send(json!({"channels": ["telegram", "sms"]}))),
+            (&CHANNELS, send(json!({"channels": ["viber"]}))),
+            (&SMS, send(json!({"sms": null}))),
+            (&RECIPIENT, send(json!({"recipient": "+380771234567"}))),
+            (&RECIPIENT, send(json!({"recipient": "12"}))),
+            (&SOURCE, send(json!({"source": null}))),
+            (&SOURCE, send(json!({"source": "TwelveChars1"}))),
+            (&TTL, send(json!({"ttl": 0}))),
+            (&TTL, send(json!({"ttl": 1441}))),
+            (&TTL, send(json!({"ttl": "5"}))),
+            (&TEXT, send(json!({"text": ""}))),
+            (&TEXT, send(json!({"text": null}))),
+            (&FUNDS, send(json!({"text": "x".repeat(2000)}))),
+            (
+                &MESSAGE_ID,
+                json!({"auth": {"key": KEY}, "action": "GETMESSAGESTATUS", "data": {"messageID": "FAPI0000000000000001"}}),
+            ),
+            (
+                &MESSAGE_ID,
+                json!({"auth": {"key": KEY}, "action": "GETMESSAGESTATUS", "data": {}}),
+            ),
+        ];
+        for (rule, body) in &cases {
+            let (answer, rules) = call(addr, body).await;
+            assert_eq!(rules, [rule.id], "{body}: {answer}");
+            assert_eq!(answer["success"], json!(0));
+            assert_eq!(answer["error"]["code"], json!(rule.answer.code), "{body}");
+        }
+        let stats = stats_of(addr).await;
+        core::assert_every_rule_applied(RULES, &stats);
+        assert_eq!(stats.accepted, 0);
+        for changes in [
+            json!({"ttl": 1}),
+            json!({"ttl": 1440}),
+            json!({"ttl": null}),
+            json!({"channels": ["sms", "viber"]}),
+        ] {
+            let (answer, rules) = call(addr, &send(changes.clone())).await;
+            assert!(rules.is_empty(), "{changes}: {answer}");
+        }
     }
 
     #[test]
     fn statuses_walk_from_accepted_to_final() {
-        let record = |delivered| Record {
-            accepted: Instant::now(),
-            accepted_at: Utc::now(),
-            delivered,
+        let core = Core::new("smsfly", settings(), 1000);
+        let take = |id: &str| NewMessage {
+            id: id.to_owned(),
+            client_id: None,
+            recipient: "380771234567".to_owned(),
+            parts: 1,
         };
-        let delay = Duration::from_millis(1000);
-        let ms = Duration::from_millis;
-        assert_eq!(
-            status_now(&record(true), delay, ms(0)).0,
-            FlyStatus::Accepted
+        let record = core.accept(vec![take("a")]).unwrap().remove(0);
+        assert_eq!(status_now(&record).0, "ACCEPTD");
+        let instant = Core::new(
+            "smsfly",
+            SimSettings {
+                receipt_delay: Duration::ZERO,
+                ..settings()
+            },
+            1000,
         );
-        assert_eq!(status_now(&record(true), delay, ms(600)).0, FlyStatus::Sent);
+        let done = instant.accept(vec![take("b")]).unwrap().remove(0);
+        assert_eq!(status_now(&done), ("DELIVRD", done.accepted_at));
+    }
+
+    /// Everything the adapter does, at the edges of what Holub sends, within every rule.
+    #[tokio::test]
+    async fn the_adapter_breaks_no_rule() {
+        let (addr, fly) = started(settings()).await;
+        let mut short_lived = sms(OTP);
+        short_lived.validity_seconds = 10;
+        let mut long_lived = sms(LONG);
+        long_lived.validity_seconds = 7 * 86_400;
+        let sent = fly.send(&short_lived).await.unwrap();
+        fly.send(&long_lived).await.unwrap();
+        let many = fly.send_many(&[sms("one"), sms("two")]).await;
+        assert!(many.iter().all(Result::is_ok), "{many:?}");
         assert_eq!(
-            status_now(&record(true), delay, ms(1000)).0,
-            FlyStatus::Delivered
+            fly.status(&[sent.provider_message_id]).await.unwrap().len(),
+            1
         );
-        assert_eq!(
-            status_now(&record(false), delay, ms(5000)).0,
-            FlyStatus::Undelivered
-        );
-        let r = record(true);
-        assert_eq!(
-            status_now(&r, delay, ms(1000)).1,
-            r.accepted_at + chrono::Duration::seconds(1)
-        );
+        fly.balance().await.unwrap();
+        let stats = stats_of(addr).await;
+        assert!(stats.refusals.is_empty(), "{:?}", stats.refusals);
+        assert_eq!(stats.accepted, 4);
     }
 }
