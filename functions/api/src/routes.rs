@@ -41,6 +41,7 @@ use crate::extract::{IdempotencyHeader, JsonBody, Tenant};
         SendMessageRequest,
         BatchRequest,
         MessageView,
+        MessageStatus,
         ErrorBody,
         EstimateRequest,
         TextEstimate

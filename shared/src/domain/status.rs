@@ -14,7 +14,10 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// Where a message is on its walk; `delivered`, `undelivered`, `expired`, `failed`,
+/// `rejected` and `cancelled` are final; `unconfirmed` waits only for a receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
     Accepted,

@@ -10,7 +10,7 @@ use crate::domain::{Encoding, Message, MessageError, MessageStatus, StatusChange
 pub struct MessageView {
     /// Sortable message id (ULID).
     pub id: String,
-    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "delivered"))]
+    #[cfg_attr(feature = "openapi", schema(example = "delivered"))]
     pub status: MessageStatus,
     /// The recipient in E.164.
     pub to: String,
