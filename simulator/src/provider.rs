@@ -165,11 +165,23 @@ impl SimulatorProvider {
         let body = StatusRequest {
             message_ids: ids.to_vec(),
         };
-        let response = self
-            .http
-            .post(url)
+        let (status, bytes) = self.exchange(self.http.post(url).json(&body)).await?;
+        if status != StatusCode::OK {
+            return Err(status_error(&self.name, status, &bytes, true));
+        }
+        crate::receipt::parse_receipts(&bytes).map_err(|e| {
+            tracing::warn!(provider = %self.name, error = %e, "simulator status answer unreadable");
+            bad_answer("the status answer is not holub-sim v1 JSON")
+        })
+    }
+
+    /// Sends an authenticated request and reads the whole answer.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, axum::body::Bytes), ProviderError> {
+        let response = request
             .bearer_auth(&self.api_token)
-            .json(&body)
             .send()
             .await
             .map_err(|e| transport_error(&self.name, &e))?;
@@ -178,13 +190,7 @@ impl SimulatorProvider {
             .bytes()
             .await
             .map_err(|e| transport_error(&self.name, &e))?;
-        if status != StatusCode::OK {
-            return Err(status_error(&self.name, status, &bytes, true));
-        }
-        crate::receipt::parse_receipts(&bytes).map_err(|e| {
-            tracing::warn!(provider = %self.name, error = %e, "simulator status answer unreadable");
-            bad_answer("the status answer is not holub-sim v1 JSON")
-        })
+        Ok((status, bytes))
     }
 
     fn lookup_url(&self, id: &MessageId) -> Result<reqwest::Url, ProviderError> {
@@ -373,18 +379,7 @@ impl SmsProvider for SimulatorProvider {
     }
 
     async fn lookup(&self, id: &MessageId) -> Result<Option<Submitted>, ProviderError> {
-        let response = self
-            .http
-            .get(self.lookup_url(id)?)
-            .bearer_auth(&self.api_token)
-            .send()
-            .await
-            .map_err(|e| transport_error(&self.name, &e))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(&self.name, &e))?;
+        let (status, bytes) = self.exchange(self.http.get(self.lookup_url(id)?)).await?;
         match status {
             StatusCode::OK => match serde_json::from_slice::<LookupResponse>(&bytes) {
                 Ok(found) if !found.message_id.trim().is_empty() => {

@@ -474,6 +474,22 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
     (status, axum::Json(body)).into_response()
 }
 
+/// A JSON request body of at most [`MAX_MESSAGES_PER_REQUEST`] messages (by `count`), or
+/// the code and reason of the `400` refusing it.
+fn parse_bounded<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    count: impl FnOnce(&T) -> usize,
+) -> Result<T, (&'static str, String)> {
+    let request: T = serde_json::from_slice(body).map_err(|e| ("bad_request", e.to_string()))?;
+    if count(&request) > MAX_MESSAGES_PER_REQUEST {
+        return Err((
+            "too_many_messages",
+            format!("at most {MAX_MESSAGES_PER_REQUEST} messages per request"),
+        ));
+    }
+    Ok(request)
+}
+
 fn unauthorized() -> Response {
     let mut response = error(
         StatusCode::UNAUTHORIZED,
@@ -505,17 +521,10 @@ async fn send_handler(
             "injected failure: try again",
         );
     }
-    let request: SendRequest = match serde_json::from_slice(&body) {
+    let request: SendRequest = match parse_bounded(&body, |r: &SendRequest| r.messages.len()) {
         Ok(request) => request,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+        Err((code, why)) => return error(StatusCode::BAD_REQUEST, code, why),
     };
-    if request.messages.len() > MAX_MESSAGES_PER_REQUEST {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "too_many_messages",
-            format!("at most {MAX_MESSAGES_PER_REQUEST} messages per request"),
-        );
-    }
     let prepared = request
         .messages
         .iter()
@@ -596,17 +605,10 @@ async fn status_handler(
     if !state.authorized(&headers) {
         return unauthorized();
     }
-    let request: StatusRequest = match serde_json::from_slice(&body) {
+    let request = match parse_bounded(&body, |r: &StatusRequest| r.message_ids.len()) {
         Ok(request) => request,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+        Err((code, why)) => return error(StatusCode::BAD_REQUEST, code, why),
     };
-    if request.message_ids.len() > MAX_MESSAGES_PER_REQUEST {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "too_many_messages",
-            format!("at most {MAX_MESSAGES_PER_REQUEST} ids per request"),
-        );
-    }
     let receipts = state.final_receipts(&request.message_ids);
     (StatusCode::OK, axum::Json(ReceiptBatch { receipts })).into_response()
 }

@@ -181,6 +181,8 @@ fn wait_listening(addr: &str) {
 pub struct Simulator {
     child: Child,
     pub base_url: String,
+    /// The flags that point `holub serve` at this simulator.
+    pub serve_args: Vec<String>,
 }
 
 impl Simulator {
@@ -202,9 +204,21 @@ impl Simulator {
         all.extend(args.iter().map(|s| s.to_string()));
         let (child, addr, _) = spawn_listening(&holub_bin(), &all);
         wait_listening(&addr);
+        let base_url = format!("http://{addr}");
+        let serve_args = [
+            "--simulator-url",
+            &base_url,
+            "--simulator-api-token",
+            api_token,
+            "--simulator-receipt-token",
+            receipt_token,
+        ]
+        .map(str::to_owned)
+        .to_vec();
         Simulator {
             child,
-            base_url: format!("http://{addr}"),
+            base_url,
+            serve_args,
         }
     }
 }
@@ -442,6 +456,14 @@ impl Api {
                 None => return out,
             }
         }
+    }
+
+    /// Sends one message (`POST /v1/messages` with `body`), which must be accepted; returns
+    /// its id.
+    pub async fn accepted(&self, body: &serde_json::Value) -> String {
+        let a = self.post("/v1/messages", body).await;
+        assert_eq!(a.status, 202, "{:?}", a.body);
+        a.body["id"].as_str().expect("an id").to_owned()
     }
 
     /// Polls a message until its status is terminal, or panics after `timeout`.

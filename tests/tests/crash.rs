@@ -146,6 +146,23 @@ fn sent_exactly_once(stats: &serde_json::Value, messages: &[serde_json::Value]) 
     );
 }
 
+/// Simulator flags: receipts after `receipt_delay_ms`, every message delivered, slow sends
+/// (so the kill lands while messages are being dispatched), and a tenth of the send requests
+/// losing their answer (the messages are taken, the answer is a 503): those must be found by
+/// lookup, not sent again.
+fn slow_and_lossy(receipt_delay_ms: &str) -> [&str; 8] {
+    [
+        "--sim-receipt-delay-ms",
+        receipt_delay_ms,
+        "--sim-delivered-ratio",
+        "1.0",
+        "--sim-latency-ms",
+        "30",
+        "--sim-lost-answer-ratio",
+        "0.1",
+    ]
+}
+
 /// Dispatch settings that make the crash land mid-flight and recover quickly.
 const DISPATCH: [&str; 8] = [
     "--dispatch-batch",
@@ -169,28 +186,9 @@ async fn a_killed_holub_loses_nothing_and_sends_nothing_twice() {
         &format!("http://{listen}/v1/receipts/simulator"),
         api_token,
         receipt_token,
-        // Slow sends, so the kill lands while messages are being dispatched; and a tenth of
-        // the send requests lose their answer (the messages are taken, the answer is a 503):
-        // those must be found by lookup, not sent again.
-        &[
-            "--sim-receipt-delay-ms",
-            "200",
-            "--sim-delivered-ratio",
-            "1.0",
-            "--sim-latency-ms",
-            "30",
-            "--sim-lost-answer-ratio",
-            "0.1",
-        ],
+        &slow_and_lossy("200"),
     );
-    let mut args = vec![
-        "--simulator-url",
-        sim.base_url.as_str(),
-        "--simulator-api-token",
-        api_token,
-        "--simulator-receipt-token",
-        receipt_token,
-    ];
+    let mut args: Vec<&str> = sim.serve_args.iter().map(String::as_str).collect();
     args.extend(DISPATCH);
     let holub = Holub::start_on(dir.path(), &listen, &args);
     let api = Api::new(&holub, &keys.api_key);
@@ -212,18 +210,8 @@ async fn the_built_in_simulator_remembers_and_every_message_ends_within_a_minute
     let keys = create_tenant(dir.path(), "Crash");
     let listen = format!("127.0.0.1:{}", free_port());
     // Receipts come 2 s after a send, so many messages are `sent` when Holub dies and their
-    // receipts are pushed while it is down (the simulator dies with it here, so they are
-    // not pushed at all); a tenth of the send requests lose their answer.
-    let mut args = vec![
-        "--sim-receipt-delay-ms",
-        "2000",
-        "--sim-delivered-ratio",
-        "1.0",
-        "--sim-latency-ms",
-        "30",
-        "--sim-lost-answer-ratio",
-        "0.1",
-    ];
+    // receipts fall due while it is down (the simulator dies with it here).
+    let mut args = slow_and_lossy("2000").to_vec();
     args.extend(DISPATCH);
     let holub = Holub::start_on(dir.path(), &listen, &args);
     let api = Api::new(&holub, &keys.api_key);
