@@ -1,5 +1,6 @@
 //! The pure domain: values that can only hold valid data, and the rules of SMS.
 
+pub mod failure;
 pub mod ids;
 pub mod message;
 pub mod money;
@@ -10,6 +11,7 @@ pub mod status;
 pub mod text;
 pub mod transliteration;
 
+pub use failure::{FailureCode, UnknownFailureCode};
 pub use ids::{BatchId, IdempotencyKey, MessageId, TenantId};
 pub use message::{Message, MessageError, StatusChange};
 pub use money::Kopiyky;

@@ -52,7 +52,7 @@ impl Poller {
                 Err(e) => {
                     tracing::warn!(
                         provider = name,
-                        code = e.code(),
+                        code = %e.code(),
                         "poll: status query failed"
                     );
                     continue;

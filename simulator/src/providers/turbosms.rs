@@ -774,7 +774,10 @@ mod tests {
         let e = provider.lookup(&sms.id).await.unwrap_err();
         assert_eq!(
             e,
-            ProviderError::permanent("lookup_unsupported", e.message())
+            ProviderError::permanent(
+                holub_shared::domain::FailureCode::LookupUnsupported,
+                e.message()
+            )
         );
     }
 

@@ -185,6 +185,7 @@ use serde::de::DeserializeOwned;
 
 use super::http::{self, codes};
 use super::{Built, ProviderSetupError};
+use crate::domain::FailureCode;
 use crate::domain::status::ReceiptState;
 use crate::domain::{Kopiyky, MessageId, SenderId};
 use crate::ports::provider::WHOLE_MESSAGE;
@@ -212,17 +213,19 @@ pub const MAX_SMS_LIFETIME: u32 = 259_200;
 /// Holub's stable error codes for AlphaSMS answers (the transport ones are in
 /// [`http::codes`]).
 pub mod error_codes {
-    pub const DUPLICATE_CLIENT_ID: &str = "duplicate_client_id";
-    pub const MESSAGE_NOT_FOUND: &str = "message_not_found";
-    pub const INVALID_CLIENT_ID: &str = "invalid_client_id";
-    pub const QUOTA_EXCEEDED: &str = "provider_quota_exceeded";
-    pub const INSUFFICIENT_BALANCE: &str = "insufficient_balance";
-    pub const SENDER_NOT_REGISTERED: &str = "sender_not_registered";
-    pub const INVALID_NUMBER: &str = "invalid_number";
-    pub const INVALID_TEXT: &str = "invalid_text";
-    pub const PROVIDER_ERROR: &str = "provider_error";
-    pub const PROVIDER_REJECTED: &str = "provider_rejected";
-    pub const CURRENCY_UNSUPPORTED: &str = "balance_currency_unsupported";
+    use crate::domain::FailureCode;
+
+    pub const DUPLICATE_CLIENT_ID: FailureCode = FailureCode::DuplicateClientId;
+    pub const MESSAGE_NOT_FOUND: FailureCode = FailureCode::MessageNotFound;
+    pub const INVALID_CLIENT_ID: FailureCode = FailureCode::InvalidClientId;
+    pub const QUOTA_EXCEEDED: FailureCode = FailureCode::ProviderQuotaExceeded;
+    pub const INSUFFICIENT_BALANCE: FailureCode = FailureCode::InsufficientBalance;
+    pub const SENDER_NOT_REGISTERED: FailureCode = FailureCode::SenderNotRegistered;
+    pub const INVALID_NUMBER: FailureCode = FailureCode::InvalidNumber;
+    pub const INVALID_TEXT: FailureCode = FailureCode::InvalidText;
+    pub const PROVIDER_ERROR: FailureCode = FailureCode::ProviderError;
+    pub const PROVIDER_REJECTED: FailureCode = FailureCode::ProviderRejected;
+    pub const CURRENCY_UNSUPPORTED: FailureCode = FailureCode::BalanceCurrencyUnsupported;
 }
 
 /// The JSON bodies, as documented. Answers are read with [`parse`](wire::parse), which
@@ -664,7 +667,7 @@ pub enum Scope {
 }
 
 /// The Holub code and kind of an AlphaSMS error text (the table of the module doc).
-pub fn classify(text: &str, scope: Scope) -> (Kind, &'static str) {
+pub fn classify(text: &str, scope: Scope) -> (Kind, FailureCode) {
     use error_codes as c;
     let t = text.to_ascii_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| t.contains(w));
@@ -718,7 +721,7 @@ fn provider_error(provider: &str, text: Option<&str>, scope: Scope) -> ProviderE
     let (kind, code) = classify(text.unwrap_or(""), scope);
     let shown: String = text.unwrap_or("no error text").chars().take(200).collect();
     let message = format!("{provider}: {shown}");
-    tracing::warn!(provider, code, error = %shown, "alphasms: refused");
+    tracing::warn!(provider, code = %code, error = %shown, "alphasms: refused");
     match kind {
         Kind::Temporary => ProviderError::temporary(code, message),
         Kind::Permanent => ProviderError::permanent(code, message),
@@ -1245,8 +1248,7 @@ mod tests {
     const SEND_REQUEST: &str = include_str!("fixtures/send_request.json");
     const SEND_OK: &str = include_str!("fixtures/send_response_success.json");
     const ACCESS_DENIED: &str = include_str!("fixtures/send_response_access_denied.json");
-    const ALPHA_NAME_ERROR: &str =
-        include_str!("fixtures/send_response_alpha_name_error.json");
+    const ALPHA_NAME_ERROR: &str = include_str!("fixtures/send_response_alpha_name_error.json");
     const STATUS_REQUEST: &str = include_str!("fixtures/status_request.json");
     const STATUS_OK: &str = include_str!("fixtures/status_response.json");
     const BALANCE_REQUEST: &str = include_str!("fixtures/balance_request.json");

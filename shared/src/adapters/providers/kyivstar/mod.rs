@@ -78,7 +78,7 @@
 //! | `404`, other 4xx | `provider_bad_request` | permanent |
 //! | `408` | `provider_timeout` | temporary |
 //! | `413` (text longer than `maxSegments`) | `text_too_long` | permanent |
-//! | `422` (content refused: number, sender, text) | `invalid_message` | permanent |
+//! | `422` (content refused: number, sender, text) | `invalid_text` | permanent |
 //! | `429` | `provider_rate_limited` | temporary |
 //! | 5xx | `provider_unavailable` | temporary |
 //! | batch item with `errorCode` | `provider_rejected` | permanent |
@@ -162,10 +162,12 @@ const MAX_ERROR_MESSAGE: usize = 200;
 
 /// Holub's codes for the answers that `http` has no code for.
 pub mod error_codes {
-    pub const TEXT_TOO_LONG: &str = "text_too_long";
-    pub const INVALID_MESSAGE: &str = "invalid_message";
-    pub const REJECTED: &str = "provider_rejected";
-    pub const LOOKUP_UNSUPPORTED: &str = "lookup_unsupported";
+    use crate::domain::FailureCode;
+
+    pub const TEXT_TOO_LONG: FailureCode = FailureCode::TextTooLong;
+    pub const INVALID_MESSAGE: FailureCode = FailureCode::InvalidText;
+    pub const REJECTED: FailureCode = FailureCode::ProviderRejected;
+    pub const LOOKUP_UNSUPPORTED: FailureCode = FailureCode::LookupUnsupported;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1057,8 +1059,7 @@ mod tests {
     const BATCH_SEND_REQUEST: &str = include_str!("fixtures/batch_send_request.json");
     const BATCH_SEND_RESPONSE: &str = include_str!("fixtures/batch_send_response.json");
     const STATUS_BATCH_REQUEST: &str = include_str!("fixtures/status_batch_request.json");
-    const STATUS_BATCH_RESPONSE: &str =
-        include_str!("fixtures/status_batch_response.json");
+    const STATUS_BATCH_RESPONSE: &str = include_str!("fixtures/status_batch_response.json");
     const ERROR_BAD_REQUEST: &str = include_str!("fixtures/error_bad_request.json");
     const ERROR_NOT_FOUND: &str = include_str!("fixtures/error_not_found.json");
     const ERROR_UNAUTHORIZED: &str = include_str!("fixtures/error_unauthorized.json");
@@ -1555,6 +1556,9 @@ mod tests {
             ("permanent", error_codes::LOOKUP_UNSUPPORTED)
         );
         let e = c.balance().await.unwrap_err();
-        assert_eq!((kind(&e), e.code()), ("permanent", "balance_unsupported"));
+        assert_eq!(
+            (kind(&e), e.code().as_str()),
+            ("permanent", "balance_unsupported")
+        );
     }
 }

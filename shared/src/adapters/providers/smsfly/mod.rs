@@ -158,15 +158,17 @@ const MAX_CONCURRENT_STATUS: usize = 4;
 
 /// Holub's codes for SMS Fly's errors (the transport ones are in [`http::codes`]).
 pub mod error_codes {
-    pub const INSUFFICIENT_BALANCE: &str = "insufficient_balance";
-    pub const INVALID_NUMBER: &str = "invalid_number";
-    pub const RECIPIENT_BLOCKED: &str = "recipient_blocked";
-    pub const NO_ROUTE: &str = "no_route";
-    pub const SENDER_NOT_REGISTERED: &str = "sender_not_registered";
-    pub const INVALID_TEXT: &str = "invalid_text";
-    pub const MESSAGE_NOT_FOUND: &str = "message_not_found";
-    pub const PROVIDER_ERROR: &str = "provider_error";
-    pub const LOOKUP_UNSUPPORTED: &str = "lookup_unsupported";
+    use crate::domain::FailureCode;
+
+    pub const INSUFFICIENT_BALANCE: FailureCode = FailureCode::InsufficientBalance;
+    pub const INVALID_NUMBER: FailureCode = FailureCode::InvalidNumber;
+    pub const RECIPIENT_BLOCKED: FailureCode = FailureCode::RecipientBlocked;
+    pub const NO_ROUTE: FailureCode = FailureCode::NoRoute;
+    pub const SENDER_NOT_REGISTERED: FailureCode = FailureCode::SenderNotRegistered;
+    pub const INVALID_TEXT: FailureCode = FailureCode::InvalidText;
+    pub const MESSAGE_NOT_FOUND: FailureCode = FailureCode::MessageNotFound;
+    pub const PROVIDER_ERROR: FailureCode = FailureCode::ProviderError;
+    pub const LOOKUP_UNSUPPORTED: FailureCode = FailureCode::LookupUnsupported;
 }
 
 /// The JSON bodies of SMS Fly API v2, typed. Answers derive `Serialize` too, so the simulator
@@ -654,7 +656,7 @@ impl SmsProvider for SmsFly {
             Some(e) => {
                 tracing::warn!(
                     provider = %self.name, failed, asked = provider_message_ids.len(),
-                    code = e.code(), "SMS Fly status queries partly failed"
+                    code = %e.code(), "SMS Fly status queries partly failed"
                 );
                 Ok(receipts)
             }
@@ -832,7 +834,7 @@ pub fn map_error(provider: &str, action: &str, error: &ErrorBody) -> ProviderErr
             provider,
             action,
             code,
-            holub_code,
+            holub_code = %holub_code,
             "SMS Fly refused the account"
         );
         return ProviderError::account(holub_code, message);
@@ -852,7 +854,7 @@ pub fn map_error(provider: &str, action: &str, error: &ErrorBody) -> ProviderErr
         provider,
         action,
         code,
-        holub_code,
+        holub_code = %holub_code,
         "SMS Fly answered an error"
     );
     if permanent {
@@ -870,8 +872,7 @@ mod tests {
 
     const SEND_REQUEST: &str = include_str!("fixtures/send_request.json");
     const SEND_RESPONSE: &str = include_str!("fixtures/send_response.json");
-    const SEND_RESPONSE_VIBER_SMS: &str =
-        include_str!("fixtures/send_response_viber_sms.json");
+    const SEND_RESPONSE_VIBER_SMS: &str = include_str!("fixtures/send_response_viber_sms.json");
     const STATUS_REQUEST: &str = include_str!("fixtures/status_request.json");
     const STATUS_RESPONSE: &str = include_str!("fixtures/status_response.json");
     const BALANCE_REQUEST: &str = include_str!("fixtures/balance_request.json");
@@ -1074,7 +1075,7 @@ mod tests {
         assert_eq!(
             mapped,
             ProviderError::permanent(
-                "sender_not_registered",
+                crate::domain::FailureCode::SenderNotRegistered,
                 "fly: SMS Fly refused SENDMESSAGE with INVSOURCE: sender not specified or not correct"
             )
         );

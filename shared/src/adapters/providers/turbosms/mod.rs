@@ -94,7 +94,7 @@
 //! | 105 | `REQUIRED_AUTH` | account | `provider_unauthorized` |
 //! | 106 | `REQUIRED_ACTIVE_USER` | account | `account_blocked` |
 //! | 200 | `REQUIRED_MESSAGE_SENDER` | permanent | `invalid_sender` |
-//! | 201 | `REQUIRED_MESSAGE_TEXT` | permanent | `empty_text` |
+//! | 201 | `REQUIRED_MESSAGE_TEXT` | permanent | `invalid_text` |
 //! | 202 | `REQUIRED_MESSAGE_RECIPIENT` | permanent | `invalid_number` |
 //! | 203 | `REQUIRED_BALANCE` | account | `insufficient_balance` |
 //! | 204–206 | `REQUIRED_MESSAGE_BUTTON[_CAPTION\|_ACTION]` | permanent | `provider_bad_request` |
@@ -111,7 +111,7 @@
 //! | 401 | `NOT_ALLOWED_MESSAGE_SENDER_NOT_ACTIVE` | permanent | `sender_not_active` |
 //! | 402 | `NOT_ALLOWED_MESSAGE_IMAGE` | permanent | `provider_bad_request` |
 //! | 403 | `NOT_ALLOWED_START_TIME` | permanent | `provider_bad_request` |
-//! | 404 | `NOT_ALLOWED_NUMBER_STOPLIST` | permanent | `recipient_stoplisted` |
+//! | 404 | `NOT_ALLOWED_NUMBER_STOPLIST` | permanent | `recipient_blocked` |
 //! | 405 | `NOT_ALLOWED_RECIPIENTS_LIMIT` | permanent | `too_many_recipients` |
 //! | 406 | `NOT_ALLOWED_RECIPIENT_COUNTRY` | permanent | `country_not_allowed` |
 //! | 407 | `NOT_ALLOWED_RECIPIENT_DUPLICATE` | permanent | `duplicate_recipient` |
@@ -129,7 +129,7 @@
 //! | 504 | `FAILED_VIBER_SEND` | temporary | `provider_send_failed` |
 //! | 505 | `FAILED_SAVE_IMAGE`, `FAILED_SAVE_FILE` | temporary | `provider_unavailable` |
 //! | 999 | `FATAL_ERROR` | unknown | `provider_fatal_error` |
-//! | other | anything else | unknown | `provider_unknown_code` |
+//! | other | anything else | unknown | `provider_error` |
 //!
 //! *Account* codes say the account cannot send at all (no or refused token, blocked
 //! account, no money): the gateway takes TurboSMS out of the route for a while and the
@@ -175,6 +175,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::http::{self, codes};
 use super::{Built, ProviderSetupError};
+use crate::domain::FailureCode;
 use crate::domain::status::ReceiptState;
 use crate::domain::{Kopiyky, MessageId, SenderId};
 use crate::ports::provider::WHOLE_MESSAGE;
@@ -359,7 +360,7 @@ impl SmsProvider for TurboSms {
             Ok(_) => tracing::debug!(provider = %self.name, "turbosms: message accepted"),
             Err(e) => tracing::warn!(
                 provider = %self.name,
-                code = e.code(),
+                code = %e.code(),
                 to = %sms.to.masked(),
                 "turbosms: message not accepted"
             ),
@@ -370,7 +371,7 @@ impl SmsProvider for TurboSms {
     async fn lookup(&self, id: &MessageId) -> Result<Option<Submitted>, ProviderError> {
         let _ = id;
         Err(ProviderError::permanent(
-            "lookup_unsupported",
+            FailureCode::LookupUnsupported,
             format!(
                 "{}: TurboSMS cannot look a message up by the sequence_id it was sent with",
                 self.name
@@ -641,7 +642,7 @@ pub fn parse_status(
         if let Err(e) = check(provider, item.response_code, &item.response_status) {
             tracing::debug!(
                 provider,
-                code = e.code(),
+                code = %e.code(),
                 "turbosms: no status for a message"
             );
             continue;
@@ -704,39 +705,58 @@ pub struct AnswerCode {
     pub code: i64,
     pub status: &'static str,
     pub kind: CodeKind,
-    /// Holub's stable code for it (empty for successes).
-    pub holub: &'static str,
+    /// Holub's code for it (`None` for successes).
+    pub holub: Option<FailureCode>,
 }
 
-const fn c(code: i64, status: &'static str, kind: CodeKind, holub: &'static str) -> AnswerCode {
+const fn c(code: i64, status: &'static str, kind: CodeKind, holub: FailureCode) -> AnswerCode {
     AnswerCode {
         code,
         status,
         kind,
-        holub,
+        holub: Some(holub),
     }
 }
 
-const BAD_REQUEST: &str = codes::BAD_REQUEST;
-const UNAUTHORIZED: &str = codes::UNAUTHORIZED;
+const fn ok(code: i64, status: &'static str) -> AnswerCode {
+    AnswerCode {
+        code,
+        status,
+        kind: CodeKind::Success,
+        holub: None,
+    }
+}
+
+const BAD_REQUEST: FailureCode = codes::BAD_REQUEST;
+const UNAUTHORIZED: FailureCode = codes::UNAUTHORIZED;
 
 /// Every documented `response_code`/`response_status`, as the module documentation's table.
 pub const ANSWER_CODES: &[AnswerCode] = {
     use CodeKind::*;
     &[
-        c(0, "OK", Success, ""),
-        c(1, "PONG", Success, ""),
+        ok(0, "OK"),
+        ok(1, "PONG"),
         c(103, "REQUIRED_TOKEN", Account, UNAUTHORIZED),
         c(104, "REQUIRED_CONTENT", Permanent, BAD_REQUEST),
         c(105, "REQUIRED_AUTH", Account, UNAUTHORIZED),
         c(106, "REQUIRED_ACTIVE_USER", Account, codes::ACCOUNT_BLOCKED),
-        c(200, "REQUIRED_MESSAGE_SENDER", Permanent, "invalid_sender"),
-        c(201, "REQUIRED_MESSAGE_TEXT", Permanent, "empty_text"),
+        c(
+            200,
+            "REQUIRED_MESSAGE_SENDER",
+            Permanent,
+            FailureCode::InvalidSender,
+        ),
+        c(
+            201,
+            "REQUIRED_MESSAGE_TEXT",
+            Permanent,
+            FailureCode::InvalidText,
+        ),
         c(
             202,
             "REQUIRED_MESSAGE_RECIPIENT",
             Permanent,
-            "invalid_number",
+            FailureCode::InvalidNumber,
         ),
         c(
             203,
@@ -759,24 +779,39 @@ pub const ANSWER_CODES: &[AnswerCode] = {
         ),
         c(300, "INVALID_REQUEST", Permanent, BAD_REQUEST),
         c(301, "INVALID_TOKEN", Account, UNAUTHORIZED),
-        c(302, "INVALID_MESSAGE_SENDER", Permanent, "invalid_sender"),
+        c(
+            302,
+            "INVALID_MESSAGE_SENDER",
+            Permanent,
+            FailureCode::InvalidSender,
+        ),
         c(303, "INVALID_START_TIME", Permanent, BAD_REQUEST),
-        c(304, "INVALID_MESSAGE_TEXT", Permanent, "invalid_text"),
-        c(305, "INVALID_PHONE", Permanent, "invalid_number"),
+        c(
+            304,
+            "INVALID_MESSAGE_TEXT",
+            Permanent,
+            FailureCode::InvalidText,
+        ),
+        c(305, "INVALID_PHONE", Permanent, FailureCode::InvalidNumber),
         c(306, "INVALID_TTL", Permanent, BAD_REQUEST),
-        c(307, "INVALID_MESSAGE_ID", Permanent, "invalid_message_id"),
+        c(
+            307,
+            "INVALID_MESSAGE_ID",
+            Permanent,
+            FailureCode::InvalidMessageId,
+        ),
         c(308, "INVALID_FILE_ID", Permanent, BAD_REQUEST),
         c(
             400,
             "NOT_ALLOWED_MESSAGE_SENDER",
             Permanent,
-            "sender_not_registered",
+            FailureCode::SenderNotRegistered,
         ),
         c(
             401,
             "NOT_ALLOWED_MESSAGE_SENDER_NOT_ACTIVE",
             Permanent,
-            "sender_not_active",
+            FailureCode::SenderNotActive,
         ),
         c(402, "NOT_ALLOWED_MESSAGE_IMAGE", Permanent, BAD_REQUEST),
         c(403, "NOT_ALLOWED_START_TIME", Permanent, BAD_REQUEST),
@@ -784,25 +819,25 @@ pub const ANSWER_CODES: &[AnswerCode] = {
             404,
             "NOT_ALLOWED_NUMBER_STOPLIST",
             Permanent,
-            "recipient_stoplisted",
+            FailureCode::RecipientBlocked,
         ),
         c(
             405,
             "NOT_ALLOWED_RECIPIENTS_LIMIT",
             Permanent,
-            "too_many_recipients",
+            FailureCode::TooManyRecipients,
         ),
         c(
             406,
             "NOT_ALLOWED_RECIPIENT_COUNTRY",
             Permanent,
-            "country_not_allowed",
+            FailureCode::CountryNotAllowed,
         ),
         c(
             407,
             "NOT_ALLOWED_RECIPIENT_DUPLICATE",
             Permanent,
-            "duplicate_recipient",
+            FailureCode::DuplicateRecipient,
         ),
         c(
             408,
@@ -822,31 +857,31 @@ pub const ANSWER_CODES: &[AnswerCode] = {
             412,
             "NOT_ALLOWED_MESSAGE_TEXT",
             Permanent,
-            "text_not_allowed",
+            FailureCode::TextNotAllowed,
         ),
         c(
             413,
             "NOT_ALLOWED_MESSAGE_TEXT_LENGTH",
             Permanent,
-            "text_too_long",
+            FailureCode::TextTooLong,
         ),
         c(
             414,
             "NOT_ALLOWED_MESSAGE_ID",
             Permanent,
-            "message_not_found",
+            FailureCode::MessageNotFound,
         ),
         c(
             415,
             "NOT_ALLOWED_MESSAGE_TRANSACTION_SENDER",
             Permanent,
-            "sender_not_allowed",
+            FailureCode::SenderNotAllowed,
         ),
         c(
             416,
             "NOT_ALLOWED_MESSAGE_TRANSACTION_PATTERN",
             Permanent,
-            "template_not_matched",
+            FailureCode::TemplateNotMatched,
         ),
         c(417, "NOT_ALLOWED_FILE_ID", Permanent, BAD_REQUEST),
         c(418, "NOT_ALLOWED_FILE_EMPTY", Permanent, BAD_REQUEST),
@@ -860,20 +895,30 @@ pub const ANSWER_CODES: &[AnswerCode] = {
         ),
         c(501, "FAILED_CONVERT_RESULT2XML", Unknown, codes::BAD_ANSWER),
         c(502, "FAILED_PARSE_BODY", Permanent, BAD_REQUEST),
-        c(503, "FAILED_SMS_SEND", Temporary, "provider_send_failed"),
-        c(504, "FAILED_VIBER_SEND", Temporary, "provider_send_failed"),
+        c(
+            503,
+            "FAILED_SMS_SEND",
+            Temporary,
+            FailureCode::ProviderSendFailed,
+        ),
+        c(
+            504,
+            "FAILED_VIBER_SEND",
+            Temporary,
+            FailureCode::ProviderSendFailed,
+        ),
         c(505, "FAILED_SAVE_IMAGE", Temporary, codes::UNAVAILABLE),
         c(505, "FAILED_SAVE_FILE", Temporary, codes::UNAVAILABLE),
-        c(800, "SUCCESS_MESSAGE_ACCEPTED", Success, ""),
-        c(801, "SUCCESS_MESSAGE_SENT", Success, ""),
-        c(802, "SUCCESS_MESSAGE_PARTIAL_ACCEPTED", Success, ""),
-        c(803, "SUCCESS_MESSAGE_PARTIAL_SENT", Success, ""),
-        c(999, "FATAL_ERROR", Unknown, "provider_fatal_error"),
+        ok(800, "SUCCESS_MESSAGE_ACCEPTED"),
+        ok(801, "SUCCESS_MESSAGE_SENT"),
+        ok(802, "SUCCESS_MESSAGE_PARTIAL_ACCEPTED"),
+        ok(803, "SUCCESS_MESSAGE_PARTIAL_SENT"),
+        c(999, "FATAL_ERROR", Unknown, FailureCode::ProviderFatalError),
     ]
 };
 
 /// The Holub code of an answer code TurboSMS does not document.
-pub const UNKNOWN_CODE: &str = "provider_unknown_code";
+pub const UNKNOWN_CODE: FailureCode = FailureCode::ProviderError;
 
 /// The documented code an answer names: by `response_status`, else by `response_code`.
 pub fn answer_code(code: i64, status: &str) -> Option<&'static AnswerCode> {
@@ -893,12 +938,13 @@ pub fn check(provider: &str, code: i64, status: &str) -> Result<(), ProviderErro
         tracing::warn!(provider, code, "turbosms: undocumented answer code");
         return Err(ProviderError::unknown(UNKNOWN_CODE, message()));
     };
+    let holub = known.holub.unwrap_or(UNKNOWN_CODE);
     match known.kind {
         CodeKind::Success => Ok(()),
-        CodeKind::Temporary => Err(ProviderError::temporary(known.holub, message())),
-        CodeKind::Permanent => Err(ProviderError::permanent(known.holub, message())),
-        CodeKind::Account => Err(ProviderError::account(known.holub, message())),
-        CodeKind::Unknown => Err(ProviderError::unknown(known.holub, message())),
+        CodeKind::Temporary => Err(ProviderError::temporary(holub, message())),
+        CodeKind::Permanent => Err(ProviderError::permanent(holub, message())),
+        CodeKind::Account => Err(ProviderError::account(holub, message())),
+        CodeKind::Unknown => Err(ProviderError::unknown(holub, message())),
     }
 }
 
@@ -1118,7 +1164,7 @@ mod tests {
         let refused = parse_send("t", SEND_PARTIAL.as_bytes(), "отримувач_1").unwrap_err();
         assert_eq!(
             refused,
-            ProviderError::permanent("country_not_allowed", refused.message())
+            ProviderError::permanent(FailureCode::CountryNotAllowed, refused.message())
         );
         // Two items and neither is ours: the answer does not say what became of the message.
         let lost = parse_send("t", SEND_PARTIAL.as_bytes(), "380671234567").unwrap_err();
@@ -1153,7 +1199,7 @@ mod tests {
         assert_eq!(
             e,
             ProviderError::account(
-                "insufficient_balance",
+                FailureCode::InsufficientBalance,
                 "t: TurboSMS answered 203 REQUIRED_BALANCE"
             )
         );
@@ -1329,7 +1375,7 @@ mod tests {
             (105, "REQUIRED_AUTH", Account, "provider_unauthorized"),
             (106, "REQUIRED_ACTIVE_USER", Account, "account_blocked"),
             (200, "REQUIRED_MESSAGE_SENDER", Permanent, "invalid_sender"),
-            (201, "REQUIRED_MESSAGE_TEXT", Permanent, "empty_text"),
+            (201, "REQUIRED_MESSAGE_TEXT", Permanent, "invalid_text"),
             (
                 202,
                 "REQUIRED_MESSAGE_RECIPIENT",
@@ -1392,7 +1438,7 @@ mod tests {
                 404,
                 "NOT_ALLOWED_NUMBER_STOPLIST",
                 Permanent,
-                "recipient_stoplisted",
+                "recipient_blocked",
             ),
             (
                 405,
@@ -1677,7 +1723,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e,
-            ProviderError::permanent("lookup_unsupported", e.message())
+            ProviderError::permanent(FailureCode::LookupUnsupported, e.message())
         );
         assert_eq!(client.status(&[]).await, Ok(vec![]));
         let unreachable = client.balance().await.unwrap_err();
