@@ -850,7 +850,7 @@ mod tests {
     async fn refusals_map_to_permanent_codes() {
         let addr = start(settings()).await.unwrap();
         let provider = client(addr, TOKEN, 2000);
-        for (text, code) in [("", "empty_text"), (&*"a".repeat(1700), "text_too_long")] {
+        for (text, code) in [("", "invalid_text"), (&*"a".repeat(1700), "text_too_long")] {
             let e = provider.send(&message(text)).await.unwrap_err();
             assert!(matches!(e, ProviderError::Permanent { .. }), "{e:?}");
             assert_eq!(e.code(), code);
