@@ -2,6 +2,7 @@
 
 pub mod failure;
 pub mod ids;
+pub mod kyiv;
 pub mod message;
 pub mod money;
 pub mod phone;

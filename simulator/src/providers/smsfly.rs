@@ -35,7 +35,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, FixedOffset, Offset, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use holub_shared::adapters::providers::smsfly::wire::{
     Amount, Answer, BalanceData, ChannelState, ErrorBody, FlyStatus, MessageData,
 };
@@ -393,21 +393,21 @@ async fn stats(State(sim): State<Sim>) -> Response {
     (StatusCode::OK, axum::Json(stats)).into_response()
 }
 
-/// Kyiv summer time, as the real answers show it.
-fn kyiv() -> FixedOffset {
-    FixedOffset::east_opt(3 * 3600).unwrap_or_else(|| Utc.fix())
+/// Kyiv time at `at`, as the real answers show it.
+fn kyiv(at: DateTime<Utc>) -> FixedOffset {
+    holub_shared::domain::kyiv::offset_at(at)
 }
 
 /// `2026-05-01 15:00:00 +0300`.
 fn with_offset(at: DateTime<Utc>) -> String {
-    at.with_timezone(&kyiv())
+    at.with_timezone(&kyiv(at))
         .format("%Y-%m-%d %H:%M:%S %z")
         .to_string()
 }
 
-/// `2026-05-01 15:00:00`, in the offset of the answer's own date.
+/// `2026-05-01 15:00:00`, Kyiv local time.
 fn without_offset(at: DateTime<Utc>) -> String {
-    at.with_timezone(&kyiv())
+    at.with_timezone(&kyiv(at))
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
 }

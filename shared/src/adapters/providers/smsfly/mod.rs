@@ -73,8 +73,8 @@
 //! | `UNKNOWN` | no information about the message | no receipt (no news) |
 //!
 //! An unlisted status gives no receipt either (logged). Channel dates with an offset are read
-//! as such; dates without one (as in the documented status answer) take the offset of the
-//! answer's own `date`; a missing or unreadable date is the time of the poll.
+//! as such; dates without one (as in the documented status answer) are Kyiv local time
+//! ([`kyiv`]); a missing or unreadable date is the time of the poll.
 //!
 //! # Errors
 //!
@@ -132,6 +132,7 @@ use serde::de::DeserializeOwned;
 
 use super::http::{self, codes};
 use super::{Built, ProviderSetupError};
+use crate::domain::kyiv;
 use crate::domain::status::ReceiptState;
 use crate::domain::{Kopiyky, MessageId, SenderId};
 use crate::ports::provider::WHOLE_MESSAGE;
@@ -427,10 +428,9 @@ impl std::fmt::Debug for SmsFly {
     }
 }
 
-/// A successful answer's data and the answer's own date.
+/// A successful answer's data.
 struct Reply<D> {
     data: D,
-    date: Option<String>,
 }
 
 impl SmsFly {
@@ -522,10 +522,7 @@ impl SmsFly {
             )
         })?;
         match (answer.success, answer.data, answer.error) {
-            (1, Some(data), _) => Ok(Reply {
-                data,
-                date: answer.date,
-            }),
+            (1, Some(data), _) => Ok(Reply { data }),
             (0, _, Some(error)) => Err(map_error(&self.name, action, &error)),
             _ => Err(http::bad_answer(
                 &self.name,
@@ -563,13 +560,7 @@ impl SmsFly {
             Err(e) if e.code() == error_codes::MESSAGE_NOT_FOUND => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(receipt_of(
-            &self.name,
-            id,
-            &reply.data,
-            reply.date.as_deref(),
-            Utc::now(),
-        ))
+        Ok(receipt_of(&self.name, id, &reply.data, Utc::now()))
     }
 }
 
@@ -731,7 +722,6 @@ fn receipt_of(
     provider: &str,
     id: &str,
     data: &MessageData,
-    answer_date: Option<&str>,
     now: DateTime<Utc>,
 ) -> Option<ProviderReceipt> {
     let sms = data.sms.as_ref()?;
@@ -745,11 +735,7 @@ fn receipt_of(
         }
         return None;
     };
-    let at = sms
-        .date
-        .as_deref()
-        .and_then(|date| parse_date(date, answer_date))
-        .unwrap_or(now);
+    let at = sms.date.as_deref().and_then(parse_date).unwrap_or(now);
     Some(ProviderReceipt {
         provider_message_id: id.to_owned(),
         part: WHOLE_MESSAGE,
@@ -761,21 +747,16 @@ fn receipt_of(
 const DATE_WITH_OFFSET: &str = "%Y-%m-%d %H:%M:%S %z";
 const DATE_WITHOUT_OFFSET: &str = "%Y-%m-%d %H:%M:%S";
 
-/// A date as SMS Fly writes it: with an offset, or without one (then in the offset of
-/// `answer_date`, the answer's own date).
-fn parse_date(date: &str, answer_date: Option<&str>) -> Option<DateTime<Utc>> {
+/// A date as SMS Fly writes it: with an offset, or without one, then Kyiv local time (the
+/// offset of the answer's own date would be wrong for a report from before a DST switch).
+fn parse_date(date: &str) -> Option<DateTime<Utc>> {
     let date = date.trim();
     if let Ok(at) = DateTime::parse_from_str(date, DATE_WITH_OFFSET) {
         return Some(at.with_timezone(&Utc));
     }
-    let naive = NaiveDateTime::parse_from_str(date, DATE_WITHOUT_OFFSET).ok()?;
-    let offset = *DateTime::parse_from_str(answer_date?.trim(), DATE_WITH_OFFSET)
-        .ok()?
-        .offset();
-    naive
-        .and_local_timezone(offset)
-        .single()
-        .map(|at| at.with_timezone(&Utc))
+    NaiveDateTime::parse_from_str(date, DATE_WITHOUT_OFFSET)
+        .ok()
+        .map(kyiv::from_local)
 }
 
 /// How an amount with more than 2 decimals becomes whole kopiykas.
@@ -1018,13 +999,12 @@ mod tests {
     #[test]
     fn the_status_answer_maps_to_one_receipt_for_the_whole_message() {
         let answer: Answer<MessageData> = serde_json::from_str(STATUS_RESPONSE).unwrap();
-        let date = answer.date.clone();
         let data = answer.data.unwrap();
         assert_eq!(data.viber.as_ref().unwrap().status, FlyStatus::Delivered);
         assert_eq!(data.sms.as_ref().unwrap().status, FlyStatus::Refund);
         let now = Utc::now();
-        let receipt = receipt_of("fly", "FAPI00040A3AFA000002", &data, date.as_deref(), now);
-        // The channel date has no offset: the answer's (+0200) applies.
+        let receipt = receipt_of("fly", "FAPI00040A3AFA000002", &data, now);
+        // The channel date has no offset: Kyiv winter time (+0200) applies.
         let at = Utc.with_ymd_and_hms(2021, 12, 17, 8, 36, 12).unwrap();
         assert_eq!(
             receipt,
@@ -1036,17 +1016,19 @@ mod tests {
             })
         );
         // Without a usable date, the receipt is stamped with the poll's time.
-        let receipt = receipt_of("fly", "x", &data, None, now).unwrap();
+        let mut undated = data.clone();
+        undated.sms.as_mut().unwrap().date = Some("yesterday".to_owned());
+        let receipt = receipt_of("fly", "x", &undated, now).unwrap();
         assert_eq!(receipt.at, now);
         // No SMS channel, or a status with no news: no receipt.
         let viber_only = MessageData {
             sms: None,
             ..data.clone()
         };
-        assert_eq!(receipt_of("fly", "x", &viber_only, None, now), None);
+        assert_eq!(receipt_of("fly", "x", &viber_only, now), None);
         let mut unknown = data;
         unknown.sms.as_mut().unwrap().status = FlyStatus::Unknown;
-        assert_eq!(receipt_of("fly", "x", &unknown, None, now), None);
+        assert_eq!(receipt_of("fly", "x", &unknown, now), None);
     }
 
     #[test]
@@ -1190,16 +1172,14 @@ mod tests {
     #[test]
     fn dates_with_and_without_offsets() {
         let at = Utc.with_ymd_and_hms(2025, 9, 18, 11, 14, 1).unwrap();
-        assert_eq!(parse_date("2025-09-18 14:14:01 +0300", None), Some(at));
-        assert_eq!(
-            parse_date("2025-09-18 14:14:01", Some("2025-09-18 14:20:00 +0300")),
-            Some(at)
-        );
-        assert_eq!(parse_date("2025-09-18 14:14:01", None), None);
-        assert_eq!(
-            parse_date("yesterday", Some("2025-09-18 14:20:00 +0300")),
-            None
-        );
+        assert_eq!(parse_date("2025-09-18 14:14:01 +0300"), Some(at));
+        assert_eq!(parse_date("2025-09-18 14:14:01"), Some(at));
+        // Across the October switch, each date takes the offset of its own moment.
+        let before = Utc.with_ymd_and_hms(2025, 10, 26, 0, 30, 0).unwrap();
+        assert_eq!(parse_date("2025-10-26 03:30:00"), Some(before));
+        let after = Utc.with_ymd_and_hms(2025, 10, 26, 3, 0, 0).unwrap();
+        assert_eq!(parse_date("2025-10-26 05:00:00"), Some(after));
+        assert_eq!(parse_date("yesterday"), None);
     }
 
     #[test]

@@ -77,8 +77,8 @@
 //! | `Cancelled` | sending cancelled, credits refunded | `rejected` |
 //!
 //! Matching is case-insensitive; a status outside this list is logged and skipped. The time
-//! of a report is the item's `updated` (else `sent`), read as Kyiv local time (EET/EEST with
-//! the EU switch dates; the zone is not stated in what could be read), else the poll time.
+//! of a report is the item's `updated` (else `sent`), read as Kyiv local time ([`kyiv`]; the
+//! zone is not stated in what could be read), else the poll time.
 //!
 //! # Answer codes
 //!
@@ -169,13 +169,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::http::{self, codes};
 use super::{Built, ProviderSetupError};
 use crate::domain::FailureCode;
+use crate::domain::kyiv;
 use crate::domain::status::ReceiptState;
 use crate::domain::{Kopiyky, MessageId, SenderId};
 use crate::ports::provider::WHOLE_MESSAGE;
@@ -980,54 +981,12 @@ pub fn receipt_state(status: &str) -> Option<ReceiptState> {
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     NaiveDateTime::parse_from_str(s.trim(), TIME_FORMAT)
         .ok()
-        .map(from_kyiv_local)
+        .map(kyiv::from_local)
 }
 
 /// Writes a time as TurboSMS does.
 pub fn format_time(at: DateTime<Utc>) -> String {
-    kyiv_local(at).format(TIME_FORMAT).to_string()
-}
-
-/// The last Sunday of a month.
-fn last_sunday(year: i32, month: u32) -> Option<NaiveDate> {
-    let next = if month == 12 {
-        NaiveDate::from_ymd_opt(year + 1, 1, 1)
-    } else {
-        NaiveDate::from_ymd_opt(year, month + 1, 1)
-    }?;
-    let last = next.pred_opt()?;
-    last.checked_sub_days(Days::new(u64::from(last.weekday().num_days_from_sunday())))
-}
-
-/// Kyiv's offset from UTC at `at`, in hours: 3 in summer time (from the last Sunday of
-/// March to the last Sunday of October, switching at 01:00 UTC), else 2.
-fn kyiv_offset_hours(at: DateTime<Utc>) -> i64 {
-    let year = at.year();
-    let switch = |month| {
-        last_sunday(year, month)
-            .and_then(|d| d.and_hms_opt(1, 0, 0))
-            .map(|t| t.and_utc())
-    };
-    match (switch(3), switch(10)) {
-        (Some(start), Some(end)) if start <= at && at < end => 3,
-        _ => 2,
-    }
-}
-
-/// Kyiv local time at `at`.
-pub fn kyiv_local(at: DateTime<Utc>) -> NaiveDateTime {
-    at.naive_utc() + chrono::Duration::hours(kyiv_offset_hours(at))
-}
-
-/// The instant of a Kyiv local time (the summer reading of the hour that repeats in autumn).
-pub fn from_kyiv_local(local: NaiveDateTime) -> DateTime<Utc> {
-    for offset in [3, 2] {
-        let at = (local - chrono::Duration::hours(offset)).and_utc();
-        if kyiv_offset_hours(at) == offset {
-            return at;
-        }
-    }
-    (local - chrono::Duration::hours(2)).and_utc()
+    kyiv::to_local(at).format(TIME_FORMAT).to_string()
 }
 
 #[cfg(test)]
@@ -1609,29 +1568,13 @@ mod tests {
     }
 
     #[test]
-    fn kyiv_time_follows_the_eu_switch() {
+    fn times_are_kyiv_local_both_ways() {
         let utc = |y, mo, d, h, mi| Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap();
-        let local = |s: &str| NaiveDateTime::parse_from_str(s, TIME_FORMAT).unwrap();
-        // 2026: summer time from 29 March 01:00 UTC to 25 October 01:00 UTC.
         assert_eq!(format_time(utc(2026, 1, 15, 10, 0)), "2026-01-15 12:00:00");
         assert_eq!(format_time(utc(2026, 7, 15, 10, 0)), "2026-07-15 13:00:00");
-        assert_eq!(format_time(utc(2026, 3, 29, 0, 59)), "2026-03-29 02:59:00");
-        assert_eq!(format_time(utc(2026, 3, 29, 1, 0)), "2026-03-29 04:00:00");
-        assert_eq!(format_time(utc(2026, 10, 25, 0, 59)), "2026-10-25 03:59:00");
-        assert_eq!(format_time(utc(2026, 10, 25, 1, 0)), "2026-10-25 03:00:00");
-        for at in [
-            utc(2026, 1, 15, 10, 0),
-            utc(2026, 7, 15, 10, 0),
-            utc(2025, 12, 31, 23, 30),
-            utc(2026, 3, 29, 1, 0),
-        ] {
+        for at in [utc(2026, 1, 15, 10, 0), utc(2026, 3, 29, 1, 0)] {
             assert_eq!(parse_time(&format_time(at)), Some(at));
         }
-        // The repeated autumn hour reads as summer time.
-        assert_eq!(
-            from_kyiv_local(local("2026-10-25 03:30:00")),
-            utc(2026, 10, 25, 0, 30)
-        );
         assert_eq!(parse_time("2026-13-01 00:00:00"), None);
     }
 
