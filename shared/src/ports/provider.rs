@@ -148,7 +148,15 @@ pub trait SmsProvider: Send + Sync {
     /// What the provider knows of a message we may have submitted (by our id, passed as its
     /// client-side id): `Some` if it took the message, `None` if it never saw it. This is how
     /// a submission whose outcome was lost in a crash is resolved without sending twice.
-    async fn lookup(&self, id: &MessageId) -> Result<Option<Submitted>, ProviderError>;
+    ///
+    /// The default is for providers that cannot be asked by our id: a permanent
+    /// `lookup_unsupported`.
+    async fn lookup(&self, id: &MessageId) -> Result<Option<Submitted>, ProviderError> {
+        Err(ProviderError::permanent(
+            FailureCode::LookupUnsupported,
+            format!("{} cannot look message {id} up by Holub's id", self.name()),
+        ))
+    }
 
     /// Whether receipts are pushed to us or must be polled with [`SmsProvider::status`].
     fn receipt_mode(&self) -> ReceiptMode {

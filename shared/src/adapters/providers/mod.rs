@@ -9,6 +9,7 @@
 
 pub mod alphasms;
 pub mod http;
+pub mod kit;
 pub mod kyivstar;
 pub mod refreshing;
 pub mod registry;

@@ -174,11 +174,12 @@ use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::http::{self, codes};
+use super::kit::{self, Setup};
 use super::{Built, ProviderSetupError};
 use crate::domain::FailureCode;
 use crate::domain::kyiv;
 use crate::domain::status::ReceiptState;
-use crate::domain::{Kopiyky, MessageId, SenderId};
+use crate::domain::{Kopiyky, SenderId};
 use crate::ports::provider::WHOLE_MESSAGE;
 use crate::ports::{
     OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, Secret, SmsProvider, Submitted,
@@ -225,6 +226,7 @@ struct Credentials {
 }
 
 /// The TurboSMS client of one route.
+#[derive(Debug)]
 pub struct TurboSms {
     name: String,
     token: Secret,
@@ -235,82 +237,32 @@ pub struct TurboSms {
     http: reqwest::Client,
 }
 
-impl fmt::Debug for TurboSms {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TurboSms")
-            .field("name", &self.name)
-            .field("send_url", &self.send_url.as_str())
-            .finish_non_exhaustive()
-    }
-}
-
 impl TurboSms {
     pub fn new(
         name: &str,
         settings: serde_json::Value,
         credentials: &Secret,
     ) -> Result<Self, ProviderSetupError> {
-        let settings_error = |message: String| ProviderSetupError::Settings {
-            name: name.to_owned(),
-            message,
-        };
-        let credentials_error = |message: &str| ProviderSetupError::Credentials {
-            name: name.to_owned(),
-            message: message.to_owned(),
-        };
-        let settings: Settings = match settings {
-            serde_json::Value::Null => Settings::default(),
-            serde_json::Value::Object(_) => {
-                serde_json::from_value(settings).map_err(|e| settings_error(e.to_string()))?
-            }
-            _ => return Err(settings_error("settings must be a JSON object".to_owned())),
-        };
-        let base = settings.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
-        let mut base = Url::parse(base).map_err(|e| settings_error(format!("base_url: {e}")))?;
-        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            return Err(settings_error("base_url must be an http(s) URL".to_owned()));
-        }
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(settings_error(
-                "base_url must not have a query or fragment".to_owned(),
-            ));
-        }
-        if !base.path().ends_with('/') {
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
-        let join = |path: &str| {
-            base.join(path)
-                .map_err(|e| settings_error(format!("base_url: {e}")))
-        };
-        let timeout = match settings.timeout_ms {
-            Some(0) => return Err(settings_error("timeout_ms must be positive".to_owned())),
-            Some(ms) => Some(Duration::from_millis(ms)),
-            None => None,
-        };
-        // Parsed without echoing serde's message, which could quote part of the secret.
-        let credentials: Credentials =
-            serde_json::from_str(credentials.expose()).map_err(|_| {
-                credentials_error("expected a JSON object {\"token\": \"...\"} and nothing else")
-            })?;
-        let token = credentials.token.trim();
-        if token.is_empty() {
-            return Err(credentials_error("the token is empty"));
-        }
-        if reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err()
-            || token.chars().any(char::is_whitespace)
+        let setup = Setup::new(name);
+        let settings: Settings = setup.settings(settings)?;
+        let base = setup.base_url(settings.base_url.as_deref(), DEFAULT_BASE_URL)?;
+        let credentials: Credentials = setup.credentials(
+            credentials,
+            "a JSON object {\"token\": \"...\"} and nothing else",
+        )?;
+        let token = setup.required(&credentials.token, "the token")?;
+        if reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose())).is_err()
+            || token.expose().chars().any(char::is_whitespace)
         {
-            return Err(credentials_error(
-                "the token has characters a token cannot have",
-            ));
+            return Err(setup.credentials_error("the token has characters a token cannot have"));
         }
         Ok(TurboSms {
             name: name.to_owned(),
-            token: Secret::new(token),
-            timeout,
-            send_url: join(SEND_PATH)?,
-            status_url: join(STATUS_PATH)?,
-            balance_url: join(BALANCE_PATH)?,
+            token,
+            timeout: setup.timeout(settings.timeout_ms, kit::MAX_TIMEOUT_MS)?,
+            send_url: setup.join(&base, SEND_PATH)?,
+            status_url: setup.join(&base, STATUS_PATH)?,
+            balance_url: setup.join(&base, BALANCE_PATH)?,
             http: http::client(),
         })
     }
@@ -369,17 +321,6 @@ impl SmsProvider for TurboSms {
         answer
     }
 
-    async fn lookup(&self, id: &MessageId) -> Result<Option<Submitted>, ProviderError> {
-        let _ = id;
-        Err(ProviderError::permanent(
-            FailureCode::LookupUnsupported,
-            format!(
-                "{}: TurboSMS cannot look a message up by the sequence_id it was sent with",
-                self.name
-            ),
-        ))
-    }
-
     fn receipt_mode(&self) -> ReceiptMode {
         ReceiptMode::Poll
     }
@@ -388,15 +329,20 @@ impl SmsProvider for TurboSms {
         &self,
         provider_message_ids: &[String],
     ) -> Result<Vec<ProviderReceipt>, ProviderError> {
-        let mut receipts = Vec::new();
-        for chunk in provider_message_ids.chunks(STATUS_BATCH) {
-            let request = StatusRequest {
-                messages: chunk.to_vec(),
-            };
-            let body = self.post(&self.status_url, &request).await?;
-            receipts.extend(parse_status(&self.name, &body, Utc::now())?);
-        }
-        Ok(receipts)
+        kit::status_in_chunks(
+            &self.name,
+            provider_message_ids,
+            STATUS_BATCH,
+            1,
+            |chunk| async move {
+                let request = StatusRequest {
+                    messages: chunk.to_vec(),
+                };
+                let body = self.post(&self.status_url, &request).await?;
+                parse_status(&self.name, &body, Utc::now())
+            },
+        )
+        .await
     }
 
     async fn balance(&self) -> Result<Kopiyky, ProviderError> {
