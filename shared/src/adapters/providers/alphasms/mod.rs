@@ -184,6 +184,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
 use super::http::{self, codes};
+use super::kit::{self, Setup};
 use super::{Built, ProviderSetupError};
 use crate::domain::FailureCode;
 use crate::domain::status::ReceiptState;
@@ -204,7 +205,7 @@ pub const DEFAULT_BASE_URL: &str = "https://alphasms.net";
 pub const API_PATH: &str = "/api/json.php";
 pub const DEFAULT_BATCH_SIZE: usize = 100;
 pub const MAX_BATCH_SIZE: usize = 1000;
-pub const MAX_TIMEOUT_MS: u64 = 60_000;
+pub const MAX_TIMEOUT_MS: u64 = kit::MAX_TIMEOUT_MS;
 pub const MIN_HOOK_TOKEN_LEN: usize = 16;
 /// The documented range of `sms_lifetime`, in seconds (one hour to three days).
 pub const MIN_SMS_LIFETIME: u32 = 3_600;
@@ -515,25 +516,13 @@ pub fn build(
     settings: serde_json::Value,
     credentials: &Secret,
 ) -> Result<Built, ProviderSetupError> {
-    let settings_error = |message: String| ProviderSetupError::Settings {
-        name: name.to_owned(),
-        message,
-    };
-    let credentials_error = |message: String| ProviderSetupError::Credentials {
-        name: name.to_owned(),
-        message,
-    };
+    let setup = Setup::new(name);
+    let settings_error = |message: String| setup.settings_error(message);
+    let credentials_error = |message: String| setup.credentials_error(message);
 
-    let settings: Settings = match settings {
-        serde_json::Value::Null => Settings::default(),
-        value @ serde_json::Value::Object(_) => {
-            serde_json::from_value(value).map_err(|e| settings_error(e.to_string()))?
-        }
-        _ => return Err(settings_error("settings must be a JSON object".to_owned())),
-    };
-    let base = settings.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
-    let endpoint = web_url(&format!("{}{API_PATH}", base.trim_end_matches('/')))
-        .map_err(|e| settings_error(format!("base_url: {e}")))?;
+    let settings: Settings = setup.settings(settings)?;
+    let base = setup.base_url(settings.base_url.as_deref(), DEFAULT_BASE_URL)?;
+    let endpoint = setup.join(&base, API_PATH)?;
     let hook_url = match settings.hook_url.as_deref() {
         None => None,
         Some(raw) => {
@@ -549,15 +538,9 @@ pub fn build(
             Some(url)
         }
     };
-    let timeout = match settings.timeout_ms {
-        None => http::REQUEST_TIMEOUT,
-        Some(ms) if (1..=MAX_TIMEOUT_MS).contains(&ms) => Duration::from_millis(ms),
-        Some(ms) => {
-            return Err(settings_error(format!(
-                "timeout_ms must be 1 to {MAX_TIMEOUT_MS}, not {ms}"
-            )));
-        }
-    };
+    let timeout = setup
+        .timeout(settings.timeout_ms, MAX_TIMEOUT_MS)?
+        .unwrap_or(http::REQUEST_TIMEOUT);
     let batch_size = match settings.batch_size {
         None => DEFAULT_BATCH_SIZE,
         Some(n) if (1..=MAX_BATCH_SIZE).contains(&n) => n,
@@ -568,11 +551,11 @@ pub fn build(
         }
     };
 
-    let credentials: Credentials =
-        serde_json::from_str(credentials.expose()).map_err(|e| credentials_error(describe(&e)))?;
-    if credentials.api_key.trim().is_empty() {
-        return Err(credentials_error("api_key is empty".to_owned()));
-    }
+    let credentials: Credentials = setup.credentials(
+        credentials,
+        r#"a JSON object {"api_key": "…", "hook_token": "…"}"#,
+    )?;
+    let api_key = setup.required(&credentials.api_key, "api_key")?;
     let hook = match (hook_url, credentials.hook_token) {
         (None, _) => None,
         (Some(_), None) => {
@@ -597,7 +580,7 @@ pub fn build(
     let provider = AlphaSms {
         name: name.to_owned(),
         endpoint,
-        api_key: Secret::new(credentials.api_key),
+        api_key,
         hook,
         timeout,
         batch_size,
@@ -618,27 +601,15 @@ fn web_url(raw: &str) -> Result<reqwest::Url, String> {
     Ok(url)
 }
 
-/// A credentials parse error, without echoing any value of the secret.
-fn describe(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    if text.starts_with("missing field") || text.starts_with("unknown field") {
-        text
-    } else {
-        format!(
-            "expected a JSON object {{\"api_key\": \"…\", \"hook_token\": \"…\"}} (error at line {}, column {})",
-            e.line(),
-            e.column()
-        )
-    }
-}
-
 /// The hook Holub asks AlphaSMS to report to.
+#[derive(Debug)]
 struct Hook {
     url: reqwest::Url,
     token: Secret,
 }
 
 /// The AlphaSMS client of one route.
+#[derive(Debug)]
 pub struct AlphaSms {
     name: String,
     endpoint: reqwest::Url,
@@ -1057,22 +1028,30 @@ impl SmsProvider for AlphaSms {
         &self,
         provider_message_ids: &[String],
     ) -> Result<Vec<ProviderReceipt>, ProviderError> {
-        let wanted: Vec<(String, MessageId)> = provider_message_ids
+        let ours = |p: &String| p.parse::<MessageId>().ok().map(|id| (p.clone(), id));
+        let wanted: Vec<String> = provider_message_ids
             .iter()
-            .filter_map(|p| match p.parse::<MessageId>() {
-                Ok(id) => Some((p.clone(), id)),
-                Err(_) => {
+            .filter(|p| {
+                let ok = ours(p).is_some();
+                if !ok {
                     tracing::warn!(provider = %self.name, provider_message_id = %p, "alphasms: not one of our ids");
-                    None
                 }
+                ok
             })
+            .cloned()
             .collect();
         let now = Utc::now();
-        let mut receipts = Vec::new();
-        for chunk in wanted.chunks(self.batch_size) {
-            receipts.extend(self.status_chunk(chunk, now).await?);
-        }
-        Ok(receipts)
+        kit::status_in_chunks(
+            &self.name,
+            &wanted,
+            self.batch_size,
+            1,
+            |chunk| async move {
+                let chunk: Vec<(String, MessageId)> = chunk.iter().filter_map(ours).collect();
+                self.status_chunk(&chunk, now).await
+            },
+        )
+        .await
     }
 
     async fn balance(&self) -> Result<Kopiyky, ProviderError> {

@@ -125,6 +125,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use super::http::{self, codes};
+use super::kit::{self, Setup};
 use super::{Built, ProviderSetupError};
 use crate::domain::status::ReceiptState;
 use crate::domain::{Kopiyky, SenderId};
@@ -153,6 +154,8 @@ pub const MAX_SEGMENTS: u8 = 6;
 pub const ERROR_NOT_DELIVERED_OR_UNKNOWN: i64 = 1040;
 
 const DEFAULT_BATCH_SIZE: usize = 100;
+/// Status batches in flight at once.
+const MAX_CONCURRENT_STATUS: usize = 4;
 const MAX_BATCH_SIZE: usize = 1000;
 /// Assumed token lifetime when the token answer does not say.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -379,7 +382,7 @@ impl Mode {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
     #[serde(default)]
@@ -417,71 +420,12 @@ pub fn build(
     })
 }
 
-fn settings_error(name: &str, message: impl Into<String>) -> ProviderSetupError {
-    ProviderSetupError::Settings {
-        name: name.to_owned(),
-        message: message.into(),
-    }
-}
-
-fn credentials_error(name: &str, message: impl Into<String>) -> ProviderSetupError {
-    ProviderSetupError::Credentials {
-        name: name.to_owned(),
-        message: message.into(),
-    }
-}
-
-fn parse_settings(name: &str, value: serde_json::Value) -> Result<Settings, ProviderSetupError> {
-    let value = match value {
-        serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
-        other => other,
-    };
-    serde_json::from_value(value).map_err(|e| settings_error(name, e.to_string()))
-}
-
-/// Parses the credentials without ever quoting them: serde's messages can echo a value.
-fn parse_credentials(name: &str, secret: &Secret) -> Result<Credentials, ProviderSetupError> {
-    let expected = r#"expected a JSON object {"client_id": "...", "client_secret": "..."}"#;
-    let credentials: Credentials = serde_json::from_str(secret.expose()).map_err(|e| {
-        let what = match e.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "not JSON",
-            _ => "wrong keys or types",
-        };
-        credentials_error(name, format!("{what} at column {}: {expected}", e.column()))
-    })?;
-    if credentials.client_id.trim().is_empty() || credentials.client_secret.is_empty() {
-        return Err(credentials_error(
-            name,
-            "client_id and client_secret must not be empty",
-        ));
-    }
-    Ok(credentials)
-}
-
-fn parse_base_url(name: &str, raw: Option<&str>) -> Result<String, ProviderSetupError> {
-    let raw = raw.unwrap_or(DEFAULT_BASE_URL).trim();
-    let url = url::Url::parse(raw)
-        .map_err(|e| settings_error(name, format!("base_url {raw:?} is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(settings_error(
-            name,
-            format!("base_url {raw:?} must be an http(s) URL with a host"),
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(settings_error(
-            name,
-            format!("base_url {raw:?} must not have a query or fragment"),
-        ));
-    }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
-}
-
 // ---------------------------------------------------------------------------------------
 // The client
 // ---------------------------------------------------------------------------------------
 
 /// Kyivstar Open Telecom's SMS API as a [`SmsProvider`].
+#[derive(Debug)]
 pub struct KyivstarClient {
     name: String,
     http: reqwest::Client,
@@ -489,7 +433,8 @@ pub struct KyivstarClient {
     sms_url: String,
     batch_url: String,
     status_url: String,
-    credentials: Credentials,
+    client_id: String,
+    client_secret: Secret,
     timeout: Option<Duration>,
     batch_size: usize,
     max_segments: Option<u8>,
@@ -502,12 +447,12 @@ struct CachedToken {
     refresh_at: Instant,
 }
 
-impl fmt::Debug for KyivstarClient {
+impl fmt::Debug for CachedToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KyivstarClient")
-            .field("name", &self.name)
-            .field("sms_url", &self.sms_url)
-            .finish_non_exhaustive()
+        f.debug_struct("CachedToken")
+            .field("value", &"***")
+            .field("refresh_at", &self.refresh_at)
+            .finish()
     }
 }
 
@@ -518,40 +463,34 @@ impl KyivstarClient {
         settings: serde_json::Value,
         credentials: &Secret,
     ) -> Result<Self, ProviderSetupError> {
-        let settings = parse_settings(name, settings)?;
-        let credentials = parse_credentials(name, credentials)?;
-        let base = parse_base_url(name, settings.base_url.as_deref())?;
-        let timeout = match settings.timeout_ms {
-            None => None,
-            Some(0) => return Err(settings_error(name, "timeout_ms must be positive")),
-            Some(ms) => Some(Duration::from_millis(ms)),
-        };
+        let setup = Setup::new(name);
+        let settings: Settings = setup.settings(settings)?;
+        let credentials: Credentials = setup.credentials(
+            credentials,
+            r#"a JSON object {"client_id": "...", "client_secret": "..."}"#,
+        )?;
+        let client_id = setup.required(&credentials.client_id, "client_id")?;
+        let client_secret = setup.required(&credentials.client_secret, "client_secret")?;
+        let base = setup.base_url(settings.base_url.as_deref(), DEFAULT_BASE_URL)?;
+        let base = base.as_str().trim_end_matches('/');
+        let timeout = setup.timeout(settings.timeout_ms, kit::MAX_TIMEOUT_MS)?;
         let batch_size = settings.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
         if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
-            return Err(settings_error(
-                name,
-                format!("batch_size must be 1 to {MAX_BATCH_SIZE}"),
-            ));
+            return Err(setup.settings_error(format!("batch_size must be 1 to {MAX_BATCH_SIZE}")));
         }
         if let Some(max) = settings.max_segments
             && !(1..=MAX_SEGMENTS).contains(&max)
         {
-            return Err(settings_error(
-                name,
-                format!("max_segments must be 1 to {MAX_SEGMENTS}"),
-            ));
+            return Err(setup.settings_error(format!("max_segments must be 1 to {MAX_SEGMENTS}")));
         }
         let price_per_segment = match settings.price_per_segment.as_deref() {
             None => None,
             Some(raw) => match Kopiyky::parse_hryvnias(raw) {
                 Ok(price) if price.0 >= 0 => Some(price),
                 Ok(_) => {
-                    return Err(settings_error(
-                        name,
-                        "price_per_segment must not be negative",
-                    ));
+                    return Err(setup.settings_error("price_per_segment must not be negative"));
                 }
-                Err(e) => return Err(settings_error(name, format!("price_per_segment: {e}"))),
+                Err(e) => return Err(setup.settings_error(format!("price_per_segment: {e}"))),
             },
         };
         let api = format!("{base}{}", settings.mode.prefix());
@@ -562,7 +501,8 @@ impl KyivstarClient {
             sms_url: format!("{api}{SMS_PATH}"),
             batch_url: format!("{api}{SMS_BATCH_PATH}"),
             status_url: format!("{api}{SMS_STATUS_BATCH_PATH}"),
-            credentials,
+            client_id: client_id.expose().to_owned(),
+            client_secret,
             timeout,
             batch_size,
             max_segments: settings.max_segments,
@@ -604,10 +544,7 @@ impl KyivstarClient {
         let request = self
             .http
             .post(&self.token_url)
-            .basic_auth(
-                &self.credentials.client_id,
-                Some(&self.credentials.client_secret),
-            )
+            .basic_auth(&self.client_id, Some(self.client_secret.expose()))
             .header(header::ACCEPT, "application/json")
             .form(&[("grant_type", "client_credentials")]);
         let started = Instant::now();
@@ -1017,21 +954,6 @@ impl SmsProvider for KyivstarClient {
             .collect()
     }
 
-    async fn lookup(
-        &self,
-        id: &crate::domain::MessageId,
-    ) -> Result<Option<Submitted>, ProviderError> {
-        let _ = id;
-        Err(ProviderError::permanent(
-            error_codes::LOOKUP_UNSUPPORTED,
-            format!(
-                "{}: Kyivstar Open Telecom takes no client-side message id, so a message \
-                 cannot be looked up by Holub's id",
-                self.name
-            ),
-        ))
-    }
-
     fn receipt_mode(&self) -> ReceiptMode {
         ReceiptMode::Poll
     }
@@ -1040,11 +962,14 @@ impl SmsProvider for KyivstarClient {
         &self,
         provider_message_ids: &[String],
     ) -> Result<Vec<ProviderReceipt>, ProviderError> {
-        let mut receipts = Vec::new();
-        for chunk in provider_message_ids.chunks(self.batch_size) {
-            receipts.extend(self.status_chunk(chunk).await?);
-        }
-        Ok(receipts)
+        kit::status_in_chunks(
+            &self.name,
+            provider_message_ids,
+            self.batch_size,
+            MAX_CONCURRENT_STATUS,
+            |chunk| self.status_chunk(chunk),
+        )
+        .await
     }
 }
 

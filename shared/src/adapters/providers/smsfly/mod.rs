@@ -125,16 +125,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use futures::StreamExt;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::http::{self, codes};
+use super::kit::{self, Setup};
 use super::{Built, ProviderSetupError};
 use crate::domain::kyiv;
 use crate::domain::status::ReceiptState;
-use crate::domain::{Kopiyky, MessageId, SenderId};
+use crate::domain::{Kopiyky, SenderId};
 use crate::ports::provider::WHOLE_MESSAGE;
 use crate::ports::{
     OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, Secret, SmsProvider, Submitted,
@@ -377,17 +377,13 @@ pub mod wire {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
-    #[serde(default = "default_base_url")]
-    base_url: String,
+    #[serde(default)]
+    base_url: Option<String>,
     #[serde(default)]
     timeout_ms: Option<u64>,
-}
-
-fn default_base_url() -> String {
-    DEFAULT_BASE_URL.to_owned()
 }
 
 #[derive(Deserialize)]
@@ -410,22 +406,13 @@ pub fn build(
 }
 
 /// The SMS Fly API v2 client.
+#[derive(Debug)]
 pub struct SmsFly {
     name: String,
     http: reqwest::Client,
     endpoint: reqwest::Url,
-    key: String,
+    key: Secret,
     timeout: Option<Duration>,
-}
-
-impl std::fmt::Debug for SmsFly {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmsFly")
-            .field("name", &self.name)
-            .field("endpoint", &self.endpoint.as_str())
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 /// A successful answer's data.
@@ -439,54 +426,26 @@ impl SmsFly {
         settings: serde_json::Value,
         credentials: &Secret,
     ) -> Result<Self, ProviderSetupError> {
-        let bad_settings = |message: String| ProviderSetupError::Settings {
-            name: name.to_owned(),
-            message,
-        };
-        let settings = match settings {
-            serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
-            other => other,
-        };
-        let settings: Settings =
-            serde_json::from_value(settings).map_err(|e| bad_settings(e.to_string()))?;
-        let endpoint = endpoint(&settings.base_url).ok_or_else(|| {
-            bad_settings(format!(
-                "base_url must be an http(s) URL, not {:?}",
-                settings.base_url
-            ))
-        })?;
-        let timeout = match settings.timeout_ms {
-            Some(0) => return Err(bad_settings("timeout_ms must be positive".to_owned())),
-            Some(ms) => Some(Duration::from_millis(ms)),
-            None => None,
-        };
-        // The secret's own error would quote it: only the kind of problem is reported.
-        let credentials: Credentials =
-            serde_json::from_str(credentials.expose()).map_err(|_| {
-                ProviderSetupError::Credentials {
-                    name: name.to_owned(),
-                    message: "expected a JSON object {\"key\": \"<SMS Fly API key>\"}".to_owned(),
-                }
-            })?;
-        if credentials.key.trim().is_empty() {
-            return Err(ProviderSetupError::Credentials {
-                name: name.to_owned(),
-                message: "the API key is empty".to_owned(),
-            });
-        }
+        let setup = Setup::new(name);
+        let settings: Settings = setup.settings(settings)?;
+        let base = setup.base_url(settings.base_url.as_deref(), DEFAULT_BASE_URL)?;
+        let credentials: Credentials = setup.credentials(
+            credentials,
+            "a JSON object {\"key\": \"<SMS Fly API key>\"}",
+        )?;
         Ok(SmsFly {
             name: name.to_owned(),
             http: http::client(),
-            endpoint,
-            key: credentials.key,
-            timeout,
+            endpoint: setup.join(&base, API_PATH)?,
+            key: setup.required(&credentials.key, "the API key")?,
+            timeout: setup.timeout(settings.timeout_ms, kit::MAX_TIMEOUT_MS)?,
         })
     }
 
     fn request<D>(&self, action: Action, data: Option<D>) -> Request<D> {
         Request {
             auth: Auth {
-                key: self.key.clone(),
+                key: self.key.expose().to_owned(),
             },
             action,
             data,
@@ -601,17 +560,6 @@ impl SmsProvider for SmsFly {
         })
     }
 
-    async fn lookup(&self, id: &MessageId) -> Result<Option<Submitted>, ProviderError> {
-        let _ = id;
-        Err(ProviderError::permanent(
-            error_codes::LOOKUP_UNSUPPORTED,
-            format!(
-                "{}: SMS Fly API v2 takes no client-side id, so a message cannot be found by Holub's id",
-                self.name
-            ),
-        ))
-    }
-
     fn receipt_mode(&self) -> ReceiptMode {
         ReceiptMode::Poll
     }
@@ -620,39 +568,21 @@ impl SmsProvider for SmsFly {
         &self,
         provider_message_ids: &[String],
     ) -> Result<Vec<ProviderReceipt>, ProviderError> {
-        let queries = provider_message_ids
-            .iter()
-            .cloned()
-            .map(|id| async move { self.status_of(&id).await });
-        let results: Vec<Result<Option<ProviderReceipt>, ProviderError>> =
-            futures::stream::iter(queries)
-                .buffered(MAX_CONCURRENT_STATUS)
-                .collect()
-                .await;
-        let mut receipts = Vec::new();
-        let mut first_error = None;
-        let mut failed = 0usize;
-        for result in results {
-            match result {
-                Ok(found) => receipts.extend(found),
-                Err(e) => {
-                    failed += 1;
-                    first_error.get_or_insert(e);
+        // One id per request: the API asks for one message at a time.
+        kit::status_in_chunks(
+            &self.name,
+            provider_message_ids,
+            1,
+            MAX_CONCURRENT_STATUS,
+            |chunk| async move {
+                let mut receipts = Vec::new();
+                for id in chunk {
+                    receipts.extend(self.status_of(id).await?);
                 }
-            }
-        }
-        match first_error {
-            // Nothing answered: the poll itself failed.
-            Some(e) if failed == provider_message_ids.len() => Err(e),
-            Some(e) => {
-                tracing::warn!(
-                    provider = %self.name, failed, asked = provider_message_ids.len(),
-                    code = %e.code(), "SMS Fly status queries partly failed"
-                );
                 Ok(receipts)
-            }
-            None => Ok(receipts),
-        }
+            },
+        )
+        .await
     }
 
     async fn balance(&self) -> Result<Kopiyky, ProviderError> {
@@ -661,19 +591,6 @@ impl SmsProvider for SmsFly {
         to_kopiyky(&reply.data.balance.to_text(), Rounding::Down)
             .map_err(|()| http::bad_answer(&self.name, "the balance is not an amount"))
     }
-}
-
-/// `<base_url>/api/v2/api.php`, if the base URL is an http(s) URL.
-fn endpoint(base_url: &str) -> Option<reqwest::Url> {
-    let mut base = reqwest::Url::parse(base_url).ok()?;
-    if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-        return None;
-    }
-    if !base.path().ends_with('/') {
-        let path = format!("{}/", base.path());
-        base.set_path(&path);
-    }
-    base.join(API_PATH).ok()
 }
 
 fn send_data(sms: &OutboundSms) -> SendData {
@@ -848,7 +765,7 @@ pub fn map_error(provider: &str, action: &str, error: &ErrorBody) -> ProviderErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Encoding, PhoneNumber, segments};
+    use crate::domain::{Encoding, MessageId, PhoneNumber, segments};
     use chrono::TimeZone;
 
     const SEND_REQUEST: &str = include_str!("fixtures/send_request.json");
