@@ -132,6 +132,41 @@ impl<'a> Setup<'a> {
     }
 }
 
+/// Which of the port's errors a row of a provider's error table makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Temporary,
+    Permanent,
+    /// The account cannot send (see [`ProviderError::Account`]).
+    Account,
+    Unknown,
+}
+
+impl ErrorKind {
+    pub fn error(
+        self,
+        code: crate::domain::FailureCode,
+        message: impl Into<String>,
+    ) -> ProviderError {
+        match self {
+            ErrorKind::Temporary => ProviderError::temporary(code, message),
+            ErrorKind::Permanent => ProviderError::permanent(code, message),
+            ErrorKind::Account => ProviderError::account(code, message),
+            ErrorKind::Unknown => ProviderError::unknown(code, message),
+        }
+    }
+
+    /// The kind of an error, as tables in the documentation name it (`permanent`).
+    pub fn of(e: &ProviderError) -> &'static str {
+        match e {
+            ProviderError::Temporary { .. } => "temporary",
+            ProviderError::Permanent { .. } => "permanent",
+            ProviderError::Account { .. } => "account",
+            ProviderError::Unknown { .. } => "unknown",
+        }
+    }
+}
+
 /// The longest `timeout_ms` a route may set.
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 
@@ -190,6 +225,31 @@ where
         }
         None => Ok(receipts),
     }
+}
+
+/// The rows of a Markdown table in a module's documentation (`//! | a | b |` lines), found
+/// by the first cell of its header; cells trimmed, backquotes dropped, `\|` kept as `|`. For
+/// tests that check a module's documented table against its data.
+#[cfg(test)]
+pub fn doc_table(source: &str, first_header: &str) -> Vec<Vec<String>> {
+    let cells = |line: &str| -> Vec<String> {
+        let line = line.trim().trim_start_matches("//!").trim();
+        let line = line.trim_start_matches('|').trim_end_matches('|');
+        line.replace("\\|", "\u{1}")
+            .split('|')
+            .map(|c| c.replace('\u{1}', "|").replace('`', "").trim().to_owned())
+            .collect()
+    };
+    let mut lines = source.lines().map(str::trim);
+    let found = lines.by_ref().any(|line| {
+        line.starts_with("//! |") && cells(line).first().is_some_and(|c| c == first_header)
+    });
+    assert!(found, "no documented table headed {first_header:?}");
+    lines
+        .take_while(|line| line.starts_with("//! |"))
+        .filter(|line| !line.contains("---"))
+        .map(cells)
+        .collect()
 }
 
 #[cfg(test)]

@@ -129,12 +129,12 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::http::{self, codes};
-use super::kit::{self, Setup};
+use super::http;
+use super::kit::{self, ErrorKind, Setup};
 use super::{Built, ProviderSetupError};
 use crate::domain::kyiv;
 use crate::domain::status::ReceiptState;
-use crate::domain::{Kopiyky, SenderId};
+use crate::domain::{FailureCode, Kopiyky, SenderId};
 use crate::ports::provider::WHOLE_MESSAGE;
 use crate::ports::{
     OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, Secret, SmsProvider, Submitted,
@@ -716,38 +716,15 @@ fn to_kopiyky(text: &str, rounding: Rounding) -> Result<Kopiyky, ()> {
 
 /// SMS Fly's error code as the port's error (the table in the module doc).
 pub fn map_error(provider: &str, action: &str, error: &ErrorBody) -> ProviderError {
-    use error_codes::*;
     let code = error.code.trim();
     let message = format!(
         "{provider}: SMS Fly refused {action} with {code}: {}",
         error.description.as_deref().unwrap_or("no description")
     );
-    if let "FORBIDDEN" | "INSUFFICIENTFUNDS" = code {
-        let holub_code = if code == "FORBIDDEN" {
-            codes::UNAUTHORIZED
-        } else {
-            INSUFFICIENT_BALANCE
-        };
-        tracing::warn!(
-            provider,
-            action,
-            code,
-            holub_code = %holub_code,
-            "SMS Fly refused the account"
-        );
-        return ProviderError::account(holub_code, message);
-    }
-    let (holub_code, permanent) = match code {
-        "INVRECIPIENT" => (INVALID_NUMBER, true),
-        "ERRPHONES" => (RECIPIENT_BLOCKED, true),
-        "INVROUTE" => (NO_ROUTE, true),
-        "INVSOURCE" => (SENDER_NOT_REGISTERED, true),
-        "INVTEXT" => (INVALID_TEXT, true),
-        "INVMSGID" => (MESSAGE_NOT_FOUND, true),
-        "INVREQUEST" | "INVACTION" | "INVCHANNELS" | "INVSMSMESSAGE" | "INVVIBERMESSAGE"
-        | "INVBUTTON" | "INVIMAGEURL" => (codes::BAD_REQUEST, true),
-        _ => (PROVIDER_ERROR, false),
-    };
+    let (holub_code, kind) = ERRORS
+        .iter()
+        .find(|(fly, ..)| *fly == code)
+        .map_or(UNLISTED_ERROR, |&(_, holub, kind)| (holub, kind));
     tracing::warn!(
         provider,
         action,
@@ -755,12 +732,34 @@ pub fn map_error(provider: &str, action: &str, error: &ErrorBody) -> ProviderErr
         holub_code = %holub_code,
         "SMS Fly answered an error"
     );
-    if permanent {
-        ProviderError::permanent(holub_code, message)
-    } else {
-        ProviderError::temporary(holub_code, message)
-    }
+    kind.error(holub_code, message)
 }
+
+/// Every documented SMS Fly error code, as the module documentation's table.
+pub const ERRORS: &[(&str, FailureCode, ErrorKind)] = {
+    use ErrorKind::*;
+    use FailureCode as F;
+    &[
+        ("FORBIDDEN", F::ProviderUnauthorized, Account),
+        ("INSUFFICIENTFUNDS", F::InsufficientBalance, Account),
+        ("INVRECIPIENT", F::InvalidNumber, Permanent),
+        ("ERRPHONES", F::RecipientBlocked, Permanent),
+        ("INVROUTE", F::NoRoute, Permanent),
+        ("INVSOURCE", F::SenderNotRegistered, Permanent),
+        ("INVTEXT", F::InvalidText, Permanent),
+        ("INVMSGID", F::MessageNotFound, Permanent),
+        ("INVREQUEST", F::ProviderBadRequest, Permanent),
+        ("INVACTION", F::ProviderBadRequest, Permanent),
+        ("INVCHANNELS", F::ProviderBadRequest, Permanent),
+        ("INVSMSMESSAGE", F::ProviderBadRequest, Permanent),
+        ("INVVIBERMESSAGE", F::ProviderBadRequest, Permanent),
+        ("INVBUTTON", F::ProviderBadRequest, Permanent),
+        ("INVIMAGEURL", F::ProviderBadRequest, Permanent),
+    ]
+};
+
+/// Any other code: SMS Fly's trouble, maybe passing.
+const UNLISTED_ERROR: (FailureCode, ErrorKind) = (FailureCode::ProviderError, ErrorKind::Temporary);
 
 #[cfg(test)]
 mod tests {
@@ -982,50 +981,41 @@ mod tests {
 
     #[test]
     fn every_documented_error_code_maps_as_the_table_says() {
-        for (code, holub) in [
-            ("FORBIDDEN", "provider_unauthorized"),
-            ("INSUFFICIENTFUNDS", "insufficient_balance"),
-        ] {
+        let map = |code: &str| {
             let error = ErrorBody {
                 code: code.to_owned(),
                 date: None,
                 description: None,
             };
-            let mapped = map_error("fly", "SENDMESSAGE", &error);
-            assert!(mapped.is_account(), "{code}: {mapped:?}");
-            assert_eq!(mapped.code(), holub, "{code}");
-        }
-        let table = [
-            ("INVRECIPIENT", "invalid_number", true),
-            ("ERRPHONES", "recipient_blocked", true),
-            ("INVROUTE", "no_route", true),
-            ("INVSOURCE", "sender_not_registered", true),
-            ("INVTEXT", "invalid_text", true),
-            ("INVMSGID", "message_not_found", true),
-            ("INVREQUEST", "provider_bad_request", true),
-            ("INVACTION", "provider_bad_request", true),
-            ("INVCHANNELS", "provider_bad_request", true),
-            ("INVSMSMESSAGE", "provider_bad_request", true),
-            ("INVVIBERMESSAGE", "provider_bad_request", true),
-            ("INVBUTTON", "provider_bad_request", true),
-            ("INVIMAGEURL", "provider_bad_request", true),
-            ("SOMETHINGNEW", "provider_error", false),
-        ];
-        for (code, holub, permanent) in table {
-            let error = ErrorBody {
-                code: code.to_owned(),
-                date: None,
-                description: None,
-            };
-            let mapped = map_error("fly", "SENDMESSAGE", &error);
-            assert_eq!(mapped.code(), holub, "{code}");
-            assert!(!mapped.is_unknown() && !mapped.is_account(), "{code}");
+            let e = map_error("fly", "SENDMESSAGE", &error);
+            (e.code(), ErrorKind::of(&e))
+        };
+        for &(fly, holub, kind) in ERRORS {
             assert_eq!(
-                matches!(mapped, ProviderError::Permanent { .. }),
-                permanent,
-                "{code}"
+                map(fly),
+                (holub, ErrorKind::of(&kind.error(holub, ""))),
+                "{fly}"
             );
         }
+        // The documentation's rows for SMS Fly's codes are the data's.
+        let mut documented = 0;
+        for row in kit::doc_table(include_str!("mod.rs"), "SMS Fly code (or transport)") {
+            let (codes, holub) = (&row[0], &row[2]);
+            // `Permanent (a status query skips the id)` → `permanent`.
+            let kind = row[3].split_whitespace().next().unwrap().to_lowercase();
+            if codes.starts_with("HTTP") || codes.contains(' ') && !codes.contains(',') {
+                continue; // transport rows and "any other code", checked below and in `http`
+            }
+            for fly in codes.split(", ") {
+                assert_eq!(map(fly), (holub.parse().unwrap(), kind.as_str()), "{fly}");
+                documented += 1;
+            }
+        }
+        assert_eq!(documented, ERRORS.len());
+        assert_eq!(
+            map("SOMETHINGNEW"),
+            (FailureCode::ProviderError, "temporary")
+        );
     }
 
     #[test]
