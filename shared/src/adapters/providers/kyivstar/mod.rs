@@ -511,9 +511,21 @@ impl KyivstarClient {
         })
     }
 
-    /// The body of a send for `sms`.
-    pub fn request_for(&self, sms: &OutboundSms) -> SendRequest {
-        send_request(sms, self.max_segments)
+    /// The body of a send for `sms`, or the refusal Kyivstar would answer (413) if its
+    /// text has more parts than `maxSegments` (the route's, else the API's [`MAX_SEGMENTS`]):
+    /// refused here, before anything is sent or paid for.
+    pub fn request_for(&self, sms: &OutboundSms) -> Result<SendRequest, ProviderError> {
+        let limit = self.max_segments.unwrap_or(MAX_SEGMENTS);
+        if sms.segments > u16::from(limit) {
+            return Err(ProviderError::permanent(
+                error_codes::TEXT_TOO_LONG,
+                format!(
+                    "{}: the text has {} parts, Kyivstar takes at most {limit}",
+                    self.name, sms.segments
+                ),
+            ));
+        }
+        Ok(send_request(sms, self.max_segments))
     }
 
     fn with_timeout(&self, request: RequestBuilder) -> RequestBuilder {
@@ -603,10 +615,19 @@ impl KyivstarClient {
     }
 
     async fn send_chunk(&self, chunk: &[OutboundSms]) -> Vec<Result<Submitted, ProviderError>> {
+        let prepared: Vec<_> = chunk.iter().map(|sms| self.request_for(sms)).collect();
         let data: BTreeMap<String, SendRequest> = chunk
             .iter()
-            .map(|sms| (sms.id.to_string(), self.request_for(sms)))
+            .zip(&prepared)
+            .filter_map(|(sms, body)| Some((sms.id.to_string(), body.clone().ok()?)))
             .collect();
+        if data.is_empty() {
+            return prepared
+                .into_iter()
+                .filter_map(Result::err)
+                .map(Err)
+                .collect();
+        }
         let body = BatchSendRequest { data };
         tracing::debug!(provider = %self.name, count = chunk.len(), "kyivstar: batch send");
         let answer = self
@@ -623,7 +644,9 @@ impl KyivstarClient {
         match parsed {
             Ok(results) => chunk
                 .iter()
-                .map(|sms| {
+                .zip(prepared)
+                .map(|(sms, body)| {
+                    body?;
                     results
                         .get(&sms.id.to_string())
                         .cloned()
@@ -635,7 +658,10 @@ impl KyivstarClient {
                         })
                 })
                 .collect(),
-            Err(e) => chunk.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => prepared
+                .into_iter()
+                .map(|body| Err(body.err().unwrap_or_else(|| e.clone())))
+                .collect(),
         }
     }
 
@@ -928,7 +954,7 @@ impl SmsProvider for KyivstarClient {
     }
 
     async fn send(&self, sms: &OutboundSms) -> Result<Submitted, ProviderError> {
-        let body = self.request_for(sms);
+        let body = self.request_for(sms)?;
         tracing::debug!(
             provider = %self.name,
             id = %sms.id,
@@ -1043,14 +1069,18 @@ mod tests {
 
     #[test]
     fn a_holub_message_becomes_the_documented_body_plus_its_validity() {
-        let body = client(serde_json::json!({})).request_for(&sms("Hello World!"));
+        let body = client(serde_json::json!({}))
+            .request_for(&sms("Hello World!"))
+            .unwrap();
         let mut expected: serde_json::Value = serde_json::from_str(SEND_REQUEST).unwrap();
         expected["messageTtlSec"] = serde_json::json!(3600);
         assert_eq!(serde_json::to_value(&body).unwrap(), expected);
 
         let mut long = sms("x");
         long.validity_seconds = 3 * 86_400;
-        let capped = client(serde_json::json!({"max_segments": 3})).request_for(&long);
+        let capped = client(serde_json::json!({"max_segments": 3}))
+            .request_for(&long)
+            .unwrap();
         assert_eq!(capped.message_ttl_sec, Some(MAX_TTL_SECONDS));
         assert_eq!(capped.max_segments, Some(3));
         assert_eq!(
@@ -1401,6 +1431,45 @@ mod tests {
             mock.batch_url,
             "https://api-gateway.kyivstar.ua/mock/rest/v1/sms/batch"
         );
+    }
+
+    #[tokio::test]
+    async fn each_documented_limit_holds_at_its_bounds() {
+        let with = |segments: u16, validity_seconds: u32| {
+            let mut m = sms("x");
+            m.segments = segments;
+            m.validity_seconds = validity_seconds;
+            m
+        };
+        // maxSegments: the route's (1 to 6), else the API's 6; one part more is refused
+        // before sending, in a single send and in a batch alike.
+        for (settings, limit) in [
+            (serde_json::json!({}), MAX_SEGMENTS),
+            (serde_json::json!({"max_segments": 1}), 1),
+            (serde_json::json!({"max_segments": 6}), 6),
+        ] {
+            let c = client(settings);
+            assert!(c.request_for(&with(u16::from(limit), 60)).is_ok());
+            let e = c.request_for(&with(u16::from(limit) + 1, 60)).unwrap_err();
+            assert_eq!(
+                (kind(&e), e.code()),
+                ("permanent", error_codes::TEXT_TOO_LONG)
+            );
+            let too_long = with(u16::from(limit) + 1, 60);
+            let refused = c.send_many(&[too_long.clone(), too_long]).await;
+            assert!(
+                refused
+                    .iter()
+                    .all(|r| r.as_ref().unwrap_err().code() == error_codes::TEXT_TOO_LONG)
+            );
+        }
+        // messageTtlSec: 0 to 86,400; a longer validity is capped.
+        for (validity, ttl) in [(0, 0), (86_400, 86_400), (86_401, MAX_TTL_SECONDS)] {
+            let body = client(serde_json::json!({}))
+                .request_for(&with(1, validity))
+                .unwrap();
+            assert_eq!(body.message_ttl_sec, Some(ttl), "{validity}");
+        }
     }
 
     #[test]
