@@ -4,6 +4,7 @@
 //! [`SmsProvider::lookup`](crate::ports::SmsProvider::lookup) default; secrets are held as
 //! [`Secret`], whose `Debug` never shows them, so adapters derive `Debug`.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
@@ -224,6 +225,67 @@ where
             Ok(receipts)
         }
         None => Ok(receipts),
+    }
+}
+
+/// Which JSON number literals [`quote_numbers`] turns into strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quote {
+    /// Every number: ids and amounts are then read from their literal text.
+    All,
+    /// Only those with a fraction or exponent: integers stay numbers.
+    Decimals,
+}
+
+/// Rewrites JSON number literals outside strings as strings holding their literal text
+/// (`31.1683` → `"31.1683"`), so that amounts and long ids are read exactly, never through a
+/// float. Anything that is not JSON stays not JSON.
+pub fn quote_numbers(body: &[u8], which: Quote) -> Cow<'_, [u8]> {
+    let is_number_byte = |b: u8| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E');
+    let mut out: Option<Vec<u8>> = None;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while i < body.len() && is_number_byte(body[i]) {
+                i += 1;
+            }
+            let token = &body[start..i];
+            if which == Quote::All || token.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) {
+                let out = out.get_or_insert_with(|| {
+                    let mut v = Vec::with_capacity(body.len() + 16);
+                    v.extend_from_slice(&body[..start]);
+                    v
+                });
+                out.push(b'"');
+                out.extend_from_slice(token);
+                out.push(b'"');
+            } else if let Some(out) = out.as_mut() {
+                out.extend_from_slice(token);
+            }
+            continue;
+        }
+        if let Some(out) = out.as_mut() {
+            out.push(b);
+        }
+        i += 1;
+    }
+    match out {
+        Some(v) => Cow::Owned(v),
+        None => Cow::Borrowed(body),
     }
 }
 

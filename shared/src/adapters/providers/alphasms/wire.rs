@@ -205,48 +205,7 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
 }
 
 /// Rewrites every JSON number outside strings as a string holding its literal text
-/// (`31.1683` → `"31.1683"`), so that typed fields read it exactly. Anything that is not
-/// JSON stays not JSON.
+/// (`31.1683` → `"31.1683"`), so that typed fields read it exactly.
 pub fn lossless(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + 16);
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut i = 0;
-    while i < body.len() {
-        let b = body[i];
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            i += 1;
-            continue;
-        }
-        match b {
-            b'"' => {
-                in_string = true;
-                out.push(b);
-                i += 1;
-            }
-            b'-' | b'0'..=b'9' => {
-                out.push(b'"');
-                while i < body.len()
-                    && matches!(body[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
-                {
-                    out.push(body[i]);
-                    i += 1;
-                }
-                out.push(b'"');
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
+    super::super::kit::quote_numbers(body, super::super::kit::Quote::All).into_owned()
 }

@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::super::kit::{self, Quote};
 use crate::domain::Kopiyky;
 
 /// The body of `message/send.json` (SMS only).
@@ -128,50 +129,5 @@ impl<'de> Deserialize<'de> for Amount {
 /// Rewrites every JSON number literal with a fraction or exponent as a string (`12.30` →
 /// `"12.30"`), leaving strings and integers alone, so amounts can be parsed without a float.
 pub fn quote_decimals(body: &[u8]) -> Cow<'_, [u8]> {
-    let is_number_byte = |b: u8| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E');
-    let mut out: Option<Vec<u8>> = None;
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut i = 0;
-    while i < body.len() {
-        let b = body[i];
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if b == b'-' || b.is_ascii_digit() {
-            let start = i;
-            while i < body.len() && is_number_byte(body[i]) {
-                i += 1;
-            }
-            let token = &body[start..i];
-            if token.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) {
-                let out = out.get_or_insert_with(|| {
-                    let mut v = Vec::with_capacity(body.len() + 16);
-                    v.extend_from_slice(&body[..start]);
-                    v
-                });
-                out.push(b'"');
-                out.extend_from_slice(token);
-                out.push(b'"');
-            } else if let Some(out) = out.as_mut() {
-                out.extend_from_slice(token);
-            }
-            continue;
-        }
-        if let Some(out) = out.as_mut() {
-            out.push(b);
-        }
-        i += 1;
-    }
-    match out {
-        Some(v) => Cow::Owned(v),
-        None => Cow::Borrowed(body),
-    }
+    kit::quote_numbers(body, Quote::Decimals)
 }
