@@ -168,6 +168,14 @@ impl ErrorKind {
     }
 }
 
+/// The sender as every provider's API takes it: the alpha-name, or a number's digits.
+pub fn sender(from: &crate::domain::SenderId) -> String {
+    match from {
+        crate::domain::SenderId::Alpha(name) => name.clone(),
+        crate::domain::SenderId::Phone(number) => number.digits().to_owned(),
+    }
+}
+
 /// The longest `timeout_ms` a route may set.
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 
@@ -312,6 +320,48 @@ pub fn doc_table(source: &str, first_header: &str) -> Vec<Vec<String>> {
         .filter(|line| !line.contains("---"))
         .map(cells)
         .collect()
+}
+
+/// What adapter tests build their messages and compare their bodies with.
+#[cfg(test)]
+pub mod testing {
+    use crate::domain::{MessageId, PhoneNumber, SenderId, segments};
+    use crate::ports::OutboundSms;
+
+    /// A message as dispatch would hand it over: encoding and parts estimated from `text`.
+    pub fn outbound(to: &str, from: &str, text: &str, validity_seconds: u32) -> OutboundSms {
+        let estimate = segments::estimate(text);
+        OutboundSms {
+            id: MessageId::generate(chrono::Utc::now()),
+            to: PhoneNumber::parse(to).expect("a valid number"),
+            from: SenderId::parse(from).expect("a valid sender"),
+            text: text.to_owned(),
+            encoding: estimate.encoding,
+            segments: u16::try_from(estimate.segments).expect("few parts"),
+            validity_seconds,
+        }
+    }
+
+    /// A documented JSON example without the whitespace between tokens, to compare bytes.
+    pub fn minify(json: &str) -> String {
+        let mut out = String::with_capacity(json.len());
+        let (mut in_string, mut escaped) = (false, false);
+        for c in json.chars() {
+            if in_string {
+                out.push(c);
+                match (escaped, c) {
+                    (true, _) => escaped = false,
+                    (false, '\\') => escaped = true,
+                    (false, '"') => in_string = false,
+                    _ => {}
+                }
+            } else if !c.is_whitespace() {
+                in_string = c == '"';
+                out.push(c);
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]

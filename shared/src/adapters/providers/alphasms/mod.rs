@@ -188,7 +188,7 @@ use super::kit::{self, Setup};
 use super::{Built, ProviderSetupError};
 use crate::domain::FailureCode;
 use crate::domain::status::ReceiptState;
-use crate::domain::{Kopiyky, MessageId, SenderId};
+use crate::domain::{Kopiyky, MessageId};
 use crate::ports::provider::WHOLE_MESSAGE;
 use crate::ports::{
     OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, ReceiptWebhook, Secret, SmsProvider,
@@ -576,10 +576,7 @@ impl AlphaSms {
                 format!("{}: {} is not a number", self.name, sms.to.masked()),
             )
         })?;
-        let signature = match &sms.from {
-            SenderId::Alpha(name) => name.clone(),
-            SenderId::Phone(number) => number.digits().to_owned(),
-        };
+        let signature = kit::sender(&sms.from);
         let hook = self.hook.as_ref().map(|hook| {
             let mut url = hook.url.clone();
             url.query_pairs_mut()
@@ -966,8 +963,8 @@ impl ReceiptWebhook for AlphaSmsReceipts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::PhoneNumber;
     use crate::domain::segments::Encoding;
+    use crate::domain::{PhoneNumber, SenderId};
     use chrono::TimeZone;
     use wire::{HookBody, Request, parse};
 

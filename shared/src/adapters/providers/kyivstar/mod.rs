@@ -127,8 +127,8 @@ use tokio::sync::Mutex;
 use super::http::{self, codes};
 use super::kit::{self, Setup};
 use super::{Built, ProviderSetupError};
+use crate::domain::Kopiyky;
 use crate::domain::status::ReceiptState;
-use crate::domain::{Kopiyky, SenderId};
 use crate::ports::provider::WHOLE_MESSAGE;
 use crate::ports::{
     OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, Secret, SmsProvider, Submitted,
@@ -571,10 +571,7 @@ fn token_from_answer(
 /// The send body for `sms`: digits without `+`, the alpha-name, Holub's validity capped at
 /// the API's maximum.
 pub fn send_request(sms: &OutboundSms, max_segments: Option<u8>) -> SendRequest {
-    let from = match &sms.from {
-        SenderId::Alpha(name) => name.clone(),
-        SenderId::Phone(number) => number.digits().to_owned(),
-    };
+    let from = kit::sender(&sms.from);
     SendRequest {
         from,
         to: sms.to.digits().to_owned(),
@@ -832,7 +829,7 @@ impl SmsProvider for KyivstarClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{MessageId, PhoneNumber, segments};
+    use crate::domain::{MessageId, SenderId};
 
     const SEND_REQUEST: &str = include_str!("fixtures/send_request.json");
     const SEND_RESPONSE: &str = include_str!("fixtures/send_response.json");
@@ -859,16 +856,7 @@ mod tests {
     }
 
     fn sms(text: &str) -> OutboundSms {
-        let estimate = segments::estimate(text);
-        OutboundSms {
-            id: MessageId::generate(Utc::now()),
-            to: PhoneNumber::parse("380670000200").expect("valid number"),
-            from: SenderId::parse("messagedesk").expect("valid sender"),
-            text: text.to_owned(),
-            encoding: estimate.encoding,
-            segments: u16::try_from(estimate.segments).expect("few parts"),
-            validity_seconds: 3600,
-        }
+        kit::testing::outbound("380670000200", "messagedesk", text, 3600)
     }
 
     fn kind(e: &ProviderError) -> &'static str {

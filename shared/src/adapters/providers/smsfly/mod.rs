@@ -134,7 +134,7 @@ use super::kit::{self, ErrorKind, Setup};
 use super::{Built, ProviderSetupError};
 use crate::domain::kyiv;
 use crate::domain::status::ReceiptState;
-use crate::domain::{FailureCode, Kopiyky, SenderId};
+use crate::domain::{FailureCode, Kopiyky};
 use crate::ports::provider::WHOLE_MESSAGE;
 use crate::ports::{
     OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, Secret, SmsProvider, Submitted,
@@ -393,10 +393,7 @@ impl SmsProvider for SmsFly {
 }
 
 fn send_data(sms: &OutboundSms) -> SendData {
-    let source = match &sms.from {
-        SenderId::Alpha(name) => name.clone(),
-        SenderId::Phone(number) => number.digits().to_owned(),
-    };
+    let source = kit::sender(&sms.from);
     SendData {
         recipient: sms.to.digits().to_owned(),
         channels: vec!["sms".to_owned()],
@@ -563,7 +560,8 @@ const UNLISTED_ERROR: (FailureCode, ErrorKind) = (FailureCode::ProviderError, Er
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Encoding, MessageId, PhoneNumber, segments};
+    use crate::adapters::providers::kit::testing::{minify as minified, outbound};
+    use crate::domain::{Encoding, MessageId};
     use chrono::TimeZone;
 
     const SEND_REQUEST: &str = include_str!("fixtures/send_request.json");
@@ -579,27 +577,6 @@ mod tests {
         serde_json::from_str(text).unwrap()
     }
 
-    /// The fixture without the whitespace between tokens.
-    fn minified(text: &str) -> String {
-        let mut out = String::with_capacity(text.len());
-        let (mut in_string, mut escaped) = (false, false);
-        for c in text.chars() {
-            if in_string {
-                out.push(c);
-                match (escaped, c) {
-                    (true, _) => escaped = false,
-                    (false, '\\') => escaped = true,
-                    (false, '"') => in_string = false,
-                    _ => {}
-                }
-            } else if !c.is_whitespace() {
-                in_string = c == '"';
-                out.push(c);
-            }
-        }
-        out
-    }
-
     fn client(key: &str) -> SmsFly {
         SmsFly::new(
             "fly",
@@ -607,19 +584,6 @@ mod tests {
             &Secret::new(serde_json::json!({ "key": key }).to_string()),
         )
         .unwrap()
-    }
-
-    fn outbound(to: &str, from: &str, text: &str, validity_seconds: u32) -> OutboundSms {
-        let estimate = segments::estimate(text);
-        OutboundSms {
-            id: MessageId::generate(Utc::now()),
-            to: PhoneNumber::parse(to).unwrap(),
-            from: SenderId::parse(from).unwrap(),
-            text: text.to_owned(),
-            encoding: estimate.encoding,
-            segments: u16::try_from(estimate.segments).unwrap(),
-            validity_seconds,
-        }
     }
 
     #[test]

@@ -175,9 +175,9 @@ use super::http::{self, codes};
 use super::kit::{self, Setup};
 use super::{Built, ProviderSetupError};
 use crate::domain::FailureCode;
+use crate::domain::Kopiyky;
 use crate::domain::kyiv;
 use crate::domain::status::ReceiptState;
-use crate::domain::{Kopiyky, SenderId};
 use crate::ports::provider::WHOLE_MESSAGE;
 use crate::ports::{
     OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, Secret, SmsProvider, Submitted,
@@ -358,10 +358,7 @@ pub use wire::*;
 /// The send request for one message: its number's digits, the sender, the text, and our id
 /// as `sequence_id`.
 pub fn send_request(sms: &OutboundSms) -> SendRequest {
-    let sender = match &sms.from {
-        SenderId::Alpha(name) => name.clone(),
-        SenderId::Phone(number) => number.digits().to_owned(),
-    };
+    let sender = kit::sender(&sms.from);
     SendRequest {
         recipients: vec![sms.to.digits().to_owned()],
         sms: SmsPart {
@@ -644,8 +641,9 @@ pub fn format_time(at: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::segments;
-    use crate::domain::{MessageId, PhoneNumber};
+    use crate::adapters::providers::kit::testing::{minify, outbound};
+    use crate::domain::MessageId;
+    use crate::domain::SenderId;
     use crate::ports::Retryable;
     use chrono::TimeZone;
 
@@ -662,41 +660,10 @@ mod tests {
     }
 
     fn sms(text: &str) -> OutboundSms {
-        let estimate = segments::estimate(text);
-        OutboundSms {
-            id: MessageId::generate(Utc::now()),
-            to: PhoneNumber::parse("067 123 45 67").unwrap(),
-            from: SenderId::parse("Holub").unwrap(),
-            text: text.to_owned(),
-            encoding: estimate.encoding,
-            segments: u16::try_from(estimate.segments).unwrap(),
-            validity_seconds: 3600,
-        }
+        outbound("067 123 45 67", "Holub", text, 3600)
     }
 
     /// The JSON text without the whitespace outside strings.
-    fn minify(json: &str) -> String {
-        let mut out = String::new();
-        let (mut in_string, mut escaped) = (false, false);
-        for ch in json.chars() {
-            if in_string {
-                out.push(ch);
-                if escaped {
-                    escaped = false;
-                } else if ch == '\\' {
-                    escaped = true;
-                } else if ch == '"' {
-                    in_string = false;
-                }
-            } else if ch == '"' {
-                in_string = true;
-                out.push(ch);
-            } else if !ch.is_whitespace() {
-                out.push(ch);
-            }
-        }
-        out
-    }
 
     #[test]
     fn the_documented_envelopes_parse() {
