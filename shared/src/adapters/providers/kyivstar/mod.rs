@@ -176,17 +176,25 @@ pub mod error_codes {
 pub mod wire;
 pub use wire::*;
 
+/// Every status word Holub reads, as the module documentation's table.
+pub const STATUSES: &[(&str, ReceiptState)] = &[
+    ("accepted", ReceiptState::Enroute),
+    ("delivered", ReceiptState::Delivered),
+    ("seen", ReceiptState::Delivered),
+    // Not in the descriptions that could be read; recognised in case Kyivstar uses them.
+    ("undelivered", ReceiptState::Undelivered),
+    ("failed", ReceiptState::Undelivered),
+    ("expired", ReceiptState::Expired),
+    ("rejected", ReceiptState::Rejected),
+];
+
 /// Maps a status of the status query; `None` for a word Holub does not know.
 pub fn receipt_state(status: &str) -> Option<ReceiptState> {
-    Some(match status.trim().to_ascii_lowercase().as_str() {
-        "accepted" => ReceiptState::Enroute,
-        "delivered" | "seen" => ReceiptState::Delivered,
-        // Not in the descriptions that could be read; recognised in case Kyivstar uses them.
-        "undelivered" | "failed" => ReceiptState::Undelivered,
-        "expired" => ReceiptState::Expired,
-        "rejected" => ReceiptState::Rejected,
-        _ => return None,
-    })
+    let status = status.trim();
+    STATUSES
+        .iter()
+        .find(|(word, _)| word.eq_ignore_ascii_case(status))
+        .map(|&(_, state)| state)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1067,20 +1075,25 @@ mod tests {
 
     #[test]
     fn every_status_maps_as_the_table_says() {
-        use ReceiptState::*;
-        for (word, state) in [
-            ("accepted", Some(Enroute)),
-            ("delivered", Some(Delivered)),
-            ("seen", Some(Delivered)),
-            ("DELIVERED", Some(Delivered)),
-            ("undelivered", Some(Undelivered)),
-            ("failed", Some(Undelivered)),
-            ("expired", Some(Expired)),
-            ("rejected", Some(Rejected)),
-            ("sent", None),
-            ("", None),
-        ] {
-            assert_eq!(receipt_state(word), state, "{word:?}");
+        for &(word, state) in STATUSES {
+            assert_eq!(receipt_state(word), Some(state), "{word}");
+            assert_eq!(receipt_state(&word.to_uppercase()), Some(state), "{word}");
+        }
+        // The documented table lists the same words with the same states.
+        let mut documented = 0;
+        for row in kit::doc_table(include_str!("mod.rs"), "Kyivstar status") {
+            if row[1] == "no news" {
+                continue;
+            }
+            for word in row[0].split(", ") {
+                let state = format!("{:?}", receipt_state(word).unwrap()).to_lowercase();
+                assert_eq!(state, row[1], "{word}");
+                documented += 1;
+            }
+        }
+        assert_eq!(documented, STATUSES.len());
+        for word in ["sent", ""] {
+            assert_eq!(receipt_state(word), None, "{word:?}");
         }
     }
 
