@@ -27,6 +27,16 @@ pub struct Built {
     pub webhook: Option<Arc<dyn ReceiptWebhook>>,
 }
 
+impl Built {
+    /// A provider that is polled for receipts: no webhook.
+    pub fn polled(provider: impl SmsProvider + 'static) -> Self {
+        Built {
+            provider: Arc::new(provider),
+            webhook: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderSetupError {
     #[error("unknown provider kind {0:?}")]

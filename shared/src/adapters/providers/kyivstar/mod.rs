@@ -251,11 +251,7 @@ pub fn build(
     settings: serde_json::Value,
     credentials: &Secret,
 ) -> Result<Built, ProviderSetupError> {
-    let client = KyivstarClient::new(name, settings, credentials)?;
-    Ok(Built {
-        provider: Arc::new(client),
-        webhook: None,
-    })
+    KyivstarClient::new(name, settings, credentials).map(Built::polled)
 }
 
 // ---------------------------------------------------------------------------------------

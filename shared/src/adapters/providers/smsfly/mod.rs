@@ -197,11 +197,7 @@ pub fn build(
     settings: serde_json::Value,
     credentials: &Secret,
 ) -> Result<Built, ProviderSetupError> {
-    let client = SmsFly::new(name, settings, credentials)?;
-    Ok(Built {
-        provider: std::sync::Arc::new(client),
-        webhook: None,
-    })
+    SmsFly::new(name, settings, credentials).map(Built::polled)
 }
 
 /// The SMS Fly API v2 client.

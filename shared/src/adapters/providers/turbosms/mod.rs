@@ -163,7 +163,6 @@
 //!
 //! Logs carry the route name, codes and masked numbers only, never texts or whole numbers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -201,11 +200,7 @@ pub fn build(
     settings: serde_json::Value,
     credentials: &Secret,
 ) -> Result<Built, ProviderSetupError> {
-    let client = TurboSms::new(name, settings, credentials)?;
-    Ok(Built {
-        provider: Arc::new(client),
-        webhook: None,
-    })
+    TurboSms::new(name, settings, credentials).map(Built::polled)
 }
 
 #[derive(Debug, Default, Deserialize)]
