@@ -183,7 +183,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
-use super::http::{self, codes};
+use super::http;
 use super::kit::{self, Setup};
 use super::{Built, ProviderSetupError};
 use crate::domain::FailureCode;
@@ -368,14 +368,7 @@ pub struct AlphaSms {
 }
 
 /// The kind of a provider error, before it gets its code and message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Temporary,
-    Permanent,
-    /// The account cannot send (see [`ProviderError::Account`]).
-    Account,
-    Unknown,
-}
+pub use super::kit::ErrorKind as Kind;
 
 /// Where an error text was reported: for one message, or for the whole request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -384,52 +377,39 @@ pub enum Scope {
     Request,
 }
 
-/// The Holub code and kind of an AlphaSMS error text (the table of the module doc).
+/// AlphaSMS error texts by the words they contain, first match wins (the table of the
+/// module doc): the XML API's `ERR_*` names, its descriptions and the JSON API's texts.
+#[rustfmt::skip]
+pub const ERROR_WORDS: &[(&[&str], Kind, FailureCode)] = {
+    use FailureCode as F;
+    use Kind::*;
+    &[
+        (&["access denied", "unauthori", "api key"], Account, F::ProviderUnauthorized),
+        (&["err_duplicate", "duplicate", "already exists"], Unknown, F::DuplicateClientId),
+        (&["not found"], Permanent, F::MessageNotFound),
+        (&["err_id", "message id"], Permanent, F::InvalidClientId),
+        (&["too many requests", "rate limit", "throttl"], Temporary, F::ProviderRateLimited),
+        (&["err_overlimit", "limit"], Temporary, F::ProviderQuotaExceeded),
+        (&["err_billing", "billing", "balance", "funds", "money"], Account, F::InsufficientBalance),
+        (&["err_sender", "alpha-name", "alphaname", "alpha name", "sender", "signature"], Permanent, F::SenderNotRegistered),
+        (&["err_recipient", "recipient", "phone", "destination", "number"], Permanent, F::InvalidNumber),
+        (&["err_length", "too long", "empty", "length"], Permanent, F::InvalidText),
+        (&["err_unknown", "unknown error", "internal"], Temporary, F::ProviderError),
+    ]
+};
+
+/// The Holub code and kind of an AlphaSMS error text ([`ERROR_WORDS`]); a text none of
+/// them matches is the message's refusal, or the request's passing trouble.
 pub fn classify(text: &str, scope: Scope) -> (Kind, FailureCode) {
-    use error_codes as c;
     let t = text.to_ascii_lowercase();
-    let has = |words: &[&str]| words.iter().any(|w| t.contains(w));
-    if has(&["access denied", "unauthori", "api key"]) {
-        (Kind::Account, codes::UNAUTHORIZED)
-    } else if has(&["err_duplicate", "duplicate", "already exists"]) {
-        (Kind::Unknown, c::DUPLICATE_CLIENT_ID)
-    } else if has(&["not found"]) {
-        (Kind::Permanent, c::MESSAGE_NOT_FOUND)
-    } else if has(&["err_id", "message id"]) {
-        (Kind::Permanent, c::INVALID_CLIENT_ID)
-    } else if has(&["too many requests", "rate limit", "throttl"]) {
-        (Kind::Temporary, codes::RATE_LIMITED)
-    } else if has(&["err_overlimit", "limit"]) {
-        (Kind::Temporary, c::QUOTA_EXCEEDED)
-    } else if has(&["err_billing", "billing", "balance", "funds", "money"]) {
-        (Kind::Account, c::INSUFFICIENT_BALANCE)
-    } else if has(&[
-        "err_sender",
-        "alpha-name",
-        "alphaname",
-        "alpha name",
-        "sender",
-        "signature",
-    ]) {
-        (Kind::Permanent, c::SENDER_NOT_REGISTERED)
-    } else if has(&[
-        "err_recipient",
-        "recipient",
-        "phone",
-        "destination",
-        "number",
-    ]) {
-        (Kind::Permanent, c::INVALID_NUMBER)
-    } else if has(&["err_length", "too long", "empty", "length"]) {
-        (Kind::Permanent, c::INVALID_TEXT)
-    } else if has(&["err_unknown", "unknown error", "internal"]) {
-        (Kind::Temporary, c::PROVIDER_ERROR)
-    } else {
-        match scope {
-            Scope::Message => (Kind::Permanent, c::PROVIDER_REJECTED),
-            Scope::Request => (Kind::Temporary, c::PROVIDER_ERROR),
-        }
-    }
+    ERROR_WORDS
+        .iter()
+        .find(|(words, ..)| words.iter().any(|w| t.contains(w)))
+        .map(|&(_, kind, code)| (kind, code))
+        .unwrap_or(match scope {
+            Scope::Message => (Kind::Permanent, FailureCode::ProviderRejected),
+            Scope::Request => (Kind::Temporary, FailureCode::ProviderError),
+        })
 }
 
 /// The provider error for an AlphaSMS error text. The text is the provider's own, about the
@@ -440,12 +420,7 @@ fn provider_error(provider: &str, text: Option<&str>, scope: Scope) -> ProviderE
     let shown: String = text.unwrap_or("no error text").chars().take(200).collect();
     let message = format!("{provider}: {shown}");
     tracing::warn!(provider, code = %code, error = %shown, "alphasms: refused");
-    match kind {
-        Kind::Temporary => ProviderError::temporary(code, message),
-        Kind::Permanent => ProviderError::permanent(code, message),
-        Kind::Account => ProviderError::account(code, message),
-        Kind::Unknown => ProviderError::unknown(code, message),
-    }
+    kind.error(code, message)
 }
 
 /// The Holub state of an AlphaSMS status, by name (any case, `_` or space) or number.
@@ -976,6 +951,7 @@ impl ReceiptWebhook for AlphaSmsReceipts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::providers::http::codes;
     use crate::domain::segments::Encoding;
     use crate::domain::{PhoneNumber, SenderId};
     use chrono::TimeZone;
