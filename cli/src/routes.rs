@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use holub_shared::adapters::providers::registry;
 pub use holub_shared::adapters::providers::table::RouteTable;
 use holub_shared::adapters::providers::table::{self, LocalMade, LocalProviders, ProviderEntry};
 use holub_shared::ports::{ReceiptWebhook, Secret, SecretStore};
@@ -114,17 +115,15 @@ impl LocalProviders for Simulators {
         if let Some(obj) = settings.as_object_mut() {
             obj.insert("base_url".into(), format!("http://{addr}").into());
             // A simulated provider that pushes reports to this Holub.
-            if PUSH_KINDS.contains(&entry.kind.as_str()) && !obj.contains_key("hook_url") {
-                obj.insert("hook_url".into(), receipts_url.into());
+            let hook_key = registry::get(&entry.kind).and_then(|k| k.hook_url_setting);
+            if let Some(key) = hook_key.filter(|key| !obj.contains_key(*key)) {
+                obj.insert(key.into(), receipts_url.into());
             }
         }
         self.started(&entry.name, addr.to_string());
         Ok(None)
     }
 }
-
-/// Kinds whose adapters take the receipt webhook's address as `settings.hook_url`.
-const PUSH_KINDS: &[&str] = &["alphasms"];
 
 /// Holub's own simulator protocol (the built-in simulator's), as a provider kind.
 pub const HOLUB_SIM: &str = "holub-sim";

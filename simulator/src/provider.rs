@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use holub_shared::domain::{Kopiyky, MessageId};
+use holub_shared::domain::{FailureCode, Kopiyky, MessageId};
 use holub_shared::ports::{OutboundSms, ProviderError, ProviderReceipt, SmsProvider, Submitted};
 use reqwest::StatusCode;
 
@@ -34,16 +34,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONCURRENT_REQUESTS: usize = 4;
 
 /// Codes of the errors this adapter makes up itself (the simulator's own codes are passed
-/// through).
+/// through); the answer that is not holub-sim v1 is `BAD_ANSWER`, an unknown outcome.
 pub mod codes {
-    /// The answer was not holub-sim v1: the outcome of the request is unknown.
-    pub const BAD_ANSWER: &str = "provider_bad_answer";
-    pub const TIMEOUT: &str = "provider_timeout";
-    pub const UNREACHABLE: &str = "provider_unreachable";
-    pub const UNAVAILABLE: &str = "provider_unavailable";
-    pub const RATE_LIMITED: &str = "provider_rate_limited";
-    pub const UNAUTHORIZED: &str = "provider_unauthorized";
-    pub const BAD_REQUEST: &str = "provider_bad_request";
+    pub use holub_shared::adapters::providers::http::codes::{
+        BAD_ANSWER, BAD_REQUEST, RATE_LIMITED, TIMEOUT, UNAUTHORIZED, UNAVAILABLE, UNREACHABLE,
+    };
 }
 
 /// Why a [`SimulatorProvider`] cannot be built.
@@ -251,6 +246,11 @@ fn map_result(
                 return Err(bad_answer("the send result is for another message"));
             }
             tracing::debug!(provider, client_id = %expected, code, retryable, "simulator refused a message");
+            // The simulator speaks Holub's codes, and `rejected` for a plain refusal.
+            let code = match code.as_str() {
+                "rejected" => FailureCode::ProviderRejected,
+                other => other.parse().unwrap_or(FailureCode::ProviderError),
+            };
             Err(if retryable {
                 ProviderError::Temporary { code, message }
             } else {
@@ -295,7 +295,7 @@ fn transport_error(provider: &str, e: &reqwest::Error) -> ProviderError {
     } else {
         codes::UNREACHABLE
     };
-    tracing::warn!(provider, error = %e, code, "simulator answer lost");
+    tracing::warn!(provider, error = %e, code = %code, "simulator answer lost");
     ProviderError::unknown(code, message)
 }
 
@@ -329,7 +329,6 @@ fn status_error(
         // 1xx, 2xx other than 200, 3xx: not holub-sim v1, so what happened is unknown.
         _ => return bad_answer(&message),
     };
-    let code = code.to_owned();
     if temporary || all_temporary {
         ProviderError::Temporary { code, message }
     } else {

@@ -79,30 +79,38 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-fn temporary_code(result: &Result<impl std::fmt::Debug, ProviderError>) -> Option<&str> {
+fn temporary_code(
+    result: &Result<impl std::fmt::Debug, ProviderError>,
+) -> Option<holub_shared::domain::FailureCode> {
     match result {
-        Err(ProviderError::Temporary { code, .. }) => Some(code),
+        Err(ProviderError::Temporary { code, .. }) => Some(*code),
         _ => None,
     }
 }
 
-fn unknown_code(result: &Result<impl std::fmt::Debug, ProviderError>) -> Option<&str> {
+fn unknown_code(
+    result: &Result<impl std::fmt::Debug, ProviderError>,
+) -> Option<holub_shared::domain::FailureCode> {
     match result {
-        Err(ProviderError::Unknown { code, .. }) => Some(code),
+        Err(ProviderError::Unknown { code, .. }) => Some(*code),
         _ => None,
     }
 }
 
-fn account_code(result: &Result<impl std::fmt::Debug, ProviderError>) -> Option<&str> {
+fn account_code(
+    result: &Result<impl std::fmt::Debug, ProviderError>,
+) -> Option<holub_shared::domain::FailureCode> {
     match result {
-        Err(ProviderError::Account { code, .. }) => Some(code),
+        Err(ProviderError::Account { code, .. }) => Some(*code),
         _ => None,
     }
 }
 
-fn permanent_code(result: &Result<impl std::fmt::Debug, ProviderError>) -> Option<&str> {
+fn permanent_code(
+    result: &Result<impl std::fmt::Debug, ProviderError>,
+) -> Option<holub_shared::domain::FailureCode> {
     match result {
-        Err(ProviderError::Permanent { code, .. }) => Some(code),
+        Err(ProviderError::Permanent { code, .. }) => Some(*code),
         _ => None,
     }
 }
@@ -607,7 +615,10 @@ async fn reject_ratio_one_makes_every_message_permanent() {
         .send_many(&[sms("one"), sms("two")])
         .await;
     for result in &results {
-        assert_eq!(permanent_code(result), Some("rejected"));
+        assert_eq!(
+            permanent_code(result),
+            Some(holub_shared::domain::FailureCode::ProviderRejected)
+        );
     }
     let stats = simulator.stats();
     assert_eq!((stats.accepted, stats.submissions), (0, 2));

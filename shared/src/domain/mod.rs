@@ -1,6 +1,8 @@
 //! The pure domain: values that can only hold valid data, and the rules of SMS.
 
+pub mod failure;
 pub mod ids;
+pub mod kyiv;
 pub mod message;
 pub mod money;
 pub mod phone;
@@ -10,6 +12,7 @@ pub mod status;
 pub mod text;
 pub mod transliteration;
 
+pub use failure::{FailureCode, UnknownFailureCode};
 pub use ids::{BatchId, IdempotencyKey, MessageId, TenantId};
 pub use message::{Message, MessageError, StatusChange};
 pub use money::Kopiyky;

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::domain::{Encoding, Kopiyky, MessageId, PhoneNumber, SenderId};
+use crate::domain::{Encoding, FailureCode, Kopiyky, MessageId, PhoneNumber, SenderId};
 
 use super::Retryable;
 
@@ -33,60 +33,60 @@ pub enum ProviderError {
     /// The provider could not take the message now (5xx, timeout, rate limit, throttling):
     /// another attempt, here or on another route, may succeed.
     #[error("provider temporarily unavailable: {message}")]
-    Temporary { code: String, message: String },
+    Temporary { code: FailureCode, message: String },
     /// The provider refused this message for good (bad number, unregistered sender, text
     /// too long): retrying cannot help.
     #[error("provider refused the message: {message}")]
-    Permanent { code: String, message: String },
+    Permanent { code: FailureCode, message: String },
     /// The provider's *account* cannot send now, whatever the message: credentials refused
     /// (401/403), no money left, the account blocked. The message is not at fault: another
     /// route may take it now, and this one again once someone tops up the balance or rotates
     /// the secret. The gateway opens the provider's breaker and fails over.
     #[error("provider account cannot send: {message}")]
-    Account { code: String, message: String },
+    Account { code: FailureCode, message: String },
     /// The request reached the provider but its answer did not come back (a timeout after
     /// the request was sent, a cut connection, an unreadable answer): the provider may or
     /// may not have taken the message. Sending again could send it twice, so dispatch
     /// resolves it by [`SmsProvider::lookup`] before anything else.
     #[error("provider answer lost: {message}")]
-    Unknown { code: String, message: String },
+    Unknown { code: FailureCode, message: String },
 }
 
 impl ProviderError {
-    pub fn temporary(code: &str, message: impl Into<String>) -> Self {
+    pub fn temporary(code: FailureCode, message: impl Into<String>) -> Self {
         ProviderError::Temporary {
-            code: code.to_owned(),
+            code,
             message: message.into(),
         }
     }
 
-    pub fn permanent(code: &str, message: impl Into<String>) -> Self {
+    pub fn permanent(code: FailureCode, message: impl Into<String>) -> Self {
         ProviderError::Permanent {
-            code: code.to_owned(),
+            code,
             message: message.into(),
         }
     }
 
-    pub fn account(code: &str, message: impl Into<String>) -> Self {
+    pub fn account(code: FailureCode, message: impl Into<String>) -> Self {
         ProviderError::Account {
-            code: code.to_owned(),
+            code,
             message: message.into(),
         }
     }
 
-    pub fn unknown(code: &str, message: impl Into<String>) -> Self {
+    pub fn unknown(code: FailureCode, message: impl Into<String>) -> Self {
         ProviderError::Unknown {
-            code: code.to_owned(),
+            code,
             message: message.into(),
         }
     }
 
-    pub fn code(&self) -> &str {
+    pub fn code(&self) -> FailureCode {
         match self {
             ProviderError::Temporary { code, .. }
             | ProviderError::Permanent { code, .. }
             | ProviderError::Account { code, .. }
-            | ProviderError::Unknown { code, .. } => code,
+            | ProviderError::Unknown { code, .. } => *code,
         }
     }
 
@@ -148,7 +148,15 @@ pub trait SmsProvider: Send + Sync {
     /// What the provider knows of a message we may have submitted (by our id, passed as its
     /// client-side id): `Some` if it took the message, `None` if it never saw it. This is how
     /// a submission whose outcome was lost in a crash is resolved without sending twice.
-    async fn lookup(&self, id: &MessageId) -> Result<Option<Submitted>, ProviderError>;
+    ///
+    /// The default is for providers that cannot be asked by our id: a permanent
+    /// `lookup_unsupported`.
+    async fn lookup(&self, id: &MessageId) -> Result<Option<Submitted>, ProviderError> {
+        Err(ProviderError::permanent(
+            FailureCode::LookupUnsupported,
+            format!("{} cannot look message {id} up by Holub's id", self.name()),
+        ))
+    }
 
     /// Whether receipts are pushed to us or must be polled with [`SmsProvider::status`].
     fn receipt_mode(&self) -> ReceiptMode {
@@ -171,7 +179,7 @@ pub trait SmsProvider: Send + Sync {
     ) -> Result<Vec<ProviderReceipt>, ProviderError> {
         let _ = provider_message_ids;
         Err(ProviderError::permanent(
-            "status_unsupported",
+            FailureCode::StatusUnsupported,
             format!("{} does not answer status queries", self.name()),
         ))
     }
@@ -179,7 +187,7 @@ pub trait SmsProvider: Send + Sync {
     /// The money left on the account.
     async fn balance(&self) -> Result<Kopiyky, ProviderError> {
         Err(ProviderError::permanent(
-            "balance_unsupported",
+            FailureCode::BalanceUnsupported,
             format!("{} does not report a balance", self.name()),
         ))
     }

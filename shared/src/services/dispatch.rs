@@ -150,7 +150,7 @@ impl Dispatcher {
                     // The provider may have the message: it stays in `sending` and its job
                     // comes back after `orphan_after`, when the lookup settles it.
                     Err(e) if e.is_unknown() => {
-                        tracing::warn!(code = e.code(), "dispatch: submit outcome unknown");
+                        tracing::warn!(code = %e.code(), "dispatch: submit outcome unknown");
                         outcomes[i] = JobOutcome::Retry(self.config.orphan_after);
                     }
                     answer => {
@@ -193,7 +193,7 @@ impl Dispatcher {
                 // The provider cannot look messages up: its error answer is all there is.
                 Err(ProviderError::Permanent { .. }) => to_send.push((i, message)),
                 Err(e) => {
-                    tracing::info!(code = e.code(), "dispatch: lookup before retry failed");
+                    tracing::info!(code = %e.code(), "dispatch: lookup before retry failed");
                     let delay = self.retry_delay(message.attempts);
                     let back = Transition::new(
                         message.tenant_id.clone(),
@@ -303,7 +303,7 @@ impl Dispatcher {
                     (self.expire(message, now, Some(&e)), JobOutcome::Done)
                 } else {
                     tracing::info!(
-                        code = e.code(),
+                        code = %e.code(),
                         attempts = message.attempts,
                         "dispatch: retryable provider error"
                     );
@@ -316,7 +316,7 @@ impl Dispatcher {
                     )
                     .with(Patch {
                         error: Some(MessageError {
-                            code: e.code().to_owned(),
+                            code: e.code().as_str().to_owned(),
                             message: e.message().to_owned(),
                         }),
                         ..Patch::default()
@@ -325,7 +325,7 @@ impl Dispatcher {
                 }
             }
             Err(e) => (
-                self.fail(message, now, e.code(), e.message()),
+                self.fail(message, now, e.code().as_str(), e.message()),
                 JobOutcome::Done,
             ),
         }

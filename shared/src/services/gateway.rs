@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::domain::FailureCode;
 use crate::domain::{Kopiyky, MessageId, Operator, TenantId};
 use crate::ports::{OutboundSms, ProviderError, Retryable, SmsProvider, Submitted};
 
@@ -231,7 +232,7 @@ impl Gateway {
                     None => {
                         answers[i] = Some(Err(last_error[i].take().unwrap_or_else(|| {
                             ProviderError::temporary(
-                                "no_route_available",
+                                FailureCode::NoRouteAvailable,
                                 "every provider on the route is unavailable",
                             )
                         })));
@@ -270,7 +271,12 @@ impl Gateway {
         answers
             .into_iter()
             .map(|a| {
-                a.unwrap_or_else(|| Err(ProviderError::temporary("no_route_available", "unrouted")))
+                a.unwrap_or_else(|| {
+                    Err(ProviderError::temporary(
+                        FailureCode::NoRouteAvailable,
+                        "unrouted",
+                    ))
+                })
             })
             .collect()
     }
@@ -348,7 +354,7 @@ impl Gateway {
             (Some(e), _) => Err(e),
             (None, false) => Ok(None),
             (None, true) => Err(ProviderError::permanent(
-                "lookup_unsupported",
+                FailureCode::LookupUnsupported,
                 "a provider on the route cannot look messages up",
             )),
         }
@@ -418,7 +424,7 @@ impl Gateway {
         // Loud, but once per cooldown: the trial after it is the only request that can fail.
         tracing::error!(
             provider = slot.member.name,
-            code = e.code(),
+            code = %e.code(),
             reopens_in_s = self.breaker.account_cooldown.as_secs(),
             "provider account cannot send: circuit breaker open, messages fail over"
         );
@@ -586,7 +592,7 @@ mod tests {
     }
 
     fn temporary() -> ProviderError {
-        ProviderError::temporary("provider_unavailable", "503")
+        ProviderError::temporary(FailureCode::ProviderUnavailable, "503")
     }
 
     #[test]
@@ -688,13 +694,19 @@ mod tests {
         assert_eq!(up.sends.load(Ordering::SeqCst), 5);
 
         // An unknown outcome stays with the provider that may have the message.
-        down.set(Err(ProviderError::unknown("provider_timeout", "timeout")));
+        down.set(Err(ProviderError::unknown(
+            FailureCode::ProviderTimeout,
+            "timeout",
+        )));
         let answers = g.send_many(&batch[..1]).await;
         assert!(matches!(&answers[0], Err(e) if e.is_unknown()));
         assert_eq!(up.sends.load(Ordering::SeqCst), 5);
 
         // A permanent refusal is final.
-        down.set(Err(ProviderError::permanent("invalid_number", "no")));
+        down.set(Err(ProviderError::permanent(
+            FailureCode::InvalidNumber,
+            "no",
+        )));
         let answers = g.send_many(&batch[..1]).await;
         assert!(matches!(&answers[0], Err(ProviderError::Permanent { .. })));
 
@@ -755,7 +767,10 @@ mod tests {
     async fn a_provider_that_stops_answering_is_skipped_once_its_breaker_opens() {
         let slow = Scripted::new(
             "slow",
-            Err(ProviderError::unknown("provider_timeout", "no answer")),
+            Err(ProviderError::unknown(
+                FailureCode::ProviderTimeout,
+                "no answer",
+            )),
         );
         let backup = Scripted::new("backup", Ok(()));
         let g = Gateway::new(
@@ -788,13 +803,13 @@ mod tests {
         assert_eq!(slow.sends.load(Ordering::SeqCst), 2);
     }
 
-    fn account(code: &str) -> ProviderError {
+    fn account(code: FailureCode) -> ProviderError {
         ProviderError::account(code, "TurboSMS answered 203 REQUIRED_BALANCE")
     }
 
     #[tokio::test]
     async fn an_account_error_opens_the_breaker_at_once_and_the_next_route_takes_the_message() {
-        let broke = Scripted::new("broke", Err(account("insufficient_balance")));
+        let broke = Scripted::new("broke", Err(account(FailureCode::InsufficientBalance)));
         let backup = Scripted::new("backup", Ok(()));
         let g = Gateway::new(
             vec![
@@ -841,8 +856,8 @@ mod tests {
 
     #[tokio::test]
     async fn with_every_account_out_the_message_waits_and_is_never_failed() {
-        let a = Scripted::new("a", Err(account("insufficient_balance")));
-        let b = Scripted::new("b", Err(account("provider_unauthorized")));
+        let a = Scripted::new("a", Err(account(FailureCode::InsufficientBalance)));
+        let b = Scripted::new("b", Err(account(FailureCode::ProviderUnauthorized)));
         let g = Gateway::new(
             vec![member(&a, None, Some(1)), member(&b, None, Some(2))],
             Vec::new(),

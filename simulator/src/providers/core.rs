@@ -452,15 +452,12 @@ pub fn uuid_shaped() -> String {
     )
 }
 
-/// `at` in Kyiv local time (by the tz database), written with the strftime `format`; in
-/// UTC should the database lack the zone.
+/// `at` in Kyiv local time (the domain's, from the tz database), written with the strftime
+/// `format`.
 pub fn kyiv_time(at: DateTime<Utc>, format: &str) -> String {
-    let zoned = jiff::tz::TimeZone::get("Europe/Kyiv")
-        .and_then(|kyiv| jiff::Timestamp::from_second(at.timestamp()).map(|t| t.to_zoned(kyiv)));
-    match zoned {
-        Ok(zoned) => zoned.strftime(format).to_string(),
-        Err(_) => at.format(format).to_string(),
-    }
+    holub_shared::domain::kyiv::fixed(at)
+        .format(format)
+        .to_string()
 }
 
 /// Whether `s` has the 8-4-4-4-12 hex shape of a UUID.

@@ -1018,7 +1018,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             (kind(&e), e.code().to_string().as_str()),
-            ("permanent", "invalid_message")
+            ("permanent", "provider_rejected")
         );
     }
 

@@ -421,7 +421,7 @@ fn with_offset(at: DateTime<Utc>) -> String {
     core::kyiv_time(at, "%Y-%m-%d %H:%M:%S %z")
 }
 
-/// `2026-05-01 15:00:00`, in the offset of the answer's own date.
+/// `2026-05-01 15:00:00`, Kyiv local time.
 fn without_offset(at: DateTime<Utc>) -> String {
     core::kyiv_time(at, "%Y-%m-%d %H:%M:%S")
 }

@@ -903,7 +903,10 @@ mod tests {
         let e = provider.lookup(&sms.id).await.unwrap_err();
         assert_eq!(
             e,
-            ProviderError::permanent("lookup_unsupported", e.message())
+            ProviderError::permanent(
+                holub_shared::domain::FailureCode::LookupUnsupported,
+                e.message()
+            )
         );
     }
 
@@ -976,7 +979,7 @@ mod tests {
     async fn refusals_map_to_permanent_codes() {
         let addr = start(settings()).await.unwrap();
         let provider = client(addr, TOKEN, 2000);
-        for (text, code) in [("", "empty_text"), (&*"a".repeat(1700), "text_too_long")] {
+        for (text, code) in [("", "invalid_text"), (&*"a".repeat(1700), "text_too_long")] {
             let e = provider.send(&message(text)).await.unwrap_err();
             assert!(matches!(e, ProviderError::Permanent { .. }), "{e:?}");
             assert_eq!(e.code().to_string(), code);

@@ -17,18 +17,21 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Request timeout: well below dispatch's orphan threshold (30 s).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The transport codes under their old names, so callers that spell them so keep working.
 pub mod codes {
-    pub const UNREACHABLE: &str = "provider_unreachable";
-    pub const TIMEOUT: &str = "provider_timeout";
-    pub const BAD_ANSWER: &str = "provider_bad_answer";
-    pub const UNAVAILABLE: &str = "provider_unavailable";
-    pub const RATE_LIMITED: &str = "provider_rate_limited";
+    use crate::domain::FailureCode;
+
+    pub const UNREACHABLE: FailureCode = FailureCode::ProviderUnreachable;
+    pub const TIMEOUT: FailureCode = FailureCode::ProviderTimeout;
+    pub const BAD_ANSWER: FailureCode = FailureCode::ProviderBadAnswer;
+    pub const UNAVAILABLE: FailureCode = FailureCode::ProviderUnavailable;
+    pub const RATE_LIMITED: FailureCode = FailureCode::ProviderRateLimited;
     /// The credentials were refused: an account error, and the one that makes the adapter
     /// re-read its secret (it may have been rotated).
-    pub const UNAUTHORIZED: &str = "provider_unauthorized";
-    pub const INSUFFICIENT_BALANCE: &str = "insufficient_balance";
-    pub const ACCOUNT_BLOCKED: &str = "account_blocked";
-    pub const BAD_REQUEST: &str = "provider_bad_request";
+    pub const UNAUTHORIZED: FailureCode = FailureCode::ProviderUnauthorized;
+    pub const INSUFFICIENT_BALANCE: FailureCode = FailureCode::InsufficientBalance;
+    pub const ACCOUNT_BLOCKED: FailureCode = FailureCode::AccountBlocked;
+    pub const BAD_REQUEST: FailureCode = FailureCode::ProviderBadRequest;
 }
 
 /// The HTTP client for one provider.
@@ -53,7 +56,7 @@ pub fn transport_error(provider: &str, e: &reqwest::Error) -> ProviderError {
     } else {
         codes::UNREACHABLE
     };
-    tracing::warn!(provider, error = %e, code, "provider answer lost");
+    tracing::warn!(provider, error = %e, code = %code, "provider answer lost");
     ProviderError::unknown(code, message)
 }
 

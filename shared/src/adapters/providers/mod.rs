@@ -9,8 +9,10 @@
 
 pub mod alphasms;
 pub mod http;
+pub mod kit;
 pub mod kyivstar;
 pub mod refreshing;
+pub mod registry;
 pub mod smsfly;
 pub mod table;
 pub mod turbosms;
@@ -25,6 +27,16 @@ pub struct Built {
     pub webhook: Option<Arc<dyn ReceiptWebhook>>,
 }
 
+impl Built {
+    /// A provider that is polled for receipts: no webhook.
+    pub fn polled(provider: impl SmsProvider + 'static) -> Self {
+        Built {
+            provider: Arc::new(provider),
+            webhook: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderSetupError {
     #[error("unknown provider kind {0:?}")]
@@ -35,8 +47,8 @@ pub enum ProviderSetupError {
     Credentials { name: String, message: String },
 }
 
-/// The provider kinds Holub speaks.
-pub const KINDS: &[&str] = &["turbosms", "smsfly", "alphasms", "kyivstar"];
+/// The names of the provider kinds Holub speaks ([`registry`] has the rest of each line).
+pub const KINDS: &[&str] = &registry::NAMES;
 
 /// Makes the provider `name` of `kind` from its settings (the route table's JSON object for
 /// it, without the common keys) and its credentials (a secret holding a JSON object).
@@ -46,11 +58,7 @@ pub fn build(
     settings: serde_json::Value,
     credentials: &Secret,
 ) -> Result<Built, ProviderSetupError> {
-    match kind {
-        "smsfly" => smsfly::build(name, settings, credentials),
-        "alphasms" => alphasms::build(name, settings, credentials),
-        "kyivstar" => kyivstar::build(name, settings, credentials),
-        "turbosms" => turbosms::build(name, settings, credentials),
-        other => Err(ProviderSetupError::UnknownKind(other.to_owned())),
-    }
+    let kind =
+        registry::get(kind).ok_or_else(|| ProviderSetupError::UnknownKind(kind.to_owned()))?;
+    (kind.build)(name, settings, credentials)
 }

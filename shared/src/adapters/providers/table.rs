@@ -6,7 +6,7 @@
 //! ```toml
 //! [[provider]]
 //! name = "kyivstar"                    # how messages and the receipt URL name it
-//! kind = "kyivstar"                    # turbosms | smsfly | alphasms | kyivstar (+ holub-sim locally)
+//! kind = "kyivstar"                    # a name of `registry::KINDS` (+ holub-sim locally)
 //! credentials = "providers/kyivstar"   # secret name (a JSON object; see the README)
 //! messages_per_second = 20             # held exactly; omit for no limit
 //! price_per_part_kopiyky = 70          # for routes ordered by price

@@ -183,10 +183,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
-use super::http::{self, codes};
+use super::http;
+use super::kit::{self, Setup};
 use super::{Built, ProviderSetupError};
+use crate::domain::FailureCode;
 use crate::domain::status::ReceiptState;
-use crate::domain::{Kopiyky, MessageId, SenderId};
+use crate::domain::{Kopiyky, MessageId};
 use crate::ports::provider::WHOLE_MESSAGE;
 use crate::ports::{
     OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, ReceiptWebhook, Secret, SmsProvider,
@@ -203,7 +205,7 @@ pub const DEFAULT_BASE_URL: &str = "https://alphasms.net";
 pub const API_PATH: &str = "/api/json.php";
 pub const DEFAULT_BATCH_SIZE: usize = 100;
 pub const MAX_BATCH_SIZE: usize = 1000;
-pub const MAX_TIMEOUT_MS: u64 = 60_000;
+pub const MAX_TIMEOUT_MS: u64 = kit::MAX_TIMEOUT_MS;
 pub const MIN_HOOK_TOKEN_LEN: usize = 16;
 /// The documented range of `sms_lifetime`, in seconds (one hour to three days).
 pub const MIN_SMS_LIFETIME: u32 = 3_600;
@@ -212,276 +214,25 @@ pub const MAX_SMS_LIFETIME: u32 = 259_200;
 /// Holub's stable error codes for AlphaSMS answers (the transport ones are in
 /// [`http::codes`]).
 pub mod error_codes {
-    pub const DUPLICATE_CLIENT_ID: &str = "duplicate_client_id";
-    pub const MESSAGE_NOT_FOUND: &str = "message_not_found";
-    pub const INVALID_CLIENT_ID: &str = "invalid_client_id";
-    pub const QUOTA_EXCEEDED: &str = "provider_quota_exceeded";
-    pub const INSUFFICIENT_BALANCE: &str = "insufficient_balance";
-    pub const SENDER_NOT_REGISTERED: &str = "sender_not_registered";
-    pub const INVALID_NUMBER: &str = "invalid_number";
-    pub const INVALID_TEXT: &str = "invalid_text";
-    pub const PROVIDER_ERROR: &str = "provider_error";
-    pub const PROVIDER_REJECTED: &str = "provider_rejected";
-    pub const CURRENCY_UNSUPPORTED: &str = "balance_currency_unsupported";
+    use crate::domain::FailureCode;
+
+    pub const DUPLICATE_CLIENT_ID: FailureCode = FailureCode::DuplicateClientId;
+    pub const MESSAGE_NOT_FOUND: FailureCode = FailureCode::MessageNotFound;
+    pub const INVALID_CLIENT_ID: FailureCode = FailureCode::InvalidClientId;
+    pub const QUOTA_EXCEEDED: FailureCode = FailureCode::ProviderQuotaExceeded;
+    pub const INSUFFICIENT_BALANCE: FailureCode = FailureCode::InsufficientBalance;
+    pub const SENDER_NOT_REGISTERED: FailureCode = FailureCode::SenderNotRegistered;
+    pub const INVALID_NUMBER: FailureCode = FailureCode::InvalidNumber;
+    pub const INVALID_TEXT: FailureCode = FailureCode::InvalidText;
+    pub const PROVIDER_ERROR: FailureCode = FailureCode::ProviderError;
+    pub const PROVIDER_REJECTED: FailureCode = FailureCode::ProviderRejected;
+    pub const CURRENCY_UNSUPPORTED: FailureCode = FailureCode::BalanceCurrencyUnsupported;
 }
 
 /// The JSON bodies, as documented. Answers are read with [`parse`](wire::parse), which
 /// keeps every JSON number as its literal text, so no amount or id ever passes through a
 /// float.
-pub mod wire {
-    use serde::de::{DeserializeOwned, Error as _};
-    use serde::{Deserialize, Deserializer, Serialize};
-
-    /// A request: the API key and the commands.
-    #[derive(Debug, Serialize)]
-    pub struct Request<'a> {
-        pub auth: &'a str,
-        pub data: Vec<RequestItem>,
-    }
-
-    /// One command of a request.
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-    #[serde(tag = "type", rename_all = "lowercase")]
-    pub enum RequestItem {
-        Sms(SmsItem),
-        Status { id: ClientId },
-        Balance,
-    }
-
-    /// A message to send.
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-    pub struct SmsItem {
-        pub id: ClientId,
-        /// The E.164 digits, as a JSON number.
-        pub phone: u64,
-        pub sms_signature: String,
-        pub sms_message: String,
-        /// Seconds the operator keeps trying, within
-        /// [`MIN_SMS_LIFETIME`](super::MIN_SMS_LIFETIME)..=[`MAX_SMS_LIFETIME`](super::MAX_SMS_LIFETIME).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub sms_lifetime: Option<u32>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub short_link: Option<bool>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub unsubscribe_link: Option<bool>,
-        /// Where delivery reports of this message go.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub hook: Option<String>,
-    }
-
-    /// The client's id of a message, documented as a number. Only constructed within
-    /// 1..=2^53-1: the documentation gives no range, and that is the range in which every
-    /// JSON reader keeps an integer exact (RFC 8259 §6), whatever the gateway parses it with.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-    #[serde(transparent)]
-    pub struct ClientId(u64);
-
-    impl ClientId {
-        pub const MAX: u64 = (1 << 53) - 1;
-
-        pub fn new(n: u64) -> Option<Self> {
-            (1..=Self::MAX).contains(&n).then_some(ClientId(n))
-        }
-
-        /// The client id of one of our messages: the low 53 bits of the ULID's random part.
-        ///
-        /// Derived, not stored, so that everything keyed by our id (the hook URL, status
-        /// queries, the lookup of a message whose submit answer was lost) finds the number
-        /// again without a store read or an extra write per message.
-        ///
-        /// Collisions: ids made by one process in one millisecond differ by increments of
-        /// the random part, so they get consecutive numbers and never collide. Other ids
-        /// carry independent random bits, so among N ids the expected number of colliding
-        /// pairs is N²/2^54: 5·10⁻⁵ for a million messages, 0.006 for ten million. Only ids
-        /// AlphaSMS still holds matter (status queries run within a message's validity, at
-        /// most three days); AlphaSMS does not say how long it remembers a client id for
-        /// `ERR_DUPLICATE`. Should one account pass ~10⁸ messages *and* AlphaSMS remember ids
-        /// that long, this must become a stored mapping.
-        pub fn of(id: &super::MessageId) -> Self {
-            let low = u64::try_from(id.random_bits() & u128::from(Self::MAX)).unwrap_or(0);
-            // 0 is avoided: a PHP gateway reads 0 as "no id".
-            ClientId(low % Self::MAX + 1)
-        }
-
-        pub fn get(self) -> u64 {
-            self.0
-        }
-    }
-
-    impl std::fmt::Display for ClientId {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            self.0.fmt(f)
-        }
-    }
-
-    /// A whole answer. `data` is absent when the whole request was refused.
-    #[derive(Debug, Deserialize)]
-    #[serde(bound(deserialize = "T: Deserialize<'de>"))]
-    pub struct Answer<T> {
-        pub success: Flag,
-        #[serde(default)]
-        pub error: Option<String>,
-        #[serde(default)]
-        pub data: Option<Vec<Item<T>>>,
-    }
-
-    /// The answer to one command.
-    #[derive(Debug, Deserialize)]
-    #[serde(bound(deserialize = "T: Deserialize<'de>"))]
-    pub struct Item<T> {
-        pub success: Flag,
-        #[serde(default)]
-        pub error: Option<String>,
-        #[serde(default)]
-        pub data: Option<T>,
-    }
-
-    /// A send command's answer (a failed one carries only `id`).
-    #[derive(Debug, Default, Deserialize)]
-    pub struct SendData {
-        #[serde(default)]
-        pub id: Option<String>,
-        #[serde(default)]
-        pub msg_id: Option<String>,
-        /// Undocumented (`1` in the example).
-        #[serde(default)]
-        pub data: Option<String>,
-        #[serde(default)]
-        pub parts: Option<String>,
-    }
-
-    /// A status command's answer; also what a delivery report to the hook is taken to be.
-    #[derive(Debug, Default, Deserialize)]
-    pub struct StatusData {
-        #[serde(default)]
-        pub id: Option<String>,
-        /// `sms`, `viber`, …
-        #[serde(default, rename = "type")]
-        pub kind: Option<String>,
-        /// A status name of the reference, or its number.
-        #[serde(default)]
-        pub status: Option<String>,
-        /// Not in the status answer; read if a report carries it.
-        #[serde(default)]
-        pub msg_id: Option<String>,
-    }
-
-    /// A balance command's answer.
-    #[derive(Debug, Default, Deserialize)]
-    pub struct BalanceData {
-        /// Hryvnias with up to four decimals, as the literal text of the JSON number.
-        #[serde(default)]
-        pub amount: Option<String>,
-        #[serde(default)]
-        pub currency: Option<String>,
-    }
-
-    /// A delivery report as it may arrive at the hook: one item or several.
-    #[derive(Debug, Deserialize)]
-    #[serde(untagged)]
-    pub enum HookBody {
-        One(StatusData),
-        Many(Vec<StatusData>),
-    }
-
-    /// The command id an answer item echoes.
-    pub trait Echo {
-        fn echo_id(&self) -> Option<&str>;
-    }
-
-    impl Echo for SendData {
-        fn echo_id(&self) -> Option<&str> {
-            self.id.as_deref()
-        }
-    }
-
-    impl Echo for StatusData {
-        fn echo_id(&self) -> Option<&str> {
-            self.id.as_deref()
-        }
-    }
-
-    impl Echo for BalanceData {
-        fn echo_id(&self) -> Option<&str> {
-            None
-        }
-    }
-
-    /// `success`: documented as an integer, shown as a boolean.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct Flag(pub bool);
-
-    impl<'de> Deserialize<'de> for Flag {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            #[derive(Deserialize)]
-            #[serde(untagged)]
-            enum Raw {
-                Bool(bool),
-                Text(String),
-            }
-            match Raw::deserialize(d)? {
-                Raw::Bool(b) => Ok(Flag(b)),
-                Raw::Text(t) => match t.trim() {
-                    "1" | "true" => Ok(Flag(true)),
-                    "0" | "false" => Ok(Flag(false)),
-                    other => Err(D::Error::custom(format!("not a success flag: {other:?}"))),
-                },
-            }
-        }
-    }
-
-    /// Parses an answer, every JSON number read as its literal text.
-    pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(&lossless(body))
-    }
-
-    /// Rewrites every JSON number outside strings as a string holding its literal text
-    /// (`31.1683` → `"31.1683"`), so that typed fields read it exactly. Anything that is not
-    /// JSON stays not JSON.
-    pub fn lossless(body: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(body.len() + 16);
-        let mut in_string = false;
-        let mut escaped = false;
-        let mut i = 0;
-        while i < body.len() {
-            let b = body[i];
-            if in_string {
-                out.push(b);
-                if escaped {
-                    escaped = false;
-                } else if b == b'\\' {
-                    escaped = true;
-                } else if b == b'"' {
-                    in_string = false;
-                }
-                i += 1;
-                continue;
-            }
-            match b {
-                b'"' => {
-                    in_string = true;
-                    out.push(b);
-                    i += 1;
-                }
-                b'-' | b'0'..=b'9' => {
-                    out.push(b'"');
-                    while i < body.len()
-                        && matches!(body[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
-                    {
-                        out.push(body[i]);
-                        i += 1;
-                    }
-                    out.push(b'"');
-                }
-                _ => {
-                    out.push(b);
-                    i += 1;
-                }
-            }
-        }
-        out
-    }
-}
+pub mod wire;
 
 /// The route table's settings for an AlphaSMS route.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -512,25 +263,13 @@ pub fn build(
     settings: serde_json::Value,
     credentials: &Secret,
 ) -> Result<Built, ProviderSetupError> {
-    let settings_error = |message: String| ProviderSetupError::Settings {
-        name: name.to_owned(),
-        message,
-    };
-    let credentials_error = |message: String| ProviderSetupError::Credentials {
-        name: name.to_owned(),
-        message,
-    };
+    let setup = Setup::new(name);
+    let settings_error = |message: String| setup.settings_error(message);
+    let credentials_error = |message: String| setup.credentials_error(message);
 
-    let settings: Settings = match settings {
-        serde_json::Value::Null => Settings::default(),
-        value @ serde_json::Value::Object(_) => {
-            serde_json::from_value(value).map_err(|e| settings_error(e.to_string()))?
-        }
-        _ => return Err(settings_error("settings must be a JSON object".to_owned())),
-    };
-    let base = settings.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
-    let endpoint = web_url(&format!("{}{API_PATH}", base.trim_end_matches('/')))
-        .map_err(|e| settings_error(format!("base_url: {e}")))?;
+    let settings: Settings = setup.settings(settings)?;
+    let base = setup.base_url(settings.base_url.as_deref(), DEFAULT_BASE_URL)?;
+    let endpoint = setup.join(&base, API_PATH)?;
     let hook_url = match settings.hook_url.as_deref() {
         None => None,
         Some(raw) => {
@@ -546,15 +285,9 @@ pub fn build(
             Some(url)
         }
     };
-    let timeout = match settings.timeout_ms {
-        None => http::REQUEST_TIMEOUT,
-        Some(ms) if (1..=MAX_TIMEOUT_MS).contains(&ms) => Duration::from_millis(ms),
-        Some(ms) => {
-            return Err(settings_error(format!(
-                "timeout_ms must be 1 to {MAX_TIMEOUT_MS}, not {ms}"
-            )));
-        }
-    };
+    let timeout = setup
+        .timeout(settings.timeout_ms, MAX_TIMEOUT_MS)?
+        .unwrap_or(http::REQUEST_TIMEOUT);
     let batch_size = match settings.batch_size {
         None => DEFAULT_BATCH_SIZE,
         Some(n) if (1..=MAX_BATCH_SIZE).contains(&n) => n,
@@ -565,11 +298,11 @@ pub fn build(
         }
     };
 
-    let credentials: Credentials =
-        serde_json::from_str(credentials.expose()).map_err(|e| credentials_error(describe(&e)))?;
-    if credentials.api_key.trim().is_empty() {
-        return Err(credentials_error("api_key is empty".to_owned()));
-    }
+    let credentials: Credentials = setup.credentials(
+        credentials,
+        r#"a JSON object {"api_key": "…", "hook_token": "…"}"#,
+    )?;
+    let api_key = setup.required(&credentials.api_key, "api_key")?;
     let hook = match (hook_url, credentials.hook_token) {
         (None, _) => None,
         (Some(_), None) => {
@@ -594,7 +327,7 @@ pub fn build(
     let provider = AlphaSms {
         name: name.to_owned(),
         endpoint,
-        api_key: Secret::new(credentials.api_key),
+        api_key,
         hook,
         timeout,
         batch_size,
@@ -615,27 +348,15 @@ fn web_url(raw: &str) -> Result<reqwest::Url, String> {
     Ok(url)
 }
 
-/// A credentials parse error, without echoing any value of the secret.
-fn describe(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    if text.starts_with("missing field") || text.starts_with("unknown field") {
-        text
-    } else {
-        format!(
-            "expected a JSON object {{\"api_key\": \"…\", \"hook_token\": \"…\"}} (error at line {}, column {})",
-            e.line(),
-            e.column()
-        )
-    }
-}
-
 /// The hook Holub asks AlphaSMS to report to.
+#[derive(Debug)]
 struct Hook {
     url: reqwest::Url,
     token: Secret,
 }
 
 /// The AlphaSMS client of one route.
+#[derive(Debug)]
 pub struct AlphaSms {
     name: String,
     endpoint: reqwest::Url,
@@ -647,14 +368,7 @@ pub struct AlphaSms {
 }
 
 /// The kind of a provider error, before it gets its code and message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Temporary,
-    Permanent,
-    /// The account cannot send (see [`ProviderError::Account`]).
-    Account,
-    Unknown,
-}
+pub use super::kit::ErrorKind as Kind;
 
 /// Where an error text was reported: for one message, or for the whole request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -663,52 +377,39 @@ pub enum Scope {
     Request,
 }
 
-/// The Holub code and kind of an AlphaSMS error text (the table of the module doc).
-pub fn classify(text: &str, scope: Scope) -> (Kind, &'static str) {
-    use error_codes as c;
+/// AlphaSMS error texts by the words they contain, first match wins (the table of the
+/// module doc): the XML API's `ERR_*` names, its descriptions and the JSON API's texts.
+#[rustfmt::skip]
+pub const ERROR_WORDS: &[(&[&str], Kind, FailureCode)] = {
+    use FailureCode as F;
+    use Kind::*;
+    &[
+        (&["access denied", "unauthori", "api key"], Account, F::ProviderUnauthorized),
+        (&["err_duplicate", "duplicate", "already exists"], Unknown, F::DuplicateClientId),
+        (&["not found"], Permanent, F::MessageNotFound),
+        (&["err_id", "message id"], Permanent, F::InvalidClientId),
+        (&["too many requests", "rate limit", "throttl"], Temporary, F::ProviderRateLimited),
+        (&["err_overlimit", "limit"], Temporary, F::ProviderQuotaExceeded),
+        (&["err_billing", "billing", "balance", "funds", "money"], Account, F::InsufficientBalance),
+        (&["err_sender", "alpha-name", "alphaname", "alpha name", "sender", "signature"], Permanent, F::SenderNotRegistered),
+        (&["err_recipient", "recipient", "phone", "destination", "number"], Permanent, F::InvalidNumber),
+        (&["err_length", "too long", "empty", "length"], Permanent, F::InvalidText),
+        (&["err_unknown", "unknown error", "internal"], Temporary, F::ProviderError),
+    ]
+};
+
+/// The Holub code and kind of an AlphaSMS error text ([`ERROR_WORDS`]); a text none of
+/// them matches is the message's refusal, or the request's passing trouble.
+pub fn classify(text: &str, scope: Scope) -> (Kind, FailureCode) {
     let t = text.to_ascii_lowercase();
-    let has = |words: &[&str]| words.iter().any(|w| t.contains(w));
-    if has(&["access denied", "unauthori", "api key"]) {
-        (Kind::Account, codes::UNAUTHORIZED)
-    } else if has(&["err_duplicate", "duplicate", "already exists"]) {
-        (Kind::Unknown, c::DUPLICATE_CLIENT_ID)
-    } else if has(&["not found"]) {
-        (Kind::Permanent, c::MESSAGE_NOT_FOUND)
-    } else if has(&["err_id", "message id"]) {
-        (Kind::Permanent, c::INVALID_CLIENT_ID)
-    } else if has(&["too many requests", "rate limit", "throttl"]) {
-        (Kind::Temporary, codes::RATE_LIMITED)
-    } else if has(&["err_overlimit", "limit"]) {
-        (Kind::Temporary, c::QUOTA_EXCEEDED)
-    } else if has(&["err_billing", "billing", "balance", "funds", "money"]) {
-        (Kind::Account, c::INSUFFICIENT_BALANCE)
-    } else if has(&[
-        "err_sender",
-        "alpha-name",
-        "alphaname",
-        "alpha name",
-        "sender",
-        "signature",
-    ]) {
-        (Kind::Permanent, c::SENDER_NOT_REGISTERED)
-    } else if has(&[
-        "err_recipient",
-        "recipient",
-        "phone",
-        "destination",
-        "number",
-    ]) {
-        (Kind::Permanent, c::INVALID_NUMBER)
-    } else if has(&["err_length", "too long", "empty", "length"]) {
-        (Kind::Permanent, c::INVALID_TEXT)
-    } else if has(&["err_unknown", "unknown error", "internal"]) {
-        (Kind::Temporary, c::PROVIDER_ERROR)
-    } else {
-        match scope {
-            Scope::Message => (Kind::Permanent, c::PROVIDER_REJECTED),
-            Scope::Request => (Kind::Temporary, c::PROVIDER_ERROR),
-        }
-    }
+    ERROR_WORDS
+        .iter()
+        .find(|(words, ..)| words.iter().any(|w| t.contains(w)))
+        .map(|&(_, kind, code)| (kind, code))
+        .unwrap_or(match scope {
+            Scope::Message => (Kind::Permanent, FailureCode::ProviderRejected),
+            Scope::Request => (Kind::Temporary, FailureCode::ProviderError),
+        })
 }
 
 /// The provider error for an AlphaSMS error text. The text is the provider's own, about the
@@ -718,18 +419,12 @@ fn provider_error(provider: &str, text: Option<&str>, scope: Scope) -> ProviderE
     let (kind, code) = classify(text.unwrap_or(""), scope);
     let shown: String = text.unwrap_or("no error text").chars().take(200).collect();
     let message = format!("{provider}: {shown}");
-    tracing::warn!(provider, code, error = %shown, "alphasms: refused");
-    match kind {
-        Kind::Temporary => ProviderError::temporary(code, message),
-        Kind::Permanent => ProviderError::permanent(code, message),
-        Kind::Account => ProviderError::account(code, message),
-        Kind::Unknown => ProviderError::unknown(code, message),
-    }
+    tracing::warn!(provider, code = %code, error = %shown, "alphasms: refused");
+    kind.error(code, message)
 }
 
 /// The Holub state of an AlphaSMS status, by name (any case, `_` or space) or number.
 pub fn receipt_state(status: &str) -> Option<ReceiptState> {
-    use ReceiptState::*;
     let name = status
         .trim()
         .to_ascii_uppercase()
@@ -737,30 +432,44 @@ pub fn receipt_state(status: &str) -> Option<ReceiptState> {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");
-    Some(match name.as_str() {
-        "1" | "ACCEPTED" => Enroute,
-        "2" | "DELETED" => Undelivered,
-        "3" | "DELIVERED" => Delivered,
-        "4" | "EXPIRED" => Expired,
-        "5" | "FILTERED" => Rejected,
-        "6" | "INVALID DESTINATION ADDRESS" => Rejected,
-        "7" | "INVALID SOURCE ADDRESS" => Rejected,
-        "8" | "NO ROUTE" => Rejected,
-        "9" | "PARTIALLY DELIVERED" => Undelivered,
-        "10" | "QUEUED" => Enroute,
-        "11" | "READ" => Delivered,
-        "12" | "REJECTED" => Rejected,
-        "13" | "REPLIED" => Delivered,
-        "14" | "ROUTING" => Enroute,
-        "15" | "SIM FULL" => Undelivered,
-        "16" | "UNDELIVERABLE" => Undelivered,
-        "17" | "UNKNOWN" => Enroute,
-        // The XML API's vocabulary.
-        "SCHEDULED" | "ENROUTE" | "SENDING" => Enroute,
-        "DISCARDED" | "NOT SUPPORTED" | "WRONG ALPHANAME" | "WRONG ALPHANAME RETURNED" => Rejected,
-        _ => return None,
-    })
+    STATUSES
+        .iter()
+        .find(|&&(number, word, _)| word == name || (!number.is_empty() && number == name))
+        .map(|&(.., state)| state)
 }
+
+/// Every documented status, by number and name (`fixtures/message_statuses.tsv`, in its
+/// order), then the XML API's words (no number), with what each means for Holub.
+#[rustfmt::skip]
+pub const STATUSES: &[(&str, &str, ReceiptState)] = {
+    use ReceiptState::*;
+    &[
+        ("1", "ACCEPTED", Enroute),
+        ("2", "DELETED", Undelivered),
+        ("3", "DELIVERED", Delivered),
+        ("4", "EXPIRED", Expired),
+        ("5", "FILTERED", Rejected),
+        ("6", "INVALID DESTINATION ADDRESS", Rejected),
+        ("7", "INVALID SOURCE ADDRESS", Rejected),
+        ("8", "NO ROUTE", Rejected),
+        ("9", "PARTIALLY DELIVERED", Undelivered),
+        ("10", "QUEUED", Enroute),
+        ("11", "READ", Delivered),
+        ("12", "REJECTED", Rejected),
+        ("13", "REPLIED", Delivered),
+        ("14", "ROUTING", Enroute),
+        ("15", "SIM FULL", Undelivered),
+        ("16", "UNDELIVERABLE", Undelivered),
+        ("17", "UNKNOWN", Enroute),
+        ("", "SCHEDULED", Enroute),
+        ("", "ENROUTE", Enroute),
+        ("", "SENDING", Enroute),
+        ("", "DISCARDED", Rejected),
+        ("", "NOT SUPPORTED", Rejected),
+        ("", "WRONG ALPHANAME", Rejected),
+        ("", "WRONG ALPHANAME RETURNED", Rejected),
+    ]
+};
 
 /// Hryvnias with any number of decimals, rounded down to whole kopiykas, without a float.
 pub fn floor_to_kopiyky(amount: &str) -> Option<Kopiyky> {
@@ -855,10 +564,7 @@ impl AlphaSms {
                 format!("{}: {} is not a number", self.name, sms.to.masked()),
             )
         })?;
-        let signature = match &sms.from {
-            SenderId::Alpha(name) => name.clone(),
-            SenderId::Phone(number) => number.digits().to_owned(),
-        };
+        let signature = kit::sender(&sms.from);
         let hook = self.hook.as_ref().map(|hook| {
             let mut url = hook.url.clone();
             url.query_pairs_mut()
@@ -1050,26 +756,40 @@ impl SmsProvider for AlphaSms {
         }
     }
 
+    /// Pushed or not, AlphaSMS answers status queries: receipts overdue after a crash or a
+    /// lost push are asked for.
+    fn answers_status(&self) -> bool {
+        true
+    }
+
     async fn status(
         &self,
         provider_message_ids: &[String],
     ) -> Result<Vec<ProviderReceipt>, ProviderError> {
-        let wanted: Vec<(String, MessageId)> = provider_message_ids
+        let ours = |p: &String| p.parse::<MessageId>().ok().map(|id| (p.clone(), id));
+        let wanted: Vec<String> = provider_message_ids
             .iter()
-            .filter_map(|p| match p.parse::<MessageId>() {
-                Ok(id) => Some((p.clone(), id)),
-                Err(_) => {
+            .filter(|p| {
+                let ok = ours(p).is_some();
+                if !ok {
                     tracing::warn!(provider = %self.name, provider_message_id = %p, "alphasms: not one of our ids");
-                    None
                 }
+                ok
             })
+            .cloned()
             .collect();
         let now = Utc::now();
-        let mut receipts = Vec::new();
-        for chunk in wanted.chunks(self.batch_size) {
-            receipts.extend(self.status_chunk(chunk, now).await?);
-        }
-        Ok(receipts)
+        kit::status_in_chunks(
+            &self.name,
+            &wanted,
+            self.batch_size,
+            1,
+            |chunk| async move {
+                let chunk: Vec<(String, MessageId)> = chunk.iter().filter_map(ours).collect();
+                self.status_chunk(&chunk, now).await
+            },
+        )
+        .await
     }
 
     async fn balance(&self) -> Result<Kopiyky, ProviderError> {
@@ -1237,8 +957,9 @@ impl ReceiptWebhook for AlphaSmsReceipts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::PhoneNumber;
+    use crate::adapters::providers::http::codes;
     use crate::domain::segments::Encoding;
+    use crate::domain::{PhoneNumber, SenderId};
     use chrono::TimeZone;
     use wire::{HookBody, Request, parse};
 
@@ -1250,7 +971,7 @@ mod tests {
     const STATUS_OK: &str = include_str!("fixtures/status_response.json");
     const BALANCE_REQUEST: &str = include_str!("fixtures/balance_request.json");
     const BALANCE_OK: &str = include_str!("fixtures/balance_response.json");
-    const STATUSES: &str = include_str!("fixtures/message_statuses.tsv");
+    const STATUSES_TSV: &str = include_str!("fixtures/message_statuses.tsv");
     const ERRORS: &str = include_str!("fixtures/error_codes.tsv");
     const DOC_KEY: &str = "bb56a4369eb19***cfec6d1776bd25";
     const TOKEN: &str = "a-hook-token-of-32-characters-xx";
@@ -1518,27 +1239,16 @@ mod tests {
 
     #[test]
     fn every_documented_status_maps_as_the_table_says() {
-        use ReceiptState::*;
-        let expected = [
-            ("ACCEPTED", Enroute),
-            ("DELETED", Undelivered),
-            ("DELIVERED", Delivered),
-            ("EXPIRED", Expired),
-            ("FILTERED", Rejected),
-            ("INVALID DESTINATION ADDRESS", Rejected),
-            ("INVALID SOURCE ADDRESS", Rejected),
-            ("NO ROUTE", Rejected),
-            ("PARTIALLY DELIVERED", Undelivered),
-            ("QUEUED", Enroute),
-            ("READ", Delivered),
-            ("REJECTED", Rejected),
-            ("REPLIED", Delivered),
-            ("ROUTING", Enroute),
-            ("SIM FULL", Undelivered),
-            ("UNDELIVERABLE", Undelivered),
-            ("UNKNOWN", Enroute),
-        ];
-        let documented: Vec<(&str, &str)> = STATUSES
+        for &(number, name, state) in STATUSES {
+            for written in [name, &name.to_lowercase(), &name.replace(' ', "_")] {
+                assert_eq!(receipt_state(written), Some(state), "{written}");
+            }
+            if !number.is_empty() {
+                assert_eq!(receipt_state(number), Some(state), "#{number}");
+            }
+        }
+        // The documented list is the numbered part of the table, in order.
+        let documented: Vec<(&str, &str)> = STATUSES_TSV
             .lines()
             .skip(1)
             .filter(|l| !l.trim().is_empty())
@@ -1547,30 +1257,12 @@ mod tests {
                 (cols.next().unwrap_or(""), cols.next().unwrap_or(""))
             })
             .collect();
-        assert_eq!(documented.len(), expected.len());
-        for ((number, name), (want_name, state)) in documented.into_iter().zip(expected) {
-            assert_eq!(name, want_name);
-            assert_eq!(receipt_state(name), Some(state), "{name}");
-            assert_eq!(receipt_state(number), Some(state), "#{number}");
-            assert_eq!(receipt_state(&name.to_lowercase()), Some(state), "{name}");
-            assert_eq!(
-                receipt_state(&name.replace(' ', "_")),
-                Some(state),
-                "{name}"
-            );
-        }
-        for (name, state) in [
-            ("SCHEDULED", Enroute),
-            ("ENROUTE", Enroute),
-            ("SENDING", Enroute),
-            ("DISCARDED", Rejected),
-            ("NOT_SUPPORTED", Rejected),
-            ("WRONG_ALPHANAME", Rejected),
-            ("WRONG_ALPHANAME_RETURNED", Rejected),
-            ("Delivered", Delivered),
-        ] {
-            assert_eq!(receipt_state(name), Some(state), "{name}");
-        }
+        let numbered: Vec<(&str, &str)> = STATUSES
+            .iter()
+            .filter(|(number, ..)| !number.is_empty())
+            .map(|&(number, name, _)| (number, name))
+            .collect();
+        assert_eq!(documented, numbered);
         for name in ["", "DELIVRD?", "0", "18", "SENT"] {
             assert_eq!(receipt_state(name), None, "{name}");
         }
@@ -1892,6 +1584,10 @@ mod tests {
         );
         assert_eq!(pushed.provider.receipt_mode(), ReceiptMode::Push);
         assert!(pushed.webhook.is_some());
+        assert!(
+            pushed.provider.answers_status(),
+            "overdue pushed receipts are asked for"
+        );
     }
 
     #[test]

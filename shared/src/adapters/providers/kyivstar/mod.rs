@@ -78,7 +78,7 @@
 //! | `404`, other 4xx | `provider_bad_request` | permanent |
 //! | `408` | `provider_timeout` | temporary |
 //! | `413` (text longer than `maxSegments`) | `text_too_long` | permanent |
-//! | `422` (content refused: number, sender, text) | `invalid_message` | permanent |
+//! | `422` (content refused: number, sender or text, unsaid which) | `provider_rejected` | permanent |
 //! | `429` | `provider_rate_limited` | temporary |
 //! | 5xx | `provider_unavailable` | temporary |
 //! | batch item with `errorCode` | `provider_rejected` | permanent |
@@ -121,13 +121,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use reqwest::{RequestBuilder, StatusCode, header};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::http::{self, codes};
+use super::kit::{self, Setup};
 use super::{Built, ProviderSetupError};
+use crate::domain::Kopiyky;
 use crate::domain::status::ReceiptState;
-use crate::domain::{Kopiyky, SenderId};
 use crate::ports::provider::WHOLE_MESSAGE;
 use crate::ports::{
     OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, Secret, SmsProvider, Submitted,
@@ -153,6 +154,8 @@ pub const MAX_SEGMENTS: u8 = 6;
 pub const ERROR_NOT_DELIVERED_OR_UNKNOWN: i64 = 1040;
 
 const DEFAULT_BATCH_SIZE: usize = 100;
+/// Status batches in flight at once.
+const MAX_CONCURRENT_STATUS: usize = 4;
 const MAX_BATCH_SIZE: usize = 1000;
 /// Assumed token lifetime when the token answer does not say.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -162,196 +165,36 @@ const MAX_ERROR_MESSAGE: usize = 200;
 
 /// Holub's codes for the answers that `http` has no code for.
 pub mod error_codes {
-    pub const TEXT_TOO_LONG: &str = "text_too_long";
-    pub const INVALID_MESSAGE: &str = "invalid_message";
-    pub const REJECTED: &str = "provider_rejected";
-    pub const LOOKUP_UNSUPPORTED: &str = "lookup_unsupported";
+    use crate::domain::FailureCode;
+
+    pub const TEXT_TOO_LONG: FailureCode = FailureCode::TextTooLong;
+    pub const INVALID_MESSAGE: FailureCode = FailureCode::ProviderRejected;
+    pub const REJECTED: FailureCode = FailureCode::ProviderRejected;
+    pub const LOOKUP_UNSUPPORTED: FailureCode = FailureCode::LookupUnsupported;
 }
 
-// ---------------------------------------------------------------------------------------
-// Wire format
-// ---------------------------------------------------------------------------------------
+pub mod wire;
+pub use wire::*;
 
-/// `POST /rest/v1/sms` body, and one item of a batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SendRequest {
-    pub from: String,
-    pub to: String,
-    pub text: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_segments: Option<u8>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message_ttl_sec: Option<u32>,
-}
-
-/// The answer to a send.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SendResponse {
-    #[serde(default)]
-    pub req_id: Option<String>,
-    pub msg_id: String,
-    #[serde(default)]
-    pub reserved_sms_segments: Option<u32>,
-}
-
-/// The answer to `GET /rest/v1/sms/{msgId}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CheckResponse {
-    #[serde(default)]
-    pub req_id: Option<String>,
-    pub msg_id: String,
-    pub status: String,
-    #[serde(default)]
-    pub date: Option<String>,
-}
-
-/// `POST /rest/v1/sms/batch` body: items by the client's key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchSendRequest {
-    pub data: BTreeMap<String, SendRequest>,
-}
-
-/// The answer to a batch send: one result per key.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchSendResponse {
-    #[serde(default)]
-    pub req_id: Option<String>,
-    pub data: HashMap<String, BatchItemResult>,
-}
-
-/// One item's result: accepted (`msgId`) or refused (`errorCode`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchItemResult {
-    #[serde(default)]
-    pub msg_id: Option<String>,
-    #[serde(default)]
-    pub reserved_sms_segments: Option<u32>,
-    #[serde(default)]
-    pub error_code: Option<ErrorCode>,
-    #[serde(default)]
-    pub error_msg: Option<String>,
-}
-
-/// `POST /rest/v1/sms/status/batch` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusBatchRequest {
-    pub data: Vec<String>,
-}
-
-/// The answer to a status query: entries by message id.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatusBatchResponse {
-    #[serde(default)]
-    pub req_id: Option<String>,
-    pub data: HashMap<String, StatusItem>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatusItem {
-    #[serde(default)]
-    pub msg_id: Option<String>,
-    #[serde(default)]
-    pub status: Option<String>,
-    #[serde(default)]
-    pub date: Option<String>,
-    #[serde(default)]
-    pub error_code: Option<ErrorCode>,
-}
-
-/// The body of an error answer.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ErrorBody {
-    #[serde(default)]
-    pub req_id: Option<String>,
-    #[serde(default)]
-    pub error_code: Option<ErrorCode>,
-    #[serde(default)]
-    pub error_msg: Option<String>,
-}
-
-/// `errorCode` is a number in error answers and a string in the Go client's batch model;
-/// both are read.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum ErrorCode {
-    Number(i64),
-    Text(String),
-}
-
-impl ErrorCode {
-    pub fn as_number(&self) -> Option<i64> {
-        match self {
-            ErrorCode::Number(n) => Some(*n),
-            ErrorCode::Text(s) => s.trim().parse().ok(),
-        }
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ErrorCode::Number(n) => write!(f, "{n}"),
-            ErrorCode::Text(s) => f.write_str(s),
-        }
-    }
-}
-
-/// The token endpoint's answer.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-pub struct TokenResponse {
-    pub access_token: String,
-    #[serde(default)]
-    pub token_type: Option<String>,
-    #[serde(default)]
-    pub expires_in: Option<Seconds>,
-}
-
-impl fmt::Debug for TokenResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenResponse")
-            .field("access_token", &"***")
-            .field("token_type", &self.token_type)
-            .field("expires_in", &self.expires_in)
-            .finish()
-    }
-}
-
-/// `expires_in`: seconds, as a number (or, leniently, a numeric string).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum Seconds {
-    Number(u64),
-    Text(String),
-}
-
-impl Seconds {
-    fn get(&self) -> Option<u64> {
-        match self {
-            Seconds::Number(n) => Some(*n),
-            Seconds::Text(s) => s.trim().parse().ok(),
-        }
-    }
-}
+/// Every status word Holub reads, as the module documentation's table.
+pub const STATUSES: &[(&str, ReceiptState)] = &[
+    ("accepted", ReceiptState::Enroute),
+    ("delivered", ReceiptState::Delivered),
+    ("seen", ReceiptState::Delivered),
+    // Not in the descriptions that could be read; recognised in case Kyivstar uses them.
+    ("undelivered", ReceiptState::Undelivered),
+    ("failed", ReceiptState::Undelivered),
+    ("expired", ReceiptState::Expired),
+    ("rejected", ReceiptState::Rejected),
+];
 
 /// Maps a status of the status query; `None` for a word Holub does not know.
 pub fn receipt_state(status: &str) -> Option<ReceiptState> {
-    Some(match status.trim().to_ascii_lowercase().as_str() {
-        "accepted" => ReceiptState::Enroute,
-        "delivered" | "seen" => ReceiptState::Delivered,
-        // Not in the descriptions that could be read; recognised in case Kyivstar uses them.
-        "undelivered" | "failed" => ReceiptState::Undelivered,
-        "expired" => ReceiptState::Expired,
-        "rejected" => ReceiptState::Rejected,
-        _ => return None,
-    })
+    let status = status.trim();
+    STATUSES
+        .iter()
+        .find(|(word, _)| word.eq_ignore_ascii_case(status))
+        .map(|&(_, state)| state)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -377,7 +220,7 @@ impl Mode {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
     #[serde(default)]
@@ -408,71 +251,7 @@ pub fn build(
     settings: serde_json::Value,
     credentials: &Secret,
 ) -> Result<Built, ProviderSetupError> {
-    let client = KyivstarClient::new(name, settings, credentials)?;
-    Ok(Built {
-        provider: Arc::new(client),
-        webhook: None,
-    })
-}
-
-fn settings_error(name: &str, message: impl Into<String>) -> ProviderSetupError {
-    ProviderSetupError::Settings {
-        name: name.to_owned(),
-        message: message.into(),
-    }
-}
-
-fn credentials_error(name: &str, message: impl Into<String>) -> ProviderSetupError {
-    ProviderSetupError::Credentials {
-        name: name.to_owned(),
-        message: message.into(),
-    }
-}
-
-fn parse_settings(name: &str, value: serde_json::Value) -> Result<Settings, ProviderSetupError> {
-    let value = match value {
-        serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
-        other => other,
-    };
-    serde_json::from_value(value).map_err(|e| settings_error(name, e.to_string()))
-}
-
-/// Parses the credentials without ever quoting them: serde's messages can echo a value.
-fn parse_credentials(name: &str, secret: &Secret) -> Result<Credentials, ProviderSetupError> {
-    let expected = r#"expected a JSON object {"client_id": "...", "client_secret": "..."}"#;
-    let credentials: Credentials = serde_json::from_str(secret.expose()).map_err(|e| {
-        let what = match e.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "not JSON",
-            _ => "wrong keys or types",
-        };
-        credentials_error(name, format!("{what} at column {}: {expected}", e.column()))
-    })?;
-    if credentials.client_id.trim().is_empty() || credentials.client_secret.is_empty() {
-        return Err(credentials_error(
-            name,
-            "client_id and client_secret must not be empty",
-        ));
-    }
-    Ok(credentials)
-}
-
-fn parse_base_url(name: &str, raw: Option<&str>) -> Result<String, ProviderSetupError> {
-    let raw = raw.unwrap_or(DEFAULT_BASE_URL).trim();
-    let url = url::Url::parse(raw)
-        .map_err(|e| settings_error(name, format!("base_url {raw:?} is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(settings_error(
-            name,
-            format!("base_url {raw:?} must be an http(s) URL with a host"),
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(settings_error(
-            name,
-            format!("base_url {raw:?} must not have a query or fragment"),
-        ));
-    }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
+    KyivstarClient::new(name, settings, credentials).map(Built::polled)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -480,6 +259,7 @@ fn parse_base_url(name: &str, raw: Option<&str>) -> Result<String, ProviderSetup
 // ---------------------------------------------------------------------------------------
 
 /// Kyivstar Open Telecom's SMS API as a [`SmsProvider`].
+#[derive(Debug)]
 pub struct KyivstarClient {
     name: String,
     http: reqwest::Client,
@@ -487,7 +267,8 @@ pub struct KyivstarClient {
     sms_url: String,
     batch_url: String,
     status_url: String,
-    credentials: Credentials,
+    client_id: String,
+    client_secret: Secret,
     timeout: Option<Duration>,
     batch_size: usize,
     max_segments: Option<u8>,
@@ -500,12 +281,12 @@ struct CachedToken {
     refresh_at: Instant,
 }
 
-impl fmt::Debug for KyivstarClient {
+impl fmt::Debug for CachedToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KyivstarClient")
-            .field("name", &self.name)
-            .field("sms_url", &self.sms_url)
-            .finish_non_exhaustive()
+        f.debug_struct("CachedToken")
+            .field("value", &"***")
+            .field("refresh_at", &self.refresh_at)
+            .finish()
     }
 }
 
@@ -516,40 +297,34 @@ impl KyivstarClient {
         settings: serde_json::Value,
         credentials: &Secret,
     ) -> Result<Self, ProviderSetupError> {
-        let settings = parse_settings(name, settings)?;
-        let credentials = parse_credentials(name, credentials)?;
-        let base = parse_base_url(name, settings.base_url.as_deref())?;
-        let timeout = match settings.timeout_ms {
-            None => None,
-            Some(0) => return Err(settings_error(name, "timeout_ms must be positive")),
-            Some(ms) => Some(Duration::from_millis(ms)),
-        };
+        let setup = Setup::new(name);
+        let settings: Settings = setup.settings(settings)?;
+        let credentials: Credentials = setup.credentials(
+            credentials,
+            r#"a JSON object {"client_id": "...", "client_secret": "..."}"#,
+        )?;
+        let client_id = setup.required(&credentials.client_id, "client_id")?;
+        let client_secret = setup.required(&credentials.client_secret, "client_secret")?;
+        let base = setup.base_url(settings.base_url.as_deref(), DEFAULT_BASE_URL)?;
+        let base = base.as_str().trim_end_matches('/');
+        let timeout = setup.timeout(settings.timeout_ms, kit::MAX_TIMEOUT_MS)?;
         let batch_size = settings.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
         if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
-            return Err(settings_error(
-                name,
-                format!("batch_size must be 1 to {MAX_BATCH_SIZE}"),
-            ));
+            return Err(setup.settings_error(format!("batch_size must be 1 to {MAX_BATCH_SIZE}")));
         }
         if let Some(max) = settings.max_segments
             && !(1..=MAX_SEGMENTS).contains(&max)
         {
-            return Err(settings_error(
-                name,
-                format!("max_segments must be 1 to {MAX_SEGMENTS}"),
-            ));
+            return Err(setup.settings_error(format!("max_segments must be 1 to {MAX_SEGMENTS}")));
         }
         let price_per_segment = match settings.price_per_segment.as_deref() {
             None => None,
             Some(raw) => match Kopiyky::parse_hryvnias(raw) {
                 Ok(price) if price.0 >= 0 => Some(price),
                 Ok(_) => {
-                    return Err(settings_error(
-                        name,
-                        "price_per_segment must not be negative",
-                    ));
+                    return Err(setup.settings_error("price_per_segment must not be negative"));
                 }
-                Err(e) => return Err(settings_error(name, format!("price_per_segment: {e}"))),
+                Err(e) => return Err(setup.settings_error(format!("price_per_segment: {e}"))),
             },
         };
         let api = format!("{base}{}", settings.mode.prefix());
@@ -560,7 +335,8 @@ impl KyivstarClient {
             sms_url: format!("{api}{SMS_PATH}"),
             batch_url: format!("{api}{SMS_BATCH_PATH}"),
             status_url: format!("{api}{SMS_STATUS_BATCH_PATH}"),
-            credentials,
+            client_id: client_id.expose().to_owned(),
+            client_secret,
             timeout,
             batch_size,
             max_segments: settings.max_segments,
@@ -569,9 +345,21 @@ impl KyivstarClient {
         })
     }
 
-    /// The body of a send for `sms`.
-    pub fn request_for(&self, sms: &OutboundSms) -> SendRequest {
-        send_request(sms, self.max_segments)
+    /// The body of a send for `sms`, or the refusal Kyivstar would answer (413) if its
+    /// text has more parts than `maxSegments` (the route's, else the API's [`MAX_SEGMENTS`]):
+    /// refused here, before anything is sent or paid for.
+    pub fn request_for(&self, sms: &OutboundSms) -> Result<SendRequest, ProviderError> {
+        let limit = self.max_segments.unwrap_or(MAX_SEGMENTS);
+        if sms.segments > u16::from(limit) {
+            return Err(ProviderError::permanent(
+                error_codes::TEXT_TOO_LONG,
+                format!(
+                    "{}: the text has {} parts, Kyivstar takes at most {limit}",
+                    self.name, sms.segments
+                ),
+            ));
+        }
+        Ok(send_request(sms, self.max_segments))
     }
 
     fn with_timeout(&self, request: RequestBuilder) -> RequestBuilder {
@@ -602,10 +390,7 @@ impl KyivstarClient {
         let request = self
             .http
             .post(&self.token_url)
-            .basic_auth(
-                &self.credentials.client_id,
-                Some(&self.credentials.client_secret),
-            )
+            .basic_auth(&self.client_id, Some(self.client_secret.expose()))
             .header(header::ACCEPT, "application/json")
             .form(&[("grant_type", "client_credentials")]);
         let started = Instant::now();
@@ -664,10 +449,19 @@ impl KyivstarClient {
     }
 
     async fn send_chunk(&self, chunk: &[OutboundSms]) -> Vec<Result<Submitted, ProviderError>> {
+        let prepared: Vec<_> = chunk.iter().map(|sms| self.request_for(sms)).collect();
         let data: BTreeMap<String, SendRequest> = chunk
             .iter()
-            .map(|sms| (sms.id.to_string(), self.request_for(sms)))
+            .zip(&prepared)
+            .filter_map(|(sms, body)| Some((sms.id.to_string(), body.clone().ok()?)))
             .collect();
+        if data.is_empty() {
+            return prepared
+                .into_iter()
+                .filter_map(Result::err)
+                .map(Err)
+                .collect();
+        }
         let body = BatchSendRequest { data };
         tracing::debug!(provider = %self.name, count = chunk.len(), "kyivstar: batch send");
         let answer = self
@@ -684,7 +478,9 @@ impl KyivstarClient {
         match parsed {
             Ok(results) => chunk
                 .iter()
-                .map(|sms| {
+                .zip(prepared)
+                .map(|(sms, body)| {
+                    body?;
                     results
                         .get(&sms.id.to_string())
                         .cloned()
@@ -696,7 +492,10 @@ impl KyivstarClient {
                         })
                 })
                 .collect(),
-            Err(e) => chunk.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => prepared
+                .into_iter()
+                .map(|body| Err(body.err().unwrap_or_else(|| e.clone())))
+                .collect(),
         }
     }
 
@@ -776,10 +575,7 @@ fn token_from_answer(
 /// The send body for `sms`: digits without `+`, the alpha-name, Holub's validity capped at
 /// the API's maximum.
 pub fn send_request(sms: &OutboundSms, max_segments: Option<u8>) -> SendRequest {
-    let from = match &sms.from {
-        SenderId::Alpha(name) => name.clone(),
-        SenderId::Phone(number) => number.digits().to_owned(),
-    };
+    let from = kit::sender(&sms.from);
     SendRequest {
         from,
         to: sms.to.digits().to_owned(),
@@ -989,7 +785,7 @@ impl SmsProvider for KyivstarClient {
     }
 
     async fn send(&self, sms: &OutboundSms) -> Result<Submitted, ProviderError> {
-        let body = self.request_for(sms);
+        let body = self.request_for(sms)?;
         tracing::debug!(
             provider = %self.name,
             id = %sms.id,
@@ -1015,21 +811,6 @@ impl SmsProvider for KyivstarClient {
             .collect()
     }
 
-    async fn lookup(
-        &self,
-        id: &crate::domain::MessageId,
-    ) -> Result<Option<Submitted>, ProviderError> {
-        let _ = id;
-        Err(ProviderError::permanent(
-            error_codes::LOOKUP_UNSUPPORTED,
-            format!(
-                "{}: Kyivstar Open Telecom takes no client-side message id, so a message \
-                 cannot be looked up by Holub's id",
-                self.name
-            ),
-        ))
-    }
-
     fn receipt_mode(&self) -> ReceiptMode {
         ReceiptMode::Poll
     }
@@ -1038,18 +819,21 @@ impl SmsProvider for KyivstarClient {
         &self,
         provider_message_ids: &[String],
     ) -> Result<Vec<ProviderReceipt>, ProviderError> {
-        let mut receipts = Vec::new();
-        for chunk in provider_message_ids.chunks(self.batch_size) {
-            receipts.extend(self.status_chunk(chunk).await?);
-        }
-        Ok(receipts)
+        kit::status_in_chunks(
+            &self.name,
+            provider_message_ids,
+            self.batch_size,
+            MAX_CONCURRENT_STATUS,
+            |chunk| self.status_chunk(chunk),
+        )
+        .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{MessageId, PhoneNumber, segments};
+    use crate::domain::{MessageId, SenderId};
 
     const SEND_REQUEST: &str = include_str!("fixtures/send_request.json");
     const SEND_RESPONSE: &str = include_str!("fixtures/send_response.json");
@@ -1076,16 +860,7 @@ mod tests {
     }
 
     fn sms(text: &str) -> OutboundSms {
-        let estimate = segments::estimate(text);
-        OutboundSms {
-            id: MessageId::generate(Utc::now()),
-            to: PhoneNumber::parse("380670000200").expect("valid number"),
-            from: SenderId::parse("messagedesk").expect("valid sender"),
-            text: text.to_owned(),
-            encoding: estimate.encoding,
-            segments: u16::try_from(estimate.segments).expect("few parts"),
-            validity_seconds: 3600,
-        }
+        kit::testing::outbound("380670000200", "messagedesk", text, 3600)
     }
 
     fn kind(e: &ProviderError) -> &'static str {
@@ -1116,14 +891,18 @@ mod tests {
 
     #[test]
     fn a_holub_message_becomes_the_documented_body_plus_its_validity() {
-        let body = client(serde_json::json!({})).request_for(&sms("Hello World!"));
+        let body = client(serde_json::json!({}))
+            .request_for(&sms("Hello World!"))
+            .unwrap();
         let mut expected: serde_json::Value = serde_json::from_str(SEND_REQUEST).unwrap();
         expected["messageTtlSec"] = serde_json::json!(3600);
         assert_eq!(serde_json::to_value(&body).unwrap(), expected);
 
         let mut long = sms("x");
         long.validity_seconds = 3 * 86_400;
-        let capped = client(serde_json::json!({"max_segments": 3})).request_for(&long);
+        let capped = client(serde_json::json!({"max_segments": 3}))
+            .request_for(&long)
+            .unwrap();
         assert_eq!(capped.message_ttl_sec, Some(MAX_TTL_SECONDS));
         assert_eq!(capped.max_segments, Some(3));
         assert_eq!(
@@ -1292,20 +1071,25 @@ mod tests {
 
     #[test]
     fn every_status_maps_as_the_table_says() {
-        use ReceiptState::*;
-        for (word, state) in [
-            ("accepted", Some(Enroute)),
-            ("delivered", Some(Delivered)),
-            ("seen", Some(Delivered)),
-            ("DELIVERED", Some(Delivered)),
-            ("undelivered", Some(Undelivered)),
-            ("failed", Some(Undelivered)),
-            ("expired", Some(Expired)),
-            ("rejected", Some(Rejected)),
-            ("sent", None),
-            ("", None),
-        ] {
-            assert_eq!(receipt_state(word), state, "{word:?}");
+        for &(word, state) in STATUSES {
+            assert_eq!(receipt_state(word), Some(state), "{word}");
+            assert_eq!(receipt_state(&word.to_uppercase()), Some(state), "{word}");
+        }
+        // The documented table lists the same words with the same states.
+        let mut documented = 0;
+        for row in kit::doc_table(include_str!("mod.rs"), "Kyivstar status") {
+            if row[1] == "no news" {
+                continue;
+            }
+            for word in row[0].split(", ") {
+                let state = format!("{:?}", receipt_state(word).unwrap()).to_lowercase();
+                assert_eq!(state, row[1], "{word}");
+                documented += 1;
+            }
+        }
+        assert_eq!(documented, STATUSES.len());
+        for word in ["sent", ""] {
+            assert_eq!(receipt_state(word), None, "{word:?}");
         }
     }
 
@@ -1476,6 +1260,45 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn each_documented_limit_holds_at_its_bounds() {
+        let with = |segments: u16, validity_seconds: u32| {
+            let mut m = sms("x");
+            m.segments = segments;
+            m.validity_seconds = validity_seconds;
+            m
+        };
+        // maxSegments: the route's (1 to 6), else the API's 6; one part more is refused
+        // before sending, in a single send and in a batch alike.
+        for (settings, limit) in [
+            (serde_json::json!({}), MAX_SEGMENTS),
+            (serde_json::json!({"max_segments": 1}), 1),
+            (serde_json::json!({"max_segments": 6}), 6),
+        ] {
+            let c = client(settings);
+            assert!(c.request_for(&with(u16::from(limit), 60)).is_ok());
+            let e = c.request_for(&with(u16::from(limit) + 1, 60)).unwrap_err();
+            assert_eq!(
+                (kind(&e), e.code()),
+                ("permanent", error_codes::TEXT_TOO_LONG)
+            );
+            let too_long = with(u16::from(limit) + 1, 60);
+            let refused = c.send_many(&[too_long.clone(), too_long]).await;
+            assert!(
+                refused
+                    .iter()
+                    .all(|r| r.as_ref().unwrap_err().code() == error_codes::TEXT_TOO_LONG)
+            );
+        }
+        // messageTtlSec: 0 to 86,400; a longer validity is capped.
+        for (validity, ttl) in [(0, 0), (86_400, 86_400), (86_401, MAX_TTL_SECONDS)] {
+            let body = client(serde_json::json!({}))
+                .request_for(&with(1, validity))
+                .unwrap();
+            assert_eq!(body.message_ttl_sec, Some(ttl), "{validity}");
+        }
+    }
+
     #[test]
     fn the_kind_is_registered() {
         assert!(super::super::KINDS.contains(&KIND));
@@ -1554,6 +1377,9 @@ mod tests {
             ("permanent", error_codes::LOOKUP_UNSUPPORTED)
         );
         let e = c.balance().await.unwrap_err();
-        assert_eq!((kind(&e), e.code()), ("permanent", "balance_unsupported"));
+        assert_eq!(
+            (kind(&e), e.code().as_str()),
+            ("permanent", "balance_unsupported")
+        );
     }
 }

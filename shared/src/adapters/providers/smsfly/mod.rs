@@ -73,8 +73,8 @@
 //! | `UNKNOWN` | no information about the message | no receipt (no news) |
 //!
 //! An unlisted status gives no receipt either (logged). Channel dates with an offset are read
-//! as such; dates without one (as in the documented status answer) take the offset of the
-//! answer's own `date`; a missing or unreadable date is the time of the poll.
+//! as such; dates without one (as in the documented status answer) are Kyiv local time
+//! ([`kyiv`]); a missing or unreadable date is the time of the poll.
 //!
 //! # Errors
 //!
@@ -125,15 +125,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use futures::StreamExt;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::http::{self, codes};
+use super::http;
+use super::kit::{self, ErrorKind, Setup};
 use super::{Built, ProviderSetupError};
+use crate::domain::kyiv;
 use crate::domain::status::ReceiptState;
-use crate::domain::{Kopiyky, MessageId, SenderId};
+use crate::domain::{FailureCode, Kopiyky};
 use crate::ports::provider::WHOLE_MESSAGE;
 use crate::ports::{
     OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, Secret, SmsProvider, Submitted,
@@ -158,233 +159,30 @@ const MAX_CONCURRENT_STATUS: usize = 4;
 
 /// Holub's codes for SMS Fly's errors (the transport ones are in [`http::codes`]).
 pub mod error_codes {
-    pub const INSUFFICIENT_BALANCE: &str = "insufficient_balance";
-    pub const INVALID_NUMBER: &str = "invalid_number";
-    pub const RECIPIENT_BLOCKED: &str = "recipient_blocked";
-    pub const NO_ROUTE: &str = "no_route";
-    pub const SENDER_NOT_REGISTERED: &str = "sender_not_registered";
-    pub const INVALID_TEXT: &str = "invalid_text";
-    pub const MESSAGE_NOT_FOUND: &str = "message_not_found";
-    pub const PROVIDER_ERROR: &str = "provider_error";
-    pub const LOOKUP_UNSUPPORTED: &str = "lookup_unsupported";
+    use crate::domain::FailureCode;
+
+    pub const INSUFFICIENT_BALANCE: FailureCode = FailureCode::InsufficientBalance;
+    pub const INVALID_NUMBER: FailureCode = FailureCode::InvalidNumber;
+    pub const RECIPIENT_BLOCKED: FailureCode = FailureCode::RecipientBlocked;
+    pub const NO_ROUTE: FailureCode = FailureCode::NoRoute;
+    pub const SENDER_NOT_REGISTERED: FailureCode = FailureCode::SenderNotRegistered;
+    pub const INVALID_TEXT: FailureCode = FailureCode::InvalidText;
+    pub const MESSAGE_NOT_FOUND: FailureCode = FailureCode::MessageNotFound;
+    pub const PROVIDER_ERROR: FailureCode = FailureCode::ProviderError;
+    pub const LOOKUP_UNSUPPORTED: FailureCode = FailureCode::LookupUnsupported;
 }
 
 /// The JSON bodies of SMS Fly API v2, typed. Answers derive `Serialize` too, so the simulator
 /// speaks with the same shapes the adapter reads.
-pub mod wire {
-    use serde::{Deserialize, Serialize};
+pub mod wire;
 
-    /// Every request: the key, the action, and the action's data.
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    pub struct Request<D> {
-        pub auth: Auth,
-        pub action: Action,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub data: Option<D>,
-    }
-
-    #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-    pub struct Auth {
-        pub key: String,
-    }
-
-    impl std::fmt::Debug for Auth {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("Auth { key: *** }")
-        }
-    }
-
-    /// The actions this adapter uses.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-    pub enum Action {
-        #[serde(rename = "SENDMESSAGE")]
-        SendMessage,
-        #[serde(rename = "GETMESSAGESTATUS")]
-        GetMessageStatus,
-        #[serde(rename = "GETBALANCE")]
-        GetBalance,
-    }
-
-    impl Action {
-        pub fn as_str(self) -> &'static str {
-            match self {
-                Action::SendMessage => "SENDMESSAGE",
-                Action::GetMessageStatus => "GETMESSAGESTATUS",
-                Action::GetBalance => "GETBALANCE",
-            }
-        }
-    }
-
-    /// `SENDMESSAGE` data for one recipient over SMS only.
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    pub struct SendData {
-        /// Digits with the country code: `380671234567`.
-        pub recipient: String,
-        pub channels: Vec<String>,
-        pub sms: SmsBody,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    pub struct SmsBody {
-        /// The sender (alpha-name).
-        pub source: String,
-        /// Minutes the operator keeps trying, 1 to 1440.
-        pub ttl: u32,
-        pub text: String,
-    }
-
-    /// `GETMESSAGESTATUS` data.
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    pub struct StatusQuery {
-        #[serde(rename = "messageID")]
-        pub message_id: String,
-    }
-
-    /// Every answer.
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    pub struct Answer<D> {
-        /// 1 on success, 0 on error.
-        pub success: u8,
-        /// `2025-09-18 14:14:01 +0300`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub date: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub data: Option<D>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub error: Option<ErrorBody>,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    pub struct ErrorBody {
-        pub code: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub date: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub description: Option<String>,
-    }
-
-    /// The data of `SENDMESSAGE` and `GETMESSAGESTATUS` answers: the message and its state
-    /// per channel.
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    pub struct MessageData {
-        #[serde(rename = "messageID")]
-        pub message_id: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub sms: Option<ChannelState>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub viber: Option<ChannelState>,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    pub struct ChannelState {
-        pub status: FlyStatus,
-        /// With an offset in send answers, without one in status answers.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub date: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub cost: Option<Amount>,
-        /// Viber only (`transaction:1`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub label: Option<String>,
-    }
-
-    /// `GETBALANCE` data.
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    pub struct BalanceData {
-        pub balance: Amount,
-    }
-
-    /// An amount in hryvnias, as a string (`"0.979"`) or a JSON number (`0.475`).
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    #[serde(untagged)]
-    pub enum Amount {
-        Text(String),
-        Number(serde_json::Number),
-    }
-
-    impl Amount {
-        /// The amount as decimal text. A JSON number prints as the shortest text that reads
-        /// back as the same number, which is the text the provider sent for any amount of
-        /// money.
-        pub fn to_text(&self) -> String {
-            match self {
-                Amount::Text(text) => text.trim().to_owned(),
-                Amount::Number(number) => number.to_string(),
-            }
-        }
-    }
-
-    /// The documented message statuses.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-    pub enum FlyStatus {
-        #[serde(rename = "ACCEPTD")]
-        Accepted,
-        #[serde(rename = "PENDING")]
-        Pending,
-        #[serde(rename = "INPROGRESS")]
-        InProgress,
-        #[serde(rename = "SENT")]
-        Sent,
-        #[serde(rename = "DELIVRD")]
-        Delivered,
-        #[serde(rename = "VIEWED")]
-        Viewed,
-        #[serde(rename = "EXPIRED")]
-        Expired,
-        #[serde(rename = "UNDELIV")]
-        Undelivered,
-        #[serde(rename = "STOPED")]
-        Stopped,
-        #[serde(rename = "ERROR")]
-        Error,
-        #[serde(rename = "INSUFFICIENTFUNDS")]
-        InsufficientFunds,
-        #[serde(rename = "MODERATION")]
-        Moderation,
-        #[serde(rename = "RESERVED")]
-        Reserved,
-        #[serde(rename = "REFUND")]
-        Refund,
-        #[serde(rename = "UNKNOWN")]
-        Unknown,
-        /// Anything the sources do not list.
-        #[serde(other)]
-        Unlisted,
-    }
-
-    impl FlyStatus {
-        /// Every documented status.
-        pub const DOCUMENTED: [FlyStatus; 15] = [
-            FlyStatus::Accepted,
-            FlyStatus::Pending,
-            FlyStatus::InProgress,
-            FlyStatus::Sent,
-            FlyStatus::Delivered,
-            FlyStatus::Viewed,
-            FlyStatus::Expired,
-            FlyStatus::Undelivered,
-            FlyStatus::Stopped,
-            FlyStatus::Error,
-            FlyStatus::InsufficientFunds,
-            FlyStatus::Moderation,
-            FlyStatus::Reserved,
-            FlyStatus::Refund,
-            FlyStatus::Unknown,
-        ];
-    }
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
-    #[serde(default = "default_base_url")]
-    base_url: String,
+    #[serde(default)]
+    base_url: Option<String>,
     #[serde(default)]
     timeout_ms: Option<u64>,
-}
-
-fn default_base_url() -> String {
-    DEFAULT_BASE_URL.to_owned()
 }
 
 #[derive(Deserialize)]
@@ -399,36 +197,22 @@ pub fn build(
     settings: serde_json::Value,
     credentials: &Secret,
 ) -> Result<Built, ProviderSetupError> {
-    let client = SmsFly::new(name, settings, credentials)?;
-    Ok(Built {
-        provider: std::sync::Arc::new(client),
-        webhook: None,
-    })
+    SmsFly::new(name, settings, credentials).map(Built::polled)
 }
 
 /// The SMS Fly API v2 client.
+#[derive(Debug)]
 pub struct SmsFly {
     name: String,
     http: reqwest::Client,
     endpoint: reqwest::Url,
-    key: String,
+    key: Secret,
     timeout: Option<Duration>,
 }
 
-impl std::fmt::Debug for SmsFly {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmsFly")
-            .field("name", &self.name)
-            .field("endpoint", &self.endpoint.as_str())
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A successful answer's data and the answer's own date.
+/// A successful answer's data.
 struct Reply<D> {
     data: D,
-    date: Option<String>,
 }
 
 impl SmsFly {
@@ -437,54 +221,26 @@ impl SmsFly {
         settings: serde_json::Value,
         credentials: &Secret,
     ) -> Result<Self, ProviderSetupError> {
-        let bad_settings = |message: String| ProviderSetupError::Settings {
-            name: name.to_owned(),
-            message,
-        };
-        let settings = match settings {
-            serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
-            other => other,
-        };
-        let settings: Settings =
-            serde_json::from_value(settings).map_err(|e| bad_settings(e.to_string()))?;
-        let endpoint = endpoint(&settings.base_url).ok_or_else(|| {
-            bad_settings(format!(
-                "base_url must be an http(s) URL, not {:?}",
-                settings.base_url
-            ))
-        })?;
-        let timeout = match settings.timeout_ms {
-            Some(0) => return Err(bad_settings("timeout_ms must be positive".to_owned())),
-            Some(ms) => Some(Duration::from_millis(ms)),
-            None => None,
-        };
-        // The secret's own error would quote it: only the kind of problem is reported.
-        let credentials: Credentials =
-            serde_json::from_str(credentials.expose()).map_err(|_| {
-                ProviderSetupError::Credentials {
-                    name: name.to_owned(),
-                    message: "expected a JSON object {\"key\": \"<SMS Fly API key>\"}".to_owned(),
-                }
-            })?;
-        if credentials.key.trim().is_empty() {
-            return Err(ProviderSetupError::Credentials {
-                name: name.to_owned(),
-                message: "the API key is empty".to_owned(),
-            });
-        }
+        let setup = Setup::new(name);
+        let settings: Settings = setup.settings(settings)?;
+        let base = setup.base_url(settings.base_url.as_deref(), DEFAULT_BASE_URL)?;
+        let credentials: Credentials = setup.credentials(
+            credentials,
+            "a JSON object {\"key\": \"<SMS Fly API key>\"}",
+        )?;
         Ok(SmsFly {
             name: name.to_owned(),
             http: http::client(),
-            endpoint,
-            key: credentials.key,
-            timeout,
+            endpoint: setup.join(&base, API_PATH)?,
+            key: setup.required(&credentials.key, "the API key")?,
+            timeout: setup.timeout(settings.timeout_ms, kit::MAX_TIMEOUT_MS)?,
         })
     }
 
     fn request<D>(&self, action: Action, data: Option<D>) -> Request<D> {
         Request {
             auth: Auth {
-                key: self.key.clone(),
+                key: self.key.expose().to_owned(),
             },
             action,
             data,
@@ -520,10 +276,7 @@ impl SmsFly {
             )
         })?;
         match (answer.success, answer.data, answer.error) {
-            (1, Some(data), _) => Ok(Reply {
-                data,
-                date: answer.date,
-            }),
+            (1, Some(data), _) => Ok(Reply { data }),
             (0, _, Some(error)) => Err(map_error(&self.name, action, &error)),
             _ => Err(http::bad_answer(
                 &self.name,
@@ -561,13 +314,7 @@ impl SmsFly {
             Err(e) if e.code() == error_codes::MESSAGE_NOT_FOUND => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(receipt_of(
-            &self.name,
-            id,
-            &reply.data,
-            reply.date.as_deref(),
-            Utc::now(),
-        ))
+        Ok(receipt_of(&self.name, id, &reply.data, Utc::now()))
     }
 }
 
@@ -608,17 +355,6 @@ impl SmsProvider for SmsFly {
         })
     }
 
-    async fn lookup(&self, id: &MessageId) -> Result<Option<Submitted>, ProviderError> {
-        let _ = id;
-        Err(ProviderError::permanent(
-            error_codes::LOOKUP_UNSUPPORTED,
-            format!(
-                "{}: SMS Fly API v2 takes no client-side id, so a message cannot be found by Holub's id",
-                self.name
-            ),
-        ))
-    }
-
     fn receipt_mode(&self) -> ReceiptMode {
         ReceiptMode::Poll
     }
@@ -627,39 +363,21 @@ impl SmsProvider for SmsFly {
         &self,
         provider_message_ids: &[String],
     ) -> Result<Vec<ProviderReceipt>, ProviderError> {
-        let queries = provider_message_ids
-            .iter()
-            .cloned()
-            .map(|id| async move { self.status_of(&id).await });
-        let results: Vec<Result<Option<ProviderReceipt>, ProviderError>> =
-            futures::stream::iter(queries)
-                .buffered(MAX_CONCURRENT_STATUS)
-                .collect()
-                .await;
-        let mut receipts = Vec::new();
-        let mut first_error = None;
-        let mut failed = 0usize;
-        for result in results {
-            match result {
-                Ok(found) => receipts.extend(found),
-                Err(e) => {
-                    failed += 1;
-                    first_error.get_or_insert(e);
+        // One id per request: the API asks for one message at a time.
+        kit::status_in_chunks(
+            &self.name,
+            provider_message_ids,
+            1,
+            MAX_CONCURRENT_STATUS,
+            |chunk| async move {
+                let mut receipts = Vec::new();
+                for id in chunk {
+                    receipts.extend(self.status_of(id).await?);
                 }
-            }
-        }
-        match first_error {
-            // Nothing answered: the poll itself failed.
-            Some(e) if failed == provider_message_ids.len() => Err(e),
-            Some(e) => {
-                tracing::warn!(
-                    provider = %self.name, failed, asked = provider_message_ids.len(),
-                    code = e.code(), "SMS Fly status queries partly failed"
-                );
                 Ok(receipts)
-            }
-            None => Ok(receipts),
-        }
+            },
+        )
+        .await
     }
 
     async fn balance(&self) -> Result<Kopiyky, ProviderError> {
@@ -670,24 +388,8 @@ impl SmsProvider for SmsFly {
     }
 }
 
-/// `<base_url>/api/v2/api.php`, if the base URL is an http(s) URL.
-fn endpoint(base_url: &str) -> Option<reqwest::Url> {
-    let mut base = reqwest::Url::parse(base_url).ok()?;
-    if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-        return None;
-    }
-    if !base.path().ends_with('/') {
-        let path = format!("{}/", base.path());
-        base.set_path(&path);
-    }
-    base.join(API_PATH).ok()
-}
-
 fn send_data(sms: &OutboundSms) -> SendData {
-    let source = match &sms.from {
-        SenderId::Alpha(name) => name.clone(),
-        SenderId::Phone(number) => number.digits().to_owned(),
-    };
+    let source = kit::sender(&sms.from);
     SendData {
         recipient: sms.to.digits().to_owned(),
         channels: vec!["sms".to_owned()],
@@ -729,7 +431,6 @@ fn receipt_of(
     provider: &str,
     id: &str,
     data: &MessageData,
-    answer_date: Option<&str>,
     now: DateTime<Utc>,
 ) -> Option<ProviderReceipt> {
     let sms = data.sms.as_ref()?;
@@ -743,11 +444,7 @@ fn receipt_of(
         }
         return None;
     };
-    let at = sms
-        .date
-        .as_deref()
-        .and_then(|date| parse_date(date, answer_date))
-        .unwrap_or(now);
+    let at = sms.date.as_deref().and_then(parse_date).unwrap_or(now);
     Some(ProviderReceipt {
         provider_message_id: id.to_owned(),
         part: WHOLE_MESSAGE,
@@ -759,21 +456,16 @@ fn receipt_of(
 const DATE_WITH_OFFSET: &str = "%Y-%m-%d %H:%M:%S %z";
 const DATE_WITHOUT_OFFSET: &str = "%Y-%m-%d %H:%M:%S";
 
-/// A date as SMS Fly writes it: with an offset, or without one (then in the offset of
-/// `answer_date`, the answer's own date).
-fn parse_date(date: &str, answer_date: Option<&str>) -> Option<DateTime<Utc>> {
+/// A date as SMS Fly writes it: with an offset, or without one, then Kyiv local time (the
+/// offset of the answer's own date would be wrong for a report from before a DST switch).
+fn parse_date(date: &str) -> Option<DateTime<Utc>> {
     let date = date.trim();
     if let Ok(at) = DateTime::parse_from_str(date, DATE_WITH_OFFSET) {
         return Some(at.with_timezone(&Utc));
     }
-    let naive = NaiveDateTime::parse_from_str(date, DATE_WITHOUT_OFFSET).ok()?;
-    let offset = *DateTime::parse_from_str(answer_date?.trim(), DATE_WITH_OFFSET)
-        .ok()?
-        .offset();
-    naive
-        .and_local_timezone(offset)
-        .single()
-        .map(|at| at.with_timezone(&Utc))
+    NaiveDateTime::parse_from_str(date, DATE_WITHOUT_OFFSET)
+        .ok()
+        .map(kyiv::from_local)
 }
 
 /// How an amount with more than 2 decimals becomes whole kopiykas.
@@ -816,56 +508,56 @@ fn to_kopiyky(text: &str, rounding: Rounding) -> Result<Kopiyky, ()> {
 
 /// SMS Fly's error code as the port's error (the table in the module doc).
 pub fn map_error(provider: &str, action: &str, error: &ErrorBody) -> ProviderError {
-    use error_codes::*;
     let code = error.code.trim();
     let message = format!(
         "{provider}: SMS Fly refused {action} with {code}: {}",
         error.description.as_deref().unwrap_or("no description")
     );
-    if let "FORBIDDEN" | "INSUFFICIENTFUNDS" = code {
-        let holub_code = if code == "FORBIDDEN" {
-            codes::UNAUTHORIZED
-        } else {
-            INSUFFICIENT_BALANCE
-        };
-        tracing::warn!(
-            provider,
-            action,
-            code,
-            holub_code,
-            "SMS Fly refused the account"
-        );
-        return ProviderError::account(holub_code, message);
-    }
-    let (holub_code, permanent) = match code {
-        "INVRECIPIENT" => (INVALID_NUMBER, true),
-        "ERRPHONES" => (RECIPIENT_BLOCKED, true),
-        "INVROUTE" => (NO_ROUTE, true),
-        "INVSOURCE" => (SENDER_NOT_REGISTERED, true),
-        "INVTEXT" => (INVALID_TEXT, true),
-        "INVMSGID" => (MESSAGE_NOT_FOUND, true),
-        "INVREQUEST" | "INVACTION" | "INVCHANNELS" | "INVSMSMESSAGE" | "INVVIBERMESSAGE"
-        | "INVBUTTON" | "INVIMAGEURL" => (codes::BAD_REQUEST, true),
-        _ => (PROVIDER_ERROR, false),
-    };
+    let (holub_code, kind) = ERRORS
+        .iter()
+        .find(|(fly, ..)| *fly == code)
+        .map_or(UNLISTED_ERROR, |&(_, holub, kind)| (holub, kind));
     tracing::warn!(
         provider,
         action,
         code,
-        holub_code,
+        holub_code = %holub_code,
         "SMS Fly answered an error"
     );
-    if permanent {
-        ProviderError::permanent(holub_code, message)
-    } else {
-        ProviderError::temporary(holub_code, message)
-    }
+    kind.error(holub_code, message)
 }
+
+/// Every documented SMS Fly error code, as the module documentation's table.
+pub const ERRORS: &[(&str, FailureCode, ErrorKind)] = {
+    use ErrorKind::*;
+    use FailureCode as F;
+    &[
+        ("FORBIDDEN", F::ProviderUnauthorized, Account),
+        ("INSUFFICIENTFUNDS", F::InsufficientBalance, Account),
+        ("INVRECIPIENT", F::InvalidNumber, Permanent),
+        ("ERRPHONES", F::RecipientBlocked, Permanent),
+        ("INVROUTE", F::NoRoute, Permanent),
+        ("INVSOURCE", F::SenderNotRegistered, Permanent),
+        ("INVTEXT", F::InvalidText, Permanent),
+        ("INVMSGID", F::MessageNotFound, Permanent),
+        ("INVREQUEST", F::ProviderBadRequest, Permanent),
+        ("INVACTION", F::ProviderBadRequest, Permanent),
+        ("INVCHANNELS", F::ProviderBadRequest, Permanent),
+        ("INVSMSMESSAGE", F::ProviderBadRequest, Permanent),
+        ("INVVIBERMESSAGE", F::ProviderBadRequest, Permanent),
+        ("INVBUTTON", F::ProviderBadRequest, Permanent),
+        ("INVIMAGEURL", F::ProviderBadRequest, Permanent),
+    ]
+};
+
+/// Any other code: SMS Fly's trouble, maybe passing.
+const UNLISTED_ERROR: (FailureCode, ErrorKind) = (FailureCode::ProviderError, ErrorKind::Temporary);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Encoding, PhoneNumber, segments};
+    use crate::adapters::providers::kit::testing::{minify as minified, outbound};
+    use crate::domain::{Encoding, MessageId};
     use chrono::TimeZone;
 
     const SEND_REQUEST: &str = include_str!("fixtures/send_request.json");
@@ -881,27 +573,6 @@ mod tests {
         serde_json::from_str(text).unwrap()
     }
 
-    /// The fixture without the whitespace between tokens.
-    fn minified(text: &str) -> String {
-        let mut out = String::with_capacity(text.len());
-        let (mut in_string, mut escaped) = (false, false);
-        for c in text.chars() {
-            if in_string {
-                out.push(c);
-                match (escaped, c) {
-                    (true, _) => escaped = false,
-                    (false, '\\') => escaped = true,
-                    (false, '"') => in_string = false,
-                    _ => {}
-                }
-            } else if !c.is_whitespace() {
-                in_string = c == '"';
-                out.push(c);
-            }
-        }
-        out
-    }
-
     fn client(key: &str) -> SmsFly {
         SmsFly::new(
             "fly",
@@ -909,19 +580,6 @@ mod tests {
             &Secret::new(serde_json::json!({ "key": key }).to_string()),
         )
         .unwrap()
-    }
-
-    fn outbound(to: &str, from: &str, text: &str, validity_seconds: u32) -> OutboundSms {
-        let estimate = segments::estimate(text);
-        OutboundSms {
-            id: MessageId::generate(Utc::now()),
-            to: PhoneNumber::parse(to).unwrap(),
-            from: SenderId::parse(from).unwrap(),
-            text: text.to_owned(),
-            encoding: estimate.encoding,
-            segments: u16::try_from(estimate.segments).unwrap(),
-            validity_seconds,
-        }
     }
 
     #[test]
@@ -1016,13 +674,12 @@ mod tests {
     #[test]
     fn the_status_answer_maps_to_one_receipt_for_the_whole_message() {
         let answer: Answer<MessageData> = serde_json::from_str(STATUS_RESPONSE).unwrap();
-        let date = answer.date.clone();
         let data = answer.data.unwrap();
         assert_eq!(data.viber.as_ref().unwrap().status, FlyStatus::Delivered);
         assert_eq!(data.sms.as_ref().unwrap().status, FlyStatus::Refund);
         let now = Utc::now();
-        let receipt = receipt_of("fly", "FAPI00040A3AFA000002", &data, date.as_deref(), now);
-        // The channel date has no offset: the answer's (+0200) applies.
+        let receipt = receipt_of("fly", "FAPI00040A3AFA000002", &data, now);
+        // The channel date has no offset: Kyiv winter time (+0200) applies.
         let at = Utc.with_ymd_and_hms(2021, 12, 17, 8, 36, 12).unwrap();
         assert_eq!(
             receipt,
@@ -1034,17 +691,19 @@ mod tests {
             })
         );
         // Without a usable date, the receipt is stamped with the poll's time.
-        let receipt = receipt_of("fly", "x", &data, None, now).unwrap();
+        let mut undated = data.clone();
+        undated.sms.as_mut().unwrap().date = Some("yesterday".to_owned());
+        let receipt = receipt_of("fly", "x", &undated, now).unwrap();
         assert_eq!(receipt.at, now);
         // No SMS channel, or a status with no news: no receipt.
         let viber_only = MessageData {
             sms: None,
             ..data.clone()
         };
-        assert_eq!(receipt_of("fly", "x", &viber_only, None, now), None);
+        assert_eq!(receipt_of("fly", "x", &viber_only, now), None);
         let mut unknown = data;
         unknown.sms.as_mut().unwrap().status = FlyStatus::Unknown;
-        assert_eq!(receipt_of("fly", "x", &unknown, None, now), None);
+        assert_eq!(receipt_of("fly", "x", &unknown, now), None);
     }
 
     #[test]
@@ -1073,7 +732,7 @@ mod tests {
         assert_eq!(
             mapped,
             ProviderError::permanent(
-                "sender_not_registered",
+                crate::domain::FailureCode::SenderNotRegistered,
                 "fly: SMS Fly refused SENDMESSAGE with INVSOURCE: sender not specified or not correct"
             )
         );
@@ -1081,50 +740,41 @@ mod tests {
 
     #[test]
     fn every_documented_error_code_maps_as_the_table_says() {
-        for (code, holub) in [
-            ("FORBIDDEN", "provider_unauthorized"),
-            ("INSUFFICIENTFUNDS", "insufficient_balance"),
-        ] {
+        let map = |code: &str| {
             let error = ErrorBody {
                 code: code.to_owned(),
                 date: None,
                 description: None,
             };
-            let mapped = map_error("fly", "SENDMESSAGE", &error);
-            assert!(mapped.is_account(), "{code}: {mapped:?}");
-            assert_eq!(mapped.code(), holub, "{code}");
-        }
-        let table = [
-            ("INVRECIPIENT", "invalid_number", true),
-            ("ERRPHONES", "recipient_blocked", true),
-            ("INVROUTE", "no_route", true),
-            ("INVSOURCE", "sender_not_registered", true),
-            ("INVTEXT", "invalid_text", true),
-            ("INVMSGID", "message_not_found", true),
-            ("INVREQUEST", "provider_bad_request", true),
-            ("INVACTION", "provider_bad_request", true),
-            ("INVCHANNELS", "provider_bad_request", true),
-            ("INVSMSMESSAGE", "provider_bad_request", true),
-            ("INVVIBERMESSAGE", "provider_bad_request", true),
-            ("INVBUTTON", "provider_bad_request", true),
-            ("INVIMAGEURL", "provider_bad_request", true),
-            ("SOMETHINGNEW", "provider_error", false),
-        ];
-        for (code, holub, permanent) in table {
-            let error = ErrorBody {
-                code: code.to_owned(),
-                date: None,
-                description: None,
-            };
-            let mapped = map_error("fly", "SENDMESSAGE", &error);
-            assert_eq!(mapped.code(), holub, "{code}");
-            assert!(!mapped.is_unknown() && !mapped.is_account(), "{code}");
+            let e = map_error("fly", "SENDMESSAGE", &error);
+            (e.code(), ErrorKind::of(&e))
+        };
+        for &(fly, holub, kind) in ERRORS {
             assert_eq!(
-                matches!(mapped, ProviderError::Permanent { .. }),
-                permanent,
-                "{code}"
+                map(fly),
+                (holub, ErrorKind::of(&kind.error(holub, ""))),
+                "{fly}"
             );
         }
+        // The documentation's rows for SMS Fly's codes are the data's.
+        let mut documented = 0;
+        for row in kit::doc_table(include_str!("mod.rs"), "SMS Fly code (or transport)") {
+            let (codes, holub) = (&row[0], &row[2]);
+            // `Permanent (a status query skips the id)` → `permanent`.
+            let kind = row[3].split_whitespace().next().unwrap().to_lowercase();
+            if codes.starts_with("HTTP") || codes.contains(' ') && !codes.contains(',') {
+                continue; // transport rows and "any other code", checked below and in `http`
+            }
+            for fly in codes.split(", ") {
+                assert_eq!(map(fly), (holub.parse().unwrap(), kind.as_str()), "{fly}");
+                documented += 1;
+            }
+        }
+        assert_eq!(documented, ERRORS.len());
+        assert_eq!(
+            map("SOMETHINGNEW"),
+            (FailureCode::ProviderError, "temporary")
+        );
     }
 
     #[test]
@@ -1188,16 +838,14 @@ mod tests {
     #[test]
     fn dates_with_and_without_offsets() {
         let at = Utc.with_ymd_and_hms(2025, 9, 18, 11, 14, 1).unwrap();
-        assert_eq!(parse_date("2025-09-18 14:14:01 +0300", None), Some(at));
-        assert_eq!(
-            parse_date("2025-09-18 14:14:01", Some("2025-09-18 14:20:00 +0300")),
-            Some(at)
-        );
-        assert_eq!(parse_date("2025-09-18 14:14:01", None), None);
-        assert_eq!(
-            parse_date("yesterday", Some("2025-09-18 14:20:00 +0300")),
-            None
-        );
+        assert_eq!(parse_date("2025-09-18 14:14:01 +0300"), Some(at));
+        assert_eq!(parse_date("2025-09-18 14:14:01"), Some(at));
+        // Across the October switch, each date takes the offset of its own moment.
+        let before = Utc.with_ymd_and_hms(2025, 10, 26, 0, 30, 0).unwrap();
+        assert_eq!(parse_date("2025-10-26 03:30:00"), Some(before));
+        let after = Utc.with_ymd_and_hms(2025, 10, 26, 3, 0, 0).unwrap();
+        assert_eq!(parse_date("2025-10-26 05:00:00"), Some(after));
+        assert_eq!(parse_date("yesterday"), None);
     }
 
     #[test]
