@@ -17,8 +17,9 @@ pub struct TextPolicy {
 pub const DEFAULT_MAX_PARTS: usize = 10;
 
 /// No text longer than this (in bytes) is even measured: ten UCS-2 parts of 4-byte
-/// characters stay far below it.
-const MAX_RAW_BYTES: usize = 16 * 1024;
+/// characters stay far below it. A batch's text with placeholders is held to it too, before
+/// and after they are filled in.
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
 
 impl Default for TextPolicy {
     fn default() -> Self {
@@ -72,7 +73,7 @@ impl MessageText {
         {
             return Err(TextError::ControlCharacter);
         }
-        if raw.len() > MAX_RAW_BYTES {
+        if raw.len() > MAX_TEXT_BYTES {
             return Err(TextError::TooLong {
                 segments: raw.len().div_ceil(segments::Encoding::Gsm7.part_limit()),
                 max: policy.max_parts,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::text::TextPolicy;
+use crate::domain::text::{MAX_TEXT_BYTES, TextPolicy};
 use crate::domain::{
     BatchId, IdempotencyKey, Message, MessageId, MessageStatus, MessageText, PhoneNumber, SenderId,
     StatusChange, TenantId,
@@ -24,7 +24,7 @@ use crate::ports::store::IdempotencyRecord;
 use crate::ports::{Clock, MessageStore, Queue, QueueError, QueueName, Retryable, StoreError};
 
 use super::jobs::{self, DispatchJob};
-use super::template;
+use super::template::{self, TemplateError};
 use super::view::MessageView;
 
 #[derive(Debug, Clone)]
@@ -337,6 +337,14 @@ impl Intake {
                 req.transliterate,
             )
             .map_err(IntakeError::Invalid)?;
+        // Before any template work: a text longer than any message may be is refused whole.
+        if req.text.len() > MAX_TEXT_BYTES {
+            return Err(IntakeError::Invalid(FieldError::new(
+                "text_too_long",
+                "text",
+                format!("the text is longer than {MAX_TEXT_BYTES} bytes"),
+            )));
+        }
         // A text without placeholders is measured once, not once per recipient.
         let shared_text = if template::has_placeholders(&req.text) {
             None
@@ -363,13 +371,17 @@ impl Intake {
                     Some(text) => text.clone(),
                     None => {
                         let rendered =
-                            template::render(&req.text, &recipient.variables).map_err(|e| {
-                                FieldError::new(
-                                    "template_variable_missing",
-                                    &field("variables"),
-                                    e.to_string(),
-                                )
-                            })?;
+                            template::render(&req.text, &recipient.variables, MAX_TEXT_BYTES)
+                                .map_err(|e| match e {
+                                    TemplateError::MissingVariable(_) => FieldError::new(
+                                        "template_variable_missing",
+                                        &field("variables"),
+                                        e.to_string(),
+                                    ),
+                                    TemplateError::TooLong(_) => {
+                                        FieldError::new("text_too_long", "text", e.to_string())
+                                    }
+                                })?;
                         MessageText::new(&rendered, common.policy)
                             .map_err(|e| FieldError::new(e.code(), "text", e.to_string()))?
                     }
