@@ -426,6 +426,41 @@ async fn every_endpoint_refuses_bad_input_and_stores_nothing() {
     let doc: serde_json::Value = doc.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(doc["paths"]["/v1/messages"]["post"].is_object());
+    // The document states the limits the server holds to, so a generated request inside the
+    // schema is not refused for a rule it does not state.
+    let send = &doc["paths"]["/v1/messages"]["post"];
+    let key = &send["parameters"][0];
+    assert_eq!(key["name"], "Idempotency-Key");
+    assert_eq!(
+        (&key["schema"]["minLength"], &key["schema"]["maxLength"]),
+        (&json!(1), &json!(255))
+    );
+    for link in ["GetMessage", "CancelMessage"] {
+        assert_eq!(
+            send["responses"]["202"]["links"][link]["parameters"]["id"],
+            "$response.body#/id"
+        );
+    }
+    let list = doc["paths"]["/v1/messages"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    assert!(
+        list.iter()
+            .all(|p| p["in"] == "query" && p["required"] == false)
+    );
+    let limit = list.iter().find(|p| p["name"] == "limit").unwrap();
+    assert_eq!(
+        (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+        (&json!(1), &json!(500))
+    );
+    let batch = &doc["components"]["schemas"]["BatchRequest"]["properties"];
+    assert_eq!(batch["recipients"]["minItems"], 1);
+    assert_eq!(batch["recipients"]["maxItems"], 10_000);
+    assert_eq!(batch["from"]["minLength"], 1);
+    let estimate = &doc["paths"]["/v1/estimate"]["post"]["responses"];
+    assert!(estimate["400"].is_object() && estimate["415"].is_object());
+    let statuses = &doc["components"]["schemas"]["MessageStatus"]["enum"];
+    assert!(statuses.as_array().unwrap().contains(&json!("unconfirmed")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

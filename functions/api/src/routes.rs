@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use holub_shared::domain::ids::IDEMPOTENCY_KEY_MAX_LEN;
 use holub_shared::domain::{
     BatchId, MessageId, MessageStatus, PhoneNumber, SenderId, TextEstimate,
 };
@@ -46,7 +47,7 @@ use crate::extract::{IdempotencyHeader, JsonBody, Tenant};
         EstimateRequest,
         TextEstimate
     )),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &Refinements)
 )]
 pub struct ApiDoc;
 
@@ -59,6 +60,62 @@ impl Modify for BearerAuth {
             "api_key",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+    }
+}
+
+/// What the path macros cannot say: the `Idempotency-Key` header's limits, and links from
+/// an answer that names a message to the operations that take its id.
+struct Refinements;
+
+impl Modify for Refinements {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::link::LinkBuilder;
+        use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
+        let key = Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(IDEMPOTENCY_KEY_MAX_LEN))
+                .pattern(Some("^[\\x20-\\x7E]+$"))
+                .build(),
+        );
+        let message_links = [
+            ("get_message", "GetMessage"),
+            ("cancel_message", "CancelMessage"),
+        ];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+                for p in op.parameters.iter_mut().flatten() {
+                    if p.name == "Idempotency-Key" {
+                        p.schema = Some(RefOr::T(key.clone()));
+                    }
+                }
+                let names_a_message = matches!(
+                    (path.as_str(), op.operation_id.as_deref()),
+                    ("/v1/messages", Some("send_message"))
+                        | ("/v1/messages/{id}", _)
+                        | ("/v1/messages/{id}/cancel", _)
+                );
+                if !names_a_message {
+                    continue;
+                }
+                for (status, response) in op.responses.responses.iter_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    if !status.starts_with('2') {
+                        continue;
+                    }
+                    for (operation, name) in message_links {
+                        let link = LinkBuilder::new()
+                            .operation_id(operation)
+                            .parameter("id", "$response.body#/id")
+                            .build();
+                        response.links.insert(name.to_owned(), RefOr::T(link));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -174,21 +231,26 @@ pub async fn cancel_message(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// One status, e.g. `delivered`.
+    #[param(value_type = Option<MessageStatus>)]
     status: Option<String>,
     /// Recipient, in any form `to` accepts.
     to: Option<String>,
     from: Option<String>,
     batch_id: Option<String>,
     /// RFC 3339.
+    #[param(format = DateTime)]
     created_after: Option<String>,
     /// RFC 3339.
+    #[param(format = DateTime)]
     created_before: Option<String>,
     /// The `next` cursor of the previous page.
     cursor: Option<String>,
     /// 1 to 500; default 50.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
 }
 
@@ -279,8 +341,9 @@ pub struct EstimateRequest {
 #[utoipa::path(
     post, path = "/v1/estimate",
     request_body = EstimateRequest,
-    responses((status = 200, body = TextEstimate), (status = 401, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = TextEstimate), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn estimate(_tenant: Tenant, body: JsonBody<EstimateRequest>) -> Json<TextEstimate> {

@@ -72,15 +72,21 @@ const REQUEUE_CHUNK: usize = 1000;
 #[serde(deny_unknown_fields)]
 pub struct SendMessageRequest {
     /// The recipient, as typed: `+380671234567`, `0671234567`, `(067) 123-45-67`, …
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub to: String,
     /// Sender alpha-name (3–11 Latin letters/digits) or a phone number.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub from: String,
+    /// At most 10 parts, and at most 16 KiB as written.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 16384))]
     pub text: String,
     /// RFC 3339; when given and in the future, the message is scheduled.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub send_at: Option<String>,
     /// Seconds the message stays worth delivering (60 to 259200; default 86400).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 259200))]
     pub validity: Option<u64>,
     /// Transliterate Ukrainian Cyrillic to Latin so the text travels as GSM-7.
     #[serde(default)]
@@ -90,6 +96,7 @@ pub struct SendMessageRequest {
     pub callback_url: Option<String>,
     /// Your own reference, up to 128 characters, returned with the message.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 128))]
     pub reference: Option<String>,
     /// Your own JSON object (up to 4 KiB), returned with the message.
     #[serde(default)]
@@ -102,12 +109,19 @@ pub struct SendMessageRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
+    /// As for one message.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub from: String,
+    /// With `{{name}}` placeholders; at most 16 KiB before and after they are filled in.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 16384))]
     pub text: String,
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 10000))]
     pub recipients: Vec<BatchRecipient>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub send_at: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 259200))]
     pub validity: Option<u64>,
     #[serde(default)]
     pub transliterate: bool,
@@ -122,11 +136,13 @@ pub struct BatchRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BatchRecipient {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub to: String,
-    /// Values for the text's `{{name}}` placeholders.
+    /// Values for the text's `{{name}}` placeholders (at most 50).
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 128))]
     pub reference: Option<String>,
 }
 
