@@ -435,11 +435,13 @@ async fn every_endpoint_refuses_bad_input_and_stores_nothing() {
         (&key["schema"]["minLength"], &key["schema"]["maxLength"]),
         (&json!(1), &json!(255))
     );
-    for link in ["GetMessage", "CancelMessage"] {
-        assert_eq!(
-            send["responses"]["202"]["links"][link]["parameters"]["id"],
-            "$response.body#/id"
-        );
+    for (link, operation) in [
+        ("GetMessage", "get_message"),
+        ("CancelMessage", "cancel_message"),
+    ] {
+        let link = &send["responses"]["202"]["links"][link];
+        assert_eq!(link["operationId"], operation, "{link}");
+        assert_eq!(link["parameters"]["id"], "$response.body#/id");
     }
     let list = doc["paths"]["/v1/messages"]["get"]["parameters"]
         .as_array()
@@ -456,9 +458,17 @@ async fn every_endpoint_refuses_bad_input_and_stores_nothing() {
     let batch = &doc["components"]["schemas"]["BatchRequest"]["properties"];
     assert_eq!(batch["recipients"]["minItems"], 1);
     assert_eq!(batch["recipients"]["maxItems"], 10_000);
-    assert_eq!(batch["from"]["minLength"], 1);
+    assert!(batch["from"]["pattern"].is_string());
     let estimate = &doc["paths"]["/v1/estimate"]["post"]["responses"];
     assert!(estimate["400"].is_object() && estimate["415"].is_object());
+    // The callback URL pattern the document states is the one the server holds to.
+    for schema in ["SendMessageRequest", "BatchRequest"] {
+        assert_eq!(
+            doc["components"]["schemas"][schema]["properties"]["callback_url"]["pattern"],
+            holub_shared::services::intake::CALLBACK_URL_PATTERN,
+            "{schema}"
+        );
+    }
     let statuses = &doc["components"]["schemas"]["MessageStatus"]["enum"];
     assert!(statuses.as_array().unwrap().contains(&json!("unconfirmed")));
 }

@@ -128,8 +128,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi_json())
 }
 
 pub async fn not_found() -> ApiError {
@@ -170,7 +170,7 @@ pub async fn send_message(
         (status = 202, description = "Per-recipient results", body = Object),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -238,8 +238,14 @@ pub struct ListParams {
     #[param(value_type = Option<MessageStatus>)]
     status: Option<String>,
     /// Recipient, in any form `to` accepts.
+    #[param(pattern = "^(\\+?380|0)(39|50|63|66|67|68|73|75|77|9[1-9])[0-9]{7}$")]
     to: Option<String>,
+    /// Sender, as sent.
+    #[param(
+        pattern = "^([A-Za-z][A-Za-z0-9]{2,10}|(\\+?380|0)(39|50|63|66|67|68|73|75|77|9[1-9])[0-9]{7})$"
+    )]
     from: Option<String>,
+    #[param(pattern = "^bat_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     batch_id: Option<String>,
     /// RFC 3339.
     #[param(format = DateTime)]
@@ -248,6 +254,7 @@ pub struct ListParams {
     #[param(format = DateTime)]
     created_before: Option<String>,
     /// The `next` cursor of the previous page.
+    #[param(pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     cursor: Option<String>,
     /// 1 to 500; default 50.
     #[param(minimum = 1, maximum = 500)]

@@ -59,6 +59,16 @@ impl Default for IntakeConfig {
 const MAX_REFERENCE_LEN: usize = 128;
 const MAX_METADATA_BYTES: usize = 4096;
 const MAX_CALLBACK_URL_LEN: usize = 2048;
+
+/// What a callback URL may look like, stated in the OpenAPI document and held to here:
+/// http(s), a DNS name or an IPv4 address, a port, and a path and query of URL-safe
+/// characters; no credentials, fragments or spaces.
+pub const CALLBACK_URL_PATTERN: &str = r"^https?://(([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){0,9}[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?|((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]))(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]{0,1000})?(\?[A-Za-z0-9._~%!$&'()*+,;=:@/?-]{0,500})?$";
+
+/// The pattern, compiled once (a test proves it compiles; were it not to, every callback URL
+/// would be refused rather than any let through).
+static CALLBACK_URL: std::sync::LazyLock<Option<regex::Regex>> =
+    std::sync::LazyLock::new(|| regex::Regex::new(CALLBACK_URL_PATTERN).ok());
 const MAX_VARIABLES: usize = 50;
 /// Dispatch jobs kept for [`Intake::requeue_failed`] at most (a full 10,000-recipient batch
 /// fits many times); beyond that, the requeue sweep finds their messages.
@@ -71,32 +81,61 @@ const REQUEUE_CHUNK: usize = 1000;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SendMessageRequest {
-    /// The recipient, as typed: `+380671234567`, `0671234567`, `(067) 123-45-67`, …
-    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
+    /// The recipient, as typed: `+380671234567`, `0671234567`, `(067) 123-45-67`, …; valid
+    /// foreign mobiles too. The pattern states the plain Ukrainian forms.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^(\\+?380|0)(39|50|63|66|67|68|73|75|77|9[1-9])[0-9]{7}$")
+    )]
     pub to: String,
     /// Sender alpha-name (3–11 Latin letters/digits) or a phone number.
-    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^([A-Za-z][A-Za-z0-9]{2,10}|(\\+?380|0)(39|50|63|66|67|68|73|75|77|9[1-9])[0-9]{7})$"
+        )
+    )]
     pub from: String,
-    /// At most 10 parts, and at most 16 KiB as written.
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 16384))]
+    /// At most 10 parts, and at most 16 KiB as written; not blank, and no control
+    /// characters but line breaks.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 16384,
+            pattern = "^[^\\u0000-\\u0009\\u000B\\u000E-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0009\\u000B\\u000E-\\u001F\\u007F-\\u009F]*$"
+        )
+    )]
     pub text: String,
-    /// RFC 3339; when given and in the future, the message is scheduled.
+    /// RFC 3339; when given and in the future (at most a year ahead), the message is
+    /// scheduled.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub send_at: Option<String>,
     /// Seconds the message stays worth delivering (60 to 259200; default 86400).
     #[serde(default)]
+    #[serde(deserialize_with = "whole_seconds")]
     #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 259200))]
     pub validity: Option<u64>,
     /// Transliterate Ukrainian Cyrillic to Latin so the text travels as GSM-7.
     #[serde(default)]
     pub transliterate: bool,
-    /// Each status change is POSTed here, signed.
+    /// Each status change is POSTed here, signed: an http(s) URL without credentials, up to
+    /// 2,048 characters (where Holub serves others, not into private networks).
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^https?://(([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.){0,9}[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?|((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]))(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]{0,1000})?(\\?[A-Za-z0-9._~%!$&'()*+,;=:@/?-]{0,500})?$"
+        )
+    )]
     pub callback_url: Option<String>,
-    /// Your own reference, up to 128 characters, returned with the message.
+    /// Your own reference, up to 128 printable characters, returned with the message.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(max_length = 128))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")
+    )]
     pub reference: Option<String>,
     /// Your own JSON object (up to 4 KiB), returned with the message.
     #[serde(default)]
@@ -110,10 +149,23 @@ pub struct SendMessageRequest {
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// As for one message.
-    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^([A-Za-z][A-Za-z0-9]{2,10}|(\\+?380|0)(39|50|63|66|67|68|73|75|77|9[1-9])[0-9]{7})$"
+        )
+    )]
     pub from: String,
-    /// With `{{name}}` placeholders; at most 16 KiB before and after they are filled in.
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 16384))]
+    /// With `{{name}}` placeholders; at most 16 KiB before and after they are filled in;
+    /// otherwise as for one message.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 16384,
+            pattern = "^[^\\u0000-\\u0009\\u000B\\u000E-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0009\\u000B\\u000E-\\u001F\\u007F-\\u009F]*$"
+        )
+    )]
     pub text: String,
     #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 10000))]
     pub recipients: Vec<BatchRecipient>,
@@ -121,11 +173,19 @@ pub struct BatchRequest {
     #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub send_at: Option<String>,
     #[serde(default)]
+    #[serde(deserialize_with = "whole_seconds")]
     #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 259200))]
     pub validity: Option<u64>,
     #[serde(default)]
     pub transliterate: bool,
+    /// As for one message.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^https?://(([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.){0,9}[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?|((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]))(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]{0,1000})?(\\?[A-Za-z0-9._~%!$&'()*+,;=:@/?-]{0,500})?$"
+        )
+    )]
     pub callback_url: Option<String>,
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
@@ -136,13 +196,14 @@ pub struct BatchRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BatchRecipient {
-    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
+    /// As for one message; a number that is not valid is refused for this recipient alone,
+    /// in the results of a `202`, so the schema holds any text here.
     pub to: String,
     /// Values for the text's `{{name}}` placeholders (at most 50).
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
+    /// As for one message; one that is not valid is refused for this recipient alone.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(max_length = 128))]
     pub reference: Option<String>,
 }
 
@@ -675,10 +736,32 @@ fn parse_reference(reference: Option<String>, field: &str) -> Result<Option<Stri
     }
 }
 
+/// A whole number of seconds, written as JSON writes integers (`600`) or as an integral
+/// number (`600.0`, which JSON Schema counts as an integer too).
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_u64() {
+        return Ok(Some(n));
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&f) => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!(
+            "validity must be a whole number of seconds, not {number}"
+        ))),
+    }
+}
+
 fn parse_callback_url(raw: &str, allow_private: bool) -> Result<String, FieldError> {
     let bad = |msg: &str| FieldError::new("callback_url_invalid", "callback_url", msg);
     if raw.len() > MAX_CALLBACK_URL_LEN {
         return Err(bad("callback_url is longer than 2048 characters"));
+    }
+    if !CALLBACK_URL.as_ref().is_some_and(|url| url.is_match(raw)) {
+        return Err(bad(
+            "callback_url must be an http(s) URL with a DNS name or IPv4 address, an optional port, and a path and query of URL-safe characters",
+        ));
     }
     let url = url::Url::parse(raw).map_err(|_| bad("callback_url is not a URL"))?;
     if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
@@ -745,8 +828,6 @@ mod tests {
             "http://10.1.2.3/",
             "http://192.168.0.10/",
             "http://169.254.169.254/latest/meta-data/",
-            "http://[::1]/",
-            "http://[fd00::1]/",
             "http://metadata.google.internal/",
         ] {
             assert!(parse_callback_url(private, false).is_err(), "{private}");
@@ -756,8 +837,27 @@ mod tests {
             "ftp://example.com/",
             "https://user:pw@example.com/",
             "not a url",
+            // Outside the documented pattern, although `url` would parse them: an IPv6
+            // literal (use a DNS name), a fragment, a space, a port past 65535, a host whose
+            // last label is a number.
+            "http://[::1]/",
+            "https://example.com/a#b",
+            "https://example.com/a b",
+            "https://example.com:65536/",
+            "http://l.6.m.13:5315",
+            "http://0.a*",
         ] {
             assert!(parse_callback_url(bad, true).is_err(), "{bad}");
+        }
+        assert!(
+            regex::Regex::new(CALLBACK_URL_PATTERN).is_ok(),
+            "the documented pattern compiles"
+        );
+        for ok in [
+            "http://127.0.0.1:65535/cb",
+            "https://hooks.example-company-production.com/holub/v1?tenant=a&x=%20",
+        ] {
+            assert!(parse_callback_url(ok, true).is_ok(), "{ok}");
         }
     }
 
