@@ -230,6 +230,7 @@ impl holub_shared::ports::ReceiptWebhook for SimulatorReceipts {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use proptest::prelude::Strategy;
 
     fn body(receipts: &str) -> Vec<u8> {
         format!(r#"{{"receipts":[{receipts}]}}"#).into_bytes()
@@ -399,6 +400,28 @@ mod tests {
                 a == b,
                 "{a:?} {b:?}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+        /// Receipt bodies are outside input: receipts or a stable error, never a panic.
+        #[test]
+        fn any_body_is_receipts_or_a_stable_error(
+            body in proptest::prop_oneof![
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+                ("[ -~]{0,12}", -3i64..70_000, "[A-Z]{0,8}", "[ -~]{0,30}").prop_map(
+                    |(id, part, status, at)| format!(
+                        r#"{{"receipts":[{{"message_id":"{id}","part":{part},"status":"{status}","done_at":"{at}"}}]}}"#
+                    ).into_bytes()
+                ),
+            ]
+        ) {
+            match parse_receipts(&body) {
+                Ok(receipts) => proptest::prop_assert!(receipts.iter().all(|r| r.part >= 1)),
+                Err(e) => proptest::prop_assert!(e.code().starts_with("receipt")),
+            }
         }
     }
 }

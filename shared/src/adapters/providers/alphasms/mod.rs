@@ -234,6 +234,9 @@ pub mod error_codes {
 /// float.
 pub mod wire;
 
+#[cfg(test)]
+mod hostile;
+
 /// The route table's settings for an AlphaSMS route.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
