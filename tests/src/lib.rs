@@ -130,7 +130,12 @@ pub fn free_port() -> u16 {
 /// Starts `holub <args>` and reads the address it prints as `{"listening": ...}` on its
 /// first line of stdout; stdout is drained afterwards.
 fn spawn_listening(bin: &Path, args: &[String]) -> (Child, String, serde_json::Value) {
-    spawn_listening_to(bin, args, Stdio::inherit())
+    spawn_listening_to(bin, args, Stdio::inherit(), &test_log_level())
+}
+
+/// The log filter of the processes tests start: `HOLUB_TEST_LOG`, or warnings only.
+fn test_log_level() -> String {
+    std::env::var("HOLUB_TEST_LOG").unwrap_or_else(|_| "warn".into())
 }
 
 /// [`spawn_listening`] with standard error (the log) going to `stderr`.
@@ -138,13 +143,11 @@ fn spawn_listening_to(
     bin: &Path,
     args: &[String],
     stderr: Stdio,
+    log_level: &str,
 ) -> (Child, String, serde_json::Value) {
     let mut child = Command::new(bin)
         .args(args)
-        .env(
-            "RUST_LOG",
-            std::env::var("HOLUB_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .env("RUST_LOG", log_level)
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
@@ -251,6 +254,11 @@ impl Holub {
     /// Starts `holub serve` on a random port with its log (standard error) appended to the
     /// file `log`, as `holub serve >> holub.log` does.
     pub fn start_logging_to(data_dir: &Path, log: &Path, args: &[&str]) -> Holub {
+        Self::start_logging_at(data_dir, log, &test_log_level(), args)
+    }
+
+    /// [`Holub::start_logging_to`] with the log filter `level` (`RUST_LOG`'s syntax).
+    pub fn start_logging_at(data_dir: &Path, log: &Path, level: &str, args: &[&str]) -> Holub {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -263,6 +271,7 @@ impl Holub {
             "127.0.0.1:0".to_owned(),
             extra_args,
             Stdio::from(file),
+            level,
         )
     }
 
@@ -277,7 +286,14 @@ impl Holub {
     }
 
     fn spawn(bin: PathBuf, data_dir: &Path, listen: String, extra_args: Vec<String>) -> Holub {
-        Self::spawn_to(bin, data_dir, listen, extra_args, Stdio::inherit())
+        Self::spawn_to(
+            bin,
+            data_dir,
+            listen,
+            extra_args,
+            Stdio::inherit(),
+            &test_log_level(),
+        )
     }
 
     fn spawn_to(
@@ -286,6 +302,7 @@ impl Holub {
         listen: String,
         extra_args: Vec<String>,
         stderr: Stdio,
+        log_level: &str,
     ) -> Holub {
         let mut all: Vec<String> = vec![
             "serve".into(),
@@ -295,7 +312,7 @@ impl Holub {
             data_dir.display().to_string(),
         ];
         all.extend(extra_args.iter().cloned());
-        let (child, addr, info) = spawn_listening_to(&bin, &all, stderr);
+        let (child, addr, info) = spawn_listening_to(&bin, &all, stderr, log_level);
         wait_listening(&addr);
         Holub {
             info,
