@@ -16,7 +16,7 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
-use crate::server::{Scheduled, SimulatorState};
+use crate::server::{Scheduled, SimulatorState, final_receipts};
 use crate::wire::{ErrorBody, Receipt};
 
 /// Batches posted concurrently.
@@ -160,17 +160,12 @@ impl SimulatorState {
             };
             for _ in 0..copies {
                 for scheduled in &due {
-                    let done_at = scheduled
-                        .done_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-                    for part in 1..=scheduled.parts {
-                        outbox.push_back(Receipt {
-                            message_id: scheduled.message_id.to_string(),
-                            part,
-                            status: scheduled.outcome.code().to_owned(),
-                            done_at: done_at.clone(),
-                        });
-                    }
+                    outbox.extend(final_receipts(
+                        &scheduled.message_id,
+                        scheduled.parts,
+                        scheduled.outcome,
+                        scheduled.done_at,
+                    ));
                 }
             }
             if !more {

@@ -328,15 +328,12 @@ impl SimulatorState {
             else {
                 continue;
             };
-            let done_at = record
-                .done_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            receipts.extend((1..=record.parts).map(|part| Receipt {
-                message_id: record.message_id.to_string(),
-                part,
-                status: record.outcome.code().to_owned(),
-                done_at: done_at.clone(),
-            }));
+            receipts.extend(final_receipts(
+                &record.message_id,
+                record.parts,
+                record.outcome,
+                record.done_at,
+            ));
         }
         receipts
     }
@@ -409,6 +406,23 @@ impl Inner {
             self.insert(entry.client_id, record, push, copies);
         }
     }
+}
+
+/// The final receipts of one message, one per part, as they are pushed and as a status
+/// query answers them.
+pub(crate) fn final_receipts(
+    message_id: &str,
+    parts: u16,
+    outcome: Outcome,
+    done_at: DateTime<Utc>,
+) -> impl Iterator<Item = Receipt> + '_ {
+    let done_at = done_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    (1..=parts).map(move |part| Receipt {
+        message_id: message_id.to_owned(),
+        part,
+        status: outcome.code().to_owned(),
+        done_at: done_at.clone(),
+    })
 }
 
 fn accepted(client_id: String, record: &Record) -> SendResult {
