@@ -236,6 +236,7 @@ async fn serve(args: Args) -> Result<(), String> {
     );
     tracing::info!(%addr, "holub is serving");
 
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await;

@@ -74,6 +74,9 @@ impl Drop for TempDir {
     }
 }
 
+/// The senders the kit's tenants are registered for, active on every network.
+pub const TEST_SENDERS: [&str; 2] = ["Holub", "Shop24"];
+
 /// A tenant's credentials, as `holub tenant create` printed them.
 #[derive(Debug, Clone)]
 pub struct TenantKeys {
@@ -89,7 +92,9 @@ pub fn create_tenant(data_dir: &Path, name: &str) -> TenantKeys {
 /// `holub tenant create` with a given binary (the benchmark measures a release build).
 pub fn create_tenant_with(bin: &Path, data_dir: &Path, name: &str) -> TenantKeys {
     let out = Command::new(bin)
-        .args(["tenant", "create", "--name", name, "--data-dir"])
+        .args(["tenant", "create", "--name", name])
+        .args(TEST_SENDERS.iter().flat_map(|s| ["--sender", s]))
+        .arg("--data-dir")
         .arg(data_dir)
         .output()
         .expect("holub tenant create runs");
@@ -105,6 +110,21 @@ pub fn create_tenant_with(bin: &Path, data_dir: &Path, name: &str) -> TenantKeys
         api_key: field("api_key"),
         webhook_secret: field("webhook_secret"),
     }
+}
+
+/// `holub tenant <args> --data-dir <dir>`: its JSON answer, or the failure's message.
+pub fn tenant_command(data_dir: &Path, args: &[&str]) -> Result<serde_json::Value, String> {
+    let out = Command::new(holub_bin())
+        .arg("tenant")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("holub tenant runs");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("not one JSON answer: {e}"))
 }
 
 /// A running `holub serve` process; killed when dropped.
@@ -448,6 +468,26 @@ impl Api {
             .await
             .expect("request sent");
         Self::read(resp).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        let resp = self
+            .http
+            .delete(format!("{}{path}", self.base_url))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .expect("request sent");
+        Self::read(resp).await
+    }
+
+    /// The same server with another key.
+    pub fn with_key(&self, key: &str) -> Api {
+        Api {
+            http: self.http.clone(),
+            base_url: self.base_url.clone(),
+            key: key.to_owned(),
+        }
     }
 
     /// Every message of the tenant, newest first, following the list's cursor.

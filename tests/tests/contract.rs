@@ -29,9 +29,11 @@ use holub_shared::adapters::sqlite::{SqliteBackend, SqliteConfig, SyncMode};
 use holub_shared::adapters::sqs::create_queues;
 use holub_shared::domain::status::{PartReceipt, ReceiptState};
 use holub_shared::domain::{
-    BatchId, Encoding, IdempotencyKey, Kopiyky, Message, MessageError, MessageId, MessageStatus,
-    PhoneNumber, SenderId, StatusChange, TenantId,
+    ApiKeyRecord, AuditAction, AuditEntry, BatchId, Encoding, IdempotencyKey, KeyId, KeyName,
+    Kopiyky, Message, MessageError, MessageId, MessageStatus, Network, Origin, PhoneNumber,
+    Registration, Scopes, SenderId, SenderRecord, StatusChange, TenantId,
 };
+use holub_shared::ports::store::KeyEnd;
 use holub_shared::ports::{
     Delivery, IdempotencyRecord, ListQuery, MessageRef, MessageStore, Outgoing, Page, Patch, Queue,
     QueueError, QueueName, ReceiptHandle, ReceiptTarget, ReplayStore, Secret, SecretError,
@@ -247,8 +249,9 @@ contract!(
     queued_messages_stored_together_turn_stale_together,
     sent_messages_await_receipts_per_provider,
     receipts_ride_along_with_a_status_change,
-    tenants_are_found_by_key_hash,
-    keys_are_added_and_revoked,
+    tenants_are_created_with_their_first_key,
+    keys_are_added_revoked_and_rotated,
+    senders_are_registered_changed_and_removed,
     replays_are_remembered_until_they_expire,
     the_queue_delivers_hides_and_deletes,
     an_unacknowledged_message_comes_back_with_a_new_handle,
@@ -1342,78 +1345,380 @@ async fn sent_messages_await_receipts_per_provider(b: &Backend) {
 // Tenants
 // ---------------------------------------------------------------------------------------
 
-async fn tenants_are_found_by_key_hash(b: &Backend) {
-    let store = b.tenants();
-    let acme = Tenant {
-        id: tenant(),
-        name: "Acme".into(),
-        created_at: at(0),
-    };
-    store.create_tenant(&acme, "hash-acme").await.unwrap();
-    assert_eq!(
-        store.tenant_by_key_hash("hash-acme").await.unwrap(),
-        Some(acme.id.clone())
-    );
-    assert_eq!(store.tenant_by_key_hash("nope").await.unwrap(), None);
-
-    let err = store.create_tenant(&acme, "hash-other").await.unwrap_err();
-    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
-    assert_eq!(store.tenant_by_key_hash("hash-other").await.unwrap(), None);
-
-    // A key hash already in use: the new tenant is not created either.
-    let globex = Tenant {
-        id: tenant(),
-        name: "Globex".into(),
-        created_at: at(1),
-    };
-    let err = store.create_tenant(&globex, "hash-acme").await.unwrap_err();
-    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
-    store.create_tenant(&globex, "hash-globex").await.unwrap();
-    assert_eq!(
-        store.tenant_by_key_hash("hash-globex").await.unwrap(),
-        Some(globex.id)
-    );
-    assert_eq!(
-        store.tenant_by_key_hash("hash-acme").await.unwrap(),
-        Some(acme.id)
-    );
+fn key(tenant: &TenantId, hash: &str, n: i64) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: Some(KeyId::generate(at(n))),
+        tenant_id: tenant.clone(),
+        hash: hash.into(),
+        name: Some(KeyName::parse(&format!("key {n}")).unwrap()),
+        scopes: Scopes::parse("messages:send,messages:read").unwrap(),
+        created_at: Some(at(n)),
+        expires_at: None,
+        last_used_at: None,
+        revoked_at: None,
+    }
 }
 
-async fn keys_are_added_and_revoked(b: &Backend) {
+fn audit(tenant: &TenantId, n: i64, action: AuditAction) -> AuditEntry {
+    // Entries made in one second sort by their random part: a test that orders them makes
+    // them seconds apart.
+    Origin::operator().entry(tenant, at(n), action, format!("target {n}"), None, None)
+}
+
+async fn tenants_are_created_with_their_first_key(b: &Backend) {
     let store = b.tenants();
     let acme = Tenant {
         id: tenant(),
         name: "Acme".into(),
         created_at: at(0),
     };
-    store.create_tenant(&acme, "hash-first").await.unwrap();
-    store.add_key(&acme.id, "hash-second").await.unwrap();
-    for hash in ["hash-first", "hash-second"] {
-        assert_eq!(
-            store.tenant_by_key_hash(hash).await.unwrap(),
-            Some(acme.id.clone())
-        );
-    }
-    let err = store.add_key(&acme.id, "hash-first").await.unwrap_err();
-    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
-    let err = store.add_key(&tenant(), "hash-orphan").await.unwrap_err();
-    assert!(matches!(err, StoreError::NotFound), "{err:?}");
-    assert_eq!(store.tenant_by_key_hash("hash-orphan").await.unwrap(), None);
-
-    assert!(store.revoke_key("hash-first", at(5)).await.unwrap());
-    assert_eq!(store.tenant_by_key_hash("hash-first").await.unwrap(), None);
+    let first = key(&acme.id, "hash-acme", 0);
+    let created = audit(&acme.id, 0, AuditAction::TenantCreate);
+    store.create_tenant(&acme, &first, &created).await.unwrap();
     assert_eq!(
-        store.tenant_by_key_hash("hash-second").await.unwrap(),
-        Some(acme.id.clone()),
-        "the other key lives on"
+        store.api_key(first.id.as_ref(), "hash-acme").await.unwrap(),
+        Some(first.clone())
     );
-    // Revoking again, or a key that never was: nothing to revoke, and a revoked hash
-    // cannot be given out again.
-    assert!(!store.revoke_key("hash-first", at(6)).await.unwrap());
-    assert!(!store.revoke_key("hash-never", at(6)).await.unwrap());
-    let err = store.add_key(&acme.id, "hash-first").await.unwrap_err();
+    assert_eq!(
+        store
+            .api_key(Some(&KeyId::generate(at(0))), "hash-acme")
+            .await
+            .unwrap(),
+        None
+    );
+
+    // The same tenant again: refused, and nothing of it is written.
+    let again = key(&acme.id, "hash-other", 1);
+    let err = store
+        .create_tenant(
+            &acme,
+            &again,
+            &audit(&acme.id, 1, AuditAction::TenantCreate),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
-    assert_eq!(store.tenant_by_key_hash("hash-first").await.unwrap(), None);
+    assert_eq!(
+        store
+            .api_key(again.id.as_ref(), "hash-other")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.audit_log(&acme.id, None, 10).await.unwrap(),
+        [created]
+    );
+
+    // A key from before key ids is found by its hash, with every scope.
+    let mut legacy = key(&acme.id, "hash-legacy", 2);
+    legacy.id = None;
+    legacy.name = None;
+    legacy.created_at = None;
+    legacy.scopes = Scopes::ADMIN;
+    store
+        .add_key(&legacy, &audit(&acme.id, 2, AuditAction::KeyCreate))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.api_key(None, "hash-legacy").await.unwrap(),
+        Some(legacy)
+    );
+    assert_eq!(store.api_key(None, "hash-never").await.unwrap(), None);
+    assert!(
+        store
+            .revoke_legacy_key(
+                "hash-legacy",
+                at(3),
+                &audit(&acme.id, 3, AuditAction::KeyRevoke)
+            )
+            .await
+            .unwrap()
+    );
+    let revoked = store.api_key(None, "hash-legacy").await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(at(3)));
+    assert!(
+        !store
+            .revoke_legacy_key(
+                "hash-legacy",
+                at(4),
+                &audit(&acme.id, 4, AuditAction::KeyRevoke)
+            )
+            .await
+            .unwrap()
+    );
+    // Listings hold the keys with ids only.
+    assert_eq!(store.list_keys(&acme.id).await.unwrap(), [first]);
+}
+
+async fn keys_are_added_revoked_and_rotated(b: &Backend) {
+    let store = b.tenants();
+    let acme = Tenant {
+        id: tenant(),
+        name: "Acme".into(),
+        created_at: at(0),
+    };
+    let first = key(&acme.id, "hash-first", 0);
+    store
+        .create_tenant(
+            &acme,
+            &first,
+            &audit(&acme.id, 0, AuditAction::TenantCreate),
+        )
+        .await
+        .unwrap();
+    let second = key(&acme.id, "hash-second", 1);
+    store
+        .add_key(&second, &audit(&acme.id, 1, AuditAction::KeyCreate))
+        .await
+        .unwrap();
+    let orphan = key(&tenant(), "hash-orphan", 2);
+    let err = store
+        .add_key(
+            &orphan,
+            &audit(&orphan.tenant_id, 2, AuditAction::KeyCreate),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert_eq!(
+        store
+            .api_key(orphan.id.as_ref(), "hash-orphan")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .audit_log(&orphan.tenant_id, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Last use is recorded, and never moves back.
+    let first_id = first.id.clone().unwrap();
+    store.touch_key(&acme.id, &first_id, at(10)).await.unwrap();
+    store.touch_key(&acme.id, &first_id, at(5)).await.unwrap();
+    // Another tenant cannot touch it.
+    store.touch_key(&tenant(), &first_id, at(20)).await.unwrap();
+    let listed = store.list_keys(&acme.id).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].id, first.id, "oldest first");
+    assert_eq!(listed[0].last_used_at, Some(at(10)));
+
+    // Revoked: once, by its own tenant only.
+    let other = tenant();
+    let ended = store
+        .end_key(
+            &other,
+            &first_id,
+            KeyEnd::Revoke(at(11)),
+            &audit(&other, 11, AuditAction::KeyRevoke),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, None);
+    assert!(store.audit_log(&other, None, 10).await.unwrap().is_empty());
+    let ended = store
+        .end_key(
+            &acme.id,
+            &first_id,
+            KeyEnd::Revoke(at(12)),
+            &audit(&acme.id, 12, AuditAction::KeyRevoke),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.revoked_at, Some(at(12)));
+    let stored = store
+        .api_key(Some(&first_id), "hash-first")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.revoked_at, Some(at(12)));
+    let again = store
+        .end_key(
+            &acme.id,
+            &first_id,
+            KeyEnd::Revoke(at(13)),
+            &audit(&acme.id, 13, AuditAction::KeyRevoke),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, None);
+
+    // Rotated: the new key is stored and the old one ends at the earlier of its expiry and
+    // the grace period's end.
+    let second_id = second.id.clone().unwrap();
+    let new = key(&acme.id, "hash-third", 14);
+    let rotate = KeyEnd::Rotate {
+        new: Box::new(new.clone()),
+        old_until: at(100),
+    };
+    let ended = store
+        .end_key(
+            &acme.id,
+            &second_id,
+            rotate,
+            &audit(&acme.id, 14, AuditAction::KeyRotate),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((ended.expires_at, ended.revoked_at), (Some(at(100)), None));
+    assert_eq!(
+        store.api_key(new.id.as_ref(), "hash-third").await.unwrap(),
+        Some(new.clone())
+    );
+    let rotate = KeyEnd::Rotate {
+        new: Box::new(key(&acme.id, "hash-fourth", 15)),
+        old_until: at(200),
+    };
+    let ended = store
+        .end_key(
+            &acme.id,
+            &second_id,
+            rotate,
+            &audit(&acme.id, 15, AuditAction::KeyRotate),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ended.expires_at,
+        Some(at(100)),
+        "a rotation never lengthens a key's life"
+    );
+    assert_eq!(store.list_keys(&acme.id).await.unwrap().len(), 4);
+
+    // The audit log, newest first, in pages.
+    let log = store.audit_log(&acme.id, None, 3).await.unwrap();
+    let times: Vec<_> = log.iter().map(|e| e.at).collect();
+    assert_eq!(times, [at(15), at(14), at(12)]);
+    let rest = store
+        .audit_log(&acme.id, Some(&log[2].id), 10)
+        .await
+        .unwrap();
+    let times: Vec<_> = rest.iter().map(|e| e.at).collect();
+    assert_eq!(times, [at(1), at(0)]);
+}
+
+async fn senders_are_registered_changed_and_removed(b: &Backend) {
+    let store = b.tenants();
+    let acme = Tenant {
+        id: tenant(),
+        name: "Acme".into(),
+        created_at: at(0),
+    };
+    store
+        .create_tenant(
+            &acme,
+            &key(&acme.id, "hash-senders", 0),
+            &audit(&acme.id, 0, AuditAction::TenantCreate),
+        )
+        .await
+        .unwrap();
+    let shop = SenderId::parse("Shop24").unwrap();
+    let mut record = SenderRecord::requested(acme.id.clone(), shop.clone(), at(1));
+    store
+        .put_sender(
+            &record,
+            true,
+            &audit(&acme.id, 1, AuditAction::SenderRequest),
+        )
+        .await
+        .unwrap();
+    let err = store
+        .put_sender(
+            &record,
+            true,
+            &audit(&acme.id, 2, AuditAction::SenderRequest),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+    let orphan = SenderRecord::requested(tenant(), shop.clone(), at(1));
+    let err = store
+        .put_sender(
+            &orphan,
+            true,
+            &audit(&orphan.tenant_id, 2, AuditAction::SenderRequest),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert!(store.senders(&orphan.tenant_id).await.unwrap().is_empty());
+
+    record
+        .networks
+        .insert(Network::Kyivstar, Registration::Active);
+    record
+        .networks
+        .insert(Network::Lifecell, Registration::Rejected);
+    record.updated_at = at(3);
+    store
+        .put_sender(
+            &record,
+            false,
+            &audit(&acme.id, 3, AuditAction::SenderStatus),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.senders(&acme.id).await.unwrap(), [record.clone()]);
+    let phone = SenderRecord::requested(
+        acme.id.clone(),
+        SenderId::parse("+380671234567").unwrap(),
+        at(4),
+    );
+    let err = store
+        .put_sender(
+            &phone,
+            false,
+            &audit(&acme.id, 4, AuditAction::SenderStatus),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+
+    assert!(
+        store
+            .remove_sender(
+                &acme.id,
+                &shop,
+                &audit(&acme.id, 5, AuditAction::SenderRemove)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(store.senders(&acme.id).await.unwrap().is_empty());
+    assert!(
+        !store
+            .remove_sender(
+                &acme.id,
+                &shop,
+                &audit(&acme.id, 6, AuditAction::SenderRemove)
+            )
+            .await
+            .unwrap()
+    );
+    // Every change that applied is in the log; the refused ones are not.
+    let actions: Vec<_> = store
+        .audit_log(&acme.id, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            AuditAction::SenderRemove,
+            AuditAction::SenderStatus,
+            AuditAction::SenderRequest,
+            AuditAction::TenantCreate
+        ]
+    );
 }
 
 async fn replays_are_remembered_until_they_expire(b: &Backend) {
@@ -2078,7 +2383,7 @@ mod requests {
         let (r, n) = cost(&counter, store.list(&t, &everything(50))).await;
         assert_eq!(r.unwrap().messages.len(), 50);
         assert_eq!(n, of(&[("DynamoDB.Query", 1)]));
-        let (r, n) = cost(&counter, b.tenants().tenant_by_key_hash("h")).await;
+        let (r, n) = cost(&counter, b.tenants().api_key(None, "h")).await;
         assert!(r.unwrap().is_none());
         assert_eq!(n, of(&[("DynamoDB.GetItem", 1)]));
 

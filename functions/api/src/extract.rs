@@ -2,22 +2,43 @@
 //! turned into a valid value or a clear 4xx.
 
 use axum::body::Bytes;
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
-use holub_shared::domain::{IdempotencyKey, TenantId};
+use holub_shared::domain::{Actor, IdempotencyKey, Origin, Scope, TenantId};
+use holub_shared::services::accounts::Caller;
 use holub_shared::services::intake::Idempotency;
+use lambda_http::request::RequestContext;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
 use crate::error::ApiError;
 
-/// The tenant whose API key signed the request.
-pub struct Tenant(pub TenantId);
+/// The caller behind a request's bearer key, whatever its scopes.
+pub struct Authenticated {
+    pub caller: Caller,
+    /// Who asks and from where, for the audit log.
+    pub origin: Origin,
+}
 
-impl<S> FromRequestParts<S> for Tenant
+/// The client's address: the socket's peer on the single binary, API Gateway's `sourceIp`
+/// on Lambda (never a header the client could write).
+fn source_address(parts: &Parts) -> Option<String> {
+    if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        return Some(addr.ip().to_string());
+    }
+    match parts.extensions.get::<RequestContext>() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.http.source_ip.clone(),
+        _ => None,
+    }
+}
+
+impl<S> FromRequestParts<S> for Authenticated
 where
     AppState: FromRef<S>,
     S: Send + Sync,
@@ -33,10 +54,88 @@ where
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(ApiError::unauthorized)?;
-        match state.accounts.authenticate(key).await? {
-            Some(tenant) => Ok(Tenant(tenant)),
-            None => Err(ApiError::unauthorized()),
+        let caller = state
+            .accounts
+            .authenticate(key)
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        let origin = Origin {
+            actor: Actor::ApiKey {
+                key_id: caller.key_id.clone(),
+            },
+            source: source_address(parts),
+        };
+        Ok(Authenticated { caller, origin })
+    }
+}
+
+/// The tenant of a request whose key may do what `N` names (403 `insufficient_scope`
+/// otherwise).
+pub struct Authorized<N> {
+    pub tenant: TenantId,
+    pub origin: Origin,
+    _needs: PhantomData<N>,
+}
+
+/// A scope a route needs, as a type.
+pub trait Needs {
+    const SCOPE: Scope;
+}
+
+macro_rules! needs {
+    ($($name:ident => $scope:expr),* $(,)?) => {$(
+        pub struct $name;
+        impl Needs for $name {
+            const SCOPE: Scope = $scope;
         }
+    )*};
+}
+
+needs! {
+    SendScope => Scope::MessagesSend,
+    ReadScope => Scope::MessagesRead,
+    AdminScope => Scope::Admin,
+}
+
+impl<S, N> FromRequestParts<S> for Authorized<N>
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+    N: Needs,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Authenticated { caller, origin } =
+            Authenticated::from_request_parts(parts, state).await?;
+        if !caller.scopes.allow(N::SCOPE) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!("this API key lacks the scope `{}`", N::SCOPE),
+            ));
+        }
+        Ok(Authorized {
+            tenant: caller.tenant,
+            origin,
+            _needs: PhantomData,
+        })
+    }
+}
+
+/// A request with any valid key (for routes that reveal and change nothing).
+pub struct AnyKey;
+
+impl<S> FromRequestParts<S> for AnyKey
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Authenticated::from_request_parts(parts, state).await?;
+        Ok(AnyKey)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Holub's HTTPS API v1: one axum [`Router`], built once and served either by `axum::serve`
 //! (the single binary) or by `lambda_http` (the API function).
 
+mod admin;
 mod error;
 mod extract;
 mod routes;
@@ -9,9 +10,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use holub_shared::runtime::Holub;
-use holub_shared::services::{Accounts, Intake, Messages};
+use holub_shared::services::{Accounts, Intake, Messages, Senders};
 
 pub use error::{ApiError, ErrorBody};
 
@@ -23,6 +24,7 @@ pub const BATCH_BODY_LIMIT: usize = 8 * 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub accounts: Arc<Accounts>,
+    pub senders: Arc<Senders>,
     pub intake: Arc<Intake>,
     pub messages: Arc<Messages>,
 }
@@ -33,6 +35,7 @@ impl AppState {
     pub fn new(holub: &Holub) -> Self {
         AppState {
             accounts: holub.accounts.clone(),
+            senders: holub.senders.clone(),
             intake: holub.intake.clone(),
             messages: holub.messages.clone(),
         }
@@ -54,6 +57,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages/{id}", get(routes::get_message))
         .route("/v1/messages/{id}/cancel", post(routes::cancel_message))
         .route("/v1/estimate", post(routes::estimate))
+        .route("/v1/keys", post(admin::create_key).get(admin::list_keys))
+        .route("/v1/keys/{id}/revoke", post(admin::revoke_key))
+        .route("/v1/keys/{id}/rotate", post(admin::rotate_key))
+        .route(
+            "/v1/senders",
+            post(admin::request_sender).get(admin::list_senders),
+        )
+        .route("/v1/senders/{sender}", delete(admin::remove_sender))
+        .route("/v1/audit", get(admin::audit_log))
         .layer(DefaultBodyLimit::max(SINGLE_BODY_LIMIT))
         .merge(batch)
         .fallback(routes::not_found)

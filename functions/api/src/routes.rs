@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{IdempotencyHeader, JsonBody, Tenant};
+use crate::extract::{AnyKey, Authorized, IdempotencyHeader, JsonBody, ReadScope, SendScope};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,7 +36,15 @@ use crate::extract::{IdempotencyHeader, JsonBody, Tenant};
         get_message,
         list_messages,
         cancel_message,
-        estimate
+        estimate,
+        crate::admin::create_key,
+        crate::admin::list_keys,
+        crate::admin::revoke_key,
+        crate::admin::rotate_key,
+        crate::admin::list_senders,
+        crate::admin::request_sender,
+        crate::admin::remove_sender,
+        crate::admin::audit_log
     ),
     components(schemas(
         SendMessageRequest,
@@ -45,7 +53,23 @@ use crate::extract::{IdempotencyHeader, JsonBody, Tenant};
         MessageStatus,
         ErrorBody,
         EstimateRequest,
-        TextEstimate
+        TextEstimate,
+        holub_shared::domain::Scope,
+        holub_shared::domain::Network,
+        holub_shared::domain::Registration,
+        holub_shared::domain::Actor,
+        holub_shared::domain::AuditAction,
+        crate::admin::KeyView,
+        crate::admin::NewKeyView,
+        crate::admin::KeyList,
+        crate::admin::CreateKeyRequest,
+        crate::admin::RotateKeyRequest,
+        crate::admin::RotatedKey,
+        crate::admin::SenderView,
+        crate::admin::SenderList,
+        crate::admin::SenderRequest,
+        crate::admin::AuditView,
+        crate::admin::AuditPage
     )),
     modifiers(&BearerAuth, &Refinements)
 )]
@@ -144,7 +168,7 @@ pub async fn not_found() -> ApiError {
         description = "Same key and body: the same answer; same key, other body: 409")),
     responses(
         (status = 202, description = "Accepted (queued or scheduled)", body = MessageView),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
     ),
@@ -152,10 +176,11 @@ pub async fn not_found() -> ApiError {
 )]
 pub async fn send_message(
     State(state): State<AppState>,
-    Tenant(tenant): Tenant,
+    auth: Authorized<SendScope>,
     idempotency: IdempotencyHeader,
     body: JsonBody<SendMessageRequest>,
 ) -> Result<Response, ApiError> {
+    let tenant = auth.tenant;
     let idem = idempotency.with(body.fingerprint);
     Ok(reply(state.intake.send(&tenant, body.value, idem).await?))
 }
@@ -168,7 +193,7 @@ pub async fn send_message(
     params(("Idempotency-Key" = Option<String>, Header, description = "As for single messages")),
     responses(
         (status = 202, description = "Per-recipient results", body = Object),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
     ),
@@ -176,10 +201,11 @@ pub async fn send_message(
 )]
 pub async fn send_batch(
     State(state): State<AppState>,
-    Tenant(tenant): Tenant,
+    auth: Authorized<SendScope>,
     idempotency: IdempotencyHeader,
     body: JsonBody<BatchRequest>,
 ) -> Result<Response, ApiError> {
+    let tenant = auth.tenant;
     let idem = idempotency.with(body.fingerprint);
     Ok(reply(
         state.intake.send_batch(&tenant, body.value, idem).await?,
@@ -196,15 +222,16 @@ fn message_id(path: Result<Path<String>, PathRejection>) -> Result<MessageId, Ap
 #[utoipa::path(
     get, path = "/v1/messages/{id}",
     params(("id" = String, Path, description = "Message id")),
-    responses((status = 200, body = MessageView), (status = 401, body = ErrorBody),
+    responses((status = 200, body = MessageView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn get_message(
     State(state): State<AppState>,
-    Tenant(tenant): Tenant,
+    auth: Authorized<ReadScope>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<MessageView>, ApiError> {
+    let tenant = auth.tenant;
     let id = message_id(path)?;
     match state.messages.get(&tenant, &id).await? {
         Some(m) => Ok(Json(MessageView::from(&m))),
@@ -216,15 +243,16 @@ pub async fn get_message(
 #[utoipa::path(
     post, path = "/v1/messages/{id}/cancel",
     params(("id" = String, Path, description = "Message id")),
-    responses((status = 200, body = MessageView), (status = 401, body = ErrorBody),
+    responses((status = 200, body = MessageView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn cancel_message(
     State(state): State<AppState>,
-    Tenant(tenant): Tenant,
+    auth: Authorized<SendScope>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<MessageView>, ApiError> {
+    let tenant = auth.tenant;
     let id = message_id(path)?;
     let message = state.messages.cancel(&tenant, &id).await?;
     Ok(Json(MessageView::from(&message)))
@@ -279,14 +307,15 @@ fn parse_time(raw: Option<String>, field: &str) -> Result<Option<DateTime<Utc>>,
     get, path = "/v1/messages",
     params(ListParams),
     responses((status = 200, description = "`{\"messages\": [...], \"next\": cursor|null}`",
-        body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+        body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn list_messages(
     State(state): State<AppState>,
-    Tenant(tenant): Tenant,
+    auth: Authorized<ReadScope>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = auth.tenant;
     let Query(p) = params.map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -353,6 +382,6 @@ pub struct EstimateRequest {
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = []))
 )]
-pub async fn estimate(_tenant: Tenant, body: JsonBody<EstimateRequest>) -> Json<TextEstimate> {
+pub async fn estimate(_key: AnyKey, body: JsonBody<EstimateRequest>) -> Json<TextEstimate> {
     Json(TextEstimate::of(&body.value.text, body.value.transliterate))
 }

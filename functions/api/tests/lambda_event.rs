@@ -11,7 +11,9 @@ use holub_shared::adapters::aws::{
 use holub_shared::adapters::dynamo::{DynamoConfig, create_tables};
 use holub_shared::adapters::secrets_manager::SecretsConfig;
 use holub_shared::adapters::sqs::create_queues;
-use holub_shared::domain::{MessageStatus, TenantId};
+use holub_shared::domain::{
+    ApiKeyRecord, AuditAction, MessageStatus, Network, Origin, Registration, SenderId, TenantId,
+};
 use holub_shared::ports::store::Tenant;
 use holub_shared::ports::{MessageStore, Queue, QueueName, TenantStore};
 use holub_shared::runtime::{Holub, Ports, Settings, Target};
@@ -83,14 +85,40 @@ async fn an_api_gateway_event_is_accepted_stored_and_queued_once() {
         name: "Lambda".into(),
         created_at: chrono::Utc::now(),
     };
+    // A key from before key ids (`hk_…`): the event carries it.
+    let origin = Origin::operator();
+    let audit = origin.entry(
+        &tenant.id,
+        tenant.created_at,
+        AuditAction::TenantCreate,
+        "tenant",
+        None,
+        None,
+    );
     aws.store
-        .create_tenant(&tenant, &hash_key(KEY))
+        .create_tenant(
+            &tenant,
+            &ApiKeyRecord::legacy(tenant.id.clone(), hash_key(KEY)),
+            &audit,
+        )
         .await
         .unwrap();
     let store: Arc<dyn MessageStore> = Arc::new(aws.store.clone());
     let queue: Arc<dyn Queue> = Arc::new(aws.queue.clone());
     let settings = Settings::from_values(std::iter::empty()).unwrap();
     let holub = Holub::new(Ports::aws(&aws), settings, Target::Aws);
+    let sender = SenderId::parse("Holub").unwrap();
+    holub
+        .senders
+        .grant(
+            &tenant.id,
+            &sender,
+            &Network::ALL,
+            Registration::Active,
+            &origin,
+        )
+        .await
+        .unwrap();
     let app = holub_api::router(holub_api::AppState::new(&holub));
 
     let (status, body) = call(app.clone(), EVENT).await;

@@ -149,6 +149,12 @@ prefixed_id!(
     BatchId,
     "bat_"
 );
+prefixed_id!(
+    /// An API key's public identity: shown in listings and audit records, and part of the
+    /// key itself.
+    KeyId,
+    "key_"
+);
 
 /// A client's `Idempotency-Key`: 1 to 255 printable ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

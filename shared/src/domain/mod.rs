@@ -1,5 +1,6 @@
 //! The pure domain: values that can only hold valid data, and the rules of SMS.
 
+pub mod access;
 pub mod failure;
 pub mod ids;
 pub mod kyiv;
@@ -12,8 +13,12 @@ pub mod status;
 pub mod text;
 pub mod transliteration;
 
+pub use access::{
+    Actor, ApiKeyRecord, AuditAction, AuditEntry, KeyName, Network, Origin, Registration, Scope,
+    Scopes, SenderRecord,
+};
 pub use failure::{FailureCode, UnknownFailureCode};
-pub use ids::{BatchId, IdempotencyKey, MessageId, TenantId};
+pub use ids::{BatchId, IdempotencyKey, KeyId, MessageId, TenantId};
 pub use message::{Message, MessageError, StatusChange};
 pub use money::Kopiyky;
 pub use phone::{Operator, PhoneError, PhoneNumber};

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::status::PartReceipt;
 use crate::domain::{
-    BatchId, IdempotencyKey, Kopiyky, Message, MessageError, MessageId, MessageStatus, PhoneNumber,
-    SenderId, TenantId,
+    ApiKeyRecord, AuditEntry, BatchId, IdempotencyKey, KeyId, Kopiyky, Message, MessageError,
+    MessageId, MessageStatus, PhoneNumber, SenderId, SenderRecord, TenantId,
 };
 
 use super::Retryable;
@@ -232,18 +232,102 @@ pub struct Tenant {
     pub created_at: DateTime<Utc>,
 }
 
+/// Tenants, their API keys, their senders and the audit log of administrative changes. Every
+/// administrative change is written together with its [`AuditEntry`], all or nothing.
 #[async_trait]
 pub trait TenantStore: Send + Sync {
-    /// Stores a tenant with the hash of its first API key.
-    async fn create_tenant(&self, tenant: &Tenant, key_hash: &str) -> Result<(), StoreError>;
+    /// Stores a tenant with its first API key. Fails with [`StoreError::AlreadyExists`] if
+    /// either exists.
+    async fn create_tenant(
+        &self,
+        tenant: &Tenant,
+        first_key: &ApiKeyRecord,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
 
-    /// The tenant whose API key hashes to `key_hash`, unless that key was revoked.
-    async fn tenant_by_key_hash(&self, key_hash: &str) -> Result<Option<TenantId>, StoreError>;
+    /// The record of a presented key: found by `id` for current keys, by `hash` for keys from
+    /// before key ids. Revoked and expired keys are returned too (the caller decides); the
+    /// caller also compares the hash.
+    async fn api_key(
+        &self,
+        id: Option<&KeyId>,
+        hash: &str,
+    ) -> Result<Option<ApiKeyRecord>, StoreError>;
 
-    /// Gives an existing tenant another API key.
-    async fn add_key(&self, tenant: &TenantId, key_hash: &str) -> Result<(), StoreError>;
+    /// Gives an existing tenant another API key ([`StoreError::NotFound`] if the tenant does
+    /// not exist).
+    async fn add_key(&self, key: &ApiKeyRecord, audit: &AuditEntry) -> Result<(), StoreError>;
 
-    /// Revokes an API key at `at`: from then on it finds no tenant. The key's record is
-    /// kept (who held it, and when it stopped). Answers whether a live key was revoked.
-    async fn revoke_key(&self, key_hash: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// A tenant's keys that have ids, oldest first, revoked ones included.
+    async fn list_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Sets a live key's `revoked_at` (`expires_at` too, for a rotation's grace period, if
+    /// given and sooner), or stores `new` alongside for a rotation: one write. Answers the key
+    /// after the change, or `None` if `tenant` has no live key `id`.
+    async fn end_key(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        end: KeyEnd,
+        audit: &AuditEntry,
+    ) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// Revokes a key from before key ids, found by hash. Answers whether a live key was
+    /// revoked.
+    async fn revoke_legacy_key(
+        &self,
+        hash: &str,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
+
+    /// Records that a key was used at `at` (called at most about once a minute per key and
+    /// process; a lost update only makes `last_used_at` older).
+    async fn touch_key(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// A tenant's audit entries, newest first, older than the entry `before` if given.
+    async fn audit_log(
+        &self,
+        tenant: &TenantId,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The senders registered to a tenant.
+    async fn senders(&self, tenant: &TenantId) -> Result<Vec<SenderRecord>, StoreError>;
+
+    /// Stores a sender: a new one ([`StoreError::AlreadyExists`] if it is registered), or a
+    /// change of an existing one ([`StoreError::NotFound`] if it is not).
+    async fn put_sender(
+        &self,
+        sender: &SenderRecord,
+        new: bool,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+
+    /// Removes a sender; answers whether it was registered.
+    async fn remove_sender(
+        &self,
+        tenant: &TenantId,
+        sender: &SenderId,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
+}
+
+/// How a key stops working.
+#[derive(Debug, Clone)]
+pub enum KeyEnd {
+    /// Now.
+    Revoke(DateTime<Utc>),
+    /// A rotation: `new` is stored, and the old key expires at `old_until` (now, or after a
+    /// grace period in which both work) unless it expires sooner already.
+    Rotate {
+        new: Box<ApiKeyRecord>,
+        old_until: DateTime<Utc>,
+    },
 }

@@ -24,7 +24,7 @@ use crate::services::replays::REPLAY_WINDOW;
 use crate::services::sweeper::SweeperConfig;
 use crate::services::{
     Accounts, CallbackSender, Dispatcher, Intake, Messages, Notifier, Receipts, ReplayGuard,
-    Sweeper,
+    Senders, Sweeper,
 };
 
 pub use consumers::{Consumer, Finished, consume_until_stopped, settle};
@@ -85,6 +85,7 @@ pub struct Holub {
     pub settings: Settings,
     pub target: Target,
     pub accounts: Arc<Accounts>,
+    pub senders: Arc<Senders>,
     pub intake: Arc<Intake>,
     pub messages: Arc<Messages>,
     pub receipts: Arc<Receipts>,
@@ -105,6 +106,7 @@ impl Holub {
             requeue_after: settings.requeue_after(),
             ..SweeperConfig::default()
         };
+        let senders = Arc::new(Senders::new(p.tenants.clone(), p.clock.clone()));
         Holub {
             accounts: Arc::new(Accounts::new(
                 p.tenants.clone(),
@@ -115,8 +117,10 @@ impl Holub {
                 p.store.clone(),
                 p.queue.clone(),
                 p.clock.clone(),
+                senders.clone(),
                 intake,
             )),
+            senders,
             messages: Arc::new(Messages::new(
                 p.store.clone(),
                 p.clock.clone(),

@@ -24,6 +24,7 @@ use crate::ports::store::IdempotencyRecord;
 use crate::ports::{Clock, MessageStore, Queue, QueueError, QueueName, Retryable, StoreError};
 
 use super::jobs::{self, DispatchJob};
+use super::senders::Senders;
 use super::template::{self, TemplateError};
 use super::view::MessageView;
 
@@ -278,6 +279,7 @@ pub struct Intake {
     store: Arc<dyn MessageStore>,
     queue: Arc<dyn Queue>,
     clock: Arc<dyn Clock>,
+    senders: Arc<Senders>,
     config: IntakeConfig,
     /// Jobs of stored messages that could not be queued when they were accepted.
     unqueued: Mutex<Vec<DispatchJob>>,
@@ -288,12 +290,14 @@ impl Intake {
         store: Arc<dyn MessageStore>,
         queue: Arc<dyn Queue>,
         clock: Arc<dyn Clock>,
+        senders: Arc<Senders>,
         config: IntakeConfig,
     ) -> Self {
         Intake {
             store,
             queue,
             clock,
+            senders,
             config,
             unqueued: Mutex::new(Vec::new()),
         }
@@ -367,6 +371,10 @@ impl Intake {
             )
             .map_err(IntakeError::Invalid)?;
         let to = parse_phone(&req.to, "to").map_err(IntakeError::Invalid)?;
+        let registry = self.senders.registry(tenant).await?;
+        registry
+            .allows(&common.from, &to)
+            .map_err(|e| IntakeError::Invalid(FieldError::new(e.code(), "from", e.to_string())))?;
         let text = MessageText::new(&req.text, common.policy)
             .map_err(|e| IntakeError::Invalid(FieldError::new(e.code(), "text", e.to_string())))?;
         let reference =
@@ -414,6 +422,10 @@ impl Intake {
                 req.transliterate,
             )
             .map_err(IntakeError::Invalid)?;
+        let registry = self.senders.registry(tenant).await?;
+        registry
+            .registered(&common.from)
+            .map_err(|e| IntakeError::Invalid(FieldError::new(e.code(), "from", e.to_string())))?;
         // Before any template work: a text longer than any message may be is refused whole.
         if req.text.len() > MAX_TEXT_BYTES {
             return Err(IntakeError::Invalid(FieldError::new(
@@ -444,6 +456,9 @@ impl Intake {
                     ));
                 }
                 let to = parse_phone(&recipient.to, &field("to"))?;
+                registry
+                    .allows(&common.from, &to)
+                    .map_err(|e| FieldError::new(e.code(), &field("to"), e.to_string()))?;
                 let text = match &shared_text {
                     Some(text) => text.clone(),
                     None => {
@@ -934,13 +949,34 @@ mod tests {
             inner: backend.clone(),
             down: true.into(),
         });
+        let store = Arc::new(backend.clone());
+        let senders = Arc::new(Senders::new(store.clone(), Arc::new(SystemClock)));
+        let accounts = crate::services::Accounts::new(
+            store.clone(),
+            Arc::new(crate::adapters::file_secrets::FileSecretStore::in_dir(&dir)),
+            Arc::new(SystemClock),
+        );
+        let origin = crate::domain::Origin::operator();
+        let created = accounts.create_tenant("Acme", &origin).await.unwrap();
+        let tenant: TenantId = created.tenant_id.parse().unwrap();
+        let holub = SenderId::parse("Holub").unwrap();
+        senders
+            .request(&tenant, holub.clone(), &origin)
+            .await
+            .unwrap();
+        let all = crate::domain::Network::ALL;
+        let active = crate::domain::Registration::Active;
+        senders
+            .set_status(&tenant, &holub, &all, active, &origin)
+            .await
+            .unwrap();
         let intake = Intake::new(
-            Arc::new(backend.clone()),
+            store,
             queue.clone(),
             Arc::new(SystemClock),
+            senders,
             IntakeConfig::default(),
         );
-        let tenant = TenantId::generate(Utc::now());
         let request = |to: &str| SendMessageRequest {
             to: to.into(),
             from: "Holub".into(),

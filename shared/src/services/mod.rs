@@ -11,6 +11,7 @@ pub mod messages;
 pub mod poller;
 pub mod receipts;
 pub mod replays;
+pub mod senders;
 pub mod sweeper;
 pub mod template;
 pub mod view;
@@ -22,6 +23,7 @@ pub use intake::Intake;
 pub use messages::Messages;
 pub use receipts::Receipts;
 pub use replays::ReplayGuard;
+pub use senders::Senders;
 pub use sweeper::Sweeper;
 
 use std::time::Duration;

@@ -24,6 +24,7 @@ use holub_shared::adapters::dynamo::{DynamoConfig, create_tables};
 use holub_shared::adapters::request_counter::RequestCounter;
 use holub_shared::adapters::secrets_manager::SecretsConfig;
 use holub_shared::adapters::sqs::create_queues;
+use holub_shared::domain::Origin;
 use holub_shared::ports::{Queue, QueueName, ReceiptWebhook, Secret};
 use holub_shared::runtime::{Consumer, Finished, Holub, Ports, Settings, Target, settle};
 use holub_shared::services::Dispatcher;
@@ -218,9 +219,24 @@ async fn main() {
     let holub = Holub::new(Ports::aws(&aws), settings, Target::Aws);
     let tenant = holub
         .accounts
-        .create_tenant("Cost")
+        .create_tenant("Cost", &Origin::operator())
         .await
         .expect("a tenant");
+    let tenant_id: holub_shared::domain::TenantId = tenant.tenant_id.parse().expect("an id");
+    for sender in holub_tests::TEST_SENDERS {
+        let sender = holub_shared::domain::SenderId::parse(sender).expect("a sender");
+        holub
+            .senders
+            .grant(
+                &tenant_id,
+                &sender,
+                &holub_shared::domain::Network::ALL,
+                holub_shared::domain::Registration::Active,
+                &Origin::operator(),
+            )
+            .await
+            .expect("an active sender");
+    }
 
     // The receipts function's Router, on a loopback port the simulator posts to.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

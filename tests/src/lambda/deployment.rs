@@ -3,6 +3,7 @@
 //! configured with.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::Utc;
@@ -12,9 +13,13 @@ use holub_shared::adapters::aws::{
 use holub_shared::adapters::dynamo::{DynamoConfig, create_tables};
 use holub_shared::adapters::secrets_manager::SecretsConfig;
 use holub_shared::adapters::sqs::{QueueUrls, create_queues};
-use holub_shared::domain::TenantId;
+use holub_shared::domain::{
+    ApiKeyRecord, AuditAction, Network, Origin, Registration, SenderId, TenantId,
+};
+use holub_shared::ports::SystemClock;
 use holub_shared::ports::store::Tenant;
 use holub_shared::ports::{Secret, SecretStore, TenantStore};
+use holub_shared::services::Senders;
 use holub_shared::services::accounts::hash_key;
 
 use super::{FunctionConfig, InvokeError, LambdaFunction};
@@ -37,6 +42,9 @@ pub fn unique_prefix(name: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// The sender a deployment's tenant is registered for, active on every network.
+pub const TEST_SENDER: &str = "Holub";
 
 pub struct Deployment {
     pub prefix: String,
@@ -89,10 +97,33 @@ impl Deployment {
             name: format!("Lambda {name}"),
             created_at: Utc::now(),
         };
+        // The key in the form keys had before key ids (`hk_…`, every scope), so the functions
+        // are also tested with keys made by earlier versions.
+        let key = ApiKeyRecord::legacy(tenant.id.clone(), hash_key(api_key));
+        let origin = Origin::operator();
+        let audit = origin.entry(
+            &tenant.id,
+            Utc::now(),
+            AuditAction::TenantCreate,
+            "tenant",
+            None,
+            None,
+        );
         aws.store
-            .create_tenant(&tenant, &hash_key(api_key))
+            .create_tenant(&tenant, &key, &audit)
             .await
             .map_err(|e| format!("creating the tenant: {e}"))?;
+        let sender = SenderId::parse(TEST_SENDER).map_err(|e| e.to_string())?;
+        Senders::new(Arc::new(aws.store.clone()), Arc::new(SystemClock))
+            .grant(
+                &tenant.id,
+                &sender,
+                &Network::ALL,
+                Registration::Active,
+                &origin,
+            )
+            .await
+            .map_err(|e| format!("registering the sender: {e}"))?;
         Ok(Deployment {
             prefix,
             endpoint: endpoint.to_owned(),

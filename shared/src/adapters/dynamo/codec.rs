@@ -88,6 +88,17 @@ pub(super) mod tenant {
     pub const TENANT: &str = "t";
     /// When a key was revoked (nanoseconds); absent while it is live.
     pub const REVOKED: &str = "rv";
+    pub const HASH: &str = "h";
+    pub const SCOPES: &str = "sc";
+    pub const EXPIRES: &str = "x";
+    pub const LAST_USED: &str = "lu";
+    pub const SENDER: &str = "s";
+    pub const NETWORKS: &str = "nw";
+    pub const UPDATED: &str = "u";
+    pub const ENTRY: &str = "e";
+    /// The `by_tenant` index: `<tenant id>#<kind>` and an id that orders the kind's items.
+    pub const GROUP: &str = "gp";
+    pub const GROUP_SORT: &str = "gs";
 }
 
 pub(super) fn corrupt(what: impl std::fmt::Display) -> StoreError {

@@ -20,6 +20,7 @@ pub(super) const BY_PROVIDER: &str = "by_provider";
 pub(super) const DUE: &str = "due";
 pub(super) const QUEUED: &str = "queued";
 pub(super) const AWAITING: &str = "awaiting";
+pub(super) const BY_TENANT: &str = "by_tenant";
 
 fn built<T>(result: Result<T, BuildError>) -> Result<T, StoreError> {
     result.map_err(unavailable)
@@ -124,8 +125,24 @@ pub async fn create_tables(client: &Client, config: &DynamoConfig) -> Result<(),
     let tenants = client
         .create_table()
         .table_name(&config.tenants_table)
-        .set_attribute_definitions(Some(vec![attribute(tenant::KEY, S)?]))
-        .set_key_schema(Some(vec![key(tenant::KEY, KeyType::Hash)?]));
+        .set_attribute_definitions(Some(vec![
+            attribute(tenant::KEY, S)?,
+            attribute(tenant::GROUP, S)?,
+            attribute(tenant::GROUP_SORT, S)?,
+        ]))
+        .set_key_schema(Some(vec![key(tenant::KEY, KeyType::Hash)?]))
+        .global_secondary_indexes(built(
+            GlobalSecondaryIndex::builder()
+                .index_name(BY_TENANT)
+                .key_schema(key(tenant::GROUP, KeyType::Hash)?)
+                .key_schema(key(tenant::GROUP_SORT, KeyType::Range)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build(),
+        )?);
 
     for (request, ttl) in [
         (messages, Some(msg::TTL)),

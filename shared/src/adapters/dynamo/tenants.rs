@@ -1,14 +1,33 @@
-//! [`TenantStore`] on DynamoDB: a tenant item and one item per API key hash.
+//! [`TenantStore`] on DynamoDB, in the tenants table (partition key `pk` only):
+//!
+//! | item | `pk` | `by_tenant` index (`gp`, `gs`) |
+//! |---|---|---|
+//! | tenant | `tenant#<tenant id>` | — |
+//! | API key | `apikey#<key id>` (found by the id the key carries) | `<tenant>#key`, key id |
+//! | key from before key ids | `key#<sha-256 of the key>` | — |
+//! | sender | `sender#<tenant>#<sender>` | `<tenant>#sender`, sender |
+//! | audit entry | `audit#<tenant>#<entry id>` | `<tenant>#audit`, entry id (a ULID) |
+//!
+//! Every administrative change is one `TransactWriteItems` with its audit entry. Key look-ups
+//! (`api_key`) are strongly consistent `GetItem`s; listings (`list_keys`, `senders`,
+//! `audit_log`) query the index and so are eventually consistent (a change shows within about
+//! a second).
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update,
+};
 use chrono::{DateTime, Utc};
 
-use super::codec::{Item, n, nanos, parse, req_s, s, tenant};
+use super::codec::{Item, corrupt, get_n, get_s, n, nanos, parse, req_n, req_s, s, tenant};
+use super::schema::BY_TENANT;
 use super::{DynamoStore, Expr, unavailable};
-use crate::domain::TenantId;
+use crate::domain::{
+    ApiKeyRecord, AuditEntry, KeyId, KeyName, Scopes, SenderId, SenderRecord, TenantId,
+};
+use crate::ports::store::KeyEnd;
 use crate::ports::{StoreError, Tenant, TenantStore};
 
 /// Which items of a cancelled transaction failed their condition.
@@ -27,16 +46,148 @@ fn tenant_key(id: &TenantId) -> String {
     format!("tenant#{id}")
 }
 
-fn api_key(hash: &str) -> String {
+fn legacy_key(hash: &str) -> String {
     format!("key#{hash}")
 }
 
+fn key_item_key(id: &KeyId) -> String {
+    format!("apikey#{id}")
+}
+
+fn sender_key(tenant: &TenantId, sender: &SenderId) -> String {
+    format!("sender#{tenant}#{}", sender.as_str())
+}
+
+fn group(tenant: &TenantId, kind: &str) -> String {
+    format!("{tenant}#{kind}")
+}
+
+fn time(at: Option<DateTime<Utc>>) -> Result<Option<AttributeValue>, StoreError> {
+    at.map(|at| nanos(at).map(n)).transpose()
+}
+
+fn key_item(key: &ApiKeyRecord) -> Result<Item, StoreError> {
+    let Some(id) = key.id.as_ref() else {
+        // A key from before key ids: found by its hash, with every scope.
+        let mut item = Item::from([
+            (tenant::KEY.to_owned(), s(legacy_key(&key.hash))),
+            (tenant::TENANT.to_owned(), s(key.tenant_id.as_str())),
+        ]);
+        if let Some(value) = time(key.revoked_at)? {
+            item.insert(tenant::REVOKED.to_owned(), value);
+        }
+        return Ok(item);
+    };
+    let mut item = Item::from([
+        (tenant::KEY.to_owned(), s(key_item_key(id))),
+        (tenant::TENANT.to_owned(), s(key.tenant_id.as_str())),
+        (tenant::HASH.to_owned(), s(key.hash.clone())),
+        (tenant::SCOPES.to_owned(), s(key.scopes.to_list())),
+        (tenant::GROUP.to_owned(), s(group(&key.tenant_id, "key"))),
+        (tenant::GROUP_SORT.to_owned(), s(id.as_str())),
+    ]);
+    if let Some(name) = &key.name {
+        item.insert(tenant::NAME.to_owned(), s(name.as_str()));
+    }
+    for (attr, at) in [
+        (tenant::CREATED, key.created_at),
+        (tenant::EXPIRES, key.expires_at),
+        (tenant::LAST_USED, key.last_used_at),
+        (tenant::REVOKED, key.revoked_at),
+    ] {
+        if let Some(value) = time(at)? {
+            item.insert(attr.to_owned(), value);
+        }
+    }
+    Ok(item)
+}
+
+fn key_from(item: &Item) -> Result<ApiKeyRecord, StoreError> {
+    let at =
+        |attr| Ok::<_, StoreError>(get_n::<i64>(item, attr)?.map(DateTime::from_timestamp_nanos));
+    let legacy = req_s(item, tenant::KEY)?.starts_with("key#");
+    Ok(ApiKeyRecord {
+        id: get_s(item, tenant::GROUP_SORT)?
+            .map(|id| parse::<KeyId>(id, "key id"))
+            .transpose()?,
+        tenant_id: parse(req_s(item, tenant::TENANT)?, "tenant id")?,
+        hash: match legacy {
+            true => req_s(item, tenant::KEY)?["key#".len()..].to_owned(),
+            false => req_s(item, tenant::HASH)?.to_owned(),
+        },
+        name: get_s(item, tenant::NAME)?
+            .filter(|_| !legacy)
+            .map(|name| KeyName::parse(name).map_err(|_| corrupt("key name")))
+            .transpose()?,
+        scopes: match get_s(item, tenant::SCOPES)? {
+            Some(list) => Scopes::parse(list).map_err(|_| corrupt("key scopes"))?,
+            None => Scopes::ADMIN,
+        },
+        created_at: at(tenant::CREATED)?.filter(|_| !legacy),
+        expires_at: at(tenant::EXPIRES)?,
+        last_used_at: at(tenant::LAST_USED)?,
+        revoked_at: at(tenant::REVOKED)?,
+    })
+}
+
+fn audit_item(entry: &AuditEntry) -> Result<Item, StoreError> {
+    let json = serde_json::to_string(entry).map_err(|e| corrupt(format!("audit entry: {e}")))?;
+    Ok(Item::from([
+        (
+            tenant::KEY.to_owned(),
+            s(format!("audit#{}#{}", entry.tenant_id, entry.id)),
+        ),
+        (tenant::TENANT.to_owned(), s(entry.tenant_id.as_str())),
+        (tenant::ENTRY.to_owned(), s(json)),
+        (
+            tenant::GROUP.to_owned(),
+            s(group(&entry.tenant_id, "audit")),
+        ),
+        (tenant::GROUP_SORT.to_owned(), s(entry.id.clone())),
+    ]))
+}
+
+fn sender_item(record: &SenderRecord) -> Result<Item, StoreError> {
+    Ok(Item::from([
+        (
+            tenant::KEY.to_owned(),
+            s(sender_key(&record.tenant_id, &record.sender)),
+        ),
+        (tenant::TENANT.to_owned(), s(record.tenant_id.as_str())),
+        (tenant::SENDER.to_owned(), s(record.sender.as_str())),
+        (tenant::NETWORKS.to_owned(), s(record.networks_list())),
+        (tenant::CREATED.to_owned(), n(nanos(record.created_at)?)),
+        (tenant::UPDATED.to_owned(), n(nanos(record.updated_at)?)),
+        (
+            tenant::GROUP.to_owned(),
+            s(group(&record.tenant_id, "sender")),
+        ),
+        (tenant::GROUP_SORT.to_owned(), s(record.sender.as_str())),
+    ]))
+}
+
+fn sender_from(item: &Item) -> Result<SenderRecord, StoreError> {
+    let sender = req_s(item, tenant::SENDER)?;
+    Ok(SenderRecord {
+        tenant_id: parse(req_s(item, tenant::TENANT)?, "tenant id")?,
+        sender: SenderId::parse(sender).map_err(|_| corrupt(format!("sender {sender:?}")))?,
+        networks: SenderRecord::parse_networks(req_s(item, tenant::NETWORKS)?).map_err(corrupt)?,
+        created_at: DateTime::from_timestamp_nanos(req_n(item, tenant::CREATED)?),
+        updated_at: DateTime::from_timestamp_nanos(req_n(item, tenant::UPDATED)?),
+    })
+}
+
 impl DynamoStore {
+    fn tenants(&self) -> &str {
+        &self.config.tenants_table
+    }
+
+    /// A put of an item that must not exist yet.
     fn new_item(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
         let mut e = Expr::default();
         let condition = format!("attribute_not_exists({})", e.name(tenant::KEY));
         let put = Put::builder()
-            .table_name(&self.config.tenants_table)
+            .table_name(self.tenants())
             .set_item(Some(item))
             .condition_expression(condition)
             .set_expression_attribute_names(e.names())
@@ -44,107 +195,368 @@ impl DynamoStore {
             .map_err(unavailable)?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
-}
 
-#[async_trait]
-impl TenantStore for DynamoStore {
-    async fn create_tenant(&self, t: &Tenant, key_hash: &str) -> Result<(), StoreError> {
-        let tenant_item = Item::from([
-            (tenant::KEY.to_owned(), s(tenant_key(&t.id))),
-            (tenant::NAME.to_owned(), s(t.name.clone())),
-            (tenant::CREATED.to_owned(), n(nanos(t.created_at)?)),
-        ]);
-        let key_item = Item::from([
-            (tenant::KEY.to_owned(), s(api_key(key_hash))),
-            (tenant::TENANT.to_owned(), s(t.id.as_str())),
-        ]);
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(self.new_item(tenant_item)?)
-            .transact_items(self.new_item(key_item)?)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if failed_conditions(&e).contains(&true) => Err(StoreError::AlreadyExists),
-            Err(e) => Err(unavailable(e)),
-        }
-    }
-
-    async fn tenant_by_key_hash(&self, key_hash: &str) -> Result<Option<TenantId>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.config.tenants_table)
-            .key(tenant::KEY, s(api_key(key_hash)))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        out.item
-            .filter(|item| !item.contains_key(tenant::REVOKED))
-            .map(|item| parse::<TenantId>(req_s(&item, tenant::TENANT)?, "tenant id"))
-            .transpose()
-    }
-
-    /// One transaction: the tenant must exist, the key must be new.
-    async fn add_key(&self, t: &TenantId, key_hash: &str) -> Result<(), StoreError> {
+    /// A check that the tenant exists.
+    fn tenant_exists(&self, t: &TenantId) -> Result<TransactWriteItem, StoreError> {
         let mut e = Expr::default();
         let exists = format!("attribute_exists({})", e.name(tenant::KEY));
         let check = ConditionCheck::builder()
-            .table_name(&self.config.tenants_table)
+            .table_name(self.tenants())
             .key(tenant::KEY, s(tenant_key(t)))
             .condition_expression(exists)
             .set_expression_attribute_names(e.names())
             .build()
             .map_err(unavailable)?;
-        let key_item = Item::from([
-            (tenant::KEY.to_owned(), s(api_key(key_hash))),
-            (tenant::TENANT.to_owned(), s(t.as_str())),
-        ]);
-        let result = self
+        Ok(TransactWriteItem::builder().condition_check(check).build())
+    }
+
+    /// Runs a transaction; `Err(index)` names the first item whose condition failed.
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<Result<(), usize>, StoreError> {
+        match self
             .client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().condition_check(check).build())
-            .transact_items(self.new_item(key_item)?)
+            .set_transact_items(Some(items))
             .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => match failed_conditions(&e).as_slice() {
-                [true, ..] => Err(StoreError::NotFound),
-                [_, true] => Err(StoreError::AlreadyExists),
-                _ => Err(unavailable(e)),
+            .await
+        {
+            Ok(_) => Ok(Ok(())),
+            Err(e) => match failed_conditions(&e).iter().position(|failed| *failed) {
+                Some(index) => Ok(Err(index)),
+                None => Err(unavailable(e)),
             },
         }
     }
 
-    async fn revoke_key(&self, key_hash: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn get(&self, pk: String) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.tenants())
+            .key(tenant::KEY, s(pk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item)
+    }
+
+    /// Items of one group of the `by_tenant` index, by sort key, at most `limit`, below
+    /// `before` when given.
+    async fn group(
+        &self,
+        group_key: String,
+        forward: bool,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut e = Expr::default();
+        let mut condition = format!("{} = {}", e.name(tenant::GROUP), e.value(s(group_key)));
+        if let Some(before) = before {
+            let sort = e.name(tenant::GROUP_SORT);
+            condition.push_str(&format!(" AND {sort} < {}", e.value(s(before))));
+        }
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(self.tenants())
+                .index_name(BY_TENANT)
+                .key_condition_expression(&condition)
+                .set_expression_attribute_names(e.names())
+                .set_expression_attribute_values(e.values())
+                .scan_index_forward(forward)
+                .limit(
+                    i32::try_from(limit.saturating_sub(found.len()))
+                        .unwrap_or(1000)
+                        .max(1),
+                )
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            found.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if found.len() >= limit || start.is_none() {
+                found.truncate(limit);
+                return Ok(found);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl TenantStore for DynamoStore {
+    async fn create_tenant(
+        &self,
+        t: &Tenant,
+        first_key: &ApiKeyRecord,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let tenant_item = Item::from([
+            (tenant::KEY.to_owned(), s(tenant_key(&t.id))),
+            (tenant::NAME.to_owned(), s(t.name.clone())),
+            (tenant::CREATED.to_owned(), n(nanos(t.created_at)?)),
+        ]);
+        let items = vec![
+            self.new_item(tenant_item)?,
+            self.new_item(key_item(first_key)?)?,
+            self.new_item(audit_item(audit)?)?,
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(_) => Err(StoreError::AlreadyExists),
+        }
+    }
+
+    async fn api_key(
+        &self,
+        id: Option<&KeyId>,
+        hash: &str,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let pk = match id {
+            Some(id) => key_item_key(id),
+            None => legacy_key(hash),
+        };
+        self.get(pk).await?.as_ref().map(key_from).transpose()
+    }
+
+    async fn add_key(&self, key: &ApiKeyRecord, audit: &AuditEntry) -> Result<(), StoreError> {
+        let items = vec![
+            self.tenant_exists(&key.tenant_id)?,
+            self.new_item(key_item(key)?)?,
+            self.new_item(audit_item(audit)?)?,
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(0) => Err(StoreError::NotFound),
+            Err(_) => Err(StoreError::AlreadyExists),
+        }
+    }
+
+    async fn list_keys(&self, t: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let items = self.group(group(t, "key"), true, None, 10_000).await?;
+        items.iter().map(key_from).collect()
+    }
+
+    async fn end_key(
+        &self,
+        t: &TenantId,
+        id: &KeyId,
+        end: KeyEnd,
+        audit: &AuditEntry,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let Some(item) = self.get(key_item_key(id)).await? else {
+            return Ok(None);
+        };
+        let mut key = key_from(&item)?;
+        if &key.tenant_id != t || key.revoked_at.is_some() {
+            return Ok(None);
+        }
+        let mut e = Expr::default();
+        let (tenant_attr, revoked) = (e.name(tenant::TENANT), e.name(tenant::REVOKED));
+        let condition = format!(
+            "{tenant_attr} = {} AND attribute_not_exists({revoked})",
+            e.value(s(t.as_str()))
+        );
+        let (update, new) = match end {
+            KeyEnd::Revoke(at) => {
+                key.revoked_at = Some(at);
+                (format!("SET {revoked} = {}", e.value(n(nanos(at)?))), None)
+            }
+            KeyEnd::Rotate { new, old_until } => {
+                let until = key.expires_at.map_or(old_until, |x| x.min(old_until));
+                key.expires_at = Some(until);
+                let expires = e.name(tenant::EXPIRES);
+                (
+                    format!("SET {expires} = {}", e.value(n(nanos(until)?))),
+                    Some(new),
+                )
+            }
+        };
+        let update = Update::builder()
+            .table_name(self.tenants())
+            .key(tenant::KEY, s(key_item_key(id)))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .build()
+            .map_err(unavailable)?;
+        let mut items = vec![
+            TransactWriteItem::builder().update(update).build(),
+            self.new_item(audit_item(audit)?)?,
+        ];
+        if let Some(new) = new {
+            items.push(self.new_item(key_item(&new)?)?);
+        }
+        match self.transact(items).await? {
+            Ok(()) => Ok(Some(key)),
+            Err(0) => Ok(None),
+            Err(_) => Err(StoreError::AlreadyExists),
+        }
+    }
+
+    async fn revoke_legacy_key(
+        &self,
+        hash: &str,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
         let mut e = Expr::default();
         let (pk, revoked) = (e.name(tenant::KEY), e.name(tenant::REVOKED));
         let at = e.value(n(nanos(at)?));
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.config.tenants_table)
-            .key(tenant::KEY, s(api_key(key_hash)))
+        let update = Update::builder()
+            .table_name(self.tenants())
+            .key(tenant::KEY, s(legacy_key(hash)))
             .update_expression(format!("SET {revoked} = {at}"))
             .condition_expression(format!(
                 "attribute_exists({pk}) AND attribute_not_exists({revoked})"
             ))
             .set_expression_attribute_names(e.names())
             .set_expression_attribute_values(e.values())
+            .build()
+            .map_err(unavailable)?;
+        let items = vec![
+            TransactWriteItem::builder().update(update).build(),
+            self.new_item(audit_item(audit)?)?,
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(true),
+            Err(0) => Ok(false),
+            Err(_) => Err(StoreError::AlreadyExists),
+        }
+    }
+
+    async fn touch_key(
+        &self,
+        t: &TenantId,
+        id: &KeyId,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut e = Expr::default();
+        let (tenant_attr, used) = (e.name(tenant::TENANT), e.name(tenant::LAST_USED));
+        let (owner, at) = (e.value(s(t.as_str())), e.value(n(nanos(at)?)));
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.tenants())
+            .key(tenant::KEY, s(key_item_key(id)))
+            .update_expression(format!("SET {used} = {at}"))
+            .condition_expression(format!(
+                "{tenant_attr} = {owner} AND (attribute_not_exists({used}) OR {used} < {at})"
+            ))
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
-                Ok(false)
+                Ok(())
             }
             Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn audit_log(
+        &self,
+        t: &TenantId,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let items = self.group(group(t, "audit"), false, before, limit).await?;
+        items
+            .iter()
+            .map(|item| {
+                serde_json::from_str(req_s(item, tenant::ENTRY)?)
+                    .map_err(|e| corrupt(format!("audit entry: {e}")))
+            })
+            .collect()
+    }
+
+    async fn senders(&self, t: &TenantId) -> Result<Vec<SenderRecord>, StoreError> {
+        let items = self.group(group(t, "sender"), true, None, 10_000).await?;
+        items.iter().map(sender_from).collect()
+    }
+
+    async fn put_sender(
+        &self,
+        record: &SenderRecord,
+        new: bool,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let items = if new {
+            vec![
+                self.tenant_exists(&record.tenant_id)?,
+                self.new_item(sender_item(record)?)?,
+                self.new_item(audit_item(audit)?)?,
+            ]
+        } else {
+            let mut e = Expr::default();
+            let (pk, networks, updated) = (
+                e.name(tenant::KEY),
+                e.name(tenant::NETWORKS),
+                e.name(tenant::UPDATED),
+            );
+            let update = Update::builder()
+                .table_name(self.tenants())
+                .key(
+                    tenant::KEY,
+                    s(sender_key(&record.tenant_id, &record.sender)),
+                )
+                .update_expression(format!(
+                    "SET {networks} = {}, {updated} = {}",
+                    e.value(s(record.networks_list())),
+                    e.value(n(nanos(record.updated_at)?))
+                ))
+                .condition_expression(format!("attribute_exists({pk})"))
+                .set_expression_attribute_names(e.names())
+                .set_expression_attribute_values(e.values())
+                .build()
+                .map_err(unavailable)?;
+            vec![
+                TransactWriteItem::builder().update(update).build(),
+                self.new_item(audit_item(audit)?)?,
+            ]
+        };
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(0) => Err(StoreError::NotFound),
+            Err(_) => Err(StoreError::AlreadyExists),
+        }
+    }
+
+    async fn remove_sender(
+        &self,
+        t: &TenantId,
+        sender: &SenderId,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut e = Expr::default();
+        let exists = format!("attribute_exists({})", e.name(tenant::KEY));
+        let delete = Delete::builder()
+            .table_name(self.tenants())
+            .key(tenant::KEY, s(sender_key(t, sender)))
+            .condition_expression(exists)
+            .set_expression_attribute_names(e.names())
+            .build()
+            .map_err(unavailable)?;
+        let items = vec![
+            TransactWriteItem::builder().delete(delete).build(),
+            self.new_item(audit_item(audit)?)?,
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(true),
+            Err(0) => Ok(false),
+            Err(_) => Err(StoreError::AlreadyExists),
         }
     }
 }

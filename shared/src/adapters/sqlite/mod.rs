@@ -37,6 +37,7 @@ mod queue;
 mod replays;
 mod schema;
 mod store;
+mod tenants;
 #[cfg(test)]
 mod tests;
 mod writer;

@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use super::error::{BackendError, Failure};
 
 /// Migrations in order; migration `i` brings `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
     "
     CREATE TABLE tenants (
@@ -127,6 +127,45 @@ const MIGRATIONS: &[&str] = &[
         expires_at  INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX receipt_replays_expiry ON receipt_replays (expires_at);
+    ",
+    // 3: API keys with ids, names, scopes and lifetimes; senders registered to tenants; the
+    // audit log. Keys from before keep `id` NULL and every scope.
+    "
+    ALTER TABLE api_keys ADD COLUMN id TEXT;
+    ALTER TABLE api_keys ADD COLUMN name TEXT;
+    ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT 'admin';
+    ALTER TABLE api_keys ADD COLUMN created_at INTEGER;
+    ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;
+    ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
+    -- TenantStore::api_key, end_key and touch_key find current keys by id.
+    CREATE UNIQUE INDEX api_keys_id ON api_keys (id) WHERE id IS NOT NULL;
+
+    -- senders (one tenant's, by the primary key); `networks` is `kyivstar=active,...`.
+    CREATE TABLE senders (
+        tenant_id   TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        sender      TEXT NOT NULL,
+        networks    TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, sender)
+    ) STRICT, WITHOUT ROWID;
+
+    -- Senders a tenant sent from before the registry existed stay usable: registered, active
+    -- on every network (the operator can change that with `holub tenant set-sender`).
+    INSERT INTO senders (tenant_id, sender, networks, created_at, updated_at)
+    SELECT DISTINCT m.tenant_id, m.sender,
+        'kyivstar=active,vodafone=active,lifecell=active,other=active',
+        CAST(strftime('%s', 'now') AS INTEGER) * 1000000000,
+        CAST(strftime('%s', 'now') AS INTEGER) * 1000000000
+    FROM messages m JOIN tenants t ON t.id = m.tenant_id;
+
+    -- audit_log, newest first, by the primary key (ids are ULIDs). `entry` is the JSON entry.
+    CREATE TABLE audit_log (
+        tenant_id   TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        entry       TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+    ) STRICT, WITHOUT ROWID;
     ",
 ];
 

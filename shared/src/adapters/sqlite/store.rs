@@ -1,4 +1,4 @@
-//! [`MessageStore`] and [`TenantStore`] on SQLite.
+//! [`MessageStore`] on SQLite.
 //!
 //! Writes are one writer request per call, whatever the slice length; reads are one query
 //! (or one per distinct message) on a reader. Every statement is prepared once per connection
@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use rusqlite::{Connection, params, params_from_iter};
 
 use super::SqliteBackend;
 use super::codec::{
@@ -22,7 +22,7 @@ use crate::domain::status::PartReceipt;
 use crate::domain::{IdempotencyKey, Message, MessageId, StatusChange, TenantId};
 use crate::ports::{
     IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, ReceiptTarget, StoreError,
-    Tenant, TenantStore, Transition,
+    Transition,
 };
 
 const SELECT_MESSAGE: &str = concat!(
@@ -565,103 +565,6 @@ impl MessageStore for SqliteBackend {
         limit: usize,
     ) -> Result<Vec<MessageRef>, StoreError> {
         self.sweep(PAST_VALIDITY, cutoff, limit).await
-    }
-}
-
-#[async_trait]
-impl TenantStore for SqliteBackend {
-    async fn create_tenant(&self, tenant: &Tenant, key_hash: &str) -> Result<(), StoreError> {
-        let id = tenant.id.as_str().to_owned();
-        let name = tenant.name.clone();
-        let created_at = nanos(tenant.created_at)?;
-        let key_hash = key_hash.to_owned();
-        self.db
-            .write(move |conn| {
-                let taken = |e: rusqlite::Error| {
-                    if is_constraint(&e) {
-                        Failure::AlreadyExists
-                    } else {
-                        e.into()
-                    }
-                };
-                conn.prepare_cached(
-                    "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![id, name, created_at])
-                .map_err(taken)?;
-                conn.prepare_cached("INSERT INTO api_keys (key_hash, tenant_id) VALUES (?1, ?2)")?
-                    .execute(params![key_hash, id])
-                    .map_err(taken)?;
-                Ok(())
-            })
-            .await
-            .map_err(Into::into)
-    }
-
-    async fn tenant_by_key_hash(&self, key_hash: &str) -> Result<Option<TenantId>, StoreError> {
-        let key_hash = key_hash.to_owned();
-        self.db
-            .read(move |conn| {
-                let tenant: Option<String> = conn
-                    .prepare_cached(
-                        "SELECT tenant_id FROM api_keys \
-                         WHERE key_hash = ?1 AND revoked_at IS NULL",
-                    )?
-                    .query_row([&key_hash], |row| row.get(0))
-                    .optional()?;
-                tenant
-                    .map(|t| parse::<TenantId>(&t, "tenant id"))
-                    .transpose()
-            })
-            .await
-            .map_err(Into::into)
-    }
-
-    async fn add_key(&self, tenant: &TenantId, key_hash: &str) -> Result<(), StoreError> {
-        let (tenant, key_hash) = (tenant.as_str().to_owned(), key_hash.to_owned());
-        let added = self
-            .db
-            .write(move |conn| {
-                let exists = conn
-                    .prepare_cached("SELECT 1 FROM tenants WHERE id = ?1")?
-                    .exists([&tenant])?;
-                if !exists {
-                    return Ok(false);
-                }
-                conn.prepare_cached("INSERT INTO api_keys (key_hash, tenant_id) VALUES (?1, ?2)")?
-                    .execute(params![key_hash, tenant])
-                    .map_err(|e| {
-                        if is_constraint(&e) {
-                            Failure::AlreadyExists
-                        } else {
-                            e.into()
-                        }
-                    })?;
-                Ok(true)
-            })
-            .await?;
-        if added {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound)
-        }
-    }
-
-    async fn revoke_key(&self, key_hash: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
-        let key_hash = key_hash.to_owned();
-        let at = nanos(at)?;
-        self.db
-            .write(move |conn| {
-                let changed = conn
-                    .prepare_cached(
-                        "UPDATE api_keys SET revoked_at = ?2 \
-                         WHERE key_hash = ?1 AND revoked_at IS NULL",
-                    )?
-                    .execute(params![key_hash, at])?;
-                Ok(changed > 0)
-            })
-            .await
-            .map_err(Into::into)
     }
 }
 

@@ -15,8 +15,8 @@ use serde_json::json;
 use super::*;
 use crate::domain::status::{PartReceipt, ReceiptState};
 use crate::domain::{
-    BatchId, Encoding, IdempotencyKey, Message, MessageId, MessageStatus, PhoneNumber, SenderId,
-    StatusChange, TenantId,
+    ApiKeyRecord, AuditAction, BatchId, Encoding, IdempotencyKey, KeyId, KeyName, Message,
+    MessageId, MessageStatus, Origin, PhoneNumber, Scopes, SenderId, StatusChange, TenantId,
 };
 use crate::ports::{
     IdempotencyRecord, ListQuery, MessageRef, MessageStore, Outgoing, Patch, Queue, QueueError,
@@ -423,19 +423,29 @@ async fn data_survives_close_and_reopen() {
     let t = tenant();
     let m = message(&t, at(0));
     let in_flight;
+    let key_id;
     {
         let store = db.open_with(SqliteConfig::default());
-        store
-            .create_tenant(
-                &Tenant {
-                    id: t.clone(),
-                    name: "Acme".into(),
-                    created_at: at(0),
-                },
-                "hash",
-            )
-            .await
-            .unwrap();
+        let key = ApiKeyRecord {
+            id: Some(KeyId::generate(at(0))),
+            tenant_id: t.clone(),
+            hash: "hash".into(),
+            name: Some(KeyName::parse("first").unwrap()),
+            scopes: Scopes::parse("messages:send").unwrap(),
+            created_at: Some(at(0)),
+            expires_at: None,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        let audit =
+            Origin::operator().entry(&t, at(0), AuditAction::TenantCreate, "tenant", None, None);
+        let tenant = Tenant {
+            id: t.clone(),
+            name: "Acme".into(),
+            created_at: at(0),
+        };
+        store.create_tenant(&tenant, &key, &audit).await.unwrap();
+        key_id = key.id.clone();
         store
             .insert(std::slice::from_ref(&m), Some(&record(&t, "k")))
             .await
@@ -460,10 +470,17 @@ async fn data_survives_close_and_reopen() {
         store.close().await;
     }
     let store = db.open();
+    let key = store
+        .api_key(key_id.as_ref(), "hash")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
-        store.tenant_by_key_hash("hash").await.unwrap(),
-        Some(t.clone())
+        (&key.tenant_id, key.scopes.to_list().as_str()),
+        (&t, "messages:send")
     );
+    let log = store.audit_log(&t, None, 10).await.unwrap();
+    assert_eq!(log.len(), 1);
     let stored = store.get(&t, &m.id).await.unwrap().unwrap();
     assert_eq!(stored.status, Queued);
     assert_eq!(stored.history.len(), 2);
@@ -496,6 +513,43 @@ async fn a_newer_schema_is_refused() {
     db.raw().execute_batch("PRAGMA user_version = 99").unwrap();
     let err = SqliteBackend::open(&db.path, SqliteConfig::default()).unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_database_from_before_key_ids_keeps_its_keys_and_senders() {
+    let db = TempDb::new("schema-v2");
+    {
+        let raw = db.raw();
+        for sql in &super::schema::MIGRATIONS[..2] {
+            raw.execute_batch(sql).unwrap();
+        }
+        raw.execute_batch(
+            "PRAGMA user_version = 2;
+             INSERT INTO tenants VALUES ('ten_01J00000000000000000000000', 'Old', 0);
+             INSERT INTO api_keys (key_hash, tenant_id) VALUES ('old-hash', 'ten_01J00000000000000000000000');
+             INSERT INTO messages (tenant_id, id, to_number, sender, text, encoding, segments,
+                 status, created_at, updated_at, expires_at, attempts, history)
+             VALUES ('ten_01J00000000000000000000000', '01J00000000000000000000000', '+380671234567',
+                 'OldShop', 'x', 'GSM-7', 1, 'delivered', 0, 0, 0, 1, '[]');",
+        )
+        .unwrap();
+    }
+    let store = db.open();
+    let t: TenantId = "ten_01J00000000000000000000000".parse().unwrap();
+    let key = store.api_key(None, "old-hash").await.unwrap().unwrap();
+    assert_eq!(
+        (key.id, key.scopes, key.tenant_id),
+        (None, Scopes::ADMIN, t.clone())
+    );
+    let senders = store.senders(&t).await.unwrap();
+    assert_eq!(senders.len(), 1);
+    assert_eq!(senders[0].sender.as_str(), "OldShop");
+    assert!(
+        senders[0]
+            .networks
+            .values()
+            .all(|r| *r == crate::domain::Registration::Active)
+    );
 }
 
 #[tokio::test]
