@@ -48,6 +48,8 @@ def constants(codec, module):
 
 
 def code_table(source, names):
+    # Keys of the table itself, not of its indexes (built by `index_all`).
+    source = re.sub(r"index_all\([^)]*\)", "", source)
     attributes = sorted(
         (names[a], kind) for a, kind in re.findall(r"attribute\(\w+::(\w+), (\w)\)", source)
     )
@@ -72,6 +74,8 @@ def code_indexes(source, names, index_names):
                 include,
             )
         )
+    for m in re.finditer(r"index_all\(\s*(\w+),\s*\w+::(\w+),\s*\w+::(\w+),?\s*\)", source):
+        found.append((index_names[m.group(1)], names[m.group(2)], names[m.group(3)], "ALL", []))
     return found
 
 
@@ -114,7 +118,7 @@ def main():
         props = template[resource]["Properties"]
         want = code_table(source, names)
         have = template_table(props)
-        want_indexes = code_indexes(source, names, index_names) if module == "msg" else []
+        want_indexes = code_indexes(source, names, index_names)
         have_indexes = template_indexes(props)
         want_ttl = names.get("TTL") if "TTL" in names and module != "tenant" else None
         have_ttl = props.get("TimeToLiveSpecification", {}).get("AttributeName")

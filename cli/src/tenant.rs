@@ -11,11 +11,11 @@ use chrono::{DateTime, Utc};
 use holub_shared::domain::access::key_format;
 use holub_shared::domain::{
     ApiKeyRecord, KeyId, KeyName, Network, Origin, Registration, Scopes, SenderId, SenderRecord,
-    TenantId,
+    TenantId, TenantLimits,
 };
 use holub_shared::runtime::Ports;
 use holub_shared::services::accounts::key_json;
-use holub_shared::services::{Accounts, Senders};
+use holub_shared::services::{Accounts, Limits, Senders};
 
 use crate::backend::Backend;
 
@@ -30,6 +30,10 @@ pub enum Command {
         /// vouch that the networks registered it.
         #[arg(long = "sender")]
         senders: Vec<String>,
+        /// A limit other than the default, `name=value` (repeatable; see `holub tenant
+        /// limits`).
+        #[arg(long = "limit", value_name = "NAME=VALUE", value_parser = limit_pair)]
+        limits: Vec<(String, String)>,
         #[command(flatten)]
         at: Where,
     },
@@ -105,6 +109,17 @@ pub enum Command {
         #[command(flatten)]
         at: Where,
     },
+    /// A tenant's abuse limits and spend so far; with `--set`, changes them (audited).
+    /// Names: countries (`UA,PL`), rate_per_second, burst, daily_spend_kopiyky,
+    /// monthly_spend_kopiyky, segment_price_kopiyky, per_number_per_hour.
+    Limits {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = limit_pair)]
+        set: Vec<(String, String)>,
+        #[command(flatten)]
+        at: Where,
+    },
     /// A tenant's audit log, newest first.
     Audit {
         #[arg(long)]
@@ -137,6 +152,7 @@ impl Command {
             | Command::RotateKey { at, .. }
             | Command::SetSender { at, .. }
             | Command::Senders { at, .. }
+            | Command::Limits { at, .. }
             | Command::Audit { at, .. } => at,
         }
     }
@@ -161,11 +177,17 @@ pub async fn run(command: Command) -> ExitCode {
         ports.clock.clone(),
     );
     let senders = Senders::new(ports.tenants.clone(), ports.clock.clone());
-    let code = match act(&accounts, &senders, command).await {
+    let limits = Limits::new(
+        ports.tenants.clone(),
+        ports.counters.clone(),
+        ports.clock.clone(),
+        TenantLimits::default(),
+    );
+    let code = match act(&accounts, &senders, &limits, command).await {
         Ok(value) => print(&value),
         Err(e) => fail(e),
     };
-    drop((accounts, senders, ports));
+    drop((accounts, senders, limits, ports));
     if let Some(backend) = local {
         backend.close().await;
     }
@@ -197,9 +219,16 @@ fn rfc3339(raw: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|_| format!("{raw:?} is not an RFC 3339 date-time"))
 }
 
+fn limit_pair(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .ok_or_else(|| format!("{raw:?} is not NAME=VALUE"))
+}
+
 async fn act(
     accounts: &Accounts,
     senders: &Senders,
+    limits: &Limits,
     command: Command,
 ) -> Result<serde_json::Value, String> {
     let origin = Origin::operator();
@@ -207,12 +236,18 @@ async fn act(
         Command::Create {
             name,
             senders: names,
+            limits: changes,
             ..
         } => {
             let names = names
                 .iter()
                 .map(|s| SenderId::parse(s).map_err(|e| format!("--sender {s:?}: {e}")))
                 .collect::<Result<Vec<_>, _>>()?;
+            // Checked before anything is made, so a typo leaves no tenant behind.
+            let mut wanted = TenantLimits::default();
+            for (n, v) in &changes {
+                wanted.set(n, v).map_err(|e| format!("--limit {n}: {e}"))?;
+            }
             let created = accounts
                 .create_tenant(&name, &origin)
                 .await
@@ -229,6 +264,12 @@ async fn act(
                     )
                     .await
                     .map_err(|e| format!("cannot register {:?}: {e}", sender.as_str()))?;
+            }
+            if !changes.is_empty() {
+                limits
+                    .set(&tenant, &changes, &origin)
+                    .await
+                    .map_err(|e| format!("cannot set the limits: {e}"))?;
             }
             serde_json::to_value(created).map_err(|e| e.to_string())
         }
@@ -339,6 +380,20 @@ async fn act(
                 .await
                 .map_err(|e| format!("cannot list the senders: {e}"))?;
             Ok(serde_json::json!({"senders": list.iter().map(sender_view).collect::<Vec<_>>()}))
+        }
+        Command::Limits { tenant, set, .. } => {
+            let tenant = tenant_id(&tenant)?;
+            if !set.is_empty() {
+                limits
+                    .set(&tenant, &set, &origin)
+                    .await
+                    .map_err(|e| format!("cannot set the limits: {e}"))?;
+            }
+            let view = limits
+                .view(&tenant)
+                .await
+                .map_err(|e| format!("cannot read the limits: {e}"))?;
+            serde_json::to_value(view).map_err(|e| e.to_string())
         }
         Command::Audit { tenant, limit, .. } => {
             let entries = accounts

@@ -85,6 +85,26 @@ pub struct TenantKeys {
     pub webhook_secret: String,
 }
 
+/// The limits of the tenants the suites make: wide enough that load and pipeline tests never
+/// meet them (the limits' own tests set theirs).
+pub const WIDE_LIMITS: [&str; 6] = [
+    "countries=UA,PL,DE,GB",
+    "rate_per_second=100000",
+    "burst=10000000",
+    "daily_spend_kopiyky=1000000000000",
+    "monthly_spend_kopiyky=1000000000000",
+    "per_number_per_hour=1000000",
+];
+
+/// [`WIDE_LIMITS`] as name and value.
+pub fn wide_limits() -> Vec<(String, String)> {
+    WIDE_LIMITS
+        .iter()
+        .filter_map(|l| l.split_once('='))
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect()
+}
+
 pub fn create_tenant(data_dir: &Path, name: &str) -> TenantKeys {
     create_tenant_with(&holub_bin(), data_dir, name)
 }
@@ -94,6 +114,7 @@ pub fn create_tenant_with(bin: &Path, data_dir: &Path, name: &str) -> TenantKeys
     let out = Command::new(bin)
         .args(["tenant", "create", "--name", name])
         .args(TEST_SENDERS.iter().flat_map(|s| ["--sender", s]))
+        .args(WIDE_LIMITS.iter().flat_map(|l| ["--limit", l]))
         .arg("--data-dir")
         .arg(data_dir)
         .output()

@@ -31,9 +31,10 @@ use holub_shared::domain::status::{PartReceipt, ReceiptState};
 use holub_shared::domain::{
     ApiKeyRecord, AuditAction, AuditEntry, BatchId, Encoding, IdempotencyKey, KeyId, KeyName,
     Kopiyky, Message, MessageError, MessageId, MessageStatus, Network, Origin, PhoneNumber,
-    Registration, Scopes, SenderId, SenderRecord, StatusChange, TenantId,
+    Registration, Scopes, SenderId, SenderRecord, StatusChange, TenantId, TenantLimits,
 };
 use holub_shared::ports::store::KeyEnd;
+use holub_shared::ports::{Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent};
 use holub_shared::ports::{
     Delivery, IdempotencyRecord, ListQuery, MessageRef, MessageStore, Outgoing, Page, Patch, Queue,
     QueueError, QueueName, ReceiptHandle, ReceiptTarget, ReplayStore, Secret, SecretError,
@@ -55,6 +56,7 @@ struct Backend {
     queue: Arc<dyn Queue>,
     secrets: Arc<dyn SecretStore>,
     replays: Arc<dyn ReplayStore>,
+    counters: Arc<dyn CounterStore>,
     /// A second secret store over the same storage: what a restart (a cold start) reads.
     secrets_again: Arc<dyn SecretStore>,
     /// The AWS requests made so far (AWS only).
@@ -116,6 +118,7 @@ fn sqlite(name: &str) -> Backend {
         queue: Arc::new(db.clone()),
         secrets: Arc::new(FileSecretStore::in_dir(&secrets_dir)),
         replays: Arc::new(db.clone()),
+        counters: Arc::new(db.clone()),
         secrets_again: Arc::new(FileSecretStore::in_dir(&secrets_dir)),
         requests: None,
         dynamo: None,
@@ -196,6 +199,7 @@ async fn aws(name: &str) -> Option<Backend> {
         queue: Arc::new(aws.queue),
         secrets: Arc::new(aws.secrets),
         replays: Arc::new(aws.store.clone()),
+        counters: Arc::new(aws.store.clone()),
         secrets_again: Arc::new(secrets_again),
         requests: Some(aws.requests),
         dynamo: Some(aws.store),
@@ -253,6 +257,10 @@ contract!(
     keys_are_added_revoked_and_rotated,
     senders_are_registered_changed_and_removed,
     replays_are_remembered_until_they_expire,
+    limits_are_kept_with_their_audit_entry,
+    a_bucket_grants_its_burst_then_its_rate,
+    spend_is_charged_within_both_caps_and_refunded,
+    numbers_are_counted_up_to_their_limit,
     the_queue_delivers_hides_and_deletes,
     an_unacknowledged_message_comes_back_with_a_new_handle,
     a_delayed_message_stays_hidden_until_due,
@@ -1773,6 +1781,224 @@ async fn replays_are_remembered_until_they_expire(b: &Backend) {
     assert!(
         replays.seen(&a, now).await.unwrap(),
         "a live digest is kept"
+    );
+}
+
+async fn limits_are_kept_with_their_audit_entry(b: &Backend) {
+    let store = b.tenants();
+    let acme = Tenant {
+        id: tenant(),
+        name: "Acme".into(),
+        created_at: at(0),
+    };
+    assert!(store.limits(&acme.id).await.unwrap().is_none());
+    let mut limits = TenantLimits::default();
+    limits.set("rate_per_second", "7").unwrap();
+    let err = store
+        .put_limits(
+            &acme.id,
+            &limits,
+            &audit(&acme.id, 1, AuditAction::SettingsUpdate),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound),
+        "no such tenant: {err:?}"
+    );
+    store
+        .create_tenant(
+            &acme,
+            &key(&acme.id, "hash-limits", 0),
+            &audit(&acme.id, 0, AuditAction::TenantCreate),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store.limits(&acme.id).await.unwrap().is_none(),
+        "defaults hold"
+    );
+    store
+        .put_limits(
+            &acme.id,
+            &limits,
+            &audit(&acme.id, 2, AuditAction::SettingsUpdate),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.limits(&acme.id).await.unwrap(), Some(limits.clone()));
+    limits.set("countries", "UA,PL").unwrap();
+    store
+        .put_limits(
+            &acme.id,
+            &limits,
+            &audit(&acme.id, 3, AuditAction::SettingsUpdate),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.limits(&acme.id).await.unwrap(), Some(limits));
+    let log = store.audit_log(&acme.id, None, 10).await.unwrap();
+    let settings = log
+        .iter()
+        .filter(|e| e.action == AuditAction::SettingsUpdate)
+        .count();
+    assert_eq!(
+        settings, 2,
+        "one entry per change, none for the refused one"
+    );
+}
+
+/// Counter keys of this test alone: the AWS half shares a table prefix per test, not a
+/// table, and a tenant id names every key.
+fn counter_tenant() -> TenantId {
+    TenantId::generate(Utc::now())
+}
+
+async fn a_bucket_grants_its_burst_then_its_rate(b: &Backend) {
+    let counters = b.counters.as_ref();
+    let t = counter_tenant();
+    let bucket = Bucket::per_second(10, 5);
+    let now = Utc::now();
+    for _ in 0..5 {
+        assert_eq!(
+            counters.take_tokens(&t, bucket, 1, now).await.unwrap(),
+            Ok(())
+        );
+    }
+    let wait = counters
+        .take_tokens(&t, bucket, 1, now)
+        .await
+        .unwrap()
+        .unwrap_err()
+        .expect("tokens come back");
+    assert!(wait <= std::time::Duration::from_millis(100), "{wait:?}");
+    let later = now + TimeDelta::milliseconds(100);
+    assert_eq!(
+        counters.take_tokens(&t, bucket, 1, later).await.unwrap(),
+        Ok(())
+    );
+    assert!(
+        counters
+            .take_tokens(&t, bucket, 1, later)
+            .await
+            .unwrap()
+            .is_err()
+    );
+    // Idle long enough, the bucket is full again, and no fuller.
+    let idle = now + TimeDelta::seconds(60);
+    assert_eq!(
+        counters.take_tokens(&t, bucket, 5, idle).await.unwrap(),
+        Ok(())
+    );
+    assert!(
+        counters
+            .take_tokens(&t, bucket, 1, idle)
+            .await
+            .unwrap()
+            .is_err()
+    );
+    assert_eq!(
+        counters.take_tokens(&t, bucket, 6, idle).await.unwrap(),
+        Err(None),
+        "more than the burst: never"
+    );
+    // Another tenant's bucket is its own.
+    let other = counter_tenant();
+    assert_eq!(
+        counters.take_tokens(&other, bucket, 5, now).await.unwrap(),
+        Ok(())
+    );
+}
+
+async fn spend_is_charged_within_both_caps_and_refunded(b: &Backend) {
+    let counters = b.counters.as_ref();
+    let t = counter_tenant();
+    let day = |d: u32| SpendPeriod {
+        month: "2026-12".into(),
+        day: d,
+        forget_after: Utc::now() + TimeDelta::days(40),
+    };
+    let charge = |d: u32, amount: i64| {
+        let period = day(d);
+        let t = t.clone();
+        async move {
+            counters
+                .charge(&t, &period, amount, 1_000, 2_500)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(charge(1, 600).await, SpendVerdict::Charged);
+    assert_eq!(
+        charge(1, 400).await,
+        SpendVerdict::Charged,
+        "exactly the cap"
+    );
+    assert_eq!(charge(1, 1).await, SpendVerdict::DayCapReached);
+    assert_eq!(charge(2, 1_000).await, SpendVerdict::Charged, "a new day");
+    assert_eq!(charge(3, 600).await, SpendVerdict::MonthCapReached);
+    assert_eq!(charge(3, 2_000).await, SpendVerdict::DayCapReached);
+    assert_eq!(
+        counters.spent(&t, &day(1)).await.unwrap(),
+        Spent {
+            day: 1_000,
+            month: 2_000
+        }
+    );
+    counters.refund(&t, &day(2), 300).await.unwrap();
+    assert_eq!(
+        counters.spent(&t, &day(2)).await.unwrap(),
+        Spent {
+            day: 700,
+            month: 1_700
+        }
+    );
+    assert_eq!(
+        charge(3, 500).await,
+        SpendVerdict::Charged,
+        "room after the refund"
+    );
+    let other = counter_tenant();
+    assert_eq!(
+        counters.spent(&other, &day(1)).await.unwrap(),
+        Spent::default()
+    );
+}
+
+async fn numbers_are_counted_up_to_their_limit(b: &Backend) {
+    let counters = b.counters.as_ref();
+    let t = counter_tenant();
+    let until = Utc::now() + TimeDelta::hours(2);
+    let (x, y) = ([1u8; 16], [2u8; 16]);
+    let counted = counters
+        .count_numbers(&t, &[x, x, y, x, y], "2026120110", 2, until)
+        .await
+        .unwrap();
+    // Each number up to its limit (which of one number's repeats wins is the store's choice).
+    let of = |n: [u8; 16]| {
+        [x, x, y, x, y]
+            .iter()
+            .zip(&counted)
+            .filter(|(m, ok)| **m == n && **ok)
+            .count()
+    };
+    assert_eq!((of(x), of(y)), (2, 2), "{counted:?}");
+    let counted = counters
+        .count_numbers(&t, &[y, x], "2026120110", 2, until)
+        .await
+        .unwrap();
+    assert_eq!(counted, [false, false]);
+    let counted = counters
+        .count_numbers(&t, &[x], "2026120111", 2, until)
+        .await
+        .unwrap();
+    assert_eq!(counted, [true], "a new hour");
+    assert_eq!(
+        counters
+            .count_numbers(&t, &[], "2026120111", 2, until)
+            .await
+            .unwrap(),
+        Vec::<bool>::new()
     );
 }
 

@@ -517,3 +517,19 @@ pub async fn audit_log(
     let next = more.then(|| entries.last().map(|e| e.id.clone())).flatten();
     Ok(Json(AuditPage { entries, next }))
 }
+
+/// This account's abuse limits, and what it spent today and this month (Kyiv calendar).
+/// Only Holub's operator changes them (`holub tenant limits`), so a leaked key cannot lift
+/// the caps that bound its damage.
+#[utoipa::path(
+    get, path = "/v1/limits",
+    responses((status = 200, body = holub_shared::services::limits::LimitsView),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn get_limits(
+    State(state): State<AppState>,
+    auth: Authorized<AdminScope>,
+) -> Result<Json<holub_shared::services::limits::LimitsView>, ApiError> {
+    Ok(Json(state.limits.view(&auth.tenant).await?))
+}

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use holub_shared::ports::{Retryable, StoreError};
 use holub_shared::services::intake::{FieldError, IntakeError};
+use holub_shared::services::limits::Refusal;
 use holub_shared::services::messages::CancelError;
 use serde::Serialize;
 
@@ -32,6 +33,8 @@ pub struct ApiError {
     code: String,
     message: String,
     field: Option<String>,
+    /// Seconds, for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -41,6 +44,21 @@ impl ApiError {
             code: code.to_owned(),
             message: message.into(),
             field: None,
+            retry_after: None,
+        }
+    }
+
+    /// A refusal by one of the tenant's limits: 429 with `Retry-After` when trying later
+    /// may succeed; 422 when it never will as it is (a batch above the burst, a charge
+    /// above the whole cap).
+    pub fn limited(r: Refusal) -> Self {
+        match r.retry_after {
+            Some(wait) => {
+                let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, r.code, r.message);
+                e.retry_after = Some(wait.as_secs().max(1));
+                e
+            }
+            None => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, r.code, r.message),
         }
     }
 
@@ -105,6 +123,7 @@ impl From<IntakeError> for ApiError {
     fn from(e: IntakeError) -> Self {
         match e {
             IntakeError::Invalid(field) => field.into(),
+            IntakeError::Limited(refusal) => ApiError::limited(refusal),
             IntakeError::IdempotencyConflict => ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_key_reused",
@@ -144,6 +163,12 @@ impl IntoResponse for ApiError {
                 field: self.field,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }

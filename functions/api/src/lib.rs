@@ -12,7 +12,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use holub_shared::runtime::Holub;
-use holub_shared::services::{Accounts, Intake, Messages, Senders};
+use holub_shared::services::{Accounts, Intake, Limits, Messages, Senders};
 
 pub use error::{ApiError, ErrorBody};
 
@@ -25,6 +25,7 @@ pub const BATCH_BODY_LIMIT: usize = 8 * 1024 * 1024;
 pub struct AppState {
     pub accounts: Arc<Accounts>,
     pub senders: Arc<Senders>,
+    pub limits: Arc<Limits>,
     pub intake: Arc<Intake>,
     pub messages: Arc<Messages>,
 }
@@ -35,6 +36,7 @@ impl AppState {
     pub fn new(holub: &Holub) -> Self {
         AppState {
             accounts: holub.accounts.clone(),
+            limits: holub.limits.clone(),
             senders: holub.senders.clone(),
             intake: holub.intake.clone(),
             messages: holub.messages.clone(),
@@ -66,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/senders/{sender}", delete(admin::remove_sender))
         .route("/v1/audit", get(admin::audit_log))
+        .route("/v1/limits", get(admin::get_limits))
         .layer(DefaultBodyLimit::max(SINGLE_BODY_LIMIT))
         .merge(batch)
         .fallback(routes::not_found)

@@ -44,7 +44,8 @@ use crate::extract::{AnyKey, Authorized, IdempotencyHeader, JsonBody, ReadScope,
         crate::admin::list_senders,
         crate::admin::request_sender,
         crate::admin::remove_sender,
-        crate::admin::audit_log
+        crate::admin::audit_log,
+        crate::admin::get_limits
     ),
     components(schemas(
         SendMessageRequest,
@@ -69,7 +70,9 @@ use crate::extract::{AnyKey, Authorized, IdempotencyHeader, JsonBody, ReadScope,
         crate::admin::SenderList,
         crate::admin::SenderRequest,
         crate::admin::AuditView,
-        crate::admin::AuditPage
+        crate::admin::AuditPage,
+        holub_shared::services::limits::LimitsView,
+        holub_shared::domain::TenantLimits
     )),
     modifiers(&BearerAuth, &Refinements)
 )]
@@ -171,6 +174,8 @@ pub async fn not_found() -> ApiError {
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, description = "A limit of this account (rate, per-number, daily or monthly spend); try again after `Retry-After` seconds",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
     security(("api_key" = []))
 )]
@@ -196,6 +201,8 @@ pub async fn send_message(
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, description = "A limit of this account (rate, per-number, daily or monthly spend); try again after `Retry-After` seconds",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
     security(("api_key" = []))
 )]

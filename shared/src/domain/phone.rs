@@ -17,6 +17,57 @@ use serde::{Deserialize, Serialize};
 pub struct PhoneNumber {
     e164: String,
     operator: Operator,
+    country: CountryCode,
+}
+
+/// An ISO 3166-1 alpha-2 country code, upper case (`UA`, `PL`): the country a number
+/// belongs to, and what a tenant's destination policy lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CountryCode([u8; 2]);
+
+impl CountryCode {
+    pub const UKRAINE: CountryCode = CountryCode(*b"UA");
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII upper-case letters are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+}
+
+impl std::str::FromStr for CountryCode {
+    type Err = String;
+    /// Two letters, either case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.as_bytes() {
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => Ok(CountryCode([
+                a.to_ascii_uppercase(),
+                b.to_ascii_uppercase(),
+            ])),
+            _ => Err(format!(
+                "{s:?} is not a country code (two letters, ISO 3166-1, such as UA)"
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for CountryCode {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl From<CountryCode> for String {
+    fn from(value: CountryCode) -> Self {
+        value.as_str().to_owned()
+    }
+}
+
+impl fmt::Display for CountryCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The Ukrainian mobile operator that owns a number's prefix. Number portability exists, so
@@ -185,6 +236,7 @@ impl PhoneNumber {
             return Ok(PhoneNumber {
                 e164: format!("+380{nsn}"),
                 operator,
+                country: CountryCode::UKRAINE,
             });
         }
         // Geographic area codes start with 3, 4, 5 or 6; 80x and 90x are toll-free and premium.
@@ -212,15 +264,23 @@ impl PhoneNumber {
         }
         use phonenumber::Type;
         use phonenumber::metadata::DATABASE;
+        // Only ranges libphonenumber knows as mobile (or, where a country does not tell them
+        // apart, fixed line or mobile) can take an SMS: landlines, toll-free, premium,
+        // shared-cost, VoIP, pagers, personal and unknown ranges are refused. A range a
+        // fraudster rents for SMS pumping is typically one of the latter.
         match parsed.number_type(&DATABASE) {
-            Type::FixedLine | Type::TollFree | Type::PremiumRate | Type::SharedCost => {
-                return Err(PhoneError::NotMobile);
-            }
-            _ => {}
+            Type::Mobile | Type::FixedLineOrMobile => {}
+            _ => return Err(PhoneError::NotMobile),
         }
+        // Numbers of no one country (+800, +882, …) have none.
+        let country = parsed
+            .metadata(&DATABASE)
+            .and_then(|m| m.id().parse::<CountryCode>().ok())
+            .ok_or(PhoneError::NotMobile)?;
         Ok(PhoneNumber {
             e164: parsed.format().mode(phonenumber::Mode::E164).to_string(),
             operator: Operator::Other,
+            country,
         })
     }
 
@@ -236,6 +296,11 @@ impl PhoneNumber {
 
     pub fn operator(&self) -> Operator {
         self.operator
+    }
+
+    /// The country the number belongs to.
+    pub fn country(&self) -> CountryCode {
+        self.country
     }
 
     pub fn is_ukrainian(&self) -> bool {
@@ -377,6 +442,39 @@ mod tests {
             assert_eq!(n.as_e164(), e164);
             assert_eq!(n.operator(), Operator::Other);
             assert!(!n.is_ukrainian());
+        }
+        let countries: Vec<_> = cases
+            .iter()
+            .map(|(input, _)| PhoneNumber::parse(input).unwrap().country().to_string())
+            .collect();
+        assert_eq!(countries, ["PL", "DE", "GB", "PL"]);
+        assert_eq!(
+            PhoneNumber::parse("0671234567").unwrap().country(),
+            CountryCode::UKRAINE
+        );
+    }
+
+    #[test]
+    fn premium_shared_cost_and_unknown_ranges_abroad_are_refused() {
+        for input in [
+            "+44 909 879 0000", // premium rate (UK 09)
+            "+44 845 464 7000", // shared cost (UK 0845)
+            "+44 56 0123 4567", // VoIP (UK 056)
+            "+800 1234 5678",   // international freephone: no country
+            "+882 1600 0000 0", // international networks: no country
+        ] {
+            assert!(
+                PhoneNumber::parse(input).is_err(),
+                "{input} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn country_codes_are_two_letters() {
+        assert_eq!("ua".parse::<CountryCode>(), Ok(CountryCode::UKRAINE));
+        for bad in ["", "U", "UKR", "1A", "У"] {
+            assert!(bad.parse::<CountryCode>().is_err(), "{bad:?}");
         }
     }
 

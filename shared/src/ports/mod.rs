@@ -6,6 +6,7 @@
 //! queue consumers use to decide between a retry and a dead end.
 
 pub mod clock;
+pub mod counters;
 pub mod provider;
 pub mod queue;
 pub mod replays;
@@ -13,6 +14,7 @@ pub mod secrets;
 pub mod store;
 
 pub use clock::{Clock, SystemClock};
+pub use counters::{Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent};
 pub use provider::{
     OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, ReceiptWebhook, SmsProvider,
     Submitted, WebhookError, WebhookRequest,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::status::PartReceipt;
 use crate::domain::{
     ApiKeyRecord, AuditEntry, BatchId, IdempotencyKey, KeyId, Kopiyky, Message, MessageError,
-    MessageId, MessageStatus, PhoneNumber, SenderId, SenderRecord, TenantId,
+    MessageId, MessageStatus, PhoneNumber, SenderId, SenderRecord, TenantId, TenantLimits,
 };
 
 use super::Retryable;
@@ -317,6 +317,18 @@ pub trait TenantStore: Send + Sync {
         sender: &SenderId,
         audit: &AuditEntry,
     ) -> Result<bool, StoreError>;
+
+    /// The tenant's own limits, if the operator set any (otherwise the defaults hold).
+    async fn limits(&self, tenant: &TenantId) -> Result<Option<TenantLimits>, StoreError>;
+
+    /// Sets the tenant's limits, with the audit entry of the change. `NotFound` if there is
+    /// no such tenant.
+    async fn put_limits(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
 }
 
 /// How a key stops working.

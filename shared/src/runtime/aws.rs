@@ -15,6 +15,7 @@ impl Ports {
             queue: Arc::new(backend.queue.clone()),
             secrets: Arc::new(backend.secrets.clone()),
             replays: Arc::new(backend.store.clone()),
+            counters: Arc::new(backend.store.clone()),
             clock: Arc::new(SystemClock),
         }
     }

@@ -14,7 +14,10 @@ pub mod aws;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ports::{Clock, MessageStore, Queue, ReplayStore, SecretStore, TenantStore};
+use crate::domain::TenantLimits;
+use crate::ports::{
+    Clock, CounterStore, MessageStore, Queue, ReplayStore, SecretStore, TenantStore,
+};
 use crate::services::callbacks::CallbackConfig;
 use crate::services::dispatch::DispatchConfig;
 use crate::services::gateway::Gateway;
@@ -23,8 +26,8 @@ use crate::services::poller::{PollConfig, Poller};
 use crate::services::replays::REPLAY_WINDOW;
 use crate::services::sweeper::SweeperConfig;
 use crate::services::{
-    Accounts, CallbackSender, Dispatcher, Intake, Messages, Notifier, Receipts, ReplayGuard,
-    Senders, Sweeper,
+    Accounts, CallbackSender, Dispatcher, Intake, Limits, Messages, Notifier, Receipts,
+    ReplayGuard, Senders, Sweeper,
 };
 
 pub use consumers::{Consumer, Finished, consume_until_stopped, settle};
@@ -58,6 +61,7 @@ pub struct Ports {
     pub queue: Arc<dyn Queue>,
     pub secrets: Arc<dyn SecretStore>,
     pub replays: Arc<dyn ReplayStore>,
+    pub counters: Arc<dyn CounterStore>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -74,6 +78,7 @@ impl Ports {
             queue: Arc::new(db.clone()),
             secrets,
             replays: Arc::new(db.clone()),
+            counters: Arc::new(db.clone()),
             clock: Arc::new(crate::ports::SystemClock),
         }
     }
@@ -86,6 +91,7 @@ pub struct Holub {
     pub target: Target,
     pub accounts: Arc<Accounts>,
     pub senders: Arc<Senders>,
+    pub limits: Arc<Limits>,
     pub intake: Arc<Intake>,
     pub messages: Arc<Messages>,
     pub receipts: Arc<Receipts>,
@@ -107,6 +113,12 @@ impl Holub {
             ..SweeperConfig::default()
         };
         let senders = Arc::new(Senders::new(p.tenants.clone(), p.clock.clone()));
+        let limits = Arc::new(Limits::new(
+            p.tenants.clone(),
+            p.counters.clone(),
+            p.clock.clone(),
+            TenantLimits::default(),
+        ));
         Holub {
             accounts: Arc::new(Accounts::new(
                 p.tenants.clone(),
@@ -118,9 +130,11 @@ impl Holub {
                 p.queue.clone(),
                 p.clock.clone(),
                 senders.clone(),
+                limits.clone(),
                 intake,
             )),
             senders,
+            limits,
             messages: Arc::new(Messages::new(
                 p.store.clone(),
                 p.clock.clone(),
@@ -230,6 +244,15 @@ impl Holub {
                 Duration::from_secs(60),
                 self.replays.clone(),
                 |r| async move { Ok(r.forget_expired(FORGET_BATCH).await?) },
+            ),
+            Task::over(
+                "forget_counters",
+                Duration::from_secs(60),
+                Arc::new(self.ports.clone()),
+                |p: Arc<Ports>| async move {
+                    let now = p.clock.now();
+                    Ok(p.counters.forget_expired(now, FORGET_BATCH).await?)
+                },
             ),
         ])
     }

@@ -24,6 +24,7 @@ use crate::ports::store::IdempotencyRecord;
 use crate::ports::{Clock, MessageStore, Queue, QueueError, QueueName, Retryable, StoreError};
 
 use super::jobs::{self, DispatchJob};
+use super::limits::{Charge, Limits, LimitsError, Refusal};
 use super::senders::Senders;
 use super::template::{self, TemplateError};
 use super::view::MessageView;
@@ -237,6 +238,18 @@ pub enum IntakeError {
     Store(#[from] StoreError),
     #[error("queueing the message failed")]
     Queue(#[from] QueueError),
+    /// Refused by one of the tenant's abuse limits (rate, spend, per-number).
+    #[error("{0}")]
+    Limited(Refusal),
+}
+
+impl From<LimitsError> for IntakeError {
+    fn from(e: LimitsError) -> Self {
+        match e {
+            LimitsError::Refused(r) => IntakeError::Limited(r),
+            LimitsError::Store(s) => IntakeError::Store(s),
+        }
+    }
 }
 
 impl IntakeError {
@@ -280,6 +293,7 @@ pub struct Intake {
     queue: Arc<dyn Queue>,
     clock: Arc<dyn Clock>,
     senders: Arc<Senders>,
+    limits: Arc<Limits>,
     config: IntakeConfig,
     /// Jobs of stored messages that could not be queued when they were accepted.
     unqueued: Mutex<Vec<DispatchJob>>,
@@ -291,6 +305,7 @@ impl Intake {
         queue: Arc<dyn Queue>,
         clock: Arc<dyn Clock>,
         senders: Arc<Senders>,
+        limits: Arc<Limits>,
         config: IntakeConfig,
     ) -> Self {
         Intake {
@@ -298,6 +313,7 @@ impl Intake {
             queue,
             clock,
             senders,
+            limits,
             config,
             unqueued: Mutex::new(Vec::new()),
         }
@@ -371,6 +387,9 @@ impl Intake {
             )
             .map_err(IntakeError::Invalid)?;
         let to = parse_phone(&req.to, "to").map_err(IntakeError::Invalid)?;
+        let limits = self.limits.of(tenant).await?;
+        Limits::allows_destination(&limits, &to)
+            .map_err(|r| IntakeError::Invalid(FieldError::new(r.code, "to", r.message)))?;
         let registry = self.senders.registry(tenant).await?;
         registry
             .allows(&common.from, &to)
@@ -380,11 +399,40 @@ impl Intake {
         let reference =
             parse_reference(req.reference, "reference").map_err(IntakeError::Invalid)?;
         let message = build(tenant, None, &common, to, text, reference, now);
+        self.limits.take_rate(tenant, &limits, 1).await?;
+        let counted = self
+            .limits
+            .count_numbers(tenant, &limits, &[&message.to])
+            .await?;
+        if let Some(Err(refusal)) = counted.into_iter().next() {
+            return Err(IntakeError::Limited(refusal));
+        }
+        let charge = self
+            .limits
+            .charge(tenant, &limits, u64::from(message.segments))
+            .await?;
         let reply = Reply {
             status: 202,
             body: MessageView::json(&message),
         };
-        self.accept(tenant, vec![message], idempotency, reply).await
+        self.accept_charged(tenant, vec![message], idempotency, reply, charge)
+            .await
+    }
+
+    /// [`Intake::accept`], refunding the spend charge if the messages were not stored.
+    async fn accept_charged(
+        &self,
+        tenant: &TenantId,
+        messages: Vec<Message>,
+        idempotency: Option<Idempotency>,
+        reply: Reply,
+        charge: Charge,
+    ) -> Result<Reply, IntakeError> {
+        let result = self.accept(tenant, messages, idempotency, reply).await;
+        if matches!(result, Err(IntakeError::Store(_))) {
+            self.limits.refund(tenant, &charge).await;
+        }
+        result
     }
 
     pub async fn send_batch(
@@ -423,6 +471,7 @@ impl Intake {
             )
             .map_err(IntakeError::Invalid)?;
         let registry = self.senders.registry(tenant).await?;
+        let limits = self.limits.of(tenant).await?;
         registry
             .registered(&common.from)
             .map_err(|e| IntakeError::Invalid(FieldError::new(e.code(), "from", e.to_string())))?;
@@ -445,6 +494,8 @@ impl Intake {
         let batch_id = BatchId::generate(now);
         let mut messages = Vec::with_capacity(req.recipients.len());
         let mut results = Vec::with_capacity(req.recipients.len());
+        // Where each accepted message's entry is in `results`.
+        let mut positions = Vec::with_capacity(req.recipients.len());
         for (index, recipient) in req.recipients.into_iter().enumerate() {
             let field = |name: &str| format!("recipients[{index}].{name}");
             let outcome = (|| {
@@ -456,6 +507,8 @@ impl Intake {
                     ));
                 }
                 let to = parse_phone(&recipient.to, &field("to"))?;
+                Limits::allows_destination(&limits, &to)
+                    .map_err(|r| FieldError::new(r.code, &field("to"), r.message))?;
                 registry
                     .allows(&common.from, &to)
                     .map_err(|e| FieldError::new(e.code(), &field("to"), e.to_string()))?;
@@ -491,6 +544,7 @@ impl Intake {
             })();
             match outcome {
                 Ok(message) => {
+                    positions.push(results.len());
                     results.push(serde_json::json!({
                         "index": index,
                         "status": "accepted",
@@ -506,6 +560,32 @@ impl Intake {
                 })),
             }
         }
+        if !messages.is_empty() {
+            self.limits
+                .take_rate(tenant, &limits, messages.len())
+                .await?;
+            let numbers: Vec<&PhoneNumber> = messages.iter().map(|m| &m.to).collect();
+            let counted = self.limits.count_numbers(tenant, &limits, &numbers).await?;
+            let mut kept = Vec::with_capacity(messages.len());
+            for ((message, position), verdict) in messages.into_iter().zip(positions).zip(counted) {
+                match verdict {
+                    Ok(()) => kept.push(message),
+                    Err(refusal) => {
+                        let result = &mut results[position];
+                        let index = result["index"].clone();
+                        let field = format!("recipients[{index}].to");
+                        *result = serde_json::json!({
+                            "index": index,
+                            "status": "rejected",
+                            "error": FieldError::new(refusal.code, &field, refusal.message),
+                        });
+                    }
+                }
+            }
+            messages = kept;
+        }
+        let segments: u64 = messages.iter().map(|m| u64::from(m.segments)).sum();
+        let charge = self.limits.charge(tenant, &limits, segments).await?;
         let accepted = messages.len();
         let reply = Reply {
             status: 202,
@@ -517,7 +597,8 @@ impl Intake {
                 "results": results,
             }),
         };
-        self.accept(tenant, messages, idempotency, reply).await
+        self.accept_charged(tenant, messages, idempotency, reply, charge)
+            .await
     }
 
     /// The stored answer for a repeated idempotency key, or a conflict if the request differs.
@@ -970,11 +1051,18 @@ mod tests {
             .set_status(&tenant, &holub, &all, active, &origin)
             .await
             .unwrap();
+        let limits = Arc::new(Limits::new(
+            store.clone(),
+            store.clone(),
+            Arc::new(SystemClock),
+            crate::domain::TenantLimits::default(),
+        ));
         let intake = Intake::new(
             store,
             queue.clone(),
             Arc::new(SystemClock),
             senders,
+            limits,
             IntakeConfig::default(),
         );
         let request = |to: &str| SendMessageRequest {

@@ -237,6 +237,11 @@ async fn main() {
             .await
             .expect("an active sender");
     }
+    holub
+        .limits
+        .set(&tenant_id, &holub_tests::wide_limits(), &Origin::operator())
+        .await
+        .expect("wide limits");
 
     // The receipts function's Router, on a loopback port the simulator posts to.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

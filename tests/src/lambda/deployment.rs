@@ -124,6 +124,15 @@ impl Deployment {
             )
             .await
             .map_err(|e| format!("registering the sender: {e}"))?;
+        holub_shared::services::Limits::new(
+            Arc::new(aws.store.clone()),
+            Arc::new(aws.store.clone()),
+            Arc::new(SystemClock),
+            Default::default(),
+        )
+        .set(&tenant.id, &crate::wide_limits(), &origin)
+        .await
+        .map_err(|e| format!("setting the limits: {e}"))?;
         Ok(Deployment {
             prefix,
             endpoint: endpoint.to_owned(),

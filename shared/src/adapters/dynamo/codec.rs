@@ -96,6 +96,8 @@ pub(super) mod tenant {
     pub const NETWORKS: &str = "nw";
     pub const UPDATED: &str = "u";
     pub const ENTRY: &str = "e";
+    /// A tenant's limits, as JSON.
+    pub const LIMITS: &str = "lm";
     /// The `by_tenant` index: `<tenant id>#<kind>` and an id that orders the kind's items.
     pub const GROUP: &str = "gp";
     pub const GROUP_SORT: &str = "gs";

@@ -52,7 +52,7 @@ struct IndexScan<'a> {
     at_most: Option<(&'a str, i64)>,
 }
 
-fn is_condition_failure<E>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool
+pub(super) fn is_condition_failure<E>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
 {

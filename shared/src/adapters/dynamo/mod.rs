@@ -133,6 +133,7 @@
 //! | `create_tenant` / `tenant_by_key_hash` | 1 `TransactWriteItems` / 1 `GetItem` | 4 / — |
 
 mod codec;
+mod counters;
 mod messages;
 mod replays;
 mod schema;

@@ -44,6 +44,22 @@ fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, StoreError> {
     )
 }
 
+/// An index that projects every attribute.
+fn index_all(name: &str, partition: &str, sort: &str) -> Result<GlobalSecondaryIndex, StoreError> {
+    built(
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .key_schema(key(partition, KeyType::Hash)?)
+            .key_schema(key(sort, KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build(),
+    )
+}
+
 fn index(
     name: &str,
     partition: &str,
@@ -131,18 +147,7 @@ pub async fn create_tables(client: &Client, config: &DynamoConfig) -> Result<(),
             attribute(tenant::GROUP_SORT, S)?,
         ]))
         .set_key_schema(Some(vec![key(tenant::KEY, KeyType::Hash)?]))
-        .global_secondary_indexes(built(
-            GlobalSecondaryIndex::builder()
-                .index_name(BY_TENANT)
-                .key_schema(key(tenant::GROUP, KeyType::Hash)?)
-                .key_schema(key(tenant::GROUP_SORT, KeyType::Range)?)
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
-                .build(),
-        )?);
+        .global_secondary_indexes(index_all(BY_TENANT, tenant::GROUP, tenant::GROUP_SORT)?);
 
     for (request, ttl) in [
         (messages, Some(msg::TTL)),

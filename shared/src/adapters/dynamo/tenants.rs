@@ -7,6 +7,7 @@
 //! | key from before key ids | `key#<sha-256 of the key>` | — |
 //! | sender | `sender#<tenant>#<sender>` | `<tenant>#sender`, sender |
 //! | audit entry | `audit#<tenant>#<entry id>` | `<tenant>#audit`, entry id (a ULID) |
+//! | the tenant's limits (JSON) | `limits#<tenant>` | — |
 //!
 //! Every administrative change is one `TransactWriteItems` with its audit entry. Key look-ups
 //! (`api_key`) are strongly consistent `GetItem`s; listings (`list_keys`, `senders`,
@@ -26,6 +27,7 @@ use super::schema::BY_TENANT;
 use super::{DynamoStore, Expr, unavailable};
 use crate::domain::{
     ApiKeyRecord, AuditEntry, KeyId, KeyName, Scopes, SenderId, SenderRecord, TenantId,
+    TenantLimits,
 };
 use crate::ports::store::KeyEnd;
 use crate::ports::{StoreError, Tenant, TenantStore};
@@ -56,6 +58,10 @@ fn key_item_key(id: &KeyId) -> String {
 
 fn sender_key(tenant: &TenantId, sender: &SenderId) -> String {
     format!("sender#{tenant}#{}", sender.as_str())
+}
+
+fn limits_key(tenant: &TenantId) -> String {
+    format!("limits#{tenant}")
 }
 
 fn group(tenant: &TenantId, kind: &str) -> String {
@@ -556,6 +562,45 @@ impl TenantStore for DynamoStore {
         match self.transact(items).await? {
             Ok(()) => Ok(true),
             Err(0) => Ok(false),
+            Err(_) => Err(StoreError::AlreadyExists),
+        }
+    }
+
+    async fn limits(&self, t: &TenantId) -> Result<Option<TenantLimits>, StoreError> {
+        let Some(item) = self.get(limits_key(t)).await? else {
+            return Ok(None);
+        };
+        let json = req_s(&item, tenant::LIMITS)?;
+        serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| corrupt(format!("tenant limits: {e}")))
+    }
+
+    async fn put_limits(
+        &self,
+        t: &TenantId,
+        limits: &TenantLimits,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(limits).map_err(|e| corrupt(format!("tenant limits: {e}")))?;
+        let put = Put::builder()
+            .table_name(self.tenants())
+            .set_item(Some(Item::from([
+                (tenant::KEY.to_owned(), s(limits_key(t))),
+                (tenant::TENANT.to_owned(), s(t.as_str())),
+                (tenant::LIMITS.to_owned(), s(json)),
+            ])))
+            .build()
+            .map_err(unavailable)?;
+        let items = vec![
+            self.tenant_exists(t)?,
+            TransactWriteItem::builder().put(put).build(),
+            self.new_item(audit_item(audit)?)?,
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(0) => Err(StoreError::NotFound),
             Err(_) => Err(StoreError::AlreadyExists),
         }
     }

@@ -167,6 +167,23 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, id)
     ) STRICT, WITHOUT ROWID;
     ",
+    // 4: abuse limits. A tenant's own limits (JSON; the defaults hold without a row), and
+    // the counters behind them: a rate bucket, spend per day and month, messages per number
+    // and hour. `value` is a count, kopiykas, or a bucket's next-arrival time (nanoseconds).
+    "
+    CREATE TABLE tenant_limits (
+        tenant_id   TEXT PRIMARY KEY REFERENCES tenants (id) ON DELETE CASCADE,
+        limits      TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE counters (
+        key         TEXT PRIMARY KEY,
+        value       INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    -- forget_expired
+    CREATE INDEX counters_expiry ON counters (expires_at);
+    ",
 ];
 
 /// Brings the schema up to date, in one transaction per migration.

@@ -11,6 +11,7 @@ use super::codec::{column, from_nanos, nanos, parse, sql_int};
 use super::error::{Failure, is_constraint};
 use crate::domain::{
     ApiKeyRecord, AuditEntry, KeyId, KeyName, Scopes, SenderId, SenderRecord, TenantId,
+    TenantLimits,
 };
 use crate::ports::store::KeyEnd;
 use crate::ports::{StoreError, Tenant, TenantStore};
@@ -436,5 +437,56 @@ impl TenantStore for SqliteBackend {
             })
             .await
             .map_err(Into::into)
+    }
+
+    async fn limits(&self, tenant: &TenantId) -> Result<Option<TenantLimits>, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        let json: Option<String> = self
+            .db
+            .read(move |conn| {
+                let mut stmt =
+                    conn.prepare_cached("SELECT limits FROM tenant_limits WHERE tenant_id = ?1")?;
+                let mut rows = stmt.query([tenant])?;
+                Ok(match rows.next()? {
+                    Some(row) => Some(row.get(0)?),
+                    None => None,
+                })
+            })
+            .await?;
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("tenant limits: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn put_limits(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(limits)
+            .map_err(|e| StoreError::Corrupt(format!("tenant limits: {e}")))?;
+        let (tenant, audit) = (tenant.as_str().to_owned(), audit.clone());
+        let stored = self
+            .db
+            .write(move |conn| {
+                if !tenant_exists(conn, &tenant)? {
+                    return Ok(false);
+                }
+                conn.prepare_cached(
+                    "INSERT INTO tenant_limits (tenant_id, limits) VALUES (?1, ?2) \
+                     ON CONFLICT (tenant_id) DO UPDATE SET limits = excluded.limits",
+                )?
+                .execute(params![tenant, json])?;
+                insert_audit(conn, &audit)?;
+                Ok(true)
+            })
+            .await?;
+        if stored {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
     }
 }

@@ -1,0 +1,426 @@
+//! Abuse limits at intake: what bounds the damage of a leaked key. For each request, in this
+//! order:
+//!
+//! 1. **Destination**: each number's country must be one of the tenant's (default Ukraine
+//!    only); premium, shared-cost and unknown ranges never parse as numbers at all.
+//! 2. **Rate**: a token bucket per tenant, shared by every instance (one token a message).
+//! 3. **Velocity**: at most `per_number_per_hour` messages to one number in a clock hour
+//!    (OTP pumping sends many codes to numbers the fraudster is paid for).
+//! 4. **Spend**: what the accepted messages are counted at (segments × the tenant's segment
+//!    price) must fit the day's and the month's caps (Kyiv calendar days and months).
+//!
+//! A request refused by the rate or a cap takes nothing from the other counters it passed
+//! but the bucket's tokens (a client hammering past its limit is not refunded). Numbers are
+//! counted as keyed digests, never stored in clear.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Datelike, Months, NaiveDate, Timelike, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::domain::kyiv;
+use crate::domain::{AuditAction, Origin, PhoneNumber, TenantId, TenantLimits};
+use crate::ports::{
+    Bucket, Clock, CounterStore, SpendPeriod, SpendVerdict, Spent, StoreError, TenantStore,
+};
+
+/// How long a tenant's limits are cached: a change holds everywhere within this.
+pub const LIMITS_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Why a request was refused by a limit: a stable code, words, and when to try again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+    /// When trying again may succeed; `None` when it never will as it is.
+    pub retry_after: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LimitsError {
+    #[error(transparent)]
+    Refused(Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A charge against the spend caps, to refund if its messages are not stored after all.
+#[derive(Debug, Clone)]
+pub struct Charge {
+    period: SpendPeriod,
+    amount: i64,
+}
+
+/// A tenant's limits and what it has used of them.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimitsView {
+    pub limits: TenantLimits,
+    /// Spent today (Kyiv calendar day), in kopiykas.
+    pub spent_today_kopiyky: i64,
+    /// Spent this month (Kyiv calendar month), in kopiykas.
+    pub spent_this_month_kopiyky: i64,
+}
+
+pub struct Limits {
+    tenants: Arc<dyn TenantStore>,
+    counters: Arc<dyn CounterStore>,
+    clock: Arc<dyn Clock>,
+    defaults: TenantLimits,
+    cache: Mutex<HashMap<TenantId, (Instant, TenantLimits)>>,
+}
+
+/// The Kyiv calendar day and month of `at`, and when each next one starts.
+fn period(at: DateTime<Utc>) -> (SpendPeriod, DateTime<Utc>, DateTime<Utc>) {
+    let local = kyiv::to_local(at).date();
+    let next_day = kyiv::from_local(
+        local
+            .succ_opt()
+            .unwrap_or(local)
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default(),
+    );
+    let first = NaiveDate::from_ymd_opt(local.year(), local.month(), 1).unwrap_or(local);
+    let next_month = kyiv::from_local(
+        first
+            .checked_add_months(Months::new(1))
+            .unwrap_or(first)
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default(),
+    );
+    let period = SpendPeriod {
+        month: format!("{:04}-{:02}", local.year(), local.month()),
+        day: local.day(),
+        // Kept a day past the month, so the month's last day can still be read.
+        forget_after: next_month + chrono::Duration::days(1),
+    };
+    (period, next_day, next_month)
+}
+
+fn until(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
+    (to - from).to_std().unwrap_or_default()
+}
+
+impl Limits {
+    pub fn new(
+        tenants: Arc<dyn TenantStore>,
+        counters: Arc<dyn CounterStore>,
+        clock: Arc<dyn Clock>,
+        defaults: TenantLimits,
+    ) -> Self {
+        Limits {
+            tenants,
+            counters,
+            clock,
+            defaults,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, (Instant, TenantLimits)>> {
+        // Inserts and reads only: consistent whatever panicked while it was held.
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The tenant's limits (its own, or the defaults), cached for [`LIMITS_CACHE_TTL`].
+    pub async fn of(&self, tenant: &TenantId) -> Result<TenantLimits, StoreError> {
+        if let Some((at, limits)) = self.cache().get(tenant)
+            && at.elapsed() < LIMITS_CACHE_TTL
+        {
+            return Ok(limits.clone());
+        }
+        let limits = self
+            .tenants
+            .limits(tenant)
+            .await?
+            .unwrap_or_else(|| self.defaults.clone());
+        let mut cache = self.cache();
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(tenant.clone(), (Instant::now(), limits.clone()));
+        Ok(limits)
+    }
+
+    /// The tenant's limits, uncached, with what it spent today and this month.
+    pub async fn view(&self, tenant: &TenantId) -> Result<LimitsView, StoreError> {
+        let limits = self
+            .tenants
+            .limits(tenant)
+            .await?
+            .unwrap_or_else(|| self.defaults.clone());
+        let (period, _, _) = period(self.clock.now());
+        let spent = self.counters.spent(tenant, &period).await?;
+        Ok(LimitsView {
+            limits,
+            spent_today_kopiyky: spent.day,
+            spent_this_month_kopiyky: spent.month,
+        })
+    }
+
+    /// Sets `changes` (name, value) on the tenant's limits, with an audit entry holding the
+    /// limits before and after. A refused value changes nothing.
+    pub async fn set(
+        &self,
+        tenant: &TenantId,
+        changes: &[(String, String)],
+        origin: &Origin,
+    ) -> Result<TenantLimits, SetLimitsError> {
+        let before = self
+            .tenants
+            .limits(tenant)
+            .await?
+            .unwrap_or_else(|| self.defaults.clone());
+        let mut after = before.clone();
+        for (name, value) in changes {
+            after.set(name, value).map_err(SetLimitsError::Invalid)?;
+        }
+        let entry = origin.entry(
+            tenant,
+            self.clock.now(),
+            AuditAction::SettingsUpdate,
+            "limits",
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&after).ok(),
+        );
+        self.tenants.put_limits(tenant, &after, &entry).await?;
+        self.cache().remove(tenant);
+        Ok(after)
+    }
+
+    /// Whether the tenant may send to `to`'s country.
+    pub fn allows_destination(limits: &TenantLimits, to: &PhoneNumber) -> Result<(), Refusal> {
+        if limits.countries.contains(&to.country()) {
+            return Ok(());
+        }
+        Err(Refusal {
+            code: "destination_not_allowed",
+            message: format!(
+                "this account may not send to numbers of {}; it may send to {}",
+                to.country(),
+                limits
+                    .countries
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            retry_after: None,
+        })
+    }
+
+    /// Takes a token per message from the tenant's bucket.
+    pub async fn take_rate(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        messages: usize,
+    ) -> Result<(), LimitsError> {
+        let bucket = Bucket::per_second(limits.rate_per_second, limits.burst);
+        let cost = u32::try_from(messages).unwrap_or(u32::MAX);
+        match self
+            .counters
+            .take_tokens(tenant, bucket, cost, self.clock.now())
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(None) => Err(LimitsError::Refused(Refusal {
+                code: "batch_exceeds_burst",
+                message: format!(
+                    "this account takes at most {} messages at once; send them in smaller batches",
+                    limits.burst
+                ),
+                retry_after: None,
+            })),
+            Err(Some(wait)) => Err(LimitsError::Refused(Refusal {
+                code: "rate_limited",
+                message: format!(
+                    "this account takes {} messages a second (bursts of {}); try again later",
+                    limits.rate_per_second, limits.burst
+                ),
+                // Whole seconds, rounded up: never earlier than the tokens are there.
+                retry_after: Some(Duration::from_secs(wait.as_secs() + 1)),
+            })),
+        }
+    }
+
+    /// Counts a message to each number against the per-number limit; answers per number
+    /// whether it may go (`Err` with the refusal for those that may not).
+    pub async fn count_numbers(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        numbers: &[&PhoneNumber],
+    ) -> Result<Vec<Result<(), Refusal>>, StoreError> {
+        let now = self.clock.now();
+        let hour = now
+            .with_minute(0)
+            .and_then(|t| t.with_second(0))
+            .unwrap_or(now);
+        let window = hour.format("%Y%m%d%H").to_string();
+        let digests: Vec<[u8; 16]> = numbers.iter().map(|n| digest(tenant, n)).collect();
+        let next_hour = hour + chrono::Duration::hours(1);
+        let counted = self
+            .counters
+            .count_numbers(
+                tenant,
+                &digests,
+                &window,
+                limits.per_number_per_hour,
+                next_hour + chrono::Duration::hours(1),
+            )
+            .await?;
+        Ok(counted
+            .into_iter()
+            .map(|ok| {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(Refusal {
+                        code: "velocity_limit_exceeded",
+                        message: format!(
+                            "this number had {} messages from this account this hour already",
+                            limits.per_number_per_hour
+                        ),
+                        retry_after: Some(until(now, next_hour)),
+                    })
+                }
+            })
+            .collect())
+    }
+
+    /// Charges what `segments` segments are counted at against the day's and month's caps.
+    pub async fn charge(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        segments: u64,
+    ) -> Result<Charge, LimitsError> {
+        let now = self.clock.now();
+        let (period, next_day, next_month) = period(now);
+        let amount = limits.cost(segments).0;
+        let verdict = self
+            .counters
+            .charge(
+                tenant,
+                &period,
+                amount,
+                limits.daily_spend_kopiyky,
+                limits.monthly_spend_kopiyky,
+            )
+            .await?;
+        let (code, what, cap, reset) = match verdict {
+            SpendVerdict::Charged => return Ok(Charge { period, amount }),
+            SpendVerdict::DayCapReached => (
+                "daily_spend_cap_reached",
+                "today",
+                limits.daily_spend_kopiyky,
+                next_day,
+            ),
+            SpendVerdict::MonthCapReached => (
+                "monthly_spend_cap_reached",
+                "this month",
+                limits.monthly_spend_kopiyky,
+                next_month,
+            ),
+        };
+        Err(LimitsError::Refused(Refusal {
+            code,
+            message: format!(
+                "these messages (counted at {amount} kopiykas) would pass this account's cap of \
+                 {cap} kopiykas {what} (Kyiv time)"
+            ),
+            retry_after: (amount <= cap).then(|| until(now, reset)),
+        }))
+    }
+
+    /// Takes back a charge whose messages were not stored.
+    pub async fn refund(&self, tenant: &TenantId, charge: &Charge) {
+        if charge.amount == 0 {
+            return;
+        }
+        if let Err(e) = self
+            .counters
+            .refund(tenant, &charge.period, charge.amount)
+            .await
+        {
+            tracing::warn!(error = %e, "a spend charge could not be refunded; the cap counts it");
+        }
+    }
+
+    /// What the tenant spent today and this month.
+    pub async fn spent(&self, tenant: &TenantId) -> Result<Spent, StoreError> {
+        let (period, _, _) = period(self.clock.now());
+        self.counters.spent(tenant, &period).await
+    }
+}
+
+/// Why limits could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum SetLimitsError {
+    #[error(transparent)]
+    Invalid(crate::domain::LimitError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A number as the counters know it: the first 16 bytes of SHA-256 over a label, the tenant
+/// and the number, so counter keys say nothing readable and differ between tenants.
+fn digest(tenant: &TenantId, number: &PhoneNumber) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(b"holub/number-counter/v1\0");
+    h.update(tenant.as_str().as_bytes());
+    h.update(b"\0");
+    h.update(number.as_e164().as_bytes());
+    let full = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn periods_follow_the_kyiv_calendar() {
+        // 22:30 UTC on 30 November is 00:30 on 1 December in Kyiv (UTC+2).
+        let at = Utc.with_ymd_and_hms(2026, 11, 30, 22, 30, 0).unwrap();
+        let (p, next_day, next_month) = period(at);
+        assert_eq!((p.month.as_str(), p.day), ("2026-12", 1));
+        assert_eq!(
+            next_day,
+            Utc.with_ymd_and_hms(2026, 12, 1, 22, 0, 0).unwrap()
+        );
+        assert_eq!(
+            next_month,
+            Utc.with_ymd_and_hms(2026, 12, 31, 22, 0, 0).unwrap()
+        );
+        // Summer time: UTC+3.
+        let at = Utc.with_ymd_and_hms(2026, 7, 31, 20, 59, 0).unwrap();
+        let (p, _, next_month) = period(at);
+        assert_eq!((p.month.as_str(), p.day), ("2026-07", 31));
+        assert_eq!(
+            next_month,
+            Utc.with_ymd_and_hms(2026, 7, 31, 21, 0, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn number_digests_differ_by_tenant_and_number() {
+        let a: TenantId = "ten_01J00000000000000000000000".parse().unwrap();
+        let b: TenantId = "ten_01J00000000000000000000001".parse().unwrap();
+        let x = PhoneNumber::parse("0671234567").unwrap();
+        let y = PhoneNumber::parse("0671234568").unwrap();
+        assert_eq!(digest(&a, &x), digest(&a, &x));
+        assert_ne!(digest(&a, &x), digest(&b, &x));
+        assert_ne!(digest(&a, &x), digest(&a, &y));
+    }
+}
