@@ -1,6 +1,6 @@
 """Schemathesis hooks for Holub's API run (scripts/test).
 
-Two rules of the server depend on state no static schema can state; a schema-valid request
+Some rules of the server depend on state no static schema can state; a schema-valid request
 is made one the server takes:
 
 - Date-times are drawn from an hour to eleven months ahead: `send_at` may be at most a year
@@ -10,14 +10,25 @@ is made one the server takes:
 - A message goes out only from a sender registered to the account (`sender_not_registered`
   otherwise, a 422): positive cases send from the sender `scripts/schemathesis` registers.
   Unregistered senders are covered by the end-to-end tests (`tests/tests/access.rs`).
+- A key's `expires_at` must be in the future: the coverage phase draws its boundary values
+  (now) outside the date-time strategy, so positive cases get one a day ahead.
+- The run has one sender and one key: removing the sender would refuse every later send, and
+  revoking or rotating the key (the stateful phase links `GET /v1/keys` to both) would leave
+  every later case a 401. Those cases name another sender or key instead (a 404);
+  removing senders and revoking the key in use are covered by `tests/tests/access.rs`.
 """
 
 import datetime as dt
+import os
 
 import schemathesis
 from hypothesis import strategies as st
 
 REGISTERED_SENDER = "Holub"
+# `holub_sk_<ULID>_<secret>_<crc>` names the key `key_<ULID>`.
+_parts = os.environ.get("HOLUB_SCHEMATHESIS_KEY", "").split("_")
+KEY_IN_USE = "key_" + _parts[2] if len(_parts) == 5 else None
+OTHER_KEY = "key_01J0000000000000000000000Z"
 
 _now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
@@ -42,4 +53,26 @@ def map_case(context, case):
         and "from" in case.body
     ):
         case.body["from"] = REGISTERED_SENDER
+    if (
+        case.operation.path == "/v1/keys"
+        and case.method.upper() == "POST"
+        and case.meta is not None
+        and case.meta.generation.mode.is_positive
+        and isinstance(case.body, dict)
+        and "expires_at" in case.body
+    ):
+        ahead = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+        case.body["expires_at"] = ahead.replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+    if (
+        case.operation.path == "/v1/senders/{sender}"
+        and isinstance(case.path_parameters, dict)
+        and str(case.path_parameters.get("sender", "")).lower() == REGISTERED_SENDER.lower()
+    ):
+        case.path_parameters["sender"] = "Other" + REGISTERED_SENDER
+    if (
+        case.operation.path in ("/v1/keys/{id}/revoke", "/v1/keys/{id}/rotate")
+        and isinstance(case.path_parameters, dict)
+        and case.path_parameters.get("id") == KEY_IN_USE
+    ):
+        case.path_parameters["id"] = OTHER_KEY
     return case

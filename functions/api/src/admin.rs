@@ -138,6 +138,10 @@ pub struct CreateKeyRequest {
 pub struct RotateKeyRequest {
     /// Seconds the old key keeps working along with the new one: 0 (default) to 604800.
     #[schema(minimum = 0, maximum = 604800)]
+    #[serde(
+        default,
+        deserialize_with = "holub_shared::services::intake::whole_seconds"
+    )]
     grace_seconds: Option<u64>,
 }
 

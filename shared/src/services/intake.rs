@@ -834,7 +834,7 @@ fn parse_reference(reference: Option<String>, field: &str) -> Result<Option<Stri
 
 /// A whole number of seconds, written as JSON writes integers (`600`) or as an integral
 /// number (`600.0`, which JSON Schema counts as an integer too).
-fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let Some(number) = Option::<serde_json::Number>::deserialize(d)? else {
         return Ok(None);
     };
@@ -844,7 +844,7 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, 
     match number.as_f64() {
         Some(f) if f.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&f) => Ok(Some(f as u64)),
         _ => Err(serde::de::Error::custom(format!(
-            "validity must be a whole number of seconds, not {number}"
+            "a whole number of seconds, not {number}"
         ))),
     }
 }
