@@ -14,8 +14,28 @@ pub struct Backend {
     secrets: Arc<FileSecretStore>,
 }
 
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
+        }
+    }
+    Ok(())
+}
+
 impl Backend {
+    /// Opens (or makes) the data directory, readable by this user alone (0700; its files are
+    /// 0600).
     pub fn open(data_dir: &Path, config: SqliteConfig) -> Result<Self, StoreError> {
+        private_dir(data_dir).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         let sqlite = SqliteBackend::open(&data_dir.join("holub.db"), config)?;
         let secrets = Arc::new(FileSecretStore::in_dir(data_dir));
         Ok(Backend { sqlite, secrets })

@@ -428,7 +428,8 @@ async fn every_administrative_change_is_in_the_audit_log() {
             "sender.request",
             "key.rotate",
             "key.create",
-            // `holub tenant create --sender …`: the operator, on the command line.
+            // `holub tenant create --sender … --limit …`: the operator, on the command line.
+            "settings.update",
             "sender.status",
             "sender.request",
             "sender.status",

@@ -222,6 +222,19 @@ pub trait MessageStore: Send + Sync {
         cutoff: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<MessageRef>, StoreError>;
+
+    /// Deletes up to `limit` messages that are final and were created before
+    /// `messages_before` (with their receipts), and idempotency records made before
+    /// `idempotency_before`; returns how many. A store whose records expire by themselves
+    /// (DynamoDB with TTL) deletes nothing here.
+    async fn forget_old(
+        &self,
+        _messages_before: DateTime<Utc>,
+        _idempotency_before: DateTime<Utc>,
+        _limit: usize,
+    ) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 /// A tenant as stored; its API keys are stored only as hashes.

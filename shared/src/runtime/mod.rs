@@ -40,7 +40,10 @@ pub const CALLBACK_VISIBILITY: Duration = Duration::from_secs(30);
 /// Scheduled messages released per run of the release task: up to 50 rounds of 1,000.
 pub const RELEASE_ROUNDS: usize = 50;
 
-/// Expired replay digests forgotten per run.
+/// How long an `Idempotency-Key` is remembered (as DynamoDB's TTL keeps it on AWS).
+pub const IDEMPOTENCY_KEPT: Duration = Duration::from_secs(24 * 3600);
+
+/// Expired replay digests (and old messages, counters) forgotten per run.
 const FORGET_BATCH: usize = 10_000;
 
 /// Where Holub runs, for the few defaults that depend on it.
@@ -244,6 +247,21 @@ impl Holub {
                 Duration::from_secs(60),
                 self.replays.clone(),
                 |r| async move { Ok(r.forget_expired(FORGET_BATCH).await?) },
+            ),
+            Task::over(
+                "retention",
+                Duration::from_secs(60),
+                Arc::new((self.ports.clone(), self.settings.message_retention())),
+                |p: Arc<(Ports, Duration)>| async move {
+                    let (ports, retention) = (&p.0, p.1);
+                    let now = ports.clock.now();
+                    let messages_before = now - chrono::Duration::from_std(retention)?;
+                    let idempotency_before = now - chrono::Duration::from_std(IDEMPOTENCY_KEPT)?;
+                    Ok(ports
+                        .store
+                        .forget_old(messages_before, idempotency_before, FORGET_BATCH)
+                        .await?)
+                },
             ),
             Task::over(
                 "forget_counters",

@@ -35,6 +35,11 @@ pub struct Settings {
     #[arg(long, env = "HOLUB_POLL_BATCH", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub poll_batch: u64,
+    /// Days a final message (with its receipts) is kept after it was created; then it is
+    /// deleted (by DynamoDB's TTL on AWS, by a task on one machine).
+    #[arg(long, env = "HOLUB_MESSAGE_RETENTION_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub message_retention_days: u64,
     /// Refuse status callback URLs on loopback, private or link-local addresses (for a Holub
     /// that serves others; on one's own machine, callbacks to local services are normal).
     #[arg(
@@ -70,6 +75,10 @@ impl Settings {
         Only::try_parse_from(flags)
             .map(|only| only.settings)
             .map_err(|e| e.to_string())
+    }
+
+    pub fn message_retention(&self) -> Duration {
+        Duration::from_secs(self.message_retention_days * 24 * 3600)
     }
 
     pub fn requeue_after(&self) -> Duration {

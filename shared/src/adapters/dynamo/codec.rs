@@ -386,7 +386,12 @@ pub(super) fn message_item(m: &Message, config: &DynamoConfig) -> Result<Item, S
         .map(|c| history_entry(c.status, c.at).map(AttributeValue::S))
         .collect::<Result<Vec<_>, _>>()?;
     put(msg::HISTORY, AttributeValue::L(history));
-    put(msg::TTL, ttl(m.created_at, config.message_retention));
+    // From the later of its creation and the end of its validity: a message scheduled far
+    // ahead is kept until it has been sent and the retention has passed.
+    put(
+        msg::TTL,
+        ttl(m.created_at.max(m.expires_at), config.message_retention),
+    );
     let keys = IndexKeys::of(
         &m.id,
         m.status,

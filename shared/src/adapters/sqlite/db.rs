@@ -29,13 +29,48 @@ pub(super) struct Db {
     wakeups: [Notify; 2],
 }
 
+/// Makes the database's directory (0700, when Holub creates it) and file (0600) readable by
+/// this user alone, before SQLite opens it: SQLite gives the WAL and shared-memory files the
+/// database file's mode. A database from before is tightened the same way.
+fn private_files(path: &Path) -> std::io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    drop(options.open(path)?);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let name = path.as_os_str().to_owned();
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut file = name.clone();
+            file.push(suffix);
+            let file = Path::new(&file);
+            match std::fs::metadata(file) {
+                Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Db {
     pub(super) fn open(path: &Path, mut config: SqliteConfig) -> Result<Db, Failure> {
         config.max_receives = config.max_receives.max(1);
         config.readers = config.readers.max(1);
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| Failure::Unavailable(e.into()))?;
-        }
+        private_files(path).map_err(|e| Failure::Unavailable(e.into()))?;
 
         let conn = Connection::open_with_flags(
             path,

@@ -566,6 +566,64 @@ impl MessageStore for SqliteBackend {
     ) -> Result<Vec<MessageRef>, StoreError> {
         self.sweep(PAST_VALIDITY, cutoff, limit).await
     }
+
+    async fn forget_old(
+        &self,
+        messages_before: DateTime<Utc>,
+        idempotency_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let (messages_before, idempotency_before) = (
+            nanos_bound(messages_before),
+            nanos_bound(idempotency_before),
+        );
+        let limit = sql_int(limit);
+        // Found on a reader (a scan, in insertion order, that must not hold up the writer),
+        // deleted by key in the writer.
+        let (seqs, keys) = self
+            .db
+            .read(move |conn| {
+                let seqs = conn
+                    .prepare_cached(
+                        "SELECT seq FROM messages WHERE live IS NULL AND created_at < ?1 \
+                         ORDER BY seq LIMIT ?2",
+                    )?
+                    .query_map(params![messages_before, limit], |r| r.get::<_, i64>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let keys = conn
+                    .prepare_cached(
+                        "SELECT tenant_id, key FROM idempotency WHERE created_at < ?1 LIMIT ?2",
+                    )?
+                    .query_map(params![idempotency_before, limit], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((seqs, keys))
+            })
+            .await?;
+        if seqs.is_empty() && keys.is_empty() {
+            return Ok(0);
+        }
+        self.db
+            .write(move |conn| {
+                let mut deleted = 0;
+                // Checked again: a message is deleted only if it is still final.
+                let mut message =
+                    conn.prepare_cached("DELETE FROM messages WHERE seq = ?1 AND live IS NULL")?;
+                for seq in &seqs {
+                    deleted += message.execute([seq])?;
+                }
+                let mut record = conn.prepare_cached(
+                    "DELETE FROM idempotency WHERE tenant_id = ?1 AND key = ?2 AND created_at < ?3",
+                )?;
+                for (tenant, key) in &keys {
+                    deleted += record.execute(params![tenant, key, idempotency_before])?;
+                }
+                Ok(deleted)
+            })
+            .await
+            .map_err(Into::into)
+    }
 }
 
 #[cfg(test)]

@@ -905,3 +905,111 @@ async fn throughput() {
         done as f64 / elapsed.as_secs_f64()
     );
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_is_readable_by_its_user_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = std::env::temp_dir().join(format!(
+        "holub-sqlite-private-{}-{}",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    ));
+    let path = dir.join("data").join("holub.db");
+    let store = SqliteBackend::open(&path, SqliteConfig::default()).unwrap();
+    store
+        .insert(&[message(&tenant(), at(0))], None)
+        .await
+        .unwrap();
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    store.close().await;
+
+    // A database made before, readable by others, is tightened when opened.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = SqliteBackend::open(&path, SqliteConfig::default()).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn old_final_messages_and_idempotency_records_are_forgotten() {
+    let db = TempDb::new("retention");
+    let store = db.open();
+    let t = tenant();
+    let final_at = |created: i64, status| {
+        let mut m = message(&t, at(created));
+        m.status = status;
+        m
+    };
+    let old_delivered = final_at(0, Delivered);
+    let old_failed = final_at(1, Failed);
+    let old_scheduled = final_at(2, Scheduled);
+    let young_delivered = final_at(100, Delivered);
+    let old_key = IdempotencyRecord {
+        tenant_id: t.clone(),
+        key: IdempotencyKey::parse("old").unwrap(),
+        fingerprint: "f".into(),
+        status_code: 202,
+        body: serde_json::json!({}),
+        created_at: at(0),
+    };
+    store
+        .insert(
+            &[
+                old_delivered.clone(),
+                old_failed.clone(),
+                old_scheduled.clone(),
+            ],
+            Some(&old_key),
+        )
+        .await
+        .unwrap();
+    store
+        .insert(std::slice::from_ref(&young_delivered), None)
+        .await
+        .unwrap();
+    store
+        .add_receipts(&[(
+            MessageRef {
+                tenant_id: t.clone(),
+                id: old_delivered.id,
+            },
+            PartReceipt {
+                part: 1,
+                state: ReceiptState::Delivered,
+                at: at(3),
+            },
+        )])
+        .await
+        .unwrap();
+
+    let forgotten = store.forget_old(at(50), at(50), 1_000).await.unwrap();
+    assert_eq!(forgotten, 3, "two final messages and one record");
+    for (m, kept) in [
+        (&old_delivered, false),
+        (&old_failed, false),
+        (&old_scheduled, true),
+        (&young_delivered, true),
+    ] {
+        assert_eq!(
+            store.get(&t, &m.id).await.unwrap().is_some(),
+            kept,
+            "{:?}",
+            m.status
+        );
+    }
+    assert!(store.idempotency(&t, &old_key.key).await.unwrap().is_none());
+    let receipts: i64 = db
+        .raw()
+        .query_row("SELECT count(*) FROM receipts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(receipts, 0, "receipts go with their message");
+    assert_eq!(store.forget_old(at(50), at(50), 1_000).await.unwrap(), 0);
+    store.close().await;
+}
