@@ -1,6 +1,7 @@
 //! The pure domain: values that can only hold valid data, and the rules of SMS.
 
 pub mod access;
+pub mod address;
 pub mod failure;
 pub mod ids;
 pub mod kyiv;
