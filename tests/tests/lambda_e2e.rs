@@ -610,12 +610,14 @@ async fn batches_keys_cancels_and_callbacks_run_as_deployed() {
         .await
         .expect("the tenant's signing secret");
     let (sim, receipts_front, routes) = stack.alpha().await;
-    // The customer's endpoint is on loopback here, which the deployment refuses unless told.
+    // The customer's endpoint is on loopback here, which the deployment refuses unless told:
+    // at intake (the API) and when the callback is sent (the callbacks function).
+    let private = [("HOLUB_PRIVATE_CALLBACKS", "true")];
     let (api, receipts, dispatch, callbacks, scheduler) = tokio::join!(
-        stack.function_with("holub-api", &routes, &[("HOLUB_PRIVATE_CALLBACKS", "true")]),
+        stack.function_with("holub-api", &routes, &private),
         stack.function("holub-receipts", &routes),
         stack.function("holub-dispatch", &routes),
-        stack.function("holub-callbacks", &routes),
+        stack.function_with("holub-callbacks", &routes, &private),
         stack.function_with("holub-scheduler", &routes, &[("HOLUB_REQUEUE_AFTER", "1")]),
     );
     let _receipts_front = receipts_front.serve(receipts);

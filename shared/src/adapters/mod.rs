@@ -8,6 +8,7 @@ pub mod file_secrets;
 pub mod providers;
 #[cfg(feature = "aws")]
 pub mod request_counter;
+pub mod safe_http;
 #[cfg(feature = "aws")]
 pub mod secrets_manager;
 #[cfg(feature = "sqlite")]

@@ -10,6 +10,7 @@ pub mod counters;
 pub mod provider;
 pub mod queue;
 pub mod replays;
+pub mod resolver;
 pub mod secrets;
 pub mod store;
 
@@ -21,6 +22,7 @@ pub use provider::{
 };
 pub use queue::{Delivery, Outgoing, Queue, QueueError, QueueName, ReceiptHandle};
 pub use replays::{ReplayStore, RequestDigest};
+pub use resolver::{Resolver, SystemResolver};
 pub use secrets::{Secret, SecretError, SecretStore};
 pub use store::{
     IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, Patch, ReceiptTarget, StoreError,

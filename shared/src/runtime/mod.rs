@@ -107,8 +107,9 @@ impl Holub {
     pub fn new(ports: Ports, settings: Settings, target: Target) -> Self {
         let p = &ports;
         let notifier = Notifier::new(p.queue.clone());
+        let private_callbacks = settings.private_callbacks(target == Target::Embedded);
         let intake = IntakeConfig {
-            allow_private_callbacks: settings.private_callbacks(target == Target::Embedded),
+            allow_private_callbacks: private_callbacks,
             ..IntakeConfig::default()
         };
         let sweeper = SweeperConfig {
@@ -157,7 +158,10 @@ impl Holub {
                 p.store.clone(),
                 p.secrets.clone(),
                 p.clock.clone(),
-                CallbackConfig::default(),
+                CallbackConfig {
+                    public_only: !private_callbacks,
+                    ..CallbackConfig::default()
+                },
             )),
             sweeper: Arc::new(Sweeper::new(
                 p.store.clone(),

@@ -8,6 +8,13 @@
 //! time, and refusing timestamps more than 5 minutes from your clock (replays).
 //! `Holub-Event-Id: <message id>.<status>` is the same on every retry of one event, so
 //! receivers can drop duplicates.
+//!
+//! ## Where callbacks may go
+//! Where Holub serves others (`public_only`), a callback goes only over https and only to
+//! public addresses, checked on the very lookup its connection uses
+//! ([`crate::adapters::safe_http`]); intake's check of the same URL is an early answer to the
+//! customer, not the guard, since a name may answer differently by the time it is called.
+//! A callback refused for its address is dropped, not retried: the URL will not get better.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,8 +23,12 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::adapters::safe_http;
+use crate::domain::address::{self, TargetError};
 use crate::domain::{Message, TenantId};
-use crate::ports::{Clock, MessageStore, Queue, QueueName, Secret, SecretStore};
+use crate::ports::{
+    Clock, MessageStore, Queue, QueueName, Resolver, Secret, SecretStore, SystemResolver,
+};
 
 use super::JobOutcome;
 use super::jobs::{self, CallbackJob};
@@ -116,6 +127,8 @@ pub struct CallbackConfig {
     pub backoff_cap: Duration,
     /// How long a tenant's signing secret is cached.
     pub secret_ttl: Duration,
+    /// Only https, and only to public addresses (where Holub serves others).
+    pub public_only: bool,
 }
 
 impl Default for CallbackConfig {
@@ -125,6 +138,7 @@ impl Default for CallbackConfig {
             backoff_base: Duration::from_secs(2),
             backoff_cap: Duration::from_secs(3600),
             secret_ttl: Duration::from_secs(300),
+            public_only: false,
         }
     }
 }
@@ -133,7 +147,8 @@ pub struct CallbackSender {
     store: Arc<dyn MessageStore>,
     secrets: Arc<dyn SecretStore>,
     clock: Arc<dyn Clock>,
-    http: reqwest::Client,
+    /// `None` only if the TLS backend could not start: nothing is sent then.
+    http: Option<reqwest::Client>,
     config: CallbackConfig,
     cache: Mutex<HashMap<TenantId, (Secret, Instant)>>,
 }
@@ -145,19 +160,38 @@ impl CallbackSender {
         clock: Arc<dyn Clock>,
         config: CallbackConfig,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
-        CallbackSender {
+        let mut sender = CallbackSender {
             store,
             secrets,
             clock,
-            http,
+            http: None,
             config,
             cache: Mutex::new(HashMap::new()),
+        };
+        sender.resolve_with(Arc::new(SystemResolver));
+        sender
+    }
+
+    /// The same sender looking names up with `resolver` instead of the system's.
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
+        self.resolve_with(resolver);
+        self
+    }
+
+    fn resolve_with(&mut self, resolver: Arc<dyn Resolver>) {
+        self.http = safe_http::client(self.config.timeout, self.config.public_only, resolver)
+            .inspect_err(|e| tracing::error!(error = %e, "callback HTTP client not built"))
+            .ok();
+    }
+
+    /// Whether a stored callback URL may be called at all (literal addresses and the
+    /// scheme; names are judged on the lookup the connection uses).
+    fn target(&self, raw: &str) -> Result<url::Url, Option<TargetError>> {
+        let url = url::Url::parse(raw).map_err(|_| None)?;
+        if self.config.public_only {
+            address::public_target(&url).map_err(Some)?;
         }
+        Ok(url)
     }
 
     /// Delivers one callback; the outcome tells the queue consumer what to do with the job.
@@ -178,8 +212,24 @@ impl CallbackSender {
                 return retry();
             }
         };
-        let Some(url) = message.callback_url.as_deref() else {
+        let Some(raw) = message.callback_url.as_deref() else {
             return JobOutcome::Done;
+        };
+        // The URL is logged by host alone: its path and query are the customer's, and may
+        // carry anything.
+        let url = match self.target(raw) {
+            Ok(url) => url,
+            Err(refusal) => {
+                tracing::warn!(
+                    reason = refusal.map_or("not a URL".to_owned(), |r| r.to_string()),
+                    "callback refused for its URL; dropped"
+                );
+                return JobOutcome::Done;
+            }
+        };
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let Some(http) = &self.http else {
+            return retry();
         };
         let secret = match self.secret(&job.tenant_id).await {
             Some(s) => s,
@@ -201,8 +251,7 @@ impl CallbackSender {
         .to_string();
         let timestamp = self.clock.now().timestamp();
         let signature = sign(secret.expose().as_bytes(), timestamp, body.as_bytes());
-        let result = self
-            .http
+        let result = http
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, signature)
@@ -215,15 +264,22 @@ impl CallbackSender {
             Ok(resp) => {
                 tracing::info!(
                     http_status = resp.status().as_u16(),
+                    host,
                     receive_count,
                     "callback refused; retrying"
                 );
                 retry()
             }
-            Err(e) => {
-                tracing::info!(error = %e, receive_count, "callback failed; retrying");
-                retry()
-            }
+            Err(e) => match safe_http::refusal(&e) {
+                Some(refusal) => {
+                    tracing::warn!(host, reason = %refusal, "callback refused for its address; dropped");
+                    JobOutcome::Done
+                }
+                None => {
+                    tracing::info!(host, error = %e.without_url(), receive_count, "callback failed; retrying");
+                    retry()
+                }
+            },
         }
     }
 

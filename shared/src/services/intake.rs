@@ -15,13 +15,17 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::address;
 use crate::domain::text::{MAX_TEXT_BYTES, TextPolicy};
 use crate::domain::{
     BatchId, IdempotencyKey, Message, MessageId, MessageStatus, MessageText, PhoneNumber, SenderId,
     StatusChange, TenantId,
 };
 use crate::ports::store::IdempotencyRecord;
-use crate::ports::{Clock, MessageStore, Queue, QueueError, QueueName, Retryable, StoreError};
+use crate::ports::{
+    Clock, MessageStore, Queue, QueueError, QueueName, Resolver, Retryable, StoreError,
+    SystemResolver,
+};
 
 use super::jobs::{self, DispatchJob};
 use super::limits::{Charge, Limits, LimitsError, Refusal};
@@ -42,6 +46,9 @@ pub struct IntakeConfig {
     /// for a hosted Holub (a callback must not reach into its own network, such as a cloud
     /// metadata endpoint); on for Holub on one's own machine.
     pub allow_private_callbacks: bool,
+    /// How long a callback URL's name may take to resolve where only public addresses are
+    /// allowed; past it the URL is taken, and the check when the callback is sent decides.
+    pub callback_lookup_timeout: Duration,
 }
 
 impl Default for IntakeConfig {
@@ -54,6 +61,7 @@ impl Default for IntakeConfig {
             max_batch: 10_000,
             max_schedule_ahead: Duration::from_secs(366 * 24 * 3600),
             allow_private_callbacks: false,
+            callback_lookup_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -295,6 +303,7 @@ pub struct Intake {
     senders: Arc<Senders>,
     limits: Arc<Limits>,
     config: IntakeConfig,
+    resolver: Arc<dyn Resolver>,
     /// Jobs of stored messages that could not be queued when they were accepted.
     unqueued: Mutex<Vec<DispatchJob>>,
 }
@@ -315,7 +324,32 @@ impl Intake {
             senders,
             limits,
             config,
+            resolver: Arc::new(SystemResolver),
             unqueued: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The same intake looking callback names up with `resolver` instead of the system's.
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    /// Where only public addresses are allowed, refuses a callback URL whose name resolves to
+    /// one that is not, to tell the customer now rather than drop its callbacks later. A
+    /// lookup that fails or is slow lets the URL through: sending checks again, on the
+    /// lookup it connects with, and that is the guard.
+    async fn check_callback_name(&self, callback_url: Option<&str>) -> Result<(), FieldError> {
+        match callback_url {
+            Some(url) if !self.config.allow_private_callbacks => {
+                check_public_name(
+                    self.resolver.as_ref(),
+                    self.config.callback_lookup_timeout,
+                    url,
+                )
+                .await
+            }
+            _ => Ok(()),
         }
     }
 
@@ -385,6 +419,9 @@ impl Intake {
                 req.metadata,
                 req.transliterate,
             )
+            .map_err(IntakeError::Invalid)?;
+        self.check_callback_name(common.callback_url.as_deref())
+            .await
             .map_err(IntakeError::Invalid)?;
         let to = parse_phone(&req.to, "to").map_err(IntakeError::Invalid)?;
         let limits = self.limits.of(tenant).await?;
@@ -469,6 +506,9 @@ impl Intake {
                 req.metadata,
                 req.transliterate,
             )
+            .map_err(IntakeError::Invalid)?;
+        self.check_callback_name(common.callback_url.as_deref())
+            .await
             .map_err(IntakeError::Invalid)?;
         let registry = self.senders.registry(tenant).await?;
         let limits = self.limits.of(tenant).await?;
@@ -849,6 +889,26 @@ pub fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u6
     }
 }
 
+/// Refuses a (parsed, public-looking) callback URL whose name resolves to an address that is
+/// not public within `timeout`; anything else passes.
+async fn check_public_name(
+    resolver: &dyn Resolver,
+    timeout: Duration,
+    url: &str,
+) -> Result<(), FieldError> {
+    let Ok(url) = url::Url::parse(url) else {
+        return Ok(());
+    };
+    let Ok(Some(name)) = address::public_target(&url) else {
+        return Ok(());
+    };
+    match tokio::time::timeout(timeout, resolver.resolve(name)).await {
+        Ok(Ok(ips)) if !ips.is_empty() => address::check_resolved(&ips)
+            .map_err(|e| FieldError::new("callback_url_invalid", "callback_url", e.to_string())),
+        _ => Ok(()),
+    }
+}
+
 fn parse_callback_url(raw: &str, allow_private: bool) -> Result<String, FieldError> {
     let bad = |msg: &str| FieldError::new("callback_url_invalid", "callback_url", msg);
     if raw.len() > MAX_CALLBACK_URL_LEN {
@@ -866,47 +926,10 @@ fn parse_callback_url(raw: &str, allow_private: bool) -> Result<String, FieldErr
     if !url.username().is_empty() || url.password().is_some() {
         return Err(bad("callback_url must not carry credentials"));
     }
-    if !allow_private && is_private_host(&url) {
-        return Err(bad(
-            "callback_url must be a public address, not loopback, private or link-local",
-        ));
+    if !allow_private {
+        address::public_target(&url).map_err(|e| bad(&e.to_string()))?;
     }
     Ok(url.to_string())
-}
-
-/// Whether a URL names this machine or a private network by literal address or name. (A
-/// public name that resolves to a private address is not caught here.)
-fn is_private_host(url: &url::Url) -> bool {
-    use std::net::IpAddr;
-    let ip = match url.host() {
-        Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
-        Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
-        Some(url::Host::Domain(d)) => {
-            let d = d.trim_end_matches('.').to_ascii_lowercase();
-            return d == "localhost" || d.ends_with(".localhost") || d.ends_with(".internal");
-        }
-        None => return true,
-    };
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                // 100.64.0.0/10, carrier-grade NAT
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| v4.is_loopback() || v4.is_private())
-        }
-    }
 }
 
 #[cfg(test)]
@@ -915,16 +938,24 @@ mod tests {
 
     #[test]
     fn callback_urls_are_checked() {
-        for ok in ["https://example.com/hook", "http://203.0.113.9:8080/x?y=1"] {
+        for ok in [
+            "https://example.com/hook",
+            "https://93.184.216.34:8443/x?y=1",
+        ] {
             assert!(parse_callback_url(ok, false).is_ok(), "{ok}");
         }
         for private in [
-            "http://127.0.0.1/hook",
-            "http://localhost:9000/",
-            "http://10.1.2.3/",
-            "http://192.168.0.10/",
-            "http://169.254.169.254/latest/meta-data/",
-            "http://metadata.google.internal/",
+            "https://127.0.0.1/hook",
+            "https://app.localhost:9000/",
+            "https://10.1.2.3/",
+            "https://192.168.0.10/",
+            "https://169.254.169.254/latest/meta-data/",
+            "https://metadata.google.internal/",
+            "https://100.64.1.1/",
+            "https://203.0.113.9:8080/x?y=1",
+            // Where only public addresses are allowed, only over https.
+            "http://example.com/hook",
+            "http://93.184.216.34/",
         ] {
             assert!(parse_callback_url(private, false).is_err(), "{private}");
             assert!(parse_callback_url(private, true).is_ok(), "{private}");
@@ -955,6 +986,51 @@ mod tests {
         ] {
             assert!(parse_callback_url(ok, true).is_ok(), "{ok}");
         }
+    }
+
+    /// Names resolve as the test says; a name it does not know never answers.
+    struct Names(Vec<(&'static str, &'static str)>);
+
+    #[async_trait::async_trait]
+    impl Resolver for Names {
+        async fn resolve(&self, host: &str) -> std::io::Result<Vec<std::net::IpAddr>> {
+            let found: Vec<_> = self
+                .0
+                .iter()
+                .filter(|(name, _)| *name == host)
+                .map(|(_, ip)| ip.parse().unwrap())
+                .collect();
+            if found.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            Ok(found)
+        }
+    }
+
+    #[tokio::test]
+    async fn callback_names_resolving_to_private_addresses_are_refused() {
+        let names = Names(vec![
+            ("public.example", "93.184.216.34"),
+            ("rebind.example", "93.184.216.34"),
+            ("rebind.example", "::ffff:169.254.169.254"),
+            ("nat64.example", "64:ff9b::a00:1"),
+            ("home.example", "192.168.1.10"),
+            ("localhost", "127.0.0.1"),
+        ]);
+        let check = |url: &'static str| check_public_name(&names, Duration::from_millis(50), url);
+        assert!(check("https://public.example/hook").await.is_ok());
+        for refused in [
+            "https://rebind.example/hook",
+            "https://nat64.example/hook",
+            "https://home.example:8443/hook?x=1",
+            "https://localhost:9000/",
+        ] {
+            let error = check(refused).await.unwrap_err();
+            assert_eq!(error.code, "callback_url_invalid", "{refused}");
+            assert_eq!(error.field, "callback_url");
+        }
+        // A name that does not answer in time passes: sending checks again.
+        assert!(check("https://slow.example/hook").await.is_ok());
     }
 
     /// A queue that refuses sends while `down`, like one on a full disk.
