@@ -5,6 +5,10 @@
 //! typed receipts by its [`ReceiptWebhook`] (a forged, replayed or malformed request is
 //! refused whole, nothing applied), then applied through the receipts service. The answer
 //! is quick: applying is a few batched writes.
+//!
+//! Before any of that, a request passes the [`throttle`]: per source address and overall.
+
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,11 +18,13 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use holub_shared::ports::{ReceiptWebhook, WebhookError, WebhookRequest};
 use holub_shared::runtime::Holub;
 use holub_shared::services::{Receipts, ReplayGuard};
+use throttle::Throttle;
 
 /// Receipt batches are small; this bounds what an unauthenticated caller can make us read.
 pub const RECEIPT_BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -30,6 +36,7 @@ pub struct ReceiptsState {
     /// table (the name its messages are recorded under).
     pub webhooks: Arc<HashMap<String, Arc<dyn ReceiptWebhook>>>,
     pub replays: Arc<ReplayGuard>,
+    pub throttle: Arc<Throttle>,
 }
 
 impl ReceiptsState {
@@ -39,6 +46,7 @@ impl ReceiptsState {
             receipts: holub.receipts.clone(),
             webhooks: Arc::new(webhooks),
             replays: holub.replays.clone(),
+            throttle: Arc::new(Throttle::new(&holub.settings)),
         }
     }
 }
@@ -52,12 +60,15 @@ fn unavailable() -> Response {
 }
 
 pub fn router(state: ReceiptsState) -> Router {
+    let throttle = state.throttle.clone();
     Router::new()
         .route(
             "/v1/receipts/{provider}",
             post(provider_receipts).get(provider_receipts),
         )
         .layer(DefaultBodyLimit::max(RECEIPT_BODY_LIMIT))
+        // Outermost: a throttled request costs no body read.
+        .route_layer(middleware::from_fn_with_state(throttle, throttle::limit))
         .with_state(state)
 }
 

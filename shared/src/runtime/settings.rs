@@ -53,6 +53,24 @@ pub struct Settings {
     /// reach into the deployment's own network (a metadata endpoint, say).
     #[arg(long, env = "HOLUB_PRIVATE_CALLBACKS")]
     pub private_callbacks: Option<bool>,
+    /// Receipt requests a second from one source address, sustained (`/v1/receipts/…`;
+    /// past it, 429 with `Retry-After`). Providers push in bursts after a large batch, so
+    /// the defaults are generous.
+    #[arg(long, env = "HOLUB_RECEIPT_RATE", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub receipt_rate: u32,
+    /// Receipt requests one source address may make at once, above its rate.
+    #[arg(long, env = "HOLUB_RECEIPT_BURST", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub receipt_burst: u32,
+    /// Receipt requests a second from all sources together, sustained.
+    #[arg(long, env = "HOLUB_RECEIPT_GLOBAL_RATE", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub receipt_global_rate: u32,
+    /// Receipt requests from all sources together at once, above the global rate.
+    #[arg(long, env = "HOLUB_RECEIPT_GLOBAL_BURST", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub receipt_global_burst: u32,
 }
 
 /// The settings alone, as a command line of their own.
@@ -128,5 +146,10 @@ mod tests {
             Settings::from_values(["--private-callbacks", "true", "--public-callbacks-only"])
                 .is_err()
         );
+        assert_eq!((d.receipt_rate, d.receipt_burst), (200, 5_000));
+        let r = Settings::from_values(["--receipt-rate", "2", "--receipt-burst", "3"]).unwrap();
+        assert_eq!((r.receipt_rate, r.receipt_burst), (2, 3));
+        assert!(Settings::from_values(["--receipt-rate", "0"]).is_err());
+        assert!(Settings::from_values(["--receipt-global-burst", "-1"]).is_err());
     }
 }
