@@ -89,8 +89,12 @@
 //! | `timeout_ms` | 10 000 | whole-request timeout, 1 to 60 000 |
 //! | `batch_size` | 100 | messages per send request, 1 to 1000 |
 //!
-//! Credentials: `{"api_key": "…", "hook_token": "…"}`; `hook_token` (at least 16
-//! characters) is required with `hook_url`.
+//! Credentials: `{"api_key": "…", "hook_token": "…", "previous_hook_token": "…"}`;
+//! `hook_token` (at least 16 characters) is required with `hook_url`. The optional
+//! `previous_hook_token` is still accepted on reports, never sent: it lets the token be
+//! rotated while reports for messages sent with the old one are still to come (put the
+//! new token as `hook_token`, the old as `previous_hook_token`, and drop it once those
+//! messages are final; see docs/deploy.md).
 //!
 //! # Errors
 //!
@@ -258,6 +262,8 @@ struct Credentials {
     api_key: String,
     #[serde(default)]
     hook_token: Option<String>,
+    #[serde(default)]
+    previous_hook_token: Option<String>,
 }
 
 /// Makes an AlphaSMS route: the client, and the receipt parser when `hook_url` is set.
@@ -323,10 +329,24 @@ pub fn build(
             token: Secret::new(token),
         }),
     };
+    // Like `hook_token`, it means nothing without `hook_url` (receipts are then polled).
+    let previous = match credentials.previous_hook_token.filter(|_| hook.is_some()) {
+        Some(token) if token.chars().count() < MIN_HOOK_TOKEN_LEN => {
+            return Err(credentials_error(format!(
+                "previous_hook_token must have at least {MIN_HOOK_TOKEN_LEN} characters"
+            )));
+        }
+        other => other.map(Secret::new),
+    };
 
-    let webhook: Option<Arc<dyn ReceiptWebhook>> = hook
-        .as_ref()
-        .map(|h| Arc::new(AlphaSmsReceipts::new(h.token.clone())) as Arc<dyn ReceiptWebhook>);
+    let webhook: Option<Arc<dyn ReceiptWebhook>> = hook.as_ref().map(|h| {
+        let receipts = AlphaSmsReceipts::new(h.token.clone());
+        let receipts = match previous {
+            Some(previous) => receipts.also_accepting(previous),
+            None => receipts,
+        };
+        Arc::new(receipts) as Arc<dyn ReceiptWebhook>
+    });
     let provider = AlphaSms {
         name: name.to_owned(),
         endpoint,
@@ -825,14 +845,39 @@ impl SmsProvider for AlphaSms {
 }
 
 /// Parses AlphaSMS delivery reports arriving at the hook URL (see the module doc), after
-/// checking the token Holub put in its query.
+/// checking the token Holub put in its query: the current one, or the previous one while a
+/// rotation lasts.
 pub struct AlphaSmsReceipts {
     token: Secret,
+    previous: Option<Secret>,
 }
 
 impl AlphaSmsReceipts {
     pub fn new(token: Secret) -> Self {
-        AlphaSmsReceipts { token }
+        AlphaSmsReceipts {
+            token,
+            previous: None,
+        }
+    }
+
+    /// The same parser, also taking reports that carry `previous`.
+    pub fn also_accepting(self, previous: Secret) -> Self {
+        AlphaSmsReceipts {
+            previous: Some(previous),
+            ..self
+        }
+    }
+
+    /// Compares with every accepted token whichever matches, so the time taken does not
+    /// tell which one did.
+    fn accepts(&self, token: &str) -> bool {
+        let matches = |expected: &Secret| {
+            let expected = expected.expose();
+            !expected.is_empty() && constant_time_eq(token.as_bytes(), expected.as_bytes())
+        };
+        let current = matches(&self.token);
+        let previous = self.previous.as_ref().is_some_and(matches);
+        current | previous
     }
 }
 
@@ -869,8 +914,7 @@ impl ReceiptWebhook for AlphaSmsReceipts {
             pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
         };
         let token = field(&query, "token").unwrap_or_default();
-        let expected = self.token.expose();
-        if expected.is_empty() || !constant_time_eq(token.as_bytes(), expected.as_bytes()) {
+        if !self.accepts(&token) {
             return Err(WebhookError::Unauthorized);
         }
 
@@ -1568,6 +1612,65 @@ mod tests {
             parse::<HookBody>(br#"{"status":"READ"}"#),
             Ok(HookBody::One(_))
         ));
+    }
+
+    #[test]
+    fn during_a_rotation_the_current_and_previous_tokens_are_taken() {
+        const PREVIOUS: &str = "the-previous-hook-token-of-32-ch";
+        const THIRD: &str = "a-third-token-nobody-was-given-x";
+        let built = build_ok(
+            serde_json::json!({"hook_url": "https://holub.example/v1/receipts/alpha"}),
+            serde_json::json!({"api_key": "k", "hook_token": TOKEN, "previous_hook_token": PREVIOUS}),
+        );
+        let receipts = built.webhook.expect("pushed");
+        let headers = reqwest::header::HeaderMap::new();
+        let body = br#"{"status":"DELIVERED"}"#;
+        let with = |token: &str| format!("token={token}&id=01JV7Q8M4X2K9T3N5R6B8C0D1E");
+        for token in [TOKEN, PREVIOUS] {
+            let query = with(token);
+            let parsed = receipts.parse(&hook_request(&headers, Some(&query), body), Utc::now());
+            assert!(parsed.is_ok(), "{token}: {parsed:?}");
+        }
+        for token in [THIRD, ""] {
+            let query = with(token);
+            assert_eq!(
+                receipts.parse(&hook_request(&headers, Some(&query), body), Utc::now()),
+                Err(WebhookError::Unauthorized),
+                "{token}"
+            );
+        }
+        // Only the current token goes out with messages.
+        let hook = "https://holub.example/v1/receipts/alpha";
+        let only_current = client(
+            serde_json::json!({"hook_url": hook}),
+            serde_json::json!({"api_key": "k", "hook_token": TOKEN, "previous_hook_token": PREVIOUS}),
+        );
+        assert_eq!(
+            only_current.hook.as_ref().map(|h| h.token.expose()),
+            Some(TOKEN)
+        );
+        // A short previous token, or one without a current, is refused at setup.
+        for credentials in [
+            serde_json::json!({"api_key": "k", "hook_token": TOKEN, "previous_hook_token": "short"}),
+            serde_json::json!({"api_key": "k", "previous_hook_token": PREVIOUS}),
+        ] {
+            assert!(
+                matches!(
+                    build(
+                        "alpha",
+                        serde_json::json!({"hook_url": hook}),
+                        &creds(credentials.clone())
+                    ),
+                    Err(ProviderSetupError::Credentials { .. })
+                ),
+                "{credentials}"
+            );
+        }
+        let polled = build_ok(
+            serde_json::Value::Null,
+            serde_json::json!({"api_key": "k", "previous_hook_token": PREVIOUS}),
+        );
+        assert!(polled.webhook.is_none());
     }
 
     #[test]
