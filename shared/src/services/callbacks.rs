@@ -26,9 +26,7 @@ use sha2::Sha256;
 use crate::adapters::safe_http;
 use crate::domain::address::{self, TargetError};
 use crate::domain::{Message, TenantId};
-use crate::ports::{
-    Clock, MessageStore, Queue, QueueName, Resolver, Secret, SecretStore, SystemResolver,
-};
+use crate::ports::{Clock, MessageStore, Queue, QueueName, Secret, SecretStore, SystemResolver};
 
 use super::JobOutcome;
 use super::jobs::{self, CallbackJob};
@@ -160,28 +158,17 @@ impl CallbackSender {
         clock: Arc<dyn Clock>,
         config: CallbackConfig,
     ) -> Self {
-        let mut sender = CallbackSender {
+        let http = safe_http::client(config.timeout, config.public_only, Arc::new(SystemResolver))
+            .inspect_err(|e| tracing::error!(error = %e, "callback HTTP client not built"))
+            .ok();
+        CallbackSender {
             store,
             secrets,
             clock,
-            http: None,
+            http,
             config,
             cache: Mutex::new(HashMap::new()),
-        };
-        sender.resolve_with(Arc::new(SystemResolver));
-        sender
-    }
-
-    /// The same sender looking names up with `resolver` instead of the system's.
-    pub fn with_resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
-        self.resolve_with(resolver);
-        self
-    }
-
-    fn resolve_with(&mut self, resolver: Arc<dyn Resolver>) {
-        self.http = safe_http::client(self.config.timeout, self.config.public_only, resolver)
-            .inspect_err(|e| tracing::error!(error = %e, "callback HTTP client not built"))
-            .ok();
+        }
     }
 
     /// Whether a stored callback URL may be called at all (literal addresses and the

@@ -131,7 +131,9 @@ pub struct SendMessageRequest {
     #[serde(default)]
     pub transliterate: bool,
     /// Each status change is POSTed here, signed: an http(s) URL without credentials, up to
-    /// 2,048 characters (where Holub serves others, not into private networks).
+    /// 2,048 characters. Where Holub serves others: https only, and a host that is and
+    /// resolves to public addresses only (no loopback, private, link-local or other special
+    /// range, however written).
     #[serde(default)]
     #[cfg_attr(
         feature = "openapi",
@@ -327,12 +329,6 @@ impl Intake {
             resolver: Arc::new(SystemResolver),
             unqueued: Mutex::new(Vec::new()),
         }
-    }
-
-    /// The same intake looking callback names up with `resolver` instead of the system's.
-    pub fn with_resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
-        self.resolver = resolver;
-        self
     }
 
     /// Where only public addresses are allowed, refuses a callback URL whose name resolves to
