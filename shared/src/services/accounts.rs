@@ -474,7 +474,13 @@ mod tests {
         elsewhere: Accounts,
         store: Arc<SqliteBackend>,
         clock: Arc<Manual>,
-        _dir: std::path::PathBuf,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Two {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 
     fn two(name: &str) -> Two {
@@ -494,7 +500,7 @@ mod tests {
             elsewhere: make(),
             store: store.clone(),
             clock,
-            _dir: dir,
+            dir,
         }
     }
 
