@@ -34,7 +34,9 @@ use holub_shared::domain::{
     Registration, Scopes, SenderId, SenderRecord, StatusChange, TenantId, TenantLimits,
 };
 use holub_shared::ports::store::KeyEnd;
-use holub_shared::ports::{Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent};
+use holub_shared::ports::{
+    Admission, Admitted, Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent,
+};
 use holub_shared::ports::{
     Delivery, IdempotencyRecord, ListQuery, MessageRef, MessageStore, Outgoing, Page, Patch, Queue,
     QueueError, QueueName, ReceiptHandle, ReceiptTarget, ReplayStore, Secret, SecretError,
@@ -261,6 +263,7 @@ contract!(
     a_bucket_grants_its_burst_then_its_rate,
     spend_is_charged_within_both_caps_and_refunded,
     numbers_are_counted_up_to_their_limit,
+    a_request_is_admitted_by_rate_number_and_spend_at_once,
     the_queue_delivers_hides_and_deletes,
     an_unacknowledged_message_comes_back_with_a_new_handle,
     a_delayed_message_stays_hidden_until_due,
@@ -2000,6 +2003,78 @@ async fn numbers_are_counted_up_to_their_limit(b: &Backend) {
             .unwrap(),
         Vec::<bool>::new()
     );
+}
+
+async fn a_request_is_admitted_by_rate_number_and_spend_at_once(b: &Backend) {
+    let counters = b.counters.as_ref();
+    let t = counter_tenant();
+    let now = Utc::now();
+    let (x, y) = ([7u8; 16], [8u8; 16]);
+    let admission = |messages: Vec<([u8; 16], i64)>| Admission {
+        bucket: Bucket::per_second(1, 5),
+        messages,
+        window: "2026120112".into(),
+        per_number: 2,
+        numbers_forget_after: now + TimeDelta::hours(2),
+        period: SpendPeriod {
+            month: "2026-12".into(),
+            day: 1,
+            forget_after: now + TimeDelta::days(40),
+        },
+        day_cap: 1_000,
+        month_cap: 10_000,
+    };
+    // x three times: the third is over its number's limit and not charged.
+    let admitted = counters
+        .admit(
+            &t,
+            &admission(vec![(x, 100), (x, 100), (x, 100), (y, 300)]),
+            now,
+        )
+        .await
+        .unwrap();
+    let Admitted::Counted {
+        counted,
+        amount,
+        spend,
+    } = admitted
+    else {
+        panic!("rate limited: {admitted:?}");
+    };
+    assert_eq!(counted.iter().filter(|ok| **ok).count(), 3, "{counted:?}");
+    assert_eq!((amount, spend), (500, SpendVerdict::Charged));
+    let period = admission(vec![]).period;
+    assert_eq!(counters.spent(&t, &period).await.unwrap().day, 500);
+    // Over the day's cap: refused, and nothing charged.
+    let admitted = counters
+        .admit(&t, &admission(vec![(y, 600)]), now)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            admitted,
+            Admitted::Counted {
+                spend: SpendVerdict::DayCapReached,
+                ..
+            }
+        ),
+        "{admitted:?}"
+    );
+    assert_eq!(counters.spent(&t, &period).await.unwrap().day, 500);
+    // The bucket (5 tokens, 4 + 1 taken) is empty now; more than its burst never fits.
+    let admitted = counters
+        .admit(&t, &admission(vec![(y, 1)]), now)
+        .await
+        .unwrap();
+    assert!(
+        matches!(admitted, Admitted::RateLimited(Some(_))),
+        "{admitted:?}"
+    );
+    let admitted = counters
+        .admit(&t, &admission(vec![(y, 1); 6]), now + TimeDelta::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(admitted, Admitted::RateLimited(None));
 }
 
 // ---------------------------------------------------------------------------------------

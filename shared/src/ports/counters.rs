@@ -75,8 +75,78 @@ pub struct Spent {
     pub month: i64,
 }
 
+/// Everything one request asks of the counters: a token per message from the bucket, a count
+/// per message against its number, and its cost against the spend caps.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub bucket: Bucket,
+    /// Per message: its number's digest and its cost in kopiykas.
+    pub messages: Vec<([u8; 16], i64)>,
+    /// The hour the numbers are counted in, and their limit in it.
+    pub window: String,
+    pub per_number: u32,
+    pub numbers_forget_after: DateTime<Utc>,
+    pub period: SpendPeriod,
+    pub day_cap: i64,
+    pub month_cap: i64,
+}
+
+/// What the counters said to an [`Admission`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admitted {
+    /// The bucket has not the tokens (`None`: it never will, the request is above its burst).
+    RateLimited(Option<Duration>),
+    /// Per message whether its number may take it; and, for those that may, whether their
+    /// cost (`amount`) was charged. Unless `spend` is `Charged`, their numbers were not
+    /// counted (on SQLite: nothing changed but the bucket).
+    Counted {
+        counted: Vec<bool>,
+        amount: i64,
+        spend: SpendVerdict,
+    },
+}
+
 #[async_trait]
 pub trait CounterStore: Send + Sync {
+    /// The bucket, the numbers and the spend of one request. The default takes them one
+    /// after another; a store that can do it in one atomic step (SQLite) does.
+    async fn admit(
+        &self,
+        tenant: &TenantId,
+        a: &Admission,
+        now: DateTime<Utc>,
+    ) -> Result<Admitted, StoreError> {
+        let cost = u32::try_from(a.messages.len()).unwrap_or(u32::MAX);
+        if let Err(wait) = self.take_tokens(tenant, a.bucket, cost, now).await? {
+            return Ok(Admitted::RateLimited(wait));
+        }
+        let digests: Vec<[u8; 16]> = a.messages.iter().map(|(d, _)| *d).collect();
+        let counted = self
+            .count_numbers(
+                tenant,
+                &digests,
+                &a.window,
+                a.per_number,
+                a.numbers_forget_after,
+            )
+            .await?;
+        let amount = a
+            .messages
+            .iter()
+            .zip(&counted)
+            .filter(|(_, ok)| **ok)
+            .map(|((_, cost), _)| *cost)
+            .fold(0i64, i64::saturating_add);
+        let spend = self
+            .charge(tenant, &a.period, amount, a.day_cap, a.month_cap)
+            .await?;
+        Ok(Admitted::Counted {
+            counted,
+            amount,
+            spend,
+        })
+    }
+
     /// Takes `cost` tokens from the tenant's bucket at `now`: `Ok(Ok(()))` if granted,
     /// `Ok(Err(wait))` if not (nothing taken; `wait` until they would be there, `None` if
     /// never).

@@ -15,7 +15,7 @@ pub mod secrets;
 pub mod store;
 
 pub use clock::{Clock, SystemClock};
-pub use counters::{Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent};
+pub use counters::{Admission, Admitted, Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent};
 pub use provider::{
     OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, ReceiptWebhook, SmsProvider,
     Submitted, WebhookError, WebhookRequest,

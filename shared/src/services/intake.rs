@@ -432,23 +432,18 @@ impl Intake {
         let reference =
             parse_reference(req.reference, "reference").map_err(IntakeError::Invalid)?;
         let message = build(tenant, None, &common, to, text, reference, now);
-        self.limits.take_rate(tenant, &limits, 1).await?;
-        let counted = self
+        let (verdicts, charge) = self
             .limits
-            .count_numbers(tenant, &limits, &[&message.to])
+            .admit(tenant, &limits, &[(&message.to, message.segments)])
             .await?;
-        if let Some(Err(refusal)) = counted.into_iter().next() {
+        if let Some(Err(refusal)) = verdicts.into_iter().next() {
             return Err(IntakeError::Limited(refusal));
         }
-        let charge = self
-            .limits
-            .charge(tenant, &limits, u64::from(message.segments))
-            .await?;
         let reply = Reply {
             status: 202,
             body: MessageView::json(&message),
         };
-        self.accept_charged(tenant, vec![message], idempotency, reply, charge)
+        self.accept_charged(tenant, vec![message], idempotency, reply, Some(charge))
             .await
     }
 
@@ -459,11 +454,11 @@ impl Intake {
         messages: Vec<Message>,
         idempotency: Option<Idempotency>,
         reply: Reply,
-        charge: Charge,
+        charge: Option<Charge>,
     ) -> Result<Reply, IntakeError> {
         let result = self.accept(tenant, messages, idempotency, reply).await;
-        if matches!(result, Err(IntakeError::Store(_))) {
-            self.limits.refund(tenant, &charge).await;
+        if let (Err(IntakeError::Store(_)), Some(charge)) = (&result, &charge) {
+            self.limits.refund(tenant, charge).await;
         }
         result
     }
@@ -596,14 +591,15 @@ impl Intake {
                 })),
             }
         }
-        if !messages.is_empty() {
-            self.limits
-                .take_rate(tenant, &limits, messages.len())
-                .await?;
-            let numbers: Vec<&PhoneNumber> = messages.iter().map(|m| &m.to).collect();
-            let counted = self.limits.count_numbers(tenant, &limits, &numbers).await?;
+        let charge = if messages.is_empty() {
+            None
+        } else {
+            let admitted: Vec<(&PhoneNumber, u16)> =
+                messages.iter().map(|m| (&m.to, m.segments)).collect();
+            let (verdicts, charge) = self.limits.admit(tenant, &limits, &admitted).await?;
             let mut kept = Vec::with_capacity(messages.len());
-            for ((message, position), verdict) in messages.into_iter().zip(positions).zip(counted) {
+            for ((message, position), verdict) in messages.into_iter().zip(positions).zip(verdicts)
+            {
                 match verdict {
                     Ok(()) => kept.push(message),
                     Err(refusal) => {
@@ -619,9 +615,8 @@ impl Intake {
                 }
             }
             messages = kept;
-        }
-        let segments: u64 = messages.iter().map(|m| u64::from(m.segments)).sum();
-        let charge = self.limits.charge(tenant, &limits, segments).await?;
+            Some(charge)
+        };
         let accepted = messages.len();
         let reply = Reply {
             status: 202,

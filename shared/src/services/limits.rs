@@ -24,7 +24,8 @@ use sha2::{Digest, Sha256};
 use crate::domain::kyiv;
 use crate::domain::{AuditAction, Origin, PhoneNumber, TenantId, TenantLimits};
 use crate::ports::{
-    Bucket, Clock, CounterStore, SpendPeriod, SpendVerdict, Spent, StoreError, TenantStore,
+    Admission, Admitted, Bucket, Clock, CounterStore, SpendPeriod, SpendVerdict, Spent, StoreError,
+    TenantStore,
 };
 
 /// How long a tenant's limits are cached: a change holds everywhere within this.
@@ -215,108 +216,86 @@ impl Limits {
         })
     }
 
-    /// Takes a token per message from the tenant's bucket.
-    pub async fn take_rate(
+    /// Admits the messages of one request (each its number and segments) against the rate,
+    /// the per-number limit and the spend caps: per message, whether its number may take it,
+    /// and the charge of those that may. A refusal of the whole request (rate, spend) is an
+    /// error.
+    pub async fn admit(
         &self,
         tenant: &TenantId,
         limits: &TenantLimits,
-        messages: usize,
-    ) -> Result<(), LimitsError> {
-        let bucket = Bucket::per_second(limits.rate_per_second, limits.burst);
-        let cost = u32::try_from(messages).unwrap_or(u32::MAX);
-        match self
-            .counters
-            .take_tokens(tenant, bucket, cost, self.clock.now())
-            .await?
-        {
-            Ok(()) => Ok(()),
-            Err(None) => Err(LimitsError::Refused(Refusal {
-                code: "batch_exceeds_burst",
-                message: format!(
-                    "this account takes at most {} messages at once; send them in smaller batches",
-                    limits.burst
-                ),
-                retry_after: None,
-            })),
-            Err(Some(wait)) => Err(LimitsError::Refused(Refusal {
-                code: "rate_limited",
-                message: format!(
-                    "this account takes {} messages a second (bursts of {}); try again later",
-                    limits.rate_per_second, limits.burst
-                ),
-                // Whole seconds, rounded up: never earlier than the tokens are there.
-                retry_after: Some(Duration::from_secs(wait.as_secs() + 1)),
-            })),
-        }
-    }
-
-    /// Counts a message to each number against the per-number limit; answers per number
-    /// whether it may go (`Err` with the refusal for those that may not).
-    pub async fn count_numbers(
-        &self,
-        tenant: &TenantId,
-        limits: &TenantLimits,
-        numbers: &[&PhoneNumber],
-    ) -> Result<Vec<Result<(), Refusal>>, StoreError> {
+        messages: &[(&PhoneNumber, u16)],
+    ) -> Result<(Vec<Result<(), Refusal>>, Charge), LimitsError> {
         let now = self.clock.now();
+        let (period, next_day, next_month) = period(now);
         let hour = now
             .with_minute(0)
             .and_then(|t| t.with_second(0))
+            .and_then(|t| t.with_nanosecond(0))
             .unwrap_or(now);
-        let window = hour.format("%Y%m%d%H").to_string();
-        let digests: Vec<[u8; 16]> = numbers.iter().map(|n| digest(tenant, n)).collect();
         let next_hour = hour + chrono::Duration::hours(1);
-        let counted = self
-            .counters
-            .count_numbers(
-                tenant,
-                &digests,
-                &window,
-                limits.per_number_per_hour,
-                next_hour + chrono::Duration::hours(1),
-            )
-            .await?;
-        Ok(counted
-            .into_iter()
-            .map(|ok| {
-                if ok {
-                    Ok(())
-                } else {
-                    Err(Refusal {
-                        code: "velocity_limit_exceeded",
-                        message: format!(
-                            "this number had {} messages from this account this hour already",
-                            limits.per_number_per_hour
-                        ),
-                        retry_after: Some(until(now, next_hour)),
-                    })
-                }
-            })
-            .collect())
-    }
-
-    /// Charges what `segments` segments are counted at against the day's and month's caps.
-    pub async fn charge(
-        &self,
-        tenant: &TenantId,
-        limits: &TenantLimits,
-        segments: u64,
-    ) -> Result<Charge, LimitsError> {
-        let now = self.clock.now();
-        let (period, next_day, next_month) = period(now);
-        let amount = limits.cost(segments).0;
-        let verdict = self
-            .counters
-            .charge(
-                tenant,
-                &period,
+        let admission = Admission {
+            bucket: Bucket::per_second(limits.rate_per_second, limits.burst),
+            messages: messages
+                .iter()
+                .map(|(to, segments)| (digest(tenant, to), limits.cost(u64::from(*segments)).0))
+                .collect(),
+            window: hour.format("%Y%m%d%H").to_string(),
+            per_number: limits.per_number_per_hour,
+            numbers_forget_after: next_hour + chrono::Duration::hours(1),
+            period: period.clone(),
+            day_cap: limits.daily_spend_kopiyky,
+            month_cap: limits.monthly_spend_kopiyky,
+        };
+        let (counted, amount, spend) = match self.counters.admit(tenant, &admission, now).await? {
+            Admitted::RateLimited(None) => {
+                return Err(LimitsError::Refused(Refusal {
+                    code: "batch_exceeds_burst",
+                    message: format!(
+                        "this account takes at most {} messages at once; send them in smaller batches",
+                        limits.burst
+                    ),
+                    retry_after: None,
+                }));
+            }
+            Admitted::RateLimited(Some(wait)) => {
+                return Err(LimitsError::Refused(Refusal {
+                    code: "rate_limited",
+                    message: format!(
+                        "this account takes {} messages a second (bursts of {}); try again later",
+                        limits.rate_per_second, limits.burst
+                    ),
+                    // Whole seconds, rounded up: never earlier than the tokens are there.
+                    retry_after: Some(Duration::from_secs(wait.as_secs() + 1)),
+                }));
+            }
+            Admitted::Counted {
+                counted,
                 amount,
-                limits.daily_spend_kopiyky,
-                limits.monthly_spend_kopiyky,
-            )
-            .await?;
-        let (code, what, cap, reset) = match verdict {
-            SpendVerdict::Charged => return Ok(Charge { period, amount }),
+                spend,
+            } => (counted, amount, spend),
+        };
+        let (code, what, cap, reset) = match spend {
+            SpendVerdict::Charged => {
+                let verdicts = counted
+                    .into_iter()
+                    .map(|ok| {
+                        if ok {
+                            Ok(())
+                        } else {
+                            Err(Refusal {
+                                code: "velocity_limit_exceeded",
+                                message: format!(
+                                    "this number had {} messages from this account this hour already",
+                                    limits.per_number_per_hour
+                                ),
+                                retry_after: Some(until(now, next_hour)),
+                            })
+                        }
+                    })
+                    .collect();
+                return Ok((verdicts, Charge { period, amount }));
+            }
             SpendVerdict::DayCapReached => (
                 "daily_spend_cap_reached",
                 "today",

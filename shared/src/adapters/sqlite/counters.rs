@@ -18,7 +18,9 @@ use super::SqliteBackend;
 use super::codec::{nanos, nanos_bound, sql_int};
 use super::error::Failure;
 use crate::domain::TenantId;
-use crate::ports::{Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent, StoreError};
+use crate::ports::{
+    Admission, Admitted, Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent, StoreError,
+};
 
 /// How long an idle bucket's row is kept: past that it is full again anyway.
 const BUCKET_KEEP: Duration = Duration::from_secs(24 * 3600);
@@ -48,6 +50,93 @@ fn add(conn: &Connection, key: &str, amount: i64, expires_at: i64) -> Result<(),
 
 #[async_trait]
 impl CounterStore for SqliteBackend {
+    /// One write for the whole request, decided on what the counters hold: the bucket's
+    /// tokens are taken whenever the rate lets the request through; the numbers' counts and
+    /// the spend only when the spend fits.
+    async fn admit(
+        &self,
+        tenant: &TenantId,
+        a: &Admission,
+        now: DateTime<Utc>,
+    ) -> Result<Admitted, StoreError> {
+        let rate_key = format!("rate#{tenant}");
+        let (day, month) = spend_keys(tenant, &a.period);
+        let number_keys: Vec<(String, i64)> = a
+            .messages
+            .iter()
+            .map(|(d, cost)| {
+                (
+                    format!("number#{tenant}#{}#{}", a.window, hex::encode(d)),
+                    *cost,
+                )
+            })
+            .collect();
+        let now = nanos(now)?;
+        let keep = i64::try_from(BUCKET_KEEP.as_nanos()).unwrap_or(i64::MAX);
+        let spend_expires = nanos_bound(a.period.forget_after);
+        let number_expires = nanos_bound(a.numbers_forget_after);
+        let (bucket, per_number, day_cap, month_cap) =
+            (a.bucket, i64::from(a.per_number), a.day_cap, a.month_cap);
+        let cost = u32::try_from(number_keys.len()).unwrap_or(u32::MAX);
+        self.db
+            .write(move |conn| {
+                let next = match bucket.take(value(conn, &rate_key)?, now, cost) {
+                    Ok(next) => next,
+                    Err(wait) => return Ok(Admitted::RateLimited(wait)),
+                };
+                // Counts as they would be after each message, repeats of a number included.
+                let mut counts: std::collections::HashMap<&str, i64> =
+                    std::collections::HashMap::new();
+                let mut counted = Vec::with_capacity(number_keys.len());
+                let mut amount = 0i64;
+                for (key, cost) in &number_keys {
+                    let count = match counts.get(key.as_str()) {
+                        Some(c) => *c,
+                        None => value(conn, key)?.unwrap_or(0),
+                    };
+                    let ok = count < per_number;
+                    if ok {
+                        counts.insert(key, count + 1);
+                        amount = amount.saturating_add(*cost);
+                    } else {
+                        counts.insert(key, count);
+                    }
+                    counted.push(ok);
+                }
+                let spent_day = value(conn, &day)?.unwrap_or(0);
+                let spent_month = value(conn, &month)?.unwrap_or(0);
+                let spend = if spent_day.saturating_add(amount) > day_cap {
+                    SpendVerdict::DayCapReached
+                } else if spent_month.saturating_add(amount) > month_cap {
+                    SpendVerdict::MonthCapReached
+                } else {
+                    SpendVerdict::Charged
+                };
+                conn.prepare_cached(
+                    "INSERT INTO counters (key, value, expires_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+                     expires_at = excluded.expires_at",
+                )?
+                .execute(params![rate_key, next, next.saturating_add(keep)])?;
+                if spend == SpendVerdict::Charged {
+                    for (key, ok) in number_keys.iter().map(|(k, _)| k).zip(&counted) {
+                        if *ok {
+                            add(conn, key, 1, number_expires)?;
+                        }
+                    }
+                    add(conn, &day, amount, spend_expires)?;
+                    add(conn, &month, amount, spend_expires)?;
+                }
+                Ok(Admitted::Counted {
+                    counted,
+                    amount,
+                    spend,
+                })
+            })
+            .await
+            .map_err(Into::into)
+    }
+
     async fn take_tokens(
         &self,
         tenant: &TenantId,
