@@ -6,7 +6,9 @@
 //! | rate bucket | `rate#<tenant>` | next arrival time, ns |
 //! | spend of a month | `spend#<tenant>#<yyyy-mm>` | kopiykas |
 //! | spend of a day | `spend#<tenant>#<yyyy-mm>#<dd>` | kopiykas |
-//! | messages to a number | `number#<tenant>#<hour>#<digest>` | count |
+//!
+//! Messages to a number are counted in `number_counts`, by hour and digest (the digest names
+//! the tenant too): one statement a message, the busiest counter of all.
 
 use std::time::Duration;
 
@@ -48,6 +50,31 @@ fn add(conn: &Connection, key: &str, amount: i64, expires_at: i64) -> Result<(),
     Ok(())
 }
 
+/// The hour of a window (`YYYYMMDDHH`) as stored.
+fn hour(window: &str) -> Result<i64, StoreError> {
+    window
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("not an hour window: {window:?}")))
+}
+
+/// Counts one message to `digest` in `hour` unless it has `limit` already: whether it did.
+fn count_number(
+    conn: &Connection,
+    hour: i64,
+    digest: &[u8; 16],
+    limit: i64,
+) -> Result<bool, Failure> {
+    Ok(conn
+        .prepare_cached(
+            "INSERT INTO number_counts (hour, digest, count) VALUES (?1, ?2, 1) \
+             ON CONFLICT (hour, digest) DO UPDATE SET count = count + 1 WHERE count < ?3 \
+             RETURNING count",
+        )?
+        .query_row(params![hour, digest.as_slice(), limit], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 #[async_trait]
 impl CounterStore for SqliteBackend {
     /// One write for the whole request, decided on what the counters hold: the bucket's
@@ -61,45 +88,32 @@ impl CounterStore for SqliteBackend {
     ) -> Result<Admitted, StoreError> {
         let rate_key = format!("rate#{tenant}");
         let (day, month) = spend_keys(tenant, &a.period);
-        let number_keys: Vec<(String, i64)> = a
-            .messages
-            .iter()
-            .map(|(d, cost)| {
-                (
-                    format!("number#{tenant}#{}#{}", a.window, hex::encode(d)),
-                    *cost,
-                )
-            })
-            .collect();
+        let hour = hour(&a.window)?;
+        let messages = a.messages.clone();
         let now = nanos(now)?;
         let keep = i64::try_from(BUCKET_KEEP.as_nanos()).unwrap_or(i64::MAX);
         let spend_expires = nanos_bound(a.period.forget_after);
-        let number_expires = nanos_bound(a.numbers_forget_after);
         let (bucket, per_number, day_cap, month_cap) =
             (a.bucket, i64::from(a.per_number), a.day_cap, a.month_cap);
-        let cost = u32::try_from(number_keys.len()).unwrap_or(u32::MAX);
+        let cost = u32::try_from(messages.len()).unwrap_or(u32::MAX);
         self.db
             .write(move |conn| {
                 let next = match bucket.take(value(conn, &rate_key)?, now, cost) {
                     Ok(next) => next,
                     Err(wait) => return Ok(Admitted::RateLimited(wait)),
                 };
-                // Counts as they would be after each message, repeats of a number included.
-                let mut counts: std::collections::HashMap<&str, i64> =
-                    std::collections::HashMap::new();
-                let mut counted = Vec::with_capacity(number_keys.len());
+                conn.prepare_cached(
+                    "INSERT INTO counters (key, value, expires_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+                     expires_at = excluded.expires_at",
+                )?
+                .execute(params![rate_key, next, next.saturating_add(keep)])?;
+                let mut counted = Vec::with_capacity(messages.len());
                 let mut amount = 0i64;
-                for (key, cost) in &number_keys {
-                    let count = match counts.get(key.as_str()) {
-                        Some(c) => *c,
-                        None => value(conn, key)?.unwrap_or(0),
-                    };
-                    let ok = count < per_number;
+                for (digest, cost) in &messages {
+                    let ok = count_number(conn, hour, digest, per_number)?;
                     if ok {
-                        counts.insert(key, count + 1);
                         amount = amount.saturating_add(*cost);
-                    } else {
-                        counts.insert(key, count);
                     }
                     counted.push(ok);
                 }
@@ -112,20 +126,20 @@ impl CounterStore for SqliteBackend {
                 } else {
                     SpendVerdict::Charged
                 };
-                conn.prepare_cached(
-                    "INSERT INTO counters (key, value, expires_at) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
-                     expires_at = excluded.expires_at",
-                )?
-                .execute(params![rate_key, next, next.saturating_add(keep)])?;
                 if spend == SpendVerdict::Charged {
-                    for (key, ok) in number_keys.iter().map(|(k, _)| k).zip(&counted) {
-                        if *ok {
-                            add(conn, key, 1, number_expires)?;
-                        }
-                    }
                     add(conn, &day, amount, spend_expires)?;
                     add(conn, &month, amount, spend_expires)?;
+                } else {
+                    // Refused whole: the numbers' counts are given back.
+                    let mut undo = conn.prepare_cached(
+                        "UPDATE number_counts SET count = count - 1 \
+                         WHERE hour = ?1 AND digest = ?2",
+                    )?;
+                    for ((digest, _), ok) in messages.iter().zip(&counted) {
+                        if *ok {
+                            undo.execute(params![hour, digest.as_slice()])?;
+                        }
+                    }
                 }
                 Ok(Admitted::Counted {
                     counted,
@@ -237,37 +251,42 @@ impl CounterStore for SqliteBackend {
         limit: u32,
         forget_after: DateTime<Utc>,
     ) -> Result<Vec<bool>, StoreError> {
-        let keys: Vec<String> = numbers
-            .iter()
-            .map(|d| format!("number#{tenant}#{window}#{}", hex::encode(d)))
-            .collect();
-        let expires = nanos_bound(forget_after);
+        let (hour, numbers) = (hour(window)?, numbers.to_vec());
+        let _ = (tenant, forget_after); // the digest names the tenant; the hour, the expiry
         self.db
             .write(move |conn| {
-                let mut counted = Vec::with_capacity(keys.len());
-                for key in &keys {
-                    let ok = value(conn, key)?.unwrap_or(0) < i64::from(limit);
-                    if ok {
-                        add(conn, key, 1, expires)?;
-                    }
-                    counted.push(ok);
-                }
-                Ok(counted)
+                numbers
+                    .iter()
+                    .map(|digest| count_number(conn, hour, digest, i64::from(limit)))
+                    .collect()
             })
             .await
             .map_err(Into::into)
     }
 
     async fn forget_expired(&self, now: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
+        // Hours before the last two are over for every limit.
+        let past = (now - chrono::Duration::hours(2))
+            .format("%Y%m%d%H")
+            .to_string()
+            .parse::<i64>()
+            .unwrap_or(0);
         let (now, limit) = (nanos(now)?, sql_int(limit));
         self.db
             .write(move |conn| {
-                Ok(conn
+                let counters = conn
                     .prepare_cached(
                         "DELETE FROM counters WHERE key IN \
                          (SELECT key FROM counters WHERE expires_at <= ?1 LIMIT ?2)",
                     )?
-                    .execute(params![now, limit])?)
+                    .execute(params![now, limit])?;
+                let numbers = conn
+                    .prepare_cached(
+                        "DELETE FROM number_counts WHERE (hour, digest) IN \
+                         (SELECT hour, digest FROM number_counts WHERE hour < ?1 LIMIT ?2)",
+                    )?
+                    .execute(params![past, limit])?;
+                Ok(counters + numbers)
             })
             .await
             .map_err(Into::into)

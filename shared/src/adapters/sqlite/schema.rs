@@ -183,6 +183,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     -- forget_expired
     CREATE INDEX counters_expiry ON counters (expires_at);
+
+    -- Messages to one number in one hour (`hour` is YYYYMMDDHH, `digest` the number's keyed
+    -- digest, which names the tenant too): the busiest counter, so a narrow row of its own.
+    CREATE TABLE number_counts (
+        hour        INTEGER NOT NULL,
+        digest      BLOB NOT NULL,
+        count       INTEGER NOT NULL,
+        PRIMARY KEY (hour, digest)
+    ) STRICT, WITHOUT ROWID;
     ",
 ];
 
