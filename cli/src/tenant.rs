@@ -181,7 +181,7 @@ pub async fn run(command: Command) -> ExitCode {
         ports.tenants.clone(),
         ports.counters.clone(),
         ports.clock.clone(),
-        TenantLimits::default(),
+        TenantLimits::defaults_for(!at.aws),
     );
     let code = match act(&accounts, &senders, &limits, command).await {
         Ok(value) => print(&value),

@@ -8,7 +8,16 @@ use std::time::Duration;
 use holub_tests::{Api, Holub, TempDir, create_tenant, tenant_command};
 use serde_json::{Value, json};
 
-const FAST: &[&str] = &["--sim-receipt-delay-ms", "100", "--poll-every", "1"];
+/// As on AWS, only registered senders send (`holub serve` lets unregistered ones through by
+/// default: see `one_machine_lets_unlisted_senders_through_and_holds_listed_ones`).
+const FAST: &[&str] = &[
+    "--sim-receipt-delay-ms",
+    "100",
+    "--poll-every",
+    "1",
+    "--open-senders",
+    "false",
+];
 
 fn message(from: &str, to: &str) -> Value {
     json!({"to": to, "from": from, "text": "Ваш код: 4821"})
@@ -463,4 +472,32 @@ async fn every_administrative_change_is_in_the_audit_log() {
     assert_eq!((bad.status, code(&bad.body)), (422, "limit_invalid"));
     let bad = admin.get("/v1/audit?cursor=nope").await;
     assert_eq!((bad.status, code(&bad.body)), (422, "cursor_invalid"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_machine_lets_unlisted_senders_through_and_holds_listed_ones() {
+    let dir = TempDir::new("open-senders");
+    let keys = create_tenant(dir.path(), "Open");
+    let holub = Holub::start(dir.path(), &["--sim-receipt-delay-ms", "100"]);
+    let admin = Api::new(&holub, &keys.api_key);
+
+    // No record of "Unlisted": on one machine, it sends.
+    let sent = admin
+        .post("/v1/messages", &message("Unlisted", "0671234567"))
+        .await;
+    assert_eq!(sent.status, 202, "{:?}", sent.body);
+    // A sender with a record is held to it: asked for, it is pending everywhere.
+    let asked = admin
+        .post("/v1/senders", &json!({"sender": "NewShop"}))
+        .await;
+    assert_eq!(asked.status, 201, "{:?}", asked.body);
+    let refused = admin
+        .post("/v1/messages", &message("NewShop", "0671234567"))
+        .await;
+    assert_eq!(
+        (refused.status, code(&refused.body)),
+        (422, "sender_not_active"),
+        "{:?}",
+        refused.body
+    );
 }

@@ -59,6 +59,26 @@ impl Default for TenantLimits {
     }
 }
 
+impl TenantLimits {
+    /// The limits of a tenant the operator set none for. Where Holub serves others (AWS),
+    /// [`TenantLimits::default`]. On one machine, where the operator is the one sending, the
+    /// rate, per-number and spend limits are as wide as they go and only the destination
+    /// policy holds (`holub tenant limits` narrows any of them).
+    pub fn defaults_for(embedded: bool) -> Self {
+        if !embedded {
+            return TenantLimits::default();
+        }
+        TenantLimits {
+            rate_per_second: MAX_RATE,
+            burst: MAX_BURST,
+            daily_spend_kopiyky: MAX_SPEND,
+            monthly_spend_kopiyky: MAX_SPEND,
+            per_number_per_hour: MAX_PER_NUMBER,
+            ..TenantLimits::default()
+        }
+    }
+}
+
 /// A limit refused by name, for a person: `rate_per_second must be 1 to 100000`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

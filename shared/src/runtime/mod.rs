@@ -116,12 +116,15 @@ impl Holub {
             requeue_after: settings.requeue_after(),
             ..SweeperConfig::default()
         };
-        let senders = Arc::new(Senders::new(p.tenants.clone(), p.clock.clone()));
+        let embedded = target == Target::Embedded;
+        let senders = Arc::new(
+            Senders::new(p.tenants.clone(), p.clock.clone()).open(settings.open_senders(embedded)),
+        );
         let limits = Arc::new(Limits::new(
             p.tenants.clone(),
             p.counters.clone(),
             p.clock.clone(),
-            TenantLimits::default(),
+            TenantLimits::defaults_for(embedded),
         ));
         Holub {
             accounts: Arc::new(Accounts::new(

@@ -40,6 +40,11 @@ pub struct Settings {
     #[arg(long, env = "HOLUB_MESSAGE_RETENTION_DAYS", default_value_t = 90,
           value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub message_retention_days: u64,
+    /// Whether a sender with no record in the tenant's registry may send (as if active on
+    /// every network). Default: yes on one machine (`holub serve`, where the operator is the
+    /// one sending), no on AWS. A sender with a record is held to it either way.
+    #[arg(long, env = "HOLUB_OPEN_SENDERS")]
+    pub open_senders: Option<bool>,
     /// Refuse status callback URLs on loopback, private or link-local addresses (for a Holub
     /// that serves others; on one's own machine, callbacks to local services are normal).
     #[arg(
@@ -93,6 +98,11 @@ impl Settings {
         Only::try_parse_from(flags)
             .map(|only| only.settings)
             .map_err(|e| e.to_string())
+    }
+
+    /// Whether unregistered senders may send where Holub runs on `embedded` (one machine).
+    pub fn open_senders(&self, embedded: bool) -> bool {
+        self.open_senders.unwrap_or(embedded)
     }
 
     pub fn message_retention(&self) -> Duration {
