@@ -145,6 +145,8 @@ mod tests {
         for _ in 0..5_000 {
             assert!(throttle.check(provider).is_ok());
         }
-        assert!(throttle.check(provider).is_err());
+        // Tokens come back at 200 a second while the loop runs (slowly, on a busy machine):
+        // past the burst, the bucket runs dry all the same.
+        assert!((0..1_000).any(|_| throttle.check(provider).is_err()));
     }
 }
