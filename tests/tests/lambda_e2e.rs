@@ -641,6 +641,46 @@ async fn batches_keys_cancels_and_callbacks_run_as_deployed() {
     assert_eq!((status, &again["id"]), (202, &first["id"]), "{again}");
     let otp_id = first["id"].as_str().expect("an id").to_owned();
 
+    // Administration through the API function: a key made, used (its last use recorded),
+    // listed and revoked; a sender asked for and removed; the audit log and limits read.
+    let (status, made) = client
+        .post(
+            "/v1/keys",
+            &json!({"name": "lambda", "scopes": ["messages:read"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let new_key = made["key"].as_str().expect("a key").to_owned();
+    let used = client
+        .http
+        .get(format!("{}/v1/messages/{otp_id}", client.base))
+        .bearer_auth(&new_key)
+        .send()
+        .await
+        .expect("the front answers");
+    assert_eq!(used.status().as_u16(), 200);
+    let (status, keys) = client.get("/v1/keys").await;
+    assert_eq!(status, 200, "{keys}");
+    let revoke = format!("/v1/keys/{}/revoke", made["id"].as_str().expect("an id"));
+    let (status, revoked) = client.post(&revoke, &json!({})).await;
+    assert_eq!(status, 200, "{revoked}");
+    let (status, asked) = client
+        .post("/v1/senders", &json!({"sender": "LambdaShop"}))
+        .await;
+    assert_eq!(status, 201, "{asked}");
+    let removed = client
+        .http
+        .delete(format!("{}/v1/senders/LambdaShop", client.base))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("the front answers");
+    assert_eq!(removed.status().as_u16(), 204);
+    let (status, audit) = client.get("/v1/audit").await;
+    assert_eq!(status, 200, "{audit}");
+    let (status, limits) = client.get("/v1/limits").await;
+    assert_eq!(status, 200, "{limits}");
+
     // Batches: one without a key (its messages put together), one with (a transaction).
     let recipients = |n: usize, base: usize| -> Vec<Value> {
         (0..n)
