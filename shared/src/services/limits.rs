@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::kyiv;
 use crate::domain::{AuditAction, Origin, PhoneNumber, TenantId, TenantLimits};
 use crate::ports::{
-    Admission, Admitted, Bucket, Clock, CounterStore, SpendPeriod, SpendVerdict, Spent, StoreError,
+    Admission, Admitted, Bucket, Clock, CounterStore, SpendPeriod, SpendVerdict, StoreError,
     TenantStore,
 };
 
@@ -331,12 +331,6 @@ impl Limits {
         {
             tracing::warn!(error = %e, "a spend charge could not be refunded; the cap counts it");
         }
-    }
-
-    /// What the tenant spent today and this month.
-    pub async fn spent(&self, tenant: &TenantId) -> Result<Spent, StoreError> {
-        let (period, _, _) = period(self.clock.now());
-        self.counters.spent(tenant, &period).await
     }
 }
 

@@ -50,6 +50,47 @@ fn add(conn: &Connection, key: &str, amount: i64, expires_at: i64) -> Result<(),
     Ok(())
 }
 
+/// Takes `cost` tokens from the bucket at `key`, writing its new state if granted.
+fn take_from_bucket(
+    conn: &Connection,
+    key: &str,
+    bucket: Bucket,
+    now: i64,
+    cost: u32,
+) -> Result<Result<(), Option<Duration>>, Failure> {
+    let next = match bucket.take(value(conn, key)?, now, cost) {
+        Ok(next) => next,
+        Err(wait) => return Ok(Err(wait)),
+    };
+    let keep = i64::try_from(BUCKET_KEEP.as_nanos()).unwrap_or(i64::MAX);
+    conn.prepare_cached(
+        "INSERT INTO counters (key, value, expires_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+         expires_at = excluded.expires_at",
+    )?
+    .execute(params![key, next, next.saturating_add(keep)])?;
+    Ok(Ok(()))
+}
+
+/// Whether `amount` more fits the spend counted at `day` and `month` under their caps.
+fn spend_verdict(
+    conn: &Connection,
+    (day, month): (&str, &str),
+    amount: i64,
+    day_cap: i64,
+    month_cap: i64,
+) -> Result<SpendVerdict, Failure> {
+    Ok(
+        if value(conn, day)?.unwrap_or(0).saturating_add(amount) > day_cap {
+            SpendVerdict::DayCapReached
+        } else if value(conn, month)?.unwrap_or(0).saturating_add(amount) > month_cap {
+            SpendVerdict::MonthCapReached
+        } else {
+            SpendVerdict::Charged
+        },
+    )
+}
+
 /// The hour of a window (`YYYYMMDDHH`) as stored.
 fn hour(window: &str) -> Result<i64, StoreError> {
     window
@@ -91,23 +132,15 @@ impl CounterStore for SqliteBackend {
         let hour = hour(&a.window)?;
         let messages = a.messages.clone();
         let now = nanos(now)?;
-        let keep = i64::try_from(BUCKET_KEEP.as_nanos()).unwrap_or(i64::MAX);
         let spend_expires = nanos_bound(a.period.forget_after);
         let (bucket, per_number, day_cap, month_cap) =
             (a.bucket, i64::from(a.per_number), a.day_cap, a.month_cap);
         let cost = u32::try_from(messages.len()).unwrap_or(u32::MAX);
         self.db
             .write(move |conn| {
-                let next = match bucket.take(value(conn, &rate_key)?, now, cost) {
-                    Ok(next) => next,
-                    Err(wait) => return Ok(Admitted::RateLimited(wait)),
-                };
-                conn.prepare_cached(
-                    "INSERT INTO counters (key, value, expires_at) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
-                     expires_at = excluded.expires_at",
-                )?
-                .execute(params![rate_key, next, next.saturating_add(keep)])?;
+                if let Err(wait) = take_from_bucket(conn, &rate_key, bucket, now, cost)? {
+                    return Ok(Admitted::RateLimited(wait));
+                }
                 let mut counted = Vec::with_capacity(messages.len());
                 let mut amount = 0i64;
                 for (digest, cost) in &messages {
@@ -117,15 +150,7 @@ impl CounterStore for SqliteBackend {
                     }
                     counted.push(ok);
                 }
-                let spent_day = value(conn, &day)?.unwrap_or(0);
-                let spent_month = value(conn, &month)?.unwrap_or(0);
-                let spend = if spent_day.saturating_add(amount) > day_cap {
-                    SpendVerdict::DayCapReached
-                } else if spent_month.saturating_add(amount) > month_cap {
-                    SpendVerdict::MonthCapReached
-                } else {
-                    SpendVerdict::Charged
-                };
+                let spend = spend_verdict(conn, (&day, &month), amount, day_cap, month_cap)?;
                 if spend == SpendVerdict::Charged {
                     add(conn, &day, amount, spend_expires)?;
                     add(conn, &month, amount, spend_expires)?;
@@ -160,27 +185,8 @@ impl CounterStore for SqliteBackend {
     ) -> Result<Result<(), Option<Duration>>, StoreError> {
         let key = format!("rate#{tenant}");
         let now = nanos(now)?;
-        let keep = i64::try_from(BUCKET_KEEP.as_nanos()).unwrap_or(i64::MAX);
         self.db
-            .write(move |conn| {
-                let tat = value(conn, &key)?;
-                match bucket.take(tat, now, cost) {
-                    Ok(next) => {
-                        conn.prepare_cached(
-                            "INSERT INTO counters (key, value, expires_at) VALUES (?1, ?2, ?3) \
-                             ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
-                             expires_at = excluded.expires_at",
-                        )?
-                        .execute(params![
-                            key,
-                            next,
-                            next.saturating_add(keep)
-                        ])?;
-                        Ok(Ok(()))
-                    }
-                    Err(wait) => Ok(Err(wait)),
-                }
-            })
+            .write(move |conn| take_from_bucket(conn, &key, bucket, now, cost))
             .await
             .map_err(Into::into)
     }
@@ -197,17 +203,12 @@ impl CounterStore for SqliteBackend {
         let expires = nanos_bound(period.forget_after);
         self.db
             .write(move |conn| {
-                let spent_day = value(conn, &day)?.unwrap_or(0);
-                let spent_month = value(conn, &month)?.unwrap_or(0);
-                if spent_day.saturating_add(amount) > day_cap {
-                    return Ok(SpendVerdict::DayCapReached);
+                let verdict = spend_verdict(conn, (&day, &month), amount, day_cap, month_cap)?;
+                if verdict == SpendVerdict::Charged {
+                    add(conn, &day, amount, expires)?;
+                    add(conn, &month, amount, expires)?;
                 }
-                if spent_month.saturating_add(amount) > month_cap {
-                    return Ok(SpendVerdict::MonthCapReached);
-                }
-                add(conn, &day, amount, expires)?;
-                add(conn, &month, amount, expires)?;
-                Ok(SpendVerdict::Charged)
+                Ok(verdict)
             })
             .await
             .map_err(Into::into)
