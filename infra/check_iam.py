@@ -199,6 +199,9 @@ class Names:
         self.tables = name_suffixes(template, "AWS::DynamoDB::Table", "TableName")
         self.queues = name_suffixes(template, "AWS::SQS::Queue", "QueueName")
         self.secrets_prefix = secrets_prefix(template)
+        keys = [i for i, r in template["Resources"].items() if r.get("Type") == "AWS::KMS::Key"]
+        # The harness makes one KMS key per deployment, as the template declares one.
+        self.kms_key = keys[0] if len(keys) == 1 else None
 
     @staticmethod
     def by_suffix(name, suffixes, kind):
@@ -300,6 +303,8 @@ def needs(service, operation, params, names):
     if service == "secretsmanager":
         secret = params.get("SecretId") or params.get("Name")
         return [(f"secretsmanager:{operation}", names.secret(secret) if secret else "*")]
+    if service == "kms" and names.kms_key:
+        return [(f"kms:{operation}", names.kms_key)]
     return [(f"{service}:{operation}", "*")]
 
 

@@ -1,5 +1,5 @@
 //! `holub tenant create | add-key | keys | revoke-key | rotate-key | set-sender | senders |
-//! audit`, on this machine's data directory or, with `--aws`, in a deployment on AWS.
+//! limits | audit | erase`, on this machine's data directory or, with `--aws`, in a deployment on AWS.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -111,12 +111,26 @@ pub enum Command {
     },
     /// A tenant's abuse limits and spend so far; with `--set`, changes them (audited).
     /// Names: countries (`UA,PL`), rate_per_second, burst, daily_spend_kopiyky,
-    /// monthly_spend_kopiyky, segment_price_kopiyky, per_number_per_hour.
+    /// monthly_spend_kopiyky, segment_price_kopiyky, per_number_per_hour, retention_days
+    /// (days a final message is kept; `default` for the installation's).
     Limits {
         #[arg(long)]
         tenant: String,
         #[arg(long = "set", value_name = "NAME=VALUE", value_parser = limit_pair)]
         set: Vec<(String, String)>,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Erase a tenant's data for good: its data key is destroyed, so every number and text
+    /// stored for it (in copies and backups too) can never be read again; nothing more is
+    /// accepted for it and its API keys are revoked. The stored messages are deleted by the
+    /// next retention sweeps (on AWS, by their TTL). Asks for the tenant id twice.
+    Erase {
+        #[arg(long)]
+        tenant: String,
+        /// The tenant id again, to confirm.
+        #[arg(long)]
+        confirm: String,
         #[command(flatten)]
         at: Where,
     },
@@ -153,6 +167,7 @@ impl Command {
             | Command::SetSender { at, .. }
             | Command::Senders { at, .. }
             | Command::Limits { at, .. }
+            | Command::Erase { at, .. }
             | Command::Audit { at, .. } => at,
         }
     }
@@ -394,6 +409,19 @@ async fn act(
                 .await
                 .map_err(|e| format!("cannot read the limits: {e}"))?;
             serde_json::to_value(view).map_err(|e| e.to_string())
+        }
+        Command::Erase {
+            tenant, confirm, ..
+        } => {
+            if tenant != confirm {
+                return Err("--confirm must repeat the tenant id".into());
+            }
+            let tenant = tenant_id(&tenant)?;
+            let erased = accounts
+                .erase_tenant(&tenant, &origin)
+                .await
+                .map_err(|e| format!("cannot erase the tenant: {e}"))?;
+            Ok(serde_json::json!({"tenant_id": tenant.as_str(), "erased": erased}))
         }
         Command::Audit { tenant, limit, .. } => {
             let entries = accounts

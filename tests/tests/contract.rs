@@ -23,6 +23,7 @@ use holub_shared::adapters::aws::{
 };
 use holub_shared::adapters::dynamo::{CLAIM_WINDOW, DynamoConfig, DynamoStore, create_tables};
 use holub_shared::adapters::file_secrets::FileSecretStore;
+use holub_shared::adapters::kms::create_master_key;
 use holub_shared::adapters::request_counter::RequestCounter;
 use holub_shared::adapters::secrets_manager::{SecretsConfig, SecretsManagerStore};
 use holub_shared::adapters::sqlite::{SqliteBackend, SqliteConfig, SyncMode};
@@ -186,12 +187,16 @@ async fn aws(name: &str) -> Option<Backend> {
         .expect("create the queues");
     let secrets = SecretsConfig::with_prefix(format!("{prefix}/"));
     let secrets_again = SecretsManagerStore::new(clients.secrets_manager.clone(), secrets.clone());
+    let kms_key_id = create_master_key(&clients.kms, &prefix)
+        .await
+        .expect("create the KMS key");
     let aws = AwsBackend::with_clients(
         clients,
         AwsConfig {
             dynamo,
             queues,
             secrets,
+            kms_key_id,
         },
     );
     aws.requests.reset();
@@ -2554,6 +2559,18 @@ mod requests {
         let one = message(&t, at(0));
         let queue = b.queue();
 
+        // A tenant's first message also makes its data key (KMS), stores it wrapped, and
+        // reads the tenant's retention: once per tenant, then from memory.
+        let (r, n) = cost(&counter, store.insert(&[message(&t, at(0))], None)).await;
+        r.unwrap();
+        assert_eq!(
+            n,
+            of(&[
+                ("DynamoDB.GetItem", 2),
+                ("DynamoDB.PutItem", 2),
+                ("KMS.GenerateDataKey", 1)
+            ])
+        );
         // Intake: one message is one write request, with or without a key.
         let (r, n) = cost(&counter, store.insert(std::slice::from_ref(&one), None)).await;
         r.unwrap();

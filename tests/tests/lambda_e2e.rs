@@ -328,6 +328,17 @@ async fn a_message_goes_through_the_real_functions_to_delivered() {
     );
     let again = client.message(&id).await;
     assert_eq!(again["history"], message["history"]);
+
+    // The number and text are sealed under the tenant's data key: another instance (a cold
+    // start) unwraps that key with KMS to read them back.
+    let cold = stack.function("holub-api", &routes).await;
+    let cold_front = HttpFront::start(cold).await.expect("a port");
+    let read = Client::new(&cold_front).message(&id).await;
+    assert_eq!(
+        (&read["to"], &read["text"]),
+        (&json!("+380671234567"), &json!("Ваш код: 4821")),
+        "{read}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

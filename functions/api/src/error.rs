@@ -114,6 +114,15 @@ impl From<FieldError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if matches!(e, StoreError::Erased) {
+            // Only between the erasure and its revocation of the tenant's keys reaching this
+            // process's key cache (at most 30 s): the key is as good as revoked.
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this API key's tenant was erased",
+            );
+        }
         let retryable = e.is_retryable();
         ApiError::backend(&e, retryable)
     }

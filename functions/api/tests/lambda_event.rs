@@ -9,6 +9,7 @@ use holub_shared::adapters::aws::{
     AwsBackend, AwsClients, AwsConfig, Credentials, Region, sdk_config_loader,
 };
 use holub_shared::adapters::dynamo::{DynamoConfig, create_tables};
+use holub_shared::adapters::kms::create_master_key;
 use holub_shared::adapters::secrets_manager::SecretsConfig;
 use holub_shared::adapters::sqs::create_queues;
 use holub_shared::domain::{
@@ -72,12 +73,14 @@ async fn an_api_gateway_event_is_accepted_stored_and_queued_once() {
     let dynamo = DynamoConfig::with_prefix(&prefix);
     create_tables(&clients.dynamodb, &dynamo).await.unwrap();
     let queues = create_queues(&clients.sqs, &prefix, 5).await.unwrap();
+    let kms_key_id = create_master_key(&clients.kms, &prefix).await.unwrap();
     let aws = AwsBackend::with_clients(
         clients,
         AwsConfig {
             dynamo,
             queues,
             secrets: SecretsConfig::with_prefix(format!("{prefix}/")),
+            kms_key_id,
         },
     );
     let tenant = Tenant {

@@ -14,6 +14,7 @@ use aws_sdk_dynamodb::config::SharedHttpClient;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
 use super::dynamo::{DynamoConfig, DynamoStore};
+use super::kms::KmsMasterKey;
 use super::request_counter::RequestCounter;
 use super::secrets_manager::{SecretsConfig, SecretsManagerStore};
 use super::sqs::{QueueUrls, SqsQueue};
@@ -30,12 +31,15 @@ pub struct AwsConfig {
     pub dynamo: DynamoConfig,
     pub queues: QueueUrls,
     pub secrets: SecretsConfig,
+    /// The KMS key (id, ARN or alias) that wraps the tenants' data keys.
+    pub kms_key_id: String,
 }
 
 impl AwsConfig {
     /// The settings from named values — in a Lambda, its environment, read once in `main`:
     /// `HOLUB_MESSAGES_TABLE`, `HOLUB_IDEMPOTENCY_TABLE`, `HOLUB_TENANTS_TABLE`,
-    /// `HOLUB_DISPATCH_QUEUE_URL`, `HOLUB_CALLBACKS_QUEUE_URL` (all required),
+    /// `HOLUB_DISPATCH_QUEUE_URL`, `HOLUB_CALLBACKS_QUEUE_URL`, `HOLUB_KMS_KEY_ID` (all
+    /// required),
     /// `HOLUB_SECRETS_PREFIX` (default `holub/`), `HOLUB_INDEX_SHARDS` (default 4; it may
     /// grow between deployments but never shrink) and `HOLUB_MESSAGE_RETENTION_DAYS` (default
     /// 90: how long a message is kept before DynamoDB's TTL deletes it).
@@ -72,6 +76,7 @@ impl AwsConfig {
             secrets: SecretsConfig::with_prefix(
                 get("HOLUB_SECRETS_PREFIX").unwrap_or_else(|| "holub/".to_owned()),
             ),
+            kms_key_id: need("HOLUB_KMS_KEY_ID")?,
         })
     }
 }
@@ -101,6 +106,7 @@ pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub secrets_manager: aws_sdk_secretsmanager::Client,
+    pub kms: aws_sdk_kms::Client,
     pub requests: RequestCounter,
 }
 
@@ -122,10 +128,16 @@ impl AwsClients {
                 .interceptor(requests.clone())
                 .build(),
         );
+        let kms = aws_sdk_kms::Client::from_conf(
+            aws_sdk_kms::config::Builder::from(sdk)
+                .interceptor(requests.clone())
+                .build(),
+        );
         AwsClients {
             dynamodb,
             sqs,
             secrets_manager,
+            kms,
             requests,
         }
     }
@@ -148,7 +160,11 @@ impl AwsBackend {
 
     pub fn with_clients(clients: AwsClients, config: AwsConfig) -> Self {
         AwsBackend {
-            store: DynamoStore::new(clients.dynamodb, config.dynamo),
+            store: DynamoStore::new(
+                clients.dynamodb,
+                config.dynamo,
+                Arc::new(KmsMasterKey::new(clients.kms, config.kms_key_id)),
+            ),
             queue: SqsQueue::new(clients.sqs, config.queues),
             secrets: SecretsManagerStore::new(clients.secrets_manager, config.secrets),
             requests: clients.requests,
@@ -195,12 +211,13 @@ mod tests {
         move |name| map.get(name).cloned()
     }
 
-    const REQUIRED: [(&str, &str); 5] = [
+    const REQUIRED: [(&str, &str); 6] = [
         ("HOLUB_MESSAGES_TABLE", "m"),
         ("HOLUB_IDEMPOTENCY_TABLE", "i"),
         ("HOLUB_TENANTS_TABLE", "t"),
         ("HOLUB_DISPATCH_QUEUE_URL", "http://q/d"),
         ("HOLUB_CALLBACKS_QUEUE_URL", "http://q/c"),
+        ("HOLUB_KMS_KEY_ID", "alias/holub"),
     ];
 
     #[test]

@@ -90,6 +90,21 @@ impl FileSecretStore {
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
+
+    /// The secret `name`, stored first as `make` makes it if the file has none. Blocking.
+    /// (Two processes making it at the same instant could each write their own; the data
+    /// directory has one `holub serve`, and the key is made when it first starts.)
+    pub fn get_or_insert_with(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> String,
+    ) -> Result<Secret, SecretError> {
+        let value = self
+            .inner
+            .update(name, |held| held.is_none().then(make))?
+            .ok_or_else(|| SecretError::NotFound(name.to_owned()))?;
+        Ok(Secret::new(value))
+    }
 }
 
 impl fmt::Debug for FileSecretStore {
@@ -151,13 +166,26 @@ impl Inner {
 
     /// Sets one secret and rewrites the file atomically. Blocking.
     fn put(&self, name: &str, value: &str) -> Result<(), SecretError> {
+        self.update(name, |_| Some(value.to_owned())).map(|_| ())
+    }
+
+    /// Sets `name` to what `change` makes of its value in the file (`None` leaves the file
+    /// alone), rewriting the file atomically; answers the value afterwards. Blocking.
+    fn update(
+        &self,
+        name: &str,
+        change: impl FnOnce(Option<&String>) -> Option<String>,
+    ) -> Result<Option<String>, SecretError> {
         let _writing = self
             .writing
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         // From the file, not the cache: the file may have been edited since.
         let mut secrets = self.load()?;
-        secrets.insert(name.to_owned(), value.to_owned());
+        let Some(value) = change(secrets.get(name)) else {
+            return Ok(secrets.get(name).cloned());
+        };
+        secrets.insert(name.to_owned(), value.clone());
         let json = serde_json::to_vec_pretty(&secrets).map_err(unavailable)?;
         write_atomically(&self.path, &json).map_err(unavailable)?;
         let stamp = fs::metadata(&self.path).ok().map(|m| Stamp::of(&m));
@@ -165,7 +193,7 @@ impl Inner {
         cache.secrets = secrets;
         cache.stamp = stamp;
         cache.checked = Some(Instant::now());
-        Ok(())
+        Ok(Some(value))
     }
 }
 

@@ -5,6 +5,8 @@ pub mod aws;
 #[cfg(feature = "aws")]
 pub mod dynamo;
 pub mod file_secrets;
+#[cfg(feature = "aws")]
+pub mod kms;
 pub mod providers;
 #[cfg(feature = "aws")]
 pub mod request_counter;
@@ -15,3 +17,4 @@ pub mod secrets_manager;
 pub mod sqlite;
 #[cfg(feature = "aws")]
 pub mod sqs;
+pub mod vault;

@@ -471,6 +471,8 @@ pub enum AuditAction {
     SenderRemove,
     #[serde(rename = "settings.update")]
     SettingsUpdate,
+    #[serde(rename = "tenant.erase")]
+    TenantErase,
 }
 
 impl AuditAction {
@@ -484,6 +486,7 @@ impl AuditAction {
             AuditAction::SenderStatus => "sender.status",
             AuditAction::SenderRemove => "sender.remove",
             AuditAction::SettingsUpdate => "settings.update",
+            AuditAction::TenantErase => "tenant.erase",
         }
     }
 }
@@ -501,6 +504,7 @@ impl FromStr for AuditAction {
             SenderStatus,
             SenderRemove,
             SettingsUpdate,
+            TenantErase,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)

@@ -125,6 +125,8 @@ failure_codes! {
     SubmitOutcomeUnknown = "submit_outcome_unknown",
     /// The message's validity ran out before it could be sent.
     ValidityExpired = "validity_expired",
+    /// The tenant's data was erased before the message was sent.
+    TenantErased = "tenant_erased",
 }
 
 /// Old spellings of merged codes, still read from stored rows.

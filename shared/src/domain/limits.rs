@@ -33,6 +33,11 @@ pub struct TenantLimits {
     pub segment_price_kopiyky: i64,
     /// Messages to one number in one clock hour at most (against OTP pumping).
     pub per_number_per_hour: u32,
+    /// Days a final message is kept (with its number and text, sealed) before it is deleted;
+    /// absent: the installation's `HOLUB_MESSAGE_RETENTION_DAYS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3650))]
+    pub retention_days: Option<u32>,
 }
 
 /// The ranges each limit must be in.
@@ -41,6 +46,7 @@ pub const MAX_BURST: u32 = 10_000_000;
 pub const MAX_SPEND: i64 = 1_000_000_000_000;
 pub const MAX_SEGMENT_PRICE: i64 = 100_000;
 pub const MAX_PER_NUMBER: u32 = 1_000_000;
+pub const MAX_RETENTION_DAYS: u32 = 3650;
 
 impl Default for TenantLimits {
     /// Ukraine only; 100 messages a second with bursts of 10,000 (one full batch);
@@ -55,6 +61,7 @@ impl Default for TenantLimits {
             monthly_spend_kopiyky: 10_000_000,
             segment_price_kopiyky: 100,
             per_number_per_hour: 10,
+            retention_days: None,
         }
     }
 }
@@ -94,6 +101,8 @@ struct RawLimits {
     monthly_spend_kopiyky: i64,
     segment_price_kopiyky: i64,
     per_number_per_hour: u32,
+    #[serde(default)]
+    retention_days: Option<u32>,
 }
 
 impl TryFrom<RawLimits> for TenantLimits {
@@ -107,6 +116,7 @@ impl TryFrom<RawLimits> for TenantLimits {
             monthly_spend_kopiyky: r.monthly_spend_kopiyky,
             segment_price_kopiyky: r.segment_price_kopiyky,
             per_number_per_hour: r.per_number_per_hour,
+            retention_days: r.retention_days,
         };
         limits.check()?;
         Ok(limits)
@@ -127,7 +137,7 @@ fn in_range<T: PartialOrd + fmt::Display>(
 
 impl TenantLimits {
     /// The names [`TenantLimits::set`] takes.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "countries",
         "rate_per_second",
         "burst",
@@ -135,6 +145,7 @@ impl TenantLimits {
         "monthly_spend_kopiyky",
         "segment_price_kopiyky",
         "per_number_per_hour",
+        "retention_days",
     ];
 
     fn check(&self) -> Result<(), LimitError> {
@@ -168,7 +179,11 @@ impl TenantLimits {
             self.per_number_per_hour,
             1,
             MAX_PER_NUMBER,
-        )
+        )?;
+        match self.retention_days {
+            Some(days) => in_range("retention_days", days, 1, MAX_RETENTION_DAYS),
+            None => Ok(()),
+        }
     }
 
     /// Sets one limit from text, as the command line gives it: `countries=UA,PL`,
@@ -198,6 +213,9 @@ impl TenantLimits {
             "monthly_spend_kopiyky" => next.monthly_spend_kopiyky = number(value)?,
             "segment_price_kopiyky" => next.segment_price_kopiyky = number(value)?,
             "per_number_per_hour" => next.per_number_per_hour = small(value)?,
+            // `default`: the installation's retention again.
+            "retention_days" if value.trim() == "default" => next.retention_days = None,
+            "retention_days" => next.retention_days = Some(small(value)?),
             _ => {
                 return Err(LimitError(format!(
                     "no limit is called {name:?}; the limits are {}",

@@ -25,8 +25,8 @@ pub use replays::{ReplayStore, RequestDigest};
 pub use resolver::{Resolver, SystemResolver};
 pub use secrets::{Secret, SecretError, SecretStore};
 pub use store::{
-    IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, Patch, ReceiptTarget, StoreError,
-    Tenant, TenantStore, Transition,
+    IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, Patch, ReceiptTarget, Retention,
+    StoreError, Tenant, TenantStore, Transition,
 };
 
 /// Whether an operation that failed may succeed if tried again.

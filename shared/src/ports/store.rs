@@ -32,6 +32,10 @@ pub enum StoreError {
     NotFound,
     #[error("the store is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The tenant's data key was erased: what it sealed cannot be read, and nothing new is
+    /// sealed under it.
+    #[error("the tenant's data was erased")]
+    Erased,
     /// What the store holds cannot be read back into valid values.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -223,18 +227,32 @@ pub trait MessageStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<MessageRef>, StoreError>;
 
-    /// Deletes up to `limit` messages that are final and were created before
-    /// `messages_before` (with their receipts), and idempotency records made before
-    /// `idempotency_before`; returns how many. A store whose records expire by themselves
-    /// (DynamoDB with TTL) deletes nothing here.
+    /// Seals a batch of records stored before numbers and texts were sealed; answers how
+    /// many, 0 once none are left. Stores without such records (DynamoDB, whose items from
+    /// before sealing expire with their TTL) do nothing.
+    async fn seal_legacy(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
+    /// Deletes up to `limit` messages that are final and were created before their tenant's
+    /// cutoff in `messages` (with their receipts), every message of a tenant whose data was
+    /// erased, and idempotency records made before `idempotency_before`; returns how many. A
+    /// store whose records expire by themselves (DynamoDB with TTL) deletes nothing here.
     async fn forget_old(
         &self,
-        _messages_before: DateTime<Utc>,
+        _messages: &Retention,
         _idempotency_before: DateTime<Utc>,
         _limit: usize,
     ) -> Result<usize, StoreError> {
         Ok(0)
     }
+}
+
+/// Up to when final messages are deleted: tenants' own cutoffs, and one for all others.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    pub before: DateTime<Utc>,
+    pub tenants: Vec<(TenantId, DateTime<Utc>)>,
 }
 
 /// A tenant as stored; its API keys are stored only as hashes.
@@ -333,6 +351,20 @@ pub trait TenantStore: Send + Sync {
 
     /// The tenant's own limits, if the operator set any (otherwise the defaults hold).
     async fn limits(&self, tenant: &TenantId) -> Result<Option<TenantLimits>, StoreError>;
+
+    /// The tenants whose limits set their own retention, with it (in days).
+    async fn retention_days(&self) -> Result<Vec<(TenantId, u32)>, StoreError>;
+
+    /// Erases the tenant's data: its data key (so what was sealed under it can never be
+    /// read again, nor anything new sealed), and its API keys are revoked; one write with
+    /// the audit entry. Answers whether there was a live data key. `NotFound` if there is no
+    /// such tenant.
+    async fn erase_tenant(
+        &self,
+        tenant: &TenantId,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
 
     /// Sets the tenant's limits, with the audit entry of the change. `NotFound` if there is
     /// no such tenant.

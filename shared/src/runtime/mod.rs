@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::domain::TenantLimits;
 use crate::ports::{
-    Clock, CounterStore, MessageStore, Queue, ReplayStore, SecretStore, TenantStore,
+    Clock, CounterStore, MessageStore, Queue, ReplayStore, Retention, SecretStore, TenantStore,
 };
 use crate::services::callbacks::CallbackConfig;
 use crate::services::dispatch::DispatchConfig;
@@ -262,12 +262,23 @@ impl Holub {
                 |p: Arc<(Ports, Duration)>| async move {
                     let (ports, retention) = (&p.0, p.1);
                     let now = ports.clock.now();
-                    let messages_before = now - chrono::Duration::from_std(retention)?;
+                    let tenants = ports
+                        .tenants
+                        .retention_days()
+                        .await?
+                        .into_iter()
+                        .map(|(t, days)| (t, now - chrono::Duration::days(i64::from(days))))
+                        .collect();
+                    let messages = Retention {
+                        before: now - chrono::Duration::from_std(retention)?,
+                        tenants,
+                    };
                     let idempotency_before = now - chrono::Duration::from_std(IDEMPOTENCY_KEPT)?;
-                    Ok(ports
+                    let forgotten = ports
                         .store
-                        .forget_old(messages_before, idempotency_before, FORGET_BATCH)
-                        .await?)
+                        .forget_old(&messages, idempotency_before, FORGET_BATCH)
+                        .await?;
+                    Ok(forgotten + ports.store.seal_legacy().await?)
                 },
             ),
             Task::over(

@@ -382,6 +382,35 @@ impl Accounts {
         Ok(ended.map(|old| (old, new)))
     }
 
+    /// Erases a tenant's data (the operator's command line): its data key is destroyed, so
+    /// every number and text stored for it — in the database, its copies and its backups —
+    /// can never be read again, nothing more is accepted for it, and its API keys are
+    /// revoked. Its messages are deleted by the next retention sweeps on one machine, by
+    /// their TTL on AWS. Answers whether the tenant had data to erase.
+    pub async fn erase_tenant(
+        &self,
+        tenant: &TenantId,
+        origin: &Origin,
+    ) -> Result<bool, AccountError> {
+        let now = self.clock.now();
+        let audit = origin.entry(
+            tenant,
+            now,
+            AuditAction::TenantErase,
+            tenant.as_str(),
+            None,
+            None,
+        );
+        match self.tenants.erase_tenant(tenant, now, &audit).await {
+            Ok(erased) => {
+                self.forget_tenant(tenant);
+                Ok(erased)
+            }
+            Err(StoreError::NotFound) => Err(AccountError::NoTenant),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Revokes the key given (any tenant's; the operator's command line). Answers whether a
     /// live key was revoked.
     pub async fn revoke_presented(&self, key: &str, origin: &Origin) -> Result<bool, StoreError> {
@@ -428,6 +457,12 @@ impl Accounts {
     fn forget(&self, id: &KeyId) {
         if let Ok(mut known) = self.known.lock() {
             known.retain(|_, (caller, _)| caller.key_id.as_ref() != Some(id));
+        }
+    }
+
+    fn forget_tenant(&self, tenant: &TenantId) {
+        if let Ok(mut known) = self.known.lock() {
+            known.retain(|_, (caller, _)| caller.tenant != *tenant);
         }
     }
 

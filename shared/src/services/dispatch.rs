@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Message, MessageError, MessageStatus};
+use crate::domain::{FailureCode, Message, MessageError, MessageStatus};
 use crate::ports::store::{Patch, Transition};
-use crate::ports::{Clock, MessageStore, OutboundSms, ProviderError, Retryable};
+use crate::ports::{Clock, MessageStore, OutboundSms, ProviderError, Retryable, StoreError};
 
 use super::JobOutcome;
 use super::callbacks::Notifier;
@@ -216,6 +216,35 @@ impl Dispatcher {
             Ok(Some(m)) => m,
             // A job for a message that does not exist (or not for this tenant): nothing to do.
             Ok(None) => return JobOutcome::Done,
+            // What it said is gone for good: it can only end, unsent (or, if it was out
+            // already, without waiting for its receipt).
+            Err(StoreError::Erased) => {
+                let end = Transition::new(
+                    claim.tenant_id.clone(),
+                    claim.id,
+                    &[
+                        MessageStatus::Scheduled,
+                        MessageStatus::Queued,
+                        MessageStatus::Sending,
+                    ],
+                    MessageStatus::Failed,
+                    now,
+                )
+                .with(Patch {
+                    error: Some(MessageError {
+                        code: FailureCode::TenantErased.as_str().to_owned(),
+                        message: "the tenant's data was erased".to_owned(),
+                    }),
+                    ..Patch::default()
+                });
+                return match self.store.transition(&[end]).await {
+                    Ok(_) => JobOutcome::Done,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dispatch: an erased message not ended");
+                        JobOutcome::Retry(self.retry_delay(0))
+                    }
+                };
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "dispatch: message not readable");
                 return JobOutcome::Retry(self.retry_delay(0));

@@ -21,6 +21,7 @@ use holub_shared::adapters::aws::{
     AwsBackend, AwsClients, AwsConfig, Credentials, Region, sdk_config_loader,
 };
 use holub_shared::adapters::dynamo::{DynamoConfig, create_tables};
+use holub_shared::adapters::kms::create_master_key;
 use holub_shared::adapters::request_counter::RequestCounter;
 use holub_shared::adapters::secrets_manager::SecretsConfig;
 use holub_shared::adapters::sqs::create_queues;
@@ -207,12 +208,16 @@ async fn main() {
         .await
         .expect("queues are created");
     let requests = clients.requests.clone();
+    let kms_key_id = create_master_key(&clients.kms, &prefix)
+        .await
+        .expect("a KMS key is created");
     let aws = AwsBackend::with_clients(
         clients,
         AwsConfig {
             dynamo,
             queues,
             secrets: SecretsConfig::with_prefix(format!("{prefix}/")),
+            kms_key_id,
         },
     );
     let settings = Settings::from_values(std::iter::empty()).expect("default settings");

@@ -11,6 +11,7 @@ use holub_shared::adapters::aws::{
     AwsBackend, AwsClients, AwsConfig, Credentials, Region, sdk_config_loader,
 };
 use holub_shared::adapters::dynamo::{DynamoConfig, create_tables};
+use holub_shared::adapters::kms::create_master_key;
 use holub_shared::adapters::secrets_manager::SecretsConfig;
 use holub_shared::adapters::sqs::{QueueUrls, create_queues};
 use holub_shared::domain::{
@@ -55,6 +56,7 @@ pub struct Deployment {
     pub dynamo: DynamoConfig,
     pub queues: QueueUrls,
     pub secrets_prefix: String,
+    pub kms_key_id: String,
     pub tenant_id: TenantId,
 }
 
@@ -84,12 +86,16 @@ impl Deployment {
             .map_err(|e| format!("creating the queues at {endpoint}: {e}"))?;
         let secrets_prefix = format!("{prefix}/");
         let sqs = clients.sqs.clone();
+        let kms_key_id = create_master_key(&clients.kms, &prefix)
+            .await
+            .map_err(|e| format!("at {endpoint}: {e}"))?;
         let aws = AwsBackend::with_clients(
             clients,
             AwsConfig {
                 dynamo: dynamo.clone(),
                 queues: queues.clone(),
                 secrets: SecretsConfig::with_prefix(&secrets_prefix),
+                kms_key_id: kms_key_id.clone(),
             },
         );
         let tenant = Tenant {
@@ -141,6 +147,7 @@ impl Deployment {
             dynamo,
             queues,
             secrets_prefix,
+            kms_key_id,
             tenant_id: tenant.id,
         })
     }
@@ -170,6 +177,7 @@ impl Deployment {
             ("HOLUB_DISPATCH_QUEUE_URL", self.queues.dispatch.clone()),
             ("HOLUB_CALLBACKS_QUEUE_URL", self.queues.callbacks.clone()),
             ("HOLUB_SECRETS_PREFIX", self.secrets_prefix.clone()),
+            ("HOLUB_KMS_KEY_ID", self.kms_key_id.clone()),
             ("HOLUB_ROUTES", routes.to_owned()),
             ("AWS_ENDPOINT_URL", self.endpoint.clone()),
             ("AWS_SECRET_ACCESS_KEY", var("AWS_SECRET_ACCESS_KEY")),

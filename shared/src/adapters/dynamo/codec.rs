@@ -8,14 +8,16 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
 use super::DynamoConfig;
+use crate::adapters::vault::OpeningKeys;
 use crate::domain::status::{PartReceipt, ReceiptState};
 use crate::domain::{
-    BatchId, Encoding, IdempotencyKey, Kopiyky, Message, MessageError, MessageId, MessageStatus,
-    PhoneNumber, SenderId, StatusChange, TenantId,
+    BatchId, DataKey, Encoding, IdempotencyKey, Kopiyky, Message, MessageError, MessageId,
+    MessageStatus, PhoneNumber, SenderId, StatusChange, TenantId,
 };
 use crate::ports::{IdempotencyRecord, StoreError};
 
@@ -26,8 +28,14 @@ pub(super) mod msg {
     pub const TENANT: &str = "t";
     pub const ID: &str = "id";
     pub const BATCH: &str = "b";
+    /// The number, in items from before sealing.
     pub const TO: &str = "to";
+    /// The number and text, sealed under the tenant's data key (binary).
+    pub const SEALED: &str = "sl";
+    /// The number's tag under the tenant's data key (binary): what `list` filters on.
+    pub const TO_TAG: &str = "tt";
     pub const FROM: &str = "fr";
+    /// The text, in items from before sealing.
     pub const TEXT: &str = "tx";
     pub const ENCODING: &str = "en";
     pub const SEGMENTS: &str = "sg";
@@ -98,6 +106,10 @@ pub(super) mod tenant {
     pub const ENTRY: &str = "e";
     /// A tenant's limits, as JSON.
     pub const LIMITS: &str = "lm";
+    /// A tenant's data key, wrapped by KMS (binary); absent once erased.
+    pub const WRAPPED: &str = "wk";
+    /// When a tenant's data key was erased (nanoseconds).
+    pub const ERASED: &str = "er";
     /// The `by_tenant` index: `<tenant id>#<kind>` and an id that orders the kind's items.
     pub const GROUP: &str = "gp";
     pub const GROUP_SORT: &str = "gs";
@@ -331,7 +343,14 @@ pub(super) fn batch_markers(
 }
 
 /// The item of a new message, index keys and TTL included.
-pub(super) fn message_item(m: &Message, config: &DynamoConfig) -> Result<Item, StoreError> {
+/// The item of a new message, its number and text sealed under its tenant's `key`, kept for
+/// `retention` after the later of its creation and the end of its validity.
+pub(super) fn message_item(
+    m: &Message,
+    config: &DynamoConfig,
+    key: &DataKey,
+    retention: std::time::Duration,
+) -> Result<Item, StoreError> {
     let json = |e: serde_json::Error| corrupt(format!("cannot encode JSON: {e}"));
     let mut item = Item::new();
     let mut put = |name: &str, value: AttributeValue| {
@@ -342,9 +361,20 @@ pub(super) fn message_item(m: &Message, config: &DynamoConfig) -> Result<Item, S
     if let Some(batch) = &m.batch_id {
         put(msg::BATCH, s(batch.as_str()));
     }
-    put(msg::TO, s(m.to.as_e164()));
+    put(
+        msg::SEALED,
+        AttributeValue::B(Blob::new(key.seal_message(
+            &m.tenant_id,
+            &m.id,
+            &m.to,
+            &m.text,
+        ))),
+    );
+    put(
+        msg::TO_TAG,
+        AttributeValue::B(Blob::new(key.number_tag(&m.to).to_vec())),
+    );
     put(msg::FROM, s(m.from.as_str()));
-    put(msg::TEXT, s(m.text.clone()));
     put(msg::ENCODING, s(m.encoding.as_str()));
     put(msg::SEGMENTS, n(m.segments));
     put(msg::STATUS, s(m.status.as_str()));
@@ -388,10 +418,7 @@ pub(super) fn message_item(m: &Message, config: &DynamoConfig) -> Result<Item, S
     put(msg::HISTORY, AttributeValue::L(history));
     // From the later of its creation and the end of its validity: a message scheduled far
     // ahead is kept until it has been sent and the retention has passed.
-    put(
-        msg::TTL,
-        ttl(m.created_at.max(m.expires_at), config.message_retention),
-    );
+    put(msg::TTL, ttl(m.created_at.max(m.expires_at), retention));
     let keys = IndexKeys::of(
         &m.id,
         m.status,
@@ -452,9 +479,36 @@ fn time(item: &Item, name: &str) -> Result<DateTime<Utc>, StoreError> {
     Ok(DateTime::from_timestamp_nanos(req_n(item, name)?))
 }
 
-pub(super) fn message_from(item: &Item) -> Result<Message, StoreError> {
+/// The tenant of a sealed item (whose key opening it needs).
+pub(super) fn sealed_tenant(item: &Item) -> Option<&str> {
+    match (item.get(msg::SEALED), item.get(msg::TENANT)) {
+        (Some(_), Some(AttributeValue::S(tenant))) => Some(tenant),
+        _ => None,
+    }
+}
+
+/// The message of an item, opened with its tenant's key from `keys` if it is sealed
+/// ([`StoreError::Erased`] if that key was erased).
+pub(super) fn message_from(item: &Item, keys: &OpeningKeys) -> Result<Message, StoreError> {
     let id = req_s(item, msg::ID)?;
     let bad = |what: &str, e: &dyn std::fmt::Display| corrupt(format!("message {id}: {what}: {e}"));
+    let message_id = parse::<MessageId>(id, "message id")?;
+    let tenant_id = parse::<TenantId>(req_s(item, msg::TENANT)?, "tenant id")?;
+    let (to, text) = match item.get(msg::SEALED) {
+        Some(AttributeValue::B(sealed)) => match keys.get(tenant_id.as_str()) {
+            Some(Some(key)) => key
+                .open_message(&tenant_id, &message_id, sealed.as_ref())
+                .map_err(|e| bad("sealed", &e))?,
+            Some(None) => return Err(StoreError::Erased),
+            None => return Err(bad("sealed", &"no key was fetched for the tenant")),
+        },
+        Some(_) => return Err(bad("sealed", &"not binary")),
+        // An item from before sealing.
+        None => (
+            PhoneNumber::parse(req_s(item, msg::TO)?).map_err(|e| bad("to", &e))?,
+            req_s(item, msg::TEXT)?.to_owned(),
+        ),
+    };
     let error = match (
         get_s(item, msg::ERROR_CODE)?,
         get_s(item, msg::ERROR_MESSAGE)?,
@@ -477,14 +531,14 @@ pub(super) fn message_from(item: &Item) -> Result<Message, StoreError> {
         _ => return Err(bad("history", &"missing or not a list")),
     };
     Ok(Message {
-        id: parse::<MessageId>(id, "message id")?,
-        tenant_id: parse::<TenantId>(req_s(item, msg::TENANT)?, "tenant id")?,
+        id: message_id,
+        tenant_id,
         batch_id: get_s(item, msg::BATCH)?
             .map(|b| parse::<BatchId>(b, "batch id"))
             .transpose()?,
-        to: PhoneNumber::parse(req_s(item, msg::TO)?).map_err(|e| bad("to", &e))?,
+        to,
         from: SenderId::parse(req_s(item, msg::FROM)?).map_err(|e| bad("from", &e))?,
-        text: req_s(item, msg::TEXT)?.to_owned(),
+        text,
         encoding: encoding_from(req_s(item, msg::ENCODING)?)?,
         segments: req_n(item, msg::SEGMENTS)?,
         status: parse::<MessageStatus>(req_s(item, msg::STATUS)?, "status")?,
@@ -611,6 +665,7 @@ mod tests {
         fn value(v: &AttributeValue) -> usize {
             match v {
                 AttributeValue::S(s) => s.len(),
+                AttributeValue::B(b) => b.as_ref().len(),
                 AttributeValue::N(n) => n.trim_start_matches('-').len().div_ceil(2) + 1,
                 AttributeValue::Ss(set) => set.iter().map(String::len).sum(),
                 AttributeValue::L(list) => 3 + list.iter().map(|v| 1 + value(v)).sum::<usize>(),
@@ -661,7 +716,9 @@ mod tests {
         ] {
             m.history.push(StatusChange { status, at });
         }
-        let mut item = message_item(&m, &config()).unwrap();
+        let key = DataKey::from_bytes(&[7; 32]);
+        let retention = std::time::Duration::from_secs(90 * 24 * 3600);
+        let mut item = message_item(&m, &config(), &key, retention).unwrap();
         // The keys it carries while it waits for its receipts.
         item.insert(msg::AWAITING.into(), s("3"));
         let receipts = (1..=2)

@@ -2,10 +2,12 @@
 //! module doc of [`super`].
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeValue, DeleteRequest, KeysAndAttributes, Put, PutRequest, ReturnValue,
     TransactWriteItem, WriteRequest,
@@ -24,7 +26,7 @@ use super::{
     MAX_TRANSACTION_ITEMS, backoff, unavailable,
 };
 use crate::domain::status::PartReceipt;
-use crate::domain::{IdempotencyKey, Message, MessageId, MessageStatus, TenantId};
+use crate::domain::{DataKey, IdempotencyKey, Message, MessageId, MessageStatus, TenantId};
 use crate::ports::{
     IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, ReceiptTarget, StoreError,
     Transition,
@@ -626,7 +628,14 @@ impl DynamoStore {
             Err(e) => return Err(unavailable(e)),
         };
         let item = self.mend_index_keys(item).await?;
-        message_from(&item).map(Some)
+        let keys = self.opening_keys([&item]).await?;
+        match message_from(&item, &keys) {
+            Ok(m) => Ok(Some(m)),
+            // Changed, but what it said is gone with its tenant's key: as if the change had
+            // not applied, so no callback or follow-up acts on it.
+            Err(StoreError::Erased) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Makes the index keys of a just-updated message agree with its status and provider,
@@ -900,6 +909,27 @@ impl DynamoStore {
     }
 }
 
+/// What a sealed answer is stored as: a JSON string (an answer itself is always an object).
+const SEALED_ANSWER: &str = "holub-sealed:v1:";
+
+/// The record with its answer sealed under the tenant's `key`.
+fn seal_answer(key: &DataKey, r: &IdempotencyRecord) -> IdempotencyRecord {
+    use base64::Engine;
+    let sealed = key.seal_answer(&r.tenant_id, r.key.as_str(), r.body.to_string().as_bytes());
+    let text = base64::engine::general_purpose::STANDARD.encode(sealed);
+    IdempotencyRecord {
+        body: serde_json::Value::String(format!("{SEALED_ANSWER}{text}")),
+        ..r.clone()
+    }
+}
+
+/// The sealed bytes of a stored answer, if it is sealed.
+fn sealed_answer(body: &serde_json::Value) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let text = body.as_str()?.strip_prefix(SEALED_ANSWER)?;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
 /// A token that makes an SDK retry of the same transaction a no-op rather than a refusal.
 fn transaction_token(record: &IdempotencyRecord, messages: &[Message]) -> String {
     let mut hash = Sha256::new();
@@ -920,10 +950,26 @@ impl MessageStore for DynamoStore {
         messages: &[Message],
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<(), StoreError> {
-        let mut items = messages
-            .iter()
-            .map(|m| codec::message_item(m, &self.config))
-            .collect::<Result<Vec<_>, _>>()?;
+        // Almost always one tenant: its key and retention, looked up once.
+        let mut tenant: Option<(&TenantId, Arc<DataKey>, std::time::Duration)> = None;
+        let mut items = Vec::with_capacity(messages.len());
+        for m in messages {
+            if tenant.as_ref().is_none_or(|(t, _, _)| **t != m.tenant_id) {
+                let key = self.vault.sealing_key(&m.tenant_id).await?;
+                tenant = Some((&m.tenant_id, key, self.retention_of(&m.tenant_id).await?));
+            }
+            let (_, key, retention) = tenant.as_ref().expect("set above");
+            items.push(codec::message_item(m, &self.config, key, *retention)?);
+        }
+        let sealed;
+        let idempotency = match idempotency {
+            Some(r) => {
+                let key = self.vault.sealing_key(&r.tenant_id).await?;
+                sealed = seal_answer(&key, r);
+                Some(&sealed)
+            }
+            None => None,
+        };
         let mut ids = HashSet::with_capacity(messages.len());
         if !messages.iter().all(|m| ids.insert((&m.tenant_id, m.id))) {
             return Err(StoreError::AlreadyExists);
@@ -1019,7 +1065,16 @@ impl MessageStore for DynamoStore {
             }
         }
         let more: Vec<&str> = more.iter().map(String::as_str).collect();
-        codec::idempotency_from(tenant, key, &first, &more).map(Some)
+        let mut record = codec::idempotency_from(tenant, key, &first, &more)?;
+        if let Some(sealed) = sealed_answer(&record.body) {
+            let data_key = self.vault.opening_key(tenant).await?;
+            let plain = data_key
+                .open_answer(tenant, key.as_str(), &sealed)
+                .map_err(|e| codec::corrupt(format!("idempotency record: {e}")))?;
+            record.body = serde_json::from_slice(&plain)
+                .map_err(|e| codec::corrupt(format!("idempotency body: {e}")))?;
+        }
+        Ok(Some(record))
     }
 
     async fn get(&self, tenant: &TenantId, id: &MessageId) -> Result<Option<Message>, StoreError> {
@@ -1032,7 +1087,11 @@ impl MessageStore for DynamoStore {
             .send()
             .await
             .map_err(unavailable)?;
-        out.item.as_ref().map(message_from).transpose()
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let keys = self.opening_keys([&item]).await?;
+        message_from(&item, &keys).map(Some)
     }
 
     async fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<Page, StoreError> {
@@ -1052,6 +1111,19 @@ impl MessageStore for DynamoStore {
                 e.value(s(after.to_string()))
             ));
         }
+        // By the number's tag; a tenant with no key has nothing sealed to find.
+        let to_tag = match &query.to {
+            Some(to) => match self.vault.held_key(tenant).await? {
+                Some(key) => Some(key.number_tag(to).to_vec()),
+                None => {
+                    return Ok(Page {
+                        messages: Vec::new(),
+                        next: None,
+                    });
+                }
+            },
+            None => None,
+        };
         let mut filters = Vec::new();
         let mut filter = |e: &mut Expr, attr: &str, op: &str, value: AttributeValue| {
             filters.push(format!("{} {op} {}", e.name(attr), e.value(value)));
@@ -1059,8 +1131,8 @@ impl MessageStore for DynamoStore {
         if let Some(status) = query.status {
             filter(&mut e, msg::STATUS, "=", s(status.as_str()));
         }
-        if let Some(to) = &query.to {
-            filter(&mut e, msg::TO, "=", s(to.as_e164()));
+        if let Some(tag) = to_tag {
+            filter(&mut e, msg::TO_TAG, "=", AttributeValue::B(Blob::new(tag)));
         }
         if let Some(from) = &query.from {
             filter(&mut e, msg::FROM, "=", s(from.as_str()));
@@ -1100,11 +1172,13 @@ impl MessageStore for DynamoStore {
                 .send()
                 .await
                 .map_err(unavailable)?;
-            for item in out.items.unwrap_or_default() {
+            let items = out.items.unwrap_or_default();
+            let keys = self.opening_keys(&items).await?;
+            for item in &items {
                 if messages.len() == limit {
                     break;
                 }
-                messages.push(message_from(&item)?);
+                messages.push(message_from(item, &keys)?);
             }
             start = out.last_evaluated_key;
             if messages.len() == limit || start.is_none() {

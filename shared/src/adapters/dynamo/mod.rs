@@ -134,6 +134,7 @@
 
 mod codec;
 mod counters;
+mod keys;
 mod messages;
 mod replays;
 mod schema;
@@ -149,6 +150,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 pub use messages::CLAIM_WINDOW;
 pub use schema::create_tables;
 
+use crate::adapters::vault::{KeyWrapper, OpeningKeys, Vault};
 use crate::ports::StoreError;
 
 /// Where and how the DynamoDB store keeps its data.
@@ -185,14 +187,53 @@ impl DynamoConfig {
 pub struct DynamoStore {
     client: Client,
     config: Arc<DynamoConfig>,
+    /// The tenants' data keys, wrapped by `master` in the tenants table.
+    vault: Arc<Vault>,
+    retention: Arc<keys::RetentionCache>,
 }
 
 impl DynamoStore {
-    pub fn new(client: Client, config: DynamoConfig) -> Self {
+    /// The store over `config`'s tables; numbers and texts sealed under data keys wrapped by
+    /// `master` (KMS).
+    pub fn new(client: Client, config: DynamoConfig, master: Arc<dyn KeyWrapper>) -> Self {
+        let shelf = keys::Shelf {
+            client: client.clone(),
+            table: config.tenants_table.clone(),
+        };
         DynamoStore {
             client,
             config: Arc::new(config),
+            vault: Arc::new(Vault::new(master, Arc::new(shelf))),
+            retention: Arc::default(),
         }
+    }
+
+    /// The keys that open the sealed items among `items`.
+    async fn opening_keys<'a>(
+        &self,
+        items: impl IntoIterator<Item = &'a codec::Item>,
+    ) -> Result<OpeningKeys, StoreError> {
+        self.vault
+            .opening_keys(items.into_iter().filter_map(codec::sealed_tenant))
+            .await
+    }
+
+    /// How long `tenant`'s messages are kept: its limits' `retention_days`, or the
+    /// configured default.
+    async fn retention_of(&self, tenant: &crate::domain::TenantId) -> Result<Duration, StoreError> {
+        let days = match self.retention.get(tenant) {
+            Some(days) => days,
+            None => {
+                let days = crate::ports::TenantStore::limits(self, tenant)
+                    .await?
+                    .and_then(|l| l.retention_days);
+                self.retention.put(tenant, days);
+                days
+            }
+        };
+        Ok(days.map_or(self.config.message_retention, |d| {
+            Duration::from_secs(u64::from(d) * 24 * 3600)
+        }))
     }
 
     pub fn config(&self) -> &DynamoConfig {

@@ -8,6 +8,7 @@
 //! | sender | `sender#<tenant>#<sender>` | `<tenant>#sender`, sender |
 //! | audit entry | `audit#<tenant>#<entry id>` | `<tenant>#audit`, entry id (a ULID) |
 //! | the tenant's limits (JSON) | `limits#<tenant>` | — |
+//! | the tenant's data key, wrapped by KMS | `datakey#<tenant>` | — |
 //!
 //! Every administrative change is one `TransactWriteItems` with its audit entry. Key look-ups
 //! (`api_key`) are strongly consistent `GetItem`s; listings (`list_keys`, `senders`,
@@ -574,6 +575,69 @@ impl TenantStore for DynamoStore {
         serde_json::from_str(json)
             .map(Some)
             .map_err(|e| corrupt(format!("tenant limits: {e}")))
+    }
+
+    async fn retention_days(&self) -> Result<Vec<(TenantId, u32)>, StoreError> {
+        // Messages carry their retention in their TTL, set when stored.
+        Ok(Vec::new())
+    }
+
+    async fn erase_tenant(
+        &self,
+        t: &TenantId,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let had_key = matches!(
+            self.get(super::keys::data_key_key(t)).await?,
+            Some(item) if item.contains_key(tenant::WRAPPED)
+        );
+        // The wrapped key is replaced by a tombstone: what was sealed under it is unreadable
+        // from now on, in the table, its backups and its streams alike.
+        let tombstone = Put::builder()
+            .table_name(self.tenants())
+            .set_item(Some(Item::from([
+                (tenant::KEY.to_owned(), s(super::keys::data_key_key(t))),
+                (tenant::TENANT.to_owned(), s(t.as_str())),
+                (tenant::ERASED.to_owned(), n(nanos(at)?)),
+            ])))
+            .build()
+            .map_err(unavailable)?;
+        let items = vec![
+            self.tenant_exists(t)?,
+            TransactWriteItem::builder().put(tombstone).build(),
+            self.new_item(audit_item(audit)?)?,
+        ];
+        match self.transact(items).await? {
+            Ok(()) => {}
+            Err(0) => return Err(StoreError::NotFound),
+            Err(_) => return Err(StoreError::AlreadyExists),
+        }
+        self.vault.forget(t);
+        // Then its API keys, each revoked unless it was already.
+        for key in self.list_keys(t).await? {
+            let Some(id) = key.id.as_ref().filter(|_| key.revoked_at.is_none()) else {
+                continue;
+            };
+            let mut e = Expr::default();
+            let update = format!(
+                "SET {} = if_not_exists({}, {})",
+                e.name(tenant::REVOKED),
+                e.name(tenant::REVOKED),
+                e.value(n(nanos(at)?))
+            );
+            self.client
+                .update_item()
+                .table_name(self.tenants())
+                .key(tenant::KEY, s(key_item_key(id)))
+                .update_expression(update)
+                .set_expression_attribute_names(e.names())
+                .set_expression_attribute_values(e.values())
+                .send()
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(had_key)
     }
 
     async fn put_limits(

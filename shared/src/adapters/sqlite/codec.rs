@@ -11,10 +11,11 @@ use rusqlite::Row;
 use rusqlite::types::FromSql;
 
 use super::error::Failure;
+use crate::adapters::vault::OpeningKeys;
 use crate::domain::status::{PartReceipt, ReceiptState};
 use crate::domain::{
-    BatchId, Encoding, Kopiyky, Message, MessageError, MessageId, MessageStatus, PhoneNumber,
-    SenderId, StatusChange, TenantId,
+    BatchId, DataKey, Encoding, Kopiyky, Message, MessageError, MessageId, MessageStatus,
+    PhoneNumber, SenderId, StatusChange, TenantId,
 };
 
 /// The columns of `messages` that make a [`Message`], in the order [`RawMessage::from_row`]
@@ -23,7 +24,8 @@ macro_rules! message_columns {
     () => {
         "tenant_id, id, batch_id, to_number, sender, text, encoding, segments, status, \
          created_at, updated_at, send_at, expires_at, callback_url, reference, metadata, \
-         provider, provider_message_id, cost, error_code, error_message, attempts, history"
+         provider, provider_message_id, cost, error_code, error_message, attempts, history, \
+         sealed"
     };
 }
 pub(super) use message_columns;
@@ -118,9 +120,9 @@ pub(super) struct MessageRow {
     tenant_id: String,
     id: String,
     batch_id: Option<String>,
-    to: String,
+    sealed: Vec<u8>,
+    to_tag: Vec<u8>,
     from: String,
-    text: String,
     encoding: &'static str,
     segments: i64,
     status: &'static str,
@@ -147,15 +149,16 @@ pub(super) fn live(status: MessageStatus) -> Option<i64> {
 }
 
 impl MessageRow {
-    pub(super) fn new(m: &Message) -> Result<Self, Failure> {
+    /// The row of `m`, its number and text sealed under its tenant's `key`.
+    pub(super) fn new(m: &Message, key: &DataKey) -> Result<Self, Failure> {
         let json = |e: serde_json::Error| Failure::Corrupt(format!("cannot encode JSON: {e}"));
         Ok(MessageRow {
             tenant_id: m.tenant_id.as_str().to_owned(),
             id: m.id.to_string(),
             batch_id: m.batch_id.as_ref().map(|b| b.as_str().to_owned()),
-            to: m.to.as_e164().to_owned(),
+            sealed: key.seal_message(&m.tenant_id, &m.id, &m.to, &m.text),
+            to_tag: key.number_tag(&m.to).to_vec(),
             from: m.from.as_str().to_owned(),
-            text: m.text.clone(),
             encoding: encoding_str(m.encoding),
             segments: i64::from(m.segments),
             status: m.status.as_str(),
@@ -188,9 +191,9 @@ impl MessageRow {
             self.tenant_id,
             self.id,
             self.batch_id,
-            self.to,
+            "",
             self.from,
-            self.text,
+            "",
             self.encoding,
             self.segments,
             self.status,
@@ -208,7 +211,9 @@ impl MessageRow {
             self.error_message,
             self.attempts,
             self.history,
+            self.sealed,
             self.live,
+            self.to_tag,
         ])
     }
 }
@@ -216,8 +221,8 @@ impl MessageRow {
 pub(super) const INSERT_MESSAGE: &str = concat!(
     "INSERT INTO messages (",
     message_columns!(),
-    ", live) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-     ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
+    ", live, to_tag) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+     ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"
 );
 
 /// A message's columns as read, not yet parsed.
@@ -246,9 +251,15 @@ pub(super) struct RawMessage {
     error_message: Option<String>,
     attempts: i64,
     history: String,
+    sealed: Option<Vec<u8>>,
 }
 
 impl RawMessage {
+    /// The tenant, if the row is sealed (and so needs the tenant's key to be opened).
+    pub(super) fn sealed_tenant(&self) -> Option<&str> {
+        self.sealed.as_ref().map(|_| self.tenant_id.as_str())
+    }
+
     /// Reads the columns of [`message_columns!`] starting at column 0.
     pub(super) fn from_row(row: &Row<'_>) -> Result<Self, Failure> {
         Ok(RawMessage {
@@ -275,12 +286,31 @@ impl RawMessage {
             error_message: column(row, 20, "error_message")?,
             attempts: column(row, 21, "attempts")?,
             history: column(row, 22, "history")?,
+            sealed: column(row, 23, "sealed")?,
         })
     }
 
-    pub(super) fn into_message(self) -> Result<Message, Failure> {
+    /// The message, opened with its tenant's key from `keys` if it is sealed
+    /// ([`Failure::Erased`] if that key was erased).
+    pub(super) fn into_message(self, keys: &OpeningKeys) -> Result<Message, Failure> {
         let corrupt = |what: &str, e: &dyn std::fmt::Display| {
             Failure::Corrupt(format!("message {}: {what}: {e}", self.id))
+        };
+        let id = parse::<MessageId>(&self.id, "message id")?;
+        let tenant_id = parse::<TenantId>(&self.tenant_id, "tenant id")?;
+        let (to, text) = match &self.sealed {
+            Some(sealed) => match keys.get(&self.tenant_id) {
+                Some(Some(key)) => key
+                    .open_message(&tenant_id, &id, sealed)
+                    .map_err(|e| corrupt("sealed", &e))?,
+                Some(None) => return Err(Failure::Erased),
+                None => return Err(corrupt("sealed", &"no key was fetched for the tenant")),
+            },
+            // A row from before sealing (until `seal_legacy` reaches it).
+            None => (
+                PhoneNumber::parse(&self.to).map_err(|e| corrupt("to", &e))?,
+                self.text,
+            ),
         };
         let error = match (self.error_code, self.error_message) {
             (Some(code), Some(message)) => Some(MessageError { code, message }),
@@ -288,16 +318,16 @@ impl RawMessage {
             _ => return Err(corrupt("error", &"code and message must be set together")),
         };
         Ok(Message {
-            id: parse::<MessageId>(&self.id, "message id")?,
-            tenant_id: parse::<TenantId>(&self.tenant_id, "tenant id")?,
+            id,
+            tenant_id,
             batch_id: self
                 .batch_id
                 .as_deref()
                 .map(|b| parse::<BatchId>(b, "batch id"))
                 .transpose()?,
-            to: PhoneNumber::parse(&self.to).map_err(|e| corrupt("to", &e))?,
+            to,
             from: SenderId::parse(&self.from).map_err(|e| corrupt("from", &e))?,
-            text: self.text,
+            text,
             encoding: encoding_from(&self.encoding)?,
             segments: to_u16(self.segments, "segments")?,
             status: parse::<MessageStatus>(&self.status, "status")?,

@@ -30,6 +30,8 @@ pub(super) enum Failure {
     AlreadyExists,
     Corrupt(String),
     StaleHandle,
+    /// A sealed row of a tenant whose data key was erased.
+    Erased,
 }
 
 impl From<rusqlite::Error> for Failure {
@@ -46,6 +48,7 @@ impl From<Failure> for StoreError {
             Failure::AlreadyExists => StoreError::AlreadyExists,
             Failure::Corrupt(why) => StoreError::Corrupt(why),
             Failure::StaleHandle => StoreError::Corrupt("unexpected stale queue handle".into()),
+            Failure::Erased => StoreError::Erased,
         }
     }
 }
@@ -58,7 +61,7 @@ impl From<Failure> for QueueError {
             Failure::Corrupt(why) => QueueError::Unavailable(Box::new(BackendError::Other(
                 format!("stored queue data is corrupt: {why}"),
             ))),
-            Failure::IdempotencyKeyTaken | Failure::AlreadyExists => {
+            Failure::IdempotencyKeyTaken | Failure::AlreadyExists | Failure::Erased => {
                 QueueError::Unavailable(Box::new(BackendError::Other(
                     "unexpected constraint violation in the queue".into(),
                 )))

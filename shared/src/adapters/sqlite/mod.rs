@@ -34,6 +34,7 @@ mod codec;
 mod counters;
 mod db;
 mod error;
+mod keys;
 mod queue;
 mod replays;
 mod schema;
@@ -49,6 +50,8 @@ use std::sync::Arc;
 
 pub use queue::MAX_QUEUE_BODY_BYTES;
 
+use crate::adapters::file_secrets::FileSecretStore;
+use crate::adapters::vault::{KeyWrapper, LocalMasterKey, Vault};
 use crate::ports::StoreError;
 
 /// How hard SQLite works to make a commit survive power loss.
@@ -91,14 +94,36 @@ impl Default for SqliteConfig {
 #[derive(Clone)]
 pub struct SqliteBackend {
     db: Arc<db::Db>,
+    /// The tenants' data keys, wrapped in `tenant_keys`.
+    vault: Arc<Vault>,
 }
 
 impl SqliteBackend {
     /// Opens (creating it if needed, with its parent directory) the database at `path`,
-    /// migrates its schema, and starts the writer thread.
+    /// migrates its schema, and starts the writer thread. Numbers and texts are sealed under
+    /// data keys wrapped by the master key in the secrets file of the same directory (see
+    /// [`LocalMasterKey`]).
     pub fn open(path: &Path, config: SqliteConfig) -> Result<Self, StoreError> {
-        let db = db::Db::open(path, config)?;
-        Ok(SqliteBackend { db: Arc::new(db) })
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let master = LocalMasterKey::new(FileSecretStore::in_dir(dir));
+        Self::open_with(path, config, Arc::new(master))
+    }
+
+    /// As [`SqliteBackend::open`], with data keys wrapped by `master`.
+    pub fn open_with(
+        path: &Path,
+        config: SqliteConfig,
+        master: Arc<dyn KeyWrapper>,
+    ) -> Result<Self, StoreError> {
+        let db = Arc::new(db::Db::open(path, config)?);
+        let vault = Arc::new(Vault::new(
+            master,
+            Arc::new(keys::Shelf(Arc::downgrade(&db))),
+        ));
+        Ok(SqliteBackend { db, vault })
     }
 
     /// The database file.

@@ -193,6 +193,29 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (hour, digest)
     ) STRICT, WITHOUT ROWID;
     ",
+    // 5: numbers and texts sealed per tenant (see `domain::sealing`). A message's number and
+    // text are in `sealed`, its number's tag in `to_tag`; `to_number` and `text` keep only
+    // what rows from before held, until `seal_legacy` seals them too (and empties them). An
+    // idempotency record's answer is in `sealed` likewise. Tenants' data keys, wrapped by
+    // the master key; `wrapped` is NULL once erased.
+    "
+    ALTER TABLE messages ADD COLUMN sealed BLOB;
+    ALTER TABLE messages ADD COLUMN to_tag BLOB;
+    -- list filtered by recipient: by tag now.
+    DROP INDEX messages_tenant_to;
+    CREATE INDEX messages_tenant_tag ON messages (tenant_id, to_tag, id)
+        WHERE to_tag IS NOT NULL;
+    -- seal_legacy.
+    CREATE INDEX messages_legacy ON messages (seq) WHERE sealed IS NULL;
+    ALTER TABLE idempotency ADD COLUMN sealed BLOB;
+
+    CREATE TABLE tenant_keys (
+        tenant_id   TEXT PRIMARY KEY NOT NULL,
+        wrapped     BLOB,
+        created_at  INTEGER NOT NULL,
+        erased_at   INTEGER
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// Brings the schema up to date, in one transaction per migration.

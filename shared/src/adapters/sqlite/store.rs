@@ -5,7 +5,7 @@
 //! and cached.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -18,11 +18,12 @@ use super::codec::{
     nanos, nanos_bound, parse, receipt_state_str, sql_int,
 };
 use super::error::{Failure, is_constraint};
+use crate::adapters::vault::OpeningKeys;
 use crate::domain::status::PartReceipt;
-use crate::domain::{IdempotencyKey, Message, MessageId, StatusChange, TenantId};
+use crate::domain::{DataKey, IdempotencyKey, Message, MessageId, StatusChange, TenantId};
 use crate::ports::{
-    IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, ReceiptTarget, StoreError,
-    Transition,
+    IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, ReceiptTarget, Retention,
+    StoreError, Transition,
 };
 
 const SELECT_MESSAGE: &str = concat!(
@@ -71,8 +72,8 @@ fn transition_sql(shape: usize) -> &'static str {
 }
 
 const INSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency \
-     (tenant_id, key, fingerprint, status_code, body, created_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+     (tenant_id, key, fingerprint, status_code, body, created_at, sealed) \
+     VALUES (?1, ?2, ?3, ?4, '', ?6, ?5)";
 
 const INSERT_RECEIPT: &str = "INSERT OR IGNORE INTO receipts (message, at, part, state) \
      SELECT seq, ?3, ?4, ?5 FROM messages WHERE tenant_id = ?1 AND id = ?2";
@@ -209,7 +210,7 @@ fn message_ref(tenant: &str, id: &str) -> Result<MessageRef, Failure> {
 
 /// Builds the list query for `query`'s filters; the statement's shape depends only on
 /// which filters are set, so it stays in the statement cache.
-fn list_sql(tenant: &TenantId, query: &ListQuery) -> (String, Vec<Value>) {
+fn list_sql(tenant: &TenantId, query: &ListQuery, to_tag: Option<&[u8]>) -> (String, Vec<Value>) {
     let mut sql = String::from(concat!(
         "SELECT ",
         message_columns!(),
@@ -226,8 +227,9 @@ fn list_sql(tenant: &TenantId, query: &ListQuery) -> (String, Vec<Value>) {
     if let Some(status) = query.status {
         filter(" AND status = ?", Value::Text(status.as_str().to_owned()));
     }
-    if let Some(to) = &query.to {
-        filter(" AND to_number = ?", Value::Text(to.as_e164().to_owned()));
+    if query.to.is_some() {
+        let tag = to_tag.map(<[u8]>::to_vec).unwrap_or_default();
+        filter(" AND to_tag = ?", Value::Blob(tag));
     }
     if let Some(from) = &query.from {
         filter(" AND sender = ?", Value::Text(from.as_str().to_owned()));
@@ -249,6 +251,16 @@ fn list_sql(tenant: &TenantId, query: &ListQuery) -> (String, Vec<Value>) {
 }
 
 impl SqliteBackend {
+    /// The keys that open the sealed rows among `raws`.
+    async fn opening_keys<'a>(
+        &self,
+        raws: impl IntoIterator<Item = &'a RawMessage>,
+    ) -> Result<OpeningKeys, StoreError> {
+        self.vault
+            .opening_keys(raws.into_iter().filter_map(RawMessage::sealed_tenant))
+            .await
+    }
+
     /// Runs a sweep query (`?1` a time bound, `?2` the limit) returning `tenant_id, id`.
     async fn sweep(
         &self,
@@ -281,22 +293,35 @@ impl MessageStore for SqliteBackend {
         messages: &[Message],
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<(), StoreError> {
-        let rows = messages
-            .iter()
-            .map(MessageRow::new)
-            .collect::<Result<Vec<_>, _>>()?;
-        let record = idempotency
-            .map(|r| -> Result<_, Failure> {
-                Ok((
+        // Almost always one tenant: its key, looked up once.
+        let mut key: Option<(TenantId, Arc<DataKey>)> = None;
+        let mut rows = Vec::with_capacity(messages.len());
+        for m in messages {
+            if key.as_ref().is_none_or(|(t, _)| *t != m.tenant_id) {
+                key = Some((
+                    m.tenant_id.clone(),
+                    self.vault.sealing_key(&m.tenant_id).await?,
+                ));
+            }
+            let (_, k) = key.as_ref().expect("set above");
+            rows.push(MessageRow::new(m, k)?);
+        }
+        let record = match idempotency {
+            Some(r) => {
+                let k = self.vault.sealing_key(&r.tenant_id).await?;
+                let sealed =
+                    k.seal_answer(&r.tenant_id, r.key.as_str(), r.body.to_string().as_bytes());
+                Some((
                     r.tenant_id.as_str().to_owned(),
                     r.key.as_str().to_owned(),
                     r.fingerprint.clone(),
                     i64::from(r.status_code),
-                    r.body.to_string(),
+                    sealed,
                     nanos(r.created_at)?,
                 ))
-            })
-            .transpose()?;
+            }
+            None => None,
+        };
         if rows.is_empty() && record.is_none() {
             return Ok(());
         }
@@ -335,48 +360,72 @@ impl MessageStore for SqliteBackend {
         tenant: &TenantId,
         key: &IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let (tenant, key) = (tenant.clone(), key.clone());
-        self.db
+        let (name, idem) = (tenant.as_str().to_owned(), key.as_str().to_owned());
+        let found = self
+            .db
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT fingerprint, status_code, body, created_at FROM idempotency \
+                    "SELECT fingerprint, status_code, body, created_at, sealed FROM idempotency \
                      WHERE tenant_id = ?1 AND key = ?2",
                 )?;
-                let mut rows = stmt.query(params![tenant.as_str(), key.as_str()])?;
+                let mut rows = stmt.query(params![name, idem])?;
                 let Some(row) = rows.next()? else {
                     return Ok(None);
                 };
                 let status: i64 = column(row, 1, "status_code")?;
-                let body: String = column(row, 2, "body")?;
-                Ok(Some(IdempotencyRecord {
-                    fingerprint: column(row, 0, "fingerprint")?,
-                    status_code: u16::try_from(status).map_err(|_| {
+                Ok(Some((
+                    column::<String>(row, 0, "fingerprint")?,
+                    u16::try_from(status).map_err(|_| {
                         Failure::Corrupt(format!("idempotency status code {status}"))
                     })?,
-                    body: serde_json::from_str(&body)
-                        .map_err(|e| Failure::Corrupt(format!("idempotency body: {e}")))?,
-                    created_at: from_nanos(column(row, 3, "created_at")?),
-                    tenant_id: tenant,
-                    key,
-                }))
+                    column::<String>(row, 2, "body")?,
+                    from_nanos(column(row, 3, "created_at")?),
+                    column::<Option<Vec<u8>>>(row, 4, "sealed")?,
+                )))
             })
-            .await
-            .map_err(Into::into)
+            .await?;
+        let Some((fingerprint, status_code, body, created_at, sealed)) = found else {
+            return Ok(None);
+        };
+        let body = match sealed {
+            Some(sealed) => {
+                let k = self.vault.opening_key(tenant).await?;
+                let plain = k.open_answer(tenant, key.as_str(), &sealed).map_err(|e| {
+                    StoreError::Corrupt(format!("idempotency record {}: {e}", key.as_str()))
+                })?;
+                serde_json::from_slice(&plain)
+            }
+            None => serde_json::from_str(&body),
+        }
+        .map_err(|e| StoreError::Corrupt(format!("idempotency body: {e}")))?;
+        Ok(Some(IdempotencyRecord {
+            tenant_id: tenant.clone(),
+            key: key.clone(),
+            fingerprint,
+            status_code,
+            body,
+            created_at,
+        }))
     }
 
     async fn get(&self, tenant: &TenantId, id: &MessageId) -> Result<Option<Message>, StoreError> {
         let (tenant, id) = (tenant.as_str().to_owned(), id.to_string());
-        self.db
+        let raw = self
+            .db
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(SELECT_MESSAGE)?;
                 let mut rows = stmt.query(params![tenant, id])?;
                 match rows.next()? {
-                    Some(row) => RawMessage::from_row(row)?.into_message().map(Some),
+                    Some(row) => RawMessage::from_row(row).map(Some),
                     None => Ok(None),
                 }
             })
-            .await
-            .map_err(Into::into)
+            .await?;
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let keys = self.opening_keys([&raw]).await?;
+        Ok(Some(raw.into_message(&keys)?))
     }
 
     async fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<Page, StoreError> {
@@ -387,19 +436,37 @@ impl MessageStore for SqliteBackend {
                 next: None,
             });
         }
-        let (sql, values) = list_sql(tenant, query);
-        let messages = self
+        let tag = match &query.to {
+            Some(to) => match self.vault.held_key(tenant).await? {
+                Some(key) => Some(key.number_tag(to)),
+                // No key, so nothing sealed: no message to that number.
+                None => {
+                    return Ok(Page {
+                        messages: Vec::new(),
+                        next: None,
+                    });
+                }
+            },
+            None => None,
+        };
+        let (sql, values) = list_sql(tenant, query, tag.as_ref().map(|t| &t[..]));
+        let raws = self
             .db
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let mut rows = stmt.query(params_from_iter(values.iter()))?;
-                let mut messages = Vec::with_capacity(limit.min(1000));
+                let mut raws = Vec::with_capacity(limit.min(1000));
                 while let Some(row) = rows.next()? {
-                    messages.push(RawMessage::from_row(row)?.into_message()?);
+                    raws.push(RawMessage::from_row(row)?);
                 }
-                Ok(messages)
+                Ok(raws)
             })
             .await?;
+        let keys = self.opening_keys(&raws).await?;
+        let messages = raws
+            .into_iter()
+            .map(|raw| raw.into_message(&keys))
+            .collect::<Result<Vec<_>, _>>()?;
         let next = if messages.len() == limit {
             messages.last().map(|m| m.id)
         } else {
@@ -420,9 +487,15 @@ impl MessageStore for SqliteBackend {
             .db
             .write(move |conn| rows.iter().map(|row| row.apply(conn)).collect())
             .await?;
-        // Parsed here, off the writer thread.
+        // Parsed here, off the writer thread. A message whose tenant's data was erased changed
+        // but cannot be read back: `None`, as if the change had not applied, so no callback
+        // or follow-up acts on it.
+        let keys = self.opening_keys(raws.iter().flatten()).await?;
         raws.into_iter()
-            .map(|raw| raw.map(RawMessage::into_message).transpose())
+            .map(|raw| match raw.map(|r| r.into_message(&keys)).transpose() {
+                Err(Failure::Erased) => Ok(None),
+                other => other,
+            })
             .collect::<Result<Vec<_>, Failure>>()
             .map_err(Into::into)
     }
@@ -567,32 +640,52 @@ impl MessageStore for SqliteBackend {
         self.sweep(PAST_VALIDITY, cutoff, limit).await
     }
 
+    async fn seal_legacy(&self) -> Result<usize, StoreError> {
+        self.seal_legacy_batch().await
+    }
+
     async fn forget_old(
         &self,
-        messages_before: DateTime<Utc>,
+        messages: &Retention,
         idempotency_before: DateTime<Utc>,
         limit: usize,
     ) -> Result<usize, StoreError> {
-        let (messages_before, idempotency_before) = (
-            nanos_bound(messages_before),
-            nanos_bound(idempotency_before),
-        );
+        let idempotency_before = nanos_bound(idempotency_before);
         let limit = sql_int(limit);
+        // Each tenant's own cutoff, the default for the others; and every message of a tenant
+        // whose data was erased.
+        let mut cutoff = String::from("CASE tenant_id");
+        let mut values = Vec::with_capacity(2 * messages.tenants.len() + 2);
+        for (tenant, before) in &messages.tenants {
+            cutoff.push_str(" WHEN ? THEN ?");
+            values.push(Value::Text(tenant.as_str().to_owned()));
+            values.push(Value::Integer(nanos_bound(*before)));
+        }
+        cutoff.push_str(" ELSE ? END");
+        if messages.tenants.is_empty() {
+            cutoff = "?".to_owned();
+        }
+        values.push(Value::Integer(nanos_bound(messages.before)));
+        values.push(Value::Integer(limit));
+        let sql = format!(
+            "SELECT seq FROM messages WHERE (live IS NULL AND created_at < {cutoff}) \
+             OR tenant_id IN (SELECT tenant_id FROM tenant_keys WHERE erased_at IS NOT NULL) \
+             ORDER BY seq LIMIT ?"
+        );
         // Found on a reader (a scan, in insertion order, that must not hold up the writer),
         // deleted by key in the writer.
         let (seqs, keys) = self
             .db
             .read(move |conn| {
                 let seqs = conn
-                    .prepare_cached(
-                        "SELECT seq FROM messages WHERE live IS NULL AND created_at < ?1 \
-                         ORDER BY seq LIMIT ?2",
-                    )?
-                    .query_map(params![messages_before, limit], |r| r.get::<_, i64>(0))?
+                    .prepare(&sql)?
+                    .query_map(params_from_iter(values.iter()), |r| r.get::<_, i64>(0))?
                     .collect::<Result<Vec<_>, _>>()?;
                 let keys = conn
                     .prepare_cached(
-                        "SELECT tenant_id, key FROM idempotency WHERE created_at < ?1 LIMIT ?2",
+                        "SELECT tenant_id, key FROM idempotency WHERE created_at < ?1 \
+                         OR tenant_id IN (SELECT tenant_id FROM tenant_keys \
+                         WHERE erased_at IS NOT NULL) LIMIT ?2",
                     )?
                     .query_map(params![idempotency_before, limit], |r| {
                         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
@@ -607,14 +700,18 @@ impl MessageStore for SqliteBackend {
         self.db
             .write(move |conn| {
                 let mut deleted = 0;
-                // Checked again: a message is deleted only if it is still final.
-                let mut message =
-                    conn.prepare_cached("DELETE FROM messages WHERE seq = ?1 AND live IS NULL")?;
+                // Checked again: a message is deleted only if it is still final, or its
+                // tenant's data was erased.
+                let mut message = conn.prepare_cached(
+                    "DELETE FROM messages WHERE seq = ?1 AND (live IS NULL OR tenant_id IN \
+                     (SELECT tenant_id FROM tenant_keys WHERE erased_at IS NOT NULL))",
+                )?;
                 for seq in &seqs {
                     deleted += message.execute([seq])?;
                 }
                 let mut record = conn.prepare_cached(
-                    "DELETE FROM idempotency WHERE tenant_id = ?1 AND key = ?2 AND created_at < ?3",
+                    "DELETE FROM idempotency WHERE tenant_id = ?1 AND key = ?2 AND (created_at < ?3 \
+                     OR tenant_id IN (SELECT tenant_id FROM tenant_keys WHERE erased_at IS NOT NULL))",
                 )?;
                 for (tenant, key) in &keys {
                     deleted += record.execute(params![tenant, key, idempotency_before])?;
@@ -628,7 +725,7 @@ impl MessageStore for SqliteBackend {
 
 #[cfg(test)]
 pub(super) fn list_sql_for_tests(tenant: &TenantId, query: &ListQuery) -> String {
-    list_sql(tenant, query).0
+    list_sql(tenant, query, Some(&[0; 16])).0
 }
 
 #[cfg(test)]

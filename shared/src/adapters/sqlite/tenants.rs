@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqliteBackend;
 use super::codec::{column, from_nanos, nanos, parse, sql_int};
@@ -457,6 +457,68 @@ impl TenantStore for SqliteBackend {
             serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("tenant limits: {e}")))
         })
         .transpose()
+    }
+
+    async fn retention_days(&self) -> Result<Vec<(TenantId, u32)>, StoreError> {
+        let rows: Vec<(String, String)> = self
+            .db
+            .read(|conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT tenant_id, limits FROM tenant_limits \
+                     WHERE json_extract(limits, '$.retention_days') IS NOT NULL",
+                )?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (tenant, json) in rows {
+            let limits: TenantLimits = serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("tenant limits: {e}")))?;
+            if let Some(days) = limits.retention_days {
+                out.push((parse::<TenantId>(&tenant, "tenant id")?, days));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn erase_tenant(
+        &self,
+        tenant: &TenantId,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let (name, audit, at) = (tenant.as_str().to_owned(), audit.clone(), nanos(at)?);
+        let erased = self
+            .db
+            .write(move |conn| {
+                if !tenant_exists(conn, &name)? {
+                    return Ok(None);
+                }
+                let live: Option<Option<i64>> = conn
+                    .prepare_cached("SELECT erased_at FROM tenant_keys WHERE tenant_id = ?1")?
+                    .query_row(params![name], |r| r.get(0))
+                    .optional()?;
+                conn.prepare_cached(
+                    "INSERT INTO tenant_keys (tenant_id, wrapped, created_at, erased_at) \
+                     VALUES (?1, NULL, ?2, ?2) \
+                     ON CONFLICT (tenant_id) DO UPDATE SET wrapped = NULL, \
+                     erased_at = coalesce(erased_at, excluded.erased_at)",
+                )?
+                .execute(params![name, at])?;
+                conn.prepare_cached(
+                    "UPDATE api_keys SET revoked_at = ?2 \
+                     WHERE tenant_id = ?1 AND revoked_at IS NULL",
+                )?
+                .execute(params![name, at])?;
+                insert_audit(conn, &audit)?;
+                Ok(Some(matches!(live, Some(None))))
+            })
+            .await?;
+        self.vault.forget(tenant);
+        erased.ok_or(StoreError::NotFound)
     }
 
     async fn put_limits(

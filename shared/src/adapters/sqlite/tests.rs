@@ -20,13 +20,15 @@ use crate::domain::{
 };
 use crate::ports::{
     IdempotencyRecord, ListQuery, MessageRef, MessageStore, Outgoing, Patch, Queue, QueueError,
-    QueueName, ReceiptHandle, Retryable, StoreError, Tenant, TenantStore, Transition,
+    QueueName, ReceiptHandle, Retention, Retryable, StoreError, Tenant, TenantStore, Transition,
 };
 
 use MessageStatus::*;
 
-/// A database file in the temp directory, removed (with its WAL files) when dropped.
+/// A database file (and the secrets file with its master key) in a directory of its own in
+/// the temp directory, removed when dropped.
 struct TempDb {
+    dir: PathBuf,
     path: PathBuf,
 }
 
@@ -35,11 +37,12 @@ impl TempDb {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        let path = std::env::temp_dir().join(format!(
-            "holub-sqlite-test-{name}-{}-{nanos}-{n}.db",
+        let dir = std::env::temp_dir().join(format!(
+            "holub-sqlite-test-{name}-{}-{nanos}-{n}",
             std::process::id()
         ));
-        TempDb { path }
+        let path = dir.join("holub.db");
+        TempDb { dir, path }
     }
 
     fn open(&self) -> SqliteBackend {
@@ -55,6 +58,7 @@ impl TempDb {
 
     /// A separate raw connection, to look at or damage what the backend stored.
     fn raw(&self) -> rusqlite::Connection {
+        std::fs::create_dir_all(&self.dir).expect("the test directory");
         let conn = rusqlite::Connection::open(&self.path).expect("open a raw connection");
         conn.busy_timeout(Duration::from_secs(5))
             .expect("busy timeout");
@@ -64,11 +68,7 @@ impl TempDb {
 
 impl Drop for TempDb {
     fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut name = self.path.clone().into_os_string();
-            name.push(suffix);
-            let _ = std::fs::remove_file(PathBuf::from(name));
-        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -403,9 +403,24 @@ async fn a_stopped_writer_makes_writes_unavailable_not_hang() {
     let t = tenant();
     let m = message(&t, at(0));
     store.insert(std::slice::from_ref(&m), None).await.unwrap();
+    // The vault's weak handle on the database goes first, so this one is the only handle.
+    let master = crate::adapters::vault::LocalMasterKey::new(
+        crate::adapters::file_secrets::FileSecretStore::in_dir(&db.dir),
+    );
+    store.vault = std::sync::Arc::new(crate::adapters::vault::Vault::new(
+        std::sync::Arc::new(master),
+        std::sync::Arc::new(super::keys::Shelf(std::sync::Weak::new())),
+    ));
     std::sync::Arc::get_mut(&mut store.db)
         .expect("the only handle")
         .stop_writer();
+    let master = crate::adapters::vault::LocalMasterKey::new(
+        crate::adapters::file_secrets::FileSecretStore::in_dir(&db.dir),
+    );
+    store.vault = std::sync::Arc::new(crate::adapters::vault::Vault::new(
+        std::sync::Arc::new(master),
+        std::sync::Arc::new(super::keys::Shelf(std::sync::Arc::downgrade(&store.db))),
+    ));
     let err = store.insert(&[message(&t, at(1))], None).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     let err = store
@@ -536,6 +551,32 @@ async fn a_database_from_before_key_ids_keeps_its_keys_and_senders() {
     }
     let store = db.open();
     let t: TenantId = "ten_01J00000000000000000000000".parse().unwrap();
+    // A message from before sealing reads as it was, and is sealed by `seal_legacy`.
+    let old_id: MessageId = "01J00000000000000000000000".parse().unwrap();
+    let before = store.get(&t, &old_id).await.unwrap().unwrap();
+    assert_eq!(before.to, phone("+380671234567"));
+    assert_eq!(store.seal_legacy().await.unwrap(), 1);
+    assert_eq!(store.seal_legacy().await.unwrap(), 0);
+    let (to, sealed): (String, Option<Vec<u8>>) = db
+        .raw()
+        .query_row("SELECT to_number, sealed FROM messages", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(to.is_empty() && sealed.is_some());
+    assert_eq!(store.get(&t, &old_id).await.unwrap().unwrap(), before);
+    let found = store
+        .list(
+            &t,
+            &ListQuery {
+                to: Some(phone("+380671234567")),
+                limit: 10,
+                ..ListQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.messages, vec![before]);
     let key = store.api_key(None, "old-hash").await.unwrap().unwrap();
     assert_eq!(
         (key.id, key.scopes, key.tenant_id),
@@ -582,7 +623,7 @@ async fn every_query_uses_its_index() {
         (list(|q| q.status = Some(Queued)), "messages_tenant_id"),
         (
             list(|q| q.to = Some(phone("+380671234567"))),
-            "messages_tenant_to",
+            "messages_tenant_tag",
         ),
         (
             list(|q| q.batch_id = Some(BatchId::generate(at(0)))),
@@ -923,6 +964,8 @@ async fn the_database_is_readable_by_its_user_alone() {
         .await
         .unwrap();
     assert_eq!(mode(path.parent().unwrap()), 0o700);
+    // The master key beside it, made by that first write.
+    assert_eq!(mode(&path.parent().unwrap().join("secrets.json")), 0o600);
     for suffix in ["", "-wal", "-shm"] {
         let file = PathBuf::from(format!("{}{suffix}", path.display()));
         assert_eq!(mode(&file), 0o600, "{}", file.display());
@@ -989,7 +1032,11 @@ async fn old_final_messages_and_idempotency_records_are_forgotten() {
         .await
         .unwrap();
 
-    let forgotten = store.forget_old(at(50), at(50), 1_000).await.unwrap();
+    let everyone = Retention {
+        before: at(50),
+        tenants: Vec::new(),
+    };
+    let forgotten = store.forget_old(&everyone, at(50), 1_000).await.unwrap();
     assert_eq!(forgotten, 3, "two final messages and one record");
     for (m, kept) in [
         (&old_delivered, false),
@@ -1010,6 +1057,240 @@ async fn old_final_messages_and_idempotency_records_are_forgotten() {
         .query_row("SELECT count(*) FROM receipts", [], |r| r.get(0))
         .unwrap();
     assert_eq!(receipts, 0, "receipts go with their message");
-    assert_eq!(store.forget_old(at(50), at(50), 1_000).await.unwrap(), 0);
+    assert_eq!(store.forget_old(&everyone, at(50), 1_000).await.unwrap(), 0);
+    store.close().await;
+}
+
+/// A tenant in the store, with one key, so erasure has something to act on.
+async fn stored_tenant(store: &SqliteBackend) -> TenantId {
+    let t = tenant();
+    let key = ApiKeyRecord {
+        id: Some(KeyId::generate(at(0))),
+        tenant_id: t.clone(),
+        hash: format!("hash-{t}"),
+        name: Some(KeyName::parse("main").unwrap()),
+        scopes: Scopes::ADMIN,
+        created_at: Some(at(0)),
+        expires_at: None,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    let audit =
+        Origin::operator().entry(&t, at(0), AuditAction::TenantCreate, "tenant", None, None);
+    let tenant = Tenant {
+        id: t.clone(),
+        name: "Acme".into(),
+        created_at: at(0),
+    };
+    store.create_tenant(&tenant, &key, &audit).await.unwrap();
+    t
+}
+
+/// Every byte SQLite keeps for the database: the file and its write-ahead log.
+fn stored_bytes(db: &TempDb) -> Vec<u8> {
+    let mut bytes = std::fs::read(&db.path).unwrap();
+    if let Ok(wal) = std::fs::read(format!("{}-wal", db.path.display())) {
+        bytes.extend(wal);
+    }
+    bytes
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn numbers_and_texts_are_stored_sealed_and_found_by_tag() {
+    let db = TempDb::new("sealed");
+    let store = db.open();
+    let (a, b) = (stored_tenant(&store).await, stored_tenant(&store).await);
+    let mut to_a = message(&a, at(0));
+    to_a.to = phone("+380501112233");
+    to_a.text = "Секретний код 739164".into();
+    let mut other = message(&a, at(1));
+    other.to = phone("+380634445566");
+    let mut to_b = message(&b, at(2));
+    to_b.to = phone("+380501112233");
+    let mut answer = record(&a, "sealed-key");
+    answer.body = json!({"to": "+380501112233", "text": "Секретний код 739164"});
+    store
+        .insert(&[to_a.clone(), other.clone()], Some(&answer))
+        .await
+        .unwrap();
+    store
+        .insert(std::slice::from_ref(&to_b), None)
+        .await
+        .unwrap();
+
+    let bytes = stored_bytes(&db);
+    for secret in ["380501112233", "380634445566", "739164", "Секретний"] {
+        assert!(!contains(&bytes, secret), "{secret} is stored in clear");
+    }
+    assert_eq!(store.get(&a, &to_a.id).await.unwrap().unwrap(), to_a);
+    assert_eq!(
+        store
+            .idempotency(&a, &answer.key)
+            .await
+            .unwrap()
+            .unwrap()
+            .body,
+        answer.body
+    );
+    // The filter by number finds the tenant's own message to it, by tag.
+    let page = store
+        .list(
+            &a,
+            &ListQuery {
+                to: Some(phone("+380501112233")),
+                limit: 10,
+                ..ListQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.messages, vec![to_a.clone()]);
+    // Tags differ between tenants: the same number has another tag under another key.
+    let tags: Vec<Vec<u8>> = db
+        .raw()
+        .prepare("SELECT to_tag FROM messages WHERE id IN (?1, ?2)")
+        .unwrap()
+        .query_map([to_a.id.to_string(), to_b.id.to_string()], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(tags.len(), 2);
+    assert_ne!(tags[0], tags[1]);
+    store.close().await;
+
+    // Reopened, with the master key from the secrets file beside the database.
+    let store = db.open();
+    assert_eq!(store.get(&b, &to_b.id).await.unwrap().unwrap(), to_b);
+    store.close().await;
+
+    // Without that file, nothing opens: the database alone does not give the data away.
+    std::fs::remove_file(db.dir.join(crate::adapters::file_secrets::SECRETS_FILE)).unwrap();
+    let store = db.open();
+    assert!(matches!(
+        store.get(&a, &to_a.id).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn an_erased_tenant_can_never_be_read_again_and_its_rows_go() {
+    let db = TempDb::new("erase");
+    let store = db.open();
+    let (gone, kept) = (stored_tenant(&store).await, stored_tenant(&store).await);
+    let mut delivered = message(&gone, at(0));
+    delivered.status = Delivered;
+    let queued = message(&gone, at(1));
+    let mut scheduled = message(&gone, at(2));
+    scheduled.status = Scheduled;
+    let other = message(&kept, at(3));
+    store
+        .insert(
+            &[delivered.clone(), queued.clone(), scheduled.clone()],
+            Some(&record(&gone, "erase-key")),
+        )
+        .await
+        .unwrap();
+    store
+        .insert(std::slice::from_ref(&other), None)
+        .await
+        .unwrap();
+
+    let audit = Origin::operator().entry(&gone, at(9), AuditAction::TenantErase, "t", None, None);
+    assert!(store.erase_tenant(&gone, at(9), &audit).await.unwrap());
+    // Erasing twice finds nothing more to erase; an unknown tenant is not found.
+    let again = Origin::operator().entry(&gone, at(9), AuditAction::TenantErase, "t", None, None);
+    assert!(!store.erase_tenant(&gone, at(9), &again).await.unwrap());
+    let unknown = tenant();
+    let audit =
+        Origin::operator().entry(&unknown, at(9), AuditAction::TenantErase, "t", None, None);
+    assert!(matches!(
+        store.erase_tenant(&unknown, at(9), &audit).await,
+        Err(StoreError::NotFound)
+    ));
+
+    assert!(matches!(
+        store.get(&gone, &delivered.id).await,
+        Err(StoreError::Erased)
+    ));
+    assert!(matches!(
+        store
+            .list(
+                &gone,
+                &ListQuery {
+                    limit: 10,
+                    ..ListQuery::default()
+                }
+            )
+            .await,
+        Err(StoreError::Erased)
+    ));
+    // A change still lands (so the message ends) but reads back as nothing.
+    let ended = store
+        .transition(&[step(&queued, &[Accepted], Failed, 10)])
+        .await
+        .unwrap();
+    assert_eq!(ended, vec![None]);
+    assert!(matches!(
+        store.insert(&[message(&gone, at(11))], None).await,
+        Err(StoreError::Erased)
+    ));
+    // Its keys are revoked, in the same write, and the erasure is audited.
+    let keys = store.list_keys(&gone).await.unwrap();
+    assert!(keys.iter().all(|k| k.revoked_at.is_some()));
+    let log = store.audit_log(&gone, None, 10).await.unwrap();
+    assert_eq!(log[0].action, AuditAction::TenantErase);
+    // The other tenant is untouched.
+    assert_eq!(store.get(&kept, &other.id).await.unwrap().unwrap(), other);
+
+    // The retention sweep deletes every row of the erased tenant, final or not.
+    let everyone = Retention {
+        before: at(-1000),
+        tenants: Vec::new(),
+    };
+    assert_eq!(
+        store.forget_old(&everyone, at(-1000), 1_000).await.unwrap(),
+        4
+    );
+    let left: i64 = db
+        .raw()
+        .query_row(
+            "SELECT count(*) FROM messages WHERE tenant_id = ?1",
+            [gone.as_str()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0);
+    assert_eq!(store.get(&kept, &other.id).await.unwrap().unwrap(), other);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn each_tenant_keeps_its_messages_as_long_as_its_limits_say() {
+    let db = TempDb::new("retention-per-tenant");
+    let store = db.open();
+    let (short, long, usual) = (tenant(), tenant(), tenant());
+    let old = |t: &TenantId| {
+        let mut m = message(t, at(0));
+        m.status = Delivered;
+        m
+    };
+    let (short_m, long_m, usual_m) = (old(&short), old(&long), old(&usual));
+    for m in [&short_m, &long_m, &usual_m] {
+        store.insert(std::slice::from_ref(m), None).await.unwrap();
+    }
+    // Default: gone after 100 s; `short` after 10 s; `long` after 1000 s. At 200 s:
+    let retention = Retention {
+        before: at(100),
+        tenants: vec![(short.clone(), at(190)), (long.clone(), at(-800))],
+    };
+    assert_eq!(store.forget_old(&retention, at(0), 1_000).await.unwrap(), 2);
+    assert!(store.get(&short, &short_m.id).await.unwrap().is_none());
+    assert!(store.get(&usual, &usual_m.id).await.unwrap().is_none());
+    assert!(store.get(&long, &long_m.id).await.unwrap().is_some());
     store.close().await;
 }

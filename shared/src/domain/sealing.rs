@@ -1,0 +1,272 @@
+//! Sealing of what a tenant's messages say and to whom, at rest: each tenant has its own data
+//! key (wrapped by a master key that never leaves the key service: KMS on AWS, the local
+//! secret store on one machine), and a stored message holds its number and text only sealed
+//! under it. Erasing the wrapped data key leaves everything sealed under it unreadable,
+//! backups and copies included.
+//!
+//! - **Sealing** is XChaCha20-Poly1305 with a random 192-bit nonce per value: no counter to
+//!   keep, and no practical limit on how many values one key seals (a 96-bit random nonce
+//!   would allow about 2³² before the risk of a repeat matters; a busy tenant reaches that).
+//!   The associated data names the record (tenant and message id), so a sealed value copied
+//!   into another record does not open there.
+//! - **Tags** of a number (HMAC-SHA-256 under a key derived from the data key, cut to 128
+//!   bits) let the store find a tenant's messages to one number without holding the number:
+//!   equal numbers have equal tags within a tenant, and nothing else can be learned from a tag
+//!   without the key.
+//!
+//! The data key is 32 random bytes; the sealing and tagging keys are derived from it with
+//! HMAC-SHA-256 as the PRF (one HKDF-Expand block), so one wrapped secret serves both.
+
+use std::fmt;
+
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::{MessageId, PhoneNumber, TenantId};
+
+/// The length of a data key in bytes.
+pub const DATA_KEY_BYTES: usize = 32;
+
+/// The first byte of every sealed value: the format, so a later one can be told apart.
+const FORMAT_V1: u8 = 1;
+const NONCE_BYTES: usize = 24;
+const TAG_BYTES: usize = 16;
+
+/// The length of a number's tag.
+pub const NUMBER_TAG_BYTES: usize = 16;
+
+/// A tenant's data key, ready to seal, open and tag. `Debug` never shows it.
+#[derive(Clone)]
+pub struct DataKey {
+    cipher: XChaCha20Poly1305,
+    tagger: Hmac<Sha256>,
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DataKey(***)")
+    }
+}
+
+/// A sealed value that does not open: wrong key, wrong record, damaged, or not sealed at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a sealed value does not open: {0}")]
+pub struct SealError(&'static str);
+
+fn derive(key: &[u8; DATA_KEY_BYTES], label: &[u8]) -> [u8; 32] {
+    // HKDF-Expand with the data key as PRK, `label` as info, one block.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(label);
+    mac.update(&[1]);
+    mac.finalize().into_bytes().into()
+}
+
+impl DataKey {
+    /// The key from its 32 bytes (as unwrapped from the key service).
+    pub fn from_bytes(bytes: &[u8; DATA_KEY_BYTES]) -> DataKey {
+        let seal = derive(bytes, b"holub/seal/v1");
+        let tag = derive(bytes, b"holub/number-tag/v1");
+        DataKey {
+            cipher: XChaCha20Poly1305::new(&seal.into()),
+            tagger: <Hmac<Sha256> as Mac>::new_from_slice(&tag).expect("HMAC takes any key length"),
+        }
+    }
+
+    /// The key from a slice, which must be exactly 32 bytes long.
+    pub fn from_slice(bytes: &[u8]) -> Result<DataKey, SealError> {
+        let bytes: &[u8; DATA_KEY_BYTES] = bytes
+            .try_into()
+            .map_err(|_| SealError("a data key is 32 bytes"))?;
+        Ok(DataKey::from_bytes(bytes))
+    }
+
+    /// Seals `plain` for the record named by `context`.
+    pub fn seal(&self, context: &[u8], plain: &[u8]) -> Vec<u8> {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let sealed = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plain,
+                    aad: context,
+                },
+            )
+            // Encryption fails only for inputs of about 256 GiB.
+            .expect("a value this size can be sealed");
+        let mut out = Vec::with_capacity(1 + NONCE_BYTES + sealed.len());
+        out.push(FORMAT_V1);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// Opens what [`DataKey::seal`] sealed for the same `context`.
+    pub fn open(&self, context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+        let (&format, rest) = sealed.split_first().ok_or(SealError("empty"))?;
+        if format != FORMAT_V1 {
+            return Err(SealError("unknown format"));
+        }
+        if rest.len() < NONCE_BYTES + TAG_BYTES {
+            return Err(SealError("too short"));
+        }
+        let (nonce, body) = rest.split_at(NONCE_BYTES);
+        self.cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: body,
+                    aad: context,
+                },
+            )
+            .map_err(|_| SealError("wrong key, wrong record, or damaged"))
+    }
+
+    /// The tag of a number: equal for equal numbers under this key, and nothing more.
+    pub fn number_tag(&self, number: &PhoneNumber) -> [u8; NUMBER_TAG_BYTES] {
+        let mut mac = self.tagger.clone();
+        mac.update(number.as_e164().as_bytes());
+        let full = mac.finalize().into_bytes();
+        let mut tag = [0; NUMBER_TAG_BYTES];
+        tag.copy_from_slice(&full[..NUMBER_TAG_BYTES]);
+        tag
+    }
+
+    /// Seals a message's number and text together, for the record of `tenant`'s message `id`.
+    pub fn seal_message(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+        to: &PhoneNumber,
+        text: &str,
+    ) -> Vec<u8> {
+        let to = to.as_e164().as_bytes();
+        let mut plain = Vec::with_capacity(1 + to.len() + text.len());
+        // An E.164 number is at most 16 bytes, so its length fits one byte.
+        plain.push(u8::try_from(to.len()).unwrap_or(u8::MAX));
+        plain.extend_from_slice(to);
+        plain.extend_from_slice(text.as_bytes());
+        self.seal(&message_context(tenant, id), &plain)
+    }
+
+    /// Opens what [`DataKey::seal_message`] sealed: the number and the text.
+    pub fn open_message(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+        sealed: &[u8],
+    ) -> Result<(PhoneNumber, String), SealError> {
+        let plain = self.open(&message_context(tenant, id), sealed)?;
+        let (&len, rest) = plain.split_first().ok_or(SealError("empty message"))?;
+        let len = usize::from(len);
+        if rest.len() < len {
+            return Err(SealError("number cut short"));
+        }
+        let (to, text) = rest.split_at(len);
+        let to = std::str::from_utf8(to)
+            .ok()
+            .and_then(|to| PhoneNumber::parse(to).ok())
+            .ok_or(SealError("not a number"))?;
+        let text = String::from_utf8(text.to_vec()).map_err(|_| SealError("text not UTF-8"))?;
+        Ok((to, text))
+    }
+
+    /// Seals a stored answer (an idempotency record's body) of `tenant` under `key`.
+    pub fn seal_answer(&self, tenant: &TenantId, key: &str, body: &[u8]) -> Vec<u8> {
+        self.seal(&answer_context(tenant, key), body)
+    }
+
+    pub fn open_answer(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
+        self.open(&answer_context(tenant, key), sealed)
+    }
+}
+
+fn message_context(tenant: &TenantId, id: &MessageId) -> Vec<u8> {
+    format!("holub/message/v1\0{}\0{id}", tenant.as_str()).into_bytes()
+}
+
+fn answer_context(tenant: &TenantId, key: &str) -> Vec<u8> {
+    format!("holub/answer/v1\0{}\0{key}", tenant.as_str()).into_bytes()
+}
+
+/// 32 fresh random bytes for a new data key (where no key service makes them).
+pub fn new_data_key() -> [u8; DATA_KEY_BYTES] {
+    use chacha20poly1305::aead::rand_core::RngCore;
+    let mut bytes = [0; DATA_KEY_BYTES];
+    OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant() -> TenantId {
+        TenantId::generate(chrono::Utc::now())
+    }
+
+    fn key() -> DataKey {
+        DataKey::from_bytes(&new_data_key())
+    }
+
+    #[test]
+    fn a_message_opens_with_its_key_and_record_only() {
+        let (k, other) = (key(), key());
+        let (t, id) = (tenant(), MessageId::generate(chrono::Utc::now()));
+        let to = PhoneNumber::parse("+380671234567").unwrap();
+        let sealed = k.seal_message(&t, &id, &to, "Код 4821 — дійсний 5 хв");
+        let hay = String::from_utf8_lossy(&sealed);
+        assert!(!hay.contains("380671234567") && !hay.contains("4821"));
+        assert_eq!(
+            k.open_message(&t, &id, &sealed).unwrap(),
+            (to.clone(), "Код 4821 — дійсний 5 хв".to_owned())
+        );
+        assert!(other.open_message(&t, &id, &sealed).is_err());
+        assert!(k.open_message(&tenant(), &id, &sealed).is_err());
+        assert!(
+            k.open_message(&t, &MessageId::generate(chrono::Utc::now()), &sealed)
+                .is_err()
+        );
+        let mut damaged = sealed.clone();
+        *damaged.last_mut().unwrap() ^= 1;
+        assert!(k.open_message(&t, &id, &damaged).is_err());
+        // Two seals of the same value differ (fresh nonces).
+        assert_ne!(
+            sealed,
+            k.seal_message(&t, &id, &to, "Код 4821 — дійсний 5 хв")
+        );
+    }
+
+    #[test]
+    fn tags_are_equal_for_equal_numbers_under_one_key_only() {
+        let (k, other) = (key(), key());
+        let a = PhoneNumber::parse("+380671234567").unwrap();
+        let b = PhoneNumber::parse("+380671234568").unwrap();
+        assert_eq!(k.number_tag(&a), k.number_tag(&a));
+        assert_ne!(k.number_tag(&a), k.number_tag(&b));
+        assert_ne!(k.number_tag(&a), other.number_tag(&a));
+    }
+
+    #[test]
+    fn garbage_never_opens_and_never_panics() {
+        let (k, t, id) = (key(), tenant(), MessageId::generate(chrono::Utc::now()));
+        for len in 0..80 {
+            for byte in [0u8, 1, 0xff] {
+                assert!(k.open_message(&t, &id, &vec![byte; len]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn a_data_key_is_32_bytes() {
+        assert!(DataKey::from_slice(&[0; 31]).is_err());
+        assert!(DataKey::from_slice(&[0; 32]).is_ok());
+    }
+}
