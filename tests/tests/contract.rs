@@ -265,6 +265,8 @@ contract!(
     senders_are_registered_changed_and_removed,
     replays_are_remembered_until_they_expire,
     limits_are_kept_with_their_audit_entry,
+    an_erased_tenant_is_unreadable_and_takes_nothing_new,
+    numbers_are_counted_under_keys_of_their_tenant,
     a_bucket_grants_its_burst_then_its_rate,
     spend_is_charged_within_both_caps_and_refunded,
     numbers_are_counted_up_to_their_limit,
@@ -1853,6 +1855,103 @@ async fn limits_are_kept_with_their_audit_entry(b: &Backend) {
     assert_eq!(
         settings, 2,
         "one entry per change, none for the refused one"
+    );
+}
+
+async fn an_erased_tenant_is_unreadable_and_takes_nothing_new(b: &Backend) {
+    let (store, tenants) = (b.store.as_ref(), b.tenants.as_ref());
+    let mut ids = Vec::new();
+    for (n, name) in ["Gone", "Kept"].into_iter().enumerate() {
+        let t = Tenant {
+            id: tenant(),
+            name: name.into(),
+            created_at: at(0),
+        };
+        tenants
+            .create_tenant(
+                &t,
+                &key(&t.id, &format!("hash-erase-{n}-{}", t.id), 0),
+                &audit(&t.id, 0, AuditAction::TenantCreate),
+            )
+            .await
+            .unwrap();
+        ids.push(t.id);
+    }
+    let (gone, kept) = (&ids[0], &ids[1]);
+    let mut sent = message(gone, at(1));
+    sent.to = phone("+380501112233");
+    sent.text = "Код 739164".into();
+    let mut other = message(kept, at(2));
+    other.to = sent.to.clone();
+    store
+        .insert(std::slice::from_ref(&sent), None)
+        .await
+        .unwrap();
+    store
+        .insert(std::slice::from_ref(&other), None)
+        .await
+        .unwrap();
+    // Found by number (a keyed tag), each tenant its own.
+    let by_number = || ListQuery {
+        to: Some(phone("+380501112233")),
+        limit: 10,
+        ..ListQuery::default()
+    };
+    let page = store.list(kept, &by_number()).await.unwrap();
+    assert_eq!(page.messages, vec![other.clone()]);
+
+    let erased = tenants
+        .erase_tenant(gone, at(3), &audit(gone, 3, AuditAction::TenantErase))
+        .await
+        .unwrap();
+    assert!(erased);
+    assert!(matches!(
+        store.get(gone, &sent.id).await,
+        Err(StoreError::Erased)
+    ));
+    assert!(matches!(
+        store.list(gone, &by_number()).await,
+        Err(StoreError::Erased)
+    ));
+    assert!(matches!(
+        store.insert(&[message(gone, at(4))], None).await,
+        Err(StoreError::Erased)
+    ));
+    let claim = Transition::new(
+        gone.clone(),
+        sent.id,
+        &[MessageStatus::Accepted],
+        MessageStatus::Failed,
+        at(5),
+    );
+    assert_eq!(store.transition(&[claim]).await.unwrap(), vec![None]);
+    for k in tenants.list_keys(gone).await.unwrap() {
+        assert!(k.revoked_at.is_some(), "{k:?}");
+    }
+    assert!(matches!(
+        tenants
+            .erase_tenant(&tenant(), at(6), &audit(gone, 6, AuditAction::TenantErase))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    // The other tenant reads as before.
+    assert_eq!(store.get(kept, &other.id).await.unwrap(), Some(other));
+}
+
+async fn numbers_are_counted_under_keys_of_their_tenant(b: &Backend) {
+    let counters = b.counters.as_ref();
+    let (a, c) = (counter_tenant(), counter_tenant());
+    let (x, y) = (phone("0671234567"), phone("0671234568"));
+    let keys = counters.number_keys(&a, &[&x, &y, &x]).await.unwrap();
+    assert_eq!(keys[0], keys[2]);
+    assert_ne!(keys[0], keys[1]);
+    assert_eq!(
+        counters.number_keys(&a, &[&x]).await.unwrap(),
+        vec![keys[0]]
+    );
+    assert_ne!(
+        counters.number_keys(&c, &[&x]).await.unwrap(),
+        vec![keys[0]]
     );
 }
 

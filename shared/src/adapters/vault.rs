@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::adapters::file_secrets::FileSecretStore;
-use crate::domain::TenantId;
-use crate::domain::sealing::{DATA_KEY_BYTES, DataKey, new_data_key};
+use crate::domain::sealing::{DATA_KEY_BYTES, DataKey, NUMBER_TAG_BYTES, new_data_key};
+use crate::domain::{PhoneNumber, TenantId};
 use crate::ports::StoreError;
 
 /// The data keys of the tenants whose sealed records are being opened, by tenant id; `None`
@@ -198,6 +198,16 @@ impl Vault {
 }
 
 impl Vault {
+    /// The tags of `numbers` under `tenant`'s key (made if it has none yet).
+    pub async fn number_tags(
+        &self,
+        tenant: &TenantId,
+        numbers: &[&PhoneNumber],
+    ) -> Result<Vec<[u8; NUMBER_TAG_BYTES]>, StoreError> {
+        let key = self.sealing_key(tenant).await?;
+        Ok(numbers.iter().map(|n| key.number_tag(n)).collect())
+    }
+
     /// The keys that open the sealed records of `tenants` (repeats are looked up once).
     pub async fn opening_keys<'a>(
         &self,

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
-use crate::domain::TenantId;
+use crate::domain::{PhoneNumber, TenantId};
 
 /// A token bucket in its GCRA form (the "theoretical arrival time" of the next request is
 /// the whole state): `cost` tokens of a bucket that refills one token every `interval`
@@ -191,6 +191,15 @@ pub trait CounterStore: Send + Sync {
         limit: u32,
         forget_after: DateTime<Utc>,
     ) -> Result<Vec<bool>, StoreError>;
+
+    /// The names the counters keep `numbers` under, in order: a keyed tag of each under the
+    /// tenant's own data key, so a counter says nothing of the number it counts (a plain hash
+    /// of a phone number is undone by trying every number) and differs between tenants.
+    async fn number_keys(
+        &self,
+        tenant: &TenantId,
+        numbers: &[&PhoneNumber],
+    ) -> Result<Vec<[u8; 16]>, StoreError>;
 
     /// Forgets counters whose time ran out before `now`, at most `limit`; returns how many.
     /// (A store whose records expire by themselves, such as DynamoDB with TTL, forgets

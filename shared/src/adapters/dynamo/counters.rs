@@ -22,7 +22,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use super::codec::{Item, get_n, idem, n, s};
 use super::messages::is_condition_failure;
 use super::{DynamoStore, Expr, unavailable};
-use crate::domain::TenantId;
+use crate::domain::{PhoneNumber, TenantId};
 use crate::ports::{Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent, StoreError};
 
 /// The sort key of every counter item.
@@ -93,6 +93,14 @@ impl DynamoStore {
 
 #[async_trait]
 impl CounterStore for DynamoStore {
+    async fn number_keys(
+        &self,
+        tenant: &TenantId,
+        numbers: &[&PhoneNumber],
+    ) -> Result<Vec<[u8; 16]>, StoreError> {
+        self.vault.number_tags(tenant, numbers).await
+    }
+
     async fn take_tokens(
         &self,
         tenant: &TenantId,

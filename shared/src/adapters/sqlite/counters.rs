@@ -19,7 +19,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::SqliteBackend;
 use super::codec::{nanos, nanos_bound, sql_int};
 use super::error::Failure;
-use crate::domain::TenantId;
+use crate::domain::{PhoneNumber, TenantId};
 use crate::ports::{
     Admission, Admitted, Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent, StoreError,
 };
@@ -118,6 +118,14 @@ fn count_number(
 
 #[async_trait]
 impl CounterStore for SqliteBackend {
+    async fn number_keys(
+        &self,
+        tenant: &TenantId,
+        numbers: &[&PhoneNumber],
+    ) -> Result<Vec<[u8; 16]>, StoreError> {
+        self.vault.number_tags(tenant, numbers).await
+    }
+
     /// One write for the whole request, decided on what the counters hold: the bucket's
     /// tokens are taken whenever the rate lets the request through; the numbers' counts and
     /// the spend only when the spend fits.
