@@ -35,9 +35,26 @@ struct Args {
     /// SQLite durability of the server: `full` (fsync per commit group) or `normal`.
     #[arg(long, default_value = "full")]
     sync: String,
+    /// Recipients: `sequential` (067 000 0000, 067 000 0001, …) or `scattered` (the same
+    /// numbers in a pseudo-random order, as real recipients come: every index keyed by number
+    /// then takes inserts all over, not at its end).
+    #[arg(long, default_value = "sequential", value_parser = ["sequential", "scattered"])]
+    numbers: String,
     /// The holub binary to measure.
     #[arg(long, default_value = "target/release/holub")]
     holub: PathBuf,
+}
+
+/// The `i`th recipient: `067` and seven digits.
+fn recipient(i: usize, scattered: bool) -> String {
+    let n = i % 10_000_000;
+    // 7,919,777 is coprime to 10^7, so this is a permutation of the seven-digit numbers.
+    let n = if scattered {
+        (n * 7_919_777 + 1_234_567) % 10_000_000
+    } else {
+        n
+    };
+    format!("067{n:07}")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -100,6 +117,7 @@ async fn main() {
     let started = Instant::now();
     let mut latencies: Vec<Duration> = Vec::new();
     let mut accepted = 0usize;
+    let scattered = args.numbers == "scattered";
     match args.mode.as_str() {
         "batch" => {
             let batches = args.messages.div_ceil(args.batch_size);
@@ -111,7 +129,7 @@ async fn main() {
                 let (http, key, base) = (http.clone(), key.clone(), base.clone());
                 tasks.push(tokio::spawn(async move {
                     let recipients: Vec<_> = (0..n)
-                        .map(|i| json!({"to": format!("067{:07}", (b * 1000 + i) % 10_000_000)}))
+                        .map(|i| json!({"to": recipient(b * 1000 + i, scattered)}))
                         .collect();
                     let body =
                         json!({"from": "Holub", "text": "Ваш код: 4821", "recipients": recipients});
@@ -159,7 +177,7 @@ async fn main() {
                 let permit = sem.clone().acquire_owned().await.expect("semaphore");
                 let (http, key, base) = (http.clone(), key.clone(), base.clone());
                 tasks.push(tokio::spawn(async move {
-                    let body = json!({"to": format!("067{:07}", i % 10_000_000), "from": "Holub", "text": "Ваш код: 4821"});
+                    let body = json!({"to": recipient(i, scattered), "from": "Holub", "text": "Ваш код: 4821"});
                     let t = Instant::now();
                     let resp = http
                         .post(format!("{base}/v1/messages"))
