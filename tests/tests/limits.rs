@@ -232,6 +232,43 @@ async fn spend_caps_stop_a_day_and_a_month() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_message_gives_its_spend_back() {
+    let dir = TempDir::new("limits-refund");
+    let tenant = tenant_with(
+        &dir,
+        "Refund",
+        &["segment_price_kopiyky=150", "daily_spend_kopiyky=300"],
+    );
+    let holub = Holub::start(dir.path(), &[]);
+    let api = Api::new(&holub, &tenant.api_key);
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let scheduled = |to: &str| json!({"to": to, "from": "Holub", "text": "Hi", "send_at": later});
+
+    let (status, _, first) = post(&api, "/v1/messages", &scheduled("0671234561")).await;
+    assert_eq!(status, 202, "{first}");
+    let (status, _, body) = post(&api, "/v1/messages", &scheduled("0671234562")).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, _, body) = post(&api, "/v1/messages", &scheduled("0671234563")).await;
+    assert_eq!((status, code(&body)), (429, "daily_spend_cap_reached"));
+    assert_eq!(api.get("/v1/limits").await.body["spent_today_kopiyky"], 300);
+
+    let id = first["id"].as_str().unwrap();
+    let cancel = api
+        .post(&format!("/v1/messages/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(cancel.status, 200, "{:?}", cancel.body);
+    assert_eq!(api.get("/v1/limits").await.body["spent_today_kopiyky"], 150);
+    let (status, _, body) = post(&api, "/v1/messages", &scheduled("0671234563")).await;
+    assert_eq!(status, 202, "{body}");
+    // Cancelling again gives nothing more back.
+    let again = api
+        .post(&format!("/v1/messages/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(again.status, 409, "{:?}", again.body);
+    assert_eq!(api.get("/v1/limits").await.body["spent_today_kopiyky"], 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_are_read_by_admin_keys_and_set_only_by_the_operator() {
     let dir = TempDir::new("limits-admin");
     let keys = create_tenant(dir.path(), "Admin");

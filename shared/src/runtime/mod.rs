@@ -141,12 +141,13 @@ impl Holub {
                 intake,
             )),
             senders,
-            limits,
             messages: Arc::new(Messages::new(
                 p.store.clone(),
                 p.clock.clone(),
                 notifier.clone(),
+                limits.clone(),
             )),
+            limits,
             receipts: Arc::new(Receipts::new(
                 p.store.clone(),
                 p.clock.clone(),

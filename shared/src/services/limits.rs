@@ -21,7 +21,7 @@ use chrono::{DateTime, Datelike, Months, NaiveDate, Timelike, Utc};
 use serde::Serialize;
 
 use crate::domain::kyiv;
-use crate::domain::{AuditAction, Origin, PhoneNumber, TenantId, TenantLimits};
+use crate::domain::{AuditAction, Message, Origin, PhoneNumber, TenantId, TenantLimits};
 use crate::ports::{
     Admission, Admitted, Bucket, Clock, CounterStore, SpendPeriod, SpendVerdict, StoreError,
     TenantStore,
@@ -319,6 +319,36 @@ impl Limits {
             ),
             retry_after: (amount <= cap).then(|| until(now, reset)),
         }))
+    }
+
+    /// Gives back what a cancelled message was counted at against the spend caps: on the
+    /// Kyiv day and month it was accepted in, at the tenant's price now, and never more than
+    /// that day and month still hold (a price raised since, or counters already forgotten,
+    /// refund less, never below zero).
+    pub async fn refund_cancelled(&self, message: &Message) {
+        let tenant = &message.tenant_id;
+        let limits = match self.of(tenant).await {
+            Ok(limits) => limits,
+            Err(e) => {
+                tracing::warn!(error = %e, "a cancelled message's spend could not be refunded");
+                return;
+            }
+        };
+        let (period, _, _) = period(message.created_at);
+        let spent = match self.counters.spent(tenant, &period).await {
+            Ok(spent) => spent,
+            Err(e) => {
+                tracing::warn!(error = %e, "a cancelled message's spend could not be refunded");
+                return;
+            }
+        };
+        let amount = limits
+            .cost(u64::from(message.segments))
+            .0
+            .min(spent.day)
+            .min(spent.month)
+            .max(0);
+        self.refund(tenant, &Charge { period, amount }).await;
     }
 
     /// Takes back a charge whose messages were not stored.

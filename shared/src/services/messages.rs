@@ -6,6 +6,7 @@ use crate::domain::{Message, MessageId, MessageStatus, TenantId};
 use crate::ports::store::{ListQuery, Page, Transition};
 use crate::ports::{Clock, MessageStore, StoreError};
 
+use super::Limits;
 use super::callbacks::Notifier;
 
 /// The largest page `GET /v1/messages` returns.
@@ -25,14 +26,21 @@ pub struct Messages {
     store: Arc<dyn MessageStore>,
     clock: Arc<dyn Clock>,
     notifier: Notifier,
+    limits: Arc<Limits>,
 }
 
 impl Messages {
-    pub fn new(store: Arc<dyn MessageStore>, clock: Arc<dyn Clock>, notifier: Notifier) -> Self {
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        clock: Arc<dyn Clock>,
+        notifier: Notifier,
+        limits: Arc<Limits>,
+    ) -> Self {
         Messages {
             store,
             clock,
             notifier,
+            limits,
         }
     }
 
@@ -49,8 +57,9 @@ impl Messages {
         self.store.list(tenant, &query).await
     }
 
-    /// Cancels a message that has not yet been handed to dispatch. A job already on the
-    /// queue finds the message cancelled and does nothing.
+    /// Cancels a message that has not yet been handed to dispatch, and gives back what it was
+    /// counted at against the spend caps. A job already on the queue finds the message
+    /// cancelled and does nothing.
     pub async fn cancel(&self, tenant: &TenantId, id: &MessageId) -> Result<Message, CancelError> {
         let transition = Transition::new(
             tenant.clone(),
@@ -68,6 +77,7 @@ impl Messages {
             .transition(std::slice::from_ref(&transition))
             .await?;
         if let Some(Some(message)) = changed.into_iter().next() {
+            self.limits.refund_cancelled(&message).await;
             self.notifier.changed(std::slice::from_ref(&message)).await;
             return Ok(message);
         }
