@@ -2100,6 +2100,25 @@ async fn numbers_are_counted_up_to_their_limit(b: &Backend) {
         .await
         .unwrap();
     assert_eq!(counted, [true], "a new hour");
+    // A count taken back (a refused message's) frees its place, once; none goes below zero.
+    counters
+        .uncount_numbers(&t, &[y], "2026120110")
+        .await
+        .unwrap();
+    let counted = counters
+        .count_numbers(&t, &[y, y], "2026120110", 2, until)
+        .await
+        .unwrap();
+    assert_eq!(counted, [true, false]);
+    counters
+        .uncount_numbers(&t, &[y, y, y], "2026120112")
+        .await
+        .unwrap();
+    let counted = counters
+        .count_numbers(&t, &[y, y, y], "2026120112", 2, until)
+        .await
+        .unwrap();
+    assert_eq!(counted.iter().filter(|ok| **ok).count(), 2);
     assert_eq!(
         counters
             .count_numbers(&t, &[], "2026120111", 2, until)
@@ -2165,6 +2184,13 @@ async fn a_request_is_admitted_by_rate_number_and_spend_at_once(b: &Backend) {
         "{admitted:?}"
     );
     assert_eq!(counters.spent(&t, &period).await.unwrap().day, 500);
+    // ... nor counted against its number: y has one message of its two this hour.
+    let window = admission(vec![]).window;
+    let counted = counters
+        .count_numbers(&t, &[y, y], &window, 2, now + TimeDelta::hours(2))
+        .await
+        .unwrap();
+    assert_eq!(counted, [true, false]);
     // The bucket (5 tokens, 4 + 1 taken) is empty now; more than its burst never fits.
     let admitted = counters
         .admit(&t, &admission(vec![(y, 1)]), now)

@@ -140,6 +140,19 @@ pub trait CounterStore: Send + Sync {
         let spend = self
             .charge(tenant, &a.period, amount, a.day_cap, a.month_cap)
             .await?;
+        if spend != SpendVerdict::Charged {
+            // Refused whole: the numbers' counts are given back (the bucket's tokens are not:
+            // a refused request was still a request).
+            let taken: Vec<[u8; 16]> = digests
+                .iter()
+                .zip(&counted)
+                .filter(|(_, ok)| **ok)
+                .map(|(d, _)| *d)
+                .collect();
+            if let Err(e) = self.uncount_numbers(tenant, &taken, &a.window).await {
+                tracing::warn!(error = %e, "refused messages' number counts stay counted");
+            }
+        }
         Ok(Admitted::Counted {
             counted,
             amount,
@@ -191,6 +204,15 @@ pub trait CounterStore: Send + Sync {
         limit: u32,
         forget_after: DateTime<Utc>,
     ) -> Result<Vec<bool>, StoreError>;
+
+    /// Takes one count back from each of `numbers` in `window` (counted by
+    /// [`CounterStore::count_numbers`] for messages that were not accepted after all).
+    async fn uncount_numbers(
+        &self,
+        tenant: &TenantId,
+        numbers: &[[u8; 16]],
+        window: &str,
+    ) -> Result<(), StoreError>;
 
     /// The names the counters keep `numbers` under, in order: a keyed tag of each under the
     /// tenant's own data key, so a counter says nothing of the number it counts (a plain hash

@@ -264,6 +264,29 @@ impl CounterStore for DynamoStore {
         .await
     }
 
+    async fn uncount_numbers(
+        &self,
+        tenant: &TenantId,
+        numbers: &[[u8; 16]],
+        window: &str,
+    ) -> Result<(), StoreError> {
+        let partitions: Vec<String> = numbers
+            .iter()
+            .map(|digest| format!("number#{tenant}#{window}#{}", hex::encode(digest)))
+            .collect();
+        stream::iter(partitions.into_iter().map(|partition| {
+            let mut e = Expr::default();
+            let v = e.name(VALUE);
+            let update = format!("ADD {v} {}", e.value(n(-1)));
+            let condition = format!("{v} > {}", e.value(n(0)));
+            self.update_counter(partition, update, condition, e)
+        }))
+        .buffered(PARALLEL)
+        .try_collect::<Vec<bool>>()
+        .await
+        .map(|_| ())
+    }
+
     async fn forget_expired(&self, _: DateTime<Utc>, _: usize) -> Result<usize, StoreError> {
         // DynamoDB's TTL deletes them.
         Ok(0)

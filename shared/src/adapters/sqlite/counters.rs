@@ -116,6 +116,10 @@ fn count_number(
         .is_some())
 }
 
+/// One count of a number taken back.
+const UNCOUNT_NUMBER: &str =
+    "UPDATE number_counts SET count = count - 1 WHERE hour = ?1 AND digest = ?2 AND count > 0";
+
 #[async_trait]
 impl CounterStore for SqliteBackend {
     async fn number_keys(
@@ -164,10 +168,7 @@ impl CounterStore for SqliteBackend {
                     add(conn, &month, amount, spend_expires)?;
                 } else {
                     // Refused whole: the numbers' counts are given back.
-                    let mut undo = conn.prepare_cached(
-                        "UPDATE number_counts SET count = count - 1 \
-                         WHERE hour = ?1 AND digest = ?2",
-                    )?;
+                    let mut undo = conn.prepare_cached(UNCOUNT_NUMBER)?;
                     for ((digest, _), ok) in messages.iter().zip(&counted) {
                         if *ok {
                             undo.execute(params![hour, digest.as_slice()])?;
@@ -268,6 +269,26 @@ impl CounterStore for SqliteBackend {
                     .iter()
                     .map(|digest| count_number(conn, hour, digest, i64::from(limit)))
                     .collect()
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn uncount_numbers(
+        &self,
+        tenant: &TenantId,
+        numbers: &[[u8; 16]],
+        window: &str,
+    ) -> Result<(), StoreError> {
+        let (hour, numbers) = (hour(window)?, numbers.to_vec());
+        let _ = tenant; // the digest names the tenant
+        self.db
+            .write(move |conn| {
+                let mut undo = conn.prepare_cached(UNCOUNT_NUMBER)?;
+                for digest in &numbers {
+                    undo.execute(params![hour, digest.as_slice()])?;
+                }
+                Ok(())
             })
             .await
             .map_err(Into::into)
