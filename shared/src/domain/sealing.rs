@@ -176,18 +176,46 @@ impl DataKey {
         Ok((to, text))
     }
 
-    /// Seals a stored answer (an idempotency record's body) of `tenant` under `key`.
-    pub fn seal_answer(&self, tenant: &TenantId, key: &str, body: &[u8]) -> Vec<u8> {
-        self.seal(&answer_context(tenant, key), body)
+    /// Seals what an idempotency record keeps of a request of `tenant` under `key`: the
+    /// request's fingerprint and the answer given. (The fingerprint is a hash of the whole
+    /// request, number and text included, so it is no more kept in clear than they are.)
+    pub fn seal_answer(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        fingerprint: &str,
+        body: &serde_json::Value,
+    ) -> Vec<u8> {
+        let plain = serde_json::json!({"f": fingerprint, "b": body}).to_string();
+        self.seal(&answer_context(tenant, key), plain.as_bytes())
     }
 
+    /// Opens what [`DataKey::seal_answer`] sealed: the fingerprint and the answer.
     pub fn open_answer(
         &self,
         tenant: &TenantId,
         key: &str,
         sealed: &[u8],
-    ) -> Result<Vec<u8>, SealError> {
-        self.open(&answer_context(tenant, key), sealed)
+    ) -> Result<(String, serde_json::Value), SealError> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            f: String,
+            b: serde_json::Value,
+        }
+        let plain = self.open(&answer_context(tenant, key), sealed)?;
+        let answer: Answer =
+            serde_json::from_slice(&plain).map_err(|_| SealError("not a sealed answer"))?;
+        Ok((answer.f, answer.b))
+    }
+
+    /// What a store keeps in place of a request's fingerprint: a keyed tag of it, equal for
+    /// equal fingerprints and telling nothing else (hexadecimal).
+    pub fn fingerprint_tag(&self, fingerprint: &str) -> String {
+        let mut mac = self.tagger.clone();
+        // A number is tagged as its E.164 form, which starts with `+`: no overlap.
+        mac.update(b"fingerprint\0");
+        mac.update(fingerprint.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..NUMBER_TAG_BYTES])
     }
 }
 
@@ -196,7 +224,7 @@ fn message_context(tenant: &TenantId, id: &MessageId) -> Vec<u8> {
 }
 
 fn answer_context(tenant: &TenantId, key: &str) -> Vec<u8> {
-    format!("holub/answer/v1\0{}\0{key}", tenant.as_str()).into_bytes()
+    format!("holub/answer/v2\0{}\0{key}", tenant.as_str()).into_bytes()
 }
 
 /// 32 fresh random bytes for a new data key (where no key service makes them).
@@ -265,6 +293,21 @@ mod tests {
                 assert!(k.open_message(&t, &id, &vec![byte; len]).is_err());
             }
         }
+    }
+
+    #[test]
+    fn an_answer_keeps_its_fingerprint_sealed_with_it() {
+        let (k, t) = (key(), tenant());
+        let body = serde_json::json!({"to": "+380671234567"});
+        let sealed = k.seal_answer(&t, "order-1", "abc123", &body);
+        assert_eq!(
+            k.open_answer(&t, "order-1", &sealed).unwrap(),
+            ("abc123".to_owned(), body)
+        );
+        assert!(k.open_answer(&t, "order-2", &sealed).is_err());
+        assert_eq!(k.fingerprint_tag("abc123"), k.fingerprint_tag("abc123"));
+        assert_ne!(k.fingerprint_tag("abc123"), k.fingerprint_tag("abc124"));
+        assert_ne!(k.fingerprint_tag("abc123"), key().fingerprint_tag("abc123"));
     }
 
     #[test]

@@ -910,14 +910,17 @@ impl DynamoStore {
 }
 
 /// What a sealed answer is stored as: a JSON string (an answer itself is always an object).
-const SEALED_ANSWER: &str = "holub-sealed:v1:";
+const SEALED_ANSWER: &str = "holub-sealed:v2:";
 
-/// The record with its answer sealed under the tenant's `key`.
+/// The record with its fingerprint and answer sealed under the tenant's `key`, and a keyed
+/// tag in place of the fingerprint (equal for a retry of the same request, as the claim's
+/// check of an SDK retry needs).
 fn seal_answer(key: &DataKey, r: &IdempotencyRecord) -> IdempotencyRecord {
     use base64::Engine;
-    let sealed = key.seal_answer(&r.tenant_id, r.key.as_str(), r.body.to_string().as_bytes());
+    let sealed = key.seal_answer(&r.tenant_id, r.key.as_str(), &r.fingerprint, &r.body);
     let text = base64::engine::general_purpose::STANDARD.encode(sealed);
     IdempotencyRecord {
+        fingerprint: key.fingerprint_tag(&r.fingerprint),
         body: serde_json::Value::String(format!("{SEALED_ANSWER}{text}")),
         ..r.clone()
     }
@@ -1068,11 +1071,9 @@ impl MessageStore for DynamoStore {
         let mut record = codec::idempotency_from(tenant, key, &first, &more)?;
         if let Some(sealed) = sealed_answer(&record.body) {
             let data_key = self.vault.opening_key(tenant).await?;
-            let plain = data_key
+            (record.fingerprint, record.body) = data_key
                 .open_answer(tenant, key.as_str(), &sealed)
                 .map_err(|e| codec::corrupt(format!("idempotency record: {e}")))?;
-            record.body = serde_json::from_slice(&plain)
-                .map_err(|e| codec::corrupt(format!("idempotency body: {e}")))?;
         }
         Ok(Some(record))
     }

@@ -103,11 +103,11 @@ impl SqliteBackend {
                 Ok(out)
             })
             .await?;
-        let answers: Vec<(String, String, String)> = self
+        let answers: Vec<(String, String, String, String)> = self
             .db
             .read(|conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT tenant_id, key, body FROM idempotency \
+                    "SELECT tenant_id, key, body, fingerprint FROM idempotency \
                      WHERE sealed IS NULL LIMIT ?1",
                 )?;
                 let mut rows = stmt.query(params![LEGACY_BATCH])?;
@@ -117,6 +117,7 @@ impl SqliteBackend {
                         column(row, 0, "tenant_id")?,
                         column(row, 1, "key")?,
                         column(row, 2, "body")?,
+                        column(row, 3, "fingerprint")?,
                     ));
                 }
                 Ok(out)
@@ -144,14 +145,19 @@ impl SqliteBackend {
             sealed_rows.push((seq, sealed, key.number_tag(&to).to_vec()));
         }
         let mut sealed_answers = Vec::with_capacity(answers.len());
-        for (tenant, idem, body) in answers {
+        for (tenant, idem, body, fingerprint) in answers {
             let tenant_id = parse::<TenantId>(&tenant, "tenant id")?;
-            let sealed = match self.vault.sealing_key(&tenant_id).await {
-                Ok(key) => key.seal_answer(&tenant_id, &idem, body.as_bytes()),
-                Err(StoreError::Erased) => Vec::new(),
+            let body: serde_json::Value = serde_json::from_str(&body)
+                .map_err(|e| StoreError::Corrupt(format!("idempotency body: {e}")))?;
+            let (sealed, tag) = match self.vault.sealing_key(&tenant_id).await {
+                Ok(key) => (
+                    key.seal_answer(&tenant_id, &idem, &fingerprint, &body),
+                    key.fingerprint_tag(&fingerprint),
+                ),
+                Err(StoreError::Erased) => (Vec::new(), String::new()),
                 Err(e) => return Err(e),
             };
-            sealed_answers.push((tenant, idem, sealed));
+            sealed_answers.push((tenant, idem, sealed, tag));
         }
         let count = sealed_rows.len() + sealed_answers.len();
         self.db
@@ -165,11 +171,11 @@ impl SqliteBackend {
                     stmt.execute(params![seq, sealed, tag])?;
                 }
                 let mut stmt = conn.prepare_cached(
-                    "UPDATE idempotency SET sealed = ?3, body = '' \
+                    "UPDATE idempotency SET sealed = ?3, fingerprint = ?4, body = '' \
                      WHERE tenant_id = ?1 AND key = ?2 AND sealed IS NULL",
                 )?;
-                for (tenant, key, sealed) in &sealed_answers {
-                    stmt.execute(params![tenant, key, sealed])?;
+                for (tenant, key, sealed, tag) in &sealed_answers {
+                    stmt.execute(params![tenant, key, sealed, tag])?;
                 }
                 Ok(())
             })

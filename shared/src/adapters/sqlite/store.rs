@@ -309,12 +309,11 @@ impl MessageStore for SqliteBackend {
         let record = match idempotency {
             Some(r) => {
                 let k = self.vault.sealing_key(&r.tenant_id).await?;
-                let sealed =
-                    k.seal_answer(&r.tenant_id, r.key.as_str(), r.body.to_string().as_bytes());
+                let sealed = k.seal_answer(&r.tenant_id, r.key.as_str(), &r.fingerprint, &r.body);
                 Some((
                     r.tenant_id.as_str().to_owned(),
                     r.key.as_str().to_owned(),
-                    r.fingerprint.clone(),
+                    k.fingerprint_tag(&r.fingerprint),
                     i64::from(r.status_code),
                     sealed,
                     nanos(r.created_at)?,
@@ -387,17 +386,20 @@ impl MessageStore for SqliteBackend {
         let Some((fingerprint, status_code, body, created_at, sealed)) = found else {
             return Ok(None);
         };
-        let body = match sealed {
+        let (fingerprint, body) = match sealed {
             Some(sealed) => {
                 let k = self.vault.opening_key(tenant).await?;
-                let plain = k.open_answer(tenant, key.as_str(), &sealed).map_err(|e| {
+                k.open_answer(tenant, key.as_str(), &sealed).map_err(|e| {
                     StoreError::Corrupt(format!("idempotency record {}: {e}", key.as_str()))
-                })?;
-                serde_json::from_slice(&plain)
+                })?
             }
-            None => serde_json::from_str(&body),
-        }
-        .map_err(|e| StoreError::Corrupt(format!("idempotency body: {e}")))?;
+            // A record from before sealing (until `seal_legacy` reaches it).
+            None => (
+                fingerprint,
+                serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Corrupt(format!("idempotency body: {e}")))?,
+            ),
+        };
         Ok(Some(IdempotencyRecord {
             tenant_id: tenant.clone(),
             key: key.clone(),

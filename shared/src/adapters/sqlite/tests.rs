@@ -545,7 +545,9 @@ async fn a_database_from_before_key_ids_keeps_its_keys_and_senders() {
              INSERT INTO messages (tenant_id, id, to_number, sender, text, encoding, segments,
                  status, created_at, updated_at, expires_at, attempts, history)
              VALUES ('ten_01J00000000000000000000000', '01J00000000000000000000000', '+380671234567',
-                 'OldShop', 'x', 'GSM-7', 1, 'delivered', 0, 0, 0, 1, '[]');",
+                 'OldShop', 'x', 'GSM-7', 1, 'delivered', 0, 0, 0, 1, '[]');
+             INSERT INTO idempotency VALUES ('ten_01J00000000000000000000000', 'old-key',
+                 'old-fingerprint', 202, '{\"to\": \"+380671234567\"}', 0);",
         )
         .unwrap();
     }
@@ -555,7 +557,21 @@ async fn a_database_from_before_key_ids_keeps_its_keys_and_senders() {
     let old_id: MessageId = "01J00000000000000000000000".parse().unwrap();
     let before = store.get(&t, &old_id).await.unwrap().unwrap();
     assert_eq!(before.to, phone("+380671234567"));
-    assert_eq!(store.seal_legacy().await.unwrap(), 1);
+    let old_key = IdempotencyKey::parse("old-key").unwrap();
+    let answer = store.idempotency(&t, &old_key).await.unwrap().unwrap();
+    assert_eq!(answer.fingerprint, "old-fingerprint");
+    assert_eq!(store.seal_legacy().await.unwrap(), 2);
+    assert_eq!(
+        store.idempotency(&t, &old_key).await.unwrap().unwrap(),
+        answer
+    );
+    let (fingerprint, body): (String, String) = db
+        .raw()
+        .query_row("SELECT fingerprint, body FROM idempotency", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(fingerprint != "old-fingerprint" && body.is_empty());
     assert_eq!(store.seal_legacy().await.unwrap(), 0);
     let (to, sealed): (String, Option<Vec<u8>>) = db
         .raw()
@@ -1123,18 +1139,20 @@ async fn numbers_and_texts_are_stored_sealed_and_found_by_tag() {
         .unwrap();
 
     let bytes = stored_bytes(&db);
-    for secret in ["380501112233", "380634445566", "739164", "Секретний"] {
+    for secret in [
+        "380501112233",
+        "380634445566",
+        "739164",
+        "Секретний",
+        "fp-sealed-key",
+    ] {
         assert!(!contains(&bytes, secret), "{secret} is stored in clear");
     }
     assert_eq!(store.get(&a, &to_a.id).await.unwrap().unwrap(), to_a);
+    // The record comes back whole, fingerprint included, though neither is stored in clear.
     assert_eq!(
-        store
-            .idempotency(&a, &answer.key)
-            .await
-            .unwrap()
-            .unwrap()
-            .body,
-        answer.body
+        store.idempotency(&a, &answer.key).await.unwrap().unwrap(),
+        answer
     );
     // The filter by number finds the tenant's own message to it, by tag.
     let page = store
