@@ -2109,7 +2109,7 @@ async fn numbers_are_counted_up_to_their_limit(b: &Backend) {
         .count_numbers(&t, &[y, y], "2026120110", 2, until)
         .await
         .unwrap();
-    assert_eq!(counted, [true, false]);
+    assert_eq!(counted.iter().filter(|ok| **ok).count(), 1, "{counted:?}");
     counters
         .uncount_numbers(&t, &[y, y, y], "2026120112")
         .await
@@ -2190,7 +2190,8 @@ async fn a_request_is_admitted_by_rate_number_and_spend_at_once(b: &Backend) {
         .count_numbers(&t, &[y, y], &window, 2, now + TimeDelta::hours(2))
         .await
         .unwrap();
-    assert_eq!(counted, [true, false]);
+    // (Which of the two repeats wins is the store's choice.)
+    assert_eq!(counted.iter().filter(|ok| **ok).count(), 1, "{counted:?}");
     // The bucket (5 tokens, 4 + 1 taken) is empty now; more than its burst never fits.
     let admitted = counters
         .admit(&t, &admission(vec![(y, 1)]), now)
