@@ -1,6 +1,7 @@
 //! `holub`: Holub on one machine, and its command-line tools.
 
 mod backend;
+mod dlq;
 mod estimate;
 mod logging;
 mod routes;
@@ -34,6 +35,9 @@ enum Command {
     Secret(secret::Command),
     /// Run the provider simulator on its own (for `holub serve --simulator-url`).
     Simulator(simulator::Args),
+    /// Dead-lettered queue jobs.
+    #[command(subcommand)]
+    Dlq(dlq::Command),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
             Command::Tenant(command) => tenant::run(command).await,
             Command::Secret(command) => secret::run(command).await,
             Command::Simulator(args) => simulator::run(args).await,
+            Command::Dlq(command) => dlq::run(command).await,
         }
     })
 }

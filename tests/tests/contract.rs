@@ -273,6 +273,7 @@ contract!(
     a_request_is_admitted_by_rate_number_and_spend_at_once,
     the_queue_delivers_hides_and_deletes,
     an_unacknowledged_message_comes_back_with_a_new_handle,
+    a_dead_lettered_job_is_redriven_with_a_fresh_count,
     a_delayed_message_stays_hidden_until_due,
     a_receive_can_take_more_than_ten,
     a_long_poll_wakes_when_a_message_is_sent,
@@ -2339,6 +2340,44 @@ async fn the_queue_delivers_hides_and_deletes(b: &Backend) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+async fn a_dead_lettered_job_is_redriven_with_a_fresh_count(b: &Backend) {
+    let queue = b.queue();
+    let q = QueueName::Callbacks;
+    queue.send_batch(q, vec![outgoing("poison")]).await.unwrap();
+    // Received five times (both backends dead-letter after five) and never deleted.
+    for n in 1..=5 {
+        let got = queue.receive(q, 10, Duration::ZERO, SECOND).await.unwrap();
+        assert_eq!(bodies(&got), set(&["poison"]), "receive {n}");
+    }
+    let mut gone = false;
+    for _ in 0..3 {
+        if queue
+            .receive(q, 10, Duration::ZERO, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "dead-lettered after its fifth receive");
+
+    assert_eq!(queue.redrive(q, 100).await.unwrap(), 1);
+    let back = queue.receive(q, 10, LONG, SECOND).await.unwrap();
+    assert_eq!(bodies(&back), set(&["poison"]));
+    assert_eq!(back[0].receive_count, 1, "a fresh count");
+    queue
+        .delete_batch(q, &[back[0].handle.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.redrive(q, 100).await.unwrap(),
+        0,
+        "nothing left to move"
     );
 }
 

@@ -186,8 +186,82 @@ impl SqsQueue {
     }
 }
 
+impl SqsQueue {
+    /// The URL of the dead-letter queue of `url`, from its redrive policy.
+    async fn dead_letter_url(&self, url: &str) -> Result<String, QueueError> {
+        let policy = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(unavailable)?
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy).cloned())
+            .ok_or_else(|| unavailable(Refused(format!("{url} has no dead-letter queue"))))?;
+        let arn = serde_json::from_str::<serde_json::Value>(&policy)
+            .ok()
+            .and_then(|p| p["deadLetterTargetArn"].as_str().map(str::to_owned))
+            .ok_or_else(|| unavailable(Refused(format!("{url}: unreadable redrive policy"))))?;
+        let name = arn.rsplit(':').next().unwrap_or_default().to_owned();
+        let out = self
+            .client
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.queue_url()
+            .map(str::to_owned)
+            .ok_or_else(|| unavailable(Refused("SQS gave no dead-letter queue URL".into())))
+    }
+}
+
 #[async_trait]
 impl Queue for SqsQueue {
+    async fn redrive(&self, queue: QueueName, limit: usize) -> Result<usize, QueueError> {
+        let url = self.urls.of(queue).to_owned();
+        let dead = self.dead_letter_url(&url).await?;
+        let mut moved = 0;
+        while moved < limit {
+            let out = self
+                .client
+                .receive_message()
+                .queue_url(&dead)
+                .max_number_of_messages(i32::try_from((limit - moved).min(10)).unwrap_or(10))
+                .visibility_timeout(60)
+                .wait_time_seconds(0)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            let messages = out.messages();
+            if messages.is_empty() {
+                break;
+            }
+            let (bodies, handles): (Vec<_>, Vec<_>) = messages
+                .iter()
+                .filter_map(|m| Some((m.body()?.to_owned(), m.receipt_handle()?.to_owned())))
+                .map(|(body, handle)| {
+                    (
+                        Outgoing {
+                            body,
+                            delay: Duration::ZERO,
+                        },
+                        ReceiptHandle(handle),
+                    )
+                })
+                .unzip();
+            // Sent before deleted: a failure in between leaves a copy in both, never none
+            // (and a dispatch job handled twice is harmless: dispatch claims first).
+            let count = bodies.len();
+            self.send_chunk(&url, bodies).await?;
+            self.delete_chunk(&dead, handles).await?;
+            moved += count;
+        }
+        Ok(moved)
+    }
+
     async fn send_batch(
         &self,
         queue: QueueName,

@@ -84,6 +84,11 @@ pub trait Queue: Send + Sync {
         handles: &[ReceiptHandle],
     ) -> Result<(), QueueError>;
 
+    /// Moves up to `limit` of the messages dead-lettered from `queue` back onto it (oldest
+    /// first where the store keeps an order), each with its receive count started afresh;
+    /// answers how many moved. What `holub dlq redrive` does once the cause is fixed.
+    async fn redrive(&self, queue: QueueName, limit: usize) -> Result<usize, QueueError>;
+
     /// Makes a received message visible again after `timeout` (a backoff).
     async fn change_visibility(
         &self,

@@ -1071,6 +1071,10 @@ mod tests {
         ) -> Result<(), QueueError> {
             self.inner.change_visibility(queue, handle, timeout).await
         }
+
+        async fn redrive(&self, queue: QueueName, limit: usize) -> Result<usize, QueueError> {
+            self.inner.redrive(queue, limit).await
+        }
     }
 
     #[cfg(feature = "sqlite")]

@@ -171,6 +171,37 @@ impl SqliteBackend {
 
 #[async_trait]
 impl Queue for SqliteBackend {
+    async fn redrive(&self, queue: QueueName, limit: usize) -> Result<usize, QueueError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let moved = self
+            .db
+            .write(move |conn| {
+                let ids = conn
+                    .prepare_cached(
+                        "SELECT id FROM dead_letters WHERE queue = ?1 ORDER BY id LIMIT ?2",
+                    )?
+                    .query_map(params![queue.as_str(), limit], |r| r.get::<_, i64>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let now = now_ms();
+                let mut back = conn.prepare_cached(
+                    "INSERT INTO queue_messages \
+                     (queue, body, visible_at, receive_count, receipt, sent_at) \
+                     SELECT queue, body, ?2, 0, NULL, sent_at FROM dead_letters WHERE id = ?1",
+                )?;
+                let mut gone = conn.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
+                for id in &ids {
+                    back.execute(params![id, now])?;
+                    gone.execute(params![id])?;
+                }
+                Ok(ids.len())
+            })
+            .await?;
+        if moved > 0 {
+            self.db.wakeup(queue).notify_waiters();
+        }
+        Ok(moved)
+    }
+
     async fn send_batch(
         &self,
         queue: QueueName,
