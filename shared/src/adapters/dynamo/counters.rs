@@ -91,6 +91,14 @@ impl DynamoStore {
     }
 }
 
+/// The items that count messages to `numbers` in `window` (see the table above).
+fn number_partitions(tenant: &TenantId, window: &str, numbers: &[[u8; 16]]) -> Vec<String> {
+    numbers
+        .iter()
+        .map(|digest| format!("number#{tenant}#{window}#{}", hex::encode(digest)))
+        .collect()
+}
+
 #[async_trait]
 impl CounterStore for DynamoStore {
     async fn number_keys(
@@ -244,10 +252,7 @@ impl CounterStore for DynamoStore {
         limit: u32,
         forget_after: DateTime<Utc>,
     ) -> Result<Vec<bool>, StoreError> {
-        let partitions: Vec<String> = numbers
-            .iter()
-            .map(|digest| format!("number#{tenant}#{window}#{}", hex::encode(digest)))
-            .collect();
+        let partitions = number_partitions(tenant, window, numbers);
         stream::iter(partitions.into_iter().map(|partition| {
             let mut e = Expr::default();
             let (v, t) = (e.name(VALUE), e.name(idem::TTL));
@@ -270,10 +275,7 @@ impl CounterStore for DynamoStore {
         numbers: &[[u8; 16]],
         window: &str,
     ) -> Result<(), StoreError> {
-        let partitions: Vec<String> = numbers
-            .iter()
-            .map(|digest| format!("number#{tenant}#{window}#{}", hex::encode(digest)))
-            .collect();
+        let partitions = number_partitions(tenant, window, numbers);
         stream::iter(partitions.into_iter().map(|partition| {
             let mut e = Expr::default();
             let v = e.name(VALUE);

@@ -82,17 +82,19 @@ impl SqliteBackend {
     /// it sealed, 0 when none are left. Run by `holub serve` at start until done.
     pub(super) async fn seal_legacy_batch(&self) -> Result<usize, StoreError> {
         type Legacy = (i64, String, String, String, String);
-        let rows: Vec<Legacy> = self
+        type LegacyAnswer = (String, String, String, String);
+        // Both kinds of row in one read.
+        let (rows, answers) = self
             .db
             .read(|conn| {
                 let mut stmt = conn.prepare_cached(
                     "SELECT seq, tenant_id, id, to_number, text FROM messages \
                      WHERE sealed IS NULL ORDER BY seq LIMIT ?1",
                 )?;
-                let mut rows = stmt.query(params![LEGACY_BATCH])?;
-                let mut out = Vec::new();
-                while let Some(row) = rows.next()? {
-                    out.push((
+                let mut found = stmt.query(params![LEGACY_BATCH])?;
+                let mut rows: Vec<Legacy> = Vec::new();
+                while let Some(row) = found.next()? {
+                    rows.push((
                         column(row, 0, "seq")?,
                         column(row, 1, "tenant_id")?,
                         column(row, 2, "id")?,
@@ -100,27 +102,21 @@ impl SqliteBackend {
                         column(row, 4, "text")?,
                     ));
                 }
-                Ok(out)
-            })
-            .await?;
-        let answers: Vec<(String, String, String, String)> = self
-            .db
-            .read(|conn| {
                 let mut stmt = conn.prepare_cached(
                     "SELECT tenant_id, key, body, fingerprint FROM idempotency \
                      WHERE sealed IS NULL LIMIT ?1",
                 )?;
-                let mut rows = stmt.query(params![LEGACY_BATCH])?;
-                let mut out = Vec::new();
-                while let Some(row) = rows.next()? {
-                    out.push((
+                let mut found = stmt.query(params![LEGACY_BATCH])?;
+                let mut answers: Vec<LegacyAnswer> = Vec::new();
+                while let Some(row) = found.next()? {
+                    answers.push((
                         column(row, 0, "tenant_id")?,
                         column(row, 1, "key")?,
                         column(row, 2, "body")?,
                         column(row, 3, "fingerprint")?,
                     ));
                 }
-                Ok(out)
+                Ok((rows, answers))
             })
             .await?;
         if rows.is_empty() && answers.is_empty() {
