@@ -62,6 +62,11 @@ SECRETS_ARN = re.compile(
 )
 CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/]+/[^/]+/([^/]+)/")
 
+# DynamoDB Streams calls (signed for the service "dynamodb"), authorised on the stream's ARN:
+# arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>.
+STREAM_OPERATIONS = ("DescribeStream", "GetShardIterator", "GetRecords", "ListStreams")
+STREAM_ARN = re.compile(r"arn:[^:]+:dynamodb:[^:]*:[^:]*:table/([^/|]+)/stream/")
+
 # AWS authorises these operations as another action (per item for transactions).
 SQS_ACTION = {
     "SendMessageBatch": "SendMessage",
@@ -110,6 +115,8 @@ def grant_resource(value):
         target = target.split(".") if isinstance(target, str) else target
         if len(target) == 2 and target[1] == "Arn":
             return target[0]
+        if len(target) == 2 and target[1] == "StreamArn":
+            return f"{target[0]}/stream"
     text = sub_text(value) if isinstance(value, dict) else None
     if text is not None:
         text = re.sub(r"\$\{([A-Za-z0-9]+)\.Arn\}", r"\1", text)
@@ -216,6 +223,14 @@ class Names:
     def index(self, table, index):
         return f"{self.table(table)}/index/{index}"
 
+    def stream(self, arn_or_iterator):
+        """A stream by its ARN, or by a shard iterator that starts with it (moto's do; AWS's
+        are opaque, and an event source mapping's calls are not recorded there anyway)."""
+        found = STREAM_ARN.search(arn_or_iterator or "")
+        if not found:
+            return "*"
+        return f"{self.table(found.group(1))}/stream"
+
     def queue(self, url_or_name):
         return self.by_suffix(url_or_name.rstrip("/").rsplit("/", 1)[-1], self.queues, "queue")
 
@@ -290,6 +305,9 @@ def needs(service, operation, params, names):
                     action = f"dynamodb:{TRANSACT_ACTION[kind]}"
                     pairs.append((action, names.table(request["TableName"])))
             return pairs
+        if operation in STREAM_OPERATIONS:
+            stream = params.get("StreamArn") or params.get("ShardIterator")
+            return [(f"dynamodb:{operation}", names.stream(stream))]
         if "TableName" not in params:
             return [(f"dynamodb:{operation}", "*")]
         if params.get("IndexName"):

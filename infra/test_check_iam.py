@@ -112,6 +112,19 @@ class Mapping(unittest.TestCase):
             ],
         )
 
+    def test_stream_calls_need_the_tables_stream(self):
+        arn = f"arn:aws:dynamodb:eu-central-1:123456789012:table/{PREFIX}-messages/stream/2026-12-02T10:33:12.701"
+        describe = entry("k", "dynamodb", "DynamoDBStreams_20120810.DescribeStream", {"StreamArn": arn})
+        records = entry(
+            "k", "dynamodb", "DynamoDBStreams_20120810.GetRecords", {"ShardIterator": f"{arn}|1|abc"}
+        )
+        self.assertEqual(self.needs(describe), [("dynamodb:DescribeStream", "MessagesTable/stream")])
+        self.assertEqual(self.needs(records), [("dynamodb:GetRecords", "MessagesTable/stream")])
+        self.assertEqual(
+            check_iam.grant_resource({"Fn::GetAtt": ["MessagesTable", "StreamArn"]}),
+            "MessagesTable/stream",
+        )
+
     def test_queue_batches_are_authorised_as_single_calls(self):
         send = sqs("k", "SendMessageBatch", {"QueueUrl": f"{QUEUES}-callbacks", "Entries": []})
         delete = sqs("k", "DeleteMessageBatch", {"QueueUrl": f"{QUEUES}-dispatch-dlq"})

@@ -20,10 +20,12 @@
 mod deployment;
 mod http_front;
 mod sqs_source;
+mod stream_source;
 
 pub use deployment::{Deployment, REGION, unique_prefix};
 pub use http_front::{HttpFront, UnservedFront};
 pub use sqs_source::{Delivery, SqsEventSource, SqsSourceError};
+pub use stream_source::{StreamDelivery, StreamEventSource};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -329,6 +329,7 @@ fn message(tenant: &TenantId, created: DateTime<Utc>) -> Message {
         send_at: None,
         expires_at: created + TimeDelta::days(1),
         callback_url: None,
+        callback_statuses: Default::default(),
         reference: None,
         metadata: None,
         provider: None,

@@ -16,7 +16,7 @@ use holub_shared::ports::SecretStore;
 use holub_simulator::providers::{self, Faults, SimSettings};
 use holub_tests::lambda::{
     Deployment, FunctionConfig, HttpFront, InvokeError, LambdaFunction, SqsEventSource,
-    UnservedFront, function_bin,
+    StreamEventSource, UnservedFront, function_bin,
 };
 use serde_json::{Value, json};
 
@@ -638,14 +638,22 @@ async fn batches_keys_cancels_and_callbacks_run_as_deployed() {
         SqsEventSource::new(stack.0.sqs.clone(), &stack.0.queues.dispatch, dispatch)
             .await
             .expect("the dispatch queue");
-    let callback_source =
-        SqsEventSource::new(stack.0.sqs.clone(), &stack.0.queues.callbacks, callbacks)
+    let callback_source = SqsEventSource::new(
+        stack.0.sqs.clone(),
+        &stack.0.queues.callbacks,
+        callbacks.clone(),
+    )
+    .await
+    .expect("the callbacks queue");
+    let status_changes =
+        StreamEventSource::new(&stack.0.endpoint, &stack.0.dynamo.messages_table, callbacks)
             .await
-            .expect("the callbacks queue");
+            .expect("the messages table's stream");
 
-    // One message with a key and a callback, sent twice: one message.
-    let otp =
-        json!({"to": "+380671234501", "from": "Holub", "text": "Код: 1", "callback_url": hook});
+    // One message with a key and a callback of its final statuses only, sent twice: one
+    // message.
+    let otp = json!({"to": "+380671234501", "from": "Holub", "text": "Код: 1", "callback_url": hook,
+        "callback_statuses": ["delivered", "undelivered", "expired", "failed"]});
     let (status, first) = client.post_with("/v1/messages", &otp, Some("otp-1")).await;
     assert_eq!(status, 202, "{first}");
     let (status, again) = client.post_with("/v1/messages", &otp, Some("otp-1")).await;
@@ -777,7 +785,7 @@ async fn batches_keys_cancels_and_callbacks_run_as_deployed() {
         (cancel_id.as_str(), "cancelled"),
     ];
     let mut seen: Vec<(String, String)> = Vec::new();
-    let mut refused: Option<(String, String)> = None;
+    let mut refused: Option<Vec<(String, String)>> = None;
     let mut retried = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     let all_seen = |seen: &[(String, String)]| {
@@ -786,8 +794,20 @@ async fn batches_keys_cancels_and_callbacks_run_as_deployed() {
                 .any(|(id, status)| (id.as_str(), status.as_str()) == *e)
         })
     };
-    while !all_seen(&seen) || !refused.as_ref().is_some_and(|r| seen.contains(r)) {
+    while !all_seen(&seen)
+        || !refused
+            .as_ref()
+            .is_some_and(|r| r.iter().all(|e| seen.contains(e)))
+    {
         assert!(Instant::now() < deadline, "callbacks seen: {seen:?}");
+        // The stream's status changes to the callbacks queue, as the mapping relays them.
+        let relayed = status_changes
+            .poll_once()
+            .await
+            .expect("the stream answers");
+        if let Some(result) = relayed.result {
+            result.expect("the function relays the changes");
+        }
         if let Some(delivery) = callback_source
             .poll_once(Duration::from_secs(1))
             .await
@@ -798,17 +818,30 @@ async fn batches_keys_cancels_and_callbacks_run_as_deployed() {
         }
         while let Ok((taken, signed, body)) = callbacks_seen.try_recv() {
             assert!(signed, "{body}");
-            let event = (
-                body["message_id"].as_str().unwrap_or_default().to_owned(),
-                body["status"].as_str().unwrap_or_default().to_owned(),
-            );
+            let events: Vec<(String, String)> = body
+                .as_array()
+                .expect("an array of events")
+                .iter()
+                .map(|e| {
+                    (
+                        e["message_id"].as_str().unwrap_or_default().to_owned(),
+                        e["status"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
             if taken {
-                seen.push(event);
+                seen.extend(events);
             } else {
-                refused = Some(event);
+                refused = Some(events);
             }
         }
     }
+    // The one-time password's URL asked for final statuses only.
+    assert!(
+        seen.iter()
+            .all(|(id, status)| id != &otp_id || status == "delivered"),
+        "{seen:?}"
+    );
     // The refused callback was put back once, and came again until it was taken.
     assert_eq!(retried, 1, "the endpoint refused one callback: {refused:?}");
 }

@@ -13,7 +13,6 @@ use holub_shared::domain::{
 };
 use holub_shared::ports::{MessageStore, Queue, SmsProvider, SystemClock};
 use holub_shared::services::Dispatcher;
-use holub_shared::services::callbacks::Notifier;
 use holub_shared::services::dispatch::DispatchConfig;
 use holub_shared::services::gateway::{BreakerConfig, Gateway, Member};
 use holub_simulator::{Simulator, SimulatorConfig, SimulatorProvider};
@@ -38,6 +37,7 @@ fn queued(tenant: &TenantId, id: &str) -> Message {
         send_at: None,
         expires_at: now + chrono::Duration::hours(1),
         callback_url: None,
+        callback_statuses: Default::default(),
         reference: None,
         metadata: None,
         provider: None,
@@ -100,7 +100,6 @@ async fn only_the_poison_record_is_reported_and_redelivery_sends_nothing_twice()
         store.clone(),
         Arc::new(gateway),
         Arc::new(SystemClock),
-        Notifier::new(queue.clone()),
         DispatchConfig::default(),
     );
 
@@ -145,7 +144,6 @@ async fn a_callback_is_signed_and_delivered_and_the_poison_record_reported() {
     let dir = std::env::temp_dir().join(format!("holub-callback-events-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let backend = SqliteBackend::open(&dir.join("holub.db"), SqliteConfig::default()).unwrap();
-    let store: Arc<dyn MessageStore> = Arc::new(backend.clone());
     let queue: Arc<dyn Queue> = Arc::new(backend.clone());
     let secrets = Arc::new(holub_shared::adapters::file_secrets::FileSecretStore::in_dir(&dir));
 
@@ -175,17 +173,11 @@ async fn a_callback_is_signed_and_delivered_and_the_poison_record_reported() {
         .put(&signing_secret_name(&tenant), &Secret::new("whsec_events"))
         .await
         .unwrap();
-    let mut message = queued(&tenant, "01JV7Q9A1B2C3D4E5F6G7H8J9K");
-    message.callback_url = Some(hook);
-    store.insert(&[message], None).await.unwrap();
-    let sender = CallbackSender::new(
-        store.clone(),
-        secrets,
-        Arc::new(SystemClock),
-        CallbackConfig::default(),
-    );
+    let sender = CallbackSender::new(secrets, Arc::new(SystemClock), CallbackConfig::default());
 
-    let event: SqsEvent = serde_json::from_str(CALLBACKS).unwrap();
+    // The job names the customer's URL: here, the endpoint above.
+    let event: SqsEvent =
+        serde_json::from_str(&CALLBACKS.replace("https://hooks.example.com/holub", &hook)).unwrap();
     let response = holub_dispatch::sqs_batch(&sender, queue.as_ref(), event).await;
     let failed: Vec<&str> = response
         .batch_item_failures
@@ -195,7 +187,16 @@ async fn a_callback_is_signed_and_delivered_and_the_poison_record_reported() {
     assert_eq!(failed, ["7a6b5c4d-3e2f-4a1b-8c9d-0e1f2a3b4c12"]);
     let (signed, body) = rx.recv().await.unwrap();
     assert!(signed);
-    assert_eq!(body["status"], "delivered");
-    assert_eq!(body["message_id"], "01JV7Q9A1B2C3D4E5F6G7H8J9K");
+    // Both events of the job, in one POST.
+    let events = body.as_array().expect("an array of events");
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1]["status"], "delivered");
+    assert_eq!(
+        events[1]["event_id"],
+        "01JV7Q9A1B2C3D4E5F6G7H8J9K.delivered"
+    );
+    assert_eq!(events[1]["message_id"], "01JV7Q9A1B2C3D4E5F6G7H8J9K");
+    assert_eq!(events[0]["status"], "sent");
+    assert_eq!(events[0]["reference"], "order-1842");
     let _ = std::fs::remove_dir_all(&dir);
 }

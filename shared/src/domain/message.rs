@@ -8,7 +8,7 @@ use super::money::Kopiyky;
 use super::phone::PhoneNumber;
 use super::segments::Encoding;
 use super::sender::SenderId;
-use super::status::MessageStatus;
+use super::status::{MessageStatus, StatusSet};
 
 /// One SMS (of one or more parts) to one recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +31,9 @@ pub struct Message {
     /// without a final receipt it becomes `expired`.
     pub expires_at: DateTime<Utc>,
     pub callback_url: Option<String>,
+    /// The statuses `callback_url` is told about.
+    #[serde(default)]
+    pub callback_statuses: StatusSet,
     pub reference: Option<String>,
     pub metadata: Option<serde_json::Value>,
     pub provider: Option<String>,

@@ -29,5 +29,5 @@ pub use phone::{CountryCode, Operator, PhoneError, PhoneNumber};
 pub use sealing::{DataKey, SealError};
 pub use segments::{Encoding, Estimate};
 pub use sender::{SenderId, SenderIdError};
-pub use status::{MessageStatus, PartReceipt, StatusError};
+pub use status::{MessageStatus, PartReceipt, StatusError, StatusSet};
 pub use text::{MessageText, TextError, TextEstimate};

@@ -172,6 +172,79 @@ impl FromStr for MessageStatus {
     }
 }
 
+/// Which statuses a message's callback URL is told about: a set of [`MessageStatus`], kept
+/// as the bits of their positions in [`MessageStatus::ALL`] (what the stores keep). Every
+/// status unless the customer narrowed it (to the final ones, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StatusSet(u16);
+
+impl StatusSet {
+    /// Every status.
+    pub const ALL: StatusSet = StatusSet((1 << MessageStatus::ALL.len()) - 1);
+
+    fn bit(status: MessageStatus) -> u16 {
+        let index = MessageStatus::ALL
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or_default();
+        1 << index
+    }
+
+    /// The set of these statuses (empty if there are none).
+    pub fn of(statuses: impl IntoIterator<Item = MessageStatus>) -> Self {
+        StatusSet(statuses.into_iter().fold(0, |bits, s| bits | Self::bit(s)))
+    }
+
+    pub fn contains(self, status: MessageStatus) -> bool {
+        self.0 & Self::bit(status) != 0
+    }
+
+    pub fn is_all(self) -> bool {
+        self == Self::ALL
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The bits, as stored.
+    pub fn bits(self) -> u16 {
+        self.0
+    }
+
+    /// The set stored as `bits`; `None` for bits that name no status.
+    pub fn from_bits(bits: u16) -> Option<Self> {
+        (bits & !Self::ALL.0 == 0).then_some(StatusSet(bits))
+    }
+
+    /// The statuses, in the order of [`MessageStatus::ALL`].
+    pub fn statuses(self) -> impl Iterator<Item = MessageStatus> {
+        MessageStatus::ALL
+            .into_iter()
+            .filter(move |s| self.contains(*s))
+    }
+}
+
+impl Default for StatusSet {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl Serialize for StatusSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.statuses())
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusSet {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(StatusSet::of(Vec::<MessageStatus>::deserialize(
+            deserializer,
+        )?))
+    }
+}
+
 /// A delivery report for one part of a (possibly concatenated) message, already mapped from
 /// the provider's vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,6 +334,24 @@ mod tests {
     use MessageStatus::*;
     use chrono::TimeZone;
     use proptest::prelude::*;
+
+    #[test]
+    fn status_sets_keep_what_they_are_given_and_refuse_unknown_bits() {
+        let finals = StatusSet::of([Delivered, Undelivered, Expired]);
+        assert!(finals.contains(Delivered) && !finals.contains(Sent));
+        assert_eq!(StatusSet::from_bits(finals.bits()), Some(finals));
+        assert_eq!(StatusSet::from_bits(1 << 12), None);
+        assert!(StatusSet::default().is_all() && StatusSet::of([]).is_empty());
+        let json = serde_json::to_string(&finals).unwrap();
+        assert_eq!(json, r#"["delivered","undelivered","expired"]"#);
+        assert_eq!(serde_json::from_str::<StatusSet>(&json).unwrap(), finals);
+        assert!(serde_json::from_str::<StatusSet>(r#"["delivred"]"#).is_err());
+        assert!(
+            MessageStatus::ALL
+                .iter()
+                .all(|s| StatusSet::ALL.contains(*s))
+        );
+    }
 
     fn at(second: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, second).unwrap()

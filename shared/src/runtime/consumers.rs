@@ -3,12 +3,10 @@
 //! The single binary's queue loops and the Lambda functions' SQS batches run the same
 //! consumers and the same settle policy; they differ only in who deletes finished jobs.
 
-use async_trait::async_trait;
-use futures::future::join_all;
-
 use crate::ports::{Delivery, Queue, QueueName};
 use crate::services::jobs::{self, CallbackJob, DispatchJob};
 use crate::services::{CallbackSender, Dispatcher, JobOutcome};
+use async_trait::async_trait;
 
 #[async_trait]
 pub trait Consumer: Send + Sync {
@@ -40,15 +38,26 @@ impl Consumer for CallbackSender {
         QueueName::Callbacks
     }
 
-    /// Callbacks go to different customers' endpoints: all at once.
+    /// Callbacks go to different customers' endpoints: all at once, the jobs of one
+    /// endpoint in one POST.
     async fn consume(&self, deliveries: &[Delivery]) -> Vec<JobOutcome> {
-        join_all(deliveries.iter().map(|d| async move {
-            match jobs::parse::<CallbackJob>(&d.body) {
-                Ok(job) => self.handle(&job, d.receive_count).await,
-                Err(_) => JobOutcome::Poison,
-            }
-        }))
-        .await
+        let parsed: Vec<Option<CallbackJob>> = deliveries
+            .iter()
+            .map(|d| jobs::parse::<CallbackJob>(&d.body).ok())
+            .collect();
+        let readable: Vec<(&CallbackJob, u32)> = parsed
+            .iter()
+            .zip(deliveries)
+            .filter_map(|(job, d)| job.as_ref().map(|j| (j, d.receive_count)))
+            .collect();
+        let mut handled = self.handle(&readable).await.into_iter();
+        parsed
+            .iter()
+            .map(|job| match job {
+                Some(_) => handled.next().unwrap_or(JobOutcome::Poison),
+                None => JobOutcome::Poison,
+            })
+            .collect()
     }
 }
 

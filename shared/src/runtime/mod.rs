@@ -26,8 +26,8 @@ use crate::services::poller::{PollConfig, Poller};
 use crate::services::replays::REPLAY_WINDOW;
 use crate::services::sweeper::SweeperConfig;
 use crate::services::{
-    Accounts, CallbackSender, Dispatcher, Intake, Limits, Messages, Notifier, Receipts,
-    ReplayGuard, Senders, Sweeper,
+    Accounts, CallbackSender, Dispatcher, Intake, Limits, Messages, Receipts, ReplayGuard, Senders,
+    Sweeper,
 };
 
 pub use consumers::{Consumer, Finished, consume_until_stopped, settle};
@@ -106,7 +106,6 @@ pub struct Holub {
 impl Holub {
     pub fn new(ports: Ports, settings: Settings, target: Target) -> Self {
         let p = &ports;
-        let notifier = Notifier::new(p.queue.clone());
         let private_callbacks = settings.private_callbacks(target == Target::Embedded);
         let intake = IntakeConfig {
             allow_private_callbacks: private_callbacks,
@@ -144,22 +143,16 @@ impl Holub {
             messages: Arc::new(Messages::new(
                 p.store.clone(),
                 p.clock.clone(),
-                notifier.clone(),
                 limits.clone(),
             )),
             limits,
-            receipts: Arc::new(Receipts::new(
-                p.store.clone(),
-                p.clock.clone(),
-                notifier.clone(),
-            )),
+            receipts: Arc::new(Receipts::new(p.store.clone(), p.clock.clone())),
             replays: Arc::new(ReplayGuard::new(
                 p.replays.clone(),
                 p.clock.clone(),
                 REPLAY_WINDOW,
             )),
             callbacks: Arc::new(CallbackSender::new(
-                p.store.clone(),
                 p.secrets.clone(),
                 p.clock.clone(),
                 CallbackConfig {
@@ -171,7 +164,6 @@ impl Holub {
                 p.store.clone(),
                 p.queue.clone(),
                 p.clock.clone(),
-                notifier,
                 sweeper,
             )),
             ports,
@@ -180,17 +172,12 @@ impl Holub {
         }
     }
 
-    pub fn notifier(&self) -> Notifier {
-        Notifier::new(self.ports.queue.clone())
-    }
-
     /// The dispatcher over the providers of `gateway`.
     pub fn dispatcher(&self, gateway: Arc<Gateway>) -> Arc<Dispatcher> {
         Arc::new(Dispatcher::new(
             self.ports.store.clone(),
             gateway,
             self.ports.clock.clone(),
-            self.notifier(),
             DispatchConfig {
                 orphan_after: self.settings.orphan_after(),
                 ..DispatchConfig::default()

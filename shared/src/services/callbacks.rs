@@ -1,13 +1,20 @@
-//! Status callbacks: every status change of a message with a `callback_url` is POSTed there,
-//! signed, from a queue of its own, so a slow or dead customer endpoint never slows dispatch.
+//! Status callbacks: every status change of a message with a `callback_url` (of the statuses
+//! it asked for, all by default) is POSTed there, signed, from a queue of its own, so a slow
+//! or dead customer endpoint never slows dispatch.
+//!
+//! ## Durable, and several at once
+//! A callback job is written in the same write as the change it tells of (the embedded
+//! store's outbox), or relayed from the messages table's stream on AWS: a change that is
+//! committed has its callback coming, whatever crashes after. The body is always a JSON array
+//! of events; the events of one URL that are ready together (a dispatch batch, the jobs one
+//! receive hands out) go in one POST. Each event has an `event_id`, `<message id>.<status>`,
+//! the same on every retry, so receivers can drop duplicates.
 //!
 //! ## Signature
 //! Each request carries `Holub-Signature: t=<unix seconds>,v1=<hex>` where `<hex>` is
 //! HMAC-SHA256, keyed with the tenant's webhook signing secret, of `"<t>.<raw body>"`.
 //! Verify it by recomputing the HMAC over the exact bytes received, comparing in constant
 //! time, and refusing timestamps more than 5 minutes from your clock (replays).
-//! `Holub-Event-Id: <message id>.<status>` is the same on every retry of one event, so
-//! receivers can drop duplicates.
 //!
 //! ## Where callbacks may go
 //! Where Holub serves others (`public_only`), a callback goes only over https and only to
@@ -25,14 +32,15 @@ use sha2::Sha256;
 
 use crate::adapters::safe_http;
 use crate::domain::address::{self, TargetError};
-use crate::domain::{Message, TenantId};
-use crate::ports::{Clock, MessageStore, Queue, QueueName, Secret, SecretStore, SystemResolver};
+use futures::future::join_all;
+
+use crate::domain::TenantId;
+use crate::ports::{Clock, Secret, SecretStore, SystemResolver};
 
 use super::JobOutcome;
-use super::jobs::{self, CallbackJob};
+use super::jobs::{CallbackEvent, CallbackJob};
 
 pub const SIGNATURE_HEADER: &str = "Holub-Signature";
-pub const EVENT_ID_HEADER: &str = "Holub-Event-Id";
 /// How far a signature's timestamp may be from the receiver's clock.
 pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
 
@@ -84,40 +92,6 @@ fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
-/// Puts a callback job on the callbacks queue for each changed message that asked for them.
-#[derive(Clone)]
-pub struct Notifier {
-    queue: Arc<dyn Queue>,
-}
-
-impl Notifier {
-    pub fn new(queue: Arc<dyn Queue>) -> Self {
-        Notifier { queue }
-    }
-
-    /// Best effort: a failure here is logged and never fails the status change itself.
-    pub async fn changed(&self, messages: &[Message]) {
-        let jobs: Vec<_> = messages
-            .iter()
-            .filter(|m| m.callback_url.is_some())
-            .map(|m| {
-                jobs::outgoing(&CallbackJob {
-                    tenant_id: m.tenant_id.clone(),
-                    id: m.id,
-                    status: m.status,
-                    at: m.updated_at,
-                })
-            })
-            .collect();
-        if jobs.is_empty() {
-            return;
-        }
-        if let Err(e) = self.queue.send_batch(QueueName::Callbacks, jobs).await {
-            tracing::warn!(error = %e, "status callbacks not queued");
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct CallbackConfig {
     pub timeout: Duration,
@@ -142,7 +116,6 @@ impl Default for CallbackConfig {
 }
 
 pub struct CallbackSender {
-    store: Arc<dyn MessageStore>,
     secrets: Arc<dyn SecretStore>,
     clock: Arc<dyn Clock>,
     /// `None` only if the TLS backend could not start: nothing is sent then.
@@ -153,7 +126,6 @@ pub struct CallbackSender {
 
 impl CallbackSender {
     pub fn new(
-        store: Arc<dyn MessageStore>,
         secrets: Arc<dyn SecretStore>,
         clock: Arc<dyn Clock>,
         config: CallbackConfig,
@@ -162,7 +134,6 @@ impl CallbackSender {
             .inspect_err(|e| tracing::error!(error = %e, "callback HTTP client not built"))
             .ok();
         CallbackSender {
-            store,
             secrets,
             clock,
             http,
@@ -181,26 +152,52 @@ impl CallbackSender {
         Ok(url)
     }
 
-    /// Delivers one callback; the outcome tells the queue consumer what to do with the job.
-    #[tracing::instrument(skip_all, fields(message_id = %job.id, status = %job.status))]
-    pub async fn handle(&self, job: &CallbackJob, receive_count: u32) -> JobOutcome {
+    /// Delivers callback jobs: the events of each tenant's URL in one POST. Every job of
+    /// one POST gets its outcome.
+    pub async fn handle(&self, jobs: &[(&CallbackJob, u32)]) -> Vec<JobOutcome> {
+        let mut groups: Vec<(&TenantId, &str, Vec<usize>)> = Vec::new();
+        for (i, (job, _)) in jobs.iter().enumerate() {
+            match groups
+                .iter_mut()
+                .find(|(t, u, _)| **t == job.tenant_id && *u == job.url)
+            {
+                Some((_, _, members)) => members.push(i),
+                None => groups.push((&job.tenant_id, job.url.as_str(), vec![i])),
+            }
+        }
+        let mut outcomes = vec![JobOutcome::Done; jobs.len()];
+        let posts = groups.iter().map(|(tenant, url, members)| async move {
+            let events: Vec<&CallbackEvent> =
+                members.iter().flat_map(|i| &jobs[*i].0.events).collect();
+            let receive_count = members.iter().map(|i| jobs[*i].1).max().unwrap_or(1);
+            (
+                members,
+                self.post(tenant, url, &events, receive_count).await,
+            )
+        });
+        for (members, outcome) in join_all(posts).await {
+            for i in members {
+                outcomes[*i] = outcome;
+            }
+        }
+        outcomes
+    }
+
+    /// One signed POST of `events` to `raw`.
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    async fn post(
+        &self,
+        tenant: &TenantId,
+        raw: &str,
+        events: &[&CallbackEvent],
+        receive_count: u32,
+    ) -> JobOutcome {
         let retry = || {
             JobOutcome::Retry(super::backoff(
                 receive_count,
                 self.config.backoff_base,
                 self.config.backoff_cap,
             ))
-        };
-        let message = match self.store.get(&job.tenant_id, &job.id).await {
-            Ok(Some(m)) => m,
-            Ok(None) => return JobOutcome::Done,
-            Err(e) => {
-                tracing::warn!(error = %e, "callback: message not readable");
-                return retry();
-            }
-        };
-        let Some(raw) = message.callback_url.as_deref() else {
-            return JobOutcome::Done;
         };
         // The URL is logged by host alone: its path and query are the customer's, and may
         // carry anything.
@@ -218,31 +215,17 @@ impl CallbackSender {
         let Some(http) = &self.http else {
             return retry();
         };
-        let secret = match self.secret(&job.tenant_id).await {
+        let secret = match self.secret(tenant).await {
             Some(s) => s,
             None => return retry(),
         };
-        let body = serde_json::json!({
-            "type": "message.status",
-            "message_id": message.id.to_string(),
-            "status": job.status,
-            "at": job.at,
-            "reference": message.reference,
-            "metadata": message.metadata,
-            "batch_id": message.batch_id.as_ref().map(|b| b.as_str()),
-            "segments": message.segments,
-            "provider": message.provider,
-            "cost_kopiyky": message.cost.map(|c| c.0),
-            "error": message.error,
-        })
-        .to_string();
+        let body = body(events);
         let timestamp = self.clock.now().timestamp();
         let signature = sign(secret.expose().as_bytes(), timestamp, body.as_bytes());
         let result = http
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, signature)
-            .header(EVENT_ID_HEADER, format!("{}.{}", job.id, job.status))
             .body(body)
             .send()
             .await;
@@ -290,6 +273,30 @@ impl CallbackSender {
             }
         }
     }
+}
+
+/// The POST body: a JSON array of events.
+fn body(events: &[&CallbackEvent]) -> String {
+    let array: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "type": "message.status",
+                "event_id": format!("{}.{}", e.message_id, e.status),
+                "message_id": e.message_id.to_string(),
+                "status": e.status,
+                "at": e.at,
+                "reference": e.reference,
+                "metadata": e.metadata,
+                "batch_id": e.batch_id.as_ref().map(|b| b.as_str()),
+                "segments": e.segments,
+                "provider": e.provider,
+                "cost_kopiyky": e.cost_kopiyky,
+                "error": e.error,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(array).to_string()
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@ use crate::ports::store::{Patch, Transition};
 use crate::ports::{Clock, MessageStore, OutboundSms, ProviderError, Retryable, StoreError};
 
 use super::JobOutcome;
-use super::callbacks::Notifier;
 use super::gateway::{Carried, Gateway, Routed};
 use super::jobs::DispatchJob;
 
@@ -44,7 +43,6 @@ pub struct Dispatcher {
     store: Arc<dyn MessageStore>,
     gateway: Arc<Gateway>,
     clock: Arc<dyn Clock>,
-    notifier: Notifier,
     config: DispatchConfig,
 }
 
@@ -56,14 +54,12 @@ impl Dispatcher {
         store: Arc<dyn MessageStore>,
         gateway: Arc<Gateway>,
         clock: Arc<dyn Clock>,
-        notifier: Notifier,
         config: DispatchConfig,
     ) -> Self {
         Dispatcher {
             store,
             gateway,
             clock,
-            notifier,
             config,
         }
     }
@@ -121,8 +117,6 @@ impl Dispatcher {
                 None => outcomes[i] = self.unclaimed(claim, now).await,
             }
         }
-        let claimed: Vec<Message> = to_send.iter().map(|(_, m)| m.clone()).collect();
-        self.notifier.changed(&claimed).await;
         // Messages whose validity ran out while they waited are not worth sending.
         let (live, stale): (Vec<_>, Vec<_>) =
             to_send.into_iter().partition(|(_, m)| m.expires_at > now);
@@ -299,7 +293,6 @@ impl Dispatcher {
         {
             Ok(changed) => {
                 let changed: Vec<Message> = changed.into_iter().flatten().collect();
-                self.notifier.changed(&changed).await;
                 if requeue && !changed.is_empty() {
                     // The job itself is the way back to the queue: handle it again now.
                     JobOutcome::Retry(Duration::ZERO)
@@ -452,12 +445,10 @@ impl Dispatcher {
         }
         let transitions: Vec<Transition> = finals.iter().map(|(_, t, _)| t.clone()).collect();
         match self.store.transition(&transitions).await {
-            Ok(changed) => {
+            Ok(_) => {
                 for (i, _, outcome) in &finals {
                     outcomes[*i] = *outcome;
                 }
-                let changed: Vec<Message> = changed.into_iter().flatten().collect();
-                self.notifier.changed(&changed).await;
             }
             Err(e) => {
                 tracing::error!(error = %e, count = finals.len(), "dispatch: submissions not recorded");

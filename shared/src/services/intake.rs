@@ -19,7 +19,7 @@ use crate::domain::address;
 use crate::domain::text::{MAX_TEXT_BYTES, TextPolicy};
 use crate::domain::{
     BatchId, IdempotencyKey, Message, MessageId, MessageStatus, MessageText, PhoneNumber, SenderId,
-    StatusChange, TenantId,
+    StatusChange, StatusSet, TenantId,
 };
 use crate::ports::store::IdempotencyRecord;
 use crate::ports::{
@@ -142,6 +142,12 @@ pub struct SendMessageRequest {
         )
     )]
     pub callback_url: Option<String>,
+    /// The statuses `callback_url` is told about (at least one; every status when absent),
+    /// e.g. only the final ones: `["delivered", "undelivered", "expired", "failed"]`. No
+    /// callback tells of `accepted`: the answer to the request does.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
+    pub callback_statuses: Option<Vec<MessageStatus>>,
     /// Your own reference, up to 128 printable characters, returned with the message.
     #[serde(default)]
     #[cfg_attr(
@@ -199,6 +205,12 @@ pub struct BatchRequest {
         )
     )]
     pub callback_url: Option<String>,
+    /// The statuses `callback_url` is told about (at least one; every status when absent),
+    /// e.g. only the final ones: `["delivered", "undelivered", "expired", "failed"]`. No
+    /// callback tells of `accepted`: the answer to the request does.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
+    pub callback_statuses: Option<Vec<MessageStatus>>,
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
@@ -294,6 +306,7 @@ struct Common {
     send_at: Option<DateTime<Utc>>,
     expires_at: DateTime<Utc>,
     callback_url: Option<String>,
+    callback_statuses: StatusSet,
     metadata: Option<serde_json::Value>,
     policy: TextPolicy,
 }
@@ -412,6 +425,7 @@ impl Intake {
                 req.send_at.as_deref(),
                 req.validity,
                 req.callback_url,
+                req.callback_statuses,
                 req.metadata,
                 req.transliterate,
             )
@@ -494,6 +508,7 @@ impl Intake {
                 req.send_at.as_deref(),
                 req.validity,
                 req.callback_url,
+                req.callback_statuses,
                 req.metadata,
                 req.transliterate,
             )
@@ -716,6 +731,7 @@ impl Intake {
         send_at: Option<&str>,
         validity: Option<u64>,
         callback_url: Option<String>,
+        callback_statuses: Option<Vec<MessageStatus>>,
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
         transliterate: bool,
     ) -> Result<Common, FieldError> {
@@ -768,6 +784,18 @@ impl Intake {
         let callback_url = callback_url
             .map(|u| parse_callback_url(&u, self.config.allow_private_callbacks))
             .transpose()?;
+        // Without a `callback_url` the statuses are kept, and tell nobody anything.
+        let callback_statuses = match callback_statuses {
+            None => StatusSet::ALL,
+            Some(list) if list.is_empty() => {
+                return Err(FieldError::new(
+                    "callback_statuses_empty",
+                    "callback_statuses",
+                    "callback_statuses names at least one status (leave it out for all)",
+                ));
+            }
+            Some(list) => StatusSet::of(list),
+        };
         let metadata = match metadata {
             None => None,
             Some(map) => {
@@ -787,6 +815,7 @@ impl Intake {
             send_at,
             expires_at,
             callback_url,
+            callback_statuses,
             metadata,
             policy: TextPolicy {
                 max_parts: self.config.max_parts,
@@ -826,6 +855,7 @@ fn build(
         send_at: common.send_at,
         expires_at: common.expires_at,
         callback_url: common.callback_url.clone(),
+        callback_statuses: common.callback_statuses,
         reference,
         metadata: common.metadata.clone(),
         provider: None,
@@ -1144,6 +1174,7 @@ mod tests {
             validity: None,
             transliterate: false,
             callback_url: None,
+            callback_statuses: None,
             reference: None,
             metadata: None,
         };

@@ -7,7 +7,6 @@ use crate::ports::store::{ListQuery, Page, Transition};
 use crate::ports::{Clock, MessageStore, StoreError};
 
 use super::Limits;
-use super::callbacks::Notifier;
 
 /// The largest page `GET /v1/messages` returns.
 pub const MAX_PAGE: usize = 500;
@@ -25,21 +24,14 @@ pub enum CancelError {
 pub struct Messages {
     store: Arc<dyn MessageStore>,
     clock: Arc<dyn Clock>,
-    notifier: Notifier,
     limits: Arc<Limits>,
 }
 
 impl Messages {
-    pub fn new(
-        store: Arc<dyn MessageStore>,
-        clock: Arc<dyn Clock>,
-        notifier: Notifier,
-        limits: Arc<Limits>,
-    ) -> Self {
+    pub fn new(store: Arc<dyn MessageStore>, clock: Arc<dyn Clock>, limits: Arc<Limits>) -> Self {
         Messages {
             store,
             clock,
-            notifier,
             limits,
         }
     }
@@ -78,7 +70,6 @@ impl Messages {
             .await?;
         if let Some(Some(message)) = changed.into_iter().next() {
             self.limits.refund_cancelled(&message).await;
-            self.notifier.changed(std::slice::from_ref(&message)).await;
             return Ok(message);
         }
         match self.store.get(tenant, id).await? {

@@ -18,7 +18,7 @@ pub mod template;
 pub mod view;
 
 pub use accounts::Accounts;
-pub use callbacks::{CallbackSender, Notifier};
+pub use callbacks::CallbackSender;
 pub use dispatch::Dispatcher;
 pub use intake::Intake;
 pub use limits::Limits;

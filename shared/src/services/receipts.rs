@@ -14,8 +14,6 @@ use crate::ports::provider::WHOLE_MESSAGE;
 use crate::ports::store::{MessageRef, Patch, Transition};
 use crate::ports::{Clock, MessageStore, ProviderReceipt, StoreError};
 
-use super::callbacks::Notifier;
-
 /// What a batch of receipts did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReceiptSummary {
@@ -32,17 +30,15 @@ pub struct ReceiptSummary {
 pub struct Receipts {
     store: Arc<dyn MessageStore>,
     clock: Arc<dyn Clock>,
-    notifier: Notifier,
     /// How long a receipt for an unknown provider id is worth asking for again.
     pending_window: Duration,
 }
 
 impl Receipts {
-    pub fn new(store: Arc<dyn MessageStore>, clock: Arc<dyn Clock>, notifier: Notifier) -> Self {
+    pub fn new(store: Arc<dyn MessageStore>, clock: Arc<dyn Clock>) -> Self {
         Receipts {
             store,
             clock,
-            notifier,
             pending_window: Duration::from_secs(120),
         }
     }
@@ -174,7 +170,6 @@ impl Receipts {
             );
         }
         summary.applied = changed.len();
-        self.notifier.changed(&changed).await;
         Ok(summary)
     }
 }

@@ -9,7 +9,6 @@ use crate::domain::{Message, MessageStatus};
 use crate::ports::store::Transition;
 use crate::ports::{Clock, MessageStore, Queue, QueueError, QueueName, StoreError};
 
-use super::callbacks::Notifier;
 use super::jobs::{self, DispatchJob};
 
 #[derive(Debug, Clone)]
@@ -54,7 +53,6 @@ pub struct Sweeper {
     store: Arc<dyn MessageStore>,
     queue: Arc<dyn Queue>,
     clock: Arc<dyn Clock>,
-    notifier: Notifier,
     config: SweeperConfig,
 }
 
@@ -67,14 +65,12 @@ impl Sweeper {
         store: Arc<dyn MessageStore>,
         queue: Arc<dyn Queue>,
         clock: Arc<dyn Clock>,
-        notifier: Notifier,
         config: SweeperConfig,
     ) -> Self {
         Sweeper {
             store,
             queue,
             clock,
-            notifier,
             config,
         }
     }
@@ -107,7 +103,6 @@ impl Sweeper {
             .flatten()
             .collect();
         self.enqueue(&released).await?;
-        self.notifier.changed(&released).await;
         Ok(released.len())
     }
 
@@ -178,7 +173,6 @@ impl Sweeper {
             .into_iter()
             .flatten()
             .collect();
-        self.notifier.changed(&expired).await;
         Ok(expired.len())
     }
 

@@ -17,9 +17,10 @@ use crate::adapters::vault::OpeningKeys;
 use crate::domain::status::{PartReceipt, ReceiptState};
 use crate::domain::{
     BatchId, DataKey, Encoding, IdempotencyKey, Kopiyky, Message, MessageError, MessageId,
-    MessageStatus, PhoneNumber, SenderId, StatusChange, TenantId,
+    MessageStatus, PhoneNumber, SenderId, StatusChange, StatusSet, TenantId,
 };
 use crate::ports::{IdempotencyRecord, StoreError};
+use crate::services::jobs::CallbackEvent;
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 
@@ -45,6 +46,8 @@ pub(super) mod msg {
     pub const SEND_AT: &str = "sa";
     pub const EXPIRES: &str = "x";
     pub const CALLBACK: &str = "cb";
+    /// The statuses the callback URL asked for (bits of `StatusSet`); absent: all.
+    pub const CALLBACK_STATUSES: &str = "cs";
     pub const REFERENCE: &str = "rf";
     pub const METADATA: &str = "md";
     pub const PROVIDER: &str = "pv";
@@ -387,6 +390,9 @@ pub(super) fn message_item(
     if let Some(url) = &m.callback_url {
         put(msg::CALLBACK, s(url.clone()));
     }
+    if !m.callback_statuses.is_all() {
+        put(msg::CALLBACK_STATUSES, n(m.callback_statuses.bits()));
+    }
     if let Some(reference) = &m.reference {
         put(msg::REFERENCE, s(reference.clone()));
     }
@@ -509,17 +515,7 @@ pub(super) fn message_from(item: &Item, keys: &OpeningKeys) -> Result<Message, S
             req_s(item, msg::TEXT)?.to_owned(),
         ),
     };
-    let error = match (
-        get_s(item, msg::ERROR_CODE)?,
-        get_s(item, msg::ERROR_MESSAGE)?,
-    ) {
-        (Some(code), Some(message)) => Some(MessageError {
-            code: code.to_owned(),
-            message: message.to_owned(),
-        }),
-        (None, None) => None,
-        _ => return Err(bad("error", &"code and message must be set together")),
-    };
+    let error = message_error(item, id)?;
     let history = match item.get(msg::HISTORY) {
         Some(AttributeValue::L(entries)) => entries
             .iter()
@@ -547,6 +543,7 @@ pub(super) fn message_from(item: &Item, keys: &OpeningKeys) -> Result<Message, S
         send_at: get_n::<i64>(item, msg::SEND_AT)?.map(DateTime::from_timestamp_nanos),
         expires_at: time(item, msg::EXPIRES)?,
         callback_url: get_s(item, msg::CALLBACK)?.map(str::to_owned),
+        callback_statuses: callback_statuses(item)?,
         reference: get_s(item, msg::REFERENCE)?.map(str::to_owned),
         metadata: get_s(item, msg::METADATA)?
             .map(serde_json::from_str)
@@ -559,6 +556,69 @@ pub(super) fn message_from(item: &Item, keys: &OpeningKeys) -> Result<Message, S
         attempts: req_n(item, msg::ATTEMPTS)?,
         history,
     })
+}
+
+/// An item's error: code and message, both or neither.
+fn message_error(item: &Item, id: &str) -> Result<Option<MessageError>, StoreError> {
+    match (
+        get_s(item, msg::ERROR_CODE)?,
+        get_s(item, msg::ERROR_MESSAGE)?,
+    ) {
+        (Some(code), Some(message)) => Ok(Some(MessageError {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        })),
+        (None, None) => Ok(None),
+        _ => Err(corrupt(format!(
+            "message {id}: error: code and message must be set together"
+        ))),
+    }
+}
+
+/// The statuses an item's callback URL asked for.
+fn callback_statuses(item: &Item) -> Result<StatusSet, StoreError> {
+    match get_n::<u16>(item, msg::CALLBACK_STATUSES)? {
+        None => Ok(StatusSet::ALL),
+        Some(bits) => StatusSet::from_bits(bits)
+            .ok_or_else(|| corrupt(format!("callback statuses {bits} name no status"))),
+    }
+}
+
+/// The callback event of an item's status, if it has a callback URL: its tenant, URL, the
+/// statuses the URL asked for, and the event. Reads the plain attributes only (what a
+/// stream record of the item carries), never the sealed ones.
+pub(super) fn callback_event(
+    item: &Item,
+) -> Result<Option<(TenantId, String, StatusSet, CallbackEvent)>, StoreError> {
+    let Some(url) = get_s(item, msg::CALLBACK)? else {
+        return Ok(None);
+    };
+    let id = req_s(item, msg::ID)?;
+    let bad = |what: &str, e: &dyn std::fmt::Display| corrupt(format!("message {id}: {what}: {e}"));
+    let error = message_error(item, id)?;
+    let event = CallbackEvent {
+        message_id: parse::<MessageId>(id, "message id")?,
+        status: parse::<MessageStatus>(req_s(item, msg::STATUS)?, "status")?,
+        at: time(item, msg::UPDATED)?,
+        reference: get_s(item, msg::REFERENCE)?.map(str::to_owned),
+        metadata: get_s(item, msg::METADATA)?
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| bad("metadata", &e))?,
+        batch_id: get_s(item, msg::BATCH)?
+            .map(|b| parse::<BatchId>(b, "batch id"))
+            .transpose()?,
+        segments: req_n(item, msg::SEGMENTS)?,
+        provider: get_s(item, msg::PROVIDER)?.map(str::to_owned),
+        cost_kopiyky: get_n(item, msg::COST)?,
+        error,
+    };
+    Ok(Some((
+        parse::<TenantId>(req_s(item, msg::TENANT)?, "tenant id")?,
+        url.to_owned(),
+        callback_statuses(item)?,
+        event,
+    )))
 }
 
 /// The largest slice of an idempotency body kept in one item: DynamoDB items hold at most
@@ -698,6 +758,7 @@ mod tests {
             send_at: None,
             expires_at: at,
             callback_url: Some("https://shop.example.com/hooks/holub/status".into()),
+            callback_statuses: StatusSet::of([MessageStatus::Delivered, MessageStatus::Failed]),
             reference: Some("order-48213".into()),
             metadata: Some(serde_json::json!({"order": 48213, "channel": "web"})),
             provider: Some("kyivstar".into()),

@@ -138,6 +138,7 @@ mod keys;
 mod messages;
 mod replays;
 mod schema;
+pub mod stream;
 mod tenants;
 
 use std::fmt;

@@ -8,7 +8,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::BuildError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, SseSpecification, TableStatus, TimeToLiveSpecification,
+    ProjectionType, ScalarAttributeType, SseSpecification, StreamSpecification, StreamViewType,
+    TableStatus, TimeToLiveSpecification,
 };
 
 use super::codec::{idem, msg, tenant};
@@ -126,7 +127,15 @@ pub async fn create_tables(client: &Client, config: &DynamoConfig) -> Result<(),
                 Some(msg::EXPIRES),
                 &[msg::PROVIDER, msg::PROVIDER_ID, msg::UPDATED],
             )?,
-        ]));
+        ]))
+        // Each status change is an event on this stream: the callbacks function relays those
+        // of messages with a callback URL (see `stream`).
+        .stream_specification(built(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build(),
+        )?);
     let idempotency = client
         .create_table()
         .table_name(&config.idempotency_table)

@@ -15,8 +15,9 @@ use crate::adapters::vault::OpeningKeys;
 use crate::domain::status::{PartReceipt, ReceiptState};
 use crate::domain::{
     BatchId, DataKey, Encoding, Kopiyky, Message, MessageError, MessageId, MessageStatus,
-    PhoneNumber, SenderId, StatusChange, TenantId,
+    PhoneNumber, SenderId, StatusChange, StatusSet, TenantId,
 };
+use crate::services::jobs::{CallbackEvent, CallbackJobs};
 
 /// The columns of `messages` that make a [`Message`], in the order [`RawMessage::from_row`]
 /// reads them.
@@ -25,7 +26,7 @@ macro_rules! message_columns {
         "tenant_id, id, batch_id, to_number, sender, text, encoding, segments, status, \
          created_at, updated_at, send_at, expires_at, callback_url, reference, metadata, \
          provider, provider_message_id, cost, error_code, error_message, attempts, history, \
-         sealed"
+         sealed, callback_statuses"
     };
 }
 pub(super) use message_columns;
@@ -141,6 +142,8 @@ pub(super) struct MessageRow {
     attempts: i64,
     history: String,
     live: Option<i64>,
+    /// NULL for every status.
+    callback_statuses: Option<i64>,
 }
 
 /// The `live` column for a status: 1 unless terminal.
@@ -182,6 +185,8 @@ impl MessageRow {
             attempts: i64::from(m.attempts),
             history: serde_json::to_string(&m.history).map_err(json)?,
             live: live(m.status),
+            callback_statuses: (!m.callback_statuses.is_all())
+                .then(|| i64::from(m.callback_statuses.bits())),
         })
     }
 
@@ -212,6 +217,7 @@ impl MessageRow {
             self.attempts,
             self.history,
             self.sealed,
+            self.callback_statuses,
             self.live,
             self.to_tag,
         ])
@@ -222,7 +228,7 @@ pub(super) const INSERT_MESSAGE: &str = concat!(
     "INSERT INTO messages (",
     message_columns!(),
     ", live, to_tag) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-     ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"
+     ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
 );
 
 /// A message's columns as read, not yet parsed.
@@ -252,6 +258,7 @@ pub(super) struct RawMessage {
     attempts: i64,
     history: String,
     sealed: Option<Vec<u8>>,
+    callback_statuses: Option<i64>,
 }
 
 impl RawMessage {
@@ -287,7 +294,67 @@ impl RawMessage {
             attempts: column(row, 21, "attempts")?,
             history: column(row, 22, "history")?,
             sealed: column(row, 23, "sealed")?,
+            callback_statuses: column(row, 24, "callback_statuses")?,
         })
+    }
+
+    /// Adds the callback event of this row's status to `jobs`, if it has a callback URL
+    /// that asked for it. Runs in the writer (the outbox is part of the change's write), so
+    /// it reads the plain columns only: nothing sealed is opened there.
+    pub(super) fn push_callback(&self, jobs: &mut CallbackJobs) -> Result<(), Failure> {
+        let Some(url) = &self.callback_url else {
+            return Ok(());
+        };
+        let tenant = parse::<TenantId>(&self.tenant_id, "tenant id")?;
+        let event = CallbackEvent {
+            message_id: parse::<MessageId>(&self.id, "message id")?,
+            status: parse::<MessageStatus>(&self.status, "status")?,
+            at: from_nanos(self.updated_at),
+            reference: self.reference.clone(),
+            metadata: self
+                .metadata
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| Failure::Corrupt(format!("message {}: metadata: {e}", self.id)))?,
+            batch_id: self
+                .batch_id
+                .as_deref()
+                .map(|b| parse::<BatchId>(b, "batch id"))
+                .transpose()?,
+            segments: to_u16(self.segments, "segments")?,
+            provider: self.provider.clone(),
+            cost_kopiyky: self.cost,
+            error: self.error()?,
+        };
+        jobs.push(&tenant, url, self.statuses()?, event);
+        Ok(())
+    }
+
+    fn statuses(&self) -> Result<StatusSet, Failure> {
+        match self.callback_statuses {
+            None => Ok(StatusSet::ALL),
+            Some(bits) => u16::try_from(bits)
+                .ok()
+                .and_then(StatusSet::from_bits)
+                .ok_or_else(|| {
+                    Failure::Corrupt(format!("message {}: callback statuses {bits}", self.id))
+                }),
+        }
+    }
+
+    fn error(&self) -> Result<Option<MessageError>, Failure> {
+        match (&self.error_code, &self.error_message) {
+            (Some(code), Some(message)) => Ok(Some(MessageError {
+                code: code.clone(),
+                message: message.clone(),
+            })),
+            (None, None) => Ok(None),
+            _ => Err(Failure::Corrupt(format!(
+                "message {}: error: code and message must be set together",
+                self.id
+            ))),
+        }
     }
 
     /// The message, opened with its tenant's key from `keys` if it is sealed
@@ -298,6 +365,8 @@ impl RawMessage {
         };
         let id = parse::<MessageId>(&self.id, "message id")?;
         let tenant_id = parse::<TenantId>(&self.tenant_id, "tenant id")?;
+        let error = self.error()?;
+        let callback_statuses = self.statuses()?;
         let (to, text) = match &self.sealed {
             Some(sealed) => match keys.get(&self.tenant_id) {
                 Some(Some(key)) => key
@@ -311,11 +380,6 @@ impl RawMessage {
                 PhoneNumber::parse(&self.to).map_err(|e| corrupt("to", &e))?,
                 self.text,
             ),
-        };
-        let error = match (self.error_code, self.error_message) {
-            (Some(code), Some(message)) => Some(MessageError { code, message }),
-            (None, None) => None,
-            _ => return Err(corrupt("error", &"code and message must be set together")),
         };
         Ok(Message {
             id,
@@ -336,6 +400,7 @@ impl RawMessage {
             send_at: self.send_at.map(from_nanos),
             expires_at: from_nanos(self.expires_at),
             callback_url: self.callback_url,
+            callback_statuses,
             reference: self.reference,
             metadata: self
                 .metadata

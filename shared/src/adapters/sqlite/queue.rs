@@ -53,6 +53,23 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Puts messages on a queue inside the caller's write (the store's outbox uses it, so a job
+/// lands with the change it is about). The caller wakes the queue's consumers after the
+/// commit.
+pub(super) fn enqueue(
+    conn: &Connection,
+    queue: QueueName,
+    messages: &[Outgoing],
+) -> Result<(), Failure> {
+    let now = now_ms();
+    let mut insert = conn.prepare_cached(INSERT)?;
+    for m in messages {
+        let visible_at = now.saturating_add(duration_ms(m.delay));
+        insert.execute(params![queue.as_str(), m.body, visible_at, now])?;
+    }
+    Ok(())
+}
+
 fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -217,15 +234,7 @@ impl Queue for SqliteBackend {
             return Err(QueueError::TooLarge(big.body.len()));
         }
         self.db
-            .write(move |conn| {
-                let now = now_ms();
-                let mut insert = conn.prepare_cached(INSERT)?;
-                for m in &messages {
-                    let visible_at = now.saturating_add(duration_ms(m.delay));
-                    insert.execute(params![queue.as_str(), m.body, visible_at, now])?;
-                }
-                Ok(())
-            })
+            .write(move |conn| enqueue(conn, queue, &messages))
             .await?;
         self.db.wakeup(queue).notify_waiters();
         Ok(())

@@ -216,6 +216,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         erased_at   INTEGER
     ) STRICT, WITHOUT ROWID;
     ",
+    // 6: the statuses a message's callback URL asked for (bits of `StatusSet`; NULL: all).
+    // Callback jobs are written to `queue_messages` in the same write as the change they
+    // tell of: the outbox.
+    "
+    ALTER TABLE messages ADD COLUMN callback_statuses INTEGER;
+    ",
 ];
 
 /// Brings the schema up to date, in one transaction per migration.

@@ -18,13 +18,15 @@ use super::codec::{
     nanos, nanos_bound, parse, receipt_state_str, sql_int,
 };
 use super::error::{Failure, is_constraint};
+use super::queue;
 use crate::adapters::vault::OpeningKeys;
 use crate::domain::status::PartReceipt;
 use crate::domain::{DataKey, IdempotencyKey, Message, MessageId, StatusChange, TenantId};
 use crate::ports::{
-    IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, ReceiptTarget, Retention,
-    StoreError, Transition,
+    IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, QueueName, ReceiptTarget,
+    Retention, StoreError, Transition,
 };
+use crate::services::jobs::CallbackJobs;
 
 const SELECT_MESSAGE: &str = concat!(
     "SELECT ",
@@ -485,10 +487,29 @@ impl MessageStore for SqliteBackend {
             .iter()
             .map(TransitionRow::new)
             .collect::<Result<Vec<_>, _>>()?;
-        let raws: Vec<Option<RawMessage>> = self
+        // The callback jobs of the changes are written with them (the outbox): a change that
+        // is committed has its callback queued, whatever happens next.
+        let (raws, callbacks): (Vec<Option<RawMessage>>, bool) = self
             .db
-            .write(move |conn| rows.iter().map(|row| row.apply(conn)).collect())
+            .write(move |conn| {
+                let raws = rows
+                    .iter()
+                    .map(|row| row.apply(conn))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut jobs = CallbackJobs::default();
+                for raw in raws.iter().flatten() {
+                    raw.push_callback(&mut jobs)?;
+                }
+                let callbacks = !jobs.is_empty();
+                if callbacks {
+                    queue::enqueue(conn, QueueName::Callbacks, &jobs.into_outgoing())?;
+                }
+                Ok((raws, callbacks))
+            })
             .await?;
+        if callbacks {
+            self.db.wakeup(QueueName::Callbacks).notify_waiters();
+        }
         // Parsed here, off the writer thread. A message whose tenant's data was erased changed
         // but cannot be read back: `None`, as if the change had not applied, so no callback
         // or follow-up acts on it.

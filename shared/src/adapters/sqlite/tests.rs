@@ -103,6 +103,7 @@ fn message(tenant: &TenantId, created: DateTime<Utc>) -> Message {
         send_at: None,
         expires_at: created + TimeDelta::days(1),
         callback_url: None,
+        callback_statuses: Default::default(),
         reference: None,
         metadata: None,
         provider: None,
@@ -1311,4 +1312,81 @@ async fn each_tenant_keeps_its_messages_as_long_as_its_limits_say() {
     assert!(store.get(&usual, &usual_m.id).await.unwrap().is_none());
     assert!(store.get(&long, &long_m.id).await.unwrap().is_some());
     store.close().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The callback outbox
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_change_writes_its_callback_job_in_the_same_write() {
+    use crate::domain::StatusSet;
+    use crate::services::jobs::{self, CallbackJob};
+
+    let db = TempDb::new("outbox");
+    let store = db.open();
+    let t = tenant();
+    let hook = "https://shop.example.com/hook";
+    let mut a = message(&t, at(0));
+    a.callback_url = Some(hook.into());
+    a.reference = Some("r-1".into());
+    let mut b = message(&t, at(1));
+    b.callback_url = Some(hook.into());
+    b.callback_statuses = StatusSet::of([Delivered]);
+    let mut other = message(&t, at(2));
+    other.callback_url = Some("https://other.example.com/hook".into());
+    let silent = message(&t, at(3));
+    store
+        .insert(&[a.clone(), b.clone(), other.clone(), silent.clone()], None)
+        .await
+        .unwrap();
+    // Storing tells nobody: the answer to the request did.
+    let none = store
+        .receive(QueueName::Callbacks, 10, LONG, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+
+    let claim = |m: &Message| step(m, &[Accepted, Queued], Sending, 5);
+    store
+        .transition(&[claim(&a), claim(&b), claim(&other), claim(&silent)])
+        .await
+        .unwrap();
+    // One job per URL; `b` asked for `delivered` only, `silent` for nothing.
+    let got = store
+        .receive(QueueName::Callbacks, 10, LONG, Duration::ZERO)
+        .await
+        .unwrap();
+    let mut jobs: Vec<CallbackJob> = got
+        .iter()
+        .map(|d| jobs::parse::<CallbackJob>(&d.body).unwrap())
+        .collect();
+    jobs.sort_by(|x, y| x.url.cmp(&y.url));
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert_eq!(jobs[0].url, "https://other.example.com/hook");
+    assert_eq!(jobs[1].url, hook);
+    assert_eq!(jobs[1].events.len(), 1);
+    let event = &jobs[1].events[0];
+    assert_eq!((event.message_id, event.status), (a.id, Sending));
+    assert_eq!(event.at, at(5));
+    assert_eq!(event.reference.as_deref(), Some("r-1"));
+
+    // A change that does not apply writes nothing.
+    store.transition(&[claim(&a)]).await.unwrap();
+    let delivered = |m: &Message| step(m, &[Sending], Delivered, 9);
+    store.transition(&[delivered(&b)]).await.unwrap();
+    let got = store
+        .receive(QueueName::Callbacks, 10, LONG, Duration::ZERO)
+        .await
+        .unwrap();
+    let job = jobs::parse::<CallbackJob>(&got[0].body).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (job.events[0].message_id, job.events[0].status),
+        (b.id, Delivered)
+    );
+
+    // The statuses asked for survive a read.
+    let read = store.get(&t, &b.id).await.unwrap().unwrap();
+    assert_eq!(read.callback_statuses, StatusSet::of([Delivered]));
 }
