@@ -202,10 +202,13 @@ async fn every_endpoint_refuses_bad_input_and_stores_nothing() {
         "callback_statuses_empty",
         "no statuses",
     );
-    let unknown = api
-        .post(m, &with("callback_statuses", json!(["delivred"])))
-        .await;
-    assert_eq!(unknown.status, 400, "{:?}", unknown.body);
+    assert_error(
+        &api.post(m, &with("callback_statuses", json!(["delivred"])))
+            .await,
+        422,
+        "invalid_request",
+        "an unknown status",
+    );
     assert_error(
         &api.post(m, &with("reference", json!("r".repeat(129))))
             .await,
