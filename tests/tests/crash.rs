@@ -5,6 +5,7 @@
 //! which dies with Holub and must come back remembering what it took.
 
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use holub_tests::{Api, Holub, Simulator, TERMINAL, TempDir, create_tenant, free_port};
@@ -38,16 +39,22 @@ fn built_in_simulator(holub: &Holub) -> String {
     format!("http://{addr}")
 }
 
-/// Sends [`MESSAGES`] in batches from several tasks; each task returns the ids accepted.
-fn send_batches(api: &Api) -> Vec<JoinHandle<Vec<String>>> {
+/// Sends [`MESSAGES`] in batches from several tasks, with status callbacks to
+/// `callback_url` if given; each task returns the ids accepted.
+fn send_batches(api: &Api, callback_url: Option<&str>) -> Vec<JoinHandle<Vec<String>>> {
     (0..MESSAGES / PER_BATCH)
         .map(|b| {
             let api = api.clone();
+            let callback_url = callback_url.map(str::to_owned);
             tokio::spawn(async move {
                 let recipients: Vec<_> = (0..PER_BATCH)
                     .map(|i| json!({"to": format!("067{:07}", b * PER_BATCH + i)}))
                     .collect();
-                let body = json!({"from": "Holub", "text": "crash test", "recipients": recipients});
+                let mut body =
+                    json!({"from": "Holub", "text": "crash test", "recipients": recipients});
+                if let Some(url) = callback_url {
+                    body["callback_url"] = json!(url);
+                }
                 let resp = api
                     .http
                     .post(format!("{}/v1/messages/batch", api.base_url))
@@ -175,6 +182,33 @@ const DISPATCH: [&str; 8] = [
     "3",
 ];
 
+/// A customer's callback endpoint on loopback: the `event_id`s of every event it was sent
+/// (it outlives the crash).
+async fn callback_receiver() -> (String, Arc<Mutex<HashSet<String>>>) {
+    use axum::body::Bytes;
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let kept = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: Bytes| {
+            let kept = kept.clone();
+            async move {
+                let events: Vec<serde_json::Value> =
+                    serde_json::from_slice(&body).unwrap_or_default();
+                let mut kept = kept.lock().unwrap();
+                for e in events {
+                    kept.insert(e["event_id"].as_str().unwrap_or_default().to_owned());
+                }
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_holub_loses_nothing_and_sends_nothing_twice() {
     let dir = TempDir::new("crash");
@@ -193,8 +227,10 @@ async fn a_killed_holub_loses_nothing_and_sends_nothing_twice() {
     let holub = Holub::start_on(dir.path(), &listen, &args);
     let api = Api::new(&holub, &keys.api_key);
 
-    // Send in batches from several tasks; kill Holub while they and dispatch are running.
-    let senders = send_batches(&api);
+    // Send in batches from several tasks, each message with a status callback; kill Holub
+    // while they and dispatch are running.
+    let (hook, events) = callback_receiver().await;
+    let senders = send_batches(&api, Some(&hook));
     wait_accepted(&sim.base_url, api_token, 300).await;
     let holub = holub.restart_after_kill();
 
@@ -202,6 +238,29 @@ async fn a_killed_holub_loses_nothing_and_sends_nothing_twice() {
     let api = Api::new(&holub, &keys.api_key);
     let messages = every_message_ends_delivered(&api, senders, Duration::from_secs(180)).await;
     sent_exactly_once(&simulator_stats(&sim, api_token).await, &messages);
+
+    // And the callback of each one's delivery came, whenever the kill fell: the job is
+    // written with the change.
+    let wanted: Vec<String> = messages
+        .iter()
+        .map(|m| format!("{}.delivered", m["id"].as_str().unwrap()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let missing = {
+            let seen = events.lock().unwrap();
+            wanted.iter().filter(|w| !seen.contains(*w)).count()
+        };
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} delivered callbacks never came",
+            wanted.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +274,7 @@ async fn the_built_in_simulator_remembers_and_every_message_ends_within_a_minute
     args.extend(DISPATCH);
     let holub = Holub::start_on(dir.path(), &listen, &args);
     let api = Api::new(&holub, &keys.api_key);
-    let senders = send_batches(&api);
+    let senders = send_batches(&api, None);
     // The simulator's stats need no token. Holub stays down longer than the receipt delay,
     // so every receipt due then is lost with the simulator's memory of what it still had to
     // push: those messages are settled only by asking.
