@@ -3,6 +3,7 @@
 
 mod admin;
 mod error;
+mod export;
 mod extract;
 mod routes;
 
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/messages",
             post(routes::send_message).get(routes::list_messages),
         )
+        .route("/v1/messages/export", get(export::export_messages))
         .route("/v1/messages/{id}", get(routes::get_message))
         .route("/v1/messages/{id}/cancel", post(routes::cancel_message))
         .route("/v1/estimate", post(routes::estimate))

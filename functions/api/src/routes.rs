@@ -35,6 +35,7 @@ use crate::extract::{AnyKey, Authorized, IdempotencyHeader, JsonBody, ReadScope,
         send_batch,
         get_message,
         list_messages,
+        crate::export::export_messages,
         cancel_message,
         estimate,
         crate::admin::create_key,
@@ -296,7 +297,7 @@ pub struct ListParams {
     limit: Option<usize>,
 }
 
-fn invalid(code: &str, field: &str, message: &str) -> ApiError {
+pub(crate) fn invalid(code: &str, field: &str, message: &str) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).field(field)
 }
 
@@ -330,7 +331,45 @@ pub async fn list_messages(
             e.body_text(),
         )
     })?;
-    let query = ListQuery {
+    let mut query = filters(Filters {
+        status: p.status,
+        to: p.to,
+        from: p.from,
+        batch_id: p.batch_id,
+        created_after: p.created_after,
+        created_before: p.created_before,
+    })?;
+    query.after = p
+        .cursor
+        .map(|s| s.parse::<MessageId>())
+        .transpose()
+        .map_err(|_| invalid("cursor_invalid", "cursor", "not a cursor from this API"))?;
+    query.limit = match p.limit {
+        None => 50,
+        Some(n @ 1..=500) => n,
+        Some(_) => return Err(invalid("limit_invalid", "limit", "limit is 1 to 500")),
+    };
+    let page = state.messages.list(&tenant, query).await?;
+    let messages: Vec<MessageView> = page.messages.iter().map(MessageView::from).collect();
+    Ok(Json(serde_json::json!({
+        "messages": messages,
+        "next": page.next.map(|id| id.to_string()),
+    })))
+}
+
+/// The filters `GET /v1/messages` and its export share, as given.
+pub(crate) struct Filters {
+    pub status: Option<String>,
+    pub to: Option<String>,
+    pub from: Option<String>,
+    pub batch_id: Option<String>,
+    pub created_after: Option<String>,
+    pub created_before: Option<String>,
+}
+
+/// The filters parsed into a query (first page, default size).
+pub(crate) fn filters(p: Filters) -> Result<ListQuery, ApiError> {
+    Ok(ListQuery {
         status: p
             .status
             .map(|s| s.parse::<MessageStatus>())
@@ -353,23 +392,9 @@ pub async fn list_messages(
             .map_err(|_| invalid("batch_id_invalid", "batch_id", "not a batch id"))?,
         created_after: parse_time(p.created_after, "created_after")?,
         created_before: parse_time(p.created_before, "created_before")?,
-        after: p
-            .cursor
-            .map(|s| s.parse::<MessageId>())
-            .transpose()
-            .map_err(|_| invalid("cursor_invalid", "cursor", "not a cursor from this API"))?,
-        limit: match p.limit {
-            None => 50,
-            Some(n @ 1..=500) => n,
-            Some(_) => return Err(invalid("limit_invalid", "limit", "limit is 1 to 500")),
-        },
-    };
-    let page = state.messages.list(&tenant, query).await?;
-    let messages: Vec<MessageView> = page.messages.iter().map(MessageView::from).collect();
-    Ok(Json(serde_json::json!({
-        "messages": messages,
-        "next": page.next.map(|id| id.to_string()),
-    })))
+        after: None,
+        limit: 50,
+    })
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
