@@ -45,6 +45,11 @@ pub struct Args {
     /// provider call's timeout, so a job is seen again only if its consumer died.
     #[arg(long, env = "HOLUB_DISPATCH_VISIBILITY", default_value_t = 60)]
     dispatch_visibility: u64,
+    /// A bearer token `GET /metrics` asks for. Without one, `/metrics` answers anyone who
+    /// can reach the listen address (it holds counts per status, provider and operator,
+    /// never a number or a text).
+    #[arg(long, env = "HOLUB_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Queue receives before a job goes to the dead letters.
     #[arg(long, env = "HOLUB_MAX_RECEIVES", default_value_t = 10)]
     max_receives: u32,
@@ -221,9 +226,12 @@ async fn serve(args: Args) -> Result<(), String> {
         async move { table.run_on_timers(stopped).await },
     ));
 
-    let app = holub_api::router(holub_api::AppState::new(&holub)).merge(holub_receipts::router(
-        holub_receipts::ReceiptsState::new(&holub, providers.webhooks),
-    ));
+    let app = holub_api::router(holub_api::AppState::new(&holub))
+        .merge(holub_receipts::router(holub_receipts::ReceiptsState::new(
+            &holub,
+            providers.webhooks,
+        )))
+        .merge(metrics_route(args.metrics_token.clone()));
 
     // The first line on stdout says where Holub listens (tests and scripts read it).
     println!(
@@ -341,3 +349,44 @@ async fn default_simulator(
 const DEFAULT_PROVIDER: &str = "simulator";
 /// The built-in simulator's memory of accepted messages, in the data directory.
 const SIMULATOR_JOURNAL: &str = "simulator.journal";
+
+/// `GET /metrics`: the process's counters and latency histograms in Prometheus' text format
+/// ([`holub_shared::services::metrics`]), behind `token` if one is set.
+fn metrics_route(token: Option<String>) -> axum::Router {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    let token = std::sync::Arc::new(token);
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move |headers: HeaderMap| {
+            let token = token.clone();
+            async move {
+                if let Some(expected) = token.as_deref() {
+                    let given = headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .unwrap_or_default();
+                    let same = given.len() == expected.len()
+                        && given
+                            .bytes()
+                            .zip(expected.bytes())
+                            .fold(0u8, |d, (a, b)| d | (a ^ b))
+                            == 0;
+                    if !same {
+                        return (StatusCode::UNAUTHORIZED, "a metrics token is needed\n")
+                            .into_response();
+                    }
+                }
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    holub_shared::services::metrics::global().prometheus(),
+                )
+                    .into_response()
+            }
+        }),
+    )
+}

@@ -312,6 +312,28 @@ async fn a_message_goes_through_the_real_functions_to_delivered() {
     );
     assert_eq!(sim_stats(&sim).await["accepted"], 1);
 
+    // Each function printed its status changes as CloudWatch embedded metrics, in the
+    // deployment's namespace.
+    let printed = |logs: String, metric: &str| {
+        logs.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|d| {
+                d["_aws"]["CloudWatchMetrics"][0]["Namespace"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("Holub/"))
+                    && d["Provider"] == "alphasms"
+                    && d["Operator"] == "kyivstar"
+                    && d[metric] == 1
+            })
+    };
+    let dispatch_logs = source.function().logs(500);
+    assert!(printed(dispatch_logs.clone(), "Sent"), "{dispatch_logs}");
+    let receipts_logs = receipts.logs(500);
+    assert!(
+        printed(receipts_logs.clone(), "Delivered"),
+        "{receipts_logs}"
+    );
+
     // The receipt fixture, for this message, straight to the function: a receipt that
     // arrives again changes nothing.
     let event: Value = serde_json::from_str(

@@ -18,9 +18,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     );
     let (dispatcher, queue) = (dispatcher.as_ref(), queue.as_ref());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, lambda_runtime::Error>(
-            holub_dispatch::sqs_batch(dispatcher, queue, event.payload).await,
-        )
+        let response = holub_dispatch::sqs_batch(dispatcher, queue, event.payload).await;
+        // This invocation's status changes, as CloudWatch metrics.
+        holub_shared::services::metrics::global().flush_emf();
+        Ok::<_, lambda_runtime::Error>(response)
     }))
     .await
 }

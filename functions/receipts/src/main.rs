@@ -10,5 +10,12 @@ use holub_shared::runtime::aws::holub_from_env;
 async fn main() -> Result<(), lambda_http::Error> {
     let holub = holub_from_env().await?;
     let providers = providers_from_env(holub.ports.secrets.clone()).await?;
-    lambda_http::run(router(ReceiptsState::new(&holub, providers.webhooks))).await
+    let app = router(ReceiptsState::new(&holub, providers.webhooks)).layer(
+        // A request's status changes (delivered, undelivered), as CloudWatch metrics.
+        axum::middleware::map_response(|response: axum::response::Response| async {
+            holub_shared::services::metrics::global().flush_emf();
+            response
+        }),
+    );
+    lambda_http::run(app).await
 }

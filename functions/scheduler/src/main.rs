@@ -15,7 +15,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let tasks = &tasks;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<EventBridgeEvent<serde_json::Value>>| async move {
-            Ok::<_, lambda_runtime::Error>(holub_scheduler::run(tasks, event.payload).await)
+            let response = holub_scheduler::run(tasks, event.payload).await;
+            // This run's status changes (released, expired, polled), as CloudWatch metrics.
+            holub_shared::services::metrics::global().flush_emf();
+            Ok::<_, lambda_runtime::Error>(response)
         },
     ))
     .await

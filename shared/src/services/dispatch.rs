@@ -117,6 +117,7 @@ impl Dispatcher {
                 None => outcomes[i] = self.unclaimed(claim, now).await,
             }
         }
+        super::metrics::observe(to_send.iter().map(|(_, m)| m));
         // Messages whose validity ran out while they waited are not worth sending.
         let (live, stale): (Vec<_>, Vec<_>) =
             to_send.into_iter().partition(|(_, m)| m.expires_at > now);
@@ -293,6 +294,7 @@ impl Dispatcher {
         {
             Ok(changed) => {
                 let changed: Vec<Message> = changed.into_iter().flatten().collect();
+                super::metrics::observe(&changed);
                 if requeue && !changed.is_empty() {
                     // The job itself is the way back to the queue: handle it again now.
                     JobOutcome::Retry(Duration::ZERO)
@@ -445,7 +447,8 @@ impl Dispatcher {
         }
         let transitions: Vec<Transition> = finals.iter().map(|(_, t, _)| t.clone()).collect();
         match self.store.transition(&transitions).await {
-            Ok(_) => {
+            Ok(changed) => {
+                super::metrics::observe(changed.iter().flatten());
                 for (i, _, outcome) in &finals {
                     outcomes[*i] = *outcome;
                 }

@@ -69,6 +69,7 @@ impl Messages {
             .transition(std::slice::from_ref(&transition))
             .await?;
         if let Some(Some(message)) = changed.into_iter().next() {
+            super::metrics::observe([&message]);
             self.limits.refund_cancelled(&message).await;
             return Ok(message);
         }

@@ -9,6 +9,7 @@ pub mod intake;
 pub mod jobs;
 pub mod limits;
 pub mod messages;
+pub mod metrics;
 pub mod poller;
 pub mod receipts;
 pub mod replays;

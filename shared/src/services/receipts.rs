@@ -170,6 +170,7 @@ impl Receipts {
             );
         }
         summary.applied = changed.len();
+        super::metrics::observe(&changed);
         Ok(summary)
     }
 }

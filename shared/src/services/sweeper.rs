@@ -102,6 +102,7 @@ impl Sweeper {
             .into_iter()
             .flatten()
             .collect();
+        super::metrics::observe(&released);
         self.enqueue(&released).await?;
         Ok(released.len())
     }
@@ -173,6 +174,7 @@ impl Sweeper {
             .into_iter()
             .flatten()
             .collect();
+        super::metrics::observe(&expired);
         Ok(expired.len())
     }
 

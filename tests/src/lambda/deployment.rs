@@ -178,6 +178,7 @@ impl Deployment {
             ("HOLUB_CALLBACKS_QUEUE_URL", self.queues.callbacks.clone()),
             ("HOLUB_SECRETS_PREFIX", self.secrets_prefix.clone()),
             ("HOLUB_KMS_KEY_ID", self.kms_key_id.clone()),
+            ("HOLUB_METRICS_NAMESPACE", format!("Holub/{}", self.prefix)),
             ("HOLUB_ROUTES", routes.to_owned()),
             ("AWS_ENDPOINT_URL", self.endpoint.clone()),
             ("AWS_SECRET_ACCESS_KEY", var("AWS_SECRET_ACCESS_KEY")),
