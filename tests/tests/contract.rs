@@ -253,6 +253,7 @@ contract!(
     an_unstorable_timestamp_is_refused_not_truncated,
     transitions_apply_only_from_the_expected_states_of_the_right_tenant,
     changes_of_several_messages_in_one_call,
+    each_change_of_a_batch_is_answered_for_itself,
     lists_filter_newest_first_and_page_with_a_cursor,
     provider_ids_are_resolved_in_the_order_asked,
     receipts_are_kept_once_and_listed_per_message,
@@ -836,6 +837,52 @@ async fn changes_of_several_messages_in_one_call(b: &Backend) {
         }
     }
     assert_eq!(results.iter().flatten().count(), 30);
+}
+
+/// What `transition_each` answers for each change is what the store then holds, also when
+/// a change of the batch cannot be stored (its time is past what the stores hold): a store
+/// that applies changes one by one fails that one alone, an all-or-nothing one the batch.
+async fn each_change_of_a_batch_is_answered_for_itself(b: &Backend) {
+    let store = b.store();
+    let t = tenant();
+    let messages: Vec<Message> = (0..10)
+        .map(|i| {
+            let mut m = message(&t, at(i));
+            m.status = Queued;
+            m
+        })
+        .collect();
+    store.insert(&messages, None).await.unwrap();
+    let changes: Vec<Transition> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut claim = step(m, &[Queued], Sending, 100);
+            if i == 3 {
+                claim.at = Utc.with_ymd_and_hms(2300, 1, 1, 0, 0, 0).unwrap();
+            }
+            claim
+        })
+        .collect();
+    let results = store.transition_each(&changes).await;
+    assert_eq!(results.len(), changes.len());
+    let mut applied = 0;
+    for (m, result) in messages.iter().zip(&results) {
+        let stored = store.get(&t, &m.id).await.unwrap().unwrap();
+        match result {
+            Ok(Some(after)) => {
+                applied += 1;
+                assert_eq!((after.status, stored.status), (Sending, Sending));
+            }
+            Ok(None) => panic!("every claim's condition held"),
+            Err(_) => assert_eq!(stored.status, Queued, "a failed change is not applied"),
+        }
+    }
+    assert!(
+        applied == 9 || applied == 0,
+        "the unstorable change fails alone, or with its batch: {applied}"
+    );
+    assert!(results[3].is_err());
 }
 
 async fn lists_filter_newest_first_and_page_with_a_cursor(b: &Backend) {

@@ -173,6 +173,37 @@ pub trait MessageStore: Send + Sync {
     /// the change, or `None` where the condition did not hold (or the message is unknown).
     async fn transition(&self, changes: &[Transition]) -> Result<Vec<Option<Message>>, StoreError>;
 
+    /// As [`transition`](Self::transition), with an answer per change that stays exact when
+    /// some fail: `Ok` as there (applied, or its condition did not hold), or `Err`: not
+    /// applied, as far as the store can tell. A store whose batch is all or nothing (SQLite:
+    /// one transaction) answers every change with the batch's error, as this default does;
+    /// one that applies changes one by one (DynamoDB) says which landed and which did not.
+    /// Dispatch claims and records with it, so a throttled batch never leaves a message
+    /// claimed behind a job that was told its claim failed. (A request whose answer was lost
+    /// on the way may still have applied; dispatch's orphan path settles those, never
+    /// sending twice.)
+    async fn transition_each(
+        &self,
+        changes: &[Transition],
+    ) -> Vec<Result<Option<Message>, StoreError>> {
+        match self.transition(changes).await {
+            Ok(results) => results.into_iter().map(Ok).collect(),
+            Err(e) => {
+                let why = e.to_string();
+                changes
+                    .iter()
+                    .map(|_| {
+                        Err(match &e {
+                            StoreError::Erased => StoreError::Erased,
+                            StoreError::Corrupt(c) => StoreError::Corrupt(c.clone()),
+                            _ => StoreError::Unavailable(why.clone().into()),
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// The messages that providers' ids belong to, in the order asked; `None` for ids that
     /// no message carries.
     async fn find_by_provider_ids(

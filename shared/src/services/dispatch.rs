@@ -99,23 +99,26 @@ impl Dispatcher {
         if claims.is_empty() {
             return outcomes;
         }
-        let claimed = match self.store.transition(&claims).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "dispatch: claim failed");
-                let delay = self.retry_delay(0);
-                for &i in &claim_index {
-                    outcomes[i] = JobOutcome::Retry(delay);
-                }
-                return outcomes;
-            }
-        };
+        // Each claim's own answer: a batch the store took in part sends what it claimed and
+        // hands back only the jobs whose claims did not land.
+        let claimed = self.store.transition_each(&claims).await;
         let mut to_send: Vec<(usize, Message)> = Vec::new();
+        let mut refused = 0;
         for ((claim, result), &i) in claims.iter().zip(claimed).zip(&claim_index) {
             match result {
-                Some(message) => to_send.push((i, message)),
-                None => outcomes[i] = self.unclaimed(claim, now).await,
+                Ok(Some(message)) => to_send.push((i, message)),
+                Ok(None) => outcomes[i] = self.unclaimed(claim, now).await,
+                Err(e) => {
+                    if refused == 0 {
+                        tracing::warn!(error = %e, "dispatch: claim failed");
+                    }
+                    refused += 1;
+                    outcomes[i] = JobOutcome::Retry(self.retry_delay(0));
+                }
             }
+        }
+        if refused > 1 {
+            tracing::warn!(refused, "dispatch: claims failed");
         }
         super::metrics::observe(to_send.iter().map(|(_, m)| m));
         // Messages whose validity ran out while they waited are not worth sending.
@@ -446,19 +449,27 @@ impl Dispatcher {
             return;
         }
         let transitions: Vec<Transition> = finals.iter().map(|(_, t, _)| t.clone()).collect();
-        match self.store.transition(&transitions).await {
-            Ok(changed) => {
-                super::metrics::observe(changed.iter().flatten());
-                for (i, _, outcome) in &finals {
+        let recorded = self.store.transition_each(&transitions).await;
+        let mut unrecorded = 0;
+        for ((i, _, outcome), result) in finals.iter().zip(recorded) {
+            match result {
+                Ok(changed) => {
+                    super::metrics::observe(changed.iter());
                     outcomes[*i] = *outcome;
                 }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, count = finals.len(), "dispatch: submissions not recorded");
-                for (i, _, _) in &finals {
+                // Still `sending`: the job comes back once the message counts as orphaned,
+                // and the provider lookup settles it without sending it again.
+                Err(e) => {
+                    if unrecorded == 0 {
+                        tracing::error!(error = %e, "dispatch: a submission not recorded");
+                    }
+                    unrecorded += 1;
                     outcomes[*i] = JobOutcome::Retry(self.config.orphan_after);
                 }
             }
+        }
+        if unrecorded > 1 {
+            tracing::error!(unrecorded, "dispatch: submissions not recorded");
         }
     }
 

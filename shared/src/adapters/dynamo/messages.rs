@@ -1195,6 +1195,16 @@ impl MessageStore for DynamoStore {
     }
 
     async fn transition(&self, changes: &[Transition]) -> Result<Vec<Option<Message>>, StoreError> {
+        self.transition_each(changes).await.into_iter().collect()
+    }
+
+    /// Each change is its own conditional update, so a batch can land in part (throttling
+    /// refuses some): every update runs to its end, and each answer says what happened to
+    /// its change. A change after a failed one of the same message is not tried.
+    async fn transition_each(
+        &self,
+        changes: &[Transition],
+    ) -> Vec<Result<Option<Message>, StoreError>> {
         // Changes of one message apply in the order given; distinct messages at once.
         let mut groups: Vec<Vec<usize>> = Vec::new();
         let mut group_of: HashMap<(&TenantId, MessageId), usize> = HashMap::new();
@@ -1205,22 +1215,35 @@ impl MessageStore for DynamoStore {
             });
             groups[group].push(i);
         }
-        let applied: Vec<Vec<(usize, Option<Message>)>> = stream::iter(groups)
+        let applied: Vec<Vec<(usize, Result<Option<Message>, StoreError>)>> = stream::iter(groups)
             .map(|group| async move {
                 let mut results = Vec::with_capacity(group.len());
+                let mut failed = false;
                 for i in group {
-                    results.push((i, self.apply(&changes[i]).await?));
+                    let result = if failed {
+                        Err(StoreError::Unavailable(
+                            "an earlier change of the message failed".into(),
+                        ))
+                    } else {
+                        self.apply(&changes[i]).await
+                    };
+                    failed |= result.is_err();
+                    results.push((i, result));
                 }
-                Ok::<_, StoreError>(results)
+                results
             })
             .buffer_unordered(CONCURRENCY)
-            .try_collect()
-            .await?;
-        let mut results = vec![None; changes.len()];
-        for (i, message) in applied.into_iter().flatten() {
-            results[i] = message;
+            .collect()
+            .await;
+        let mut results: Vec<Option<Result<Option<Message>, StoreError>>> =
+            (0..changes.len()).map(|_| None).collect();
+        for (i, result) in applied.into_iter().flatten() {
+            results[i] = Some(result);
         }
-        Ok(results)
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable("not tried".into()))))
+            .collect()
     }
 
     async fn find_by_provider_ids(

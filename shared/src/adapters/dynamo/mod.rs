@@ -95,7 +95,9 @@
 //! - **Transitions** (claims, cancels, receipts, expiry): one `UpdateItem` per change with
 //!   `#st IN (:from...)`, returning the new item (`ALL_NEW`), so a claim costs one write and
 //!   no read. Changes of one message in one call apply in order; different messages are
-//!   updated concurrently.
+//!   updated concurrently. A call can land in part (throttling refuses some updates), so
+//!   every update runs to its end and `transition_each` answers each change for itself:
+//!   dispatch sends what it claimed and hands back only the jobs whose claims failed.
 //! - **Tenants**: the tenant and its key hash are created together in one transaction, each
 //!   with `attribute_not_exists(pk)`.
 //!
