@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks that template.yaml's DynamoDB tables are the ones that
 shared/src/adapters/dynamo/schema.rs creates: key schemas, attribute definitions, every
-global secondary index (name, keys, projection) and the TTL attribute.
+global secondary index (name, keys, projection), the TTL attribute and the stream (its view
+type: the callbacks function reads old and new images).
 
     python3 infra/check_template_schema.py
 
@@ -122,10 +123,14 @@ def main():
         have_indexes = template_indexes(props)
         want_ttl = names.get("TTL") if "TTL" in names and module != "tenant" else None
         have_ttl = props.get("TimeToLiveSpecification", {}).get("AttributeName")
+        view = re.search(r"stream_view_type\(StreamViewType::(\w+)\)", source)
+        want_stream = re.sub(r"(?<!^)([A-Z])", r"_\1", view.group(1)).upper() if view else None
+        have_stream = props.get("StreamSpecification", {}).get("StreamViewType")
         for what, w, h in [
             ("attributes and keys", want, have),
             ("indexes", want_indexes, have_indexes),
             ("TTL attribute", want_ttl, have_ttl),
+            ("stream view type", want_stream, have_stream),
         ]:
             if w != h:
                 ok = False
