@@ -45,6 +45,35 @@ fn endpoint(test: &str) -> Option<String> {
     }
 }
 
+/// Waits (up to 10 s) until `function` has printed an embedded-metric line in the
+/// deployment's namespace counting one `metric` for AlphaSMS and Kyivstar.
+async fn wait_printed(function: &LambdaFunction, metric: &str) {
+    let printed = |logs: &str| {
+        logs.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|d| {
+                d["_aws"]["CloudWatchMetrics"][0]["Namespace"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("Holub/"))
+                    && d["Provider"] == "alphasms"
+                    && d["Operator"] == "kyivstar"
+                    && d[metric] == 1
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = function.logs(500);
+        if printed(&logs) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {metric} metric line in:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// One deployment on moto for one test, and its functions.
 struct Stack(Deployment);
 
@@ -313,26 +342,9 @@ async fn a_message_goes_through_the_real_functions_to_delivered() {
     assert_eq!(sim_stats(&sim).await["accepted"], 1);
 
     // Each function printed its status changes as CloudWatch embedded metrics, in the
-    // deployment's namespace.
-    let printed = |logs: String, metric: &str| {
-        logs.lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .any(|d| {
-                d["_aws"]["CloudWatchMetrics"][0]["Namespace"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with("Holub/"))
-                    && d["Provider"] == "alphasms"
-                    && d["Operator"] == "kyivstar"
-                    && d[metric] == 1
-            })
-    };
-    let dispatch_logs = source.function().logs(500);
-    assert!(printed(dispatch_logs.clone(), "Sent"), "{dispatch_logs}");
-    let receipts_logs = receipts.logs(500);
-    assert!(
-        printed(receipts_logs.clone(), "Delivered"),
-        "{receipts_logs}"
-    );
+    // deployment's namespace (its log is read as it comes: wait for the line).
+    wait_printed(source.function(), "Sent").await;
+    wait_printed(&receipts, "Delivered").await;
 
     // The receipt fixture, for this message, straight to the function: a receipt that
     // arrives again changes nothing.
