@@ -198,5 +198,38 @@ async fn a_callback_is_signed_and_delivered_and_the_poison_record_reported() {
     assert_eq!(events[1]["message_id"], "01JV7Q9A1B2C3D4E5F6G7H8J9K");
     assert_eq!(events[0]["status"], "sent");
     assert_eq!(events[0]["reference"], "order-1842");
+
+    // Six full jobs of one URL in one batch: two POSTs, 500 events and 100.
+    let full = serde_json::json!({
+        "tenant_id": tenant.as_str(),
+        "url": hook,
+        "events": (0..100).map(|_| events[1].clone()).map(|mut e| {
+            for wire_only in ["type", "event_id"] {
+                e.as_object_mut().unwrap().remove(wire_only);
+            }
+            e
+        }).collect::<Vec<_>>(),
+    })
+    .to_string();
+    let batch: SqsEvent = serde_json::from_value(serde_json::json!({
+        "Records": (0..6).map(|i| serde_json::json!({
+            "messageId": format!("full-{i}"),
+            "receiptHandle": format!("handle-{i}"),
+            "body": full,
+            "attributes": {"ApproximateReceiveCount": "1"},
+            "eventSource": "aws:sqs",
+        })).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    let response = holub_dispatch::sqs_batch(&sender, queue.as_ref(), batch).await;
+    assert!(response.batch_item_failures.is_empty());
+    let mut sizes = Vec::new();
+    for _ in 0..2 {
+        let (signed, body) = rx.recv().await.unwrap();
+        assert!(signed);
+        sizes.push(body.as_array().unwrap().len());
+    }
+    sizes.sort_unstable();
+    assert_eq!(sizes, [100, 500]);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -41,6 +41,10 @@ use super::JobOutcome;
 use super::jobs::{CallbackEvent, CallbackJob};
 
 pub const SIGNATURE_HEADER: &str = "Holub-Signature";
+/// The most events one POST carries (a job carries at most
+/// [`MAX_EVENTS_PER_JOB`](super::jobs::MAX_EVENTS_PER_JOB); jobs of one URL are gathered up
+/// to this).
+pub const MAX_EVENTS_PER_POST: usize = 500;
 /// How far a signature's timestamp may be from the receiver's clock.
 pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
 
@@ -155,18 +159,22 @@ impl CallbackSender {
     /// Delivers callback jobs: the events of each tenant's URL in one POST. Every job of
     /// one POST gets its outcome.
     pub async fn handle(&self, jobs: &[(&CallbackJob, u32)]) -> Vec<JobOutcome> {
-        let mut groups: Vec<(&TenantId, &str, Vec<usize>)> = Vec::new();
+        // Jobs of one URL together, up to [`MAX_EVENTS_PER_POST`] events a POST.
+        let mut groups: Vec<(&TenantId, &str, Vec<usize>, usize)> = Vec::new();
         for (i, (job, _)) in jobs.iter().enumerate() {
-            match groups
-                .iter_mut()
-                .find(|(t, u, _)| **t == job.tenant_id && *u == job.url)
-            {
-                Some((_, _, members)) => members.push(i),
-                None => groups.push((&job.tenant_id, job.url.as_str(), vec![i])),
+            let count = job.events.len();
+            match groups.iter_mut().find(|(t, u, _, n)| {
+                **t == job.tenant_id && *u == job.url && n + count <= MAX_EVENTS_PER_POST
+            }) {
+                Some((_, _, members, n)) => {
+                    members.push(i);
+                    *n += count;
+                }
+                None => groups.push((&job.tenant_id, job.url.as_str(), vec![i], count)),
             }
         }
         let mut outcomes = vec![JobOutcome::Done; jobs.len()];
-        let posts = groups.iter().map(|(tenant, url, members)| async move {
+        let posts = groups.iter().map(|(tenant, url, members, _)| async move {
             let events: Vec<&CallbackEvent> =
                 members.iter().flat_map(|i| &jobs[*i].0.events).collect();
             let receive_count = members.iter().map(|i| jobs[*i].1).max().unwrap_or(1);
