@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{AdminScope, Authorized, JsonBody};
+use crate::routes::{invalid, query_params};
 
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> Self {
@@ -484,16 +485,7 @@ pub async fn audit_log(
     auth: Authorized<AdminScope>,
     params: Result<Query<AuditParams>, QueryRejection>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let invalid = |code: &str, field: &str, msg: &str| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg).field(field)
-    };
-    let Query(p) = params.map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_query",
-            e.body_text(),
-        )
-    })?;
+    let p = query_params(params)?;
     let limit = match p.limit {
         None => 50,
         Some(n @ 1..=500) => n,

@@ -11,7 +11,7 @@
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -22,7 +22,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Authorized, ReadScope};
-use crate::routes::{Filters, filters, invalid};
+use crate::routes::{Filters, filters, invalid, query_params};
 
 /// Messages read from the store per step of the stream.
 const PAGE: usize = 500;
@@ -90,13 +90,7 @@ pub async fn export_messages(
     auth: Authorized<ReadScope>,
     params: Result<Query<ExportParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(p) = params.map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_query",
-            e.body_text(),
-        )
-    })?;
+    let p = query_params(params)?;
     let delimiter = match p.delimiter.as_deref() {
         None | Some("comma") => b',',
         Some("semicolon") => b';',

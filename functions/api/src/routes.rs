@@ -297,6 +297,17 @@ pub struct ListParams {
     limit: Option<usize>,
 }
 
+/// A route's query string, or 422 `invalid_query` with what was wrong with it.
+pub(crate) fn query_params<T>(params: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    params.map(|Query(p)| p).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_query",
+            e.body_text(),
+        )
+    })
+}
+
 pub(crate) fn invalid(code: &str, field: &str, message: &str) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).field(field)
 }
@@ -324,13 +335,7 @@ pub async fn list_messages(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let tenant = auth.tenant;
-    let Query(p) = params.map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_query",
-            e.body_text(),
-        )
-    })?;
+    let p = query_params(params)?;
     let mut query = filters(Filters {
         status: p.status,
         to: p.to,

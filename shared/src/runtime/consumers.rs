@@ -3,10 +3,11 @@
 //! The single binary's queue loops and the Lambda functions' SQS batches run the same
 //! consumers and the same settle policy; they differ only in who deletes finished jobs.
 
+use async_trait::async_trait;
+
 use crate::ports::{Delivery, Queue, QueueName};
 use crate::services::jobs::{self, CallbackJob, DispatchJob};
 use crate::services::{CallbackSender, Dispatcher, JobOutcome};
-use async_trait::async_trait;
 
 #[async_trait]
 pub trait Consumer: Send + Sync {

@@ -27,14 +27,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::join_all;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::adapters::safe_http;
-use crate::domain::address::{self, TargetError};
-use futures::future::join_all;
-
 use crate::domain::TenantId;
+use crate::domain::address::{self, TargetError};
 use crate::ports::{Clock, Secret, SecretStore, SystemResolver};
 
 use super::JobOutcome;

@@ -85,14 +85,11 @@ fn change(record: &StreamRecord) -> Result<Option<Item>, &'static str> {
     let (Some(new), Some(old)) = (&images.new_image, &images.old_image) else {
         return Ok(None);
     };
-    let status = |image: &HashMap<String, Value>| {
-        image
-            .get(msg::STATUS)
-            .and_then(|v| v["S"].as_str().map(str::to_owned))
-    };
+    fn status(image: &HashMap<String, Value>) -> Option<&str> {
+        image.get(msg::STATUS)?["S"].as_str()
+    }
     match (status(new), status(old)) {
         (Some(now), Some(before)) if now != before => item(new).map(Some),
-        (Some(_), Some(_)) => Ok(None),
         _ => Ok(None),
     }
 }
