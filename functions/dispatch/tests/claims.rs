@@ -10,26 +10,22 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use holub_shared::adapters::sqlite::{SqliteBackend, SqliteConfig, SyncMode};
 use holub_shared::domain::status::PartReceipt;
-use holub_shared::domain::{
-    Encoding, IdempotencyKey, Message, MessageId, MessageStatus, PhoneNumber, SenderId,
-    StatusChange, StatusSet, TenantId,
-};
+use holub_shared::domain::{IdempotencyKey, Message, MessageId, MessageStatus, TenantId};
 use holub_shared::ports::store::IdempotencyRecord;
 use holub_shared::ports::{
-    ListQuery, MessageRef, MessageStore, Page, ReceiptTarget, SmsProvider, StoreError, SystemClock,
-    Transition,
+    ListQuery, MessageRef, MessageStore, Page, ReceiptTarget, StoreError, Transition,
 };
-use holub_shared::services::dispatch::DispatchConfig;
-use holub_shared::services::gateway::{BreakerConfig, Gateway, Member};
+use holub_shared::services::JobOutcome;
 use holub_shared::services::jobs::DispatchJob;
-use holub_shared::services::{Dispatcher, JobOutcome};
-use holub_simulator::{Simulator, SimulatorConfig, SimulatorProvider};
+
+mod common;
+
+use common::{queued, simulated_dispatcher};
 
 /// The SQLite store, refusing claims (`→ sending`) of the messages in `refuse`.
 struct Throttling {
@@ -135,38 +131,6 @@ impl MessageStore for Throttling {
     }
 }
 
-fn queued(tenant: &TenantId, i: usize) -> Message {
-    let now = Utc::now();
-    Message {
-        id: MessageId::generate(now),
-        tenant_id: tenant.clone(),
-        batch_id: None,
-        to: PhoneNumber::parse(&format!("067{:07}", 1_234_000 + i)).unwrap(),
-        from: SenderId::parse("Holub").unwrap(),
-        text: "Ваш код: 4821".into(),
-        encoding: Encoding::Ucs2,
-        segments: 1,
-        status: MessageStatus::Queued,
-        created_at: now,
-        updated_at: now,
-        send_at: None,
-        expires_at: now + chrono::Duration::hours(1),
-        callback_url: None,
-        callback_statuses: StatusSet::ALL,
-        reference: None,
-        metadata: None,
-        provider: None,
-        provider_message_id: None,
-        cost: None,
-        error: None,
-        attempts: 0,
-        history: vec![StatusChange {
-            status: MessageStatus::Queued,
-            at: now,
-        }],
-    }
-}
-
 #[tokio::test]
 async fn a_batch_of_claims_taken_in_part_sends_what_it_claimed_and_nothing_twice() {
     let dir = std::env::temp_dir().join(format!("holub-dispatch-claims-{}", std::process::id()));
@@ -180,7 +144,12 @@ async fn a_batch_of_claims_taken_in_part_sends_what_it_claimed_and_nothing_twice
     )
     .unwrap();
     let tenant = TenantId::generate(Utc::now());
-    let messages: Vec<Message> = (0..10).map(|i| queued(&tenant, i)).collect();
+    let messages: Vec<Message> = (0..10)
+        .map(|i| {
+            let to = format!("067{:07}", 1_234_000 + i);
+            queued(&tenant, MessageId::generate(Utc::now()), &to)
+        })
+        .collect();
     backend.insert(&messages, None).await.unwrap();
     let refused: HashSet<MessageId> = [1, 4, 7].iter().map(|i| messages[*i].id).collect();
     let store = Arc::new(Throttling {
@@ -188,37 +157,7 @@ async fn a_batch_of_claims_taken_in_part_sends_what_it_claimed_and_nothing_twice
         refuse: Mutex::new(refused.clone()),
     });
 
-    let sim = Simulator::start(SimulatorConfig {
-        receipt_delay: Duration::from_secs(3600),
-        ..SimulatorConfig::default()
-    })
-    .await
-    .unwrap();
-    let provider: Arc<dyn SmsProvider> = Arc::new(
-        SimulatorProvider::new(
-            &sim.base_url(),
-            SimulatorConfig::default().api_token,
-            "simulator",
-        )
-        .unwrap(),
-    );
-    let gateway = Gateway::new(
-        vec![Member {
-            name: "simulator".into(),
-            provider,
-            messages_per_second: None,
-            price_per_part: None,
-        }],
-        Vec::new(),
-        BreakerConfig::default(),
-    )
-    .unwrap();
-    let dispatcher = Dispatcher::new(
-        store.clone(),
-        Arc::new(gateway),
-        Arc::new(SystemClock),
-        DispatchConfig::default(),
-    );
+    let (sim, dispatcher) = simulated_dispatcher(store.clone()).await;
     let jobs: Vec<Option<DispatchJob>> = messages
         .iter()
         .map(|m| {

@@ -3,54 +3,19 @@
 //! provider simulator.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::Utc;
 use holub_shared::adapters::sqlite::{SqliteBackend, SqliteConfig, SyncMode};
-use holub_shared::domain::{
-    Encoding, Message, MessageId, MessageStatus, PhoneNumber, SenderId, StatusChange, TenantId,
-};
-use holub_shared::ports::{MessageStore, Queue, SmsProvider, SystemClock};
-use holub_shared::services::Dispatcher;
-use holub_shared::services::dispatch::DispatchConfig;
-use holub_shared::services::gateway::{BreakerConfig, Gateway, Member};
-use holub_simulator::{Simulator, SimulatorConfig, SimulatorProvider};
+use holub_shared::domain::{Message, MessageStatus, TenantId};
+use holub_shared::ports::{MessageStore, Queue, SystemClock};
+
+mod common;
+
+use common::{queued, simulated_dispatcher};
 
 const EVENT: &str = include_str!("../../../events/sqs-dispatch-batch.json");
 const CALLBACKS: &str = include_str!("../../../events/sqs-callbacks-batch.json");
-
-fn queued(tenant: &TenantId, id: &str) -> Message {
-    let now = Utc::now();
-    Message {
-        id: id.parse::<MessageId>().unwrap(),
-        tenant_id: tenant.clone(),
-        batch_id: None,
-        to: PhoneNumber::parse("0671234567").unwrap(),
-        from: SenderId::parse("Holub").unwrap(),
-        text: "Ваш код: 4821".into(),
-        encoding: Encoding::Ucs2,
-        segments: 1,
-        status: MessageStatus::Queued,
-        created_at: now,
-        updated_at: now,
-        send_at: None,
-        expires_at: now + chrono::Duration::hours(1),
-        callback_url: None,
-        callback_statuses: Default::default(),
-        reference: None,
-        metadata: None,
-        provider: None,
-        provider_message_id: None,
-        cost: None,
-        error: None,
-        attempts: 0,
-        history: vec![StatusChange {
-            status: MessageStatus::Queued,
-            at: now,
-        }],
-    }
-}
 
 #[tokio::test]
 async fn only_the_poison_record_is_reported_and_redelivery_sends_nothing_twice() {
@@ -68,40 +33,13 @@ async fn only_the_poison_record_is_reported_and_redelivery_sends_nothing_twice()
     let queue: Arc<dyn Queue> = Arc::new(backend.clone());
     let tenant: TenantId = "ten_01JV7Q8M4X2K9T3N5R6B8C0D1E".parse().unwrap();
     let ids = ["01JV7Q9A1B2C3D4E5F6G7H8J9K", "01JV7Q9A1B2C3D4E5F6G7H8J9M"];
-    let messages: Vec<Message> = ids.iter().map(|id| queued(&tenant, id)).collect();
+    let messages: Vec<Message> = ids
+        .iter()
+        .map(|id| queued(&tenant, id.parse().unwrap(), "0671234567"))
+        .collect();
     store.insert(&messages, None).await.unwrap();
 
-    let sim = Simulator::start(SimulatorConfig {
-        receipt_delay: Duration::from_secs(3600),
-        ..SimulatorConfig::default()
-    })
-    .await
-    .unwrap();
-    let provider: Arc<dyn SmsProvider> = Arc::new(
-        SimulatorProvider::new(
-            &sim.base_url(),
-            SimulatorConfig::default().api_token,
-            "simulator",
-        )
-        .unwrap(),
-    );
-    let gateway = Gateway::new(
-        vec![Member {
-            name: "simulator".into(),
-            provider,
-            messages_per_second: None,
-            price_per_part: None,
-        }],
-        Vec::new(),
-        BreakerConfig::default(),
-    )
-    .unwrap();
-    let dispatcher = Dispatcher::new(
-        store.clone(),
-        Arc::new(gateway),
-        Arc::new(SystemClock),
-        DispatchConfig::default(),
-    );
+    let (sim, dispatcher) = simulated_dispatcher(store.clone()).await;
 
     for _ in 0..2 {
         let event: SqsEvent = serde_json::from_str(EVENT).unwrap();
