@@ -106,16 +106,18 @@ def template_indexes(resource):
 def main():
     template = yaml.load(read("template.yaml"), Loader=CfnLoader)["Resources"]
     codec = read("shared/src/adapters/dynamo/codec.rs")
+    stats = read("shared/src/adapters/dynamo/stats.rs")
     schema = read("shared/src/adapters/dynamo/schema.rs")
     index_names = dict(re.findall(r'pub\(super\) const (\w+): &str = "([^"]+)";', schema))
     tables = [
         ("MessagesTable", "msg", between(schema, "let messages", "let idempotency")),
         ("IdempotencyTable", "idem", between(schema, "let idempotency", "let tenants")),
-        ("TenantsTable", "tenant", between(schema, "let tenants", "for (request")),
+        ("TenantsTable", "tenant", between(schema, "let tenants", "let stats")),
+        ("StatsTable", "stat", between(schema, "let stats", "for (request")),
     ]
     ok = True
     for resource, module, source in tables:
-        names = constants(codec, module)
+        names = constants(stats if module == "stat" else codec, module)
         props = template[resource]["Properties"]
         want = code_table(source, names)
         have = template_table(props)

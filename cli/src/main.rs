@@ -4,6 +4,7 @@ mod backend;
 mod dlq;
 mod estimate;
 mod logging;
+mod report;
 mod routes;
 mod secret;
 mod serve;
@@ -38,6 +39,8 @@ enum Command {
     /// Dead-lettered queue jobs.
     #[command(subcommand)]
     Dlq(dlq::Command),
+    /// A tenant's delivery rate, counts, cost and latencies over a range (from the statistics).
+    Report(report::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
             Command::Secret(command) => secret::run(command).await,
             Command::Simulator(args) => simulator::run(args).await,
             Command::Dlq(command) => dlq::run(command).await,
+            Command::Report(args) => report::run(args).await,
         }
     })
 }

@@ -220,7 +220,8 @@ async fn serve(args: Args) -> Result<(), String> {
             )));
         }
     }
-    let table = holub.tasks(providers.gateway);
+    // One process does it all here, the analytics rollup too.
+    let table = holub.tasks(providers.gateway).with(holub.rollup());
     let stopped = stop_rx.clone();
     tasks.push(tokio::spawn(
         async move { table.run_on_timers(stopped).await },

@@ -44,13 +44,14 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// The five functions, by binary name.
-pub const FUNCTIONS: [&str; 5] = [
+/// The six functions, by binary name.
+pub const FUNCTIONS: [&str; 6] = [
     "holub-api",
     "holub-receipts",
     "holub-dispatch",
     "holub-callbacks",
     "holub-scheduler",
+    "holub-rollup",
 ];
 
 /// The largest response a function may return synchronously.
@@ -60,7 +61,7 @@ pub const ACCOUNT_ID: &str = "123456789012";
 const LOG_LINES_KEPT: usize = 300;
 const API_PREFIX: &str = "/2018-06-01/runtime";
 
-/// The five function binaries of this workspace, built (debug profile) on first use so the
+/// The function binaries of this workspace, built (debug profile) on first use so the
 /// suites always drive the current code; returns the directory holding them.
 pub fn function_bins() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();

@@ -28,12 +28,14 @@ use holub_shared::adapters::request_counter::RequestCounter;
 use holub_shared::adapters::secrets_manager::{SecretsConfig, SecretsManagerStore};
 use holub_shared::adapters::sqlite::{SqliteBackend, SqliteConfig, SyncMode};
 use holub_shared::adapters::sqs::create_queues;
+use holub_shared::domain::stats::{Counters, Deltas, Hour, Snapshot, StatsKey};
 use holub_shared::domain::status::{PartReceipt, ReceiptState};
 use holub_shared::domain::{
     ApiKeyRecord, AuditAction, AuditEntry, BatchId, Encoding, IdempotencyKey, KeyId, KeyName,
     Kopiyky, Message, MessageError, MessageId, MessageStatus, Network, Origin, PhoneNumber,
     Registration, Scopes, SenderId, SenderRecord, StatusChange, TenantId, TenantLimits,
 };
+use holub_shared::ports::StatsStore;
 use holub_shared::ports::store::KeyEnd;
 use holub_shared::ports::{
     Admission, Admitted, Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent,
@@ -60,6 +62,7 @@ struct Backend {
     secrets: Arc<dyn SecretStore>,
     replays: Arc<dyn ReplayStore>,
     counters: Arc<dyn CounterStore>,
+    stats: Arc<dyn StatsStore>,
     /// A second secret store over the same storage: what a restart (a cold start) reads.
     secrets_again: Arc<dyn SecretStore>,
     /// The AWS requests made so far (AWS only).
@@ -98,6 +101,7 @@ impl Backend {
         drop(self.tenants);
         drop(self.queue);
         drop(self.replays);
+        drop(self.stats);
         if let Some(sqlite) = sqlite {
             sqlite.close().await;
         }
@@ -122,6 +126,7 @@ fn sqlite(name: &str) -> Backend {
         secrets: Arc::new(FileSecretStore::in_dir(&secrets_dir)),
         replays: Arc::new(db.clone()),
         counters: Arc::new(db.clone()),
+        stats: Arc::new(db.clone()),
         secrets_again: Arc::new(FileSecretStore::in_dir(&secrets_dir)),
         requests: None,
         dynamo: None,
@@ -207,6 +212,7 @@ async fn aws(name: &str) -> Option<Backend> {
         secrets: Arc::new(aws.secrets),
         replays: Arc::new(aws.store.clone()),
         counters: Arc::new(aws.store.clone()),
+        stats: Arc::new(aws.store.clone()),
         secrets_again: Arc::new(secrets_again),
         requests: Some(aws.requests),
         dynamo: Some(aws.store),
@@ -280,6 +286,7 @@ contract!(
     a_long_poll_wakes_when_a_message_is_sent,
     an_oversized_body_is_refused,
     secrets_are_stored_read_and_rotated,
+    statistics_equal_a_recomputation_and_count_each_change_once,
 );
 
 /// Races: run on SQLite only. Both DynamoDB and SQLite make each conditional write atomic,
@@ -415,6 +422,170 @@ const SECOND: Duration = Duration::from_secs(1);
 // ---------------------------------------------------------------------------------------
 // Messages
 // ---------------------------------------------------------------------------------------
+
+/// What the statistics of `tenant` must be: every message of the log folded in afresh.
+async fn recomputed(b: &Backend, tenant: &TenantId) -> Vec<(StatsKey, Counters)> {
+    let mut deltas = Deltas::default();
+    let mut query = everything(1000);
+    loop {
+        let page = b.store().list(tenant, &query).await.expect("list");
+        for m in &page.messages {
+            deltas.change(None, Some(&Snapshot::of(m)));
+        }
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    deltas.into_cells().map(|((_, key), c)| (key, c)).collect()
+}
+
+async fn stored(b: &Backend, tenant: &TenantId) -> Vec<(StatsKey, Counters)> {
+    let mut cells = b
+        .stats
+        .stats(tenant, Hour(0), Hour(1_000_000))
+        .await
+        .expect("read the statistics");
+    cells.sort_by(|a, c| a.0.cmp(&c.0));
+    cells
+}
+
+/// Runs the rollup until it finds nothing more; the events it folded.
+async fn roll_up(b: &Backend, budget: usize) -> usize {
+    let mut events = 0;
+    loop {
+        let rolled = b.stats.roll_up(budget).await.expect("roll up");
+        assert_eq!(rolled.unreadable, 0);
+        events += rolled.events;
+        if rolled.events == 0 || budget == usize::MAX {
+            return events;
+        }
+    }
+}
+
+async fn statistics_equal_a_recomputation_and_count_each_change_once(b: &Backend) {
+    let (t, other) = (tenant(), tenant());
+    let mut batch = Vec::new();
+    let batch_id = BatchId::generate(at(0));
+    for (i, number) in [
+        "+380671234567",
+        "+380501234567",
+        "+380931234567",
+        "+48501234567",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut m = message(&t, at(i as i64) + TimeDelta::hours(i as i64 % 2));
+        m.to = phone(number);
+        m.batch_id = Some(batch_id.clone());
+        m.status = Queued;
+        m.segments = 1 + i as u16;
+        batch.push(m);
+    }
+    let mut single = message(&t, at(10));
+    single.from = SenderId::parse("Shop").unwrap();
+    single.encoding = Encoding::Gsm7;
+    b.store()
+        .insert(&batch, None)
+        .await
+        .expect("insert a batch");
+    b.store()
+        .insert(std::slice::from_ref(&single), None)
+        .await
+        .expect("insert one");
+    let theirs = message(&other, at(11));
+    b.store()
+        .insert(std::slice::from_ref(&theirs), None)
+        .await
+        .expect("insert another tenant's");
+    assert!(roll_up(b, usize::MAX).await >= 6);
+    assert_eq!(stored(b, &t).await, recomputed(b, &t).await);
+
+    // Walks: delivered, failed after a failover, undelivered; one receipt twice.
+    let sent = |m: &Message, provider: &str, second: i64| {
+        step(m, &[Sending], Sent, second).with(Patch {
+            provider: Some(provider.into()),
+            provider_message_id: Some(format!("p-{}", m.id)),
+            cost: Some(Kopiyky(85 * i64::from(m.segments))),
+            ..Patch::default()
+        })
+    };
+    let sending = |m: &Message, provider: &str, second: i64| {
+        step(m, &[Queued], Sending, second).with(Patch {
+            provider: Some(provider.into()),
+            ..Patch::default()
+        })
+    };
+    let changes = vec![
+        sending(&batch[0], "turbosms", 20),
+        sent(&batch[0], "turbosms", 21),
+        step(&batch[0], &[Sent], Delivered, 25),
+        sending(&batch[1], "turbosms", 20),
+        step(&batch[1], &[Sending], Queued, 21),
+        sending(&batch[1], "smsfly", 22),
+        step(&batch[1], &[Sending], Failed, 23),
+        sending(&batch[2], "alphasms", 20),
+        sent(&batch[2], "alphasms", 22),
+    ];
+    b.store().transition(&changes).await.expect("walk");
+    // A rollup between two changes of one message, with the smallest budget.
+    roll_up(b, 1).await;
+    assert_eq!(stored(b, &t).await, recomputed(b, &t).await);
+    let late = vec![
+        step(&batch[2], &[Sent], Undelivered, 90),
+        step(&batch[2], &[Sent], Undelivered, 91),
+        step(&single, &[Accepted], Cancelled, 30),
+    ];
+    b.store().transition(&late).await.expect("late changes");
+    roll_up(b, usize::MAX).await;
+    let cells = stored(b, &t).await;
+    assert_eq!(cells, recomputed(b, &t).await);
+    assert_eq!(roll_up(b, usize::MAX).await, 0, "nothing is folded twice");
+    assert_eq!(stored(b, &t).await, cells);
+
+    let total = cells.iter().fold(Counters::default(), |mut all, (_, c)| {
+        all.add(c, 1);
+        all
+    });
+    assert_eq!(total.messages(), 5);
+    assert_eq!(
+        (
+            total.count(Delivered),
+            total.count(Failed),
+            total.count(Undelivered),
+            total.count(Cancelled),
+            total.count(Queued),
+        ),
+        (1, 1, 1, 1, 1)
+    );
+    assert_eq!(total.parts, 1 + 2 + 3 + 4 + 1);
+    assert_eq!(total.cost, 85 + 85 * 3);
+    assert_eq!(total.accepted_to_delivered.count(), 1);
+    assert_eq!(total.sent_to_delivered.count(), 1);
+    let failed: Vec<_> = cells
+        .iter()
+        .filter(|(_, c)| c.count(Failed) == 1)
+        .map(|(k, _)| k.provider.as_deref())
+        .collect();
+    assert_eq!(
+        failed,
+        [Some("smsfly")],
+        "a cell has the provider it ended with"
+    );
+
+    // Each tenant sees its own; a range sees its hours.
+    assert_eq!(stored(b, &other).await, recomputed(b, &other).await);
+    assert_eq!(stored(b, &other).await.len(), 1);
+    let first_hour = Hour::of(at(0));
+    let early = b
+        .stats
+        .stats(&t, first_hour, Hour(first_hour.0 + 1))
+        .await
+        .expect("a range");
+    assert!(early.iter().all(|(k, _)| k.hour == first_hour));
+    assert!(!early.is_empty() && early.len() < cells.len());
+}
 
 async fn a_message_round_trips_with_every_field(b: &Backend) {
     let store = b.store();

@@ -94,6 +94,7 @@ macro_rules! needs {
 needs! {
     SendScope => Scope::MessagesSend,
     ReadScope => Scope::MessagesRead,
+    AnalyticsScope => Scope::AnalyticsRead,
     AdminScope => Scope::Admin,
 }
 

@@ -2,6 +2,7 @@
 //! (the single binary) or by `lambda_http` (the API function).
 
 mod admin;
+mod analytics;
 mod error;
 mod export;
 mod extract;
@@ -13,7 +14,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use holub_shared::runtime::Holub;
-use holub_shared::services::{Accounts, Intake, Limits, Messages, Senders};
+use holub_shared::services::{Accounts, Analytics, Intake, Limits, Messages, Senders};
 
 pub use error::{ApiError, ErrorBody};
 
@@ -29,6 +30,7 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub intake: Arc<Intake>,
     pub messages: Arc<Messages>,
+    pub analytics: Arc<Analytics>,
 }
 
 impl AppState {
@@ -41,6 +43,7 @@ impl AppState {
             senders: holub.senders.clone(),
             intake: holub.intake.clone(),
             messages: holub.messages.clone(),
+            analytics: holub.analytics.clone(),
         }
     }
 }
@@ -71,6 +74,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/senders/{sender}", delete(admin::remove_sender))
         .route("/v1/audit", get(admin::audit_log))
         .route("/v1/limits", get(admin::get_limits))
+        .route("/v1/analytics/summary", get(analytics::summary))
+        .route("/v1/analytics/timeseries", get(analytics::timeseries))
         .layer(DefaultBodyLimit::max(SINGLE_BODY_LIMIT))
         .merge(batch)
         .fallback(routes::not_found)

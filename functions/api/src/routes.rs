@@ -46,7 +46,9 @@ use crate::extract::{AnyKey, Authorized, IdempotencyHeader, JsonBody, ReadScope,
         crate::admin::request_sender,
         crate::admin::remove_sender,
         crate::admin::audit_log,
-        crate::admin::get_limits
+        crate::admin::get_limits,
+        crate::analytics::summary,
+        crate::analytics::timeseries
     ),
     components(schemas(
         SendMessageRequest,
@@ -73,7 +75,14 @@ use crate::extract::{AnyKey, Authorized, IdempotencyHeader, JsonBody, ReadScope,
         crate::admin::AuditView,
         crate::admin::AuditPage,
         holub_shared::services::limits::LimitsView,
-        holub_shared::domain::TenantLimits
+        holub_shared::domain::TenantLimits,
+        holub_shared::services::analytics::ReportView,
+        holub_shared::services::analytics::GroupView,
+        holub_shared::services::analytics::TotalsView,
+        holub_shared::services::analytics::LatenciesView,
+        holub_shared::services::analytics::LatencyView,
+        holub_shared::services::analytics::Dimension,
+        holub_shared::services::analytics::Zone
     )),
     modifiers(&BearerAuth, &Refinements)
 )]

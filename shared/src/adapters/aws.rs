@@ -38,11 +38,14 @@ pub struct AwsConfig {
 impl AwsConfig {
     /// The settings from named values — in a Lambda, its environment, read once in `main`:
     /// `HOLUB_MESSAGES_TABLE`, `HOLUB_IDEMPOTENCY_TABLE`, `HOLUB_TENANTS_TABLE`,
+    /// `HOLUB_STATS_TABLE`,
     /// `HOLUB_DISPATCH_QUEUE_URL`, `HOLUB_CALLBACKS_QUEUE_URL`, `HOLUB_KMS_KEY_ID` (all
     /// required),
     /// `HOLUB_SECRETS_PREFIX` (default `holub/`), `HOLUB_INDEX_SHARDS` (default 4; it may
     /// grow between deployments but never shrink) and `HOLUB_MESSAGE_RETENTION_DAYS` (default
-    /// 90: how long a message is kept before DynamoDB's TTL deletes it).
+    /// 90: how long a message is kept before DynamoDB's TTL deletes it) and
+    /// `HOLUB_MESSAGES_STREAM_ARN` (the messages table's stream, which the rollup reads;
+    /// without it, the rollup asks the table).
     pub fn from_values(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let need = |name: &str| {
             get(name)
@@ -53,6 +56,8 @@ impl AwsConfig {
         dynamo.messages_table = need("HOLUB_MESSAGES_TABLE")?;
         dynamo.idempotency_table = need("HOLUB_IDEMPOTENCY_TABLE")?;
         dynamo.tenants_table = need("HOLUB_TENANTS_TABLE")?;
+        dynamo.stats_table = need("HOLUB_STATS_TABLE")?;
+        dynamo.messages_stream_arn = get("HOLUB_MESSAGES_STREAM_ARN").filter(|a| !a.is_empty());
         if let Some(shards) = get("HOLUB_INDEX_SHARDS") {
             dynamo.index_shards = shards
                 .parse()
@@ -104,6 +109,7 @@ pub async fn load_sdk_config() -> SdkConfig {
 #[derive(Debug, Clone)]
 pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
+    pub streams: aws_sdk_dynamodbstreams::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub secrets_manager: aws_sdk_secretsmanager::Client,
     pub kms: aws_sdk_kms::Client,
@@ -115,6 +121,11 @@ impl AwsClients {
         let requests = RequestCounter::new();
         let dynamodb = aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(sdk)
+                .interceptor(requests.clone())
+                .build(),
+        );
+        let streams = aws_sdk_dynamodbstreams::Client::from_conf(
+            aws_sdk_dynamodbstreams::config::Builder::from(sdk)
                 .interceptor(requests.clone())
                 .build(),
         );
@@ -135,6 +146,7 @@ impl AwsClients {
         );
         AwsClients {
             dynamodb,
+            streams,
             sqs,
             secrets_manager,
             kms,
@@ -164,7 +176,8 @@ impl AwsBackend {
                 clients.dynamodb,
                 config.dynamo,
                 Arc::new(KmsMasterKey::new(clients.kms, config.kms_key_id)),
-            ),
+            )
+            .with_streams(clients.streams),
             queue: SqsQueue::new(clients.sqs, config.queues),
             secrets: SecretsManagerStore::new(clients.secrets_manager, config.secrets),
             requests: clients.requests,
@@ -211,10 +224,11 @@ mod tests {
         move |name| map.get(name).cloned()
     }
 
-    const REQUIRED: [(&str, &str); 6] = [
+    const REQUIRED: [(&str, &str); 7] = [
         ("HOLUB_MESSAGES_TABLE", "m"),
         ("HOLUB_IDEMPOTENCY_TABLE", "i"),
         ("HOLUB_TENANTS_TABLE", "t"),
+        ("HOLUB_STATS_TABLE", "s"),
         ("HOLUB_DISPATCH_QUEUE_URL", "http://q/d"),
         ("HOLUB_CALLBACKS_QUEUE_URL", "http://q/c"),
         ("HOLUB_KMS_KEY_ID", "alias/holub"),

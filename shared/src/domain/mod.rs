@@ -12,6 +12,7 @@ pub mod phone;
 pub mod sealing;
 pub mod segments;
 pub mod sender;
+pub mod stats;
 pub mod status;
 pub mod text;
 pub mod transliteration;

@@ -12,6 +12,7 @@ pub mod queue;
 pub mod replays;
 pub mod resolver;
 pub mod secrets;
+pub mod stats;
 pub mod store;
 
 pub use clock::{Clock, SystemClock};
@@ -24,6 +25,7 @@ pub use queue::{Delivery, Outgoing, Queue, QueueError, QueueName, ReceiptHandle}
 pub use replays::{ReplayStore, RequestDigest};
 pub use resolver::{Resolver, SystemResolver};
 pub use secrets::{Secret, SecretError, SecretStore};
+pub use stats::{Rolled, StatsStore};
 pub use store::{
     IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, Patch, ReceiptTarget, Retention,
     StoreError, Tenant, TenantStore, Transition,

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use crate::domain::TenantLimits;
 use crate::ports::{
-    Clock, CounterStore, MessageStore, Queue, ReplayStore, Retention, SecretStore, TenantStore,
+    Clock, CounterStore, MessageStore, Queue, ReplayStore, Retention, SecretStore, StatsStore,
+    TenantStore,
 };
 use crate::services::callbacks::CallbackConfig;
 use crate::services::dispatch::DispatchConfig;
@@ -26,8 +27,8 @@ use crate::services::poller::{PollConfig, Poller};
 use crate::services::replays::REPLAY_WINDOW;
 use crate::services::sweeper::SweeperConfig;
 use crate::services::{
-    Accounts, CallbackSender, Dispatcher, Intake, Limits, Messages, Receipts, ReplayGuard, Senders,
-    Sweeper,
+    Accounts, Analytics, CallbackSender, Dispatcher, Intake, Limits, Messages, Receipts,
+    ReplayGuard, Senders, Sweeper,
 };
 
 pub use consumers::{Consumer, Finished, consume_until_stopped, settle};
@@ -42,6 +43,9 @@ pub const RELEASE_ROUNDS: usize = 50;
 
 /// How long an `Idempotency-Key` is remembered (as DynamoDB's TTL keeps it on AWS).
 pub const IDEMPOTENCY_KEPT: Duration = Duration::from_secs(24 * 3600);
+
+/// Status events one run of the rollup folds at most (the next run takes the rest).
+pub const ROLLUP_BUDGET: usize = 1_000_000;
 
 /// Expired replay digests (and old messages, counters) forgotten per run.
 const FORGET_BATCH: usize = 10_000;
@@ -65,6 +69,7 @@ pub struct Ports {
     pub secrets: Arc<dyn SecretStore>,
     pub replays: Arc<dyn ReplayStore>,
     pub counters: Arc<dyn CounterStore>,
+    pub stats: Arc<dyn StatsStore>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -82,6 +87,7 @@ impl Ports {
             secrets,
             replays: Arc::new(db.clone()),
             counters: Arc::new(db.clone()),
+            stats: Arc::new(db.clone()),
             clock: Arc::new(crate::ports::SystemClock),
         }
     }
@@ -101,6 +107,7 @@ pub struct Holub {
     pub replays: Arc<ReplayGuard>,
     pub callbacks: Arc<CallbackSender>,
     pub sweeper: Arc<Sweeper>,
+    pub analytics: Arc<Analytics>,
 }
 
 impl Holub {
@@ -166,6 +173,7 @@ impl Holub {
                 p.clock.clone(),
                 sweeper,
             )),
+            analytics: Arc::new(Analytics::new(p.stats.clone())),
             ports,
             settings,
             target,
@@ -199,6 +207,28 @@ impl Holub {
                 started: (self.target == Target::Embedded).then(|| self.ports.clock.now()),
             },
         ))
+    }
+
+    /// The analytics rollup: status events folded into statistics. `holub serve` runs it in
+    /// its task table; on AWS it is a function of its own (`functions/rollup`), since it
+    /// alone reads the messages table's stream and writes the statistics.
+    pub fn rollup(&self) -> Task {
+        Task::over(
+            "rollup",
+            self.settings.rollup_every(),
+            self.ports.stats.clone(),
+            |stats| async move {
+                let rolled = stats.roll_up(ROLLUP_BUDGET).await?;
+                if rolled.events > 0 || rolled.unreadable > 0 {
+                    tracing::info!(
+                        events = rolled.events,
+                        unreadable = rolled.unreadable,
+                        "status events rolled up"
+                    );
+                }
+                Ok(rolled.events)
+            },
+        )
     }
 
     /// The periodic tasks, in the order a scheduled run takes them.

@@ -25,6 +25,11 @@ pub struct Settings {
     #[arg(long, env = "HOLUB_POLL_EVERY", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub poll_every: u64,
+    /// Seconds between runs of the analytics rollup, where a timer of its own runs it (the
+    /// rollup function runs once a minute, on its schedule): how fresh the reports are.
+    #[arg(long, env = "HOLUB_ROLLUP_EVERY", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub rollup_every: u64,
     /// Seconds a message pushed to a provider that pushes receipts may stay `sent` without a
     /// final one before Holub asks the provider for it (where its API can be asked): the
     /// receipt may have been pushed while Holub was down, or lost.
@@ -123,6 +128,10 @@ impl Settings {
 
     pub fn poll_every(&self) -> Duration {
         Duration::from_secs(self.poll_every)
+    }
+
+    pub fn rollup_every(&self) -> Duration {
+        Duration::from_secs(self.rollup_every)
     }
 
     /// Whether callbacks may go to private addresses where Holub runs on `embedded` (one

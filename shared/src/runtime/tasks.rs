@@ -96,6 +96,12 @@ impl TaskTable {
         TaskTable { tasks }
     }
 
+    /// The table with `task` added at its end.
+    pub fn with(mut self, task: Task) -> Self {
+        self.tasks.push(task);
+        self
+    }
+
     pub fn tasks(&self) -> &[Task] {
         &self.tasks
     }

@@ -2,6 +2,7 @@
 //! run exactly this code.
 
 pub mod accounts;
+pub mod analytics;
 pub mod callbacks;
 pub mod dispatch;
 pub mod gateway;
@@ -19,6 +20,7 @@ pub mod template;
 pub mod view;
 
 pub use accounts::Accounts;
+pub use analytics::Analytics;
 pub use callbacks::CallbackSender;
 pub use dispatch::Dispatcher;
 pub use intake::Intake;

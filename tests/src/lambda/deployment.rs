@@ -173,6 +173,7 @@ impl Deployment {
                 self.dynamo.idempotency_table.clone(),
             ),
             ("HOLUB_TENANTS_TABLE", self.dynamo.tenants_table.clone()),
+            ("HOLUB_STATS_TABLE", self.dynamo.stats_table.clone()),
             ("HOLUB_INDEX_SHARDS", self.dynamo.index_shards.to_string()),
             ("HOLUB_DISPATCH_QUEUE_URL", self.queues.dispatch.clone()),
             ("HOLUB_CALLBACKS_QUEUE_URL", self.queues.callbacks.clone()),

@@ -14,10 +14,11 @@ use chrono::{DateTime, Utc};
 
 use super::DynamoConfig;
 use crate::adapters::vault::OpeningKeys;
+use crate::domain::stats::Snapshot;
 use crate::domain::status::{PartReceipt, ReceiptState};
 use crate::domain::{
     BatchId, DataKey, Encoding, IdempotencyKey, Kopiyky, Message, MessageError, MessageId,
-    MessageStatus, PhoneNumber, SenderId, StatusChange, StatusSet, TenantId,
+    MessageStatus, Operator, PhoneNumber, SenderId, StatusChange, StatusSet, TenantId,
 };
 use crate::ports::{IdempotencyRecord, StoreError};
 use crate::services::jobs::CallbackEvent;
@@ -64,6 +65,8 @@ pub(super) mod msg {
     pub const DUE: &str = "dq";
     pub const QUEUED: &str = "qq";
     pub const AWAITING: &str = "ap";
+    /// The operator of the recipient's prefix (plain: it names a network, not a person).
+    pub const OPERATOR: &str = "op";
 }
 
 /// Attribute names of the idempotency table.
@@ -378,6 +381,7 @@ pub(super) fn message_item(
         AttributeValue::B(Blob::new(key.number_tag(&m.to).to_vec())),
     );
     put(msg::FROM, s(m.from.as_str()));
+    put(msg::OPERATOR, s(m.to.operator().as_str()));
     put(msg::ENCODING, s(m.encoding.as_str()));
     put(msg::SEGMENTS, n(m.segments));
     put(msg::STATUS, s(m.status.as_str()));
@@ -619,6 +623,46 @@ pub(super) fn callback_event(
         callback_statuses(item)?,
         event,
     )))
+}
+
+/// The plain facts of a message item that its statistics depend on (nothing sealed is
+/// opened); `None` for an item of the table that is no message (a batch marker).
+pub(super) fn snapshot(item: &Item) -> Result<Option<Snapshot>, StoreError> {
+    let tenant = req_s(item, msg::TENANT)?;
+    if tenant == marker::PARTITION {
+        return Ok(None);
+    }
+    let history = match item.get(msg::HISTORY) {
+        Some(AttributeValue::L(entries)) => entries
+            .iter()
+            .map(|e| match e {
+                AttributeValue::S(entry) => history_from(entry),
+                _ => Err(corrupt("a history entry is not a string")),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+        Some(_) => return Err(corrupt("the history is not a list")),
+    };
+    let (sent_at, delivered_at) = Snapshot::moments(history.iter().map(|c| (c.status, c.at)));
+    Ok(Some(Snapshot {
+        tenant_id: parse::<TenantId>(tenant, "tenant id")?,
+        created_at: time(item, msg::CREATED)?,
+        provider: get_s(item, msg::PROVIDER)?.map(str::to_owned),
+        operator: get_s(item, msg::OPERATOR)?
+            .map(|o| parse::<Operator>(o, "operator"))
+            .transpose()?,
+        sender: SenderId::parse(req_s(item, msg::FROM)?)
+            .map_err(|e| corrupt(format!("sender: {e}")))?,
+        batch_id: get_s(item, msg::BATCH)?
+            .map(|b| parse::<BatchId>(b, "batch id"))
+            .transpose()?,
+        encoding: encoding_from(req_s(item, msg::ENCODING)?)?,
+        segments: req_n(item, msg::SEGMENTS)?,
+        status: parse::<MessageStatus>(req_s(item, msg::STATUS)?, "status")?,
+        cost: get_n(item, msg::COST)?,
+        sent_at,
+        delivered_at,
+    }))
 }
 
 /// The largest slice of an idempotency body kept in one item: DynamoDB items hold at most

@@ -83,7 +83,7 @@ fn built<T>(result: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T,
 }
 
 impl DynamoStore {
-    fn messages(&self) -> &str {
+    pub(super) fn messages(&self) -> &str {
         &self.config.messages_table
     }
 

@@ -140,6 +140,7 @@ mod keys;
 mod messages;
 mod replays;
 mod schema;
+mod stats;
 pub mod stream;
 mod tenants;
 
@@ -162,6 +163,10 @@ pub struct DynamoConfig {
     pub messages_table: String,
     pub idempotency_table: String,
     pub tenants_table: String,
+    /// The analytics: statistics per tenant and cell, and the rollup's checkpoints.
+    pub stats_table: String,
+    /// The messages table's stream, which the rollup reads; `None`: asked of the table.
+    pub messages_stream_arn: Option<String>,
     /// Partitions each sweep index is spread over (at least 1). May grow, never shrink.
     pub index_shards: u16,
     /// How long a message is kept after it was created (the `ttl` attribute).
@@ -171,13 +176,16 @@ pub struct DynamoConfig {
 }
 
 impl DynamoConfig {
-    /// Tables named `<prefix>-messages`, `<prefix>-idempotency` and `<prefix>-tenants`, with
+    /// Tables named `<prefix>-messages`, `<prefix>-idempotency`, `<prefix>-tenants` and
+    /// `<prefix>-stats`, with
     /// the default shard count and retention periods.
     pub fn with_prefix(prefix: &str) -> Self {
         DynamoConfig {
             messages_table: format!("{prefix}-messages"),
             idempotency_table: format!("{prefix}-idempotency"),
             tenants_table: format!("{prefix}-tenants"),
+            stats_table: format!("{prefix}-stats"),
+            messages_stream_arn: None,
             index_shards: 4,
             message_retention: Duration::from_secs(90 * 24 * 3600),
             idempotency_retention: Duration::from_secs(24 * 3600),
@@ -193,6 +201,10 @@ pub struct DynamoStore {
     /// The tenants' data keys, wrapped by `master` in the tenants table.
     vault: Arc<Vault>,
     retention: Arc<keys::RetentionCache>,
+    /// The client of the messages table's stream (only the rollup reads it).
+    streams: Option<aws_sdk_dynamodbstreams::Client>,
+    /// The stream's ARN, once asked of the table.
+    stream: Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl DynamoStore {
@@ -208,7 +220,15 @@ impl DynamoStore {
             config: Arc::new(config),
             vault: Arc::new(Vault::new(master, Arc::new(shelf))),
             retention: Arc::default(),
+            streams: None,
+            stream: Arc::default(),
         }
+    }
+
+    /// The store with a client of the messages table's stream, which the rollup reads.
+    pub fn with_streams(mut self, streams: aws_sdk_dynamodbstreams::Client) -> Self {
+        self.streams = Some(streams);
+        self
     }
 
     /// The keys that open the sealed items among `items`.

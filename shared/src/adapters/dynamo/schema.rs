@@ -13,6 +13,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::codec::{idem, msg, tenant};
+use super::stats::stat;
 use super::{DynamoConfig, unavailable};
 use crate::ports::StoreError;
 
@@ -158,10 +159,23 @@ pub async fn create_tables(client: &Client, config: &DynamoConfig) -> Result<(),
         .set_key_schema(Some(vec![key(tenant::KEY, KeyType::Hash)?]))
         .global_secondary_indexes(index_all(BY_TENANT, tenant::GROUP, tenant::GROUP_SORT)?);
 
+    let stats = client
+        .create_table()
+        .table_name(&config.stats_table)
+        .set_attribute_definitions(Some(vec![
+            attribute(stat::TENANT, S)?,
+            attribute(stat::CELL, S)?,
+        ]))
+        .set_key_schema(Some(vec![
+            key(stat::TENANT, KeyType::Hash)?,
+            key(stat::CELL, KeyType::Range)?,
+        ]));
+
     for (request, ttl) in [
         (messages, Some(msg::TTL)),
         (idempotency, Some(idem::TTL)),
         (tenants, None),
+        (stats, Some(stat::TTL)),
     ] {
         let name = request.get_table_name().clone().unwrap_or_default();
         let created = request

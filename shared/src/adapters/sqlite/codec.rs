@@ -82,7 +82,7 @@ pub(super) fn encoding_str(encoding: Encoding) -> &'static str {
     encoding.as_str()
 }
 
-fn encoding_from(s: &str) -> Result<Encoding, Failure> {
+pub(super) fn encoding_from(s: &str) -> Result<Encoding, Failure> {
     [Encoding::Gsm7, Encoding::Ucs2]
         .into_iter()
         .find(|e| e.as_str() == s)
@@ -112,7 +112,7 @@ fn receipt_state_from(s: &str) -> Result<ReceiptState, Failure> {
     .ok_or_else(|| Failure::Corrupt(format!("unknown receipt state {s:?}")))
 }
 
-fn to_u16(n: i64, what: &str) -> Result<u16, Failure> {
+pub(super) fn to_u16(n: i64, what: &str) -> Result<u16, Failure> {
     u16::try_from(n).map_err(|_| Failure::Corrupt(format!("{what} {n} is out of range")))
 }
 
@@ -144,6 +144,7 @@ pub(super) struct MessageRow {
     live: Option<i64>,
     /// NULL for every status.
     callback_statuses: Option<i64>,
+    operator: &'static str,
 }
 
 /// The `live` column for a status: 1 unless terminal.
@@ -187,6 +188,7 @@ impl MessageRow {
             live: live(m.status),
             callback_statuses: (!m.callback_statuses.is_all())
                 .then(|| i64::from(m.callback_statuses.bits())),
+            operator: m.to.operator().as_str(),
         })
     }
 
@@ -220,6 +222,7 @@ impl MessageRow {
             self.callback_statuses,
             self.live,
             self.to_tag,
+            self.operator,
         ])
     }
 }
@@ -227,8 +230,8 @@ impl MessageRow {
 pub(super) const INSERT_MESSAGE: &str = concat!(
     "INSERT INTO messages (",
     message_columns!(),
-    ", live, to_tag) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-     ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
+    ", live, to_tag, operator) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+     ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"
 );
 
 /// A message's columns as read, not yet parsed.

@@ -38,6 +38,7 @@ mod keys;
 mod queue;
 mod replays;
 mod schema;
+mod stats;
 mod store;
 mod tenants;
 #[cfg(test)]

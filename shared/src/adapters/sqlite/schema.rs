@@ -222,6 +222,36 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE messages ADD COLUMN callback_statuses INTEGER;
     ",
+    // 7: analytics (see `stats.rs`). The operator of the recipient's prefix (it names a
+    // network, not a person: plain). `rolled` is the contribution last folded into `stats`
+    // (NULL: none yet). `stats_pending` is the outbox of status events: the messages changed
+    // since the rollup last saw them, written by triggers in the same transaction as the
+    // change, whichever statement made it. Messages from before count from the first rollup.
+    "
+    ALTER TABLE messages ADD COLUMN operator TEXT;
+    ALTER TABLE messages ADD COLUMN rolled TEXT;
+
+    CREATE TABLE stats_pending (
+        message     INTEGER PRIMARY KEY
+    ) STRICT;
+    CREATE TRIGGER messages_stats_insert AFTER INSERT ON messages BEGIN
+        INSERT OR IGNORE INTO stats_pending (message) VALUES (new.seq);
+    END;
+    CREATE TRIGGER messages_stats_change AFTER UPDATE OF status, provider, cost ON messages
+    BEGIN
+        INSERT OR IGNORE INTO stats_pending (message) VALUES (new.seq);
+    END;
+    INSERT INTO stats_pending (message) SELECT seq FROM messages;
+
+    -- One row per tenant and cell (`StatsKey::encode`, which sorts by hour): the report
+    -- queries read a range of cells. `counters` is the cell's `Counters` as JSON.
+    CREATE TABLE stats (
+        tenant_id   TEXT NOT NULL,
+        cell        TEXT NOT NULL,
+        counters    TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, cell)
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// Brings the schema up to date, in one transaction per migration.

@@ -1,0 +1,646 @@
+//! [`StatsStore`] on DynamoDB: the rollup reads the messages table's stream
+//! (`NEW_AND_OLD_IMAGES`) itself, shard by shard from a checkpoint, and folds each record into
+//! the `stats` table as the new image's contribution minus the old one's.
+//!
+//! # The `stats` table
+//!
+//! Partition `t` (S, the tenant id), sort `k` (S, the cell: [`StatsKey::encode`], which sorts
+//! by hour, so a report is one `Query` of a key range). Counters are numbers, changed only
+//! with `ADD` (so two cells' updates never need to read first): `n<status>` messages per
+//! status, `pa` parts, `co` cost in kopiykas, `ha<bucket>` and `hs<bucket>` the
+//! accepted→delivered and sent→delivered latency histograms.
+//!
+//! Checkpoints live in the same table, partition `#rollup` (never a tenant id), one item per
+//! stream shard (`k` = the shard id): `sq` the sequence number of the last record folded,
+//! `dn` once a closed shard has been read to its end, `ttl` two days after that (a stream
+//! keeps records 24 hours).
+//!
+//! # Exactly once
+//!
+//! The cells a run of records changes and the shard's checkpoint move in one
+//! `TransactWriteItems` (at most 100 items: up to [`CELLS_PER_WRITE`] cells and the
+//! checkpoint), the checkpoint conditional on still being where this run read it. A run that
+//! dies leaves the checkpoint where the last committed write put it; a run that overlaps
+//! another finds the checkpoint moved and stops at that shard. A record therefore counts
+//! once, however often it is read. A child shard is read only after its parent is done, so
+//! the changes of one message are folded in order.
+//!
+//! Records that remove items (DynamoDB's TTL forgetting old messages) change no statistics:
+//! the totals outlive the message log, as in the SQLite store.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use aws_sdk_dynamodbstreams::operation::get_records::GetRecordsError;
+use aws_sdk_dynamodbstreams::operation::get_shard_iterator::GetShardIteratorError;
+use aws_sdk_dynamodbstreams::types::{
+    AttributeValue as StreamValue, OperationType, Record, ShardIteratorType,
+};
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+
+use super::codec::{self, Item, corrupt, get_s, s};
+use super::{DynamoStore, Expr, Incomplete, MAX_TRANSACTION_ITEMS, unavailable};
+use crate::domain::MessageStatus;
+use crate::domain::TenantId;
+use crate::domain::stats::{Counters, Deltas, Hour, StatsKey};
+use crate::ports::{Rolled, StatsStore, StoreError};
+
+/// Attribute names of the stats table.
+pub(super) mod stat {
+    pub const TENANT: &str = "t";
+    pub const CELL: &str = "k";
+    pub const PARTS: &str = "pa";
+    pub const COST: &str = "co";
+    pub const STATUS_PREFIX: &str = "n";
+    pub const ACCEPTED_PREFIX: &str = "ha";
+    pub const SENT_PREFIX: &str = "hs";
+    /// Checkpoints: the partition, and their attributes.
+    pub const CHECKPOINTS: &str = "#rollup";
+    pub const SEQUENCE: &str = "sq";
+    pub const DONE: &str = "dn";
+    pub const TTL: &str = "ttl";
+}
+
+/// Cells changed by one write: a transaction holds 100 items, one of them the checkpoint,
+/// and one record changes at most two cells.
+const CELLS_PER_WRITE: usize = MAX_TRANSACTION_ITEMS - 3;
+
+/// Records per `GetRecords` (its maximum).
+const RECORDS_PER_READ: i32 = 1000;
+
+/// A run stops starting new reads after this long (the rollup function runs once a minute,
+/// with a timeout of 60 seconds).
+const RUN_TIME: Duration = Duration::from_secs(40);
+
+/// How long a finished shard's checkpoint is kept (the stream keeps records for 24 hours).
+const DONE_KEPT: chrono::TimeDelta = chrono::TimeDelta::hours(48);
+
+/// The counters of a cell as `ADD` operands: attribute name and amount, zeros left out.
+fn counter_attributes(c: &Counters) -> Vec<(String, i64)> {
+    let mut out: Vec<(String, i64)> = c
+        .statuses
+        .iter()
+        .map(|(status, n)| (format!("{}{}", stat::STATUS_PREFIX, status.as_str()), *n))
+        .collect();
+    out.push((stat::PARTS.to_owned(), c.parts));
+    out.push((stat::COST.to_owned(), c.cost));
+    for (prefix, histogram) in [
+        (stat::ACCEPTED_PREFIX, &c.accepted_to_delivered),
+        (stat::SENT_PREFIX, &c.sent_to_delivered),
+    ] {
+        out.extend(
+            histogram
+                .0
+                .iter()
+                .map(|(bucket, n)| (format!("{prefix}{bucket}"), *n)),
+        );
+    }
+    out.retain(|(_, n)| *n != 0);
+    out
+}
+
+/// A cell's counters from its item.
+fn counters_from(item: &Item) -> Result<Counters, StoreError> {
+    let mut c = Counters::default();
+    for (name, value) in item {
+        let AttributeValue::N(number) = value else {
+            continue;
+        };
+        let amount: i64 = codec::parse(number, name)?;
+        if amount == 0 {
+            continue;
+        }
+        if name == stat::PARTS {
+            c.parts = amount;
+        } else if name == stat::COST {
+            c.cost = amount;
+        } else if let Some(bucket) = name.strip_prefix(stat::ACCEPTED_PREFIX) {
+            c.accepted_to_delivered
+                .0
+                .insert(codec::parse(bucket, "bucket")?, amount);
+        } else if let Some(bucket) = name.strip_prefix(stat::SENT_PREFIX) {
+            c.sent_to_delivered
+                .0
+                .insert(codec::parse(bucket, "bucket")?, amount);
+        } else if let Some(status) = name.strip_prefix(stat::STATUS_PREFIX) {
+            c.statuses
+                .insert(codec::parse::<MessageStatus>(status, "status")?, amount);
+        }
+    }
+    Ok(c)
+}
+
+/// A stream image's attribute as the DynamoDB client's.
+fn attribute(value: &StreamValue) -> AttributeValue {
+    match value {
+        StreamValue::S(s) => AttributeValue::S(s.clone()),
+        StreamValue::N(n) => AttributeValue::N(n.clone()),
+        StreamValue::B(b) => AttributeValue::B(Blob::new(b.as_ref().to_vec())),
+        StreamValue::Ss(v) => AttributeValue::Ss(v.clone()),
+        StreamValue::Ns(v) => AttributeValue::Ns(v.clone()),
+        StreamValue::Bs(v) => {
+            AttributeValue::Bs(v.iter().map(|b| Blob::new(b.as_ref().to_vec())).collect())
+        }
+        StreamValue::M(m) => AttributeValue::M(image(m)),
+        StreamValue::L(l) => AttributeValue::L(l.iter().map(attribute).collect()),
+        StreamValue::Bool(b) => AttributeValue::Bool(*b),
+        _ => AttributeValue::Null(true),
+    }
+}
+
+fn image(m: &HashMap<String, StreamValue>) -> Item {
+    m.iter().map(|(k, v)| (k.clone(), attribute(v))).collect()
+}
+
+/// Folds one stream record into `deltas`. `Err` for a record that does not read as a change
+/// of a message.
+fn fold(record: &Record, deltas: &mut Deltas) -> Result<(), StoreError> {
+    let Some(change) = record.dynamodb() else {
+        return Err(corrupt("a stream record without images"));
+    };
+    let snapshot = |i: Option<&HashMap<String, StreamValue>>| -> Result<_, StoreError> {
+        match i {
+            Some(i) => codec::snapshot(&image(i)),
+            None => Ok(None),
+        }
+    };
+    match record.event_name() {
+        Some(OperationType::Insert) => {
+            deltas.change(None, snapshot(change.new_image())?.as_ref());
+        }
+        Some(OperationType::Modify) => {
+            let old = snapshot(change.old_image())?;
+            let new = snapshot(change.new_image())?;
+            if old.is_some() && new.is_some() {
+                deltas.change(old.as_ref(), new.as_ref());
+            }
+        }
+        // Retention: the totals keep what the message added.
+        _ => {}
+    }
+    Ok(())
+}
+
+/// One shard as the stream describes it, with its checkpoint.
+#[derive(Debug, Clone)]
+struct Shard {
+    id: String,
+    parent: Option<String>,
+    sequence: Option<String>,
+    done: bool,
+}
+
+/// How reading a shard ended.
+enum ShardEnd {
+    /// Read to its end and closed: its children may go on.
+    Finished,
+    /// Caught up with an open shard, out of budget or time, or another run holds it.
+    Paused,
+}
+
+impl DynamoStore {
+    fn stats_table(&self) -> &str {
+        &self.config.stats_table
+    }
+
+    fn streams(&self) -> Result<&aws_sdk_dynamodbstreams::Client, StoreError> {
+        self.streams.as_ref().ok_or_else(|| {
+            unavailable(Incomplete(
+                "the DynamoDB store has no streams client; the rollup cannot run".into(),
+            ))
+        })
+    }
+
+    /// The messages table's stream: from the configuration, else from the table.
+    async fn stream_arn(&self) -> Result<String, StoreError> {
+        if let Some(arn) = &self.config.messages_stream_arn {
+            return Ok(arn.clone());
+        }
+        let arn = self
+            .stream
+            .get_or_try_init(|| async {
+                let table = self
+                    .client
+                    .describe_table()
+                    .table_name(self.messages())
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                table
+                    .table()
+                    .and_then(|t| t.latest_stream_arn())
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        unavailable(Incomplete(format!(
+                            "table {} has no stream",
+                            self.messages()
+                        )))
+                    })
+            })
+            .await?;
+        Ok(arn.clone())
+    }
+
+    /// Every shard of the stream, with the checkpoints of those read before.
+    async fn stream_shards(&self, arn: &str) -> Result<Vec<Shard>, StoreError> {
+        let streams = self.streams()?;
+        let mut shards = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = streams
+                .describe_stream()
+                .stream_arn(arn)
+                .set_exclusive_start_shard_id(after.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            let Some(description) = page.stream_description() else {
+                break;
+            };
+            for shard in description.shards() {
+                if let Some(id) = shard.shard_id() {
+                    shards.push(Shard {
+                        id: id.to_owned(),
+                        parent: shard.parent_shard_id().map(str::to_owned),
+                        sequence: None,
+                        done: false,
+                    });
+                }
+            }
+            match description.last_evaluated_shard_id() {
+                Some(last) => after = Some(last.to_owned()),
+                None => break,
+            }
+        }
+        let checkpoints = self.checkpoints().await?;
+        for shard in &mut shards {
+            if let Some((sequence, done)) = checkpoints.get(&shard.id) {
+                shard.sequence = sequence.clone();
+                shard.done = *done;
+            }
+        }
+        Ok(shards)
+    }
+
+    async fn checkpoints(&self) -> Result<HashMap<String, (Option<String>, bool)>, StoreError> {
+        let mut out = HashMap::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut e = Expr::default();
+            let condition = format!(
+                "{} = {}",
+                e.name(stat::TENANT),
+                e.value(s(stat::CHECKPOINTS))
+            );
+            let page = self
+                .client
+                .query()
+                .table_name(self.stats_table())
+                .key_condition_expression(condition)
+                .set_expression_attribute_names(e.names())
+                .set_expression_attribute_values(e.values())
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in page.items() {
+                let Some(shard) = get_s(item, stat::CELL)? else {
+                    continue;
+                };
+                let sequence = get_s(item, stat::SEQUENCE)?.map(str::to_owned);
+                let done = matches!(item.get(stat::DONE), Some(AttributeValue::Bool(true)));
+                out.insert(shard.to_owned(), (sequence, done));
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Commits `deltas` and moves `shard`'s checkpoint from `shard.sequence` to `sequence`
+    /// (and marks it done), in one transaction. `Ok(false)` if the checkpoint had moved: an
+    /// overlapping run folded those records, and this one must leave the shard.
+    async fn commit(
+        &self,
+        shard: &Shard,
+        sequence: &str,
+        done: bool,
+        deltas: Deltas,
+    ) -> Result<bool, StoreError> {
+        let mut actions = Vec::with_capacity(deltas.len() + 1);
+        for ((tenant, key), counters) in deltas.into_cells() {
+            let adds = counter_attributes(&counters);
+            if adds.is_empty() {
+                continue;
+            }
+            let mut e = Expr::default();
+            let operands: Vec<String> = adds
+                .into_iter()
+                .map(|(name, amount)| format!("{} {}", e.name(&name), e.value(codec::n(amount))))
+                .collect();
+            let update = Update::builder()
+                .table_name(self.stats_table())
+                .key(stat::TENANT, s(tenant.as_str()))
+                .key(stat::CELL, s(key.encode()))
+                .update_expression(format!("ADD {}", operands.join(", ")))
+                .set_expression_attribute_names(e.names())
+                .set_expression_attribute_values(e.values())
+                .build()
+                .map_err(unavailable)?;
+            actions.push(TransactWriteItem::builder().update(update).build());
+        }
+        let mut e = Expr::default();
+        let seq_name = e.name(stat::SEQUENCE);
+        let mut set = format!("SET {seq_name} = {}", e.value(s(sequence)));
+        if done {
+            set.push_str(&format!(
+                ", {} = {}, {} = {}",
+                e.name(stat::DONE),
+                e.value(AttributeValue::Bool(true)),
+                e.name(stat::TTL),
+                e.value(codec::n((Utc::now() + DONE_KEPT).timestamp()))
+            ));
+        }
+        let condition = match &shard.sequence {
+            Some(previous) => format!("{seq_name} = {}", e.value(s(previous.clone()))),
+            None => format!("attribute_not_exists({seq_name})"),
+        };
+        let checkpoint = Update::builder()
+            .table_name(self.stats_table())
+            .key(stat::TENANT, s(stat::CHECKPOINTS))
+            .key(stat::CELL, s(shard.id.clone()))
+            .update_expression(set)
+            .condition_expression(condition)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .build()
+            .map_err(unavailable)?;
+        actions.push(TransactWriteItem::builder().update(checkpoint).build());
+        let checkpoint_index = actions.len() - 1;
+        // The same move has the same token, so the SDK's retry of a write that did commit
+        // is answered as a success instead of failing its condition.
+        let token = Sha256::digest(format!(
+            "{}|{}|{sequence}|{done}",
+            shard.id,
+            shard.sequence.as_deref().unwrap_or("")
+        ));
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(actions))
+            .client_request_token(&hex::encode(token)[..36])
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+                if let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) =
+                    e.as_service_error()
+                    && cancel
+                        .cancellation_reasons()
+                        .get(checkpoint_index)
+                        .is_some_and(|r| r.code() == Some("ConditionalCheckFailed"))
+                {
+                    return Ok(false);
+                }
+                Err(unavailable(e))
+            }
+        }
+    }
+
+    /// Reads `shard` from its checkpoint and folds what it finds, up to `budget` records.
+    async fn roll_shard(
+        &self,
+        arn: &str,
+        shard: &mut Shard,
+        budget: usize,
+        deadline: Instant,
+        rolled: &mut Rolled,
+    ) -> Result<ShardEnd, StoreError> {
+        let streams = self.streams()?;
+        let request = streams
+            .get_shard_iterator()
+            .stream_arn(arn)
+            .shard_id(&shard.id);
+        let request = match &shard.sequence {
+            Some(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(sequence),
+            None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        let mut iterator = match request.send().await {
+            Ok(answer) => answer.shard_iterator().map(str::to_owned),
+            Err(e) => match e.as_service_error() {
+                // Past the stream's 24 hours: those records are gone; go on from the oldest.
+                Some(GetShardIteratorError::TrimmedDataAccessException(_)) => {
+                    tracing::error!(shard = %shard.id, "stream records were trimmed before the rollup read them; statistics miss them");
+                    streams
+                        .get_shard_iterator()
+                        .stream_arn(arn)
+                        .shard_id(&shard.id)
+                        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                        .send()
+                        .await
+                        .map_err(unavailable)?
+                        .shard_iterator()
+                        .map(str::to_owned)
+                }
+                // The shard is gone from the stream (trimmed whole): nothing left to read.
+                Some(GetShardIteratorError::ResourceNotFoundException(_)) => {
+                    return Ok(ShardEnd::Finished);
+                }
+                _ => return Err(unavailable(e)),
+            },
+        };
+        let mut read = 0;
+        while let Some(current) = iterator.take() {
+            if read >= budget || Instant::now() >= deadline {
+                return Ok(ShardEnd::Paused);
+            }
+            let page = match streams
+                .get_records()
+                .shard_iterator(current)
+                .limit(RECORDS_PER_READ)
+                .send()
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => match e.as_service_error() {
+                    // An iterator lives 15 minutes; the next run starts from the checkpoint.
+                    Some(GetRecordsError::ExpiredIteratorException(_)) => {
+                        return Ok(ShardEnd::Paused);
+                    }
+                    _ => return Err(unavailable(e)),
+                },
+            };
+            let records = page.records();
+            let next = page.next_shard_iterator().map(str::to_owned);
+            read += records.len();
+            let mut deltas = Deltas::default();
+            let mut last: Option<&str> = None;
+            for record in records {
+                if deltas.len() >= CELLS_PER_WRITE {
+                    if let Some(sequence) = last {
+                        if !self.commit(shard, sequence, false, deltas).await? {
+                            return Ok(ShardEnd::Paused);
+                        }
+                        shard.sequence = Some(sequence.to_owned());
+                    }
+                    deltas = Deltas::default();
+                }
+                match fold(record, &mut deltas) {
+                    Ok(()) => rolled.events += 1,
+                    Err(e) => {
+                        tracing::warn!(shard = %shard.id, error = %e, "an unreadable stream record skipped by the rollup");
+                        rolled.unreadable += 1;
+                    }
+                }
+                if let Some(sequence) = record.dynamodb().and_then(|d| d.sequence_number()) {
+                    last = Some(sequence);
+                }
+            }
+            let finished = next.is_none();
+            // Where the checkpoint moves: past the last record read, or, for a closed shard
+            // read to its end (even one that never held a record), where it is, marked done.
+            let target = last
+                .map(str::to_owned)
+                .or_else(|| finished.then(|| shard.sequence.clone().unwrap_or_default()));
+            if let Some(sequence) = target {
+                if !self.commit(shard, &sequence, finished, deltas).await? {
+                    return Ok(ShardEnd::Paused);
+                }
+                shard.sequence = Some(sequence);
+            }
+            if finished {
+                shard.done = true;
+                return Ok(ShardEnd::Finished);
+            }
+            if records.is_empty() {
+                // Caught up with an open shard.
+                return Ok(ShardEnd::Paused);
+            }
+            iterator = next;
+        }
+        Ok(ShardEnd::Paused)
+    }
+}
+
+#[async_trait]
+impl StatsStore for DynamoStore {
+    async fn roll_up(&self, budget: usize) -> Result<Rolled, StoreError> {
+        let deadline = Instant::now() + RUN_TIME;
+        let arn = self.stream_arn().await?;
+        let mut shards = self.stream_shards(&arn).await?;
+        let mut rolled = Rolled::default();
+        // Parents before children: a child is read once its parent is done (or gone from
+        // the stream), so each message's changes are folded in the order they were made.
+        loop {
+            let mut finished_one = false;
+            for i in 0..shards.len() {
+                if shards[i].done {
+                    continue;
+                }
+                let waiting = shards[i]
+                    .parent
+                    .as_ref()
+                    .is_some_and(|parent| shards.iter().any(|s| &s.id == parent && !s.done));
+                let left = budget.saturating_sub(rolled.events + rolled.unreadable);
+                if waiting || left == 0 || Instant::now() >= deadline {
+                    continue;
+                }
+                let mut shard = shards[i].clone();
+                let end = self
+                    .roll_shard(&arn, &mut shard, left, deadline, &mut rolled)
+                    .await?;
+                finished_one |= matches!(end, ShardEnd::Finished);
+                shard.done |= matches!(end, ShardEnd::Finished);
+                shards[i] = shard;
+            }
+            if !finished_one {
+                return Ok(rolled);
+            }
+        }
+    }
+
+    async fn stats(
+        &self,
+        tenant: &TenantId,
+        from: Hour,
+        to: Hour,
+    ) -> Result<Vec<(StatsKey, Counters)>, StoreError> {
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut e = Expr::default();
+            let condition = format!(
+                "{} = {} AND {} BETWEEN {} AND {}",
+                e.name(stat::TENANT),
+                e.value(s(tenant.as_str())),
+                e.name(stat::CELL),
+                e.value(s(StatsKey::hour_prefix(from))),
+                e.value(s(StatsKey::hour_prefix(to))),
+            );
+            let page = self
+                .client
+                .query()
+                .table_name(self.stats_table())
+                .key_condition_expression(condition)
+                .set_expression_attribute_names(e.names())
+                .set_expression_attribute_values(e.values())
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in page.items() {
+                let cell = codec::req_s(item, stat::CELL)?;
+                let key = StatsKey::decode(cell).map_err(corrupt)?;
+                let counters = counters_from(item)?;
+                if !counters.is_zero() {
+                    out.push((key, counters));
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_round_trip_through_attributes() {
+        let mut c = Counters {
+            parts: 7,
+            cost: 595,
+            ..Counters::default()
+        };
+        c.statuses.insert(MessageStatus::Delivered, 5);
+        c.statuses.insert(MessageStatus::Failed, 2);
+        c.accepted_to_delivered.record(4_000, 5);
+        c.sent_to_delivered.record(1_500, 4);
+        let item: Item = counter_attributes(&c)
+            .into_iter()
+            .map(|(name, amount)| (name, codec::n(amount)))
+            .chain([
+                (stat::TENANT.to_owned(), s("ten_x")),
+                (stat::CELL.to_owned(), s("cell")),
+            ])
+            .collect();
+        assert_eq!(counters_from(&item).unwrap(), c);
+        assert!(counter_attributes(&Counters::default()).is_empty());
+    }
+}
