@@ -24,7 +24,7 @@ pub struct Args {
     /// End of the range (the same forms; a date means its start, so the day before is the last).
     #[arg(long)]
     to: String,
-    /// Comma-separated: provider, operator, sender, batch, encoding, and one of day and hour.
+    /// Comma-separated: provider, operator, sender, batch, encoding, day, hour.
     #[arg(long, default_value = "")]
     group_by: String,
     /// Europe/Kyiv or UTC.

@@ -13,9 +13,19 @@ use holub_tests::{Api, Holub, TERMINAL, TempDir, create_tenant, holub_bin};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-const FLAGS: [&str; 14] = [
+/// Simulated outcomes of every kind, and recovery settings that bring back quickly what the
+/// kill left in flight.
+const FLAGS: [&str; 22] = [
     "--sync",
     "normal",
+    "--dispatch-batch",
+    "50",
+    "--dispatch-visibility",
+    "3",
+    "--orphan-after",
+    "2",
+    "--requeue-after",
+    "3",
     "--rollup-every",
     "1",
     "--sim-receipt-delay-ms",
@@ -183,14 +193,21 @@ async fn all_terminal(api: &Api, within: Duration) -> Vec<Value> {
     let deadline = Instant::now() + within;
     loop {
         let messages = api.all_messages().await;
-        let open = messages
+        let open: Vec<&Value> = messages
             .iter()
             .filter(|m| !TERMINAL.contains(&m["status"].as_str().unwrap()))
-            .count();
-        if open == 0 {
+            .collect();
+        if open.is_empty() {
             return messages;
         }
-        assert!(Instant::now() < deadline, "{open} messages never finished");
+        assert!(
+            Instant::now() < deadline,
+            "{} messages never finished: {:?}",
+            open.len(),
+            open.iter()
+                .map(|m| (&m["status"], &m["history"]))
+                .collect::<Vec<_>>()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -358,68 +375,63 @@ async fn bad_report_queries_get_a_4xx_with_a_stable_code() {
     let api = Api::new(&holub, &keys.api_key);
     let range = "from=2026-11-01T00:00:00Z&to=2026-11-02T00:00:00Z";
     for (query, status, code) in [
-        ("summary?to=2026-11-02T00:00:00Z", 422, "invalid_query"),
         (
-            "summary?from=yesterday&to=2026-11-02T00:00:00Z",
+            "summary?to=2026-11-02T00:00:00Z".to_owned(),
+            422,
+            "invalid_query",
+        ),
+        (
+            "summary?from=yesterday&to=2026-11-02T00:00:00Z".into(),
             422,
             "time_invalid",
         ),
         (
-            "summary?from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z",
-            422,
-            "range_empty",
-        ),
-        (
-            "summary?from=2024-01-01T00:00:00Z&to=2026-11-01T00:00:00Z",
-            422,
-            "range_too_long",
-        ),
-        (
-            &format!("summary?{range}&group_by=campaign"),
+            format!("summary?{range}&group_by=campaign"),
             422,
             "group_by_unknown",
         ),
         (
-            &format!("summary?{range}&group_by=sender,sender"),
-            422,
-            "group_by_repeated",
-        ),
-        (
-            &format!("summary?{range}&group_by=day,hour"),
-            422,
-            "group_by_two_times",
-        ),
-        (
-            &format!("summary?{range}&timezone=Mars"),
+            format!("summary?{range}&timezone=Mars"),
             422,
             "timezone_unknown",
         ),
-        (&format!("summary?{range}&colour=red"), 422, "invalid_query"),
+        (format!("summary?{range}&colour=red"), 422, "invalid_query"),
         (
-            &format!("timeseries?{range}&interval=week"),
+            format!("timeseries?{range}&interval=week"),
             422,
             "interval_invalid",
         ),
         (
-            &format!("timeseries?{range}&group_by=hour"),
+            format!("timeseries?{range}&group_by=planet"),
             422,
-            "group_by_two_times",
-        ),
-        (
-            &format!("timeseries?{range}&interval=hour&group_by=hour"),
-            422,
-            "group_by_repeated",
+            "group_by_unknown",
         ),
     ] {
         let a = api.get(&format!("/v1/analytics/{query}")).await;
         assert_eq!(a.status, status, "{query}: {:?}", a.body);
         assert_eq!(a.body["error"]["code"], code, "{query}");
     }
-    // An empty range of a new tenant is all zeros, not an error.
+    // An empty range of a new tenant is all zeros, not an error; one that ends before it
+    // starts covers no hour (as a list so filtered finds nothing); a series longer than a
+    // report holds is cut short, and says where it stops.
     let a = api.get(&format!("/v1/analytics/summary?{range}")).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(a.body["totals"]["messages"], 0);
     assert_eq!(a.body["totals"]["delivery_rate"], Value::Null);
+    let a = api
+        .get("/v1/analytics/timeseries?from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z")
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(
+        (a.body["from"].clone(), a.body["groups"].clone()),
+        (a.body["to"].clone(), json!([]))
+    );
+    let a = api
+        .get("/v1/analytics/timeseries?from=2016-01-01T00:00:00Z&to=2026-11-01T00:00:00Z&interval=hour")
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["truncated"], true);
+    assert_eq!(a.body["groups"].as_array().unwrap().len(), 10_000);
     // No key, and a key without the analytics scope.
     let anonymous = api.with_key("");
     let a = anonymous

@@ -882,6 +882,55 @@ async fn batches_keys_cancels_and_callbacks_run_as_deployed() {
         retried >= 1,
         "the endpoint refused one callback POST: {refused:?}"
     );
+
+    // The rollup function folds the table's stream into the statistics, and the API
+    // function reports them: the same counts as the message log, once however often it runs.
+    let rollup = stack.function("holub-rollup", &routes).await;
+    let statuses = |messages: &Value| {
+        let mut counts = serde_json::Map::new();
+        for m in messages["messages"].as_array().expect("messages") {
+            let status = m["status"].as_str().unwrap_or_default().to_owned();
+            let n = counts.get(&status).and_then(Value::as_i64).unwrap_or(0);
+            counts.insert(status, json!(n + 1));
+        }
+        Value::Object(counts)
+    };
+    let from = (chrono::Utc::now() - chrono::Duration::hours(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let to = (chrono::Utc::now() + chrono::Duration::hours(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let summary_path = format!("/v1/analytics/summary?from={from}&to={to}&group_by=provider");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut folded = 0;
+    loop {
+        let (_, before) = client.get("/v1/messages?limit=100").await;
+        let report = rollup.invoke(&event).await.expect("the run answers");
+        assert_eq!(report["errors"], json!([]), "{report}");
+        folded += report["handled"]["rollup"].as_u64().expect("a count");
+        let (_, after) = client.get("/v1/messages?limit=100").await;
+        let (status, summary) = client.get(&summary_path).await;
+        assert_eq!(status, 200, "{summary}");
+        if statuses(&before) == statuses(&after)
+            && summary["totals"]["statuses"] == statuses(&after)
+        {
+            assert!(folded > 0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{summary} vs {}",
+            statuses(&after)
+        );
+    }
+    // Another run counts nothing twice.
+    let (_, before) = client.get("/v1/messages?limit=100").await;
+    let report = rollup.invoke(&event).await.expect("the run answers");
+    assert_eq!(report["errors"], json!([]), "{report}");
+    let (_, summary) = client.get(&summary_path).await;
+    let (_, after) = client.get("/v1/messages?limit=100").await;
+    if statuses(&before) == statuses(&after) {
+        assert_eq!(summary["totals"]["statuses"], statuses(&after), "{report}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,8 +26,8 @@ pub struct SummaryParams {
     /// `from`.
     #[param(format = DateTime)]
     to: String,
-    /// Comma-separated: `provider`, `operator`, `sender`, `batch`, `encoding`, and at most
-    /// one of `day` and `hour`. Empty or absent: one group, the totals.
+    /// Comma-separated: `provider`, `operator`, `sender`, `batch`, `encoding`, `day`,
+    /// `hour` (one asked twice groups as once). Empty or absent: one group, the totals.
     #[param(
         pattern = "^((provider|operator|sender|batch|encoding|day|hour)(,(provider|operator|sender|batch|encoding|day|hour))*)?$"
     )]

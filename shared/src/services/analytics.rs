@@ -6,22 +6,22 @@
 //! The statistics are kept per UTC hour of acceptance (see [`crate::domain::stats`]), so a
 //! range is read in whole hours: `from` is taken back to the start of its hour and `to` on to
 //! the end of its, and the report says which range it covers. A message counts in the hour
-//! it was accepted, with the status it has now.
+//! it was accepted, with the status it has now. A range that ends before it starts covers no
+//! hour (as a list filtered so finds no message); a series over time alone has a point for
+//! every day or hour, quiet ones too, up to [`MAX_GROUPS`] of them (the report then says it
+//! was cut short, and where it stops).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, FixedOffset, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
 
 use crate::domain::stats::{Counters, Histogram, Hour, StatsKey};
 use crate::domain::{MessageStatus, TenantId, kyiv};
 use crate::ports::{StatsStore, StoreError};
-
-/// The longest range one report covers.
-pub const MAX_RANGE_DAYS: i64 = 400;
 
 /// The most groups (rows, or points of a time series) one report has.
 pub const MAX_GROUPS: usize = 10_000;
@@ -142,16 +142,8 @@ pub struct ReportQuery {
 /// Why a report cannot be made; each has a stable code.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("`to` must be after `from`")]
-    EmptyRange,
-    #[error("a report covers at most {MAX_RANGE_DAYS} days; ask for a shorter range")]
-    RangeTooLong,
     #[error("unknown grouping {0:?}: use provider, operator, sender, batch, encoding, day or hour")]
     UnknownDimension(String),
-    #[error("{0} is asked for twice")]
-    RepeatedDimension(Dimension),
-    #[error("group by at most one of day and hour")]
-    TwoTimeDimensions,
     #[error("unknown time zone {0:?}: use Europe/Kyiv or UTC")]
     UnknownZone(String),
     #[error(
@@ -165,11 +157,7 @@ pub enum ReportError {
 impl ReportError {
     pub fn code(&self) -> &'static str {
         match self {
-            ReportError::EmptyRange => "range_empty",
-            ReportError::RangeTooLong => "range_too_long",
             ReportError::UnknownDimension(_) => "group_by_unknown",
-            ReportError::RepeatedDimension(_) => "group_by_repeated",
-            ReportError::TwoTimeDimensions => "group_by_two_times",
             ReportError::UnknownZone(_) => "timezone_unknown",
             ReportError::TooManyGroups => "too_many_groups",
             ReportError::Store(_) => "unavailable",
@@ -179,10 +167,7 @@ impl ReportError {
     /// The request parameter at fault.
     pub fn field(&self) -> Option<&'static str> {
         match self {
-            ReportError::EmptyRange | ReportError::RangeTooLong => Some("to"),
-            ReportError::UnknownDimension(_)
-            | ReportError::RepeatedDimension(_)
-            | ReportError::TwoTimeDimensions => Some("group_by"),
+            ReportError::UnknownDimension(_) => Some("group_by"),
             ReportError::UnknownZone(_) => Some("timezone"),
             ReportError::TooManyGroups | ReportError::Store(_) => None,
         }
@@ -198,26 +183,18 @@ impl ReportQuery {
         group_by: &str,
         zone: Zone,
     ) -> Result<ReportQuery, ReportError> {
-        if to <= from {
-            return Err(ReportError::EmptyRange);
-        }
-        if to - from > Duration::days(MAX_RANGE_DAYS) {
-            return Err(ReportError::RangeTooLong);
-        }
         let mut dims: Vec<Dimension> = Vec::new();
         for part in group_by.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            // A dimension asked for twice groups the same as once.
             let dim: Dimension = part.parse()?;
-            if dims.contains(&dim) {
-                return Err(ReportError::RepeatedDimension(dim));
+            if !dims.contains(&dim) {
+                dims.push(dim);
             }
-            dims.push(dim);
         }
-        if dims.iter().filter(|d| d.is_time()).count() > 1 {
-            return Err(ReportError::TwoTimeDimensions);
-        }
+        let first = Hour::of(from);
         Ok(ReportQuery {
-            from: Hour::of(from),
-            to: Hour::ceil(to),
+            from: first,
+            to: Hour::ceil(to).max(first),
             group_by: dims,
             zone,
         })
@@ -256,11 +233,38 @@ pub struct Group {
 pub struct Report {
     pub query: ReportQuery,
     pub groups: Vec<Group>,
+    /// The series had more points than a report holds: `query.to` was brought forward.
+    pub truncated: bool,
 }
 
 /// Totals `cells` by `query`'s grouping. With no grouping, one group, even of nothing.
 pub fn report(query: &ReportQuery, cells: &[(StatsKey, Counters)]) -> Result<Report, ReportError> {
+    let mut query = query.clone();
     let mut groups: BTreeMap<Vec<Option<String>>, Counters> = BTreeMap::new();
+    let mut truncated = false;
+    // A series over time alone shows its quiet hours and days too.
+    if let [time] = query.group_by[..]
+        && time.is_time()
+    {
+        let mut starts = periods(&query, time);
+        if starts.len() > MAX_GROUPS {
+            query.to = Hour::of(starts[MAX_GROUPS]);
+            starts.truncate(MAX_GROUPS);
+            truncated = true;
+        }
+        for start in starts {
+            let value = match time {
+                Dimension::Day => query
+                    .zone
+                    .local(start)
+                    .date_naive()
+                    .format("%Y-%m-%d")
+                    .to_string(),
+                _ => query.zone.local(start).to_rfc3339(),
+            };
+            groups.entry(vec![Some(value)]).or_default();
+        }
+    }
     for (key, counters) in cells {
         if key.hour < query.from || key.hour >= query.to {
             continue;
@@ -274,23 +278,6 @@ pub fn report(query: &ReportQuery, cells: &[(StatsKey, Counters)]) -> Result<Rep
             return Err(ReportError::TooManyGroups);
         }
         groups.entry(values).or_default().add(counters, 1);
-    }
-    // A series over time alone shows its quiet hours and days too.
-    if let [time] = query.group_by[..]
-        && time.is_time()
-    {
-        for start in periods(query, time)? {
-            let value = match time {
-                Dimension::Day => query
-                    .zone
-                    .local(start)
-                    .date_naive()
-                    .format("%Y-%m-%d")
-                    .to_string(),
-                _ => query.zone.local(start).to_rfc3339(),
-            };
-            groups.entry(vec![Some(value)]).or_default();
-        }
     }
     if query.group_by.is_empty() {
         groups.entry(Vec::new()).or_default();
@@ -309,39 +296,43 @@ pub fn report(query: &ReportQuery, cells: &[(StatsKey, Counters)]) -> Result<Rep
         });
     }
     Ok(Report {
-        query: query.clone(),
+        query,
         groups,
+        truncated,
     })
 }
 
-/// The starts of the days or hours a query covers.
-fn periods(query: &ReportQuery, time: Dimension) -> Result<Vec<DateTime<Utc>>, ReportError> {
+/// The starts of the days or hours a query covers, up to one more than a report holds.
+fn periods(query: &ReportQuery, time: Dimension) -> Vec<DateTime<Utc>> {
     let (from, to) = (query.from.start(), query.to.start());
     let mut out = Vec::new();
+    if from >= to {
+        return out;
+    }
     match time {
         Dimension::Hour => {
             let mut hour = query.from;
-            while hour < query.to {
+            while hour < query.to && out.len() <= MAX_GROUPS {
                 out.push(hour.start());
                 hour = Hour(hour.0 + 1);
             }
         }
         _ => {
             let mut day = query.zone.local(from).date_naive();
-            loop {
+            while out.len() <= MAX_GROUPS {
                 let start = query.zone.day_start(day);
                 if start >= to {
                     break;
                 }
                 out.push(start.max(from));
-                day = day.succ_opt().ok_or(ReportError::RangeTooLong)?;
+                match day.succ_opt() {
+                    Some(next) => day = next,
+                    None => break,
+                }
             }
         }
     }
-    if out.len() > MAX_GROUPS {
-        return Err(ReportError::TooManyGroups);
-    }
-    Ok(out)
+    out
 }
 
 /// Reports over a store's statistics.
@@ -474,6 +465,9 @@ pub struct ReportView {
     pub to: DateTime<Utc>,
     pub timezone: Zone,
     pub group_by: Vec<Dimension>,
+    /// The series had more points than one report holds (10,000): `to` was brought forward
+    /// to where it stops; ask again from there for the rest.
+    pub truncated: bool,
     /// All groups together.
     pub totals: TotalsView,
     pub groups: Vec<GroupView>,
@@ -504,6 +498,7 @@ impl ReportView {
             to: report.query.to.start(),
             timezone: report.query.zone,
             group_by: report.query.group_by.clone(),
+            truncated: report.truncated,
             totals: TotalsView::of(&all),
             groups,
         }
@@ -515,6 +510,7 @@ mod tests {
     use super::*;
     use crate::domain::stats::Snapshot;
     use crate::domain::{Encoding, Operator, SenderId};
+    use chrono::Duration;
 
     fn at(h: u32, m: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 30, h, m, 0).unwrap()
@@ -583,35 +579,34 @@ mod tests {
         let z = Zone::Kyiv;
         let code = |r: Result<ReportQuery, ReportError>| r.unwrap_err().code();
         assert_eq!(
-            code(ReportQuery::new(at(2, 0), at(1, 0), "", z)),
-            "range_empty"
-        );
-        assert_eq!(
-            code(ReportQuery::new(
-                at(1, 0),
-                at(1, 0) + Duration::days(401),
-                "",
-                z
-            )),
-            "range_too_long"
-        );
-        assert_eq!(
             code(ReportQuery::new(at(1, 0), at(2, 0), "planet", z)),
             "group_by_unknown"
         );
-        assert_eq!(
-            code(ReportQuery::new(at(1, 0), at(2, 0), "sender,sender", z)),
-            "group_by_repeated"
-        );
-        assert_eq!(
-            code(ReportQuery::new(at(1, 0), at(2, 0), "day,hour", z)),
-            "group_by_two_times"
-        );
+        let q = ReportQuery::new(at(1, 0), at(2, 0), "sender,day,sender", z).unwrap();
+        assert_eq!(q.group_by, [Dimension::Sender, Dimension::Day]);
         assert_eq!(
             "Mars/Base".parse::<Zone>().unwrap_err().code(),
             "timezone_unknown"
         );
         let q = ReportQuery::new(at(1, 10), at(2, 5), "", z).unwrap();
         assert_eq!((q.from.start(), q.to.start()), (at(1, 0), at(3, 0)));
+        // Backwards: no hour at all.
+        let q = ReportQuery::new(at(5, 10), at(2, 5), "hour", z).unwrap();
+        assert_eq!((q.from, q.to), (Hour::of(at(5, 0)), Hour::of(at(5, 0))));
+        assert!(report(&q, &[]).unwrap().groups.is_empty());
+    }
+
+    #[test]
+    fn a_series_longer_than_a_report_holds_is_cut_short_and_says_where() {
+        let q =
+            ReportQuery::new(at(0, 0), at(0, 0) + Duration::days(3650), "hour", Zone::Utc).unwrap();
+        let r = report(&q, &[cell(at(1, 0), "turbosms", MessageStatus::Sent)]).unwrap();
+        assert!(r.truncated);
+        assert_eq!(r.groups.len(), MAX_GROUPS);
+        assert_eq!(r.query.to, Hour(r.query.from.0 + MAX_GROUPS as i64));
+        assert_eq!(TotalsView::of(&r.groups[1].counters).messages, 1);
+        let days =
+            ReportQuery::new(at(0, 0), at(0, 0) + Duration::days(3650), "day", Zone::Kyiv).unwrap();
+        assert!(!report(&days, &[]).unwrap().truncated);
     }
 }

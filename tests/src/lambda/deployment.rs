@@ -77,10 +77,21 @@ impl Deployment {
             .await;
         let clients = AwsClients::new(&sdk);
         let prefix = unique_prefix(name);
-        let dynamo = DynamoConfig::with_prefix(&prefix);
+        let mut dynamo = DynamoConfig::with_prefix(&prefix);
         create_tables(&clients.dynamodb, &dynamo)
             .await
             .map_err(|e| format!("creating the tables at {endpoint}: {e}"))?;
+        // What the template hands the rollup function (`MessagesTable.StreamArn`).
+        dynamo.messages_stream_arn = clients
+            .dynamodb
+            .describe_table()
+            .table_name(&dynamo.messages_table)
+            .send()
+            .await
+            .map_err(|e| format!("describing the messages table: {e}"))?
+            .table()
+            .and_then(|t| t.latest_stream_arn())
+            .map(str::to_owned);
         let queues = create_queues(&clients.sqs, &prefix, 5)
             .await
             .map_err(|e| format!("creating the queues at {endpoint}: {e}"))?;
@@ -174,6 +185,10 @@ impl Deployment {
             ),
             ("HOLUB_TENANTS_TABLE", self.dynamo.tenants_table.clone()),
             ("HOLUB_STATS_TABLE", self.dynamo.stats_table.clone()),
+            (
+                "HOLUB_MESSAGES_STREAM_ARN",
+                self.dynamo.messages_stream_arn.clone().unwrap_or_default(),
+            ),
             ("HOLUB_INDEX_SHARDS", self.dynamo.index_shards.to_string()),
             ("HOLUB_DISPATCH_QUEUE_URL", self.queues.dispatch.clone()),
             ("HOLUB_CALLBACKS_QUEUE_URL", self.queues.callbacks.clone()),
