@@ -29,7 +29,16 @@ fn holds(hay: &[u8], needle: &str) -> bool {
 async fn the_data_directory_holds_no_number_or_text_and_erasure_is_for_good() {
     let dir = TempDir::new("at-rest");
     let keys = create_tenant(dir.path(), "AtRest");
-    let holub = Holub::start(dir.path(), &["--sim-receipt-delay-ms", "100"]);
+    // Every message delivered: the default 5% undelivered would make the check below flaky.
+    let holub = Holub::start(
+        dir.path(),
+        &[
+            "--sim-receipt-delay-ms",
+            "100",
+            "--sim-delivered-ratio",
+            "1.0",
+        ],
+    );
     let api = Api::new(&holub, &keys.api_key);
 
     let text = "Пароль 583920 для входу";

@@ -352,6 +352,12 @@ async fn main() {
             }
             let posts = rig.receipt_posts.load(Ordering::Relaxed) - posts_before;
             phases.push(rig.phase("receipts", posts));
+            // One run of the rollup function over the scenario's status changes.
+            let rolled = holub_shared::ports::StatsStore::roll_up(&rig.queue.store, usize::MAX)
+                .await
+                .expect("the rollup runs");
+            assert!(rolled.events >= n, "the rollup folded {rolled:?}");
+            phases.push(rig.phase("rollup", 1));
             scenarios.push((name, n, with_key, phases));
         }
     }
