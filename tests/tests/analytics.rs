@@ -270,12 +270,12 @@ async fn every_report_equals_a_recomputation_from_the_messages_after_a_crash() {
     let other = create_tenant(dir.path(), "Other");
     let holub = Holub::start(dir.path(), &FLAGS);
     let api = Api::new(&holub, &keys.api_key);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(
-        std::env::var("HOLUB_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| rand::rng().random()),
-    );
+    let seed = std::env::var("HOLUB_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("workload seed {seed} (HOLUB_TEST_SEED={seed} repeats it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     workload(&api, &mut rng, 30).await;
     // Killed while dispatch, receipts and the rollup are busy; started again.
     let holub = holub.restart_after_kill();

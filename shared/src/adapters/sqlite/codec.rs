@@ -265,6 +265,9 @@ pub(super) struct RawMessage {
 }
 
 impl RawMessage {
+    /// How many columns [`message_columns!`] names.
+    pub(super) const COLUMNS: usize = 25;
+
     /// The tenant, if the row is sealed (and so needs the tenant's key to be opened).
     pub(super) fn sealed_tenant(&self) -> Option<&str> {
         self.sealed.as_ref().map(|_| self.tenant_id.as_str())

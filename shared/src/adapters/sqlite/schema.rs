@@ -224,24 +224,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ",
     // 7: analytics (see `stats.rs`). The operator of the recipient's prefix (it names a
     // network, not a person: plain). `rolled` is the contribution last folded into `stats`
-    // (NULL: none yet). `stats_pending` is the outbox of status events: the messages changed
-    // since the rollup last saw them, written by triggers in the same transaction as the
-    // change, whichever statement made it. Messages from before count from the first rollup.
+    // (NULL: none yet). The outbox of status events, written by the store in the same write
+    // as the change: `stats_new` a span of `messages.seq` per insert, `stats_pending` the
+    // messages a transition changed. Messages from before count from the first rollup.
     "
     ALTER TABLE messages ADD COLUMN operator TEXT;
     ALTER TABLE messages ADD COLUMN rolled TEXT;
 
+    CREATE TABLE stats_new (
+        first       INTEGER NOT NULL,
+        last        INTEGER NOT NULL
+    ) STRICT;
     CREATE TABLE stats_pending (
         message     INTEGER PRIMARY KEY
     ) STRICT;
-    CREATE TRIGGER messages_stats_insert AFTER INSERT ON messages BEGIN
-        INSERT OR IGNORE INTO stats_pending (message) VALUES (new.seq);
-    END;
-    CREATE TRIGGER messages_stats_change AFTER UPDATE OF status, provider, cost ON messages
-    BEGIN
-        INSERT OR IGNORE INTO stats_pending (message) VALUES (new.seq);
-    END;
-    INSERT INTO stats_pending (message) SELECT seq FROM messages;
+    INSERT INTO stats_new (first, last)
+        SELECT min(seq), max(seq) FROM messages HAVING count(*) > 0;
 
     -- One row per tenant and cell (`StatsKey::encode`, which sorts by hour): the report
     -- queries read a range of cells. `counters` is the cell's `Counters` as JSON.

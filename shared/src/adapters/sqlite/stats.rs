@@ -1,13 +1,16 @@
-//! [`StatsStore`] on SQLite: the rollup folds the outbox `stats_pending` (filled by triggers
-//! on `messages`, in the transaction of each change) into `stats`.
+//! [`StatsStore`] on SQLite: the rollup folds the outbox into `stats`. The outbox is written
+//! in the same write as what it tells of: `stats_new` holds one span of `messages.seq` per
+//! insert (the rows of one writer request are consecutive), `stats_pending` the messages a
+//! transition changed (see `store.rs`). A row per inserted message would cost every insert
+//! a second B-tree write; a span costs a batch one.
 //!
-//! A run takes the oldest pending messages, and for each one subtracts the contribution last
-//! folded in (kept in `messages.rolled`) and adds its current one; the cells, the new
-//! `rolled` values and the removal of the pending rows are one write. A run that dies
-//! changes nothing; a message pending twice, or changed again after a run, is folded from
-//! what was last folded, so nothing is ever counted twice. Storing what was added, rather
-//! than recomputing it, also keeps the subtraction exact if the way contributions are
-//! computed ever changes.
+//! A run takes the oldest span or pending messages, and for each message subtracts the
+//! contribution last folded in (kept in `messages.rolled`) and adds its current one; the
+//! cells, the new `rolled` values and the outbox rows taken are one write. A run that dies
+//! changes nothing; a message seen twice (in a span and pending, or pending again after a
+//! run) is folded from what was last folded, so nothing is ever counted twice. Storing what
+//! was added, rather than recomputing it, also keeps the subtraction exact if the way
+//! contributions are computed ever changes.
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -19,10 +22,29 @@ use crate::domain::stats::{Contribution, Counters, Deltas, Hour, Snapshot, Stats
 use crate::domain::{BatchId, MessageStatus, Operator, SenderId, StatusChange, TenantId};
 use crate::ports::{Rolled, StatsStore, StoreError};
 
-const PENDING: &str = "SELECT p.message, m.tenant_id, m.created_at, m.provider, m.operator, \
-     m.sender, m.batch_id, m.encoding, m.segments, m.status, m.cost, m.history, m.rolled \
-     FROM stats_pending AS p LEFT JOIN messages AS m ON m.seq = p.message \
-     ORDER BY p.message LIMIT ?1";
+/// The columns a contribution is made of, after the message's `seq` (see [`snapshot`]).
+macro_rules! folded_columns {
+    () => {
+        "m.tenant_id, m.created_at, m.provider, m.operator, m.sender, m.batch_id, m.encoding, \
+         m.segments, m.status, m.cost, m.history, m.rolled"
+    };
+}
+
+const PENDING: &str = concat!(
+    "SELECT p.message, ",
+    folded_columns!(),
+    " FROM stats_pending AS p LEFT JOIN messages AS m ON m.seq = p.message \
+     ORDER BY p.message LIMIT ?1"
+);
+
+const OLDEST_SPAN: &str = "SELECT rowid, first, last FROM stats_new ORDER BY rowid LIMIT 1";
+const SPAN: &str = concat!(
+    "SELECT m.seq, ",
+    folded_columns!(),
+    " FROM messages AS m WHERE m.seq BETWEEN ?1 AND ?2 ORDER BY m.seq"
+);
+const SHRINK_SPAN: &str = "UPDATE stats_new SET first = ?2 WHERE rowid = ?1";
+const SPAN_DONE: &str = "DELETE FROM stats_new WHERE rowid = ?1";
 
 const SET_ROLLED: &str = "UPDATE messages SET rolled = ?2 WHERE seq = ?1";
 const DONE: &str = "DELETE FROM stats_pending WHERE message = ?1";
@@ -32,6 +54,10 @@ const PUT_CELL: &str = "INSERT INTO stats (tenant_id, cell, counters) VALUES (?1
 const DROP_CELL: &str = "DELETE FROM stats WHERE tenant_id = ?1 AND cell = ?2";
 const CELLS: &str = "SELECT cell, counters FROM stats \
      WHERE tenant_id = ?1 AND cell >= ?2 AND cell < ?3 ORDER BY cell";
+
+/// The rollup's and the reports' queries, for the test that checks their plans.
+#[cfg(test)]
+pub(super) const QUERIES_FOR_TESTS: [&str; 4] = [PENDING, SPAN, CELLS, CELL];
 
 /// Pending messages folded per write: the writer is held for one chunk at a time.
 const CHUNK: usize = 1000;
@@ -91,62 +117,93 @@ fn snapshot(row: &rusqlite::Row<'_>) -> Result<Snapshot, Failure> {
     })
 }
 
-/// One chunk of the rollup, inside the writer: what it folded, and whether more is pending.
-fn roll_chunk(conn: &Connection, limit: usize) -> Result<(Rolled, bool), Failure> {
-    let mut rolled = Rolled::default();
-    let mut deltas = Deltas::default();
-    let mut updates: Vec<(i64, Option<String>)> = Vec::new();
-    let mut seen = 0;
-    {
-        let mut stmt = conn.prepare_cached(PENDING)?;
-        let mut rows = stmt.query(params![sql_int(limit)])?;
-        while let Some(row) = rows.next()? {
-            seen += 1;
-            let seq: i64 = column(row, 0, "message")?;
-            // A message forgotten since (retention): its contribution stays in the totals.
-            let tenant: Option<String> = column(row, 1, "tenant_id")?;
-            if tenant.is_none() {
-                updates.push((seq, None));
-                continue;
-            }
-            let folded = snapshot(row).and_then(|now| {
-                let old: Option<String> = column(row, 12, "rolled")?;
-                let old = old
-                    .as_deref()
-                    .map(|o| decode_rolled(&now.tenant_id, o))
-                    .transpose()?;
-                let new = now.contribution();
-                Ok((old, new))
-            });
-            match folded {
-                Ok((old, new)) => {
-                    if old.as_ref() != Some(&new) {
-                        if let Some(old) = &old {
-                            deltas.add(old, -1);
-                        }
-                        deltas.add(&new, 1);
-                        updates.push((seq, Some(encode_rolled(&new)?)));
-                    } else {
-                        updates.push((seq, None));
+/// Folds the rows of a query of `seq` and [`folded_columns!`] into `deltas`: the `seq`s
+/// read, and the `rolled` values to store.
+fn fold_rows(
+    mut rows: rusqlite::Rows<'_>,
+    deltas: &mut Deltas,
+    rolled: &mut Rolled,
+) -> Result<(Vec<i64>, Vec<(i64, String)>), Failure> {
+    let mut seen = Vec::new();
+    let mut updates = Vec::new();
+    while let Some(row) = rows.next()? {
+        let seq: i64 = column(row, 0, "message")?;
+        seen.push(seq);
+        // A message forgotten since (retention): its contribution stays in the totals.
+        let tenant: Option<String> = column(row, 1, "tenant_id")?;
+        if tenant.is_none() {
+            continue;
+        }
+        let folded = snapshot(row).and_then(|now| {
+            let old: Option<String> = column(row, 12, "rolled")?;
+            let old = old
+                .as_deref()
+                .map(|o| decode_rolled(&now.tenant_id, o))
+                .transpose()?;
+            Ok((old, now.contribution()))
+        });
+        match folded {
+            Ok((old, new)) => {
+                if old.as_ref() != Some(&new) {
+                    if let Some(old) = &old {
+                        deltas.add(old, -1);
                     }
-                    rolled.events += 1;
+                    deltas.add(&new, 1);
+                    updates.push((seq, encode_rolled(&new)?));
                 }
-                Err(e) => {
-                    // A retry would not make it readable; counted and logged, not stuck.
-                    tracing::warn!(message_seq = seq, error = ?e, "an unreadable message skipped by the rollup");
-                    rolled.unreadable += 1;
-                    updates.push((seq, None));
-                }
+                rolled.events += 1;
+            }
+            Err(e) => {
+                // A retry would not make it readable; counted and logged, not stuck.
+                tracing::warn!(message_seq = seq, error = ?e, "an unreadable message skipped by the rollup");
+                rolled.unreadable += 1;
             }
         }
     }
-    let mut set_rolled = conn.prepare_cached(SET_ROLLED)?;
-    let mut done = conn.prepare_cached(DONE)?;
-    for (seq, value) in &updates {
-        if let Some(value) = value {
-            set_rolled.execute(params![seq, value])?;
+    Ok((seen, updates))
+}
+
+/// One chunk of the rollup, inside the writer: the oldest span of new messages, else the
+/// oldest pending ones. What it folded, and whether more may be waiting.
+fn roll_chunk(conn: &Connection, limit: usize) -> Result<(Rolled, bool), Failure> {
+    let mut rolled = Rolled::default();
+    let mut deltas = Deltas::default();
+    let span: Option<(i64, i64, i64)> = conn
+        .prepare_cached(OLDEST_SPAN)?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let (updates, more) = match span {
+        Some((rowid, first, last)) => {
+            let end = last.min(first.saturating_add(sql_int(limit) - 1));
+            let mut stmt = conn.prepare_cached(SPAN)?;
+            let (_, updates) =
+                fold_rows(stmt.query(params![first, end])?, &mut deltas, &mut rolled)?;
+            if end >= last {
+                conn.prepare_cached(SPAN_DONE)?.execute(params![rowid])?;
+            } else {
+                conn.prepare_cached(SHRINK_SPAN)?
+                    .execute(params![rowid, end + 1])?;
+            }
+            (updates, true)
         }
-        done.execute(params![seq])?;
+        None => {
+            let mut stmt = conn.prepare_cached(PENDING)?;
+            let (seen, updates) = fold_rows(
+                stmt.query(params![sql_int(limit)])?,
+                &mut deltas,
+                &mut rolled,
+            )?;
+            // Every pending row read is done, whether its message changed or still exists.
+            let mut done = conn.prepare_cached(DONE)?;
+            for seq in &seen {
+                done.execute(params![seq])?;
+            }
+            (updates, seen.len() == limit)
+        }
+    };
+    let mut set_rolled = conn.prepare_cached(SET_ROLLED)?;
+    for (seq, value) in &updates {
+        set_rolled.execute(params![seq, value])?;
     }
     let mut read = conn.prepare_cached(CELL)?;
     let mut put = conn.prepare_cached(PUT_CELL)?;
@@ -168,7 +225,7 @@ fn roll_chunk(conn: &Connection, limit: usize) -> Result<(Rolled, bool), Failure
             put.execute(params![tenant.as_str(), cell, json])?;
         }
     }
-    Ok((rolled, seen == limit))
+    Ok((rolled, more))
 }
 
 #[async_trait]

@@ -67,11 +67,16 @@ fn transition_sql(shape: usize) -> &'static str {
         sql.push_str(concat!(
             " WHERE tenant_id = ?10 AND id = ?11 AND instr(?12, ',' || status || ',') > 0",
             " RETURNING ",
-            message_columns!()
+            message_columns!(),
+            ", seq"
         ));
         sql
     })
 }
+
+/// The analytics outbox (see `stats.rs`): the messages an insert added, and one a change moved.
+const NEW_SPAN: &str = "INSERT INTO stats_new (first, last) VALUES (?1, ?2)";
+const CHANGED: &str = "INSERT OR IGNORE INTO stats_pending (message) VALUES (?1)";
 
 const INSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency \
      (tenant_id, key, fingerprint, status_code, body, created_at, sealed) \
@@ -188,11 +193,18 @@ impl TransitionRow {
             self.id,
             self.from,
         ])?;
-        let raw = match rows.next()? {
-            Some(row) => Some(RawMessage::from_row(row)?),
-            None => None,
+        let (raw, seq) = match rows.next()? {
+            Some(row) => (
+                Some(RawMessage::from_row(row)?),
+                Some(column::<i64>(row, RawMessage::COLUMNS, "seq")?),
+            ),
+            None => (None, None),
         };
         drop(rows);
+        // The analytics outbox, in the change's own write.
+        if let Some(seq) = seq {
+            conn.prepare_cached(CHANGED)?.execute(params![seq])?;
+        }
         if raw.is_some() && !self.receipts.is_empty() {
             let mut insert = conn.prepare_cached(INSERT_RECEIPT)?;
             for (at, part, state) in &self.receipts {
@@ -341,6 +353,7 @@ impl MessageStore for SqliteBackend {
                         })?;
                 }
                 let mut stmt = conn.prepare_cached(INSERT_MESSAGE)?;
+                let mut first = None;
                 for row in &rows {
                     row.insert(&mut stmt).map_err(|e| {
                         if is_constraint(&e) {
@@ -349,6 +362,12 @@ impl MessageStore for SqliteBackend {
                             e.into()
                         }
                     })?;
+                    first.get_or_insert(conn.last_insert_rowid());
+                }
+                // The analytics outbox: the rows of one request are consecutive (one writer).
+                if let Some(first) = first {
+                    conn.prepare_cached(NEW_SPAN)?
+                        .execute(params![first, conn.last_insert_rowid()])?;
                 }
                 Ok(())
             })
