@@ -117,13 +117,18 @@ fn snapshot(row: &rusqlite::Row<'_>) -> Result<Snapshot, Failure> {
     })
 }
 
-/// Folds the rows of a query of `seq` and [`folded_columns!`] into `deltas`: the `seq`s
-/// read, and the `rolled` values to store.
+/// What [`fold_rows`] read: every `seq`, and the `rolled` values to store by `seq`.
+struct Folded {
+    seen: Vec<i64>,
+    updates: Vec<(i64, String)>,
+}
+
+/// Folds the rows of a query of `seq` and [`folded_columns!`] into `deltas`.
 fn fold_rows(
     mut rows: rusqlite::Rows<'_>,
     deltas: &mut Deltas,
     rolled: &mut Rolled,
-) -> Result<(Vec<i64>, Vec<(i64, String)>), Failure> {
+) -> Result<Folded, Failure> {
     let mut seen = Vec::new();
     let mut updates = Vec::new();
     while let Some(row) = rows.next()? {
@@ -160,7 +165,7 @@ fn fold_rows(
             }
         }
     }
-    Ok((seen, updates))
+    Ok(Folded { seen, updates })
 }
 
 /// One chunk of the rollup, inside the writer: the oldest span of new messages, else the
@@ -176,29 +181,28 @@ fn roll_chunk(conn: &Connection, limit: usize) -> Result<(Rolled, bool), Failure
         Some((rowid, first, last)) => {
             let end = last.min(first.saturating_add(sql_int(limit) - 1));
             let mut stmt = conn.prepare_cached(SPAN)?;
-            let (_, updates) =
-                fold_rows(stmt.query(params![first, end])?, &mut deltas, &mut rolled)?;
+            let folded = fold_rows(stmt.query(params![first, end])?, &mut deltas, &mut rolled)?;
             if end >= last {
                 conn.prepare_cached(SPAN_DONE)?.execute(params![rowid])?;
             } else {
                 conn.prepare_cached(SHRINK_SPAN)?
                     .execute(params![rowid, end + 1])?;
             }
-            (updates, true)
+            (folded.updates, true)
         }
         None => {
             let mut stmt = conn.prepare_cached(PENDING)?;
-            let (seen, updates) = fold_rows(
+            let folded = fold_rows(
                 stmt.query(params![sql_int(limit)])?,
                 &mut deltas,
                 &mut rolled,
             )?;
             // Every pending row read is done, whether its message changed or still exists.
             let mut done = conn.prepare_cached(DONE)?;
-            for seq in &seen {
+            for seq in &folded.seen {
                 done.execute(params![seq])?;
             }
-            (updates, seen.len() == limit)
+            (folded.updates, folded.seen.len() == limit)
         }
     };
     let mut set_rolled = conn.prepare_cached(SET_ROLLED)?;
