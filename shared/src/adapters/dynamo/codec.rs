@@ -489,6 +489,11 @@ fn time(item: &Item, name: &str) -> Result<DateTime<Utc>, StoreError> {
     Ok(DateTime::from_timestamp_nanos(req_n(item, name)?))
 }
 
+/// When a message item was last changed (nanoseconds, as stored).
+pub(super) fn updated_nanos(item: &Item) -> Result<i64, StoreError> {
+    req_n(item, msg::UPDATED)
+}
+
 /// The tenant of a sealed item (whose key opening it needs).
 pub(super) fn sealed_tenant(item: &Item) -> Option<&str> {
     match (item.get(msg::SEALED), item.get(msg::TENANT)) {

@@ -158,32 +158,63 @@ fn image(m: &HashMap<String, StreamValue>) -> Item {
 
 /// Folds one stream record into `deltas`. `Err` for a record that does not read as a change
 /// of a message.
-fn fold(record: &Record, deltas: &mut Deltas) -> Result<(), StoreError> {
+fn fold(record: &Record, deltas: &mut Deltas, epoch: i64) -> Result<(), StoreError> {
     let Some(change) = record.dynamodb() else {
         return Err(corrupt("a stream record without images"));
     };
-    let snapshot = |i: Option<&HashMap<String, StreamValue>>| -> Result<_, StoreError> {
-        match i {
-            Some(i) => codec::snapshot(&image(i)),
-            None => Ok(None),
-        }
-    };
-    match record.event_name() {
-        Some(OperationType::Insert) => {
-            deltas.change(None, snapshot(change.new_image())?.as_ref());
-        }
-        Some(OperationType::Modify) => {
-            let old = snapshot(change.old_image())?;
-            let new = snapshot(change.new_image())?;
-            if old.is_some() && new.is_some() {
-                deltas.change(old.as_ref(), new.as_ref());
-            }
-        }
-        // Retention: the totals keep what the message added.
-        _ => {}
+    let image = |i: Option<&HashMap<String, StreamValue>>| i.map(image);
+    fold_images(
+        record.event_name(),
+        image(change.old_image()).as_ref(),
+        image(change.new_image()).as_ref(),
+        deltas,
+        epoch,
+    )
+}
+
+/// Folds a change of a message item from `old` to `new` (see [`Epoch`]): a state written
+/// before the epoch was never folded, so it is neither added nor taken away; a message
+/// written before it counts from its first change after it.
+fn fold_images(
+    kind: Option<&OperationType>,
+    old: Option<&Item>,
+    new: Option<&Item>,
+    deltas: &mut Deltas,
+    epoch: i64,
+) -> Result<(), StoreError> {
+    // Retention's removals keep what the message added in the totals.
+    if !matches!(kind, Some(OperationType::Insert | OperationType::Modify)) {
+        return Ok(());
     }
+    let Some(new) = new else {
+        return Err(corrupt("a change without its new image"));
+    };
+    let Some(now) = codec::snapshot(new)? else {
+        return Ok(());
+    };
+    if codec::updated_nanos(new)? < epoch {
+        return Ok(());
+    }
+    let before = match old {
+        Some(old) if codec::updated_nanos(old)? >= epoch => codec::snapshot(old)?,
+        _ => None,
+    };
+    deltas.change(before.as_ref(), Some(&now));
     Ok(())
 }
+
+/// Where the statistics begin. The rollup folds each change as the new state minus the old,
+/// which is exact only for states whose own change it folded. When it first ran on a table
+/// younger than the stream's 24 hours, the stream held every change: the epoch is 0 and
+/// every old state is taken away. On an older table (an upgrade), the epoch is that first
+/// run's time: changes written before it are not folded, and a message written before it
+/// counts from its first change after it (one that never changes again is not counted).
+const EPOCH_ITEM: &str = "#epoch";
+const EPOCH: &str = "ep";
+
+/// How young a table must be for its stream to hold all its changes (the stream keeps 24
+/// hours; an hour is left for the first run to come).
+const YOUNG_TABLE: chrono::TimeDelta = chrono::TimeDelta::hours(23);
 
 /// One shard as the stream describes it, with its checkpoint.
 #[derive(Debug, Clone)]
@@ -192,6 +223,20 @@ struct Shard {
     parent: Option<String>,
     sequence: Option<String>,
     done: bool,
+}
+
+/// The shards that may be read now: not done, and with no parent that the stream still
+/// lists and that is not done.
+fn readable(shards: &[Shard]) -> Vec<usize> {
+    (0..shards.len())
+        .filter(|&i| {
+            !shards[i].done
+                && !shards[i]
+                    .parent
+                    .as_ref()
+                    .is_some_and(|parent| shards.iter().any(|s| &s.id == parent && !s.done))
+        })
+        .collect()
 }
 
 /// How reading a shard ended.
@@ -276,7 +321,7 @@ impl DynamoStore {
                 None => break,
             }
         }
-        let checkpoints = self.checkpoints().await?;
+        let (checkpoints, _) = self.checkpoints().await?;
         for shard in &mut shards {
             if let Some((sequence, done)) = checkpoints.get(&shard.id) {
                 shard.sequence = sequence.clone();
@@ -286,8 +331,12 @@ impl DynamoStore {
         Ok(shards)
     }
 
-    async fn checkpoints(&self) -> Result<HashMap<String, (Option<String>, bool)>, StoreError> {
+    /// The shards' checkpoints, and the epoch if one was set.
+    async fn checkpoints(
+        &self,
+    ) -> Result<(HashMap<String, (Option<String>, bool)>, Option<i64>), StoreError> {
         let mut out = HashMap::new();
+        let mut epoch = None;
         let mut start: Option<Item> = None;
         loop {
             let mut e = Expr::default();
@@ -312,14 +361,75 @@ impl DynamoStore {
                 let Some(shard) = get_s(item, stat::CELL)? else {
                     continue;
                 };
+                if shard == EPOCH_ITEM {
+                    epoch = codec::get_n::<i64>(item, EPOCH)?;
+                    continue;
+                }
                 let sequence = get_s(item, stat::SEQUENCE)?.map(str::to_owned);
                 let done = matches!(item.get(stat::DONE), Some(AttributeValue::Bool(true)));
                 out.insert(shard.to_owned(), (sequence, done));
             }
             match page.last_evaluated_key() {
                 Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => return Ok(out),
+                _ => return Ok((out, epoch)),
             }
+        }
+    }
+
+    /// The epoch (see [`EPOCH_ITEM`]), set on the first run: 0 for a young table, else now.
+    /// Two first runs at once agree on the one written first.
+    async fn set_epoch(&self) -> Result<i64, StoreError> {
+        let table = self
+            .client
+            .describe_table()
+            .table_name(self.messages())
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let created = table
+            .table()
+            .and_then(|t| t.creation_date_time())
+            .map(|t| t.secs())
+            .unwrap_or(0);
+        let now = Utc::now();
+        let young = now.timestamp() - created < YOUNG_TABLE.num_seconds();
+        let epoch = if young { 0 } else { codec::nanos(now)? };
+        let mut e = Expr::default();
+        let name = e.name(EPOCH);
+        let written = self
+            .client
+            .update_item()
+            .table_name(self.stats_table())
+            .key(stat::TENANT, s(stat::CHECKPOINTS))
+            .key(stat::CELL, s(EPOCH_ITEM))
+            .update_expression(format!("SET {name} = {}", e.value(codec::n(epoch))))
+            .condition_expression(format!("attribute_not_exists({name})"))
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .send()
+            .await;
+        match written {
+            Ok(_) => {
+                tracing::info!(
+                    epoch,
+                    young,
+                    "the rollup's first run set where statistics begin"
+                );
+                Ok(epoch)
+            }
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                match self.checkpoints().await?.1 {
+                    Some(epoch) => Ok(epoch),
+                    None => Err(unavailable(Incomplete(
+                        "the rollup's epoch vanished".into(),
+                    ))),
+                }
+            }
+            Err(err) => Err(unavailable(err)),
         }
     }
 
@@ -422,6 +532,7 @@ impl DynamoStore {
         shard: &mut Shard,
         budget: usize,
         deadline: Instant,
+        epoch: i64,
         rolled: &mut Rolled,
     ) -> Result<ShardEnd, StoreError> {
         let streams = self.streams()?;
@@ -495,7 +606,7 @@ impl DynamoStore {
                     }
                     deltas = Deltas::default();
                 }
-                match fold(record, &mut deltas) {
+                match fold(record, &mut deltas, epoch) {
                     Ok(()) => rolled.events += 1,
                     Err(e) => {
                         tracing::warn!(shard = %shard.id, error = %e, "an unreadable stream record skipped by the rollup");
@@ -537,34 +648,38 @@ impl StatsStore for DynamoStore {
     async fn roll_up(&self, budget: usize) -> Result<Rolled, StoreError> {
         let deadline = Instant::now() + RUN_TIME;
         let arn = self.stream_arn().await?;
+        let epoch = match self.checkpoints().await?.1 {
+            Some(epoch) => epoch,
+            None => self.set_epoch().await?,
+        };
         let mut shards = self.stream_shards(&arn).await?;
         let mut rolled = Rolled::default();
+        let mut paused: Vec<String> = Vec::new();
         // Parents before children: a child is read once its parent is done (or gone from
         // the stream), so each message's changes are folded in the order they were made.
+        // A shard read to its end makes its children readable in the same run.
         loop {
-            let mut finished_one = false;
-            for i in 0..shards.len() {
-                if shards[i].done {
-                    continue;
-                }
-                let waiting = shards[i]
-                    .parent
-                    .as_ref()
-                    .is_some_and(|parent| shards.iter().any(|s| &s.id == parent && !s.done));
+            let ready: Vec<usize> = readable(&shards)
+                .into_iter()
+                .filter(|i| !paused.contains(&shards[*i].id))
+                .collect();
+            if ready.is_empty() {
+                return Ok(rolled);
+            }
+            for i in ready {
                 let left = budget.saturating_sub(rolled.events + rolled.unreadable);
-                if waiting || left == 0 || Instant::now() >= deadline {
-                    continue;
+                if left == 0 || Instant::now() >= deadline {
+                    return Ok(rolled);
                 }
                 let mut shard = shards[i].clone();
-                let end = self
-                    .roll_shard(&arn, &mut shard, left, deadline, &mut rolled)
-                    .await?;
-                finished_one |= matches!(end, ShardEnd::Finished);
-                shard.done |= matches!(end, ShardEnd::Finished);
+                match self
+                    .roll_shard(&arn, &mut shard, left, deadline, epoch, &mut rolled)
+                    .await?
+                {
+                    ShardEnd::Finished => shard.done = true,
+                    ShardEnd::Paused => paused.push(shard.id.clone()),
+                }
                 shards[i] = shard;
-            }
-            if !finished_one {
-                return Ok(rolled);
             }
         }
     }
@@ -620,6 +735,87 @@ impl StatsStore for DynamoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn item(status: &str, updated: i64) -> Item {
+        use super::codec::msg;
+        [
+            (msg::TENANT, s("ten_01JAAAAAAAAAAAAAAAAAAAAAAA")),
+            (msg::ID, s("01JAAAAAAAAAAAAAAAAAAAAAAA")),
+            (msg::CREATED, codec::n(1_000)),
+            (msg::UPDATED, codec::n(updated)),
+            (msg::FROM, s("Holub")),
+            (msg::ENCODING, s("GSM-7")),
+            (msg::SEGMENTS, codec::n(1)),
+            (msg::STATUS, s(status)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    fn statuses(deltas: Deltas) -> Vec<(MessageStatus, i64)> {
+        deltas
+            .into_cells()
+            .flat_map(|(_, c)| c.statuses.into_iter())
+            .collect()
+    }
+
+    #[test]
+    fn states_written_before_the_epoch_are_neither_added_nor_taken_away() {
+        let modify = Some(&OperationType::Modify);
+        let (queued, sent) = (item("queued", 2_000), item("sent", 3_000));
+        // Epoch 0 (the stream held everything): the old state is taken away.
+        let mut d = Deltas::default();
+        fold_images(modify, Some(&queued), Some(&sent), &mut d, 0).unwrap();
+        assert_eq!(
+            statuses(d),
+            [(MessageStatus::Queued, -1), (MessageStatus::Sent, 1)]
+        );
+        // The old state predates the epoch: the message counts from this change.
+        let mut d = Deltas::default();
+        fold_images(modify, Some(&queued), Some(&sent), &mut d, 2_500).unwrap();
+        assert_eq!(statuses(d), [(MessageStatus::Sent, 1)]);
+        // Both predate it: nothing.
+        let mut d = Deltas::default();
+        fold_images(modify, Some(&queued), Some(&sent), &mut d, 3_500).unwrap();
+        assert!(d.is_empty());
+        let mut d = Deltas::default();
+        fold_images(
+            Some(&OperationType::Insert),
+            None,
+            Some(&queued),
+            &mut d,
+            2_500,
+        )
+        .unwrap();
+        assert!(d.is_empty());
+        // Removals (retention) change nothing.
+        let mut d = Deltas::default();
+        fold_images(Some(&OperationType::Remove), Some(&sent), None, &mut d, 0).unwrap();
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn children_wait_for_their_parents_and_orphans_do_not() {
+        let shard = |id: &str, parent: Option<&str>, done: bool| Shard {
+            id: id.into(),
+            parent: parent.map(str::to_owned),
+            sequence: None,
+            done,
+        };
+        let mut shards = vec![
+            shard("a", None, true),
+            shard("b", Some("a"), false),
+            shard("c", Some("b"), false),
+            shard("d", Some("trimmed"), false),
+            shard("e", Some("b"), false),
+        ];
+        assert_eq!(readable(&shards), [1, 3]);
+        shards[1].done = true;
+        assert_eq!(readable(&shards), [2, 3, 4]);
+        shards.iter_mut().for_each(|s| s.done = true);
+        assert!(readable(&shards).is_empty());
+    }
 
     #[test]
     fn counters_round_trip_through_attributes() {
