@@ -260,6 +260,20 @@ impl DynamoStore {
         })
     }
 
+    /// The messages table as DynamoDB describes it.
+    async fn describe_messages(
+        &self,
+    ) -> Result<aws_sdk_dynamodb::types::TableDescription, StoreError> {
+        self.client
+            .describe_table()
+            .table_name(self.messages())
+            .send()
+            .await
+            .map_err(unavailable)?
+            .table
+            .ok_or_else(|| unavailable(Incomplete(format!("no table {}", self.messages()))))
+    }
+
     /// The messages table's stream: from the configuration, else from the table.
     async fn stream_arn(&self) -> Result<String, StoreError> {
         if let Some(arn) = &self.config.messages_stream_arn {
@@ -268,16 +282,9 @@ impl DynamoStore {
         let arn = self
             .stream
             .get_or_try_init(|| async {
-                let table = self
-                    .client
-                    .describe_table()
-                    .table_name(self.messages())
-                    .send()
-                    .await
-                    .map_err(unavailable)?;
-                table
-                    .table()
-                    .and_then(|t| t.latest_stream_arn())
+                self.describe_messages()
+                    .await?
+                    .latest_stream_arn()
                     .map(str::to_owned)
                     .ok_or_else(|| {
                         unavailable(Incomplete(format!(
@@ -379,16 +386,10 @@ impl DynamoStore {
     /// The epoch (see [`EPOCH_ITEM`]), set on the first run: 0 for a young table, else now.
     /// Two first runs at once agree on the one written first.
     async fn set_epoch(&self) -> Result<i64, StoreError> {
-        let table = self
-            .client
-            .describe_table()
-            .table_name(self.messages())
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let created = table
-            .table()
-            .and_then(|t| t.creation_date_time())
+        let created = self
+            .describe_messages()
+            .await?
+            .creation_date_time()
             .map(|t| t.secs())
             .unwrap_or(0);
         let now = Utc::now();
