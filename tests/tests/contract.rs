@@ -574,6 +574,12 @@ async fn statistics_equal_a_recomputation_and_count_each_change_once(b: &Backend
         "a cell has the provider it ended with"
     );
 
+    // The hours that hold statistics, for reports to read no others.
+    let (first, last) = b.stats.extent(&t).await.expect("extent").expect("some");
+    assert_eq!(first, cells.iter().map(|(k, _)| k.hour).min().unwrap());
+    assert_eq!(last, cells.iter().map(|(k, _)| k.hour).max().unwrap());
+    assert_eq!(b.stats.extent(&tenant()).await.expect("extent"), None);
+
     // Each tenant sees its own; a range sees its hours.
     assert_eq!(stored(b, &other).await, recomputed(b, &other).await);
     assert_eq!(stored(b, &other).await.len(), 1);

@@ -88,6 +88,16 @@ impl StatsKey {
         format!("{:010}|", hour.0)
     }
 
+    /// The hour of an encoded key, read from its prefix alone.
+    pub fn hour_of(encoded: &str) -> Result<Hour, BadStatsKey> {
+        encoded
+            .split('|')
+            .next()
+            .and_then(|h| h.parse().ok())
+            .map(Hour)
+            .ok_or_else(|| BadStatsKey(encoded.to_owned()))
+    }
+
     pub fn decode(s: &str) -> Result<StatsKey, BadStatsKey> {
         let bad = || BadStatsKey(s.to_owned());
         let parts: Vec<&str> = s.split('|').collect();
@@ -411,6 +421,7 @@ mod tests {
         let encoded = key.encode();
         assert!(encoded.starts_with(&StatsKey::hour_prefix(key.hour)));
         assert_eq!(StatsKey::decode(&encoded).unwrap(), key);
+        assert_eq!(StatsKey::hour_of(&encoded).unwrap(), key.hour);
         let bare = StatsKey {
             provider: None,
             operator: None,

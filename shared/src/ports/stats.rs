@@ -24,6 +24,9 @@ pub trait StatsStore: Send + Sync {
     /// the checkpoint of what was folded move in one write.
     async fn roll_up(&self, budget: usize) -> Result<Rolled, StoreError>;
 
+    /// The first and the last hour that hold statistics of a tenant; `None` while none do.
+    async fn extent(&self, tenant: &TenantId) -> Result<Option<(Hour, Hour)>, StoreError>;
+
     /// A tenant's statistics for the hours in `from..to`, one entry per cell.
     async fn stats(
         &self,

@@ -239,68 +239,102 @@ pub struct Report {
 
 /// Totals `cells` by `query`'s grouping. With no grouping, one group, even of nothing.
 pub fn report(query: &ReportQuery, cells: &[(StatsKey, Counters)]) -> Result<Report, ReportError> {
-    let mut query = query.clone();
-    let mut groups: BTreeMap<Vec<Option<String>>, Counters> = BTreeMap::new();
-    let mut truncated = false;
-    // A series over time alone shows its quiet hours and days too.
-    if let [time] = query.group_by[..]
-        && time.is_time()
-    {
-        let mut starts = periods(&query, time);
-        if starts.len() > MAX_GROUPS {
-            query.to = Hour::of(starts[MAX_GROUPS]);
-            starts.truncate(MAX_GROUPS);
-            truncated = true;
-        }
-        for start in starts {
-            let value = match time {
-                Dimension::Day => query
-                    .zone
-                    .local(start)
-                    .date_naive()
-                    .format("%Y-%m-%d")
-                    .to_string(),
-                _ => query.zone.local(start).to_rfc3339(),
-            };
-            groups.entry(vec![Some(value)]).or_default();
-        }
-    }
-    for (key, counters) in cells {
-        if key.hour < query.from || key.hour >= query.to {
-            continue;
-        }
-        let values: Vec<Option<String>> = query
-            .group_by
-            .iter()
-            .map(|d| query.value(*d, key))
-            .collect();
-        if !groups.contains_key(&values) && groups.len() >= MAX_GROUPS {
-            return Err(ReportError::TooManyGroups);
-        }
-        groups.entry(values).or_default().add(counters, 1);
-    }
-    if query.group_by.is_empty() {
-        groups.entry(Vec::new()).or_default();
-    }
-    let mut groups: Vec<Group> = groups
-        .into_iter()
-        .map(|(values, counters)| Group { values, counters })
-        .collect();
-    // Hours told with an offset sort by their instants, not as text.
-    if let Some(i) = query.group_by.iter().position(|d| *d == Dimension::Hour) {
-        groups.sort_by_key(|g| {
-            g.values[i]
-                .as_deref()
-                .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-                .map(|t| t.with_timezone(&Utc))
-        });
-    }
-    Ok(Report {
-        query,
-        groups,
-        truncated,
-    })
+    let mut totals = Totals::new(query);
+    totals.add(cells)?;
+    Ok(totals.finish())
 }
+
+/// A report being totalled: cells are added a slice at a time, so a long range is never
+/// held in memory whole (only its groups are, at most [`MAX_GROUPS`]).
+struct Totals {
+    query: ReportQuery,
+    groups: BTreeMap<Vec<Option<String>>, Counters>,
+    truncated: bool,
+}
+
+impl Totals {
+    fn new(query: &ReportQuery) -> Totals {
+        let mut query = query.clone();
+        let mut groups: BTreeMap<Vec<Option<String>>, Counters> = BTreeMap::new();
+        let mut truncated = false;
+        // A series over time alone shows its quiet hours and days too.
+        if let [time] = query.group_by[..]
+            && time.is_time()
+        {
+            let mut starts = periods(&query, time);
+            if starts.len() > MAX_GROUPS {
+                query.to = Hour::of(starts[MAX_GROUPS]);
+                starts.truncate(MAX_GROUPS);
+                truncated = true;
+            }
+            for start in starts {
+                let value = match time {
+                    Dimension::Day => query
+                        .zone
+                        .local(start)
+                        .date_naive()
+                        .format("%Y-%m-%d")
+                        .to_string(),
+                    _ => query.zone.local(start).to_rfc3339(),
+                };
+                groups.entry(vec![Some(value)]).or_default();
+            }
+        }
+        if query.group_by.is_empty() {
+            groups.entry(Vec::new()).or_default();
+        }
+        Totals {
+            query,
+            groups,
+            truncated,
+        }
+    }
+
+    fn add(&mut self, cells: &[(StatsKey, Counters)]) -> Result<(), ReportError> {
+        let query = &self.query;
+        for (key, counters) in cells {
+            if key.hour < query.from || key.hour >= query.to {
+                continue;
+            }
+            let values: Vec<Option<String>> = query
+                .group_by
+                .iter()
+                .map(|d| query.value(*d, key))
+                .collect();
+            if !self.groups.contains_key(&values) && self.groups.len() >= MAX_GROUPS {
+                return Err(ReportError::TooManyGroups);
+            }
+            self.groups.entry(values).or_default().add(counters, 1);
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Report {
+        let query = self.query;
+        let mut groups: Vec<Group> = self
+            .groups
+            .into_iter()
+            .map(|(values, counters)| Group { values, counters })
+            .collect();
+        // Hours told with an offset sort by their instants, not as text.
+        if let Some(i) = query.group_by.iter().position(|d| *d == Dimension::Hour) {
+            groups.sort_by_key(|g| {
+                g.values[i]
+                    .as_deref()
+                    .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+                    .map(|t| t.with_timezone(&Utc))
+            });
+        }
+        Report {
+            query,
+            groups,
+            truncated: self.truncated,
+        }
+    }
+}
+
+/// Hours of statistics read from the store at a time.
+const HOURS_PER_READ: i64 = 31 * 24;
 
 /// The starts of the days or hours a query covers, up to one more than a report holds.
 fn periods(query: &ReportQuery, time: Dimension) -> Vec<DateTime<Utc>> {
@@ -350,8 +384,23 @@ impl Analytics {
         tenant: &TenantId,
         query: &ReportQuery,
     ) -> Result<Report, ReportError> {
-        let cells = self.stats.stats(tenant, query.from, query.to).await?;
-        report(query, &cells)
+        let mut totals = Totals::new(query);
+        // Only the hours that hold statistics are read, a month at a time: a range of
+        // centuries costs what its data costs.
+        if let Some((first, last)) = self.stats.extent(tenant).await? {
+            let (from, to) = (
+                totals.query.from.max(first),
+                totals.query.to.min(Hour(last.0 + 1)),
+            );
+            let mut at = from;
+            while at < to {
+                let end = Hour(at.0.saturating_add(HOURS_PER_READ)).min(to);
+                let cells = self.stats.stats(tenant, at, end).await?;
+                totals.add(&cells)?;
+                at = end;
+            }
+        }
+        Ok(totals.finish())
     }
 }
 

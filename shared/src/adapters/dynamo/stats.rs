@@ -252,6 +252,31 @@ impl DynamoStore {
         &self.config.stats_table
     }
 
+    /// A `Query` of one partition of the stats table, within `range` of cells (inclusive) if
+    /// given.
+    fn query_partition(
+        &self,
+        partition: &str,
+        range: Option<(&str, &str)>,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        let mut e = Expr::default();
+        let mut condition = format!("{} = {}", e.name(stat::TENANT), e.value(s(partition)));
+        if let Some((low, high)) = range {
+            condition.push_str(&format!(
+                " AND {} BETWEEN {} AND {}",
+                e.name(stat::CELL),
+                e.value(s(low)),
+                e.value(s(high))
+            ));
+        }
+        self.client
+            .query()
+            .table_name(self.stats_table())
+            .key_condition_expression(condition)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+    }
+
     fn streams(&self) -> Result<&aws_sdk_dynamodbstreams::Client, StoreError> {
         self.streams.as_ref().ok_or_else(|| {
             unavailable(Incomplete(
@@ -346,19 +371,8 @@ impl DynamoStore {
         let mut epoch = None;
         let mut start: Option<Item> = None;
         loop {
-            let mut e = Expr::default();
-            let condition = format!(
-                "{} = {}",
-                e.name(stat::TENANT),
-                e.value(s(stat::CHECKPOINTS))
-            );
             let page = self
-                .client
-                .query()
-                .table_name(self.stats_table())
-                .key_condition_expression(condition)
-                .set_expression_attribute_names(e.names())
-                .set_expression_attribute_values(e.values())
+                .query_partition(stat::CHECKPOINTS, None)
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
@@ -685,6 +699,26 @@ impl StatsStore for DynamoStore {
         }
     }
 
+    async fn extent(&self, tenant: &TenantId) -> Result<Option<(Hour, Hour)>, StoreError> {
+        let mut hours = Vec::with_capacity(2);
+        for forward in [true, false] {
+            let page = self
+                .query_partition(tenant.as_str(), None)
+                .scan_index_forward(forward)
+                .limit(1)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            match page.items().first() {
+                Some(item) => {
+                    hours.push(StatsKey::hour_of(codec::req_s(item, stat::CELL)?).map_err(corrupt)?)
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(Some((hours[0], hours[1])))
+    }
+
     async fn stats(
         &self,
         tenant: &TenantId,
@@ -697,22 +731,9 @@ impl StatsStore for DynamoStore {
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let mut e = Expr::default();
-            let condition = format!(
-                "{} = {} AND {} BETWEEN {} AND {}",
-                e.name(stat::TENANT),
-                e.value(s(tenant.as_str())),
-                e.name(stat::CELL),
-                e.value(s(StatsKey::hour_prefix(from))),
-                e.value(s(StatsKey::hour_prefix(to))),
-            );
+            let range = (StatsKey::hour_prefix(from), StatsKey::hour_prefix(to));
             let page = self
-                .client
-                .query()
-                .table_name(self.stats_table())
-                .key_condition_expression(condition)
-                .set_expression_attribute_names(e.names())
-                .set_expression_attribute_values(e.values())
+                .query_partition(tenant.as_str(), Some((&range.0, &range.1)))
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await

@@ -52,12 +52,14 @@ const CELL: &str = "SELECT counters FROM stats WHERE tenant_id = ?1 AND cell = ?
 const PUT_CELL: &str = "INSERT INTO stats (tenant_id, cell, counters) VALUES (?1, ?2, ?3) \
      ON CONFLICT (tenant_id, cell) DO UPDATE SET counters = excluded.counters";
 const DROP_CELL: &str = "DELETE FROM stats WHERE tenant_id = ?1 AND cell = ?2";
+const FIRST_CELL: &str = "SELECT cell FROM stats WHERE tenant_id = ?1 ORDER BY cell LIMIT 1";
+const LAST_CELL: &str = "SELECT cell FROM stats WHERE tenant_id = ?1 ORDER BY cell DESC LIMIT 1";
 const CELLS: &str = "SELECT cell, counters FROM stats \
      WHERE tenant_id = ?1 AND cell >= ?2 AND cell < ?3 ORDER BY cell";
 
 /// The rollup's and the reports' queries, for the test that checks their plans.
 #[cfg(test)]
-pub(super) const QUERIES_FOR_TESTS: [&str; 4] = [PENDING, SPAN, CELLS, CELL];
+pub(super) const QUERIES_FOR_TESTS: [&str; 6] = [PENDING, SPAN, CELLS, CELL, FIRST_CELL, LAST_CELL];
 
 /// Pending messages folded per write: the writer is held for one chunk at a time.
 const CHUNK: usize = 1000;
@@ -247,6 +249,29 @@ impl StatsStore for SqliteBackend {
                 return Ok(total);
             }
         }
+    }
+
+    async fn extent(&self, tenant: &TenantId) -> Result<Option<(Hour, Hour)>, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        let cells: Option<(String, String)> = self
+            .db
+            .read(move |conn| {
+                let first: Option<String> = conn
+                    .prepare_cached(FIRST_CELL)?
+                    .query_row(params![tenant], |r| r.get(0))
+                    .optional()?;
+                let last: Option<String> = conn
+                    .prepare_cached(LAST_CELL)?
+                    .query_row(params![tenant], |r| r.get(0))
+                    .optional()?;
+                Ok(first.zip(last))
+            })
+            .await?;
+        let hour = |cell: &str| StatsKey::hour_of(cell).map_err(|e| corrupt("stats", e));
+        cells
+            .map(|(first, last)| Ok((hour(&first)?, hour(&last)?)))
+            .transpose()
+            .map_err(|e: Failure| e.into())
     }
 
     async fn stats(
