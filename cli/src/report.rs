@@ -46,11 +46,7 @@ fn instant(raw: &str, zone: Zone) -> Result<DateTime<Utc>, String> {
     }
     let day = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
         .map_err(|_| format!("{raw:?} is neither an RFC 3339 time nor a date YYYY-MM-DD"))?;
-    let midnight = day.and_hms_opt(0, 0, 0).ok_or("no midnight")?;
-    Ok(match zone {
-        Zone::Kyiv => holub_shared::domain::kyiv::from_local(midnight),
-        Zone::Utc => midnight.and_utc(),
-    })
+    Ok(zone.day_start(day))
 }
 
 pub async fn run(args: Args) -> ExitCode {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{AnalyticsScope, Authorized};
-use crate::routes::{invalid, query_params};
+use crate::routes::{instant, invalid, query_params};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -76,24 +76,27 @@ fn report_error(e: ReportError) -> ApiError {
     }
 }
 
-fn time(raw: &str, field: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
-    chrono::DateTime::parse_from_rfc3339(raw)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|_| invalid("time_invalid", field, "expected an RFC 3339 date-time"))
-}
-
-fn query(
-    from: &str,
-    to: &str,
+/// The report a query asks for, as the API answers it.
+async fn answer(
+    state: &AppState,
+    tenant: &holub_shared::domain::TenantId,
+    (from, to): (&str, &str),
     group_by: &str,
     timezone: Option<&str>,
-) -> Result<ReportQuery, ApiError> {
+) -> Result<Json<ReportView>, ApiError> {
     let zone = timezone
         .map(str::parse::<Zone>)
         .transpose()
         .map_err(report_error)?
         .unwrap_or_default();
-    ReportQuery::new(time(from, "from")?, time(to, "to")?, group_by, zone).map_err(report_error)
+    let query = ReportQuery::new(instant(from, "from")?, instant(to, "to")?, group_by, zone)
+        .map_err(report_error)?;
+    let report = state
+        .analytics
+        .report(tenant, &query)
+        .await
+        .map_err(report_error)?;
+    Ok(Json(ReportView::of(&report)))
 }
 
 /// Totals over a range, grouped as asked.
@@ -110,18 +113,14 @@ pub async fn summary(
     params: Result<Query<SummaryParams>, QueryRejection>,
 ) -> Result<Json<ReportView>, ApiError> {
     let p = query_params(params)?;
-    let q = query(
-        &p.from,
-        &p.to,
+    answer(
+        &state,
+        &auth.tenant,
+        (&p.from, &p.to),
         p.group_by.as_deref().unwrap_or(""),
         p.timezone.as_deref(),
-    )?;
-    let report = state
-        .analytics
-        .report(&auth.tenant, &q)
-        .await
-        .map_err(report_error)?;
-    Ok(Json(ReportView::of(&report)))
+    )
+    .await
 }
 
 /// The same numbers per day or hour, for charts.
@@ -154,11 +153,12 @@ pub async fn timeseries(
         Some(g) if !g.is_empty() => format!("{interval},{g}"),
         _ => interval.to_owned(),
     };
-    let q = query(&p.from, &p.to, &group_by, p.timezone.as_deref())?;
-    let report = state
-        .analytics
-        .report(&auth.tenant, &q)
-        .await
-        .map_err(report_error)?;
-    Ok(Json(ReportView::of(&report)))
+    answer(
+        &state,
+        &auth.tenant,
+        (&p.from, &p.to),
+        &group_by,
+        p.timezone.as_deref(),
+    )
+    .await
 }

@@ -321,13 +321,15 @@ pub(crate) fn invalid(code: &str, field: &str, message: &str) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).field(field)
 }
 
+/// An RFC 3339 instant of query parameter `field`, or 422 `time_invalid`.
+pub(crate) fn instant(raw: &str, field: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| invalid("time_invalid", field, "expected an RFC 3339 date-time"))
+}
+
 fn parse_time(raw: Option<String>, field: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-    raw.map(|s| {
-        DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| invalid("time_invalid", field, "expected an RFC 3339 date-time"))
-    })
-    .transpose()
+    raw.map(|s| instant(&s, field)).transpose()
 }
 
 /// A tenant's messages, newest first, with filters and cursor pagination.

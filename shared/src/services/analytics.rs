@@ -119,7 +119,7 @@ impl Zone {
     }
 
     /// The instant a local day starts.
-    fn day_start(self, day: NaiveDate) -> DateTime<Utc> {
+    pub fn day_start(self, day: NaiveDate) -> DateTime<Utc> {
         let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists");
         match self {
             Zone::Kyiv => kyiv::from_local(midnight),
@@ -208,14 +208,21 @@ impl ReportQuery {
             Dimension::Sender => Some(key.sender.as_str().to_owned()),
             Dimension::Batch => key.batch_id.as_ref().map(|b| b.as_str().to_owned()),
             Dimension::Encoding => Some(key.encoding.as_str().to_owned()),
-            Dimension::Day => Some(
-                self.zone
-                    .local(key.hour.start())
-                    .date_naive()
-                    .format("%Y-%m-%d")
-                    .to_string(),
-            ),
-            Dimension::Hour => Some(self.zone.local(key.hour.start()).to_rfc3339()),
+            Dimension::Day | Dimension::Hour => Some(self.period(dim, key.hour.start())),
+        }
+    }
+
+    /// How the day or hour that starts at (or holds) `at` is told: `2026-12-01`, or the
+    /// hour's start with the zone's offset.
+    fn period(&self, time: Dimension, at: DateTime<Utc>) -> String {
+        match time {
+            Dimension::Day => self
+                .zone
+                .local(at)
+                .date_naive()
+                .format("%Y-%m-%d")
+                .to_string(),
+            _ => self.zone.local(at).to_rfc3339(),
         }
     }
 }
@@ -268,16 +275,9 @@ impl Totals {
                 truncated = true;
             }
             for start in starts {
-                let value = match time {
-                    Dimension::Day => query
-                        .zone
-                        .local(start)
-                        .date_naive()
-                        .format("%Y-%m-%d")
-                        .to_string(),
-                    _ => query.zone.local(start).to_rfc3339(),
-                };
-                groups.entry(vec![Some(value)]).or_default();
+                groups
+                    .entry(vec![Some(query.period(time, start))])
+                    .or_default();
             }
         }
         if query.group_by.is_empty() {
