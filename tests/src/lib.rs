@@ -560,6 +560,20 @@ impl Api {
     }
 }
 
+/// `holub serve` flags that make a kill land while messages are in flight, and bring back
+/// quickly what it left there: small dispatch batches, short visibility, and early orphan and
+/// requeue sweeps.
+pub const QUICK_RECOVERY: [&str; 8] = [
+    "--dispatch-batch",
+    "50",
+    "--dispatch-visibility",
+    "3",
+    "--orphan-after",
+    "2",
+    "--requeue-after",
+    "3",
+];
+
 pub const TERMINAL: [&str; 6] = [
     "delivered",
     "undelivered",

@@ -9,23 +9,15 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use holub_shared::domain::stats::Histogram;
-use holub_tests::{Api, Holub, TERMINAL, TempDir, create_tenant, holub_bin};
+use holub_tests::{Api, Holub, QUICK_RECOVERY, TERMINAL, TempDir, create_tenant, holub_bin};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-/// Simulated outcomes of every kind, and recovery settings that bring back quickly what the
-/// kill left in flight.
-const FLAGS: [&str; 22] = [
+/// Simulated outcomes of every kind (with [`QUICK_RECOVERY`], to bring back quickly what the
+/// kill left in flight).
+const FLAGS: [&str; 14] = [
     "--sync",
     "normal",
-    "--dispatch-batch",
-    "50",
-    "--dispatch-visibility",
-    "3",
-    "--orphan-after",
-    "2",
-    "--requeue-after",
-    "3",
     "--rollup-every",
     "1",
     "--sim-receipt-delay-ms",
@@ -268,7 +260,7 @@ async fn every_report_equals_a_recomputation_from_the_messages_after_a_crash() {
     let dir = TempDir::new("analytics");
     let keys = create_tenant(dir.path(), "Analytics");
     let other = create_tenant(dir.path(), "Other");
-    let holub = Holub::start(dir.path(), &FLAGS);
+    let holub = Holub::start(dir.path(), &[&FLAGS[..], &QUICK_RECOVERY[..]].concat());
     let api = Api::new(&holub, &keys.api_key);
     let seed = std::env::var("HOLUB_TEST_SEED")
         .ok()
@@ -331,20 +323,24 @@ async fn every_report_equals_a_recomputation_from_the_messages_after_a_crash() {
     );
 
     // `holub report` prints the same totals, as JSON and as a table.
-    let out = std::process::Command::new(holub_bin())
-        .args([
-            "report",
-            "--tenant",
-            &keys.tenant_id,
-            "--from",
-            &from,
-            "--to",
-            &to,
-        ])
-        .args(["--group-by", "provider", "--json", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let report = |extra: &[&str]| {
+        std::process::Command::new(holub_bin())
+            .args([
+                "report",
+                "--tenant",
+                &keys.tenant_id,
+                "--from",
+                &from,
+                "--to",
+                &to,
+            ])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = report(&["--group-by", "provider", "--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -352,20 +348,7 @@ async fn every_report_equals_a_recomputation_from_the_messages_after_a_crash() {
     );
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["totals"], summary["totals"]);
-    let out = std::process::Command::new(holub_bin())
-        .args([
-            "report",
-            "--tenant",
-            &keys.tenant_id,
-            "--from",
-            &from,
-            "--to",
-            &to,
-        ])
-        .args(["--group-by", "sender,encoding", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = report(&["--group-by", "sender,encoding"]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && table.contains("total"), "{table}");
     assert!(

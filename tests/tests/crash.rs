@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use holub_tests::{Api, Holub, Simulator, TERMINAL, TempDir, create_tenant, free_port};
+use holub_tests::{
+    Api, Holub, QUICK_RECOVERY, Simulator, TERMINAL, TempDir, create_tenant, free_port,
+};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
@@ -170,18 +172,6 @@ fn slow_and_lossy(receipt_delay_ms: &str) -> [&str; 8] {
     ]
 }
 
-/// Dispatch settings that make the crash land mid-flight and recover quickly.
-const DISPATCH: [&str; 8] = [
-    "--dispatch-batch",
-    "50",
-    "--dispatch-visibility",
-    "3",
-    "--orphan-after",
-    "2",
-    "--requeue-after",
-    "3",
-];
-
 /// A customer's callback endpoint on loopback: the `event_id`s of every event it was sent
 /// (it outlives the crash).
 async fn callback_receiver() -> (String, Arc<Mutex<HashSet<String>>>) {
@@ -223,7 +213,7 @@ async fn a_killed_holub_loses_nothing_and_sends_nothing_twice() {
         &slow_and_lossy("200"),
     );
     let mut args: Vec<&str> = sim.serve_args.iter().map(String::as_str).collect();
-    args.extend(DISPATCH);
+    args.extend(QUICK_RECOVERY);
     let holub = Holub::start_on(dir.path(), &listen, &args);
     let api = Api::new(&holub, &keys.api_key);
 
@@ -271,7 +261,7 @@ async fn the_built_in_simulator_remembers_and_every_message_ends_within_a_minute
     // Receipts come 2 s after a send, so many messages are `sent` when Holub dies and their
     // receipts fall due while it is down (the simulator dies with it here).
     let mut args = slow_and_lossy("2000").to_vec();
-    args.extend(DISPATCH);
+    args.extend(QUICK_RECOVERY);
     let holub = Holub::start_on(dir.path(), &listen, &args);
     let api = Api::new(&holub, &keys.api_key);
     let senders = send_batches(&api, None);
