@@ -27,7 +27,7 @@ enum Command {
     /// Show how a text travels: encoding, characters, units, segments and parts.
     Estimate(estimate::Args),
     /// Run all of Holub on this machine: API, queue, dispatch, receipts, scheduler, callbacks.
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(tenant::Command),
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Estimate(_) => ExitCode::SUCCESS,
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Tenant(command) => tenant::run(command).await,
             Command::Secret(command) => secret::run(command).await,
             Command::Simulator(args) => simulator::run(args).await,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use holub_shared::adapters::sqlite::{SqliteConfig, SyncMode};
+use holub_shared::domain::ShortBase;
 use holub_shared::ports::{ReceiptWebhook, Secret, SecretStore, SmsProvider};
 use holub_shared::runtime::{
     CALLBACK_VISIBILITY, Consumer, Holub, Settings, Target, consume_until_stopped,
@@ -177,7 +178,11 @@ async fn serve(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
 
-    let holub = Holub::new(backend.ports(), args.settings.clone(), Target::Embedded);
+    let mut settings = args.settings.clone();
+    if settings.short_link_base.is_none() {
+        settings.short_link_base = ShortBase::parse(&format!("http://{}", reachable(addr))).ok();
+    }
+    let holub = Holub::new(backend.ports(), settings, Target::Embedded);
     let secrets = holub.ports.secrets.clone();
 
     // The providers: a route table, or the one built-in (or external) simulator.
@@ -257,6 +262,19 @@ async fn serve(args: Args) -> Result<(), String> {
     drop((holub, queue));
     backend.close().await;
     served.map_err(|e| format!("the HTTP server failed: {e}"))
+}
+
+/// The address to give out for `addr`: a wildcard listen address is reached on loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
 }
 
 async fn shutdown_signal() {

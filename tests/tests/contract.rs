@@ -349,6 +349,10 @@ fn message(tenant: &TenantId, created: DateTime<Utc>) -> Message {
             status: Accepted,
             at: created,
         }],
+        links: Vec::new(),
+        clicks: 0,
+        bot_clicks: 0,
+        clicked_at: None,
     }
 }
 

@@ -6,6 +6,7 @@ mod analytics;
 mod error;
 mod export;
 mod extract;
+mod links;
 mod routes;
 
 use std::sync::Arc;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/limits", get(admin::get_limits))
         .route("/v1/analytics/summary", get(analytics::summary))
         .route("/v1/analytics/timeseries", get(analytics::timeseries))
+        .route("/{code}", get(links::follow))
         .layer(DefaultBodyLimit::max(SINGLE_BODY_LIMIT))
         .merge(batch)
         .fallback(routes::not_found)

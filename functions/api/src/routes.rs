@@ -48,12 +48,14 @@ use crate::extract::{AnyKey, Authorized, IdempotencyHeader, JsonBody, ReadScope,
         crate::admin::audit_log,
         crate::admin::get_limits,
         crate::analytics::summary,
-        crate::analytics::timeseries
+        crate::analytics::timeseries,
+        crate::links::follow
     ),
     components(schemas(
         SendMessageRequest,
         BatchRequest,
         MessageView,
+        holub_shared::services::view::LinkView,
         MessageStatus,
         ErrorBody,
         EstimateRequest,

@@ -15,10 +15,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use holub_shared::adapters::sqlite::{SqliteBackend, SqliteConfig, SyncMode};
 use holub_shared::domain::status::PartReceipt;
-use holub_shared::domain::{IdempotencyKey, Message, MessageId, MessageStatus, TenantId};
+use holub_shared::domain::{
+    IdempotencyKey, Message, MessageId, MessageStatus, ShortCode, TenantId,
+};
 use holub_shared::ports::store::IdempotencyRecord;
 use holub_shared::ports::{
-    ListQuery, MessageRef, MessageStore, Page, ReceiptTarget, StoreError, Transition,
+    Click, ListQuery, MessageRef, MessageStore, Page, ReceiptTarget, StoreError, Transition,
 };
 use holub_shared::services::JobOutcome;
 use holub_shared::services::jobs::DispatchJob;
@@ -86,6 +88,12 @@ impl MessageStore for Throttling {
                 }
             })
             .collect()
+    }
+    async fn follow(&self, code: &ShortCode) -> Result<Option<Message>, StoreError> {
+        self.inner.follow(code).await
+    }
+    async fn click(&self, click: &Click) -> Result<Option<Message>, StoreError> {
+        self.inner.click(click).await
     }
     async fn find_by_provider_ids(
         &self,

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::ids::{BatchId, MessageId, TenantId};
+use super::links::TrackedLink;
 use super::money::Kopiyky;
 use super::phone::PhoneNumber;
 use super::segments::Encoding;
@@ -43,6 +44,18 @@ pub struct Message {
     /// Submissions tried so far (a retryable failure hands the message back to the queue).
     pub attempts: u32,
     pub history: Vec<StatusChange>,
+    /// The tracked links of the text, in order (none unless asked for).
+    #[serde(default)]
+    pub links: Vec<TrackedLink>,
+    /// Clicks on its tracked links by people.
+    #[serde(default)]
+    pub clicks: u32,
+    /// Clicks on its tracked links by preview fetchers and crawlers.
+    #[serde(default)]
+    pub bot_clicks: u32,
+    /// The first click by a person.
+    #[serde(default)]
+    pub clicked_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@ pub mod failure;
 pub mod ids;
 pub mod kyiv;
 pub mod limits;
+pub mod links;
 pub mod message;
 pub mod money;
 pub mod phone;
@@ -24,6 +25,7 @@ pub use access::{
 pub use failure::{FailureCode, UnknownFailureCode};
 pub use ids::{BatchId, IdempotencyKey, KeyId, MessageId, TenantId};
 pub use limits::{LimitError, TenantLimits};
+pub use links::{ShortBase, ShortCode, TrackedLink, Visitor};
 pub use message::{Message, MessageError, StatusChange};
 pub use money::Kopiyky;
 pub use phone::{CountryCode, Operator, PhoneError, PhoneNumber};

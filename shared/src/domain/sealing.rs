@@ -24,7 +24,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{MessageId, PhoneNumber, TenantId};
+use super::{MessageId, PhoneNumber, TenantId, TrackedLink};
 
 /// The length of a data key in bytes.
 pub const DATA_KEY_BYTES: usize = 32;
@@ -176,6 +176,23 @@ impl DataKey {
         Ok((to, text))
     }
 
+    /// Seals the tracked links of `tenant`'s message `id` (their URLs are part of its text).
+    pub fn seal_links(&self, tenant: &TenantId, id: &MessageId, links: &[TrackedLink]) -> Vec<u8> {
+        let plain = serde_json::to_vec(links).unwrap_or_default();
+        self.seal(&links_context(tenant, id), &plain)
+    }
+
+    /// Opens what [`DataKey::seal_links`] sealed.
+    pub fn open_links(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+        sealed: &[u8],
+    ) -> Result<Vec<TrackedLink>, SealError> {
+        let plain = self.open(&links_context(tenant, id), sealed)?;
+        serde_json::from_slice(&plain).map_err(|_| SealError("not sealed links"))
+    }
+
     /// Seals what an idempotency record keeps of a request of `tenant` under `key`: the
     /// request's fingerprint and the answer given. (The fingerprint is a hash of the whole
     /// request, number and text included, so it is no more kept in clear than they are.)
@@ -221,6 +238,10 @@ impl DataKey {
 
 fn message_context(tenant: &TenantId, id: &MessageId) -> Vec<u8> {
     format!("holub/message/v1\0{}\0{id}", tenant.as_str()).into_bytes()
+}
+
+fn links_context(tenant: &TenantId, id: &MessageId) -> Vec<u8> {
+    format!("holub/links/v1\0{}\0{id}", tenant.as_str()).into_bytes()
 }
 
 fn answer_context(tenant: &TenantId, key: &str) -> Vec<u8> {

@@ -215,6 +215,19 @@ pub struct Counters {
     /// Sent → delivered, of delivered messages that were recorded as sent.
     #[serde(rename = "sd", default, skip_serializing_if = "Histogram::is_empty")]
     pub sent_to_delivered: Histogram,
+    /// Messages with a click by a person on a tracked link (unique clicks).
+    #[serde(rename = "cu", default, skip_serializing_if = "is_zero")]
+    pub clicked: i64,
+    /// Clicks by people.
+    #[serde(rename = "cl", default, skip_serializing_if = "is_zero")]
+    pub clicks: i64,
+    /// Clicks by link-preview fetchers and crawlers, counted apart.
+    #[serde(rename = "cb", default, skip_serializing_if = "is_zero")]
+    pub bot_clicks: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl Counters {
@@ -232,6 +245,9 @@ impl Counters {
         self.accepted_to_delivered
             .add(&other.accepted_to_delivered, sign);
         self.sent_to_delivered.add(&other.sent_to_delivered, sign);
+        self.clicked += other.clicked * sign;
+        self.clicks += other.clicks * sign;
+        self.bot_clicks += other.bot_clicks * sign;
     }
 
     pub fn is_zero(&self) -> bool {
@@ -265,6 +281,9 @@ pub struct Snapshot {
     pub sent_at: Option<DateTime<Utc>>,
     /// When it was recorded `delivered`, if it was.
     pub delivered_at: Option<DateTime<Utc>>,
+    /// Clicks on its tracked links by people, and by preview fetchers.
+    pub clicks: u32,
+    pub bot_clicks: u32,
 }
 
 /// One message's share of the statistics.
@@ -292,6 +311,8 @@ impl Snapshot {
             cost: m.cost.map(|c| c.0),
             sent_at,
             delivered_at,
+            clicks: m.clicks,
+            bot_clicks: m.bot_clicks,
         }
     }
 
@@ -315,6 +336,9 @@ impl Snapshot {
         let mut counters = Counters {
             parts: i64::from(self.segments),
             cost: self.cost.unwrap_or(0),
+            clicked: i64::from(self.clicks > 0),
+            clicks: i64::from(self.clicks),
+            bot_clicks: i64::from(self.bot_clicks),
             ..Counters::default()
         };
         counters.statuses.insert(self.status, 1);
@@ -412,6 +436,8 @@ mod tests {
             sent_at: Some(created + Duration::seconds(1)),
             delivered_at: (status == MessageStatus::Delivered)
                 .then(|| created + Duration::seconds(4)),
+            clicks: 0,
+            bot_clicks: 0,
         }
     }
 

@@ -27,8 +27,8 @@ pub use resolver::{Resolver, SystemResolver};
 pub use secrets::{Secret, SecretError, SecretStore};
 pub use stats::{Rolled, StatsStore};
 pub use store::{
-    IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, Patch, ReceiptTarget, Retention,
-    StoreError, Tenant, TenantStore, Transition,
+    Click, IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, Patch, ReceiptTarget,
+    Retention, StoreError, Tenant, TenantStore, Transition,
 };
 
 /// Whether an operation that failed may succeed if tried again.

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::domain::status::PartReceipt;
 use crate::domain::{
     ApiKeyRecord, AuditEntry, BatchId, IdempotencyKey, KeyId, Kopiyky, Message, MessageError,
-    MessageId, MessageStatus, PhoneNumber, SenderId, SenderRecord, TenantId, TenantLimits,
+    MessageId, MessageStatus, PhoneNumber, SenderId, SenderRecord, ShortCode, TenantId,
+    TenantLimits, Visitor,
 };
 
 use super::Retryable;
@@ -142,6 +143,14 @@ pub struct MessageRef {
     pub id: MessageId,
 }
 
+/// One follow of a tracked link of a message.
+#[derive(Debug, Clone)]
+pub struct Click {
+    pub message: MessageRef,
+    pub at: DateTime<Utc>,
+    pub visitor: Visitor,
+}
+
 /// What a receipt needs to know of the message it reports on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptTarget {
@@ -218,6 +227,16 @@ pub trait MessageStore: Send + Sync {
         &self,
         receipts: &[(MessageRef, PartReceipt)],
     ) -> Result<Vec<Vec<PartReceipt>>, StoreError>;
+
+    /// The message that has a tracked link with this code; `None` for a code no message has
+    /// (or whose message is gone).
+    async fn follow(&self, code: &ShortCode) -> Result<Option<Message>, StoreError>;
+
+    /// Counts a click on one of a message's tracked links, in one write with what the
+    /// statistics learn of it and, for its first click by a person where the message has a
+    /// `callback_url`, the `message.clicked` callback. Answers the message after the click,
+    /// or `None` if there is no such message.
+    async fn click(&self, click: &Click) -> Result<Option<Message>, StoreError>;
 
     /// Scheduled messages whose `send_at` is at or before `now`, oldest first.
     async fn due_scheduled(

@@ -116,6 +116,7 @@ impl Holub {
         let private_callbacks = settings.private_callbacks(target == Target::Embedded);
         let intake = IntakeConfig {
             allow_private_callbacks: private_callbacks,
+            short_link_base: settings.short_link_base.clone(),
             ..IntakeConfig::default()
         };
         let sweeper = SweeperConfig {

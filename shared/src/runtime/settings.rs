@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::domain::ShortBase;
+
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct Settings {
     /// Seconds a queued message may wait unclaimed before its job is sent again.
@@ -81,6 +83,10 @@ pub struct Settings {
     #[arg(long, env = "HOLUB_RECEIPT_GLOBAL_BURST", default_value_t = 20_000,
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub receipt_global_burst: u32,
+    /// Where tracked links' short links live, `http(s)://host[:port]` (served at
+    /// `/<code>` by the API). Default: `holub serve`'s own address; on AWS, the API's URL.
+    #[arg(long, env = "HOLUB_SHORT_LINK_BASE", value_parser = ShortBase::parse)]
+    pub short_link_base: Option<ShortBase>,
 }
 
 /// The settings alone, as a command line of their own.

@@ -579,6 +579,8 @@ mod tests {
             cost: Some(50),
             sent_at: Some(created),
             delivered_at: Some(created + Duration::seconds(3)),
+            clicks: 0,
+            bot_clicks: 0,
         }
         .contribution();
         (c.key, c.counters)

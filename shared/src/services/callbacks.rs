@@ -10,6 +10,10 @@
 //! receive hands out) go in one POST. Each event has an `event_id`, `<message id>.<status>`,
 //! the same on every retry, so receivers can drop duplicates.
 //!
+//! A message whose links are tracked also tells of its first click by a person: an event of
+//! type `message.clicked`, `event_id` `<message id>.clicked`, `at` the click's time (sent
+//! whatever statuses the URL asked for; preview fetchers' clicks tell nothing).
+//!
 //! ## Signature
 //! Each request carries `Holub-Signature: t=<unix seconds>,v1=<hex>` where `<hex>` is
 //! HMAC-SHA256, keyed with the tenant's webhook signing secret, of `"<t>.<raw body>"`.
@@ -287,9 +291,14 @@ fn body(events: &[&CallbackEvent]) -> String {
     let array: Vec<serde_json::Value> = events
         .iter()
         .map(|e| {
+            let (kind, what) = if e.clicked {
+                ("message.clicked", "clicked".to_owned())
+            } else {
+                ("message.status", e.status.to_string())
+            };
             serde_json::json!({
-                "type": "message.status",
-                "event_id": format!("{}.{}", e.message_id, e.status),
+                "type": kind,
+                "event_id": format!("{}.{what}", e.message_id),
                 "message_id": e.message_id.to_string(),
                 "status": e.status,
                 "at": e.at,

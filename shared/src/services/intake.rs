@@ -16,10 +16,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::address;
+use crate::domain::links::{self, ShortBase, TrackedLink};
 use crate::domain::text::{MAX_TEXT_BYTES, TextPolicy};
 use crate::domain::{
     BatchId, IdempotencyKey, Message, MessageId, MessageStatus, MessageText, PhoneNumber, SenderId,
-    StatusChange, StatusSet, TenantId,
+    StatusChange, StatusSet, TenantId, TextError,
 };
 use crate::ports::store::IdempotencyRecord;
 use crate::ports::{
@@ -49,6 +50,8 @@ pub struct IntakeConfig {
     /// How long a callback URL's name may take to resolve where only public addresses are
     /// allowed; past it the URL is taken, and the check when the callback is sent decides.
     pub callback_lookup_timeout: Duration,
+    /// Where tracked links' short links live (`None`: links cannot be tracked).
+    pub short_link_base: Option<ShortBase>,
 }
 
 impl Default for IntakeConfig {
@@ -62,6 +65,7 @@ impl Default for IntakeConfig {
             max_schedule_ahead: Duration::from_secs(366 * 24 * 3600),
             allow_private_callbacks: false,
             callback_lookup_timeout: Duration::from_secs(2),
+            short_link_base: None,
         }
     }
 }
@@ -130,6 +134,13 @@ pub struct SendMessageRequest {
     /// Transliterate Ukrainian Cyrillic to Latin so the text travels as GSM-7.
     #[serde(default)]
     pub transliterate: bool,
+    /// Replace every http(s) URL in the text (up to 10) by a short link of this message,
+    /// which redirects to it and counts its clicks (people and link-preview fetchers apart):
+    /// `clicks` on the message, clicks and click-through rate in the analytics, and a
+    /// `message.clicked` callback on the first click by a person. Parts and cost are those
+    /// of the text with short links.
+    #[serde(default)]
+    pub track_links: bool,
     /// Each status change is POSTed here, signed: an http(s) URL without credentials, up to
     /// 2,048 characters. Where Holub serves others: https only, and a host that is and
     /// resolves to public addresses only (no loopback, private, link-local or other special
@@ -196,6 +207,9 @@ pub struct BatchRequest {
     pub validity: Option<u64>,
     #[serde(default)]
     pub transliterate: bool,
+    /// As for one message: each recipient's message gets short links of its own.
+    #[serde(default)]
+    pub track_links: bool,
     /// As for one message.
     #[serde(default)]
     #[cfg_attr(
@@ -309,6 +323,8 @@ struct Common {
     callback_statuses: StatusSet,
     metadata: Option<serde_json::Value>,
     policy: TextPolicy,
+    /// Where the short links of tracked links go (`None`: links are not tracked).
+    links: Option<ShortBase>,
 }
 
 pub struct Intake {
@@ -428,6 +444,7 @@ impl Intake {
                 req.callback_statuses,
                 req.metadata,
                 req.transliterate,
+                req.track_links,
             )
             .map_err(IntakeError::Invalid)?;
         self.check_callback_name(common.callback_url.as_deref())
@@ -441,11 +458,11 @@ impl Intake {
         registry
             .allows(&common.from, &to)
             .map_err(|e| IntakeError::Invalid(FieldError::new(e.code(), "from", e.to_string())))?;
-        let text = MessageText::new(&req.text, common.policy)
+        let (text, links) = measured(&req.text, &common)
             .map_err(|e| IntakeError::Invalid(FieldError::new(e.code(), "text", e.to_string())))?;
         let reference =
             parse_reference(req.reference, "reference").map_err(IntakeError::Invalid)?;
-        let message = build(tenant, None, &common, to, text, reference, now);
+        let message = build(tenant, None, &common, to, (text, links), reference, now);
         let (verdicts, charge) = self
             .limits
             .admit(tenant, &limits, &[(&message.to, message.segments)])
@@ -511,6 +528,7 @@ impl Intake {
                 req.callback_statuses,
                 req.metadata,
                 req.transliterate,
+                req.track_links,
             )
             .map_err(IntakeError::Invalid)?;
         self.check_callback_name(common.callback_url.as_deref())
@@ -529,8 +547,9 @@ impl Intake {
                 format!("the text is longer than {MAX_TEXT_BYTES} bytes"),
             )));
         }
-        // A text without placeholders is measured once, not once per recipient.
-        let shared_text = if template::has_placeholders(&req.text) {
+        // A text without placeholders is measured once, not once per recipient (unless its
+        // links are tracked: each message has codes of its own).
+        let shared_text = if template::has_placeholders(&req.text) || common.links.is_some() {
             None
         } else {
             Some(MessageText::new(&req.text, common.policy).map_err(|e| {
@@ -559,7 +578,7 @@ impl Intake {
                     .allows(&common.from, &to)
                     .map_err(|e| FieldError::new(e.code(), &field("to"), e.to_string()))?;
                 let text = match &shared_text {
-                    Some(text) => text.clone(),
+                    Some(text) => (text.clone(), Vec::new()),
                     None => {
                         let rendered =
                             template::render(&req.text, &recipient.variables, MAX_TEXT_BYTES)
@@ -573,7 +592,7 @@ impl Intake {
                                         FieldError::new("text_too_long", "text", e.to_string())
                                     }
                                 })?;
-                        MessageText::new(&rendered, common.policy)
+                        measured(&rendered, &common)
                             .map_err(|e| FieldError::new(e.code(), "text", e.to_string()))?
                     }
                 };
@@ -734,7 +753,19 @@ impl Intake {
         callback_statuses: Option<Vec<MessageStatus>>,
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
         transliterate: bool,
+        track_links: bool,
     ) -> Result<Common, FieldError> {
+        let links = match (track_links, &self.config.short_link_base) {
+            (false, _) => None,
+            (true, Some(base)) => Some(base.clone()),
+            (true, None) => {
+                return Err(FieldError::new(
+                    "track_links_unavailable",
+                    "track_links",
+                    "this Holub has no short link base configured, so links cannot be tracked",
+                ));
+            }
+        };
         let from =
             SenderId::parse(from).map_err(|e| FieldError::new(e.code(), "from", e.to_string()))?;
         let send_at = match send_at {
@@ -821,7 +852,19 @@ impl Intake {
                 max_parts: self.config.max_parts,
                 transliterate,
             },
+            links,
         })
+    }
+}
+
+/// The text as it will be sent, its links tracked if asked for, and the tracked links.
+fn measured(raw: &str, common: &Common) -> Result<(MessageText, Vec<TrackedLink>), TextError> {
+    match &common.links {
+        None => Ok((MessageText::new(raw, common.policy)?, Vec::new())),
+        Some(base) => {
+            let (rewritten, links) = links::rewrite(raw, base);
+            Ok((MessageText::new(&rewritten, common.policy)?, links))
+        }
     }
 }
 
@@ -830,7 +873,7 @@ fn build(
     batch_id: Option<&BatchId>,
     common: &Common,
     to: PhoneNumber,
-    text: MessageText,
+    (text, links): (MessageText, Vec<TrackedLink>),
     reference: Option<String>,
     now: DateTime<Utc>,
 ) -> Message {
@@ -873,6 +916,10 @@ fn build(
                 at: now,
             },
         ],
+        links,
+        clicks: 0,
+        bot_clicks: 0,
+        clicked_at: None,
     }
 }
 
@@ -1173,6 +1220,7 @@ mod tests {
             send_at: None,
             validity: None,
             transliterate: false,
+            track_links: false,
             callback_url: None,
             callback_statuses: None,
             reference: None,

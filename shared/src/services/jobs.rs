@@ -43,6 +43,10 @@ pub struct CallbackEvent {
     pub provider: Option<String>,
     pub cost_kopiyky: Option<i64>,
     pub error: Option<MessageError>,
+    /// A `message.clicked` event (the message's first click by a person, at `at`) rather
+    /// than a status change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clicked: bool,
 }
 
 impl CallbackEvent {
@@ -59,7 +63,17 @@ impl CallbackEvent {
             provider: m.provider.clone(),
             cost_kopiyky: m.cost.map(|c| c.0),
             error: m.error.clone(),
+            clicked: false,
         }
+    }
+
+    /// The `message.clicked` event of a message a person clicked (`None` if none did).
+    pub fn clicked(m: &Message) -> Option<Self> {
+        Some(CallbackEvent {
+            at: m.clicked_at?,
+            clicked: true,
+            ..CallbackEvent::of(m)
+        })
     }
 }
 
@@ -95,10 +109,13 @@ pub struct CallbackJobs {
 }
 
 impl CallbackJobs {
-    /// Adds the event if its URL asked for its status. No callback tells of `accepted`:
-    /// the answer to the request does.
+    /// Adds the event if its URL asked for its status (a click is told whatever the
+    /// statuses asked for: it is asked for by tracking links). No callback tells of
+    /// `accepted`: the answer to the request does.
     pub fn push(&mut self, tenant: &TenantId, url: &str, wanted: StatusSet, event: CallbackEvent) {
-        if event.status == MessageStatus::Accepted || !wanted.contains(event.status) {
+        if !event.clicked
+            && (event.status == MessageStatus::Accepted || !wanted.contains(event.status))
+        {
             return;
         }
         let open = self.jobs.iter_mut().rev().find(|j| {

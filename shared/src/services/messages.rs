@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::domain::{Message, MessageId, MessageStatus, TenantId};
-use crate::ports::store::{ListQuery, Page, Transition};
+use crate::domain::{Message, MessageId, MessageStatus, ShortCode, TenantId, links};
+use crate::ports::store::{Click, ListQuery, MessageRef, Page, Transition};
 use crate::ports::{Clock, MessageStore, StoreError};
 
 use super::Limits;
@@ -42,6 +42,36 @@ impl Messages {
         id: &MessageId,
     ) -> Result<Option<Message>, StoreError> {
         self.store.get(tenant, id).await
+    }
+
+    /// Where a tracked link's short link goes (`None` for a code no message has), counting
+    /// the click: by a person or a preview fetcher, as `user_agent` tells. The click is
+    /// recorded before the answer, so a redirect that was answered was counted; a click that
+    /// cannot be recorded is logged and the redirect answered all the same, since the person
+    /// following it must not be stopped by Holub's bookkeeping.
+    pub async fn follow(
+        &self,
+        code: &ShortCode,
+        user_agent: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(message) = self.store.follow(code).await? else {
+            return Ok(None);
+        };
+        let Some(link) = message.links.iter().find(|l| l.code == *code) else {
+            return Ok(None);
+        };
+        let click = Click {
+            message: MessageRef {
+                tenant_id: message.tenant_id.clone(),
+                id: message.id,
+            },
+            at: self.clock.now(),
+            visitor: links::visitor(user_agent),
+        };
+        if let Err(e) = self.store.click(&click).await {
+            tracing::warn!(error = %e, message_id = %message.id, "a click could not be recorded");
+        }
+        Ok(Some(link.url.clone()))
     }
 
     pub async fn list(&self, tenant: &TenantId, mut query: ListQuery) -> Result<Page, StoreError> {

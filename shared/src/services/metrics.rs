@@ -395,6 +395,10 @@ mod tests {
                     at: at(*ms),
                 })
                 .collect(),
+            links: Vec::new(),
+            clicks: 0,
+            bot_clicks: 0,
+            clicked_at: None,
         }
     }
 

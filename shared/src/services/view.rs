@@ -39,6 +39,22 @@ pub struct MessageView {
     pub attempts: u32,
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub history: Vec<StatusChange>,
+    /// The tracked links of the text, in order: each short link's code and the URL it
+    /// redirects to (empty unless `track_links` was asked for).
+    pub links: Vec<LinkView>,
+    /// Clicks on the tracked links by people.
+    pub clicks: u32,
+    /// Clicks on them by link-preview fetchers and crawlers (counted apart).
+    pub bot_clicks: u32,
+    /// The first click by a person.
+    pub clicked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LinkView {
+    pub code: String,
+    pub url: String,
 }
 
 impl From<&Message> for MessageView {
@@ -65,6 +81,17 @@ impl From<&Message> for MessageView {
             error: m.error.clone(),
             attempts: m.attempts,
             history: m.history.clone(),
+            links: m
+                .links
+                .iter()
+                .map(|l| LinkView {
+                    code: l.code.to_string(),
+                    url: l.url.clone(),
+                })
+                .collect(),
+            clicks: m.clicks,
+            bot_clicks: m.bot_clicks,
+            clicked_at: m.clicked_at,
         }
     }
 }

@@ -46,6 +46,10 @@ pub fn queued(tenant: &TenantId, id: MessageId, to: &str) -> Message {
             status: MessageStatus::Queued,
             at: now,
         }],
+        links: Vec::new(),
+        clicks: 0,
+        bot_clicks: 0,
+        clicked_at: None,
     }
 }
 

@@ -18,7 +18,7 @@ use crate::domain::stats::Snapshot;
 use crate::domain::status::{PartReceipt, ReceiptState};
 use crate::domain::{
     BatchId, DataKey, Encoding, IdempotencyKey, Kopiyky, Message, MessageError, MessageId,
-    MessageStatus, Operator, PhoneNumber, SenderId, StatusChange, StatusSet, TenantId,
+    MessageStatus, Operator, PhoneNumber, SenderId, ShortCode, StatusChange, StatusSet, TenantId,
 };
 use crate::ports::{IdempotencyRecord, StoreError};
 use crate::services::jobs::CallbackEvent;
@@ -67,6 +67,22 @@ pub(super) mod msg {
     pub const AWAITING: &str = "ap";
     /// The operator of the recipient's prefix (plain: it names a network, not a person).
     pub const OPERATOR: &str = "op";
+    /// The tracked links, sealed under the tenant's data key (binary; absent: none).
+    pub const LINKS: &str = "ln";
+    /// Clicks on them by people, by preview fetchers; the first by a person (nanoseconds).
+    pub const CLICKS: &str = "hc";
+    pub const BOT_CLICKS: &str = "bc";
+    pub const CLICKED: &str = "fc";
+}
+
+/// A tracked link's code, as an item of the messages table in a partition of its own,
+/// `"#link#<code>"` (never a tenant id), pointing at its message; expires with it.
+pub(super) mod link {
+    pub const PREFIX: &str = "#link#";
+    /// The sort key of every link item.
+    pub const ID: &str = "#link";
+    pub const TENANT: &str = "lt";
+    pub const MESSAGE: &str = "lm";
 }
 
 /// Attribute names of the idempotency table.
@@ -420,6 +436,21 @@ pub(super) fn message_item(
         put(msg::ERROR_MESSAGE, s(error.message.clone()));
     }
     put(msg::ATTEMPTS, n(m.attempts));
+    if !m.links.is_empty() {
+        put(
+            msg::LINKS,
+            AttributeValue::B(Blob::new(key.seal_links(&m.tenant_id, &m.id, &m.links))),
+        );
+    }
+    if m.clicks > 0 {
+        put(msg::CLICKS, n(m.clicks));
+    }
+    if m.bot_clicks > 0 {
+        put(msg::BOT_CLICKS, n(m.bot_clicks));
+    }
+    if let Some(at) = m.clicked_at {
+        put(msg::CLICKED, n(nanos(at)?));
+    }
     let history = m
         .history
         .iter()
@@ -442,6 +473,47 @@ pub(super) fn message_item(
         }
     }
     Ok(item)
+}
+
+/// The items that find a message's tracked links' codes, expiring with it.
+pub(super) fn link_items(m: &Message, message: &Item) -> Vec<Item> {
+    m.links
+        .iter()
+        .map(|l| {
+            let mut item = Item::from([
+                (
+                    msg::TENANT.to_owned(),
+                    s(format!("{}{}", link::PREFIX, l.code)),
+                ),
+                (msg::ID.to_owned(), s(link::ID)),
+                (link::TENANT.to_owned(), s(m.tenant_id.as_str())),
+                (link::MESSAGE.to_owned(), s(m.id.to_string())),
+            ]);
+            if let Some(ttl) = message.get(msg::TTL) {
+                item.insert(msg::TTL.to_owned(), ttl.clone());
+            }
+            item
+        })
+        .collect()
+}
+
+/// The key of a code's link item.
+pub(super) fn link_key(code: &ShortCode) -> Item {
+    Item::from([
+        (
+            msg::TENANT.to_owned(),
+            s(format!("{}{}", link::PREFIX, code)),
+        ),
+        (msg::ID.to_owned(), s(link::ID)),
+    ])
+}
+
+/// The message a link item points at.
+pub(super) fn link_target(item: &Item) -> Result<(TenantId, MessageId), StoreError> {
+    Ok((
+        parse::<TenantId>(req_s(item, link::TENANT)?, "tenant id")?,
+        parse::<MessageId>(req_s(item, link::MESSAGE)?, "message id")?,
+    ))
 }
 
 /// The primary key of a message.
@@ -496,7 +568,10 @@ pub(super) fn updated_nanos(item: &Item) -> Result<i64, StoreError> {
 
 /// The tenant of a sealed item (whose key opening it needs).
 pub(super) fn sealed_tenant(item: &Item) -> Option<&str> {
-    match (item.get(msg::SEALED), item.get(msg::TENANT)) {
+    match (
+        item.get(msg::SEALED).or(item.get(msg::LINKS)),
+        item.get(msg::TENANT),
+    ) {
         (Some(_), Some(AttributeValue::S(tenant))) => Some(tenant),
         _ => None,
     }
@@ -523,6 +598,17 @@ pub(super) fn message_from(item: &Item, keys: &OpeningKeys) -> Result<Message, S
             PhoneNumber::parse(req_s(item, msg::TO)?).map_err(|e| bad("to", &e))?,
             req_s(item, msg::TEXT)?.to_owned(),
         ),
+    };
+    let links = match item.get(msg::LINKS) {
+        Some(AttributeValue::B(sealed)) => match keys.get(tenant_id.as_str()) {
+            Some(Some(key)) => key
+                .open_links(&tenant_id, &message_id, sealed.as_ref())
+                .map_err(|e| bad("links", &e))?,
+            Some(None) => return Err(StoreError::Erased),
+            None => return Err(bad("links", &"no key was fetched for the tenant")),
+        },
+        Some(_) => return Err(bad("links", &"not binary")),
+        None => Vec::new(),
     };
     let error = message_error(item, id)?;
     let history = match item.get(msg::HISTORY) {
@@ -564,6 +650,10 @@ pub(super) fn message_from(item: &Item, keys: &OpeningKeys) -> Result<Message, S
         error,
         attempts: req_n(item, msg::ATTEMPTS)?,
         history,
+        links,
+        clicks: get_n(item, msg::CLICKS)?.unwrap_or(0),
+        bot_clicks: get_n(item, msg::BOT_CLICKS)?.unwrap_or(0),
+        clicked_at: get_n::<i64>(item, msg::CLICKED)?.map(DateTime::from_timestamp_nanos),
     })
 }
 
@@ -593,14 +683,24 @@ fn callback_statuses(item: &Item) -> Result<StatusSet, StoreError> {
     }
 }
 
-/// The callback event of an item's status, if it has a callback URL: its tenant, URL, the
-/// statuses the URL asked for, and the event. Reads the plain attributes only (what a
-/// stream record of the item carries), never the sealed ones.
+/// The callback event of an item's status (or, with `clicked`, of its first click by a
+/// person), if it has a callback URL: its tenant, URL, the statuses the URL asked for, and
+/// the event. Reads the plain attributes only (what a stream record of the item carries),
+/// never the sealed ones.
 pub(super) fn callback_event(
     item: &Item,
+    clicked: bool,
 ) -> Result<Option<(TenantId, String, StatusSet, CallbackEvent)>, StoreError> {
     let Some(url) = get_s(item, msg::CALLBACK)? else {
         return Ok(None);
+    };
+    let at = if clicked {
+        match get_n::<i64>(item, msg::CLICKED)? {
+            Some(at) => DateTime::from_timestamp_nanos(at),
+            None => return Ok(None),
+        }
+    } else {
+        time(item, msg::UPDATED)?
     };
     let id = req_s(item, msg::ID)?;
     let bad = |what: &str, e: &dyn std::fmt::Display| corrupt(format!("message {id}: {what}: {e}"));
@@ -608,7 +708,7 @@ pub(super) fn callback_event(
     let event = CallbackEvent {
         message_id: parse::<MessageId>(id, "message id")?,
         status: parse::<MessageStatus>(req_s(item, msg::STATUS)?, "status")?,
-        at: time(item, msg::UPDATED)?,
+        at,
         reference: get_s(item, msg::REFERENCE)?.map(str::to_owned),
         metadata: get_s(item, msg::METADATA)?
             .map(serde_json::from_str)
@@ -621,6 +721,7 @@ pub(super) fn callback_event(
         provider: get_s(item, msg::PROVIDER)?.map(str::to_owned),
         cost_kopiyky: get_n(item, msg::COST)?,
         error,
+        clicked,
     };
     Ok(Some((
         parse::<TenantId>(req_s(item, msg::TENANT)?, "tenant id")?,
@@ -634,7 +735,7 @@ pub(super) fn callback_event(
 /// opened); `None` for an item of the table that is no message (a batch marker).
 pub(super) fn snapshot(item: &Item) -> Result<Option<Snapshot>, StoreError> {
     let tenant = req_s(item, msg::TENANT)?;
-    if tenant == marker::PARTITION {
+    if tenant == marker::PARTITION || tenant.starts_with(link::PREFIX) {
         return Ok(None);
     }
     let history = match item.get(msg::HISTORY) {
@@ -667,6 +768,8 @@ pub(super) fn snapshot(item: &Item) -> Result<Option<Snapshot>, StoreError> {
         cost: get_n(item, msg::COST)?,
         sent_at,
         delivered_at,
+        clicks: get_n(item, msg::CLICKS)?.unwrap_or(0),
+        bot_clicks: get_n(item, msg::BOT_CLICKS)?.unwrap_or(0),
     }))
 }
 
@@ -816,6 +919,10 @@ mod tests {
             error: None,
             attempts: 1,
             history: Vec::new(),
+            links: Vec::new(),
+            clicks: 0,
+            bot_clicks: 0,
+            clicked_at: None,
         };
         for status in [
             MessageStatus::Accepted,

@@ -26,9 +26,11 @@ use super::{
     MAX_TRANSACTION_ITEMS, backoff, unavailable,
 };
 use crate::domain::status::PartReceipt;
-use crate::domain::{DataKey, IdempotencyKey, Message, MessageId, MessageStatus, TenantId};
+use crate::domain::{
+    DataKey, IdempotencyKey, Message, MessageId, MessageStatus, ShortCode, TenantId, Visitor,
+};
 use crate::ports::{
-    IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, ReceiptTarget, StoreError,
+    Click, IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, ReceiptTarget, StoreError,
     Transition,
 };
 
@@ -977,6 +979,26 @@ impl MessageStore for DynamoStore {
         if !messages.iter().all(|m| ids.insert((&m.tenant_id, m.id))) {
             return Err(StoreError::AlreadyExists);
         }
+        // Tracked links' codes first: one whose message is not stored finds nothing, and
+        // is removed below or expires with the TTL the message would have had.
+        let links: Vec<Item> = messages
+            .iter()
+            .zip(&items)
+            .flat_map(|(m, item)| codec::link_items(m, item))
+            .collect();
+        if !links.is_empty() {
+            let puts = links
+                .iter()
+                .map(|item| {
+                    built(PutRequest::builder().set_item(Some(item.clone())).build())
+                        .map(|p| WriteRequest::builder().put_request(p).build())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Err(e) = self.batch_write(self.messages(), puts).await {
+                self.undo_puts(&links).await;
+                return Err(e);
+            }
+        }
         // Several queued messages: one batch marker per tenant instead of an entry each in
         // the `queued` index, written before any of them.
         let markers = if items.len() > 1 {
@@ -997,6 +1019,7 @@ impl MessageStore for DynamoStore {
         if stored.is_err() {
             // Nothing of the batch may be left (or it is, and the marker keeps it swept).
             self.undo_puts(&markers).await;
+            self.undo_puts(&links).await;
         }
         stored
     }
@@ -1093,6 +1116,67 @@ impl MessageStore for DynamoStore {
         };
         let keys = self.opening_keys([&item]).await?;
         message_from(&item, &keys).map(Some)
+    }
+
+    async fn follow(&self, code: &ShortCode) -> Result<Option<Message>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.messages())
+            .set_key(Some(codec::link_key(code)))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let Some(link) = out.item else {
+            return Ok(None);
+        };
+        let (tenant, id) = codec::link_target(&link)?;
+        match self.get(&tenant, &id).await {
+            Err(StoreError::Erased) => Ok(None),
+            other => other,
+        }
+    }
+
+    async fn click(&self, click: &Click) -> Result<Option<Message>, StoreError> {
+        let human = click.visitor == Visitor::Human;
+        let mut e = Expr::default();
+        let id = e.name(msg::ID);
+        let counter = e.name(if human { msg::CLICKS } else { msg::BOT_CLICKS });
+        let one = e.value(n(1));
+        let mut update = format!("ADD {counter} {one}");
+        if human {
+            let first = e.name(msg::CLICKED);
+            let at = e.value(n(nanos(click.at)?));
+            update.push_str(&format!(" SET {first} = if_not_exists({first}, {at})"));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.messages())
+            .set_key(Some(message_key(
+                &click.message.tenant_id,
+                &click.message.id,
+            )))
+            .update_expression(update)
+            .condition_expression(format!("attribute_exists({id})"))
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        let item = match result {
+            Ok(out) => out.attributes,
+            Err(err) if is_condition_failure(&err) => None,
+            Err(err) => return Err(unavailable(err)),
+        };
+        let Some(item) = item else {
+            return Ok(None);
+        };
+        let keys = self.opening_keys([&item]).await?;
+        match message_from(&item, &keys) {
+            Err(StoreError::Erased) => Ok(None),
+            other => other.map(Some),
+        }
     }
 
     async fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<Page, StoreError> {

@@ -8,7 +8,8 @@
 //! by hour, so a report is one `Query` of a key range). Counters are numbers, changed only
 //! with `ADD` (so two cells' updates never need to read first): `n<status>` messages per
 //! status, `pa` parts, `co` cost in kopiykas, `ha<bucket>` and `hs<bucket>` the
-//! accepted→delivered and sent→delivered latency histograms.
+//! accepted→delivered and sent→delivered latency histograms, `cu` messages clicked by a
+//! person, `cl` their clicks, `cb` clicks by link-preview fetchers.
 //!
 //! Checkpoints live in the same table, partition `#rollup` (never a tenant id), one item per
 //! stream shard (`k` = the shard id): `sq` the sequence number of the last record folded,
@@ -58,6 +59,10 @@ pub(super) mod stat {
     pub const STATUS_PREFIX: &str = "n";
     pub const ACCEPTED_PREFIX: &str = "ha";
     pub const SENT_PREFIX: &str = "hs";
+    /// Messages clicked by a person, clicks by people, clicks by preview fetchers.
+    pub const CLICKED: &str = "cu";
+    pub const CLICKS: &str = "cl";
+    pub const BOT_CLICKS: &str = "cb";
     /// Checkpoints: the partition, and their attributes.
     pub const CHECKPOINTS: &str = "#rollup";
     pub const SEQUENCE: &str = "sq";
@@ -88,6 +93,9 @@ fn counter_attributes(c: &Counters) -> Vec<(String, i64)> {
         .collect();
     out.push((stat::PARTS.to_owned(), c.parts));
     out.push((stat::COST.to_owned(), c.cost));
+    out.push((stat::CLICKED.to_owned(), c.clicked));
+    out.push((stat::CLICKS.to_owned(), c.clicks));
+    out.push((stat::BOT_CLICKS.to_owned(), c.bot_clicks));
     for (prefix, histogram) in [
         (stat::ACCEPTED_PREFIX, &c.accepted_to_delivered),
         (stat::SENT_PREFIX, &c.sent_to_delivered),
@@ -118,6 +126,12 @@ fn counters_from(item: &Item) -> Result<Counters, StoreError> {
             c.parts = amount;
         } else if name == stat::COST {
             c.cost = amount;
+        } else if name == stat::CLICKED {
+            c.clicked = amount;
+        } else if name == stat::CLICKS {
+            c.clicks = amount;
+        } else if name == stat::BOT_CLICKS {
+            c.bot_clicks = amount;
         } else if let Some(bucket) = name.strip_prefix(stat::ACCEPTED_PREFIX) {
             c.accepted_to_delivered
                 .0

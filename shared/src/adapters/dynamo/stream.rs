@@ -56,7 +56,7 @@ pub fn callback_jobs(event: &StreamEvent) -> (CallbackJobs, usize) {
     for record in &event.records {
         match change(record) {
             Ok(None) => {}
-            Ok(Some(item)) => match codec::callback_event(&item) {
+            Ok(Some((item, clicked))) => match codec::callback_event(&item, clicked) {
                 Ok(Some((tenant, url, wanted, event))) => jobs.push(&tenant, &url, wanted, event),
                 Ok(None) => {}
                 Err(e) => {
@@ -73,9 +73,10 @@ pub fn callback_jobs(event: &StreamEvent) -> (CallbackJobs, usize) {
     (jobs, unreadable)
 }
 
-/// The new image of a record that changed a message's status; `None` for any other record
-/// (a new message, a change that kept the status, a removal, an item that is no message).
-fn change(record: &StreamRecord) -> Result<Option<Item>, &'static str> {
+/// The new image of a record that changed a message's status, or that recorded its first
+/// click by a person (then `true`); `None` for any other record (a new message, a change
+/// that kept the status, a removal, an item that is no message).
+fn change(record: &StreamRecord) -> Result<Option<(Item, bool)>, &'static str> {
     if record.event_source.as_deref() != Some("aws:dynamodb") {
         return Err("not a DynamoDB stream record");
     }
@@ -88,8 +89,11 @@ fn change(record: &StreamRecord) -> Result<Option<Item>, &'static str> {
     fn status(image: &HashMap<String, Value>) -> Option<&str> {
         image.get(msg::STATUS)?["S"].as_str()
     }
+    if new.contains_key(msg::CLICKED) && !old.contains_key(msg::CLICKED) {
+        return item(new).map(|i| Some((i, true)));
+    }
     match (status(new), status(old)) {
-        (Some(now), Some(before)) if now != before => item(new).map(Some),
+        (Some(now), Some(before)) if now != before => item(new).map(|i| Some((i, false))),
         _ => Ok(None),
     }
 }

@@ -26,7 +26,7 @@ macro_rules! message_columns {
         "tenant_id, id, batch_id, to_number, sender, text, encoding, segments, status, \
          created_at, updated_at, send_at, expires_at, callback_url, reference, metadata, \
          provider, provider_message_id, cost, error_code, error_message, attempts, history, \
-         sealed, callback_statuses"
+         sealed, callback_statuses, links, clicks, bot_clicks, clicked_at"
     };
 }
 pub(super) use message_columns;
@@ -145,6 +145,13 @@ pub(super) struct MessageRow {
     /// NULL for every status.
     callback_statuses: Option<i64>,
     operator: &'static str,
+    /// The sealed links (NULL: none).
+    links: Option<Vec<u8>>,
+    clicks: i64,
+    bot_clicks: i64,
+    clicked_at: Option<i64>,
+    /// The links' codes, for the `links` table.
+    pub(super) codes: Vec<String>,
 }
 
 /// The `live` column for a status: 1 unless terminal.
@@ -189,6 +196,11 @@ impl MessageRow {
             callback_statuses: (!m.callback_statuses.is_all())
                 .then(|| i64::from(m.callback_statuses.bits())),
             operator: m.to.operator().as_str(),
+            links: (!m.links.is_empty()).then(|| key.seal_links(&m.tenant_id, &m.id, &m.links)),
+            clicks: i64::from(m.clicks),
+            bot_clicks: i64::from(m.bot_clicks),
+            clicked_at: m.clicked_at.map(nanos).transpose()?,
+            codes: m.links.iter().map(|l| l.code.as_str().to_owned()).collect(),
         })
     }
 
@@ -220,6 +232,10 @@ impl MessageRow {
             self.history,
             self.sealed,
             self.callback_statuses,
+            self.links,
+            self.clicks,
+            self.bot_clicks,
+            self.clicked_at,
             self.live,
             self.to_tag,
             self.operator,
@@ -231,7 +247,8 @@ pub(super) const INSERT_MESSAGE: &str = concat!(
     "INSERT INTO messages (",
     message_columns!(),
     ", live, to_tag, operator) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-     ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"
+     ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, \
+     ?31, ?32)"
 );
 
 /// A message's columns as read, not yet parsed.
@@ -262,15 +279,22 @@ pub(super) struct RawMessage {
     history: String,
     sealed: Option<Vec<u8>>,
     callback_statuses: Option<i64>,
+    links: Option<Vec<u8>>,
+    clicks: i64,
+    bot_clicks: i64,
+    clicked_at: Option<i64>,
 }
 
 impl RawMessage {
     /// How many columns [`message_columns!`] names.
-    pub(super) const COLUMNS: usize = 25;
+    pub(super) const COLUMNS: usize = 29;
 
     /// The tenant, if the row is sealed (and so needs the tenant's key to be opened).
     pub(super) fn sealed_tenant(&self) -> Option<&str> {
-        self.sealed.as_ref().map(|_| self.tenant_id.as_str())
+        self.sealed
+            .as_ref()
+            .or(self.links.as_ref())
+            .map(|_| self.tenant_id.as_str())
     }
 
     /// Reads the columns of [`message_columns!`] starting at column 0.
@@ -301,6 +325,10 @@ impl RawMessage {
             history: column(row, 22, "history")?,
             sealed: column(row, 23, "sealed")?,
             callback_statuses: column(row, 24, "callback_statuses")?,
+            links: column(row, 25, "links")?,
+            clicks: column(row, 26, "clicks")?,
+            bot_clicks: column(row, 27, "bot_clicks")?,
+            clicked_at: column(row, 28, "clicked_at")?,
         })
     }
 
@@ -308,14 +336,34 @@ impl RawMessage {
     /// that asked for it. Runs in the writer (the outbox is part of the change's write), so
     /// it reads the plain columns only: nothing sealed is opened there.
     pub(super) fn push_callback(&self, jobs: &mut CallbackJobs) -> Result<(), Failure> {
+        self.push_event(jobs, false)
+    }
+
+    /// Adds the `message.clicked` event of this row to `jobs`, if it has a callback URL and
+    /// a person clicked it (as [`RawMessage::push_callback`]).
+    pub(super) fn push_clicked(&self, jobs: &mut CallbackJobs) -> Result<(), Failure> {
+        self.push_event(jobs, true)
+    }
+
+    /// Whether a person clicked this message once, and only once: the click that tells.
+    pub(super) fn first_click(&self) -> bool {
+        self.clicks == 1 && self.clicked_at.is_some()
+    }
+
+    fn push_event(&self, jobs: &mut CallbackJobs, clicked: bool) -> Result<(), Failure> {
         let Some(url) = &self.callback_url else {
             return Ok(());
+        };
+        let at = match (clicked, self.clicked_at) {
+            (false, _) => self.updated_at,
+            (true, Some(at)) => at,
+            (true, None) => return Ok(()),
         };
         let tenant = parse::<TenantId>(&self.tenant_id, "tenant id")?;
         let event = CallbackEvent {
             message_id: parse::<MessageId>(&self.id, "message id")?,
             status: parse::<MessageStatus>(&self.status, "status")?,
-            at: from_nanos(self.updated_at),
+            at: from_nanos(at),
             reference: self.reference.clone(),
             metadata: self
                 .metadata
@@ -332,6 +380,7 @@ impl RawMessage {
             provider: self.provider.clone(),
             cost_kopiyky: self.cost,
             error: self.error()?,
+            clicked,
         };
         jobs.push(&tenant, url, self.statuses()?, event);
         Ok(())
@@ -373,6 +422,17 @@ impl RawMessage {
         let tenant_id = parse::<TenantId>(&self.tenant_id, "tenant id")?;
         let error = self.error()?;
         let callback_statuses = self.statuses()?;
+        let key = || match keys.get(&self.tenant_id) {
+            Some(Some(key)) => Ok(key),
+            Some(None) => Err(Failure::Erased),
+            None => Err(corrupt("sealed", &"no key was fetched for the tenant")),
+        };
+        let links = match &self.links {
+            Some(sealed) => key()?
+                .open_links(&tenant_id, &id, sealed)
+                .map_err(|e| corrupt("links", &e))?,
+            None => Vec::new(),
+        };
         let (to, text) = match &self.sealed {
             Some(sealed) => match keys.get(&self.tenant_id) {
                 Some(Some(key)) => key
@@ -421,6 +481,10 @@ impl RawMessage {
             attempts: u32::try_from(self.attempts).map_err(|e| corrupt("attempts", &e))?,
             history: serde_json::from_str::<Vec<StatusChange>>(&self.history)
                 .map_err(|e| corrupt("history", &e))?,
+            links,
+            clicks: u32::try_from(self.clicks).map_err(|e| corrupt("clicks", &e))?,
+            bot_clicks: u32::try_from(self.bot_clicks).map_err(|e| corrupt("bot clicks", &e))?,
+            clicked_at: self.clicked_at.map(from_nanos),
         })
     }
 }

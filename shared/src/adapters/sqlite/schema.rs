@@ -250,6 +250,27 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, cell)
     ) STRICT, WITHOUT ROWID;
     ",
+    // 8: tracked links. `links` is the message's `TrackedLink`s, sealed (their URLs are part
+    // of its text; NULL: none); the clicks on them by people and by preview fetchers, and
+    // the first by a person. The `links` table finds a code's message (`follow`); a
+    // message's codes go with it.
+    "
+    ALTER TABLE messages ADD COLUMN links BLOB;
+    ALTER TABLE messages ADD COLUMN clicks INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN bot_clicks INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN clicked_at INTEGER;
+
+    CREATE TABLE links (
+        code        TEXT PRIMARY KEY NOT NULL,
+        message     INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    -- the delete below.
+    CREATE INDEX links_message ON links (message);
+    CREATE TRIGGER links_forgotten AFTER DELETE ON messages WHEN OLD.links IS NOT NULL
+    BEGIN
+        DELETE FROM links WHERE message = OLD.seq;
+    END;
+    ",
 ];
 
 /// Brings the schema up to date, in one transaction per migration.

@@ -26,7 +26,7 @@ use crate::ports::{Rolled, StatsStore, StoreError};
 macro_rules! folded_columns {
     () => {
         "m.tenant_id, m.created_at, m.provider, m.operator, m.sender, m.batch_id, m.encoding, \
-         m.segments, m.status, m.cost, m.history, m.rolled"
+         m.segments, m.status, m.cost, m.history, m.rolled, m.clicks, m.bot_clicks"
     };
 }
 
@@ -85,7 +85,7 @@ fn decode_rolled(tenant: &TenantId, s: &str) -> Result<Contribution, Failure> {
     })
 }
 
-/// The snapshot of a pending row's message (columns 1 to 11 of [`PENDING`]).
+/// The snapshot of a pending row's message (columns 1 to 11, 13 and 14 of [`PENDING`]).
 fn snapshot(row: &rusqlite::Row<'_>) -> Result<Snapshot, Failure> {
     let tenant: String = column(row, 1, "tenant_id")?;
     let operator: Option<String> = column(row, 4, "operator")?;
@@ -116,6 +116,10 @@ fn snapshot(row: &rusqlite::Row<'_>) -> Result<Snapshot, Failure> {
         cost: column(row, 10, "cost")?,
         sent_at,
         delivered_at,
+        clicks: u32::try_from(column::<i64>(row, 13, "clicks")?)
+            .map_err(|e| corrupt("clicks", e))?,
+        bot_clicks: u32::try_from(column::<i64>(row, 14, "bot_clicks")?)
+            .map_err(|e| corrupt("bot clicks", e))?,
     })
 }
 

@@ -17,13 +17,15 @@ use super::codec::{
     INSERT_MESSAGE, MessageRow, RawMessage, RawReceipt, column, from_nanos, live, message_columns,
     nanos, nanos_bound, parse, receipt_state_str, sql_int,
 };
-use super::error::{Failure, is_constraint};
+use super::error::{BackendError, Failure, is_constraint};
 use super::queue;
 use crate::adapters::vault::OpeningKeys;
 use crate::domain::status::PartReceipt;
-use crate::domain::{DataKey, IdempotencyKey, Message, MessageId, StatusChange, TenantId};
+use crate::domain::{
+    DataKey, IdempotencyKey, Message, MessageId, ShortCode, StatusChange, TenantId, Visitor,
+};
 use crate::ports::{
-    IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, QueueName, ReceiptTarget,
+    Click, IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, QueueName, ReceiptTarget,
     Retention, StoreError, Transition,
 };
 use crate::services::jobs::CallbackJobs;
@@ -76,6 +78,19 @@ fn transition_sql(shape: usize) -> &'static str {
 
 /// The analytics outbox (see `stats.rs`): the messages an insert added, and one a change moved.
 const NEW_SPAN: &str = "INSERT INTO stats_new (first, last) VALUES (?1, ?2)";
+const INSERT_LINK: &str = "INSERT INTO links (code, message) VALUES (?1, ?2)";
+const FOLLOW: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM links JOIN messages ON messages.seq = links.message WHERE links.code = ?1"
+);
+/// A click: by a person (`?1` = 1, `?3` its time) or a preview fetcher (`?2` = 1).
+const CLICK: &str = concat!(
+    "UPDATE messages SET clicks = clicks + ?1, bot_clicks = bot_clicks + ?2, \
+     clicked_at = coalesce(clicked_at, ?3) WHERE tenant_id = ?4 AND id = ?5 RETURNING ",
+    message_columns!(),
+    ", seq"
+);
 const CHANGED: &str = "INSERT OR IGNORE INTO stats_pending (message) VALUES (?1)";
 
 const INSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency \
@@ -362,7 +377,24 @@ impl MessageStore for SqliteBackend {
                             e.into()
                         }
                     })?;
-                    first.get_or_insert(conn.last_insert_rowid());
+                    let seq = conn.last_insert_rowid();
+                    first.get_or_insert(seq);
+                    if !row.codes.is_empty() {
+                        let mut link = conn.prepare_cached(INSERT_LINK)?;
+                        for code in &row.codes {
+                            link.execute(params![code, seq]).map_err(|e| {
+                                if is_constraint(&e) {
+                                    // Drawn twice (see `domain::links`): the request may be
+                                    // tried again, and draws new codes.
+                                    Failure::Unavailable(BackendError::Other(
+                                        "a short link code is taken".into(),
+                                    ))
+                                } else {
+                                    e.into()
+                                }
+                            })?;
+                        }
+                    }
                 }
                 // The analytics outbox: the rows of one request are consecutive (one writer).
                 if let Some(first) = first {
@@ -540,6 +572,79 @@ impl MessageStore for SqliteBackend {
             })
             .collect::<Result<Vec<_>, Failure>>()
             .map_err(Into::into)
+    }
+
+    async fn follow(&self, code: &ShortCode) -> Result<Option<Message>, StoreError> {
+        let code = code.as_str().to_owned();
+        let raw = self
+            .db
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(FOLLOW)?;
+                let mut rows = stmt.query(params![code])?;
+                match rows.next()? {
+                    Some(row) => RawMessage::from_row(row).map(Some),
+                    None => Ok(None),
+                }
+            })
+            .await?;
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let keys = self.opening_keys([&raw]).await?;
+        match raw.into_message(&keys) {
+            Err(Failure::Erased) => Ok(None),
+            other => other.map(Some).map_err(Into::into),
+        }
+    }
+
+    async fn click(&self, click: &Click) -> Result<Option<Message>, StoreError> {
+        let human = click.visitor == Visitor::Human;
+        let at = nanos(click.at)?;
+        let (tenant, id) = (
+            click.message.tenant_id.as_str().to_owned(),
+            click.message.id.to_string(),
+        );
+        let (raw, callbacks) = self
+            .db
+            .write(move |conn| {
+                let mut stmt = conn.prepare_cached(CLICK)?;
+                let mut rows = stmt.query(params![
+                    i64::from(human),
+                    i64::from(!human),
+                    human.then_some(at),
+                    tenant,
+                    id
+                ])?;
+                let Some(row) = rows.next()? else {
+                    return Ok((None, false));
+                };
+                let raw = RawMessage::from_row(row)?;
+                let seq = column::<i64>(row, RawMessage::COLUMNS, "seq")?;
+                drop(rows);
+                // The statistics' outbox, and the first click's callback: the same write.
+                conn.prepare_cached(CHANGED)?.execute(params![seq])?;
+                let mut jobs = CallbackJobs::default();
+                if human && raw.first_click() {
+                    raw.push_clicked(&mut jobs)?;
+                }
+                let callbacks = !jobs.is_empty();
+                if callbacks {
+                    queue::enqueue(conn, QueueName::Callbacks, &jobs.into_outgoing())?;
+                }
+                Ok((Some(raw), callbacks))
+            })
+            .await?;
+        if callbacks {
+            self.db.wakeup(QueueName::Callbacks).notify_waiters();
+        }
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let keys = self.opening_keys([&raw]).await?;
+        match raw.into_message(&keys) {
+            Err(Failure::Erased) => Ok(None),
+            other => other.map(Some).map_err(Into::into),
+        }
     }
 
     async fn find_by_provider_ids(
