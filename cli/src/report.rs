@@ -117,6 +117,8 @@ fn table(view: &ReportView) -> String {
             "p50 s",
             "p95 s",
             "p99 s",
+            "clicked",
+            "CTR",
         ]
         .map(str::to_owned),
     );
@@ -145,6 +147,9 @@ fn table(view: &ReportView) -> String {
             seconds(latency.p50),
             seconds(latency.p95),
             seconds(latency.p99),
+            t.clicked.to_string(),
+            t.ctr
+                .map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
         ]);
         row
     };

@@ -431,6 +431,26 @@ impl Api {
         }
     }
 
+    /// Follows a short link without following its redirect (as `user_agent`, if given):
+    /// the status and the `Location`.
+    pub async fn click(&self, code: &str, user_agent: Option<&str>) -> (u16, Option<String>) {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a client");
+        let mut req = client.get(format!("{}/{code}", self.base_url));
+        if let Some(agent) = user_agent {
+            req = req.header("User-Agent", agent);
+        }
+        let resp = req.send().await.expect("request sent");
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (resp.status().as_u16(), location)
+    }
+
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> Answer {
         self.post_with(path, body, None).await
     }

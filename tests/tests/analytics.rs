@@ -1,6 +1,7 @@
 //! Analytics through `holub serve`: after a randomised workload (single messages, batches,
 //! scheduled and cancelled ones, repeated requests, provider failures, undelivered and
-//! expired messages) with a SIGKILL and a restart in the middle, every report equals a
+//! expired messages, tracked links clicked by people and preview fetchers, some more than
+//! once) with a SIGKILL and a restart in the middle, every report equals a
 //! recomputation from the message log itself; each tenant sees only its own numbers; bad
 //! queries get a 4xx with a stable code; and `holub report` prints the same numbers.
 
@@ -47,6 +48,9 @@ struct Expected {
     cost: i64,
     accepted_to_delivered: Histogram,
     sent_to_delivered: Histogram,
+    clicked: i64,
+    clicks: i64,
+    bot_clicks: i64,
 }
 
 impl Expected {
@@ -56,6 +60,10 @@ impl Expected {
         *self.statuses.entry(status.clone()).or_default() += 1;
         self.parts += m["segments"].as_i64().unwrap();
         self.cost += m["cost_kopiyky"].as_i64().unwrap_or(0);
+        let clicks = m["clicks"].as_i64().unwrap();
+        self.clicked += i64::from(clicks > 0);
+        self.clicks += clicks;
+        self.bot_clicks += m["bot_clicks"].as_i64().unwrap();
         if status == "delivered" {
             let history = m["history"].as_array().unwrap();
             let at = |s: &str| {
@@ -102,12 +110,18 @@ impl Expected {
         let delivered = self.statuses.get("delivered").copied().unwrap_or(0);
         let rate = (outcomes > 0)
             .then(|| (delivered as f64 / outcomes as f64 * 10_000.0).round() / 10_000.0);
+        let ctr = (delivered > 0)
+            .then(|| (self.clicked as f64 / delivered as f64 * 10_000.0).round() / 10_000.0);
         if totals["messages"].as_i64() != Some(self.messages)
             || statuses != self.statuses
             || totals["parts"].as_i64() != Some(self.parts)
             || totals["cost_kopiyky"].as_i64() != Some(self.cost)
             || totals["delivered"].as_i64() != Some(delivered)
             || totals["delivery_rate"].as_f64() != rate
+            || totals["clicked"].as_i64() != Some(self.clicked)
+            || totals["clicks"].as_i64() != Some(self.clicks)
+            || totals["bot_clicks"].as_i64() != Some(self.bot_clicks)
+            || totals["ctr"].as_f64() != ctr
         {
             return Err(format!("report {totals} vs expected {self:?}"));
         }
@@ -210,7 +224,12 @@ async fn all_terminal(api: &Api, within: Duration) -> Vec<Value> {
 async fn workload(api: &Api, rng: &mut rand::rngs::StdRng, rounds: usize) {
     for round in 0..rounds {
         let sender = ["Holub", "Shop"][rng.random_range(0..2)];
-        let text = ["Ваше замовлення готове", "Your code: 4821"][rng.random_range(0..2)];
+        let text = [
+            "Ваше замовлення готове",
+            "Your code: 4821",
+            "Знижка 20%: https://shop.ua/sale?id=7, до неділі! https://shop.ua/",
+        ][rng.random_range(0..3)];
+        let track_links = rng.random_bool(0.7);
         match rng.random_range(0..4) {
             0 => {
                 let n = rng.random_range(2..40);
@@ -220,14 +239,15 @@ async fn workload(api: &Api, rng: &mut rand::rngs::StdRng, rounds: usize) {
                 let a = api
                     .post(
                         "/v1/messages/batch",
-                        &json!({"from": sender, "text": text, "recipients": recipients}),
+                        &json!({"from": sender, "text": text, "recipients": recipients,
+                            "track_links": track_links}),
                     )
                     .await;
                 assert_eq!(a.status, 202, "{:?}", a.body);
             }
             1 => {
-                let body =
-                    json!({"to": format!("+38067{:07}", round), "from": sender, "text": text});
+                let body = json!({"to": format!("+38067{:07}", round), "from": sender,
+                    "text": text, "track_links": track_links});
                 let key = format!("k-{round}-{}", rng.random::<u64>());
                 for _ in 0..rng.random_range(1..3) {
                     let a = api.post_with("/v1/messages", &body, Some(&key)).await;
@@ -255,6 +275,38 @@ async fn workload(api: &Api, rng: &mut rand::rngs::StdRng, rounds: usize) {
     }
 }
 
+/// Follows some of the tracked links of `messages`: as a phone's browser or as a messenger's
+/// preview fetcher, some more than once. Every one redirects to its URL.
+async fn clicks(api: &Api, rng: &mut rand::rngs::StdRng, messages: &[Value]) -> usize {
+    const AGENTS: [Option<&str>; 4] = [
+        Some(
+            "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/124.0 Mobile Safari/537.36",
+        ),
+        Some(
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Version/17.0 Mobile Safari/604.1",
+        ),
+        Some("TelegramBot (like TwitterBot)"),
+        None,
+    ];
+    let mut followed = 0;
+    for m in messages {
+        for link in m["links"].as_array().unwrap() {
+            if !rng.random_bool(0.4) {
+                continue;
+            }
+            for _ in 0..rng.random_range(1..4) {
+                let agent = AGENTS[rng.random_range(0..AGENTS.len())];
+                let code = link["code"].as_str().unwrap();
+                let (status, location) = api.click(code, agent).await;
+                assert_eq!(status, 302);
+                assert_eq!(location.as_deref(), link["url"].as_str());
+                followed += 1;
+            }
+        }
+    }
+    followed
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_report_equals_a_recomputation_from_the_messages_after_a_crash() {
     let dir = TempDir::new("analytics");
@@ -269,11 +321,16 @@ async fn every_report_equals_a_recomputation_from_the_messages_after_a_crash() {
     eprintln!("workload seed {seed} (HOLUB_TEST_SEED={seed} repeats it)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     workload(&api, &mut rng, 30).await;
+    let so_far = api.all_messages().await;
+    let mut followed = clicks(&api, &mut rng, &so_far).await;
     // Killed while dispatch, receipts and the rollup are busy; started again.
     let holub = holub.restart_after_kill();
     let api = Api::new(&holub, &keys.api_key);
     let stranger = Api::new(&holub, &other.api_key);
     workload(&api, &mut rng, 30).await;
+    let so_far = api.all_messages().await;
+    followed += clicks(&api, &mut rng, &so_far).await;
+    assert!(followed > 0, "no link was followed");
     stranger
         .accepted(&json!({"to": "+380991234567", "from": "Holub", "text": "чужий"}))
         .await;

@@ -33,7 +33,8 @@ use holub_shared::domain::status::{PartReceipt, ReceiptState};
 use holub_shared::domain::{
     ApiKeyRecord, AuditAction, AuditEntry, BatchId, Encoding, IdempotencyKey, KeyId, KeyName,
     Kopiyky, Message, MessageError, MessageId, MessageStatus, Network, Origin, PhoneNumber,
-    Registration, Scopes, SenderId, SenderRecord, StatusChange, TenantId, TenantLimits,
+    Registration, Scopes, SenderId, SenderRecord, ShortCode, StatusChange, TenantId, TenantLimits,
+    TrackedLink, Visitor,
 };
 use holub_shared::ports::StatsStore;
 use holub_shared::ports::store::KeyEnd;
@@ -41,8 +42,8 @@ use holub_shared::ports::{
     Admission, Admitted, Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent,
 };
 use holub_shared::ports::{
-    Delivery, IdempotencyRecord, ListQuery, MessageRef, MessageStore, Outgoing, Page, Patch, Queue,
-    QueueError, QueueName, ReceiptHandle, ReceiptTarget, ReplayStore, Secret, SecretError,
+    Click, Delivery, IdempotencyRecord, ListQuery, MessageRef, MessageStore, Outgoing, Page, Patch,
+    Queue, QueueError, QueueName, ReceiptHandle, ReceiptTarget, ReplayStore, Secret, SecretError,
     SecretStore, StoreError, Tenant, TenantStore, Transition,
 };
 use holub_tests::TempDir;
@@ -287,6 +288,7 @@ contract!(
     an_oversized_body_is_refused,
     secrets_are_stored_read_and_rotated,
     statistics_equal_a_recomputation_and_count_each_change_once,
+    tracked_links_are_followed_and_their_clicks_counted,
 );
 
 /// Races: run on SQLite only. Both DynamoDB and SQLite make each conditional write atomic,
@@ -595,6 +597,96 @@ async fn statistics_equal_a_recomputation_and_count_each_change_once(b: &Backend
         .expect("a range");
     assert!(early.iter().all(|(k, _)| k.hour == first_hour));
     assert!(!early.is_empty() && early.len() < cells.len());
+}
+
+async fn tracked_links_are_followed_and_their_clicks_counted(b: &Backend) {
+    let t = tenant();
+    let mut m = message(&t, at(0));
+    m.links = vec![
+        TrackedLink {
+            code: ShortCode::random(),
+            url: "https://shop.ua/sale?id=7".into(),
+        },
+        TrackedLink {
+            code: ShortCode::random(),
+            url: "https://магазин.укр/знижки".into(),
+        },
+    ];
+    m.status = Queued;
+    let plain = message(&t, at(1));
+    b.store()
+        .insert(&[m.clone(), plain.clone()], None)
+        .await
+        .expect("insert");
+    for link in &m.links {
+        let found = b.store().follow(&link.code).await.expect("follow");
+        assert_eq!(
+            found.as_ref(),
+            Some(&m),
+            "each code finds its message whole"
+        );
+    }
+    assert_eq!(
+        b.store().get(&t, &plain.id).await.unwrap().unwrap().links,
+        []
+    );
+    assert_eq!(b.store().follow(&ShortCode::random()).await.unwrap(), None);
+
+    let click = |second: i64, visitor: Visitor| Click {
+        message: reference(&m),
+        at: at(second),
+        visitor,
+    };
+    let after = b
+        .store()
+        .click(&click(40, Visitor::Bot))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (after.clicks, after.bot_clicks, after.clicked_at),
+        (0, 1, None)
+    );
+    let after = b
+        .store()
+        .click(&click(50, Visitor::Human))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((after.clicks, after.bot_clicks), (1, 1));
+    assert_eq!(after.clicked_at, Some(at(50)));
+    let after = b
+        .store()
+        .click(&click(60, Visitor::Human))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (after.clicks, after.clicked_at),
+        (2, Some(at(50))),
+        "the first stays"
+    );
+    assert_eq!(after.status, Queued, "a click changes no status");
+    assert_eq!(after.updated_at, m.updated_at);
+    let nobody = Click {
+        message: reference(&message(&t, at(2))),
+        ..click(70, Visitor::Human)
+    };
+    assert!(b.store().click(&nobody).await.unwrap().is_none());
+    assert_eq!(
+        b.store().get(&t, &m.id).await.unwrap().as_ref(),
+        Some(&after)
+    );
+
+    // The statistics count them: a message clicked, two clicks by a person, one by a bot.
+    roll_up(b, usize::MAX).await;
+    let cells = stored(b, &t).await;
+    assert_eq!(cells, recomputed(b, &t).await);
+    let total = cells.iter().fold(Counters::default(), |mut all, (_, c)| {
+        all.add(c, 1);
+        all
+    });
+    assert_eq!((total.clicked, total.clicks, total.bot_clicks), (1, 2, 1));
 }
 
 async fn a_message_round_trips_with_every_field(b: &Backend) {

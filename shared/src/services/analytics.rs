@@ -457,6 +457,15 @@ pub struct TotalsView {
     /// The same in hryvnias, as text (`"12.34"`).
     pub cost_uah: String,
     pub latency_ms: LatenciesView,
+    /// Messages with a click by a person on a tracked link (unique clicks).
+    pub clicked: i64,
+    /// Clicks by people.
+    pub clicks: i64,
+    /// Clicks by link-preview fetchers and crawlers, counted apart.
+    pub bot_clicks: i64,
+    /// Click-through rate: messages clicked by a person out of those delivered; `null`
+    /// while none is delivered.
+    pub ctr: Option<f64>,
 }
 
 impl TotalsView {
@@ -490,6 +499,11 @@ impl TotalsView {
                 accepted_to_delivered: LatencyView::of(&c.accepted_to_delivered),
                 sent_to_delivered: LatencyView::of(&c.sent_to_delivered),
             },
+            clicked: c.clicked,
+            clicks: c.clicks,
+            bot_clicks: c.bot_clicks,
+            ctr: (delivered > 0)
+                .then(|| (c.clicked as f64 / delivered as f64 * 10_000.0).round() / 10_000.0),
         }
     }
 }

@@ -2,6 +2,11 @@
 //! `holub serve` (intake → queue → dispatch → simulator → receipt → delivered) and prints
 //! accepted/s, delivered/s, accept latency percentiles and the server's peak RSS.
 //!
+//! `--mode redirect` measures tracked links instead: it sends `--messages` messages with
+//! `track_links`, then follows their short links `--clicks` times at `--concurrency` and
+//! prints redirects/s and the redirect's latency percentiles (each click is recorded before
+//! its redirect is answered).
+//!
 //! Run it against a release build:
 //! `cargo build --release -p holub && cargo run --release -p holub-tests --bin holub-bench -- --help`
 
@@ -16,9 +21,13 @@ use serde_json::json;
 #[derive(Parser, Debug)]
 #[command(about = "Measure Holub's local pipeline end to end")]
 struct Args {
-    /// `batch`: POST /v1/messages/batch; `single`: POST /v1/messages.
-    #[arg(long, default_value = "batch", value_parser = ["batch", "single"])]
+    /// `batch`: POST /v1/messages/batch; `single`: POST /v1/messages; `redirect`: GET the
+    /// short links of tracked links.
+    #[arg(long, default_value = "batch", value_parser = ["batch", "single", "redirect"])]
     mode: String,
+    /// Redirect mode: short links followed.
+    #[arg(long, default_value_t = 100_000)]
+    clicks: usize,
     /// Messages to push through.
     #[arg(long, default_value_t = 100_000)]
     messages: usize,
@@ -114,6 +123,11 @@ async fn main() {
     let key = Arc::new(keys.api_key);
     let base = Arc::new(holub.base_url.clone());
 
+    if args.mode == "redirect" {
+        redirects(&args, &http, &key, &base).await;
+        drop(holub);
+        return;
+    }
     let started = Instant::now();
     let mut latencies: Vec<Duration> = Vec::new();
     let mut accepted = 0usize;
@@ -240,6 +254,122 @@ async fn main() {
             "max": latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
         },
         "server_peak_rss_mib": rss.map(|k| k as f64 / 1024.0),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+}
+
+/// The redirect benchmark: messages with tracked links, then their short links followed.
+async fn redirects(args: &Args, http: &reqwest::Client, key: &str, base: &str) {
+    let mut sent = 0;
+    while sent < args.messages {
+        let n = args.batch_size.min(args.messages - sent);
+        let recipients: Vec<_> = (sent..sent + n)
+            .map(|i| json!({"to": recipient(i, false)}))
+            .collect();
+        let resp = http
+            .post(format!("{base}/v1/messages/batch"))
+            .bearer_auth(key)
+            .json(
+                &json!({"from": "Holub", "track_links": true, "recipients": recipients,
+                "text": "Ваше замовлення готове: https://shop.example.ua/orders?id=1542"}),
+            )
+            .send()
+            .await
+            .expect("a batch sent");
+        assert_eq!(resp.status().as_u16(), 202, "the batch was refused");
+        sent += n;
+    }
+    let mut codes: Vec<String> = Vec::with_capacity(args.messages);
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("{base}/v1/messages?limit=500&cursor={c}"),
+            None => format!("{base}/v1/messages?limit=500"),
+        };
+        let page: serde_json::Value = http
+            .get(path)
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("a page")
+            .json()
+            .await
+            .expect("JSON");
+        for m in page["messages"].as_array().into_iter().flatten() {
+            for l in m["links"].as_array().into_iter().flatten() {
+                codes.extend(l["code"].as_str().map(str::to_owned));
+            }
+        }
+        match page["next"].as_str() {
+            Some(n) => cursor = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    assert!(!codes.is_empty(), "no short links were made");
+    let follower = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(args.concurrency.max(64))
+        .user_agent(
+            "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/124.0 Mobile Safari/537.36",
+        )
+        .build()
+        .expect("HTTP client");
+    let codes = Arc::new(codes);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..args.concurrency.max(1))
+        .map(|_| {
+            let (follower, codes, next, base) = (
+                follower.clone(),
+                codes.clone(),
+                next.clone(),
+                base.to_owned(),
+            );
+            let clicks = args.clicks;
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut redirected = 0usize;
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= clicks {
+                        return (latencies, redirected);
+                    }
+                    let t = Instant::now();
+                    let resp = follower
+                        .get(format!("{base}/{}", codes[i % codes.len()]))
+                        .send()
+                        .await;
+                    latencies.push(t.elapsed());
+                    redirected += usize::from(matches!(&resp, Ok(r) if r.status().as_u16() == 302));
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(args.clicks);
+    let mut redirected = 0;
+    for w in workers {
+        let (l, r) = w.await.expect("a worker");
+        latencies.extend(l);
+        redirected += r;
+    }
+    let took = started.elapsed();
+    latencies.sort();
+    let out = json!({
+        "mode": "redirect",
+        "sync": args.sync,
+        "messages": args.messages,
+        "links": codes.len(),
+        "clicks": args.clicks,
+        "concurrency": args.concurrency,
+        "redirected": redirected,
+        "seconds": took.as_secs_f64(),
+        "redirects_per_second": redirected as f64 / took.as_secs_f64(),
+        "redirect_latency_ms": {
+            "p50": percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+            "p99": percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+            "max": latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        },
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());

@@ -217,6 +217,37 @@ mod tests {
     }
 
     #[test]
+    fn a_first_click_by_a_person_becomes_a_clicked_callback_and_later_ones_do_not() {
+        let mut event: Value = serde_json::from_str(EVENT).unwrap();
+        // The record of a change that kept the status: now the first click by a person.
+        let record = &mut event["Records"][1]["dynamodb"];
+        record["NewImage"]["hc"] = serde_json::json!({"N": "1"});
+        record["NewImage"]["fc"] = serde_json::json!({"N": "1780000000000000000"});
+        // The delivery: a later click, with the first one already in the old image.
+        let record = &mut event["Records"][0]["dynamodb"];
+        record["OldImage"]["fc"] = serde_json::json!({"N": "1770000000000000000"});
+        record["NewImage"]["fc"] = serde_json::json!({"N": "1770000000000000000"});
+        let event: StreamEvent = serde_json::from_value(event).unwrap();
+        let (jobs, unreadable) = callback_jobs(&event);
+        assert_eq!(unreadable, 0);
+        let events = &jobs.into_jobs()[0].events;
+        let clicked: Vec<_> = events.iter().filter(|e| e.clicked).collect();
+        assert_eq!(clicked.len(), 1, "{events:?}");
+        assert_eq!(
+            clicked[0].at,
+            chrono::DateTime::from_timestamp_nanos(1_780_000_000_000_000_000)
+        );
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| !e.clicked && e.status == MessageStatus::Delivered)
+                .count(),
+            1,
+            "the delivery is still told"
+        );
+    }
+
+    #[test]
     fn unreadable_records_are_skipped_and_counted() {
         let mut event: Value = serde_json::from_str(EVENT).unwrap();
         event["Records"][0]["dynamodb"]["NewImage"]["sg"] = serde_json::json!({"N": "many"});
