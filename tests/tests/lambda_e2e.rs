@@ -658,8 +658,12 @@ async fn batches_keys_cancels_and_callbacks_run_as_deployed() {
     // The customer's endpoint is on loopback here, which the deployment refuses unless told:
     // at intake (the API) and when the callback is sent (the callbacks function).
     let private = [("HOLUB_PRIVATE_CALLBACKS", "true")];
+    let api_settings = [
+        ("HOLUB_PRIVATE_CALLBACKS", "true"),
+        ("HOLUB_SHORT_LINK_BASE", "https://s.holub.example"),
+    ];
     let (api, receipts, dispatch, callbacks, scheduler) = tokio::join!(
-        stack.function_with("holub-api", &routes, &private),
+        stack.function_with("holub-api", &routes, &api_settings),
         stack.function("holub-receipts", &routes),
         stack.function("holub-dispatch", &routes),
         stack.function_with("holub-callbacks", &routes, &private),
@@ -686,7 +690,9 @@ async fn batches_keys_cancels_and_callbacks_run_as_deployed() {
 
     // One message with a key and a callback of its final statuses only, sent twice: one
     // message.
-    let otp = json!({"to": "+380671234501", "from": "Holub", "text": "Код: 1", "callback_url": hook,
+    // Its link is tracked.
+    let otp = json!({"to": "+380671234501", "from": "Holub", "text": "Код: 1 https://shop.ua/o/1",
+        "callback_url": hook, "track_links": true,
         "callback_statuses": ["delivered", "undelivered", "expired", "failed"]});
     let (status, first) = client.post_with("/v1/messages", &otp, Some("otp-1")).await;
     assert_eq!(status, 202, "{first}");
@@ -805,6 +811,29 @@ async fn batches_keys_cancels_and_callbacks_run_as_deployed() {
         "each message sent once"
     );
 
+    // The API function serves the tracked link's short link: a redirect, the click counted.
+    let otp = client.message(&otp_id).await;
+    let code = otp["links"][0]["code"].as_str().expect("a tracked link");
+    assert!(
+        otp["text"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(&format!("https://s.holub.example/{code}"))),
+        "{otp}"
+    );
+    let follower = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148")
+        .build()
+        .expect("a client");
+    let resp = follower
+        .get(format!("{}/{code}", api_front.url))
+        .send()
+        .await
+        .expect("the front answers");
+    assert_eq!(resp.status().as_u16(), 302);
+    assert_eq!(resp.headers()["location"], "https://shop.ua/o/1");
+    assert_eq!(client.message(&otp_id).await["clicks"], 1);
+
     // Nothing of the batches is queued any more: the next run deletes their markers.
     let report = scheduler.invoke(&event).await.expect("the run answers");
     assert_eq!(report["handled"]["requeue"], 0, "{report}");
@@ -814,6 +843,7 @@ async fn batches_keys_cancels_and_callbacks_run_as_deployed() {
     // callback URL, signed; the one the endpoint refused comes back after its backoff.
     let expected = [
         (otp_id.as_str(), "delivered"),
+        (otp_id.as_str(), "clicked"),
         (soon_id.as_str(), "queued"),
         (soon_id.as_str(), "delivered"),
         (cancel_id.as_str(), "cancelled"),
@@ -857,9 +887,14 @@ async fn batches_keys_cancels_and_callbacks_run_as_deployed() {
                 .expect("an array of events")
                 .iter()
                 .map(|e| {
+                    let what = if e["type"] == "message.clicked" {
+                        "clicked"
+                    } else {
+                        e["status"].as_str().unwrap_or_default()
+                    };
                     (
                         e["message_id"].as_str().unwrap_or_default().to_owned(),
-                        e["status"].as_str().unwrap_or_default().to_owned(),
+                        what.to_owned(),
                     )
                 })
                 .collect();
@@ -870,10 +905,10 @@ async fn batches_keys_cancels_and_callbacks_run_as_deployed() {
             }
         }
     }
-    // The one-time password's URL asked for final statuses only.
+    // The one-time password's URL asked for final statuses only (and is told of its click).
     assert!(
         seen.iter()
-            .all(|(id, status)| id != &otp_id || status == "delivered"),
+            .all(|(id, status)| id != &otp_id || status == "delivered" || status == "clicked"),
         "{seen:?}"
     );
     // The refused callback was put back, and came again until it was taken.
@@ -912,7 +947,9 @@ async fn batches_keys_cancels_and_callbacks_run_as_deployed() {
         assert_eq!(status, 200, "{summary}");
         if statuses(&before) == statuses(&after)
             && summary["totals"]["statuses"] == statuses(&after)
+            && summary["totals"]["clicked"] == 1
         {
+            assert_eq!(summary["totals"]["clicks"], 1, "{summary}");
             assert!(folded > 0);
             break;
         }
