@@ -54,6 +54,18 @@ async fn the_data_directory_holds_no_number_or_text_and_erasure_is_for_good() {
             "send_at": (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339(),
         }))
         .await;
+    // A tracked link: its URL is part of the text, and as sealed.
+    let linked = api
+        .post(
+            "/v1/messages",
+            &json!({"to": "050 777 12 36", "from": "Holub", "track_links": true,
+                "text": "Скидання: https://bank.example.ua/reset?token=Qx7Zr9",
+                "send_at": (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(linked.status, 202, "{:?}", linked.body);
+    let code = linked.body["links"][0]["code"].as_str().unwrap().to_owned();
+    assert_eq!(api.click(&code, None).await.0, 302);
     let found = api.get("/v1/messages?to=%2B380507771234").await;
     assert_eq!(found.status, 200, "{:?}", found.body);
     assert_eq!(found.body["messages"][0]["id"], id.as_str());
@@ -68,6 +80,8 @@ async fn the_data_directory_holds_no_number_or_text_and_erasure_is_for_good() {
         "112233",
         "Пароль",
         "Нагадування",
+        "Qx7Zr9",
+        "bank.example.ua",
     ] {
         assert!(
             !holds(&bytes, secret),
@@ -107,6 +121,19 @@ async fn the_data_directory_holds_no_number_or_text_and_erasure_is_for_good() {
             break;
         }
         assert!(Instant::now() < deadline, "still {}", answer.status);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Its short links lead nowhere any more: their URLs cannot be opened.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (status, _) = api.click(&code, None).await;
+        if status == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the short link still answers {status}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let log = tenant_command(dir.path(), &["audit", "--tenant", &keys.tenant_id]).unwrap();
