@@ -27,7 +27,7 @@ use crate::routes::{Filters, filters, invalid, query_params};
 /// Messages read from the store per step of the stream.
 const PAGE: usize = 500;
 
-const COLUMNS: [&str; 18] = [
+const COLUMNS: [&str; 21] = [
     "id",
     "created_at",
     "created_at_kyiv",
@@ -46,6 +46,9 @@ const COLUMNS: [&str; 18] = [
     "reference",
     "updated_at",
     "updated_at_kyiv",
+    "clicks",
+    "bot_clicks",
+    "clicked_at",
 ];
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -166,6 +169,8 @@ fn chunk(mut out: String, messages: &[Message], delimiter: u8) -> String {
         let cost = m.cost.map(|c| c.0.to_string()).unwrap_or_default();
         let id = m.id.to_string();
         let error = m.error.as_ref();
+        let (clicks, bot_clicks) = (m.clicks.to_string(), m.bot_clicks.to_string());
+        let clicked = m.clicked_at.map(utc).unwrap_or_default();
         row(
             &mut out,
             [
@@ -187,6 +192,9 @@ fn chunk(mut out: String, messages: &[Message], delimiter: u8) -> String {
                 m.reference.as_deref().unwrap_or_default(),
                 &updated,
                 &updated_kyiv,
+                &clicks,
+                &bot_clicks,
+                &clicked,
             ],
             delimiter,
         );
