@@ -107,6 +107,55 @@ impl Rig {
         phase
     }
 
+    /// GETs from the API Router (a short link as a phone's browser follows it).
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let request = Request::get(path)
+            .header("authorization", format!("Bearer {}", self.api_key))
+            .header(
+                "user-agent",
+                "Mozilla/5.0 (Linux; Android 14) Mobile Safari/537.36",
+            )
+            .body(Body::empty())
+            .expect("a request");
+        self.answer(request).await
+    }
+
+    /// What the API Router answers: the status and the body as JSON (`Null` if none).
+    async fn answer(&self, request: Request<Body>) -> (u16, Value) {
+        let response = self.app.clone().oneshot(request).await.expect("an answer");
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
+            .await
+            .unwrap_or_default();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The codes of a batch's tracked links, from the message list.
+    async fn codes(&self, batch: &str) -> Vec<String> {
+        let mut codes = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/messages?batch_id={batch}&limit=500&cursor={c}"),
+                None => format!("/v1/messages?batch_id={batch}&limit=500"),
+            };
+            let (status, page) = self.get(&path).await;
+            assert_eq!(status, 200, "{page}");
+            for m in page["messages"].as_array().into_iter().flatten() {
+                for l in m["links"].as_array().into_iter().flatten() {
+                    codes.extend(l["code"].as_str().map(str::to_owned));
+                }
+            }
+            match page["next"].as_str() {
+                Some(n) => cursor = Some(n.to_owned()),
+                None => return codes,
+            }
+        }
+    }
+
     /// POSTs to the API Router as API Gateway hands a request to the API function.
     async fn post(&self, path: &str, body: Value, key: Option<&str>) -> (u16, Value) {
         let mut request = Request::post(path)
@@ -118,15 +167,7 @@ impl Rig {
         let request = request
             .body(Body::from(body.to_string()))
             .expect("a request");
-        let response = self.app.clone().oneshot(request).await.expect("an answer");
-        let status = response.status().as_u16();
-        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
-            .await
-            .unwrap_or_default();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        self.answer(request).await
     }
 
     /// Takes every dispatch job as the event source mapping hands them to the function
@@ -220,7 +261,8 @@ async fn main() {
             kms_key_id,
         },
     );
-    let settings = Settings::from_values(std::iter::empty()).expect("default settings");
+    let settings = Settings::from_values(["--short-link-base", "https://s.holub.example"])
+        .expect("default settings, and a short link base");
     let holub = Holub::new(Ports::aws(&aws), settings, Target::Aws);
     let tenant = holub
         .accounts
@@ -322,8 +364,14 @@ async fn main() {
     };
 
     let mut scenarios = Vec::new();
-    for (name, n) in [("single", 1usize), ("batch", args.batch)] {
-        for with_key in [false, true] {
+    // The batch again with its link tracked, then each short link followed once.
+    let scenario_list: [(&str, usize, &[bool]); 3] = [
+        ("single", 1, &[false, true]),
+        ("batch", args.batch, &[false, true]),
+        ("links", args.batch, &[false]),
+    ];
+    for (name, n, keys) in scenario_list {
+        for &with_key in keys {
             rig.reset();
             let key = with_key.then(|| format!("{name}-{}", std::process::id()));
             let mut phases = Vec::new();
@@ -335,7 +383,12 @@ async fn main() {
                 let recipients: Vec<Value> = (0..n)
                     .map(|i| json!({ "to": format!("+38067{:07}", 1_000_000 + i) }))
                     .collect();
-                let request = json!({ "from": "Holub", "text": "Знижка 20% до неділі", "recipients": recipients });
+                let request = if name == "links" {
+                    json!({ "from": "Holub", "text": "Знижка 20% до неділі: https://shop.example.ua/sale",
+                        "track_links": true, "recipients": recipients })
+                } else {
+                    json!({ "from": "Holub", "text": "Знижка 20% до неділі", "recipients": recipients })
+                };
                 rig.post("/v1/messages/batch", request, key.as_deref())
                     .await
             };
@@ -358,6 +411,22 @@ async fn main() {
                 .expect("the rollup runs");
             assert!(rolled.events >= n, "the rollup folded {rolled:?}");
             phases.push(rig.phase("rollup", 1));
+            if name == "links" {
+                let batch = body["batch_id"].as_str().expect("a batch id");
+                let codes = rig.codes(batch).await;
+                assert_eq!(codes.len(), n, "one short link per message");
+                rig.reset();
+                for code in &codes {
+                    let (status, _) = rig.get(&format!("/{code}")).await;
+                    assert_eq!(status, 302);
+                }
+                phases.push(rig.phase("clicks (api)", n as u64));
+                let rolled = holub_shared::ports::StatsStore::roll_up(&rig.queue.store, usize::MAX)
+                    .await
+                    .expect("the rollup runs");
+                assert!(rolled.events >= n, "the rollup folded {rolled:?}");
+                phases.push(rig.phase("click rollup", 1));
+            }
             scenarios.push((name, n, with_key, phases));
         }
     }
