@@ -1274,6 +1274,22 @@ mod tests {
         ids.sort();
         assert_eq!(queued, ids, "each job once");
 
+        // Without a short link base, links cannot be tracked: refused by name, nothing stored.
+        let tracked = SendMessageRequest {
+            track_links: true,
+            text: "https://shop.ua/sale".into(),
+            ..request("+380671234599")
+        };
+        match intake.send(&tenant, tracked, None).await {
+            Err(IntakeError::Invalid(e)) => {
+                assert_eq!(
+                    (e.code, e.field.as_str()),
+                    ("track_links_unavailable", "track_links")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+
         backend.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
