@@ -243,19 +243,7 @@ impl DynamoStore {
         let room = MAX_TRANSACTION_ITEMS - record_items.len();
         let tail = items.split_off(items.len().saturating_sub(room));
         let head = items;
-        if !head.is_empty() {
-            let puts = head
-                .iter()
-                .map(|item| {
-                    built(PutRequest::builder().set_item(Some(item.clone())).build())
-                        .map(|p| WriteRequest::builder().put_request(p).build())
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            if let Err(e) = self.batch_write(self.messages(), puts).await {
-                self.undo_puts(&head).await;
-                return Err(e);
-            }
-        }
+        self.put_all(&head).await?;
         let token = transaction_token(record, messages);
         match self.transact_insert(record_items, tail, token).await {
             Ok(()) => Ok(()),
@@ -416,6 +404,26 @@ impl DynamoStore {
 
     /// Deletes messages put by an insert that was then refused. Best effort: a failure is
     /// logged, and the insert's own error is what the caller gets.
+    /// Puts `items` into the messages table in batch writes; if that fails, deletes what
+    /// may have landed, so none is left.
+    async fn put_all(&self, items: &[Item]) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let puts = items
+            .iter()
+            .map(|item| {
+                built(PutRequest::builder().set_item(Some(item.clone())).build())
+                    .map(|p| WriteRequest::builder().put_request(p).build())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Err(e) = self.batch_write(self.messages(), puts).await {
+            self.undo_puts(items).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     async fn undo_puts(&self, items: &[Item]) {
         if items.is_empty() {
             return;
@@ -986,19 +994,7 @@ impl MessageStore for DynamoStore {
             .zip(&items)
             .flat_map(|(m, item)| codec::link_items(m, item))
             .collect();
-        if !links.is_empty() {
-            let puts = links
-                .iter()
-                .map(|item| {
-                    built(PutRequest::builder().set_item(Some(item.clone())).build())
-                        .map(|p| WriteRequest::builder().put_request(p).build())
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            if let Err(e) = self.batch_write(self.messages(), puts).await {
-                self.undo_puts(&links).await;
-                return Err(e);
-            }
-        }
+        self.put_all(&links).await?;
         // Several queued messages: one batch marker per tenant instead of an entry each in
         // the `queued` index, written before any of them.
         let markers = if items.len() > 1 {

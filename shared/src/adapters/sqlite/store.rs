@@ -290,6 +290,38 @@ impl SqliteBackend {
             .await
     }
 
+    /// The one message row `sql` (selecting [`message_columns!`]) finds with `values`.
+    async fn read_one(
+        &self,
+        sql: &'static str,
+        values: Vec<Value>,
+    ) -> Result<Option<RawMessage>, StoreError> {
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let mut rows = stmt.query(params_from_iter(values.iter()))?;
+                match rows.next()? {
+                    Some(row) => RawMessage::from_row(row).map(Some),
+                    None => Ok(None),
+                }
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    /// The message of a row, opened; `None` for no row or one whose tenant's data was
+    /// erased (it can no longer be read).
+    async fn readable(&self, raw: Option<RawMessage>) -> Result<Option<Message>, StoreError> {
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let keys = self.opening_keys([&raw]).await?;
+        match raw.into_message(&keys) {
+            Err(Failure::Erased) => Ok(None),
+            other => other.map(Some).map_err(Into::into),
+        }
+    }
+
     /// Runs a sweep query (`?1` a time bound, `?2` the limit) returning `tenant_id, id`.
     async fn sweep(
         &self,
@@ -464,19 +496,11 @@ impl MessageStore for SqliteBackend {
     }
 
     async fn get(&self, tenant: &TenantId, id: &MessageId) -> Result<Option<Message>, StoreError> {
-        let (tenant, id) = (tenant.as_str().to_owned(), id.to_string());
-        let raw = self
-            .db
-            .read(move |conn| {
-                let mut stmt = conn.prepare_cached(SELECT_MESSAGE)?;
-                let mut rows = stmt.query(params![tenant, id])?;
-                match rows.next()? {
-                    Some(row) => RawMessage::from_row(row).map(Some),
-                    None => Ok(None),
-                }
-            })
-            .await?;
-        let Some(raw) = raw else {
+        let values = vec![
+            Value::Text(tenant.as_str().to_owned()),
+            Value::Text(id.to_string()),
+        ];
+        let Some(raw) = self.read_one(SELECT_MESSAGE, values).await? else {
             return Ok(None);
         };
         let keys = self.opening_keys([&raw]).await?;
@@ -575,26 +599,10 @@ impl MessageStore for SqliteBackend {
     }
 
     async fn follow(&self, code: &ShortCode) -> Result<Option<Message>, StoreError> {
-        let code = code.as_str().to_owned();
         let raw = self
-            .db
-            .read(move |conn| {
-                let mut stmt = conn.prepare_cached(FOLLOW)?;
-                let mut rows = stmt.query(params![code])?;
-                match rows.next()? {
-                    Some(row) => RawMessage::from_row(row).map(Some),
-                    None => Ok(None),
-                }
-            })
+            .read_one(FOLLOW, vec![Value::Text(code.as_str().to_owned())])
             .await?;
-        let Some(raw) = raw else {
-            return Ok(None);
-        };
-        let keys = self.opening_keys([&raw]).await?;
-        match raw.into_message(&keys) {
-            Err(Failure::Erased) => Ok(None),
-            other => other.map(Some).map_err(Into::into),
-        }
+        self.readable(raw).await
     }
 
     async fn click(&self, click: &Click) -> Result<Option<Message>, StoreError> {
@@ -637,14 +645,7 @@ impl MessageStore for SqliteBackend {
         if callbacks {
             self.db.wakeup(QueueName::Callbacks).notify_waiters();
         }
-        let Some(raw) = raw else {
-            return Ok(None);
-        };
-        let keys = self.opening_keys([&raw]).await?;
-        match raw.into_message(&keys) {
-            Err(Failure::Erased) => Ok(None),
-            other => other.map(Some).map_err(Into::into),
-        }
+        self.readable(raw).await
     }
 
     async fn find_by_provider_ids(
