@@ -112,7 +112,8 @@ pub enum Command {
     /// A tenant's abuse limits and spend so far; with `--set`, changes them (audited).
     /// Names: countries (`UA,PL`), rate_per_second, burst, daily_spend_kopiyky,
     /// monthly_spend_kopiyky, segment_price_kopiyky, per_number_per_hour, retention_days
-    /// (days a final message is kept; `default` for the installation's).
+    /// (days a final message is kept; `default` for the installation's), marketing_window
+    /// (`HH:MM-HH:MM` on Kyiv's clock when marketing may go out; default 09:00-21:00).
     Limits {
         #[arg(long)]
         tenant: String,

@@ -66,6 +66,15 @@ async fn the_data_directory_holds_no_number_or_text_and_erasure_is_for_good() {
     assert_eq!(linked.status, 202, "{:?}", linked.body);
     let code = linked.body["links"][0]["code"].as_str().unwrap().to_owned();
     assert_eq!(api.click(&code, None).await.0, 302);
+    // A consent's evidence may name a person: sealed too.
+    let consent = api
+        .post(
+            "/v1/consents",
+            &json!({"phone": "050 777 12 37", "state": "given", "source": "paper",
+                "evidence": "Анкета Тарас Шевчук, паспорт КВ771122"}),
+        )
+        .await;
+    assert_eq!(consent.status, 201, "{:?}", consent.body);
     let found = api.get("/v1/messages?to=%2B380507771234").await;
     assert_eq!(found.status, 200, "{:?}", found.body);
     assert_eq!(found.body["messages"][0]["id"], id.as_str());
@@ -82,6 +91,9 @@ async fn the_data_directory_holds_no_number_or_text_and_erasure_is_for_good() {
         "Нагадування",
         "Qx7Zr9",
         "bank.example.ua",
+        "380507771237",
+        "КВ771122",
+        "Шевчук",
     ] {
         assert!(
             !holds(&bytes, secret),

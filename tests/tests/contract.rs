@@ -31,12 +31,12 @@ use holub_shared::adapters::sqs::create_queues;
 use holub_shared::domain::stats::{Counters, Deltas, Hour, Snapshot, StatsKey};
 use holub_shared::domain::status::{PartReceipt, ReceiptState};
 use holub_shared::domain::{
-    ApiKeyRecord, AuditAction, AuditEntry, BatchId, Encoding, IdempotencyKey, KeyId, KeyName,
-    Kopiyky, Message, MessageError, MessageId, MessageStatus, Network, Origin, PhoneNumber,
+    ApiKeyRecord, AuditAction, AuditEntry, BatchId, Category, ConsentChange, ConsentEntry,
+    ConsentSource, ConsentState, Encoding, Evidence, IdempotencyKey, KeyId, KeyName, Kopiyky,
+    Message, MessageError, MessageId, MessageStatus, Network, Origin, PhoneNumber, RecordedBy,
     Registration, Scopes, SenderId, SenderRecord, ShortCode, StatusChange, TenantId, TenantLimits,
-    TrackedLink, Visitor,
+    TrackedLink, Visitor, WithdrawalChannel,
 };
-use holub_shared::ports::StatsStore;
 use holub_shared::ports::store::KeyEnd;
 use holub_shared::ports::{
     Admission, Admitted, Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent,
@@ -46,6 +46,7 @@ use holub_shared::ports::{
     Queue, QueueError, QueueName, ReceiptHandle, ReceiptTarget, ReplayStore, Secret, SecretError,
     SecretStore, StoreError, Tenant, TenantStore, Transition,
 };
+use holub_shared::ports::{ConsentStore, StatsStore};
 use holub_tests::TempDir;
 use serde_json::json;
 
@@ -64,6 +65,7 @@ struct Backend {
     replays: Arc<dyn ReplayStore>,
     counters: Arc<dyn CounterStore>,
     stats: Arc<dyn StatsStore>,
+    consent: Arc<dyn ConsentStore>,
     /// A second secret store over the same storage: what a restart (a cold start) reads.
     secrets_again: Arc<dyn SecretStore>,
     /// The AWS requests made so far (AWS only).
@@ -128,6 +130,7 @@ fn sqlite(name: &str) -> Backend {
         replays: Arc::new(db.clone()),
         counters: Arc::new(db.clone()),
         stats: Arc::new(db.clone()),
+        consent: Arc::new(db.clone()),
         secrets_again: Arc::new(FileSecretStore::in_dir(&secrets_dir)),
         requests: None,
         dynamo: None,
@@ -214,6 +217,7 @@ async fn aws(name: &str) -> Option<Backend> {
         replays: Arc::new(aws.store.clone()),
         counters: Arc::new(aws.store.clone()),
         stats: Arc::new(aws.store.clone()),
+        consent: Arc::new(aws.store.clone()),
         secrets_again: Arc::new(secrets_again),
         requests: Some(aws.requests),
         dynamo: Some(aws.store),
@@ -289,6 +293,8 @@ contract!(
     secrets_are_stored_read_and_rotated,
     statistics_equal_a_recomputation_and_count_each_change_once,
     tracked_links_are_followed_and_their_clicks_counted,
+    consent_is_a_ledger_whose_latest_entry_decides,
+    a_message_waits_again_for_its_window,
 );
 
 /// Races: run on SQLite only. Both DynamoDB and SQLite make each conditional write atomic,
@@ -355,6 +361,8 @@ fn message(tenant: &TenantId, created: DateTime<Utc>) -> Message {
         clicks: 0,
         bot_clicks: 0,
         clicked_at: None,
+        category: Default::default(),
+        opt_out: None,
     }
 }
 
@@ -689,6 +697,136 @@ async fn tracked_links_are_followed_and_their_clicks_counted(b: &Backend) {
     assert_eq!((total.clicked, total.clicks, total.bot_clicks), (1, 2, 1));
 }
 
+fn consent(at_s: i64, recorded_s: i64, given: bool) -> ConsentEntry {
+    ConsentEntry {
+        at: at(at_s),
+        recorded_at: at(recorded_s),
+        change: if given {
+            ConsentChange::Given {
+                source: ConsentSource::WebForm,
+                evidence: Evidence::parse(&format!("Форма №{at_s}, Іван Петренко")).unwrap(),
+            }
+        } else {
+            ConsentChange::Withdrawn {
+                channel: WithdrawalChannel::OptOutLink,
+            }
+        },
+        recorded_by: if given {
+            RecordedBy::ApiKey {
+                key_id: Some(KeyId::generate(at(0))),
+            }
+        } else {
+            RecordedBy::Subscriber
+        },
+    }
+}
+
+async fn consent_is_a_ledger_whose_latest_entry_decides(b: &Backend) {
+    let c = b.consent.as_ref();
+    let (t, other) = (tenant(), tenant());
+    let (n1, n2, n3) = (
+        phone("+380671110001"),
+        phone("+380671110002"),
+        phone("+380671110003"),
+    );
+    assert_eq!(
+        c.states(&t, &[&n1, &n2]).await.unwrap(),
+        vec![ConsentState::None, ConsentState::None]
+    );
+    assert!(c.ledger(&t, &n1).await.unwrap().is_empty());
+    assert!(c.states(&t, &[]).await.unwrap().is_empty());
+
+    let given = consent(10, 10, true);
+    assert_eq!(
+        c.record(&t, &n1, &given).await.unwrap(),
+        ConsentState::Given
+    );
+    let withdrawn = consent(20, 20, false);
+    assert_eq!(
+        c.record(&t, &n1, &withdrawn).await.unwrap(),
+        ConsentState::Withdrawn
+    );
+    // Recorded later for an earlier date: kept in the ledger, but the opt-out stands.
+    let late = consent(15, 30, true);
+    assert_eq!(
+        c.record(&t, &n1, &late).await.unwrap(),
+        ConsentState::Withdrawn
+    );
+    assert_eq!(
+        c.record(&t, &n2, &given).await.unwrap(),
+        ConsentState::Given
+    );
+    assert_eq!(
+        c.states(&t, &[&n1, &n2, &n3, &n2]).await.unwrap(),
+        vec![
+            ConsentState::Withdrawn,
+            ConsentState::Given,
+            ConsentState::None,
+            ConsentState::Given
+        ]
+    );
+    // The ledger in the order recorded, every field back (evidence unsealed).
+    assert_eq!(
+        c.ledger(&t, &n1).await.unwrap(),
+        vec![given.clone(), withdrawn, late]
+    );
+    // Another tenant sees nothing of it.
+    assert_eq!(
+        c.states(&other, &[&n1, &n2]).await.unwrap(),
+        vec![ConsentState::None, ConsentState::None]
+    );
+    assert!(c.ledger(&other, &n1).await.unwrap().is_empty());
+    // Renewed later: given again.
+    assert_eq!(
+        c.record(&t, &n1, &consent(40, 40, true)).await.unwrap(),
+        ConsentState::Given
+    );
+    assert_eq!(c.ledger(&t, &n1).await.unwrap().len(), 4);
+    // Many numbers in one call (more than one request's worth on DynamoDB).
+    let many: Vec<PhoneNumber> = (0..250)
+        .map(|i| phone(&format!("+38067200{i:04}")))
+        .collect();
+    for n in many.iter().step_by(7) {
+        c.record(&t, n, &given).await.unwrap();
+    }
+    let refs: Vec<&PhoneNumber> = many.iter().collect();
+    let states = c.states(&t, &refs).await.unwrap();
+    for (i, state) in states.iter().enumerate() {
+        let want = if i % 7 == 0 {
+            ConsentState::Given
+        } else {
+            ConsentState::None
+        };
+        assert_eq!(*state, want, "number {i}");
+    }
+}
+
+async fn a_message_waits_again_for_its_window(b: &Backend) {
+    let store = b.store();
+    let t = tenant();
+    let mut m = message(&t, at(0));
+    m.status = Queued;
+    store.insert(std::slice::from_ref(&m), None).await.unwrap();
+    let mut claim = step(&m, &[Queued], Sending, 1);
+    claim.patch.count_attempt = true;
+    let claimed = store.transition(&[claim]).await.unwrap()[0]
+        .clone()
+        .unwrap();
+    assert_eq!(claimed.attempts, 1);
+    // Claimed outside its window: scheduled again for when it opens, the attempt taken back.
+    let mut wait = step(&claimed, &[Sending], Scheduled, 2);
+    wait.patch.uncount_attempt = true;
+    wait.patch.send_at = Some(at(100));
+    let waiting = store.transition(&[wait]).await.unwrap()[0].clone().unwrap();
+    assert_eq!((waiting.status, waiting.attempts), (Scheduled, 0));
+    assert_eq!(waiting.send_at, Some(at(100)));
+    assert!(store.due_scheduled(at(99), 10).await.unwrap().is_empty());
+    assert_eq!(
+        store.due_scheduled(at(100), 10).await.unwrap(),
+        vec![reference(&m)]
+    );
+}
+
 async fn a_message_round_trips_with_every_field(b: &Backend) {
     let store = b.store();
     let t = tenant();
@@ -712,6 +850,8 @@ async fn a_message_round_trips_with_every_field(b: &Backend) {
         message: "try later".into(),
     });
     m.attempts = 2;
+    m.category = Category::Marketing;
+    m.opt_out = Some(ShortCode::random());
     m.history.push(StatusChange {
         status: Queued,
         at: at(4),

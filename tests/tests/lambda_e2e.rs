@@ -991,3 +991,99 @@ async fn a_function_without_its_configuration_fails_its_init() {
         other => panic!("expected an init failure, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn consent_and_opt_out_run_as_deployed() {
+    use holub_shared::domain::{AuditAction, Origin, SendingWindow, TenantLimits};
+    use holub_shared::ports::TenantStore;
+    let Some(stack) = Stack::new("consent").await else {
+        return;
+    };
+    // Marketing at any hour this test may run.
+    let limits = TenantLimits {
+        marketing_window: SendingWindow::ALWAYS,
+        ..TenantLimits::default()
+    };
+    let audit = Origin::operator().entry(
+        &stack.0.tenant_id,
+        Utc::now(),
+        AuditAction::SettingsUpdate,
+        "limits",
+        None,
+        None,
+    );
+    stack
+        .0
+        .aws
+        .store
+        .put_limits(&stack.0.tenant_id, &limits, &audit)
+        .await
+        .expect("the tenant's limits");
+    let (_sim, receipts_front, routes) = stack.alpha().await;
+    let api_settings = [("HOLUB_SHORT_LINK_BASE", "https://s.holub.example")];
+    let (api, receipts, dispatch) = tokio::join!(
+        stack.function_with("holub-api", &routes, &api_settings),
+        stack.function("holub-receipts", &routes),
+        stack.function("holub-dispatch", &routes),
+    );
+    let _receipts_front = receipts_front.serve(receipts);
+    let api_front = HttpFront::start(api).await.expect("a port");
+    let client = Client::new(&api_front);
+    let source = SqsEventSource::new(stack.0.sqs.clone(), &stack.0.queues.dispatch, dispatch)
+        .await
+        .expect("the dispatch queue");
+
+    let marketing = json!({"to": "+380671234570", "from": "Holub", "category": "marketing",
+        "text": "Знижка 20%"});
+    let (status, refused) = client.post("/v1/messages", &marketing).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "consent_missing");
+    let (status, ledger) = client
+        .post(
+            "/v1/consents",
+            &json!({"phone": "0671234570", "state": "given", "source": "paper",
+                "evidence": "Анкета №17"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{ledger}");
+    assert_eq!(ledger["state"], "given");
+
+    // Accepted (consent read by the API), checked again and sent by dispatch.
+    let id = client.send(marketing.clone()).await;
+    drain_queue(&source, 1, Duration::from_secs(20)).await;
+    let sent = client
+        .wait_status(&id, &["delivered"], Duration::from_secs(20))
+        .await;
+    let code = sent["opt_out"]
+        .as_str()
+        .expect("an opt-out code")
+        .to_owned();
+    assert!(
+        sent["text"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(&format!("Відписатися: https://s.holub.example/{code}"))),
+        "{sent}"
+    );
+
+    // The opt-out link, served by the API function: a page, then the tap.
+    let http = reqwest::Client::new();
+    let page = http
+        .get(format!("{}/{code}", api_front.url))
+        .send()
+        .await
+        .expect("the front answers");
+    assert_eq!(page.status().as_u16(), 200);
+    let tap = http
+        .post(format!("{}/{code}", api_front.url))
+        .send()
+        .await
+        .expect("the front answers");
+    assert_eq!(tap.status().as_u16(), 200);
+    let (status, ledger) = client.get("/v1/consents/0671234570").await;
+    assert_eq!(status, 200, "{ledger}");
+    assert_eq!(ledger["state"], "withdrawn");
+    assert_eq!(ledger["entries"].as_array().map(Vec::len), Some(2));
+    let (status, refused) = client.post("/v1/messages", &marketing).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "consent_withdrawn");
+}

@@ -95,6 +95,7 @@ needs! {
     SendScope => Scope::MessagesSend,
     ReadScope => Scope::MessagesRead,
     AnalyticsScope => Scope::AnalyticsRead,
+    ContactsScope => Scope::ContactsWrite,
     AdminScope => Scope::Admin,
 }
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod analytics;
+mod consent;
 mod error;
 mod export;
 mod extract;
@@ -15,7 +16,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use holub_shared::runtime::Holub;
-use holub_shared::services::{Accounts, Analytics, Intake, Limits, Messages, Senders};
+use holub_shared::services::{Accounts, Analytics, Consents, Intake, Limits, Messages, Senders};
 
 pub use error::{ApiError, ErrorBody};
 
@@ -32,6 +33,7 @@ pub struct AppState {
     pub intake: Arc<Intake>,
     pub messages: Arc<Messages>,
     pub analytics: Arc<Analytics>,
+    pub consents: Arc<Consents>,
 }
 
 impl AppState {
@@ -45,6 +47,7 @@ impl AppState {
             intake: holub.intake.clone(),
             messages: holub.messages.clone(),
             analytics: holub.analytics.clone(),
+            consents: holub.consents.clone(),
         }
     }
 }
@@ -77,7 +80,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/limits", get(admin::get_limits))
         .route("/v1/analytics/summary", get(analytics::summary))
         .route("/v1/analytics/timeseries", get(analytics::timeseries))
-        .route("/{code}", get(links::follow))
+        .route("/v1/consents", post(consent::record))
+        .route("/v1/consents/{phone}", get(consent::ledger))
+        .route("/{code}", get(links::follow).post(consent::opt_out))
         .layer(DefaultBodyLimit::max(SINGLE_BODY_LIMIT))
         .merge(batch)
         .fallback(routes::not_found)

@@ -9,12 +9,14 @@ use holub_shared::domain::ShortCode;
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 
-fn no_link() -> ApiError {
+pub(crate) fn no_link() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "link_not_found", "no such link")
 }
 
 /// Follow a short link: `302` to the URL it stands for. Clicks by people and by
-/// link-preview fetchers (told apart by `User-Agent`) are counted apart.
+/// link-preview fetchers (told apart by `User-Agent`) are counted apart. A marketing
+/// message's opt-out link answers a page in Ukrainian with one button that opts out (`POST`
+/// to the same path); opening it changes nothing.
 #[utoipa::path(
     get, path = "/{code}",
     params(("code" = String, Path, description = "A short link's code: 10 of [0-9A-Za-z]",
@@ -22,6 +24,8 @@ fn no_link() -> ApiError {
     responses(
         (status = 302, description = "To the link's URL",
             headers(("Location" = String, description = "The URL"))),
+        (status = 200, content_type = "text/html", body = String,
+            description = "An opt-out link: the page that asks"),
         (status = 404, body = ErrorBody, description = "No such link (`link_not_found`)"),
         (status = 503, body = ErrorBody),
     ),
@@ -36,11 +40,11 @@ pub async fn follow(
     let agent = headers
         .get(header::USER_AGENT)
         .and_then(|a| a.to_str().ok());
-    let url = state
-        .messages
-        .follow(&code, agent)
-        .await?
-        .ok_or_else(no_link)?;
+    let Some(url) = state.messages.follow(&code, agent).await? else {
+        return crate::consent::opt_out_page(&state, &code)
+            .await?
+            .ok_or_else(no_link);
+    };
     // Non-ASCII hosts and paths as a `Location` may carry them: punycode, percent-encoding.
     let location = url::Url::parse(&url)
         .ok()

@@ -49,7 +49,10 @@ use crate::extract::{AnyKey, Authorized, IdempotencyHeader, JsonBody, ReadScope,
         crate::admin::get_limits,
         crate::analytics::summary,
         crate::analytics::timeseries,
-        crate::links::follow
+        crate::links::follow,
+        crate::consent::opt_out,
+        crate::consent::record,
+        crate::consent::ledger
     ),
     components(schemas(
         SendMessageRequest,
@@ -84,7 +87,16 @@ use crate::extract::{AnyKey, Authorized, IdempotencyHeader, JsonBody, ReadScope,
         holub_shared::services::analytics::LatenciesView,
         holub_shared::services::analytics::LatencyView,
         holub_shared::services::analytics::Dimension,
-        holub_shared::services::analytics::Zone
+        holub_shared::services::analytics::Zone,
+        holub_shared::services::consent::ConsentRequest,
+        holub_shared::services::consent::RecordedState,
+        holub_shared::services::consent::ConsentView,
+        holub_shared::services::consent::EntryView,
+        holub_shared::domain::Category,
+        holub_shared::domain::ConsentSource,
+        holub_shared::domain::ConsentState,
+        holub_shared::domain::WithdrawalChannel,
+        holub_shared::domain::RecordedBy
     )),
     modifiers(&BearerAuth, &Refinements)
 )]

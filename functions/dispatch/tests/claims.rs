@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use holub_shared::adapters::sqlite::{SqliteBackend, SqliteConfig, SyncMode};
 use holub_shared::domain::status::PartReceipt;
 use holub_shared::domain::{
-    IdempotencyKey, Message, MessageId, MessageStatus, ShortCode, TenantId,
+    IdempotencyKey, Message, MessageId, MessageStatus, ShortCode, TenantId, TenantLimits,
 };
 use holub_shared::ports::store::IdempotencyRecord;
 use holub_shared::ports::{
@@ -165,7 +165,8 @@ async fn a_batch_of_claims_taken_in_part_sends_what_it_claimed_and_nothing_twice
         refuse: Mutex::new(refused.clone()),
     });
 
-    let (sim, dispatcher) = simulated_dispatcher(store.clone()).await;
+    let (sim, dispatcher) =
+        simulated_dispatcher(store.clone(), &backend, TenantLimits::default()).await;
     let jobs: Vec<Option<DispatchJob>> = messages
         .iter()
         .map(|m| {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::Utc;
 use holub_shared::adapters::sqlite::{SqliteBackend, SqliteConfig, SyncMode};
-use holub_shared::domain::{Message, MessageStatus, TenantId};
+use holub_shared::domain::{Message, MessageStatus, TenantId, TenantLimits};
 use holub_shared::ports::{MessageStore, Queue, SystemClock};
 
 mod common;
@@ -39,7 +39,8 @@ async fn only_the_poison_record_is_reported_and_redelivery_sends_nothing_twice()
         .collect();
     store.insert(&messages, None).await.unwrap();
 
-    let (sim, dispatcher) = simulated_dispatcher(store.clone()).await;
+    let (sim, dispatcher) =
+        simulated_dispatcher(store.clone(), &backend, TenantLimits::default()).await;
 
     for _ in 0..2 {
         let event: SqsEvent = serde_json::from_str(EVENT).unwrap();

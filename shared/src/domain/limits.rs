@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CountryCode, Kopiyky};
+use super::{CountryCode, Kopiyky, SendingWindow};
 
 /// The limits of one tenant. Every field has a range; [`TenantLimits::set`] and the
 /// deserialiser hold to it, so a stored or typed value out of range is refused.
@@ -38,6 +38,11 @@ pub struct TenantLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3650))]
     pub retention_days: Option<u32>,
+    /// When marketing messages may go out, on Kyiv's clock (`HH:MM-HH:MM`); one that reaches
+    /// dispatch outside waits for the window to open. Transactional messages never wait.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "09:00-21:00"))]
+    pub marketing_window: SendingWindow,
 }
 
 /// The ranges each limit must be in.
@@ -62,6 +67,7 @@ impl Default for TenantLimits {
             segment_price_kopiyky: 100,
             per_number_per_hour: 10,
             retention_days: None,
+            marketing_window: SendingWindow::default(),
         }
     }
 }
@@ -103,6 +109,8 @@ struct RawLimits {
     per_number_per_hour: u32,
     #[serde(default)]
     retention_days: Option<u32>,
+    #[serde(default)]
+    marketing_window: SendingWindow,
 }
 
 impl TryFrom<RawLimits> for TenantLimits {
@@ -117,6 +125,7 @@ impl TryFrom<RawLimits> for TenantLimits {
             segment_price_kopiyky: r.segment_price_kopiyky,
             per_number_per_hour: r.per_number_per_hour,
             retention_days: r.retention_days,
+            marketing_window: r.marketing_window,
         };
         limits.check()?;
         Ok(limits)
@@ -137,7 +146,7 @@ fn in_range<T: PartialOrd + fmt::Display>(
 
 impl TenantLimits {
     /// The names [`TenantLimits::set`] takes.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
         "countries",
         "rate_per_second",
         "burst",
@@ -146,6 +155,7 @@ impl TenantLimits {
         "segment_price_kopiyky",
         "per_number_per_hour",
         "retention_days",
+        "marketing_window",
     ];
 
     fn check(&self) -> Result<(), LimitError> {
@@ -216,6 +226,11 @@ impl TenantLimits {
             // `default`: the installation's retention again.
             "retention_days" if value.trim() == "default" => next.retention_days = None,
             "retention_days" => next.retention_days = Some(small(value)?),
+            "marketing_window" => {
+                next.marketing_window = value
+                    .parse()
+                    .map_err(|e: super::window::WindowError| LimitError(format!("{name}: {e}")))?;
+            }
             _ => {
                 return Err(LimitError(format!(
                     "no limit is called {name:?}; the limits are {}",
@@ -245,6 +260,8 @@ mod tests {
         l.set("countries", "ua, pl").unwrap();
         l.set("rate_per_second", "50").unwrap();
         l.set("daily_spend_kopiyky", "1_000_00").unwrap();
+        l.set("marketing_window", "08:00-20:30").unwrap();
+        assert_eq!(l.marketing_window.to_string(), "08:00-20:30");
         assert_eq!(l.countries.len(), 2);
         assert_eq!((l.rate_per_second, l.daily_spend_kopiyky), (50, 100_000));
         let before = l.clone();
@@ -257,6 +274,7 @@ mod tests {
             ("daily_spend_kopiyky", "-5"),
             ("per_number_per_hour", "many"),
             ("colour", "blue"),
+            ("marketing_window", "20:00-08:00"),
         ] {
             assert!(l.set(name, value).is_err(), "{name}={value}");
         }

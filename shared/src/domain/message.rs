@@ -3,8 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::consent::Category;
 use super::ids::{BatchId, MessageId, TenantId};
-use super::links::TrackedLink;
+use super::links::{ShortCode, TrackedLink};
 use super::money::Kopiyky;
 use super::phone::PhoneNumber;
 use super::segments::Encoding;
@@ -56,6 +57,23 @@ pub struct Message {
     /// The first click by a person.
     #[serde(default)]
     pub clicked_at: Option<DateTime<Utc>>,
+    /// Transactional (the default) or marketing.
+    #[serde(default)]
+    pub category: Category,
+    /// The code of a marketing message's opt-out link (`<short base>/<code>`, at the end of
+    /// its text).
+    #[serde(default)]
+    pub opt_out: Option<ShortCode>,
+}
+
+impl Message {
+    /// Every short code the message owns: its tracked links' and its opt-out link's.
+    pub fn codes(&self) -> impl Iterator<Item = &ShortCode> {
+        self.links
+            .iter()
+            .map(|l| &l.code)
+            .chain(self.opt_out.as_ref())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod address;
+pub mod consent;
 pub mod failure;
 pub mod ids;
 pub mod kyiv;
@@ -17,10 +18,15 @@ pub mod stats;
 pub mod status;
 pub mod text;
 pub mod transliteration;
+pub mod window;
 
 pub use access::{
     Actor, ApiKeyRecord, AuditAction, AuditEntry, KeyName, Network, Origin, Registration, Scope,
     Scopes, SenderRecord,
+};
+pub use consent::{
+    Category, ConsentChange, ConsentEntry, ConsentSource, ConsentState, Evidence, RecordedBy,
+    WithdrawalChannel,
 };
 pub use failure::{FailureCode, UnknownFailureCode};
 pub use ids::{BatchId, IdempotencyKey, KeyId, MessageId, TenantId};
@@ -34,3 +40,4 @@ pub use segments::{Encoding, Estimate};
 pub use sender::{SenderId, SenderIdError};
 pub use status::{MessageStatus, PartReceipt, StatusError, StatusSet};
 pub use text::{MessageText, TextError, TextEstimate};
+pub use window::SendingWindow;

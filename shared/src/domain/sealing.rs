@@ -24,7 +24,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{MessageId, PhoneNumber, TenantId, TrackedLink};
+use super::{ConsentEntry, MessageId, PhoneNumber, TenantId, TrackedLink};
 
 /// The length of a data key in bytes.
 pub const DATA_KEY_BYTES: usize = 32;
@@ -193,6 +193,29 @@ impl DataKey {
         serde_json::from_slice(&plain).map_err(|_| SealError("not sealed links"))
     }
 
+    /// Seals one consent ledger entry of `tenant`'s number with tag `tag` (its evidence may
+    /// name a person).
+    pub fn seal_consent(
+        &self,
+        tenant: &TenantId,
+        tag: &[u8; NUMBER_TAG_BYTES],
+        entry: &ConsentEntry,
+    ) -> Vec<u8> {
+        let plain = serde_json::to_vec(entry).unwrap_or_default();
+        self.seal(&consent_context(tenant, tag), &plain)
+    }
+
+    /// Opens what [`DataKey::seal_consent`] sealed.
+    pub fn open_consent(
+        &self,
+        tenant: &TenantId,
+        tag: &[u8; NUMBER_TAG_BYTES],
+        sealed: &[u8],
+    ) -> Result<ConsentEntry, SealError> {
+        let plain = self.open(&consent_context(tenant, tag), sealed)?;
+        serde_json::from_slice(&plain).map_err(|_| SealError("not a sealed consent entry"))
+    }
+
     /// Seals what an idempotency record keeps of a request of `tenant` under `key`: the
     /// request's fingerprint and the answer given. (The fingerprint is a hash of the whole
     /// request, number and text included, so it is no more kept in clear than they are.)
@@ -238,6 +261,12 @@ impl DataKey {
 
 fn message_context(tenant: &TenantId, id: &MessageId) -> Vec<u8> {
     format!("holub/message/v1\0{}\0{id}", tenant.as_str()).into_bytes()
+}
+
+fn consent_context(tenant: &TenantId, tag: &[u8; NUMBER_TAG_BYTES]) -> Vec<u8> {
+    let mut context = format!("holub/consent/v1\0{}\0", tenant.as_str()).into_bytes();
+    context.extend_from_slice(tag);
+    context
 }
 
 fn links_context(tenant: &TenantId, id: &MessageId) -> Vec<u8> {

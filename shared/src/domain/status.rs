@@ -117,6 +117,8 @@ impl MessageStatus {
                 | (Queued, Sending | Cancelled | Expired | Failed | Rejected)
                 // A retryable provider error hands the message back to the queue.
                 | (Sending, Queued | Sent | Failed | Rejected | Expired)
+                // A marketing message claimed outside its sending window waits for it.
+                | (Sending, Scheduled)
                 // A lost answer the provider cannot be asked about.
                 | (Sending, Unconfirmed)
                 | (Unconfirmed, Delivered | Undelivered | Expired | Rejected)

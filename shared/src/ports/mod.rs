@@ -6,6 +6,7 @@
 //! queue consumers use to decide between a retry and a dead end.
 
 pub mod clock;
+pub mod consent;
 pub mod counters;
 pub mod provider;
 pub mod queue;
@@ -16,6 +17,7 @@ pub mod stats;
 pub mod store;
 
 pub use clock::{Clock, SystemClock};
+pub use consent::ConsentStore;
 pub use counters::{Admission, Admitted, Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent};
 pub use provider::{
     OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, ReceiptWebhook, SmsProvider,

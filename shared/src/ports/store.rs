@@ -110,6 +110,11 @@ pub struct Patch {
     pub error: Option<MessageError>,
     /// Count one more submission attempt.
     pub count_attempt: bool,
+    /// Take back the attempt a claim counted: the claimed message was not submitted (it
+    /// waits for its sending window).
+    pub uncount_attempt: bool,
+    /// A new `send_at` (for a message that becomes `scheduled` again).
+    pub send_at: Option<DateTime<Utc>>,
     /// Part receipts recorded with the change, in the same write (a duplicate of a stored
     /// one is kept once). Recorded only if the change applies.
     pub receipts: Vec<PartReceipt>,

@@ -17,6 +17,7 @@ impl Ports {
             replays: Arc::new(backend.store.clone()),
             counters: Arc::new(backend.store.clone()),
             stats: Arc::new(backend.store.clone()),
+            consent: Arc::new(backend.store.clone()),
             clock: Arc::new(SystemClock),
         }
     }

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use crate::domain::TenantLimits;
 use crate::ports::{
-    Clock, CounterStore, MessageStore, Queue, ReplayStore, Retention, SecretStore, StatsStore,
-    TenantStore,
+    Clock, ConsentStore, CounterStore, MessageStore, Queue, ReplayStore, Retention, SecretStore,
+    StatsStore, TenantStore,
 };
 use crate::services::callbacks::CallbackConfig;
 use crate::services::dispatch::DispatchConfig;
@@ -27,7 +27,7 @@ use crate::services::poller::{PollConfig, Poller};
 use crate::services::replays::REPLAY_WINDOW;
 use crate::services::sweeper::SweeperConfig;
 use crate::services::{
-    Accounts, Analytics, CallbackSender, Dispatcher, Intake, Limits, Messages, Receipts,
+    Accounts, Analytics, CallbackSender, Consents, Dispatcher, Intake, Limits, Messages, Receipts,
     ReplayGuard, Senders, Sweeper,
 };
 
@@ -70,6 +70,7 @@ pub struct Ports {
     pub replays: Arc<dyn ReplayStore>,
     pub counters: Arc<dyn CounterStore>,
     pub stats: Arc<dyn StatsStore>,
+    pub consent: Arc<dyn ConsentStore>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -88,6 +89,7 @@ impl Ports {
             replays: Arc::new(db.clone()),
             counters: Arc::new(db.clone()),
             stats: Arc::new(db.clone()),
+            consent: Arc::new(db.clone()),
             clock: Arc::new(crate::ports::SystemClock),
         }
     }
@@ -108,6 +110,7 @@ pub struct Holub {
     pub callbacks: Arc<CallbackSender>,
     pub sweeper: Arc<Sweeper>,
     pub analytics: Arc<Analytics>,
+    pub consents: Arc<Consents>,
 }
 
 impl Holub {
@@ -145,6 +148,7 @@ impl Holub {
                 p.clock.clone(),
                 senders.clone(),
                 limits.clone(),
+                p.consent.clone(),
                 intake,
             )),
             senders,
@@ -175,6 +179,11 @@ impl Holub {
                 sweeper,
             )),
             analytics: Arc::new(Analytics::new(p.stats.clone())),
+            consents: Arc::new(Consents::new(
+                p.consent.clone(),
+                p.store.clone(),
+                p.clock.clone(),
+            )),
             ports,
             settings,
             target,
@@ -187,6 +196,8 @@ impl Holub {
             self.ports.store.clone(),
             gateway,
             self.ports.clock.clone(),
+            self.ports.consent.clone(),
+            self.limits.clone(),
             DispatchConfig {
                 orphan_after: self.settings.orphan_after(),
                 ..DispatchConfig::default()

@@ -12,13 +12,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{FailureCode, Message, MessageError, MessageStatus};
+use crate::domain::{FailureCode, Message, MessageError, MessageStatus, PhoneNumber, TenantId};
 use crate::ports::store::{Patch, Transition};
-use crate::ports::{Clock, MessageStore, OutboundSms, ProviderError, Retryable, StoreError};
+use crate::ports::{
+    Clock, ConsentStore, MessageStore, OutboundSms, ProviderError, Retryable, StoreError,
+};
 
 use super::JobOutcome;
 use super::gateway::{Carried, Gateway, Routed};
 use super::jobs::DispatchJob;
+use super::limits::Limits;
 
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
@@ -43,6 +46,10 @@ pub struct Dispatcher {
     store: Arc<dyn MessageStore>,
     gateway: Arc<Gateway>,
     clock: Arc<dyn Clock>,
+    /// Marketing is checked again here: consent (an opt-out may have come in since intake)
+    /// and the tenant's sending window.
+    consent: Arc<dyn ConsentStore>,
+    limits: Arc<Limits>,
     config: DispatchConfig,
 }
 
@@ -54,12 +61,16 @@ impl Dispatcher {
         store: Arc<dyn MessageStore>,
         gateway: Arc<Gateway>,
         clock: Arc<dyn Clock>,
+        consent: Arc<dyn ConsentStore>,
+        limits: Arc<Limits>,
         config: DispatchConfig,
     ) -> Self {
         Dispatcher {
             store,
             gateway,
             clock,
+            consent,
+            limits,
             config,
         }
     }
@@ -128,6 +139,7 @@ impl Dispatcher {
             .into_iter()
             .map(|(i, m)| (i, self.expire(&m, now, None), JobOutcome::Done))
             .collect();
+        let live = self.hold_marketing(live, &mut finals, now).await;
         // A retry follows an attempt that failed by the provider's own word; a provider that
         // answered 5xx may still have taken the message, so where it can tell, ask first.
         let live = self
@@ -160,6 +172,105 @@ impl Dispatcher {
         }
         self.record(&mut outcomes, finals).await;
         outcomes
+    }
+
+    /// Keeps marketing messages to the law, again at the last moment: one claimed outside
+    /// its tenant's sending window is scheduled for the window's next opening (its claim's
+    /// attempt taken back); one to a number whose consent is not `given` now (withdrawn
+    /// while it waited, say) is rejected unsent. A check that cannot be made hands the
+    /// message back to the queue. Returns the messages still to send.
+    async fn hold_marketing(
+        &self,
+        live: Vec<(usize, Message)>,
+        finals: &mut Vec<(usize, Transition, JobOutcome)>,
+        now: DateTime<Utc>,
+    ) -> Vec<(usize, Message)> {
+        let (marketing, mut to_send): (Vec<_>, Vec<_>) = live
+            .into_iter()
+            .partition(|(_, m)| m.category.is_marketing());
+        if marketing.is_empty() {
+            return to_send;
+        }
+        // Per tenant: its window, then one consent read for the numbers of those inside it.
+        let mut tenants: Vec<TenantId> =
+            marketing.iter().map(|(_, m)| m.tenant_id.clone()).collect();
+        tenants.sort();
+        tenants.dedup();
+        for tenant in tenants {
+            let (mine, _): (Vec<_>, Vec<_>) =
+                marketing.iter().partition(|(_, m)| m.tenant_id == tenant);
+            let window = match self.limits.of(&tenant).await {
+                Ok(limits) => limits.marketing_window,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dispatch: limits not readable");
+                    finals.extend(mine.iter().map(|(i, m)| self.hand_back(*i, m, now)));
+                    continue;
+                }
+            };
+            if !window.is_open(now) {
+                let opens = window.next_open(now);
+                finals.extend(mine.iter().map(|(i, m)| {
+                    let wait = Transition::new(
+                        m.tenant_id.clone(),
+                        m.id,
+                        &[MessageStatus::Sending],
+                        MessageStatus::Scheduled,
+                        now,
+                    )
+                    .with(Patch {
+                        uncount_attempt: true,
+                        send_at: Some(opens),
+                        ..Patch::default()
+                    });
+                    (*i, wait, JobOutcome::Done)
+                }));
+                continue;
+            }
+            let numbers: Vec<&PhoneNumber> = mine.iter().map(|(_, m)| &m.to).collect();
+            match self.consent.states(&tenant, &numbers).await {
+                Ok(states) => {
+                    for ((i, m), state) in mine.into_iter().zip(states) {
+                        match state.refusal() {
+                            None => to_send.push((*i, m.clone())),
+                            Some((code, why)) => {
+                                finals.push((*i, self.reject(m, now, code, why), JobOutcome::Done))
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dispatch: consent not readable");
+                    finals.extend(mine.iter().map(|(i, m)| self.hand_back(*i, m, now)));
+                }
+            }
+        }
+        to_send
+    }
+
+    /// A claimed message back to the queue, its attempt not counted, its job retried soon.
+    fn hand_back(
+        &self,
+        i: usize,
+        m: &Message,
+        now: DateTime<Utc>,
+    ) -> (usize, Transition, JobOutcome) {
+        let delay = self.retry_delay(0);
+        let back = Transition::new(
+            m.tenant_id.clone(),
+            m.id,
+            &[MessageStatus::Sending],
+            MessageStatus::Queued,
+            now,
+        )
+        .with(Patch {
+            uncount_attempt: true,
+            ..Patch::default()
+        });
+        (i, back, JobOutcome::Retry(delay))
+    }
+
+    fn reject(&self, message: &Message, now: DateTime<Utc>, code: &str, why: &str) -> Transition {
+        self.end_attempt(message, now, MessageStatus::Rejected, code, why)
     }
 
     /// Looks up retried messages at the provider: those it already has are recorded as sent

@@ -16,16 +16,17 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::address;
-use crate::domain::links::{self, ShortBase, TrackedLink};
+use crate::domain::links::{self, ShortBase, ShortCode, TrackedLink};
+use crate::domain::segments::encoding_of;
 use crate::domain::text::{MAX_TEXT_BYTES, TextPolicy};
 use crate::domain::{
-    BatchId, IdempotencyKey, Message, MessageId, MessageStatus, MessageText, PhoneNumber, SenderId,
-    StatusChange, StatusSet, TenantId, TextError,
+    BatchId, Category, Encoding, IdempotencyKey, Message, MessageId, MessageStatus, MessageText,
+    PhoneNumber, SenderId, SendingWindow, StatusChange, StatusSet, TenantId, TextError,
 };
 use crate::ports::store::IdempotencyRecord;
 use crate::ports::{
-    Clock, MessageStore, Queue, QueueError, QueueName, Resolver, Retryable, StoreError,
-    SystemResolver,
+    Clock, ConsentStore, MessageStore, Queue, QueueError, QueueName, Resolver, Retryable,
+    StoreError, SystemResolver,
 };
 
 use super::jobs::{self, DispatchJob};
@@ -141,6 +142,15 @@ pub struct SendMessageRequest {
     /// of the text with short links.
     #[serde(default)]
     pub track_links: bool,
+    /// `transactional` (default: OTP codes, notices, alerts) or `marketing` (advertising).
+    /// A marketing message goes only to a number whose consent is on record and not
+    /// withdrawn (refused otherwise: `consent_missing`, `consent_withdrawn`, and checked
+    /// again before it is sent), only inside the tenant's `marketing_window` (outside it, it
+    /// is scheduled for the window's next opening), and ends with an opt-out link
+    /// (`Відписатися: <short base>/<code>`, or `Vidpysatysia:` in a GSM-7 text), counted in
+    /// its parts and cost.
+    #[serde(default)]
+    pub category: Category,
     /// Each status change is POSTed here, signed: an http(s) URL without credentials, up to
     /// 2,048 characters. Where Holub serves others: https only, and a host that is and
     /// resolves to public addresses only (no loopback, private, link-local or other special
@@ -210,6 +220,9 @@ pub struct BatchRequest {
     /// As for one message: each recipient's message gets short links of its own.
     #[serde(default)]
     pub track_links: bool,
+    /// As for one message; every recipient is checked for consent on its own.
+    #[serde(default)]
+    pub category: Category,
     /// As for one message.
     #[serde(default)]
     #[cfg_attr(
@@ -255,7 +268,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: &'static str, field: &str, message: impl Into<String>) -> Self {
         FieldError {
             code,
             message: message.into(),
@@ -325,6 +338,25 @@ struct Common {
     policy: TextPolicy,
     /// Where the short links of tracked links go (`None`: links are not tracked).
     links: Option<ShortBase>,
+    category: Category,
+    /// Where a marketing message's opt-out link goes (`Some` for marketing only).
+    opt_out: Option<ShortBase>,
+}
+
+impl Common {
+    /// Keeps a marketing request to the tenant's sending window: one that would go out
+    /// outside it is scheduled for the window's next opening, its validity counted from then.
+    fn keep_to(&mut self, window: SendingWindow, now: DateTime<Utc>) {
+        if !self.category.is_marketing() {
+            return;
+        }
+        let start = self.send_at.unwrap_or(now);
+        let opens = window.next_open(start);
+        if opens > start {
+            self.expires_at += opens - start;
+            self.send_at = Some(opens);
+        }
+    }
 }
 
 pub struct Intake {
@@ -333,6 +365,7 @@ pub struct Intake {
     clock: Arc<dyn Clock>,
     senders: Arc<Senders>,
     limits: Arc<Limits>,
+    consent: Arc<dyn ConsentStore>,
     config: IntakeConfig,
     resolver: Arc<dyn Resolver>,
     /// Jobs of stored messages that could not be queued when they were accepted.
@@ -346,6 +379,7 @@ impl Intake {
         clock: Arc<dyn Clock>,
         senders: Arc<Senders>,
         limits: Arc<Limits>,
+        consent: Arc<dyn ConsentStore>,
         config: IntakeConfig,
     ) -> Self {
         Intake {
@@ -354,6 +388,7 @@ impl Intake {
             clock,
             senders,
             limits,
+            consent,
             config,
             resolver: Arc::new(SystemResolver),
             unqueued: Mutex::new(Vec::new()),
@@ -434,7 +469,7 @@ impl Intake {
             return Ok(reply);
         }
         let now = self.clock.now();
-        let common = self
+        let mut common = self
             .common(
                 now,
                 &req.from,
@@ -445,6 +480,7 @@ impl Intake {
                 req.metadata,
                 req.transliterate,
                 req.track_links,
+                req.category,
             )
             .map_err(IntakeError::Invalid)?;
         self.check_callback_name(common.callback_url.as_deref())
@@ -452,17 +488,24 @@ impl Intake {
             .map_err(IntakeError::Invalid)?;
         let to = parse_phone(&req.to, "to").map_err(IntakeError::Invalid)?;
         let limits = self.limits.of(tenant).await?;
+        common.keep_to(limits.marketing_window, now);
         Limits::allows_destination(&limits, &to)
             .map_err(|r| IntakeError::Invalid(FieldError::new(r.code, "to", r.message)))?;
         let registry = self.senders.registry(tenant).await?;
         registry
             .allows(&common.from, &to)
             .map_err(|e| IntakeError::Invalid(FieldError::new(e.code(), "from", e.to_string())))?;
-        let (text, links) = measured(&req.text, &common)
+        let text = measured(&req.text, &common)
             .map_err(|e| IntakeError::Invalid(FieldError::new(e.code(), "text", e.to_string())))?;
         let reference =
             parse_reference(req.reference, "reference").map_err(IntakeError::Invalid)?;
-        let message = build(tenant, None, &common, to, (text, links), reference, now);
+        if common.category.is_marketing() {
+            let state = self.consent.states(tenant, &[&to]).await?;
+            if let Some((code, why)) = state.first().and_then(|s| s.refusal()) {
+                return Err(IntakeError::Invalid(FieldError::new(code, "to", why)));
+            }
+        }
+        let message = build(tenant, None, &common, to, text, reference, now);
         let (verdicts, charge) = self
             .limits
             .admit(tenant, &limits, &[(&message.to, message.segments)])
@@ -518,7 +561,7 @@ impl Intake {
             )));
         }
         let now = self.clock.now();
-        let common = self
+        let mut common = self
             .common(
                 now,
                 &req.from,
@@ -529,6 +572,7 @@ impl Intake {
                 req.metadata,
                 req.transliterate,
                 req.track_links,
+                req.category,
             )
             .map_err(IntakeError::Invalid)?;
         self.check_callback_name(common.callback_url.as_deref())
@@ -536,6 +580,7 @@ impl Intake {
             .map_err(IntakeError::Invalid)?;
         let registry = self.senders.registry(tenant).await?;
         let limits = self.limits.of(tenant).await?;
+        common.keep_to(limits.marketing_window, now);
         registry
             .registered(&common.from)
             .map_err(|e| IntakeError::Invalid(FieldError::new(e.code(), "from", e.to_string())))?;
@@ -548,8 +593,11 @@ impl Intake {
             )));
         }
         // A text without placeholders is measured once, not once per recipient (unless its
-        // links are tracked: each message has codes of its own).
-        let shared_text = if template::has_placeholders(&req.text) || common.links.is_some() {
+        // links are tracked or it has an opt-out link: each message has codes of its own).
+        let shared_text = if template::has_placeholders(&req.text)
+            || common.links.is_some()
+            || common.opt_out.is_some()
+        {
             None
         } else {
             Some(MessageText::new(&req.text, common.policy).map_err(|e| {
@@ -578,7 +626,11 @@ impl Intake {
                     .allows(&common.from, &to)
                     .map_err(|e| FieldError::new(e.code(), &field("to"), e.to_string()))?;
                 let text = match &shared_text {
-                    Some(text) => (text.clone(), Vec::new()),
+                    Some(text) => Measured {
+                        text: text.clone(),
+                        links: Vec::new(),
+                        opt_out: None,
+                    },
                     None => {
                         let rendered =
                             template::render(&req.text, &recipient.variables, MAX_TEXT_BYTES)
@@ -625,6 +677,21 @@ impl Intake {
                 })),
             }
         }
+        if common.category.is_marketing() && !messages.is_empty() {
+            let numbers: Vec<&PhoneNumber> = messages.iter().map(|m| &m.to).collect();
+            let states = self.consent.states(tenant, &numbers).await?;
+            let (mut kept, mut kept_positions) = (Vec::new(), Vec::new());
+            for ((message, position), state) in messages.into_iter().zip(positions).zip(states) {
+                match state.refusal() {
+                    None => {
+                        kept.push(message);
+                        kept_positions.push(position);
+                    }
+                    Some((code, why)) => refuse(&mut results[position], code, why),
+                }
+            }
+            (messages, positions) = (kept, kept_positions);
+        }
         let charge = if messages.is_empty() {
             None
         } else {
@@ -636,16 +703,7 @@ impl Intake {
             {
                 match verdict {
                     Ok(()) => kept.push(message),
-                    Err(refusal) => {
-                        let result = &mut results[position];
-                        let index = result["index"].clone();
-                        let field = format!("recipients[{index}].to");
-                        *result = serde_json::json!({
-                            "index": index,
-                            "status": "rejected",
-                            "error": FieldError::new(refusal.code, &field, refusal.message),
-                        });
-                    }
+                    Err(refusal) => refuse(&mut results[position], refusal.code, &refusal.message),
                 }
             }
             messages = kept;
@@ -754,6 +812,7 @@ impl Intake {
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
         transliterate: bool,
         track_links: bool,
+        category: Category,
     ) -> Result<Common, FieldError> {
         let links = match (track_links, &self.config.short_link_base) {
             (false, _) => None,
@@ -763,6 +822,18 @@ impl Intake {
                     "track_links_unavailable",
                     "track_links",
                     "this Holub has no short link base configured, so links cannot be tracked",
+                ));
+            }
+        };
+        let opt_out = match (category, &self.config.short_link_base) {
+            (Category::Transactional, _) => None,
+            (Category::Marketing, Some(base)) => Some(base.clone()),
+            (Category::Marketing, None) => {
+                return Err(FieldError::new(
+                    "opt_out_unavailable",
+                    "category",
+                    "this Holub has no short link base configured, so marketing messages \
+                     cannot carry the opt-out link the law asks for",
                 ));
             }
         };
@@ -853,19 +924,67 @@ impl Intake {
                 transliterate,
             },
             links,
+            category,
+            opt_out,
         })
     }
 }
 
-/// The text as it will be sent, its links tracked if asked for, and the tracked links.
-fn measured(raw: &str, common: &Common) -> Result<(MessageText, Vec<TrackedLink>), TextError> {
-    match &common.links {
-        None => Ok((MessageText::new(raw, common.policy)?, Vec::new())),
+/// Turns an accepted entry of a batch's results into a refusal of its recipient.
+fn refuse(result: &mut serde_json::Value, code: &'static str, why: &str) {
+    let index = result["index"].clone();
+    let field = format!("recipients[{index}].to");
+    *result = serde_json::json!({
+        "index": index,
+        "status": "rejected",
+        "error": FieldError::new(code, &field, why),
+    });
+}
+
+/// A message's text as it will be sent, with what it carries.
+struct Measured {
+    text: MessageText,
+    /// Its tracked links (none unless asked for).
+    links: Vec<TrackedLink>,
+    /// Its opt-out link's code (marketing only).
+    opt_out: Option<ShortCode>,
+}
+
+/// The text as it will be sent: its links tracked if asked for, and a marketing message's
+/// opt-out link at the end.
+fn measured(raw: &str, common: &Common) -> Result<Measured, TextError> {
+    let (text, links) = match &common.links {
+        None => (raw.to_owned(), Vec::new()),
+        Some(base) => links::rewrite(raw, base),
+    };
+    let (text, opt_out) = match &common.opt_out {
+        None => (text, None),
         Some(base) => {
-            let (rewritten, links) = links::rewrite(raw, base);
-            Ok((MessageText::new(&rewritten, common.policy)?, links))
+            let code = ShortCode::random();
+            let link = base.link(&code);
+            (
+                with_opt_out(&text, &link, common.policy.transliterate),
+                Some(code),
+            )
         }
-    }
+    };
+    Ok(Measured {
+        text: MessageText::new(&text, common.policy)?,
+        links,
+        opt_out,
+    })
+}
+
+/// `text` with its opt-out link on a line of its own. The label is Ukrainian; in Latin
+/// letters where the text travels as GSM-7, so the link never makes a text UCS-2 (three
+/// times the price) on its own.
+fn with_opt_out(text: &str, link: &str, transliterate: bool) -> String {
+    let label = if transliterate || encoding_of(text) == Encoding::Gsm7 {
+        "Vidpysatysia:"
+    } else {
+        "Відписатися:"
+    };
+    format!("{}\n{label} {link}", text.trim_end())
 }
 
 fn build(
@@ -873,7 +992,11 @@ fn build(
     batch_id: Option<&BatchId>,
     common: &Common,
     to: PhoneNumber,
-    (text, links): (MessageText, Vec<TrackedLink>),
+    Measured {
+        text,
+        links,
+        opt_out,
+    }: Measured,
     reference: Option<String>,
     now: DateTime<Utc>,
 ) -> Message {
@@ -920,6 +1043,8 @@ fn build(
         clicks: 0,
         bot_clicks: 0,
         clicked_at: None,
+        category: common.category,
+        opt_out,
     }
 }
 
@@ -1206,11 +1331,12 @@ mod tests {
             crate::domain::TenantLimits::default(),
         ));
         let intake = Intake::new(
-            store,
+            store.clone(),
             queue.clone(),
             Arc::new(SystemClock),
             senders,
             limits,
+            store.clone(),
             IntakeConfig::default(),
         );
         let request = |to: &str| SendMessageRequest {
@@ -1221,6 +1347,7 @@ mod tests {
             validity: None,
             transliterate: false,
             track_links: false,
+            category: Category::Transactional,
             callback_url: None,
             callback_statuses: None,
             reference: None,

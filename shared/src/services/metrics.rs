@@ -399,6 +399,8 @@ mod tests {
             clicks: 0,
             bot_clicks: 0,
             clicked_at: None,
+            category: Default::default(),
+            opt_out: None,
         }
     }
 

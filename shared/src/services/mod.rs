@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod analytics;
 pub mod callbacks;
+pub mod consent;
 pub mod dispatch;
 pub mod gateway;
 pub mod intake;
@@ -22,6 +23,7 @@ pub mod view;
 pub use accounts::Accounts;
 pub use analytics::Analytics;
 pub use callbacks::CallbackSender;
+pub use consent::Consents;
 pub use dispatch::Dispatcher;
 pub use intake::Intake;
 pub use limits::Limits;

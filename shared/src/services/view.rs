@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{Encoding, Message, MessageError, MessageStatus, StatusChange};
+use crate::domain::{Category, Encoding, Message, MessageError, MessageStatus, StatusChange};
 
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -48,6 +48,9 @@ pub struct MessageView {
     pub bot_clicks: u32,
     /// The first click by a person.
     pub clicked_at: Option<DateTime<Utc>>,
+    pub category: Category,
+    /// A marketing message's opt-out link's code (the link ends its text).
+    pub opt_out: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,6 +95,8 @@ impl From<&Message> for MessageView {
             clicks: m.clicks,
             bot_clicks: m.bot_clicks,
             clicked_at: m.clicked_at,
+            category: m.category,
+            opt_out: m.opt_out.as_ref().map(|c| c.to_string()),
         }
     }
 }

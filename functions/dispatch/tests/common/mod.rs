@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use holub_shared::adapters::sqlite::SqliteBackend;
 use holub_shared::domain::{
     Encoding, Message, MessageId, MessageStatus, PhoneNumber, SenderId, StatusChange, StatusSet,
-    TenantId,
+    TenantId, TenantLimits,
 };
 use holub_shared::ports::{MessageStore, SmsProvider, SystemClock};
-use holub_shared::services::Dispatcher;
 use holub_shared::services::dispatch::DispatchConfig;
 use holub_shared::services::gateway::{BreakerConfig, Gateway, Member};
+use holub_shared::services::{Dispatcher, Limits};
 use holub_simulator::{Simulator, SimulatorConfig, SimulatorProvider};
 
 /// A message of `tenant` to `to`, queued now, valid for an hour.
@@ -50,12 +51,19 @@ pub fn queued(tenant: &TenantId, id: MessageId, to: &str) -> Message {
         clicks: 0,
         bot_clicks: 0,
         clicked_at: None,
+        category: Default::default(),
+        opt_out: None,
     }
 }
 
-/// A dispatcher over `store` whose one provider is a simulator started here (returned too,
-/// for its statistics).
-pub async fn simulated_dispatcher(store: Arc<dyn MessageStore>) -> (Simulator, Dispatcher) {
+/// A dispatcher over `store` (and `backend`'s consent ledger and limits; `defaults` for
+/// tenants without limits of their own) whose one provider is a simulator started here
+/// (returned too, for its statistics).
+pub async fn simulated_dispatcher(
+    store: Arc<dyn MessageStore>,
+    backend: &SqliteBackend,
+    defaults: TenantLimits,
+) -> (Simulator, Dispatcher) {
     let sim = Simulator::start(SimulatorConfig {
         receipt_delay: Duration::from_secs(3600),
         ..SimulatorConfig::default()
@@ -81,10 +89,18 @@ pub async fn simulated_dispatcher(store: Arc<dyn MessageStore>) -> (Simulator, D
         BreakerConfig::default(),
     )
     .unwrap();
+    let limits = Arc::new(Limits::new(
+        Arc::new(backend.clone()),
+        Arc::new(backend.clone()),
+        Arc::new(SystemClock),
+        defaults,
+    ));
     let dispatcher = Dispatcher::new(
         store,
         Arc::new(gateway),
         Arc::new(SystemClock),
+        Arc::new(backend.clone()),
+        limits,
         DispatchConfig::default(),
     );
     (sim, dispatcher)

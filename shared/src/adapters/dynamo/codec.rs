@@ -17,8 +17,9 @@ use crate::adapters::vault::OpeningKeys;
 use crate::domain::stats::Snapshot;
 use crate::domain::status::{PartReceipt, ReceiptState};
 use crate::domain::{
-    BatchId, DataKey, Encoding, IdempotencyKey, Kopiyky, Message, MessageError, MessageId,
-    MessageStatus, Operator, PhoneNumber, SenderId, ShortCode, StatusChange, StatusSet, TenantId,
+    BatchId, Category, DataKey, Encoding, IdempotencyKey, Kopiyky, Message, MessageError,
+    MessageId, MessageStatus, Operator, PhoneNumber, SenderId, ShortCode, StatusChange, StatusSet,
+    TenantId,
 };
 use crate::ports::{IdempotencyRecord, StoreError};
 use crate::services::jobs::CallbackEvent;
@@ -73,6 +74,10 @@ pub(super) mod msg {
     pub const CLICKS: &str = "hc";
     pub const BOT_CLICKS: &str = "bc";
     pub const CLICKED: &str = "fc";
+    /// `m` for a marketing message (absent: transactional).
+    pub const CATEGORY: &str = "cg";
+    /// The code of a marketing message's opt-out link.
+    pub const OPT_OUT: &str = "oo";
 }
 
 /// A tracked link's code, as an item of the messages table in a partition of its own,
@@ -451,6 +456,12 @@ pub(super) fn message_item(
     if let Some(at) = m.clicked_at {
         put(msg::CLICKED, n(nanos(at)?));
     }
+    if m.category.is_marketing() {
+        put(msg::CATEGORY, s("m"));
+    }
+    if let Some(code) = &m.opt_out {
+        put(msg::OPT_OUT, s(code.as_str()));
+    }
     let history = m
         .history
         .iter()
@@ -475,15 +486,14 @@ pub(super) fn message_item(
     Ok(item)
 }
 
-/// The items that find a message's tracked links' codes, expiring with it.
+/// The items that find a message's short codes (tracked links, opt-out), expiring with it.
 pub(super) fn link_items(m: &Message, message: &Item) -> Vec<Item> {
-    m.links
-        .iter()
-        .map(|l| {
+    m.codes()
+        .map(|code| {
             let mut item = Item::from([
                 (
                     msg::TENANT.to_owned(),
-                    s(format!("{}{}", link::PREFIX, l.code)),
+                    s(format!("{}{}", link::PREFIX, code)),
                 ),
                 (msg::ID.to_owned(), s(link::ID)),
                 (link::TENANT.to_owned(), s(m.tenant_id.as_str())),
@@ -654,6 +664,14 @@ pub(super) fn message_from(item: &Item, keys: &OpeningKeys) -> Result<Message, S
         clicks: get_n(item, msg::CLICKS)?.unwrap_or(0),
         bot_clicks: get_n(item, msg::BOT_CLICKS)?.unwrap_or(0),
         clicked_at: get_n::<i64>(item, msg::CLICKED)?.map(DateTime::from_timestamp_nanos),
+        category: match get_s(item, msg::CATEGORY)? {
+            None => Category::Transactional,
+            Some("m") => Category::Marketing,
+            Some(other) => return Err(bad("category", &other)),
+        },
+        opt_out: get_s(item, msg::OPT_OUT)?
+            .map(|c| ShortCode::parse(c).ok_or_else(|| bad("opt-out code", &c)))
+            .transpose()?,
     })
 }
 
@@ -923,6 +941,8 @@ mod tests {
             clicks: 0,
             bot_clicks: 0,
             clicked_at: None,
+            category: Default::default(),
+            opt_out: None,
         };
         for status in [
             MessageStatus::Accepted,

@@ -562,8 +562,16 @@ impl DynamoStore {
             assign(&mut e, msg::ERROR_CODE, s(error.code.clone()));
             assign(&mut e, msg::ERROR_MESSAGE, s(error.message.clone()));
         }
-        if patch.count_attempt {
-            add.push(format!("{} {}", e.name(msg::ATTEMPTS), e.value(n(1))));
+        let attempts = i64::from(patch.count_attempt) - i64::from(patch.uncount_attempt);
+        if attempts != 0 {
+            add.push(format!(
+                "{} {}",
+                e.name(msg::ATTEMPTS),
+                e.value(n(attempts))
+            ));
+        }
+        if let Some(send_at) = patch.send_at {
+            assign(&mut e, msg::SEND_AT, n(nanos(send_at)?));
         }
         if !patch.receipts.is_empty() {
             let set = patch

@@ -135,6 +135,7 @@
 //! | `create_tenant` / `tenant_by_key_hash` | 1 `TransactWriteItems` / 1 `GetItem` | 4 / — |
 
 mod codec;
+mod consent;
 mod counters;
 mod keys;
 mod messages;

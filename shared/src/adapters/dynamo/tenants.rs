@@ -9,6 +9,7 @@
 //! | audit entry | `audit#<tenant>#<entry id>` | `<tenant>#audit`, entry id (a ULID) |
 //! | the tenant's limits (JSON) | `limits#<tenant>` | — |
 //! | the tenant's data key, wrapped by KMS | `datakey#<tenant>` | — |
+//! | a number's consent state, and its ledger entries (see `consent.rs`) | `consent#<tenant>#<tag>`, `consent#<tenant>#<tag>#<n>` | — |
 //!
 //! Every administrative change is one `TransactWriteItems` with its audit entry. Key look-ups
 //! (`api_key`) are strongly consistent `GetItem`s; listings (`list_keys`, `senders`,

@@ -14,8 +14,8 @@ use super::error::Failure;
 use crate::adapters::vault::OpeningKeys;
 use crate::domain::status::{PartReceipt, ReceiptState};
 use crate::domain::{
-    BatchId, DataKey, Encoding, Kopiyky, Message, MessageError, MessageId, MessageStatus,
-    PhoneNumber, SenderId, StatusChange, StatusSet, TenantId,
+    BatchId, Category, DataKey, Encoding, Kopiyky, Message, MessageError, MessageId, MessageStatus,
+    PhoneNumber, SenderId, ShortCode, StatusChange, StatusSet, TenantId,
 };
 use crate::services::jobs::{CallbackEvent, CallbackJobs};
 
@@ -26,7 +26,7 @@ macro_rules! message_columns {
         "tenant_id, id, batch_id, to_number, sender, text, encoding, segments, status, \
          created_at, updated_at, send_at, expires_at, callback_url, reference, metadata, \
          provider, provider_message_id, cost, error_code, error_message, attempts, history, \
-         sealed, callback_statuses, links, clicks, bot_clicks, clicked_at"
+         sealed, callback_statuses, links, clicks, bot_clicks, clicked_at, category, opt_out"
     };
 }
 pub(super) use message_columns;
@@ -150,7 +150,10 @@ pub(super) struct MessageRow {
     clicks: i64,
     bot_clicks: i64,
     clicked_at: Option<i64>,
-    /// The links' codes, for the `links` table.
+    /// NULL: transactional.
+    category: Option<&'static str>,
+    opt_out: Option<String>,
+    /// The short codes (tracked links', opt-out link's), for the `links` table.
     pub(super) codes: Vec<String>,
 }
 
@@ -200,7 +203,9 @@ impl MessageRow {
             clicks: i64::from(m.clicks),
             bot_clicks: i64::from(m.bot_clicks),
             clicked_at: m.clicked_at.map(nanos).transpose()?,
-            codes: m.links.iter().map(|l| l.code.as_str().to_owned()).collect(),
+            category: m.category.is_marketing().then_some("marketing"),
+            opt_out: m.opt_out.as_ref().map(|c| c.as_str().to_owned()),
+            codes: m.codes().map(|c| c.as_str().to_owned()).collect(),
         })
     }
 
@@ -236,6 +241,8 @@ impl MessageRow {
             self.clicks,
             self.bot_clicks,
             self.clicked_at,
+            self.category,
+            self.opt_out,
             self.live,
             self.to_tag,
             self.operator,
@@ -248,7 +255,7 @@ pub(super) const INSERT_MESSAGE: &str = concat!(
     message_columns!(),
     ", live, to_tag, operator) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
      ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, \
-     ?31, ?32)"
+     ?31, ?32, ?33, ?34)"
 );
 
 /// A message's columns as read, not yet parsed.
@@ -283,11 +290,13 @@ pub(super) struct RawMessage {
     clicks: i64,
     bot_clicks: i64,
     clicked_at: Option<i64>,
+    category: Option<String>,
+    opt_out: Option<String>,
 }
 
 impl RawMessage {
     /// How many columns [`message_columns!`] names.
-    pub(super) const COLUMNS: usize = 29;
+    pub(super) const COLUMNS: usize = 31;
 
     /// The tenant, if the row is sealed (and so needs the tenant's key to be opened).
     pub(super) fn sealed_tenant(&self) -> Option<&str> {
@@ -329,6 +338,8 @@ impl RawMessage {
             clicks: column(row, 26, "clicks")?,
             bot_clicks: column(row, 27, "bot_clicks")?,
             clicked_at: column(row, 28, "clicked_at")?,
+            category: column(row, 29, "category")?,
+            opt_out: column(row, 30, "opt_out")?,
         })
     }
 
@@ -485,6 +496,15 @@ impl RawMessage {
             clicks: u32::try_from(self.clicks).map_err(|e| corrupt("clicks", &e))?,
             bot_clicks: u32::try_from(self.bot_clicks).map_err(|e| corrupt("bot clicks", &e))?,
             clicked_at: self.clicked_at.map(from_nanos),
+            category: match self.category.as_deref() {
+                None => Category::Transactional,
+                Some(c) => parse::<Category>(c, "category")?,
+            },
+            opt_out: self
+                .opt_out
+                .as_deref()
+                .map(|c| ShortCode::parse(c).ok_or_else(|| corrupt("opt_out", &c)))
+                .transpose()?,
         })
     }
 }

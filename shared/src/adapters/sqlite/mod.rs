@@ -31,6 +31,7 @@
 //! lock). `:memory:` databases are not supported: the readers need the same file.
 
 mod codec;
+mod consent;
 mod counters;
 mod db;
 mod error;

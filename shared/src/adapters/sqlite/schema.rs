@@ -271,6 +271,37 @@ pub(super) const MIGRATIONS: &[&str] = &[
         DELETE FROM links WHERE message = OLD.seq;
     END;
     ",
+    // 9: consent to marketing. A message's category (NULL: transactional) and its opt-out
+    // link's code (in `links` like tracked links' codes, so the trigger now looks at both).
+    // Each tenant's ledger per number: entries sealed under the tenant's key (they may name
+    // a person), found by the number's tag; `consent_state` holds each number's current
+    // state (the entry with the latest `at`), what intake and dispatch read.
+    "
+    ALTER TABLE messages ADD COLUMN category TEXT;
+    ALTER TABLE messages ADD COLUMN opt_out TEXT;
+    DROP TRIGGER links_forgotten;
+    CREATE TRIGGER links_forgotten AFTER DELETE ON messages
+        WHEN OLD.links IS NOT NULL OR OLD.opt_out IS NOT NULL
+    BEGIN
+        DELETE FROM links WHERE message = OLD.seq;
+    END;
+
+    CREATE TABLE consent_entries (
+        seq         INTEGER PRIMARY KEY,
+        tenant_id   TEXT NOT NULL,
+        number_tag  BLOB NOT NULL,
+        sealed      BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX consent_entries_number ON consent_entries (tenant_id, number_tag, seq);
+    CREATE TABLE consent_state (
+        tenant_id   TEXT NOT NULL,
+        number_tag  BLOB NOT NULL,
+        at          INTEGER NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        state       TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, number_tag)
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// Brings the schema up to date, in one transaction per migration.

@@ -59,7 +59,7 @@ fn transition_sql(shape: usize) -> &'static str {
     SHAPES[shape].get_or_init(|| {
         let mut sql = String::from(
             "UPDATE messages SET status = ?1, updated_at = ?2, \
-             history = json_insert(history, '$[#]', json(?3))",
+             history = json_insert(history, '$[#]', json(?3)), send_at = coalesce(?13, send_at)",
         );
         for (bit, set) in SETS.iter().enumerate() {
             if shape & (1 << bit) != 0 {
@@ -136,6 +136,7 @@ struct TransitionRow {
     error_code: Option<String>,
     error_message: Option<String>,
     attempts: i64,
+    send_at: Option<i64>,
     /// `(at, part, state)` of the receipts recorded with the change.
     receipts: Vec<(i64, i64, &'static str)>,
     /// The message becomes terminal: `live` is cleared.
@@ -169,7 +170,8 @@ impl TransitionRow {
             cost: t.patch.cost.map(|c| c.0),
             error_code: t.patch.error.as_ref().map(|e| e.code.clone()),
             error_message: t.patch.error.as_ref().map(|e| e.message.clone()),
-            attempts: i64::from(t.patch.count_attempt),
+            attempts: i64::from(t.patch.count_attempt) - i64::from(t.patch.uncount_attempt),
+            send_at: t.patch.send_at.map(nanos).transpose()?,
             receipts: t
                 .patch
                 .receipts
@@ -207,6 +209,7 @@ impl TransitionRow {
             self.tenant_id,
             self.id,
             self.from,
+            self.send_at,
         ])?;
         let (raw, seq) = match rows.next()? {
             Some(row) => (

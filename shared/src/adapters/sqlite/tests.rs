@@ -119,6 +119,8 @@ fn message(tenant: &TenantId, created: DateTime<Utc>) -> Message {
         clicks: 0,
         bot_clicks: 0,
         clicked_at: None,
+        category: Default::default(),
+        opt_out: None,
     }
 }
 
