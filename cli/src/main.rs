@@ -1,6 +1,7 @@
 //! `holub`: Holub on one machine, and its command-line tools.
 
 mod backend;
+mod contacts;
 mod dlq;
 mod estimate;
 mod logging;
@@ -47,6 +48,9 @@ enum Command {
     Dlq(dlq::Command),
     /// A tenant's delivery rate, counts, cost and latencies over a range (from the statistics).
     Report(report::Args),
+    /// A tenant's contacts: import a CSV file.
+    #[command(subcommand)]
+    Contacts(contacts::Command),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
             Command::Simulator(args) => simulator::run(args).await,
             Command::Dlq(command) => dlq::run(command).await,
             Command::Report(args) => report::run(args).await,
+            Command::Contacts(command) => contacts::run(command).await,
         }
     })
 }

@@ -43,8 +43,8 @@ pub enum Command {
         tenant: String,
         #[arg(long, default_value = "added by the operator")]
         name: String,
-        /// Comma-separated: messages:send, messages:read, contacts:write, analytics:read,
-        /// admin (every scope).
+        /// Comma-separated: messages:send, messages:read, contacts:read, contacts:write,
+        /// analytics:read, admin (every scope).
         #[arg(long, default_value = "admin")]
         scopes: String,
         /// When the key stops working (RFC 3339).
@@ -155,6 +155,16 @@ pub struct Where {
     /// environment variables the functions read (see docs/deploy.md).
     #[arg(long)]
     aws: bool,
+}
+
+impl Where {
+    pub fn aws(&self) -> bool {
+        self.aws
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
 }
 
 impl Command {

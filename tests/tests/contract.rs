@@ -32,10 +32,10 @@ use holub_shared::domain::stats::{Counters, Deltas, Hour, Snapshot, StatsKey};
 use holub_shared::domain::status::{PartReceipt, ReceiptState};
 use holub_shared::domain::{
     ApiKeyRecord, AuditAction, AuditEntry, BatchId, Category, ConsentChange, ConsentEntry,
-    ConsentSource, ConsentState, Encoding, Evidence, IdempotencyKey, KeyId, KeyName, Kopiyky,
-    Message, MessageError, MessageId, MessageStatus, Network, Origin, PhoneNumber, RecordedBy,
-    Registration, Scopes, SenderId, SenderRecord, ShortCode, StatusChange, TenantId, TenantLimits,
-    TrackedLink, Visitor, WithdrawalChannel,
+    ConsentSource, ConsentState, Contact, ContactId, Details, Encoding, Evidence, IdempotencyKey,
+    KeyId, KeyName, Kopiyky, ListName, Message, MessageError, MessageId, MessageStatus, Network,
+    Origin, PhoneNumber, RecordedBy, Registration, Scopes, SenderId, SenderRecord, ShortCode,
+    StatusChange, TenantId, TenantLimits, TrackedLink, Visitor, WithdrawalChannel,
 };
 use holub_shared::ports::store::KeyEnd;
 use holub_shared::ports::{
@@ -46,7 +46,7 @@ use holub_shared::ports::{
     Queue, QueueError, QueueName, ReceiptHandle, ReceiptTarget, ReplayStore, Secret, SecretError,
     SecretStore, StoreError, Tenant, TenantStore, Transition,
 };
-use holub_shared::ports::{ConsentStore, StatsStore};
+use holub_shared::ports::{ConsentStore, ContactQuery, ContactStore, StatsStore};
 use holub_tests::TempDir;
 use serde_json::json;
 
@@ -66,6 +66,7 @@ struct Backend {
     counters: Arc<dyn CounterStore>,
     stats: Arc<dyn StatsStore>,
     consent: Arc<dyn ConsentStore>,
+    contacts: Arc<dyn ContactStore>,
     /// A second secret store over the same storage: what a restart (a cold start) reads.
     secrets_again: Arc<dyn SecretStore>,
     /// The AWS requests made so far (AWS only).
@@ -131,6 +132,7 @@ fn sqlite(name: &str) -> Backend {
         counters: Arc::new(db.clone()),
         stats: Arc::new(db.clone()),
         consent: Arc::new(db.clone()),
+        contacts: Arc::new(db.clone()),
         secrets_again: Arc::new(FileSecretStore::in_dir(&secrets_dir)),
         requests: None,
         dynamo: None,
@@ -218,6 +220,7 @@ async fn aws(name: &str) -> Option<Backend> {
         counters: Arc::new(aws.store.clone()),
         stats: Arc::new(aws.store.clone()),
         consent: Arc::new(aws.store.clone()),
+        contacts: Arc::new(aws.store.clone()),
         secrets_again: Arc::new(secrets_again),
         requests: Some(aws.requests),
         dynamo: Some(aws.store),
@@ -295,6 +298,7 @@ contract!(
     tracked_links_are_followed_and_their_clicks_counted,
     consent_is_a_ledger_whose_latest_entry_decides,
     a_message_waits_again_for_its_window,
+    contacts_are_unique_per_number_and_paged_by_list,
 );
 
 /// Races: run on SQLite only. Both DynamoDB and SQLite make each conditional write atomic,
@@ -799,6 +803,134 @@ async fn consent_is_a_ledger_whose_latest_entry_decides(b: &Backend) {
         };
         assert_eq!(*state, want, "number {i}");
     }
+}
+
+fn contact(t: &TenantId, n: u32, lists: &[&str]) -> Contact {
+    Contact {
+        id: ContactId::generate(at(i64::from(n))),
+        tenant_id: t.clone(),
+        phone: phone(&format!("+38067300{n:04}")),
+        details: Details::new(
+            Some(&format!("Олена {n}")),
+            [("city".to_owned(), "Київ".to_owned())].into(),
+        )
+        .unwrap(),
+        lists: lists.iter().map(|l| ListName::parse(l).unwrap()).collect(),
+        created_at: at(i64::from(n)),
+        updated_at: at(i64::from(n)),
+        version: 1,
+    }
+}
+
+async fn contacts_are_unique_per_number_and_paged_by_list(b: &Backend) {
+    let c = b.contacts.as_ref();
+    let (t, other) = (tenant(), tenant());
+    assert!(c.find(&t, &[]).await.unwrap().is_empty());
+    assert_eq!(
+        c.find(&t, &[&phone("+380673000001")]).await.unwrap(),
+        vec![None]
+    );
+    assert!(c.lists(&t).await.unwrap().is_empty());
+
+    let mut all = Vec::new();
+    for n in 0..7 {
+        let lists: &[&str] = match n % 3 {
+            0 => &["VIP", "Клієнти Київ"],
+            1 => &["Клієнти Київ"],
+            _ => &[],
+        };
+        let one = contact(&t, n, lists);
+        c.put(&one).await.unwrap();
+        all.push(one);
+    }
+    // Every field back; by id and by number (in the order asked).
+    assert_eq!(c.get(&t, &all[0].id).await.unwrap(), Some(all[0].clone()));
+    assert_eq!(
+        c.find(&t, &[&all[3].phone, &phone("+380679999999"), &all[1].phone])
+            .await
+            .unwrap(),
+        vec![Some(all[3].clone()), None, Some(all[1].clone())]
+    );
+    // A second contact with a taken number, or a taken id: refused, nothing changed.
+    let mut twin = contact(&t, 100, &["VIP"]);
+    twin.phone = all[2].phone.clone();
+    assert!(matches!(c.put(&twin).await, Err(StoreError::AlreadyExists)));
+    let mut same_id = contact(&t, 101, &[]);
+    same_id.id = all[2].id.clone();
+    assert!(matches!(
+        c.put(&same_id).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(c.get(&t, &twin.id).await.unwrap(), None);
+    // Another tenant may have the same number.
+    let theirs = contact(&other, 0, &["VIP"]);
+    c.put(&theirs).await.unwrap();
+    assert_eq!(c.get(&t, &theirs.id).await.unwrap(), None);
+    assert_eq!(c.get(&other, &all[0].id).await.unwrap(), None);
+
+    // A change over the version it was made from; a stale one is refused.
+    let mut changed = all[1].clone();
+    changed.version = 2;
+    changed.updated_at = at(50);
+    changed.details = Details::new(Some("Олена Петрівна"), Default::default()).unwrap();
+    changed.lists = [ListName::parse("VIP").unwrap()].into();
+    c.put(&changed).await.unwrap();
+    assert!(matches!(
+        c.put(&changed).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(c.get(&t, &changed.id).await.unwrap(), Some(changed.clone()));
+    all[1] = changed;
+
+    // Pages, oldest first; by list.
+    let page = |list: Option<&str>, after: Option<ContactId>, limit| ContactQuery {
+        list: list.map(|l| ListName::parse(l).unwrap()),
+        after,
+        limit,
+    };
+    let first = c.list(&t, &page(None, None, 4)).await.unwrap();
+    assert_eq!(
+        first.contacts.iter().map(|x| &x.id).collect::<Vec<_>>(),
+        all[..4].iter().map(|x| &x.id).collect::<Vec<_>>()
+    );
+    let rest = c
+        .list(&t, &page(None, first.next.clone(), 4))
+        .await
+        .unwrap();
+    assert_eq!(rest.contacts.len(), 3);
+    assert_eq!(rest.next, None);
+    let vip = c.list(&t, &page(Some("VIP"), None, 100)).await.unwrap();
+    let want: Vec<&ContactId> = [0, 1, 3, 6].iter().map(|i| &all[*i].id).collect();
+    assert_eq!(vip.contacts.iter().map(|x| &x.id).collect::<Vec<_>>(), want);
+    let kyiv = c
+        .list(&t, &page(Some("Клієнти Київ"), None, 2))
+        .await
+        .unwrap();
+    assert_eq!(kyiv.contacts.len(), 2);
+    assert_eq!(
+        c.lists(&t).await.unwrap(),
+        vec![
+            ListName::parse("VIP").unwrap(),
+            ListName::parse("Клієнти Київ").unwrap()
+        ]
+    );
+
+    // Deleted: gone from its lists too; its number free again.
+    assert!(c.delete(&t, &all[0].id).await.unwrap());
+    assert!(!c.delete(&t, &all[0].id).await.unwrap());
+    assert_eq!(c.get(&t, &all[0].id).await.unwrap(), None);
+    let vip = c.list(&t, &page(Some("VIP"), None, 100)).await.unwrap();
+    assert_eq!(vip.contacts.len(), 3);
+    let mut again = contact(&t, 200, &[]);
+    again.phone = all[0].phone.clone();
+    c.put(&again).await.unwrap();
+    assert_eq!(
+        c.find(&t, &[&all[0].phone]).await.unwrap(),
+        vec![Some(again)]
+    );
+    let mut gone = all[0].clone();
+    gone.version = 2;
+    assert!(matches!(c.put(&gone).await, Err(StoreError::NotFound)));
 }
 
 async fn a_message_waits_again_for_its_window(b: &Backend) {

@@ -1036,7 +1036,7 @@ async fn consent_and_opt_out_run_as_deployed() {
     let marketing = json!({"to": "+380671234570", "from": "Holub", "category": "marketing",
         "text": "Знижка 20%"});
     let (status, refused) = client.post("/v1/messages", &marketing).await;
-    assert_eq!(status, 422, "{refused}");
+    assert_eq!(status, 409, "{refused}");
     assert_eq!(refused["error"]["code"], "consent_missing");
     let (status, ledger) = client
         .post(
@@ -1047,6 +1047,24 @@ async fn consent_and_opt_out_run_as_deployed() {
         .await;
     assert_eq!(status, 201, "{ledger}");
     assert_eq!(ledger["state"], "given");
+
+    // The address book, as deployed: a contact and its merge (the number guard's
+    // transaction), a list's page (the index), the lists.
+    let contact = json!({"phone": "0671234570", "name": "Олена", "lists": ["VIP"]});
+    let (status, created) = client.post("/v1/contacts", &contact).await;
+    assert_eq!(status, 201, "{created}");
+    let merge = json!({"phone": "+380671234570", "attributes": {"city": "Київ"},
+        "lists": ["Клієнти"]});
+    let (status, merged) = client.post("/v1/contacts", &merge).await;
+    assert_eq!(status, 200, "{merged}");
+    assert_eq!(merged["id"], created["id"]);
+    assert_eq!(merged["lists"], json!(["VIP", "Клієнти"]));
+    let (status, page) = client.get("/v1/contacts?list=VIP").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["contacts"][0]["id"], created["id"]);
+    let (status, lists) = client.get("/v1/lists").await;
+    assert_eq!(status, 200, "{lists}");
+    assert_eq!(lists["lists"], json!(["VIP", "Клієнти"]));
 
     // Accepted (consent read by the API), checked again and sent by dispatch.
     let id = client.send(marketing.clone()).await;
@@ -1084,6 +1102,6 @@ async fn consent_and_opt_out_run_as_deployed() {
     assert_eq!(ledger["state"], "withdrawn");
     assert_eq!(ledger["entries"].as_array().map(Vec::len), Some(2));
     let (status, refused) = client.post("/v1/messages", &marketing).await;
-    assert_eq!(status, 422, "{refused}");
+    assert_eq!(status, 409, "{refused}");
     assert_eq!(refused["error"]["code"], "consent_withdrawn");
 }

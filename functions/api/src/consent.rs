@@ -12,12 +12,15 @@ use holub_shared::services::consent::{ConsentError, ConsentRequest, ConsentView,
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Authorized, ContactsScope, JsonBody};
+use crate::extract::{Authorized, ContactsReadScope, ContactsScope, JsonBody};
 
 impl From<ConsentError> for ApiError {
     fn from(e: ConsentError) -> Self {
         match e {
             ConsentError::Invalid(field) => field.into(),
+            ConsentError::Conflict(field) => {
+                ApiError::new(StatusCode::CONFLICT, field.code, field.message).field(field.field)
+            }
             ConsentError::Store(s) => s.into(),
         }
     }
@@ -33,8 +36,9 @@ impl From<ConsentError> for ApiError {
         (status = 201, body = ConsentView, description = "The number's ledger after the entry"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`time_in_future`: `at` is later than the server's clock"),
         (status = 415, body = ErrorBody),
-        (status = 422, body = ErrorBody, description = "`phone_invalid` and the other phone codes, `time_invalid`, `time_in_future`, `source_missing`, `evidence_missing`, `evidence_too_long`, `evidence_invalid`, `field_not_allowed`"),
+        (status = 422, body = ErrorBody, description = "`phone_invalid` and the other phone codes, `time_invalid`, `source_missing`, `evidence_missing`, `evidence_too_long`, `evidence_invalid`, `field_not_allowed`"),
         (status = 503, body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -52,11 +56,19 @@ pub async fn record(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct PhonePath {
+    /// The number, as typed (URL-encoded).
+    #[param(pattern = "^(\\+?380|0)(39|50|63|66|67|68|73|75|77|9[1-9])[0-9]{7}$")]
+    phone: String,
+}
+
 /// A number's consent ledger: its state and every entry, oldest recorded first (the export
 /// to show a regulator or the subscriber).
 #[utoipa::path(
     get, path = "/v1/consents/{phone}",
-    params(("phone" = String, Path, description = "The number, as typed (URL-encoded)")),
+    params(PhonePath),
     responses(
         (status = 200, body = ConsentView),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -67,8 +79,8 @@ pub async fn record(
 )]
 pub async fn ledger(
     State(state): State<AppState>,
-    auth: Authorized<ContactsScope>,
-    Path(phone): Path<String>,
+    auth: Authorized<ContactsReadScope>,
+    Path(PhonePath { phone }): Path<PhonePath>,
 ) -> Result<Json<ConsentView>, ApiError> {
     Ok(Json(state.consents.ledger(&auth.tenant, &phone).await?))
 }

@@ -133,6 +133,9 @@ impl From<IntakeError> for ApiError {
         match e {
             IntakeError::Invalid(field) => field.into(),
             IntakeError::Limited(refusal) => ApiError::limited(refusal),
+            IntakeError::NoConsent(field) => {
+                ApiError::new(StatusCode::CONFLICT, field.code, field.message).field(field.field)
+            }
             IntakeError::IdempotencyConflict => ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_key_reused",

@@ -96,6 +96,7 @@ needs! {
     ReadScope => Scope::MessagesRead,
     AnalyticsScope => Scope::AnalyticsRead,
     ContactsScope => Scope::ContactsWrite,
+    ContactsReadScope => Scope::ContactsRead,
     AdminScope => Scope::Admin,
 }
 
@@ -192,6 +193,15 @@ where
                 format!("the body is not valid JSON: {e}"),
             )
         })?;
+        // Every request body is an object: serde would also read a struct from an array of
+        // its fields in order, a shape no schema of the API allows.
+        if !raw.is_object() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "the body must be a JSON object",
+            ));
+        }
         let mut hasher = Sha256::new();
         hasher.update(path.as_bytes());
         hasher.update(b"\n");

@@ -4,6 +4,7 @@
 mod admin;
 mod analytics;
 mod consent;
+mod contacts;
 mod error;
 mod export;
 mod extract;
@@ -16,7 +17,9 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use holub_shared::runtime::Holub;
-use holub_shared::services::{Accounts, Analytics, Consents, Intake, Limits, Messages, Senders};
+use holub_shared::services::{
+    Accounts, Analytics, Consents, Contacts, Intake, Limits, Messages, Senders,
+};
 
 pub use error::{ApiError, ErrorBody};
 
@@ -34,6 +37,7 @@ pub struct AppState {
     pub messages: Arc<Messages>,
     pub analytics: Arc<Analytics>,
     pub consents: Arc<Consents>,
+    pub contacts: Arc<Contacts>,
 }
 
 impl AppState {
@@ -48,6 +52,7 @@ impl AppState {
             messages: holub.messages.clone(),
             analytics: holub.analytics.clone(),
             consents: holub.consents.clone(),
+            contacts: holub.contacts.clone(),
         }
     }
 }
@@ -80,6 +85,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/limits", get(admin::get_limits))
         .route("/v1/analytics/summary", get(analytics::summary))
         .route("/v1/analytics/timeseries", get(analytics::timeseries))
+        .route("/v1/contacts", post(contacts::upsert).get(contacts::search))
+        .route(
+            "/v1/contacts/{id}",
+            get(contacts::get)
+                .patch(contacts::update)
+                .delete(contacts::delete),
+        )
+        .route("/v1/lists", get(contacts::lists))
         .route("/v1/consents", post(consent::record))
         .route("/v1/consents/{phone}", get(consent::ledger))
         .route("/{code}", get(links::follow).post(consent::opt_out))
@@ -129,5 +142,93 @@ pub fn openapi_json() -> serde_json::Value {
             }
         }
     }
+    refine_contact_schemas(&mut doc);
+    refine_consent_request(&mut doc);
     doc
+}
+
+/// `POST /v1/consents` takes two shapes, told apart by `state`: consent `given` needs its
+/// `source` and `evidence`, a withdrawal may name its `channel` and neither of those. The
+/// derived schema has one object with every field optional; this states the two.
+fn refine_consent_request(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let Some(schema) = doc.pointer_mut("/components/schemas/ConsentRequest") else {
+        return;
+    };
+    let props = schema["properties"].clone();
+    let field = |name: &str| props.get(name).cloned().unwrap_or(json!({}));
+    let only_null = json!({"type": "null"});
+    let mut evidence = field("evidence");
+    evidence["type"] = json!("string");
+    let given = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["phone", "state", "source", "evidence"],
+        "properties": {
+            "phone": field("phone"),
+            "state": {"type": "string", "enum": ["given"]},
+            "source": {"$ref": "#/components/schemas/ConsentSource"},
+            "evidence": evidence,
+            "channel": only_null,
+            "at": field("at"),
+        },
+    });
+    let withdrawn = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["phone", "state"],
+        "properties": {
+            "phone": field("phone"),
+            "state": {"type": "string", "enum": ["withdrawn"]},
+            "source": only_null,
+            "evidence": only_null,
+            // `opt_out_link` is recorded by the link itself.
+            "channel": {"type": ["string", "null"], "enum": ["reply", "api", "console", null]},
+            "at": field("at"),
+        },
+    });
+    let description = schema.get("description").cloned();
+    *schema = json!({"oneOf": [given, withdrawn]});
+    if let Some(d) = description {
+        schema["description"] = d;
+    }
+}
+
+/// What utoipa's attributes cannot say of a contact: the names its attributes may have
+/// (`propertyNames`), how many, and what a list's name and an attribute's value may hold.
+/// Each is the rule `domain::contact` holds to, so a schema-valid contact is one the server
+/// takes.
+fn refine_contact_schemas(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    const PRINTABLE: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$";
+    const NOT_BLANK: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$";
+    let list = json!({"type": "string", "maxLength": 64, "pattern": NOT_BLANK});
+    let attributes = json!({
+        "type": "object",
+        "maxProperties": 50,
+        "propertyNames": {"pattern": "^[A-Za-z0-9_]{1,64}$"},
+        "additionalProperties": {"type": "string", "maxLength": 500, "pattern": PRINTABLE},
+    });
+    for name in ["ContactRequest", "ContactPatch"] {
+        let Some(props) = doc
+            .pointer_mut(&format!("/components/schemas/{name}/properties"))
+            .and_then(serde_json::Value::as_object_mut)
+        else {
+            continue;
+        };
+        if let Some(field) = props.get_mut("name").and_then(|v| v.as_object_mut()) {
+            field.insert("pattern".into(), json!(PRINTABLE));
+        }
+        if let Some(field) = props.get_mut("lists").and_then(|v| v.as_object_mut()) {
+            field.insert("items".into(), list.clone());
+        }
+        if let Some(field) = props.get_mut("attributes") {
+            let nullable = field.get("type").is_some_and(|t| t.is_array());
+            let mut refined = attributes.clone();
+            if nullable {
+                refined["type"] = json!(["object", "null"]);
+            }
+            *field = refined;
+        }
+    }
 }

@@ -52,7 +52,13 @@ use crate::extract::{AnyKey, Authorized, IdempotencyHeader, JsonBody, ReadScope,
         crate::links::follow,
         crate::consent::opt_out,
         crate::consent::record,
-        crate::consent::ledger
+        crate::consent::ledger,
+        crate::contacts::upsert,
+        crate::contacts::search,
+        crate::contacts::get,
+        crate::contacts::update,
+        crate::contacts::delete,
+        crate::contacts::lists
     ),
     components(schemas(
         SendMessageRequest,
@@ -96,7 +102,11 @@ use crate::extract::{AnyKey, Authorized, IdempotencyHeader, JsonBody, ReadScope,
         holub_shared::domain::ConsentSource,
         holub_shared::domain::ConsentState,
         holub_shared::domain::WithdrawalChannel,
-        holub_shared::domain::RecordedBy
+        holub_shared::domain::RecordedBy,
+        holub_shared::services::contacts::ContactRequest,
+        holub_shared::services::contacts::ContactPatch,
+        holub_shared::services::contacts::ContactView,
+        holub_shared::services::contacts::ContactPageView
     )),
     modifiers(&BearerAuth, &Refinements)
 )]
@@ -196,7 +206,8 @@ pub async fn not_found() -> ApiError {
     responses(
         (status = 202, description = "Accepted (queued or scheduled)", body = MessageView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`idempotency_key_reused`, `idempotency_key_in_use`; for a marketing message, `consent_missing` or `consent_withdrawn`: the number's consent is not on record or was withdrawn"),
+        (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 429, description = "A limit of this account (rate, per-number, daily or monthly spend); try again after `Retry-After` seconds",
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),

@@ -28,12 +28,16 @@ pub enum Scope {
     /// Keys, senders, settings and the audit log; implies every other scope.
     #[serde(rename = "admin")]
     Admin,
+    /// Reading contacts, lists and consent ledgers (`contacts:write` does not imply it).
+    #[serde(rename = "contacts:read")]
+    ContactsRead,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::MessagesSend,
         Scope::MessagesRead,
+        Scope::ContactsRead,
         Scope::ContactsWrite,
         Scope::AnalyticsRead,
         Scope::Admin,
@@ -44,6 +48,7 @@ impl Scope {
             Scope::MessagesSend => "messages:send",
             Scope::MessagesRead => "messages:read",
             Scope::ContactsWrite => "contacts:write",
+            Scope::ContactsRead => "contacts:read",
             Scope::AnalyticsRead => "analytics:read",
             Scope::Admin => "admin",
         }
@@ -75,7 +80,7 @@ pub enum ScopesError {
     #[error("a key needs at least one scope")]
     Empty,
     #[error(
-        "unknown scope {0:?}: scopes are messages:send, messages:read, contacts:write, analytics:read, admin"
+        "unknown scope {0:?}: scopes are messages:send, messages:read, contacts:read, contacts:write, analytics:read, admin"
     )]
     Unknown(String),
 }

@@ -121,14 +121,15 @@ pub struct Evidence(String);
 
 impl Evidence {
     pub fn parse(raw: &str) -> Result<Self, EvidenceError> {
+        // Measured and screened as sent, so the rule is the one the OpenAPI document states.
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             return Err(EvidenceError::Empty);
         }
-        if trimmed.chars().count() > MAX_EVIDENCE_CHARS {
+        if raw.chars().count() > MAX_EVIDENCE_CHARS {
             return Err(EvidenceError::TooLong);
         }
-        if trimmed.chars().any(|c| c.is_control() && c != '\n') {
+        if raw.chars().any(|c| c.is_control() && c != '\n') {
             return Err(EvidenceError::Control);
         }
         Ok(Evidence(trimmed.to_owned()))

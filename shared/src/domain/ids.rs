@@ -8,6 +8,22 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
+/// A ULID for `at`, strictly greater than every one this process made before, also within
+/// one millisecond: ids sort in the order things were made, so oldest- or newest-first pages
+/// and their cursors follow it.
+fn monotonic(at: DateTime<Utc>) -> Ulid {
+    static GENERATOR: Mutex<Option<ulid::Generator>> = Mutex::new(None);
+    let fallback = || Ulid::from_datetime(at.into());
+    match GENERATOR.lock() {
+        Ok(mut guard) => guard
+            .get_or_insert_with(ulid::Generator::new)
+            .generate_from_datetime(at.into())
+            // Only when 2^80 ids were made in one millisecond, or the clock went back.
+            .unwrap_or_else(|_| fallback()),
+        Err(_) => fallback(),
+    }
+}
+
 /// A message's id: a ULID, so ids sort by creation time (cursor pagination and DynamoDB sort
 /// keys rely on that) and carry no tenant data.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -19,17 +35,7 @@ impl MessageId {
     /// process ids are strictly increasing, also within one millisecond, so newest-first
     /// pages and cursors follow the order messages were accepted in.
     pub fn generate(at: DateTime<Utc>) -> Self {
-        static GENERATOR: Mutex<Option<ulid::Generator>> = Mutex::new(None);
-        let fallback = || Ulid::from_datetime(at.into());
-        let id = match GENERATOR.lock() {
-            Ok(mut guard) => guard
-                .get_or_insert_with(ulid::Generator::new)
-                .generate_from_datetime(at.into())
-                // Only when 2^80 ids were made in one millisecond, or the clock went back.
-                .unwrap_or_else(|_| fallback()),
-            Err(_) => fallback(),
-        };
-        MessageId(id)
+        MessageId(monotonic(at))
     }
 
     /// The millisecond timestamp encoded in the id.
@@ -96,7 +102,7 @@ macro_rules! prefixed_id {
             pub const PREFIX: &'static str = $prefix;
 
             pub fn generate(at: DateTime<Utc>) -> Self {
-                $name(format!("{}{}", $prefix, Ulid::from_datetime(at.into())))
+                $name(format!("{}{}", $prefix, monotonic(at)))
             }
 
             pub fn as_str(&self) -> &str {
@@ -148,6 +154,11 @@ prefixed_id!(
     /// One batch request's recipients share it.
     BatchId,
     "bat_"
+);
+prefixed_id!(
+    /// A contact of a tenant's address book.
+    ContactId,
+    "con_"
 );
 prefixed_id!(
     /// An API key's public identity: shown in listings and audit records, and part of the

@@ -3,6 +3,8 @@
 pub mod access;
 pub mod address;
 pub mod consent;
+pub mod contact;
+pub mod csv_import;
 pub mod failure;
 pub mod ids;
 pub mod kyiv;
@@ -28,8 +30,9 @@ pub use consent::{
     Category, ConsentChange, ConsentEntry, ConsentSource, ConsentState, Evidence, RecordedBy,
     WithdrawalChannel,
 };
+pub use contact::{Contact, ContactError, Details, ListName};
 pub use failure::{FailureCode, UnknownFailureCode};
-pub use ids::{BatchId, IdempotencyKey, KeyId, MessageId, TenantId};
+pub use ids::{BatchId, ContactId, IdempotencyKey, KeyId, MessageId, TenantId};
 pub use limits::{LimitError, TenantLimits};
 pub use links::{ShortBase, ShortCode, TrackedLink, Visitor};
 pub use message::{Message, MessageError, StatusChange};

@@ -24,7 +24,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{ConsentEntry, MessageId, PhoneNumber, TenantId, TrackedLink};
+use super::{ConsentEntry, ContactId, Details, MessageId, PhoneNumber, TenantId, TrackedLink};
 
 /// The length of a data key in bytes.
 pub const DATA_KEY_BYTES: usize = 32;
@@ -216,6 +216,33 @@ impl DataKey {
         serde_json::from_slice(&plain).map_err(|_| SealError("not a sealed consent entry"))
     }
 
+    /// Seals a contact's number and details (`tenant`'s contact `id`).
+    pub fn seal_contact(
+        &self,
+        tenant: &TenantId,
+        id: &ContactId,
+        phone: &PhoneNumber,
+        details: &Details,
+    ) -> Vec<u8> {
+        let plain = serde_json::to_vec(&(phone.as_e164(), details)).unwrap_or_default();
+        self.seal(&contact_context(tenant, id), &plain)
+    }
+
+    /// Opens what [`DataKey::seal_contact`] sealed.
+    pub fn open_contact(
+        &self,
+        tenant: &TenantId,
+        id: &ContactId,
+        sealed: &[u8],
+    ) -> Result<(PhoneNumber, Details), SealError> {
+        let plain = self.open(&contact_context(tenant, id), sealed)?;
+        let (phone, details): (String, Details) =
+            serde_json::from_slice(&plain).map_err(|_| SealError("not a sealed contact"))?;
+        let phone =
+            PhoneNumber::parse(&phone).map_err(|_| SealError("a sealed contact's number"))?;
+        Ok((phone, details))
+    }
+
     /// Seals what an idempotency record keeps of a request of `tenant` under `key`: the
     /// request's fingerprint and the answer given. (The fingerprint is a hash of the whole
     /// request, number and text included, so it is no more kept in clear than they are.)
@@ -261,6 +288,10 @@ impl DataKey {
 
 fn message_context(tenant: &TenantId, id: &MessageId) -> Vec<u8> {
     format!("holub/message/v1\0{}\0{id}", tenant.as_str()).into_bytes()
+}
+
+fn contact_context(tenant: &TenantId, id: &ContactId) -> Vec<u8> {
+    format!("holub/contact/v1\0{}\0{id}", tenant.as_str()).into_bytes()
 }
 
 fn consent_context(tenant: &TenantId, tag: &[u8; NUMBER_TAG_BYTES]) -> Vec<u8> {

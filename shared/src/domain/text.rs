@@ -61,18 +61,26 @@ impl TextError {
 }
 
 impl MessageText {
-    pub fn new(raw: &str, policy: TextPolicy) -> Result<Self, TextError> {
+    /// The checks a text passes whatever its length and encoding: not blank, and no control
+    /// character but line breaks. A template's own text passes them too before it is rendered
+    /// for anyone, so a bad one is refused whole even when no recipient is valid.
+    pub fn screen(raw: &str) -> Result<(), TextError> {
         if raw.trim().is_empty() {
             return Err(TextError::Empty);
         }
-        // Line breaks are ordinary SMS characters; other C0 controls are refused rather than
-        // silently dropped by a provider.
+        // Line breaks are ordinary SMS characters; other C0 and the C1 controls are refused
+        // rather than silently dropped by a provider.
         if raw
             .chars()
             .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\u{c}'))
         {
             return Err(TextError::ControlCharacter);
         }
+        Ok(())
+    }
+
+    pub fn new(raw: &str, policy: TextPolicy) -> Result<Self, TextError> {
+        Self::screen(raw)?;
         if raw.len() > MAX_TEXT_BYTES {
             return Err(TextError::TooLong {
                 segments: raw.len().div_ceil(segments::Encoding::Gsm7.part_limit()),

@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod consent;
+pub mod contacts;
 pub mod counters;
 pub mod provider;
 pub mod queue;
@@ -18,6 +19,7 @@ pub mod store;
 
 pub use clock::{Clock, SystemClock};
 pub use consent::ConsentStore;
+pub use contacts::{ContactPage, ContactQuery, ContactStore};
 pub use counters::{Admission, Admitted, Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent};
 pub use provider::{
     OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, ReceiptWebhook, SmsProvider,

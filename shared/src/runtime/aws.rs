@@ -18,6 +18,7 @@ impl Ports {
             counters: Arc::new(backend.store.clone()),
             stats: Arc::new(backend.store.clone()),
             consent: Arc::new(backend.store.clone()),
+            contacts: Arc::new(backend.store.clone()),
             clock: Arc::new(SystemClock),
         }
     }

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use crate::domain::TenantLimits;
 use crate::ports::{
-    Clock, ConsentStore, CounterStore, MessageStore, Queue, ReplayStore, Retention, SecretStore,
-    StatsStore, TenantStore,
+    Clock, ConsentStore, ContactStore, CounterStore, MessageStore, Queue, ReplayStore, Retention,
+    SecretStore, StatsStore, TenantStore,
 };
 use crate::services::callbacks::CallbackConfig;
 use crate::services::dispatch::DispatchConfig;
@@ -27,8 +27,8 @@ use crate::services::poller::{PollConfig, Poller};
 use crate::services::replays::REPLAY_WINDOW;
 use crate::services::sweeper::SweeperConfig;
 use crate::services::{
-    Accounts, Analytics, CallbackSender, Consents, Dispatcher, Intake, Limits, Messages, Receipts,
-    ReplayGuard, Senders, Sweeper,
+    Accounts, Analytics, CallbackSender, Consents, Contacts, Dispatcher, Intake, Limits, Messages,
+    Receipts, ReplayGuard, Senders, Sweeper,
 };
 
 pub use consumers::{Consumer, Finished, consume_until_stopped, settle};
@@ -71,6 +71,7 @@ pub struct Ports {
     pub counters: Arc<dyn CounterStore>,
     pub stats: Arc<dyn StatsStore>,
     pub consent: Arc<dyn ConsentStore>,
+    pub contacts: Arc<dyn ContactStore>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -90,6 +91,7 @@ impl Ports {
             counters: Arc::new(db.clone()),
             stats: Arc::new(db.clone()),
             consent: Arc::new(db.clone()),
+            contacts: Arc::new(db.clone()),
             clock: Arc::new(crate::ports::SystemClock),
         }
     }
@@ -111,6 +113,7 @@ pub struct Holub {
     pub sweeper: Arc<Sweeper>,
     pub analytics: Arc<Analytics>,
     pub consents: Arc<Consents>,
+    pub contacts: Arc<Contacts>,
 }
 
 impl Holub {
@@ -184,6 +187,7 @@ impl Holub {
                 p.store.clone(),
                 p.clock.clone(),
             )),
+            contacts: Arc::new(Contacts::new(p.contacts.clone(), p.clock.clone())),
             ports,
             settings,
             target,

@@ -15,9 +15,6 @@ use crate::ports::{Clock, ConsentStore, MessageStore, StoreError};
 
 use super::intake::FieldError;
 
-/// How far back a stated consent time may go.
-const MAX_AGE_DAYS: i64 = 20 * 366;
-
 /// `POST /v1/consents`, as received.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -38,13 +35,20 @@ pub struct ConsentRequest {
     /// (1 to 1,000 characters; required with `given`, not allowed with `withdrawn`). Kept
     /// sealed, like message texts.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 1000))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 1000,
+            pattern = "^[^\\u0000-\\u0009\\u000B-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0009\\u000B-\\u001F\\u007F-\\u009F]*$"
+        )
+    )]
     pub evidence: Option<String>,
     /// How it was withdrawn (with `withdrawn`; default `api`).
     #[serde(default)]
     pub channel: Option<WithdrawalChannel>,
-    /// When it was given or withdrawn, RFC 3339 (default: now; not in the future, at most 20
-    /// years back).
+    /// When it was given or withdrawn, RFC 3339 (default: now; not later than the server's
+    /// clock: 409 `time_in_future`).
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub at: Option<String>,
@@ -113,6 +117,9 @@ impl From<&ConsentEntry> for EntryView {
 pub enum ConsentError {
     #[error("{}", .0.message)]
     Invalid(FieldError),
+    /// Well formed, but at odds with the state of things (the clock).
+    #[error("{}", .0.message)]
+    Conflict(FieldError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -169,15 +176,15 @@ impl Consents {
                         )
                     })?
                     .with_timezone(&Utc);
+                // The latest entry decides, so one dated ahead of the clock would outrank every
+                // entry recorded until then (an opt-out among them). The request is well formed
+                // but at odds with the server's clock: a conflict, not a malformed body.
                 if at > now {
-                    return Err(invalid("time_in_future", "at", "at is in the future"));
-                }
-                if at < now - chrono::Duration::days(MAX_AGE_DAYS) {
-                    return Err(invalid(
-                        "time_invalid",
+                    return Err(ConsentError::Conflict(FieldError::new(
+                        "time_in_future",
                         "at",
-                        "at is more than 20 years ago",
-                    ));
+                        "at is later than the server's clock".to_owned(),
+                    )));
                 }
                 at
             }

@@ -290,6 +290,11 @@ pub enum IntakeError {
     /// Refused by one of the tenant's abuse limits (rate, spend, per-number).
     #[error("{0}")]
     Limited(Refusal),
+    /// A marketing message to a number without consent on record, or with it withdrawn: the
+    /// request is sound, the number's state forbids it (`consent_missing`,
+    /// `consent_withdrawn`).
+    #[error("{}", .0.message)]
+    NoConsent(FieldError),
 }
 
 impl From<LimitsError> for IntakeError {
@@ -502,7 +507,7 @@ impl Intake {
         if common.category.is_marketing() {
             let state = self.consent.states(tenant, &[&to]).await?;
             if let Some((code, why)) = state.first().and_then(|s| s.refusal()) {
-                return Err(IntakeError::Invalid(FieldError::new(code, "to", why)));
+                return Err(IntakeError::NoConsent(FieldError::new(code, "to", why)));
             }
         }
         let message = build(tenant, None, &common, to, text, reference, now);
@@ -592,6 +597,8 @@ impl Intake {
                 format!("the text is longer than {MAX_TEXT_BYTES} bytes"),
             )));
         }
+        MessageText::screen(&req.text)
+            .map_err(|e| IntakeError::Invalid(FieldError::new(e.code(), "text", e.to_string())))?;
         // A text without placeholders is measured once, not once per recipient (unless its
         // links are tracked or it has an opt-out link: each message has codes of its own).
         let shared_text = if template::has_placeholders(&req.text)
@@ -953,6 +960,9 @@ struct Measured {
 /// The text as it will be sent: its links tracked if asked for, and a marketing message's
 /// opt-out link at the end.
 fn measured(raw: &str, common: &Common) -> Result<Measured, TextError> {
+    // The text as written must stand on its own: the opt-out line added below would make
+    // a blank one look like a message.
+    MessageText::screen(raw)?;
     let (text, links) = match &common.links {
         None => (raw.to_owned(), Vec::new()),
         Some(base) => links::rewrite(raw, base),

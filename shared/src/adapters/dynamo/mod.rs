@@ -136,6 +136,7 @@
 
 mod codec;
 mod consent;
+mod contacts;
 mod counters;
 mod keys;
 mod messages;

@@ -28,6 +28,7 @@ pub(super) enum Failure {
     Unavailable(BackendError),
     IdempotencyKeyTaken,
     AlreadyExists,
+    NotFound,
     Corrupt(String),
     StaleHandle,
     /// A sealed row of a tenant whose data key was erased.
@@ -46,6 +47,7 @@ impl From<Failure> for StoreError {
             Failure::Unavailable(e) => StoreError::Unavailable(Box::new(e)),
             Failure::IdempotencyKeyTaken => StoreError::IdempotencyKeyTaken,
             Failure::AlreadyExists => StoreError::AlreadyExists,
+            Failure::NotFound => StoreError::NotFound,
             Failure::Corrupt(why) => StoreError::Corrupt(why),
             Failure::StaleHandle => StoreError::Corrupt("unexpected stale queue handle".into()),
             Failure::Erased => StoreError::Erased,
@@ -61,11 +63,12 @@ impl From<Failure> for QueueError {
             Failure::Corrupt(why) => QueueError::Unavailable(Box::new(BackendError::Other(
                 format!("stored queue data is corrupt: {why}"),
             ))),
-            Failure::IdempotencyKeyTaken | Failure::AlreadyExists | Failure::Erased => {
-                QueueError::Unavailable(Box::new(BackendError::Other(
-                    "unexpected constraint violation in the queue".into(),
-                )))
-            }
+            Failure::IdempotencyKeyTaken
+            | Failure::AlreadyExists
+            | Failure::NotFound
+            | Failure::Erased => QueueError::Unavailable(Box::new(BackendError::Other(
+                "unexpected constraint violation in the queue".into(),
+            ))),
         }
     }
 }

@@ -32,6 +32,7 @@
 
 mod codec;
 mod consent;
+mod contacts;
 mod counters;
 mod db;
 mod error;

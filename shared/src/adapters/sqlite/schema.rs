@@ -302,6 +302,29 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, number_tag)
     ) STRICT, WITHOUT ROWID;
     ",
+    // 10: contacts. The number, name and attributes sealed under the tenant's key, found
+    // by the number's tag (unique per tenant); the lists (plain JSON array of names) and a
+    // row per list membership, for paging a list.
+    "
+    CREATE TABLE contacts (
+        tenant_id   TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        number_tag  BLOB NOT NULL,
+        sealed      BLOB NOT NULL,
+        lists       TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        version     INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+    ) STRICT, WITHOUT ROWID;
+    CREATE UNIQUE INDEX contacts_number ON contacts (tenant_id, number_tag);
+    CREATE TABLE contact_lists (
+        tenant_id   TEXT NOT NULL,
+        list        TEXT NOT NULL,
+        contact     TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, list, contact)
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// Brings the schema up to date, in one transaction per migration.
