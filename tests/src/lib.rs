@@ -523,6 +523,18 @@ impl Api {
         Self::read(resp).await
     }
 
+    pub async fn put(&self, path: &str, body: &serde_json::Value) -> Answer {
+        let resp = self
+            .http
+            .put(format!("{}{path}", self.base_url))
+            .bearer_auth(&self.key)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        Self::read(resp).await
+    }
+
     pub async fn delete(&self, path: &str) -> Answer {
         let resp = self
             .http

@@ -231,7 +231,7 @@ async fn every_endpoint_refuses_bad_input_and_stores_nothing() {
     );
     let huge = format!(
         "{{\"to\":\"0671234567\",\"from\":\"Holub\",\"text\":\"{}\"}}",
-        "a".repeat(200_000)
+        "a".repeat(300_000)
     );
     if let Some(a) = api
         .try_post_raw(m, "application/json", huge.into_bytes())

@@ -35,7 +35,8 @@ use holub_shared::domain::{
     ConsentSource, ConsentState, Contact, ContactId, Details, Encoding, Evidence, IdempotencyKey,
     KeyId, KeyName, Kopiyky, ListName, Message, MessageError, MessageId, MessageStatus, Network,
     Origin, PhoneNumber, RecordedBy, Registration, Scopes, SenderId, SenderRecord, ShortCode,
-    StatusChange, TenantId, TenantLimits, TrackedLink, Visitor, WithdrawalChannel,
+    StatusChange, TemplateId, TemplateName, TemplateText, TemplateVersion, TenantId, TenantLimits,
+    TrackedLink, Visitor, WithdrawalChannel,
 };
 use holub_shared::ports::store::KeyEnd;
 use holub_shared::ports::{
@@ -46,7 +47,7 @@ use holub_shared::ports::{
     Queue, QueueError, QueueName, ReceiptHandle, ReceiptTarget, ReplayStore, Secret, SecretError,
     SecretStore, StoreError, Tenant, TenantStore, Transition,
 };
-use holub_shared::ports::{ConsentStore, ContactQuery, ContactStore, StatsStore};
+use holub_shared::ports::{ConsentStore, ContactQuery, ContactStore, StatsStore, TemplateStore};
 use holub_tests::TempDir;
 use serde_json::json;
 
@@ -67,6 +68,7 @@ struct Backend {
     stats: Arc<dyn StatsStore>,
     consent: Arc<dyn ConsentStore>,
     contacts: Arc<dyn ContactStore>,
+    templates: Arc<dyn TemplateStore>,
     /// A second secret store over the same storage: what a restart (a cold start) reads.
     secrets_again: Arc<dyn SecretStore>,
     /// The AWS requests made so far (AWS only).
@@ -133,6 +135,7 @@ fn sqlite(name: &str) -> Backend {
         stats: Arc::new(db.clone()),
         consent: Arc::new(db.clone()),
         contacts: Arc::new(db.clone()),
+        templates: Arc::new(db.clone()),
         secrets_again: Arc::new(FileSecretStore::in_dir(&secrets_dir)),
         requests: None,
         dynamo: None,
@@ -221,6 +224,7 @@ async fn aws(name: &str) -> Option<Backend> {
         stats: Arc::new(aws.store.clone()),
         consent: Arc::new(aws.store.clone()),
         contacts: Arc::new(aws.store.clone()),
+        templates: Arc::new(aws.store.clone()),
         secrets_again: Arc::new(secrets_again),
         requests: Some(aws.requests),
         dynamo: Some(aws.store),
@@ -299,6 +303,7 @@ contract!(
     consent_is_a_ledger_whose_latest_entry_decides,
     a_message_waits_again_for_its_window,
     contacts_are_unique_per_number_and_paged_by_list,
+    templates_are_versioned_and_named_uniquely,
 );
 
 /// Races: run on SQLite only. Both DynamoDB and SQLite make each conditional write atomic,
@@ -931,6 +936,198 @@ async fn contacts_are_unique_per_number_and_paged_by_list(b: &Backend) {
     let mut gone = all[0].clone();
     gone.version = 2;
     assert!(matches!(c.put(&gone).await, Err(StoreError::NotFound)));
+}
+
+fn template(t: &TenantId, n: u32, name: &str) -> TemplateVersion {
+    TemplateVersion {
+        id: TemplateId::generate(at(i64::from(n))),
+        tenant_id: t.clone(),
+        version: 1,
+        name: TemplateName::parse(name).unwrap(),
+        text: TemplateText::parse(&format!("Вітаємо, {{{{name}}}}! Пропозиція {n}")).unwrap(),
+        category: if n.is_multiple_of(2) {
+            Category::Marketing
+        } else {
+            Category::Transactional
+        },
+        created_at: at(i64::from(n)),
+    }
+}
+
+/// The next version of `v`: its name and text as given.
+fn next_version(v: &TemplateVersion, name: &str, second: i64) -> TemplateVersion {
+    TemplateVersion {
+        version: v.version + 1,
+        name: TemplateName::parse(name).unwrap(),
+        text: TemplateText::parse(&format!("Версія {}: {{{{code}}}}", v.version + 1)).unwrap(),
+        category: Category::Transactional,
+        created_at: at(second),
+        ..v.clone()
+    }
+}
+
+async fn templates_are_versioned_and_named_uniquely(b: &Backend) {
+    let s = b.templates.as_ref();
+    let (t, other) = (tenant(), tenant());
+    let empty = s.list(&t, None, 10).await.unwrap();
+    assert!(empty.templates.is_empty());
+    assert_eq!(empty.next, None);
+
+    let mut all = Vec::new();
+    for n in 0..5 {
+        let one = template(&t, n, &format!("Акція {n}"));
+        s.put(&one).await.unwrap();
+        all.push(one);
+    }
+    // Every field back, the category included (both kinds).
+    assert_eq!(
+        s.get(&t, &all[0].id, None).await.unwrap(),
+        Some(all[0].clone())
+    );
+    assert_eq!(
+        s.get(&t, &all[1].id, Some(1)).await.unwrap(),
+        Some(all[1].clone())
+    );
+    assert_eq!(all[0].category, Category::Marketing);
+    assert_eq!(all[1].category, Category::Transactional);
+
+    // A second template with a taken name (in another case), or a taken id: refused.
+    let twin = template(&t, 100, "  акція 2 ");
+    assert!(matches!(s.put(&twin).await, Err(StoreError::AlreadyExists)));
+    assert_eq!(s.get(&t, &twin.id, None).await.unwrap(), None);
+    let mut same_id = template(&t, 101, "Інша");
+    same_id.id = all[2].id.clone();
+    assert!(matches!(
+        s.put(&same_id).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(
+        s.get(&t, &all[2].id, None).await.unwrap(),
+        Some(all[2].clone())
+    );
+    // Another tenant may have the same name; neither sees the other's.
+    let theirs = template(&other, 0, "АКЦІЯ 2");
+    s.put(&theirs).await.unwrap();
+    assert_eq!(s.get(&t, &theirs.id, None).await.unwrap(), None);
+    assert_eq!(s.get(&t, &theirs.id, Some(1)).await.unwrap(), None);
+    assert_eq!(s.get(&other, &all[0].id, None).await.unwrap(), None);
+    assert_eq!(s.get(&other, &all[0].id, Some(1)).await.unwrap(), None);
+
+    // Version 2 over version 1; a stale version 2 again is refused, the first one kept.
+    let v2 = next_version(&all[1], "Акція 1", 60);
+    s.put(&v2).await.unwrap();
+    let mut stale = next_version(&all[1], "Акція 1 інша", 61);
+    stale.text = TemplateText::parse("Не та").unwrap();
+    assert!(matches!(
+        s.put(&stale).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(s.get(&t, &v2.id, None).await.unwrap(), Some(v2.clone()));
+    // A version that skips one is refused too.
+    let mut skip = next_version(&v2, "Акція 1", 62);
+    skip.version = 4;
+    assert!(matches!(s.put(&skip).await, Err(StoreError::AlreadyExists)));
+    // A new version may not take another live template's name.
+    let taken = next_version(&v2, "акція 3", 63);
+    assert!(matches!(
+        s.put(&taken).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(s.get(&t, &v2.id, None).await.unwrap(), Some(v2.clone()));
+    // Version 3 renames it: the old name is free for a new template.
+    let v3 = next_version(&v2, "Нагадування", 64);
+    s.put(&v3).await.unwrap();
+    let heir = template(&t, 5, "акція 1");
+    s.put(&heir).await.unwrap();
+    // Its old name is not free twice, and its new one is taken.
+    assert!(matches!(
+        s.put(&template(&t, 102, "Акція 1")).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert!(matches!(
+        s.put(&template(&t, 103, "НАГАДУВАННЯ")).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    all[1] = v3.clone();
+    all.push(heir.clone());
+
+    // Any version by number; the latest without one; none past it.
+    assert_eq!(s.get(&t, &v3.id, None).await.unwrap(), Some(v3.clone()));
+    assert_eq!(s.get(&t, &v3.id, Some(2)).await.unwrap(), Some(v2.clone()));
+    assert_eq!(
+        s.get(&t, &v3.id, Some(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .name
+            .as_str(),
+        "Акція 1"
+    );
+    assert_eq!(s.get(&t, &v3.id, Some(4)).await.unwrap(), None);
+    assert_eq!(s.get(&t, &v3.id, Some(0)).await.unwrap(), None);
+    let nobody = TemplateId::generate(at(999));
+    assert_eq!(s.get(&t, &nobody, None).await.unwrap(), None);
+    assert_eq!(s.get(&t, &nobody, Some(1)).await.unwrap(), None);
+    assert!(matches!(
+        s.put(&next_version(&template(&t, 104, "Ніде"), "Ніде", 65))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Pages of latest versions, oldest first; `next` while a page is full.
+    let first = s.list(&t, None, 4).await.unwrap();
+    assert_eq!(first.templates, all[..4].to_vec());
+    assert_eq!(first.next, Some(all[3].id.clone()));
+    let rest = s.list(&t, first.next.as_ref(), 4).await.unwrap();
+    assert_eq!(rest.templates, all[4..].to_vec());
+    assert_eq!(rest.next, None);
+    let exact = s.list(&t, None, 6).await.unwrap();
+    assert_eq!(exact.templates, all);
+    assert_eq!(exact.next, Some(all[5].id.clone()));
+    let past = s.list(&t, exact.next.as_ref(), 6).await.unwrap();
+    assert!(past.templates.is_empty());
+    assert_eq!(past.next, None);
+    assert_eq!(
+        s.list(&other, None, 10).await.unwrap().templates,
+        vec![theirs]
+    );
+
+    // Deleted: gone from the list and as the latest; its versions still readable by number;
+    // its name free again; its id never taken again.
+    assert!(s.delete(&t, &v3.id).await.unwrap());
+    assert!(!s.delete(&t, &v3.id).await.unwrap());
+    assert!(!s.delete(&other, &all[0].id).await.unwrap());
+    assert!(!s.delete(&t, &nobody).await.unwrap());
+    assert_eq!(s.get(&t, &v3.id, None).await.unwrap(), None);
+    assert_eq!(s.get(&t, &v3.id, Some(3)).await.unwrap(), Some(v3.clone()));
+    assert_eq!(
+        s.get(&t, &v3.id, Some(1)).await.unwrap().unwrap().version,
+        1
+    );
+    let live = s.list(&t, None, 100).await.unwrap();
+    let want: Vec<TemplateVersion> = all.iter().filter(|v| v.id != v3.id).cloned().collect();
+    assert_eq!(live.templates, want);
+    assert_eq!(live.next, None);
+    let page = s.list(&t, Some(&all[0].id), 1).await.unwrap();
+    assert_eq!(page.templates, vec![all[2].clone()]);
+    assert_eq!(page.next, Some(all[2].id.clone()));
+    let reborn = template(&t, 6, "нагадування");
+    s.put(&reborn).await.unwrap();
+    let mut revived = template(&t, 105, "Воскресла");
+    revived.id = v3.id.clone();
+    assert!(matches!(
+        s.put(&revived).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert!(matches!(
+        s.put(&next_version(&v3, "Нагадування 2", 66)).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.get(&t, &v3.id, Some(4)).await.unwrap(), None);
+    // The other template's renaming over a deleted one's: fine.
+    let renamed = next_version(&all[0], "Нагадування 2", 67);
+    s.put(&renamed).await.unwrap();
+    assert_eq!(s.get(&t, &all[0].id, None).await.unwrap(), Some(renamed));
 }
 
 async fn a_message_waits_again_for_its_window(b: &Backend) {

@@ -10,6 +10,7 @@ mod export;
 mod extract;
 mod links;
 mod routes;
+mod templates;
 
 use std::sync::Arc;
 
@@ -18,13 +19,17 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use holub_shared::runtime::Holub;
 use holub_shared::services::{
-    Accounts, Analytics, Consents, Contacts, Intake, Limits, Messages, Senders,
+    Accounts, Analytics, Consents, Contacts, Intake, Limits, Messages, Senders, Templates,
 };
 
 pub use error::{ApiError, ErrorBody};
 
-/// Largest body of a single request; batches get a larger one (10,000 recipients).
-pub const SINGLE_BODY_LIMIT: usize = 64 * 1024;
+/// Largest body of a single request; batches get a larger one (10,000 recipients). Above
+/// the largest body the OpenAPI document allows (a 16,384-character text of emoji, each
+/// written `\uD83D\uDE00`, is 196,608 bytes; with the other fields well under 224 KiB), so a
+/// body the document allows is never turned away as too large, and one it does not is
+/// answered by what is wrong with it.
+pub const SINGLE_BODY_LIMIT: usize = 256 * 1024;
 pub const BATCH_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 /// What the handlers share. Cheap to clone.
@@ -38,6 +43,7 @@ pub struct AppState {
     pub analytics: Arc<Analytics>,
     pub consents: Arc<Consents>,
     pub contacts: Arc<Contacts>,
+    pub templates: Arc<Templates>,
 }
 
 impl AppState {
@@ -53,6 +59,7 @@ impl AppState {
             analytics: holub.analytics.clone(),
             consents: holub.consents.clone(),
             contacts: holub.contacts.clone(),
+            templates: holub.templates.clone(),
         }
     }
 }
@@ -93,6 +100,16 @@ pub fn router(state: AppState) -> Router {
                 .delete(contacts::delete),
         )
         .route("/v1/lists", get(contacts::lists))
+        .route(
+            "/v1/templates",
+            post(templates::create).get(templates::list),
+        )
+        .route(
+            "/v1/templates/{id}",
+            get(templates::get)
+                .put(templates::change)
+                .delete(templates::delete),
+        )
         .route("/v1/consents", post(consent::record))
         .route("/v1/consents/{phone}", get(consent::ledger))
         .route("/{code}", get(links::follow).post(consent::opt_out))

@@ -58,6 +58,11 @@ use crate::extract::{AnyKey, Authorized, IdempotencyHeader, JsonBody, ReadScope,
         crate::contacts::get,
         crate::contacts::update,
         crate::contacts::delete,
+        crate::templates::create,
+        crate::templates::list,
+        crate::templates::get,
+        crate::templates::change,
+        crate::templates::delete,
         crate::contacts::lists
     ),
     components(schemas(
@@ -106,7 +111,12 @@ use crate::extract::{AnyKey, Authorized, IdempotencyHeader, JsonBody, ReadScope,
         holub_shared::services::contacts::ContactRequest,
         holub_shared::services::contacts::ContactPatch,
         holub_shared::services::contacts::ContactView,
-        holub_shared::services::contacts::ContactPageView
+        holub_shared::services::contacts::ContactPageView,
+        holub_shared::services::templates::TemplateRequest,
+        holub_shared::services::templates::TemplateChange,
+        holub_shared::services::templates::TemplateView,
+        holub_shared::services::templates::TemplateEstimate,
+        holub_shared::services::templates::TemplatePageView
     )),
     modifiers(&BearerAuth, &Refinements)
 )]

@@ -160,6 +160,12 @@ prefixed_id!(
     ContactId,
     "con_"
 );
+
+prefixed_id!(
+    /// A message template of a tenant.
+    TemplateId,
+    "tpl_"
+);
 prefixed_id!(
     /// An API key's public identity: shown in listings and audit records, and part of the
     /// key itself.

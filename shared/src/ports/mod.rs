@@ -16,6 +16,7 @@ pub mod resolver;
 pub mod secrets;
 pub mod stats;
 pub mod store;
+pub mod templates;
 
 pub use clock::{Clock, SystemClock};
 pub use consent::ConsentStore;
@@ -34,6 +35,7 @@ pub use store::{
     Click, IdempotencyRecord, ListQuery, MessageRef, MessageStore, Page, Patch, ReceiptTarget,
     Retention, StoreError, Tenant, TenantStore, Transition,
 };
+pub use templates::{TemplatePage, TemplateStore};
 
 /// Whether an operation that failed may succeed if tried again.
 pub trait Retryable {

@@ -19,6 +19,7 @@ impl Ports {
             stats: Arc::new(backend.store.clone()),
             consent: Arc::new(backend.store.clone()),
             contacts: Arc::new(backend.store.clone()),
+            templates: Arc::new(backend.store.clone()),
             clock: Arc::new(SystemClock),
         }
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::domain::TenantLimits;
 use crate::ports::{
     Clock, ConsentStore, ContactStore, CounterStore, MessageStore, Queue, ReplayStore, Retention,
-    SecretStore, StatsStore, TenantStore,
+    SecretStore, StatsStore, TemplateStore, TenantStore,
 };
 use crate::services::callbacks::CallbackConfig;
 use crate::services::dispatch::DispatchConfig;
@@ -28,7 +28,7 @@ use crate::services::replays::REPLAY_WINDOW;
 use crate::services::sweeper::SweeperConfig;
 use crate::services::{
     Accounts, Analytics, CallbackSender, Consents, Contacts, Dispatcher, Intake, Limits, Messages,
-    Receipts, ReplayGuard, Senders, Sweeper,
+    Receipts, ReplayGuard, Senders, Sweeper, Templates,
 };
 
 pub use consumers::{Consumer, Finished, consume_until_stopped, settle};
@@ -72,6 +72,7 @@ pub struct Ports {
     pub stats: Arc<dyn StatsStore>,
     pub consent: Arc<dyn ConsentStore>,
     pub contacts: Arc<dyn ContactStore>,
+    pub templates: Arc<dyn TemplateStore>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -92,6 +93,7 @@ impl Ports {
             stats: Arc::new(db.clone()),
             consent: Arc::new(db.clone()),
             contacts: Arc::new(db.clone()),
+            templates: Arc::new(db.clone()),
             clock: Arc::new(crate::ports::SystemClock),
         }
     }
@@ -114,6 +116,7 @@ pub struct Holub {
     pub analytics: Arc<Analytics>,
     pub consents: Arc<Consents>,
     pub contacts: Arc<Contacts>,
+    pub templates: Arc<Templates>,
 }
 
 impl Holub {
@@ -159,6 +162,12 @@ impl Holub {
                 p.store.clone(),
                 p.clock.clone(),
                 limits.clone(),
+            )),
+            templates: Arc::new(Templates::new(
+                p.templates.clone(),
+                limits.clone(),
+                p.clock.clone(),
+                settings.short_link_base.clone(),
             )),
             limits,
             receipts: Arc::new(Receipts::new(p.store.clone(), p.clock.clone())),

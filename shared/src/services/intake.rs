@@ -988,7 +988,7 @@ fn measured(raw: &str, common: &Common) -> Result<Measured, TextError> {
 /// `text` with its opt-out link on a line of its own. The label is Ukrainian; in Latin
 /// letters where the text travels as GSM-7, so the link never makes a text UCS-2 (three
 /// times the price) on its own.
-fn with_opt_out(text: &str, link: &str, transliterate: bool) -> String {
+pub(crate) fn with_opt_out(text: &str, link: &str, transliterate: bool) -> String {
     let label = if transliterate || encoding_of(text) == Encoding::Gsm7 {
         "Vidpysatysia:"
     } else {

@@ -19,6 +19,7 @@ pub mod replays;
 pub mod senders;
 pub mod sweeper;
 pub mod template;
+pub mod templates;
 pub mod view;
 
 pub use accounts::Accounts;
@@ -34,6 +35,7 @@ pub use receipts::Receipts;
 pub use replays::ReplayGuard;
 pub use senders::Senders;
 pub use sweeper::Sweeper;
+pub use templates::Templates;
 
 use std::time::Duration;
 

@@ -65,6 +65,19 @@ pub fn render(
     Ok(out)
 }
 
+/// The names of the text's placeholders, each once, in the order they first appear.
+pub fn placeholders(template: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut rest = template;
+    while let Some((_, end, name)) = next_placeholder(rest) {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+        rest = &rest[end..];
+    }
+    names
+}
+
 /// Whether the text has any placeholder at all (a batch without them renders once).
 pub fn has_placeholders(template: &str) -> bool {
     next_placeholder(template).is_some()

@@ -144,6 +144,7 @@ mod replays;
 mod schema;
 mod stats;
 pub mod stream;
+mod templates;
 mod tenants;
 
 use std::fmt;

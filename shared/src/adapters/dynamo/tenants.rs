@@ -11,6 +11,7 @@
 //! | the tenant's data key, wrapped by KMS | `datakey#<tenant>` | — |
 //! | a number's consent state, and its ledger entries (see `consent.rs`) | `consent#<tenant>#<tag>`, `consent#<tenant>#<tag>#<n>` | — |
 //! | a contact, its number's guard, its places on lists, a list's registry entry (see `contacts.rs`) | `contact#<tenant>#<id>`, `contactnum#<tenant>#<tag>`, `member#<tenant>#<list>#<id>`, `list#<tenant>#<list>` | `<tenant>#contact`, id; —; `<tenant>#list#<list>`, id; `<tenant>#lists`, list |
+//! | a template's head, its live name's guard, a version of it (see `templates.rs`) | `tpl#<tenant>#<id>`, `tplname#<tenant>#<sha-256 of the name in lower case>`, `tpl#<tenant>#<id>#v<version, 10 digits>` | `<tenant>#tpl`, id (while live); —; — |
 //!
 //! Every administrative change is one `TransactWriteItems` with its audit entry. Key look-ups
 //! (`api_key`) are strongly consistent `GetItem`s; listings (`list_keys`, `senders`,

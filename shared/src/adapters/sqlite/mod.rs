@@ -42,6 +42,7 @@ mod replays;
 mod schema;
 mod stats;
 mod store;
+mod templates;
 mod tenants;
 #[cfg(test)]
 mod tests;

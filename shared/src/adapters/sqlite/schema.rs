@@ -325,6 +325,32 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, list, contact)
     ) STRICT, WITHOUT ROWID;
     ",
+    // 11: templates. A row per template (its latest version, its name in lower case, and
+    // when it was deleted) and a row per version, never changed once written. The text is
+    // the tenant's own copy, stored plain.
+    "
+    CREATE TABLE templates (
+        tenant_id   TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        name_key    TEXT NOT NULL,
+        latest      INTEGER NOT NULL,
+        deleted_at  INTEGER,
+        PRIMARY KEY (tenant_id, id)
+    ) STRICT, WITHOUT ROWID;
+    -- TemplateStore::put keeps a name to one live template of a tenant.
+    CREATE UNIQUE INDEX templates_name ON templates (tenant_id, name_key)
+        WHERE deleted_at IS NULL;
+    CREATE TABLE template_versions (
+        tenant_id   TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        name        TEXT NOT NULL,
+        text        TEXT NOT NULL,
+        category    TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, id, version)
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// Brings the schema up to date, in one transaction per migration.
