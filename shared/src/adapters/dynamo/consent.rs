@@ -18,19 +18,15 @@
 //! same number fails that condition, and the call reads and tries again. `states` reads the
 //! state items with `BatchGetItem` (strongly consistent: an opt-out counts at once).
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
-use futures::{StreamExt, TryStreamExt, stream};
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
 
 use super::codec::{Item, corrupt, get_n, n, nanos, req_n, req_s, s, tenant};
-use super::{
-    BATCH_ROUNDS, CONCURRENCY, DynamoStore, Expr, Incomplete, MAX_BATCH_GET, backoff, unavailable,
-};
+use super::txn::{self, ROUNDS, attempt_token, cancellation_codes, kept_changing, pause};
+use super::{DynamoStore, Expr, unavailable};
 use crate::domain::sealing::NUMBER_TAG_BYTES;
 use crate::domain::{ConsentEntry, ConsentState, PhoneNumber, TenantId};
 use crate::ports::consent::MAX_STATES;
@@ -41,9 +37,6 @@ const AT: &str = "at";
 const RECORDED: &str = "rc";
 const ENTRIES: &str = "ne";
 const SEALED: &str = "sl";
-
-/// Rounds of `record` before giving up on a number that others keep recording at once.
-const RECORD_ROUNDS: u32 = 8;
 
 type Tag = [u8; NUMBER_TAG_BYTES];
 
@@ -98,12 +91,11 @@ enum Refused {
     SlotTaken,
 }
 
-fn refused(e: &SdkError<TransactWriteItemsError, impl std::fmt::Debug>) -> Option<Refused> {
-    let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) = e.as_service_error()
-    else {
-        return None;
-    };
-    let code = |i: usize| cancel.cancellation_reasons().get(i).and_then(|r| r.code());
+/// Why `e` refused the transaction of `record` (its entry's put, then its state's update);
+/// `None` if it was not refused.
+fn refused<R>(e: &SdkError<TransactWriteItemsError, R>) -> Option<Refused> {
+    let codes = cancellation_codes(e)?;
+    let code = |i: usize| codes.get(i).copied().flatten();
     match (code(0), code(1)) {
         // A concurrent record took the slot too, and moved the count.
         (_, Some("ConditionalCheckFailed" | "TransactionConflict"))
@@ -118,89 +110,6 @@ impl DynamoStore {
         &self.config.tenants_table
     }
 
-    /// A number's state item, strongly consistent.
-    async fn consent_state(&self, key: &str) -> Result<Option<Item>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(self.consent_table())
-            .key(tenant::KEY, s(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(out.item)
-    }
-
-    /// The items at `keys` (distinct) that exist, strongly consistent, with only
-    /// `attributes` besides the key, by key: up to [`CONCURRENCY`] requests at once.
-    async fn consent_items(
-        &self,
-        keys: Vec<String>,
-        attributes: &[&str],
-    ) -> Result<HashMap<String, Item>, StoreError> {
-        let chunks: Vec<Vec<String>> = keys.chunks(MAX_BATCH_GET).map(<[_]>::to_vec).collect();
-        let found: Vec<Vec<Item>> = stream::iter(chunks)
-            .map(|chunk| self.consent_chunk(chunk, attributes))
-            .buffered(CONCURRENCY)
-            .try_collect()
-            .await?;
-        found
-            .into_iter()
-            .flatten()
-            .map(|item| Ok((req_s(&item, tenant::KEY)?.to_owned(), item)))
-            .collect()
-    }
-
-    /// One `BatchGetItem` of at most [`MAX_BATCH_GET`] keys, and its unprocessed keys again.
-    async fn consent_chunk(
-        &self,
-        keys: Vec<String>,
-        attributes: &[&str],
-    ) -> Result<Vec<Item>, StoreError> {
-        let table = self.consent_table();
-        let mut e = Expr::default();
-        let projection = std::iter::once(tenant::KEY)
-            .chain(attributes.iter().copied())
-            .map(|a| e.name(a))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let keys = keys
-            .into_iter()
-            .map(|key| Item::from([(tenant::KEY.to_owned(), s(key))]))
-            .collect();
-        let mut pending = KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .consistent_read(true)
-            .projection_expression(projection)
-            .set_expression_attribute_names(e.names())
-            .build()
-            .map_err(unavailable)?;
-        let mut found = Vec::new();
-        for round in 1..=BATCH_ROUNDS + 1 {
-            if round > 1 {
-                tokio::time::sleep(backoff(round - 1)).await;
-            }
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(table, pending)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            if let Some(mut responses) = out.responses {
-                found.extend(responses.remove(table).unwrap_or_default());
-            }
-            match out.unprocessed_keys.and_then(|mut left| left.remove(table)) {
-                Some(left) if !left.keys().is_empty() => pending = left,
-                _ => return Ok(found),
-            }
-        }
-        Err(unavailable(Incomplete(format!(
-            "reads from {table} were still unprocessed after {BATCH_ROUNDS} rounds"
-        ))))
-    }
-
     /// The transaction that adds `sealed` to the ledger after `current` (none: the first
     /// entry), with the state `next` when the entry supersedes.
     fn consent_write(
@@ -212,18 +121,14 @@ impl DynamoStore {
         next: Option<(ConsentState, (i64, i64))>,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let seq = current.map_or(0, |c| c.entries);
-        let mut e = Expr::default();
-        let put = Put::builder()
-            .table_name(self.consent_table())
-            .set_item(Some(Item::from([
+        let entry = txn::put_new(
+            self.consent_table(),
+            Item::from([
                 (tenant::KEY.to_owned(), s(entry_key(key, seq))),
                 (tenant::TENANT.to_owned(), s(tenant.as_str())),
                 (SEALED.to_owned(), AttributeValue::B(Blob::new(sealed))),
-            ])))
-            .condition_expression(format!("attribute_not_exists({})", e.name(tenant::KEY)))
-            .set_expression_attribute_names(e.names())
-            .build()
-            .map_err(unavailable)?;
+            ]),
+        )?;
 
         let mut e = Expr::default();
         let condition = match current {
@@ -247,19 +152,14 @@ impl DynamoStore {
                 sets.push(format!("{} = {}", e.name(attr), e.value(value)));
             }
         }
-        let update = Update::builder()
-            .table_name(self.consent_table())
-            .key(tenant::KEY, s(key))
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .condition_expression(condition)
-            .set_expression_attribute_names(e.names())
-            .set_expression_attribute_values(e.values())
-            .build()
-            .map_err(unavailable)?;
-        Ok(vec![
-            TransactWriteItem::builder().put(put).build(),
-            TransactWriteItem::builder().update(update).build(),
-        ])
+        let state = txn::update(
+            self.consent_table(),
+            key.to_owned(),
+            format!("SET {}", sets.join(", ")),
+            condition,
+            &e,
+        )?;
+        Ok(vec![entry, state])
     }
 }
 
@@ -277,9 +177,10 @@ impl ConsentStore for DynamoStore {
         let key = state_key(tenant, &tag);
         let decided = (nanos(entry.at)?, nanos(entry.recorded_at)?);
         let mut taken = None;
-        for round in 1..=RECORD_ROUNDS {
+        for round in 1..=ROUNDS {
+            // The number's state item, strongly consistent.
             let current = self
-                .consent_state(&key)
+                .tenants_item(&key, None)
                 .await?
                 .as_ref()
                 .map(Current::read)
@@ -306,15 +207,8 @@ impl ConsentStore for DynamoStore {
             )?;
             // A token per attempt: the SDK's retry of a write that did commit is answered
             // as a success instead of adding the entry twice.
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .client_request_token(ulid::Ulid::new().to_string())
-                .send()
-                .await;
-            match result {
-                Ok(_) => return Ok(after),
+            match self.send_transaction(items, attempt_token()).await {
+                Ok(()) => return Ok(after),
                 Err(e) => match refused(&e) {
                     Some(Refused::Moved) => {}
                     Some(Refused::SlotTaken) => taken = Some(seq),
@@ -322,11 +216,9 @@ impl ConsentStore for DynamoStore {
                 },
             }
             // Jittered, so that records of one number that collided do not collide again.
-            tokio::time::sleep(backoff(round).mul_f64(rand::random::<f64>())).await;
+            pause(round).await;
         }
-        Err(unavailable(Incomplete(format!(
-            "a number's consent kept changing while recording, {RECORD_ROUNDS} times"
-        ))))
+        Err(kept_changing("a number's consent", "recording"))
     }
 
     async fn states(
@@ -350,11 +242,7 @@ impl ConsentStore for DynamoStore {
             .iter()
             .map(|number| state_key(tenant, &data_key.number_tag(number)))
             .collect();
-        // BatchGetItem refuses a key twice in one request.
-        let mut distinct = keys.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let found = self.consent_items(distinct, &[STATE]).await?;
+        let found = self.tenants_items(keys.clone(), Some(&[STATE])).await?;
         keys.iter()
             .map(|key| found.get(key).map_or(Ok(ConsentState::None), state_from))
             .collect()
@@ -370,12 +258,12 @@ impl ConsentStore for DynamoStore {
         };
         let tag = data_key.number_tag(number);
         let key = state_key(tenant, &tag);
-        let Some(state) = self.consent_state(&key).await? else {
+        let Some(state) = self.tenants_item(&key, None).await? else {
             return Ok(Vec::new());
         };
         let count: u64 = get_n(&state, ENTRIES)?.unwrap_or(0);
         let keys: Vec<String> = (0..count).map(|seq| entry_key(&key, seq)).collect();
-        let mut found = self.consent_items(keys.clone(), &[SEALED]).await?;
+        let mut found = self.tenants_items(keys.clone(), Some(&[SEALED])).await?;
         keys.iter()
             .map(|k| {
                 let item = found

@@ -71,21 +71,15 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{LazyLock, Mutex};
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, KeysAndAttributes, Put, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
 use chrono::DateTime;
 use futures::{StreamExt, TryStreamExt, stream};
 
 use super::codec::{Item, corrupt, n, nanos, parse, req_n, req_s, s, tenant};
-use super::schema::BY_TENANT;
-use super::{
-    BATCH_ROUNDS, CONCURRENCY, DynamoStore, Expr, Incomplete, MAX_BATCH_GET, MAX_TRANSACTION_ITEMS,
-    backoff, unavailable,
-};
+use super::reads::Order;
+use super::txn::{self, ROUNDS, Refused, kept_changing, pause};
+use super::{CONCURRENCY, DynamoStore, Expr, MAX_TRANSACTION_ITEMS, unavailable};
 use crate::domain::contact::MAX_LISTS;
 use crate::domain::sealing::NUMBER_TAG_BYTES;
 use crate::domain::{Contact, ContactId, DataKey, ListName, PhoneNumber, TenantId};
@@ -101,9 +95,6 @@ const LISTS: &str = "ls";
 const VERSION: &str = "v";
 /// The contact a number's guard points at.
 const CONTACT: &str = "ci";
-
-/// Attempts of one change before giving up on a contact that others keep changing.
-const ROUNDS: u32 = 8;
 
 /// How many lists' registry entries [`REGISTERED`] remembers before it is emptied.
 const MAX_REGISTERED: usize = 10_000;
@@ -198,60 +189,11 @@ fn contact_from(key: &DataKey, t: &TenantId, item: &Item) -> Result<Contact, Sto
     })
 }
 
-/// Why a transaction was refused, when it was refused rather than failed.
-enum Refused {
-    /// An item's condition failed.
-    Condition,
-    /// Another transaction held one of its items: try again.
-    Conflict,
-}
-
-fn refused(e: &SdkError<TransactWriteItemsError, impl std::fmt::Debug>) -> Option<Refused> {
-    let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) = e.as_service_error()
-    else {
-        return None;
-    };
-    let codes: Vec<Option<&str>> = cancel
-        .cancellation_reasons()
-        .iter()
-        .map(|r| r.code())
-        .collect();
-    if codes.contains(&Some("ConditionalCheckFailed")) {
-        Some(Refused::Condition)
-    } else if codes.contains(&Some("TransactionConflict")) {
-        Some(Refused::Conflict)
-    } else {
-        None
-    }
-}
-
-/// A put of `item`; if `new`, on condition that it does not exist yet.
-fn put(table: &str, item: Item, new: bool) -> Result<TransactWriteItem, StoreError> {
-    let mut e = Expr::default();
-    let condition = new.then(|| format!("attribute_not_exists({})", e.name(tenant::KEY)));
-    let put = Put::builder()
-        .table_name(table)
-        .set_item(Some(item))
-        .set_condition_expression(condition)
-        .set_expression_attribute_names(e.names())
-        .build()
-        .map_err(unavailable)?;
-    Ok(TransactWriteItem::builder().put(put).build())
-}
-
 /// A delete of the item at `pk`; with a version, on condition that it is that one.
 fn delete(table: &str, pk: String, version: Option<u32>) -> Result<TransactWriteItem, StoreError> {
     let mut e = Expr::default();
     let condition = version.map(|v| format!("{} = {}", e.name(VERSION), e.value(n(v))));
-    let delete = Delete::builder()
-        .table_name(table)
-        .key(tenant::KEY, s(pk))
-        .set_condition_expression(condition)
-        .set_expression_attribute_names(e.names())
-        .set_expression_attribute_values(e.values())
-        .build()
-        .map_err(unavailable)?;
-    Ok(TransactWriteItem::builder().delete(delete).build())
+    txn::delete(table, pk, condition, &e)
 }
 
 /// Whether this process has put the registry entry at `pk` of `table`.
@@ -337,9 +279,9 @@ impl DynamoStore {
             (tenant::TENANT.to_owned(), s(t.as_str())),
             (CONTACT.to_owned(), s(&id)),
         ]);
-        let mut items = vec![put(table, contact, true)?, put(table, guard, true)?];
+        let mut items = vec![txn::put_new(table, contact)?, txn::put_new(table, guard)?];
         for list in &sealed.lists {
-            items.push(put(table, member_item(t, list, &id), false)?);
+            items.push(txn::put(table, member_item(t, list, &id))?);
         }
         Ok(items)
     }
@@ -370,21 +312,13 @@ impl DynamoStore {
             expression.push_str(&format!(", {} = {}", e.name(LISTS), e.value(lists)));
         }
         let condition = format!("{} = {}", e.name(VERSION), e.value(n(stored.version)));
-        let update = Update::builder()
-            .table_name(table)
-            .key(tenant::KEY, s(contact_key(t, &id)))
-            .update_expression(expression)
-            .condition_expression(condition)
-            .set_expression_attribute_names(e.names())
-            .set_expression_attribute_values(e.values())
-            .build()
-            .map_err(unavailable)?;
-        let mut items = vec![TransactWriteItem::builder().update(update).build()];
+        let contact = txn::update(table, contact_key(t, &id), expression, condition, &e)?;
+        let mut items = vec![contact];
         for left in stored.lists.difference(&sealed.lists) {
             items.push(delete(table, member_key(t, left, &id), None)?);
         }
         for joined in sealed.lists.difference(&stored.lists) {
-            items.push(put(table, member_item(t, joined, &id), false)?);
+            items.push(txn::put(table, member_item(t, joined, &id))?);
         }
         Ok(items)
     }
@@ -440,7 +374,7 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// Runs one transaction of a contact's change.
+    /// Runs one attempt of a contact's change, which must fit in one transaction.
     async fn contact_transact(
         &self,
         items: Vec<TransactWriteItem>,
@@ -451,157 +385,15 @@ impl DynamoStore {
                 items.len()
             )));
         }
-        // A token per attempt: the SDK's retry of a write that did commit is answered as a
-        // success instead of being refused by its own conditions.
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .client_request_token(ulid::Ulid::new().to_string())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Ok(())),
-            Err(e) => match refused(&e) {
-                Some(refusal) => Ok(Err(refusal)),
-                None => Err(unavailable(e)),
-            },
-        }
+        self.attempt_transaction(items).await
     }
 
     /// A contact as stored, strongly consistent: what its change needs.
     async fn stored_contact(&self, t: &TenantId, id: &str) -> Result<Option<Stored>, StoreError> {
-        let mut e = Expr::default();
-        let projection = [VERSION, TAG, LISTS].map(|a| e.name(a)).join(", ");
-        let out = self
-            .client
-            .get_item()
-            .table_name(self.contacts_table())
-            .key(tenant::KEY, s(contact_key(t, id)))
-            .consistent_read(true)
-            .projection_expression(projection)
-            .set_expression_attribute_names(e.names())
-            .send()
-            .await
-            .map_err(unavailable)?;
-        out.item.as_ref().map(Stored::read).transpose()
-    }
-
-    /// The items at `keys` that exist, strongly consistent, by key: all attributes, or the
-    /// key and `attributes`. Up to [`CONCURRENCY`] requests at once.
-    async fn contact_items(
-        &self,
-        mut keys: Vec<String>,
-        attributes: Option<&[&str]>,
-    ) -> Result<HashMap<String, Item>, StoreError> {
-        // BatchGetItem refuses a key twice in one request.
-        keys.sort_unstable();
-        keys.dedup();
-        let chunks: Vec<Vec<String>> = keys.chunks(MAX_BATCH_GET).map(<[_]>::to_vec).collect();
-        let found: Vec<Vec<Item>> = stream::iter(chunks)
-            .map(|chunk| self.contact_chunk(chunk, attributes))
-            .buffered(CONCURRENCY)
-            .try_collect()
+        let item = self
+            .tenants_item(contact_key(t, id), Some(&[VERSION, TAG, LISTS]))
             .await?;
-        found
-            .into_iter()
-            .flatten()
-            .map(|item| Ok((req_s(&item, tenant::KEY)?.to_owned(), item)))
-            .collect()
-    }
-
-    /// One `BatchGetItem` of at most [`MAX_BATCH_GET`] keys, and its unprocessed keys again.
-    async fn contact_chunk(
-        &self,
-        keys: Vec<String>,
-        attributes: Option<&[&str]>,
-    ) -> Result<Vec<Item>, StoreError> {
-        let table = self.contacts_table();
-        let mut e = Expr::default();
-        let projection = attributes.map(|attributes| {
-            std::iter::once(tenant::KEY)
-                .chain(attributes.iter().copied())
-                .map(|a| e.name(a))
-                .collect::<Vec<_>>()
-                .join(", ")
-        });
-        let keys = keys
-            .into_iter()
-            .map(|key| Item::from([(tenant::KEY.to_owned(), s(key))]))
-            .collect();
-        let mut pending = KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .consistent_read(true)
-            .set_projection_expression(projection)
-            .set_expression_attribute_names(e.names())
-            .build()
-            .map_err(unavailable)?;
-        let mut found = Vec::new();
-        for round in 1..=BATCH_ROUNDS + 1 {
-            if round > 1 {
-                tokio::time::sleep(backoff(round - 1)).await;
-            }
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(table, pending)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            if let Some(mut responses) = out.responses {
-                found.extend(responses.remove(table).unwrap_or_default());
-            }
-            match out.unprocessed_keys.and_then(|mut left| left.remove(table)) {
-                Some(left) if !left.keys().is_empty() => pending = left,
-                _ => return Ok(found),
-            }
-        }
-        Err(unavailable(Incomplete(format!(
-            "reads from {table} were still unprocessed after {BATCH_ROUNDS} rounds"
-        ))))
-    }
-
-    /// Items of one group of the `by_tenant` index in sort-key order, after `after` when
-    /// given, at most `limit`.
-    async fn contact_group(
-        &self,
-        group: String,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Item>, StoreError> {
-        let mut e = Expr::default();
-        let mut condition = format!("{} = {}", e.name(tenant::GROUP), e.value(s(group)));
-        if let Some(after) = after {
-            let sort = e.name(tenant::GROUP_SORT);
-            condition.push_str(&format!(" AND {sort} > {}", e.value(s(after))));
-        }
-        let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(self.contacts_table())
-                .index_name(BY_TENANT)
-                .key_condition_expression(&condition)
-                .set_expression_attribute_names(e.names())
-                .set_expression_attribute_values(e.values())
-                .limit(
-                    i32::try_from(limit.saturating_sub(found.len()))
-                        .unwrap_or(i32::MAX)
-                        .clamp(1, 1000),
-                )
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            found.extend(out.items.unwrap_or_default());
-            start = out.last_evaluated_key;
-            if found.len() >= limit || start.is_none() {
-                found.truncate(limit);
-                return Ok(found);
-            }
-        }
+        item.as_ref().map(Stored::read).transpose()
     }
 
     /// The contacts of `items` (of `t`), in their order.
@@ -619,18 +411,6 @@ impl DynamoStore {
             .map(|item| contact_from(&key, t, item))
             .collect()
     }
-}
-
-/// Sleeps before trying again a transaction that met another.
-async fn pause(round: u32) {
-    // Jittered, so that changes that collided do not collide again.
-    tokio::time::sleep(backoff(round).mul_f64(rand::random::<f64>())).await;
-}
-
-fn kept_changing() -> StoreError {
-    unavailable(Incomplete(format!(
-        "a contact kept changing while storing, {ROUNDS} times"
-    )))
 }
 
 #[async_trait]
@@ -651,13 +431,13 @@ impl ContactStore for DynamoStore {
             .iter()
             .map(|phone| number_key(t, &key.number_tag(phone)))
             .collect();
-        let found = self.contact_items(guards.clone(), Some(&[CONTACT])).await?;
+        let found = self.tenants_items(guards.clone(), Some(&[CONTACT])).await?;
         let ids: HashMap<&str, String> = found
             .iter()
             .map(|(guard, item)| Ok((guard.as_str(), contact_key(t, req_s(item, CONTACT)?))))
             .collect::<Result<_, StoreError>>()?;
         let contacts = self
-            .contact_items(ids.values().cloned().collect(), None)
+            .tenants_items(ids.values().cloned().collect(), None)
             .await?;
         guards
             .iter()
@@ -672,16 +452,8 @@ impl ContactStore for DynamoStore {
     }
 
     async fn get(&self, t: &TenantId, id: &ContactId) -> Result<Option<Contact>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(self.contacts_table())
-            .key(tenant::KEY, s(contact_key(t, id.as_str())))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let items: Vec<Item> = out.item.into_iter().collect();
+        let item = self.tenants_item(contact_key(t, id.as_str()), None).await?;
+        let items: Vec<Item> = item.into_iter().collect();
         Ok(self.open_contacts(t, &items).await?.pop())
     }
 
@@ -725,7 +497,7 @@ impl ContactStore for DynamoStore {
                 Err(Refused::Conflict) => pause(round).await,
             }
         }
-        Err(kept_changing())
+        Err(kept_changing("a contact", "storing"))
     }
 
     async fn delete(&self, t: &TenantId, id: &ContactId) -> Result<bool, StoreError> {
@@ -741,7 +513,7 @@ impl ContactStore for DynamoStore {
                 Err(Refused::Conflict) => pause(round).await,
             }
         }
-        Err(kept_changing())
+        Err(kept_changing("a contact", "storing"))
     }
 
     async fn list(&self, t: &TenantId, query: &ContactQuery) -> Result<ContactPage, StoreError> {
@@ -749,7 +521,7 @@ impl ContactStore for DynamoStore {
         let mut after = query.after.as_ref().map(|a| a.as_str().to_owned());
         let items = match &query.list {
             None => {
-                self.contact_group(contacts_group(t), after.as_deref(), limit)
+                self.by_tenant_group(contacts_group(t), Order::Ascending, after.as_deref(), limit)
                     .await?
             }
             Some(list) => {
@@ -758,7 +530,12 @@ impl ContactStore for DynamoStore {
                 while items.len() < limit {
                     let want = limit - items.len();
                     let members = self
-                        .contact_group(members_group(t, list), after.as_deref(), want)
+                        .by_tenant_group(
+                            members_group(t, list),
+                            Order::Ascending,
+                            after.as_deref(),
+                            want,
+                        )
                         .await?;
                     let ids = members
                         .iter()
@@ -769,7 +546,7 @@ impl ContactStore for DynamoStore {
                     };
                     after = Some((*last).to_owned());
                     let keys: Vec<String> = ids.iter().map(|id| contact_key(t, id)).collect();
-                    let mut found = self.contact_items(keys.clone(), None).await?;
+                    let mut found = self.tenants_items(keys.clone(), None).await?;
                     for key in &keys {
                         // Deleted, or taken off the list, since the index was read: left out.
                         if let Some(item) = found.remove(key)
@@ -793,7 +570,9 @@ impl ContactStore for DynamoStore {
     }
 
     async fn lists(&self, t: &TenantId) -> Result<Vec<ListName>, StoreError> {
-        let entries = self.contact_group(lists_group(t), None, usize::MAX).await?;
+        let entries = self
+            .by_tenant_group(lists_group(t), Order::Ascending, None, usize::MAX)
+            .await?;
         let names = entries
             .iter()
             .map(|item| {
@@ -805,7 +584,7 @@ impl ContactStore for DynamoStore {
         let kept: Vec<Option<ListName>> = stream::iter(names)
             .map(|name| async move {
                 let places = self
-                    .contact_group(members_group(t, name.as_str()), None, 1)
+                    .by_tenant_group(members_group(t, name.as_str()), Order::Ascending, None, 1)
                     .await?;
                 Ok::<_, StoreError>((!places.is_empty()).then_some(name))
             })

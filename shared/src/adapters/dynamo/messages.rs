@@ -6,11 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, KeysAndAttributes, Put, PutRequest, ReturnValue,
-    TransactWriteItem, WriteRequest,
+    AttributeValue, DeleteRequest, Put, PutRequest, ReturnValue, TransactWriteItem, WriteRequest,
 };
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -21,8 +19,9 @@ use super::codec::{
     nanos, nanos_bound, parse, receipt_str, receipts_from, req_n, req_s, s, shard,
 };
 use super::schema::{AWAITING, BY_PROVIDER, DUE, QUEUED};
+use super::txn::cancellation_codes;
 use super::{
-    BATCH_ROUNDS, CONCURRENCY, DynamoStore, Expr, Incomplete, MAX_BATCH_GET, MAX_BATCH_WRITE,
+    BATCH_ROUNDS, CONCURRENCY, DynamoStore, Expr, Incomplete, MAX_BATCH_WRITE,
     MAX_TRANSACTION_ITEMS, backoff, unavailable,
 };
 use crate::domain::status::PartReceipt;
@@ -491,24 +490,14 @@ impl DynamoStore {
             )?;
             actions.push(TransactWriteItem::builder().put(put).build());
         }
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(actions))
-            .client_request_token(token)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
+        match self.send_transaction(actions, token).await {
+            Ok(()) => Ok(()),
             Err(e) => {
-                if let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) =
-                    e.as_service_error()
-                {
-                    let failed: Vec<usize> = cancel
-                        .cancellation_reasons()
+                if let Some(codes) = cancellation_codes(&e) {
+                    let failed: Vec<usize> = codes
                         .iter()
                         .enumerate()
-                        .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                        .filter(|(_, code)| **code == Some("ConditionalCheckFailed"))
                         .map(|(i, _)| i)
                         .collect();
                     if failed.iter().any(|&i| i < record_items) {
@@ -802,57 +791,6 @@ impl DynamoStore {
         (0..self.config.index_shards.max(1)).map(|s| s.to_string())
     }
 
-    /// Strongly consistent reads of `keys` from `table` (any order), with only `attributes`.
-    async fn batch_get(
-        &self,
-        table: &str,
-        keys: Vec<Item>,
-        attributes: &[&str],
-    ) -> Result<Vec<Item>, StoreError> {
-        let mut found = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(MAX_BATCH_GET) {
-            let mut e = Expr::default();
-            let projection = attributes
-                .iter()
-                .map(|a| e.name(a))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut pending = built(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(chunk.to_vec()))
-                    .consistent_read(true)
-                    .projection_expression(projection)
-                    .set_expression_attribute_names(e.names())
-                    .build(),
-            )?;
-            let mut round = 0;
-            loop {
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(table, pending)
-                    .send()
-                    .await
-                    .map_err(unavailable)?;
-                if let Some(mut responses) = out.responses {
-                    found.extend(responses.remove(table).unwrap_or_default());
-                }
-                match out.unprocessed_keys.and_then(|mut left| left.remove(table)) {
-                    Some(left) if !left.keys().is_empty() => pending = left,
-                    _ => break,
-                }
-                round += 1;
-                if round > BATCH_ROUNDS {
-                    return Err(unavailable(Incomplete(format!(
-                        "reads from {table} were still unprocessed after {BATCH_ROUNDS} rounds"
-                    ))));
-                }
-                tokio::time::sleep(backoff(round)).await;
-            }
-        }
-        Ok(found)
-    }
-
     /// The message that carries `pid` at `provider`, if any.
     async fn find_by_provider_id(
         &self,
@@ -1076,7 +1014,7 @@ impl MessageStore for DynamoStore {
                 .map(|i| item_key(codec::body_part_key(key.as_str(), i)))
                 .collect();
             let found = self
-                .batch_get(table, keys, &[idem::KEY, idem::BODY])
+                .batch_get(table, keys, Some(&[idem::KEY, idem::BODY]))
                 .await?;
             let mut bodies: HashMap<String, String> = HashMap::new();
             for item in &found {

@@ -140,12 +140,14 @@ mod contacts;
 mod counters;
 mod keys;
 mod messages;
+mod reads;
 mod replays;
 mod schema;
 mod stats;
 pub mod stream;
 mod templates;
 mod tenants;
+mod txn;
 
 use std::fmt;
 use std::sync::Arc;

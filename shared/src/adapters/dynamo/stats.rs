@@ -44,6 +44,7 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use super::codec::{self, Item, corrupt, get_s, s};
+use super::txn::cancellation_codes;
 use super::{DynamoStore, Expr, Incomplete, MAX_TRANSACTION_ITEMS, unavailable};
 use crate::domain::MessageStatus;
 use crate::domain::TenantId;
@@ -529,24 +530,15 @@ impl DynamoStore {
             shard.id,
             shard.sequence.as_deref().unwrap_or("")
         ));
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(actions))
-            .client_request_token(&hex::encode(token)[..36])
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
+        match self
+            .send_transaction(actions, &hex::encode(token)[..36])
+            .await
+        {
+            Ok(()) => Ok(true),
             Err(e) => {
-                use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-                if let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) =
-                    e.as_service_error()
-                    && cancel
-                        .cancellation_reasons()
-                        .get(checkpoint_index)
-                        .is_some_and(|r| r.code() == Some("ConditionalCheckFailed"))
-                {
+                if cancellation_codes(&e).is_some_and(|codes| {
+                    codes.get(checkpoint_index) == Some(&Some("ConditionalCheckFailed"))
+                }) {
                     return Ok(false);
                 }
                 Err(unavailable(e))

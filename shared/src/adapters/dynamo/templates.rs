@@ -50,21 +50,15 @@
 //! | `get` | 2 `GetItem` (1 for a given version) | — |
 //! | `list`, `k` templates | 1 `Query` + ⌈2`k`/100⌉ `BatchGetItem` | — |
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{Delete, KeysAndAttributes, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::TransactWriteItem;
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt, stream};
 use sha2::{Digest, Sha256};
 
 use super::codec::{Item, corrupt, get_n, n, nanos, parse, req_n, req_s, s, tenant};
-use super::schema::BY_TENANT;
-use super::{
-    BATCH_ROUNDS, CONCURRENCY, DynamoStore, Expr, Incomplete, MAX_BATCH_GET, backoff, unavailable,
-};
+use super::reads::Order;
+use super::txn::{self, ROUNDS, Refused, kept_changing, pause, put_new};
+use super::{DynamoStore, Expr};
 use crate::domain::{TemplateId, TemplateName, TemplateText, TemplateVersion, TenantId};
 use crate::ports::templates::MAX_TEMPLATE_PAGE;
 use crate::ports::{StoreError, TemplatePage, TemplateStore};
@@ -83,9 +77,6 @@ const VERSION: &str = "v";
 const TEXT: &str = "tx";
 /// A version's category (S): `transactional` or `marketing`.
 const CATEGORY: &str = "cg";
-
-/// Attempts of one change before giving up on a template that others keep changing.
-const ROUNDS: u32 = 8;
 
 fn head_key(t: &TenantId, id: &str) -> String {
     format!("tpl#{t}#{id}")
@@ -139,46 +130,6 @@ fn version_from(t: &TenantId, item: &Item) -> Result<TemplateVersion, StoreError
     })
 }
 
-/// Why a transaction was refused, when it was refused rather than failed.
-enum Refused {
-    /// An item's condition failed.
-    Condition,
-    /// Another transaction held one of its items: try again.
-    Conflict,
-}
-
-fn refused(e: &SdkError<TransactWriteItemsError, impl std::fmt::Debug>) -> Option<Refused> {
-    let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) = e.as_service_error()
-    else {
-        return None;
-    };
-    let codes: Vec<Option<&str>> = cancel
-        .cancellation_reasons()
-        .iter()
-        .map(|r| r.code())
-        .collect();
-    if codes.contains(&Some("ConditionalCheckFailed")) {
-        Some(Refused::Condition)
-    } else if codes.contains(&Some("TransactionConflict")) {
-        Some(Refused::Conflict)
-    } else {
-        None
-    }
-}
-
-/// A put of a new `item`: on condition that there is none at its key.
-fn put_new(table: &str, item: Item) -> Result<TransactWriteItem, StoreError> {
-    let mut e = Expr::default();
-    let put = Put::builder()
-        .table_name(table)
-        .set_item(Some(item))
-        .condition_expression(format!("attribute_not_exists({})", e.name(tenant::KEY)))
-        .set_expression_attribute_names(e.names())
-        .build()
-        .map_err(unavailable)?;
-    Ok(TransactWriteItem::builder().put(put).build())
-}
-
 /// A put of the guard of `name_key` for template `id`, on condition that there is none.
 fn put_guard(
     table: &str,
@@ -211,15 +162,7 @@ fn delete_guard(
         e.name(TEMPLATE),
         e.value(s(id))
     );
-    let delete = Delete::builder()
-        .table_name(table)
-        .key(tenant::KEY, s(name_guard_key(t, name_key)))
-        .condition_expression(condition)
-        .set_expression_attribute_names(e.names())
-        .set_expression_attribute_values(e.values())
-        .build()
-        .map_err(unavailable)?;
-    Ok(TransactWriteItem::builder().delete(delete).build())
+    txn::delete(table, name_guard_key(t, name_key), Some(condition), &e)
 }
 
 /// The condition that a head exists, is live and is at version `latest`.
@@ -291,17 +234,8 @@ impl DynamoStore {
             e.value(s(&name_key)),
         );
         let condition = live_at(&mut e, stored.latest);
-        let update = Update::builder()
-            .table_name(table)
-            .key(tenant::KEY, s(head_key(t, id)))
-            .update_expression(expression)
-            .condition_expression(condition)
-            .set_expression_attribute_names(e.names())
-            .set_expression_attribute_values(e.values())
-            .build()
-            .map_err(unavailable)?;
         let mut items = vec![
-            TransactWriteItem::builder().update(update).build(),
+            txn::update(table, head_key(t, id), expression, condition, &e)?,
             put_new(table, version_item(v)?)?,
         ];
         if name_key != stored.name_key {
@@ -329,180 +263,18 @@ impl DynamoStore {
             e.name(tenant::GROUP_SORT),
         );
         let condition = live_at(&mut e, stored.latest);
-        let update = Update::builder()
-            .table_name(table)
-            .key(tenant::KEY, s(head_key(t, id)))
-            .update_expression(expression)
-            .condition_expression(condition)
-            .set_expression_attribute_names(e.names())
-            .set_expression_attribute_values(e.values())
-            .build()
-            .map_err(unavailable)?;
         Ok(vec![
-            TransactWriteItem::builder().update(update).build(),
+            txn::update(table, head_key(t, id), expression, condition, &e)?,
             delete_guard(table, t, &stored.name_key, id)?,
         ])
     }
 
-    /// Runs one transaction of a template's change.
-    async fn template_transact(
-        &self,
-        items: Vec<TransactWriteItem>,
-    ) -> Result<Result<(), Refused>, StoreError> {
-        // A token per attempt: the SDK's retry of a write that did commit is answered as a
-        // success instead of being refused by its own conditions.
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .client_request_token(ulid::Ulid::new().to_string())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Ok(())),
-            Err(e) => match refused(&e) {
-                Some(refusal) => Ok(Err(refusal)),
-                None => Err(unavailable(e)),
-            },
-        }
-    }
-
     /// A template's head, strongly consistent, deleted or not.
     async fn template_head(&self, t: &TenantId, id: &str) -> Result<Option<Head>, StoreError> {
-        let mut e = Expr::default();
-        let projection = [LATEST, NAME_KEY, DELETED].map(|a| e.name(a)).join(", ");
-        let out = self
-            .client
-            .get_item()
-            .table_name(self.templates_table())
-            .key(tenant::KEY, s(head_key(t, id)))
-            .consistent_read(true)
-            .projection_expression(projection)
-            .set_expression_attribute_names(e.names())
-            .send()
-            .await
-            .map_err(unavailable)?;
-        out.item.as_ref().map(Head::read).transpose()
-    }
-
-    /// The item at `key`, strongly consistent.
-    async fn template_item(&self, key: String) -> Result<Option<Item>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(self.templates_table())
-            .key(tenant::KEY, s(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(out.item)
-    }
-
-    /// The items at `keys` that exist, strongly consistent, by key. Up to [`CONCURRENCY`]
-    /// requests at once.
-    async fn template_items(
-        &self,
-        mut keys: Vec<String>,
-    ) -> Result<HashMap<String, Item>, StoreError> {
-        // BatchGetItem refuses a key twice in one request.
-        keys.sort_unstable();
-        keys.dedup();
-        let chunks: Vec<Vec<String>> = keys.chunks(MAX_BATCH_GET).map(<[_]>::to_vec).collect();
-        let found: Vec<Vec<Item>> = stream::iter(chunks)
-            .map(|chunk| self.template_chunk(chunk))
-            .buffered(CONCURRENCY)
-            .try_collect()
+        let item = self
+            .tenants_item(head_key(t, id), Some(&[LATEST, NAME_KEY, DELETED]))
             .await?;
-        found
-            .into_iter()
-            .flatten()
-            .map(|item| Ok((req_s(&item, tenant::KEY)?.to_owned(), item)))
-            .collect()
-    }
-
-    /// One `BatchGetItem` of at most [`MAX_BATCH_GET`] keys, and its unprocessed keys again.
-    async fn template_chunk(&self, keys: Vec<String>) -> Result<Vec<Item>, StoreError> {
-        let table = self.templates_table();
-        let keys = keys
-            .into_iter()
-            .map(|key| Item::from([(tenant::KEY.to_owned(), s(key))]))
-            .collect();
-        let mut pending = KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .consistent_read(true)
-            .build()
-            .map_err(unavailable)?;
-        let mut found = Vec::new();
-        for round in 1..=BATCH_ROUNDS + 1 {
-            if round > 1 {
-                tokio::time::sleep(backoff(round - 1)).await;
-            }
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(table, pending)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            if let Some(mut responses) = out.responses {
-                found.extend(responses.remove(table).unwrap_or_default());
-            }
-            match out.unprocessed_keys.and_then(|mut left| left.remove(table)) {
-                Some(left) if !left.keys().is_empty() => pending = left,
-                _ => return Ok(found),
-            }
-        }
-        Err(unavailable(Incomplete(format!(
-            "reads from {table} were still unprocessed after {BATCH_ROUNDS} rounds"
-        ))))
-    }
-
-    /// The heads of a tenant's live templates in the index, in id order, after `after` when
-    /// given, at most `limit`.
-    async fn template_group(
-        &self,
-        t: &TenantId,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Item>, StoreError> {
-        let mut e = Expr::default();
-        let mut condition = format!(
-            "{} = {}",
-            e.name(tenant::GROUP),
-            e.value(s(templates_group(t)))
-        );
-        if let Some(after) = after {
-            let sort = e.name(tenant::GROUP_SORT);
-            condition.push_str(&format!(" AND {sort} > {}", e.value(s(after))));
-        }
-        let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(self.templates_table())
-                .index_name(BY_TENANT)
-                .key_condition_expression(&condition)
-                .set_expression_attribute_names(e.names())
-                .set_expression_attribute_values(e.values())
-                .limit(
-                    i32::try_from(limit.saturating_sub(found.len()))
-                        .unwrap_or(i32::MAX)
-                        .clamp(1, 1000),
-                )
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            found.extend(out.items.unwrap_or_default());
-            start = out.last_evaluated_key;
-            if found.len() >= limit || start.is_none() {
-                found.truncate(limit);
-                return Ok(found);
-            }
-        }
+        item.as_ref().map(Head::read).transpose()
     }
 
     /// The latest versions of the templates of `heads` (as the index has them), in their
@@ -521,7 +293,7 @@ impl DynamoStore {
             .iter()
             .flat_map(|(id, latest)| [head_key(t, id), version_key(t, id, *latest)])
             .collect();
-        let mut found = self.template_items(keys).await?;
+        let mut found = self.tenants_items(keys, None).await?;
         let mut chosen = Vec::with_capacity(listed.len());
         for (id, _) in &listed {
             let Some(head) = found.get(&head_key(t, id)) else {
@@ -539,7 +311,7 @@ impl DynamoStore {
             .cloned()
             .collect();
         if !missing.is_empty() {
-            found.extend(self.template_items(missing).await?);
+            found.extend(self.tenants_items(missing, None).await?);
         }
         chosen
             .iter()
@@ -551,18 +323,6 @@ impl DynamoStore {
             })
             .collect()
     }
-}
-
-/// Sleeps before trying again a transaction that met another.
-async fn pause(round: u32) {
-    // Jittered, so that changes that collided do not collide again.
-    tokio::time::sleep(backoff(round).mul_f64(rand::random::<f64>())).await;
-}
-
-fn kept_changing() -> StoreError {
-    unavailable(Incomplete(format!(
-        "a template kept changing while storing, {ROUNDS} times"
-    )))
 }
 
 #[async_trait]
@@ -584,7 +344,7 @@ impl TemplateStore for DynamoStore {
                     _ => return Err(StoreError::NotFound),
                 }
             };
-            match self.template_transact(items).await? {
+            match self.attempt_transaction(items).await? {
                 Ok(()) => return Ok(()),
                 // The id or the name is taken.
                 Err(Refused::Condition) if v.version == 1 => {
@@ -601,7 +361,7 @@ impl TemplateStore for DynamoStore {
                 Err(Refused::Conflict) => pause(round).await,
             }
         }
-        Err(kept_changing())
+        Err(kept_changing("a template", "storing"))
     }
 
     async fn get(
@@ -617,7 +377,7 @@ impl TemplateStore for DynamoStore {
                 _ => return Ok(None),
             },
         };
-        self.template_item(version_key(t, id.as_str(), version))
+        self.tenants_item(version_key(t, id.as_str(), version), None)
             .await?
             .map(|item| version_from(t, &item))
             .transpose()
@@ -636,7 +396,10 @@ impl TemplateStore for DynamoStore {
         // is full, or the group ends.
         while templates.len() < limit {
             let want = limit - templates.len();
-            let heads = self.template_group(t, after.as_deref(), want).await?;
+            // The heads of the tenant's live templates, in id order.
+            let heads = self
+                .by_tenant_group(templates_group(t), Order::Ascending, after.as_deref(), want)
+                .await?;
             let Some(last) = heads.last() else {
                 break;
             };
@@ -663,13 +426,13 @@ impl TemplateStore for DynamoStore {
                 return Ok(false);
             };
             let items = self.deleted_template(t, id.as_str(), &head, now)?;
-            match self.template_transact(items).await? {
+            match self.attempt_transaction(items).await? {
                 Ok(()) => return Ok(true),
                 // Changed or deleted since it was read: read again.
                 Err(Refused::Condition) => {}
                 Err(Refused::Conflict) => pause(round).await,
             }
         }
-        Err(kept_changing())
+        Err(kept_changing("a template", "storing"))
     }
 }

@@ -19,15 +19,12 @@
 //! a second).
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem};
 use chrono::{DateTime, Utc};
 
 use super::codec::{Item, corrupt, get_n, get_s, n, nanos, parse, req_n, req_s, s, tenant};
-use super::schema::BY_TENANT;
+use super::reads::Order;
+use super::txn::{self, attempt_token, cancellation_codes};
 use super::{DynamoStore, Expr, unavailable};
 use crate::domain::{
     ApiKeyRecord, AuditEntry, KeyId, KeyName, Scopes, SenderId, SenderRecord, TenantId,
@@ -35,18 +32,6 @@ use crate::domain::{
 };
 use crate::ports::store::KeyEnd;
 use crate::ports::{StoreError, Tenant, TenantStore};
-
-/// Which items of a cancelled transaction failed their condition.
-fn failed_conditions(e: &SdkError<TransactWriteItemsError, impl std::fmt::Debug>) -> Vec<bool> {
-    match e.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => cancel
-            .cancellation_reasons()
-            .iter()
-            .map(|r| r.code() == Some("ConditionalCheckFailed"))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
 
 fn tenant_key(id: &TenantId) -> String {
     format!("tenant#{id}")
@@ -194,16 +179,7 @@ impl DynamoStore {
 
     /// A put of an item that must not exist yet.
     fn new_item(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
-        let mut e = Expr::default();
-        let condition = format!("attribute_not_exists({})", e.name(tenant::KEY));
-        let put = Put::builder()
-            .table_name(self.tenants())
-            .set_item(Some(item))
-            .condition_expression(condition)
-            .set_expression_attribute_names(e.names())
-            .build()
-            .map_err(unavailable)?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        txn::put_new(self.tenants(), item)
     }
 
     /// A check that the tenant exists.
@@ -225,76 +201,16 @@ impl DynamoStore {
         &self,
         items: Vec<TransactWriteItem>,
     ) -> Result<Result<(), usize>, StoreError> {
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(Ok(())),
-            Err(e) => match failed_conditions(&e).iter().position(|failed| *failed) {
+        match self.send_transaction(items, attempt_token()).await {
+            Ok(()) => Ok(Ok(())),
+            Err(e) => match cancellation_codes(&e).and_then(|codes| {
+                codes
+                    .iter()
+                    .position(|c| *c == Some("ConditionalCheckFailed"))
+            }) {
                 Some(index) => Ok(Err(index)),
                 None => Err(unavailable(e)),
             },
-        }
-    }
-
-    async fn get(&self, pk: String) -> Result<Option<Item>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(self.tenants())
-            .key(tenant::KEY, s(pk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(out.item)
-    }
-
-    /// Items of one group of the `by_tenant` index, by sort key, at most `limit`, below
-    /// `before` when given.
-    async fn group(
-        &self,
-        group_key: String,
-        forward: bool,
-        before: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Item>, StoreError> {
-        let mut e = Expr::default();
-        let mut condition = format!("{} = {}", e.name(tenant::GROUP), e.value(s(group_key)));
-        if let Some(before) = before {
-            let sort = e.name(tenant::GROUP_SORT);
-            condition.push_str(&format!(" AND {sort} < {}", e.value(s(before))));
-        }
-        let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(self.tenants())
-                .index_name(BY_TENANT)
-                .key_condition_expression(&condition)
-                .set_expression_attribute_names(e.names())
-                .set_expression_attribute_values(e.values())
-                .scan_index_forward(forward)
-                .limit(
-                    i32::try_from(limit.saturating_sub(found.len()))
-                        .unwrap_or(1000)
-                        .max(1),
-                )
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            found.extend(out.items.unwrap_or_default());
-            start = out.last_evaluated_key;
-            if found.len() >= limit || start.is_none() {
-                found.truncate(limit);
-                return Ok(found);
-            }
         }
     }
 }
@@ -332,7 +248,11 @@ impl TenantStore for DynamoStore {
             Some(id) => key_item_key(id),
             None => legacy_key(hash),
         };
-        self.get(pk).await?.as_ref().map(key_from).transpose()
+        self.tenants_item(pk, None)
+            .await?
+            .as_ref()
+            .map(key_from)
+            .transpose()
     }
 
     async fn add_key(&self, key: &ApiKeyRecord, audit: &AuditEntry) -> Result<(), StoreError> {
@@ -349,7 +269,9 @@ impl TenantStore for DynamoStore {
     }
 
     async fn list_keys(&self, t: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let items = self.group(group(t, "key"), true, None, 10_000).await?;
+        let items = self
+            .by_tenant_group(group(t, "key"), Order::Ascending, None, 10_000)
+            .await?;
         items.iter().map(key_from).collect()
     }
 
@@ -360,7 +282,7 @@ impl TenantStore for DynamoStore {
         end: KeyEnd,
         audit: &AuditEntry,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let Some(item) = self.get(key_item_key(id)).await? else {
+        let Some(item) = self.tenants_item(key_item_key(id), None).await? else {
             return Ok(None);
         };
         let mut key = key_from(&item)?;
@@ -388,17 +310,8 @@ impl TenantStore for DynamoStore {
                 )
             }
         };
-        let update = Update::builder()
-            .table_name(self.tenants())
-            .key(tenant::KEY, s(key_item_key(id)))
-            .update_expression(update)
-            .condition_expression(condition)
-            .set_expression_attribute_names(e.names())
-            .set_expression_attribute_values(e.values())
-            .build()
-            .map_err(unavailable)?;
         let mut items = vec![
-            TransactWriteItem::builder().update(update).build(),
+            txn::update(self.tenants(), key_item_key(id), update, condition, &e)?,
             self.new_item(audit_item(audit)?)?,
         ];
         if let Some(new) = new {
@@ -420,21 +333,14 @@ impl TenantStore for DynamoStore {
         let mut e = Expr::default();
         let (pk, revoked) = (e.name(tenant::KEY), e.name(tenant::REVOKED));
         let at = e.value(n(nanos(at)?));
-        let update = Update::builder()
-            .table_name(self.tenants())
-            .key(tenant::KEY, s(legacy_key(hash)))
-            .update_expression(format!("SET {revoked} = {at}"))
-            .condition_expression(format!(
-                "attribute_exists({pk}) AND attribute_not_exists({revoked})"
-            ))
-            .set_expression_attribute_names(e.names())
-            .set_expression_attribute_values(e.values())
-            .build()
-            .map_err(unavailable)?;
-        let items = vec![
-            TransactWriteItem::builder().update(update).build(),
-            self.new_item(audit_item(audit)?)?,
-        ];
+        let update = txn::update(
+            self.tenants(),
+            legacy_key(hash),
+            format!("SET {revoked} = {at}"),
+            format!("attribute_exists({pk}) AND attribute_not_exists({revoked})"),
+            &e,
+        )?;
+        let items = vec![update, self.new_item(audit_item(audit)?)?];
         match self.transact(items).await? {
             Ok(()) => Ok(true),
             Err(0) => Ok(false),
@@ -482,7 +388,9 @@ impl TenantStore for DynamoStore {
         before: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let items = self.group(group(t, "audit"), false, before, limit).await?;
+        let items = self
+            .by_tenant_group(group(t, "audit"), Order::Descending, before, limit)
+            .await?;
         items
             .iter()
             .map(|item| {
@@ -493,7 +401,9 @@ impl TenantStore for DynamoStore {
     }
 
     async fn senders(&self, t: &TenantId) -> Result<Vec<SenderRecord>, StoreError> {
-        let items = self.group(group(t, "sender"), true, None, 10_000).await?;
+        let items = self
+            .by_tenant_group(group(t, "sender"), Order::Ascending, None, 10_000)
+            .await?;
         items.iter().map(sender_from).collect()
     }
 
@@ -516,26 +426,19 @@ impl TenantStore for DynamoStore {
                 e.name(tenant::NETWORKS),
                 e.name(tenant::UPDATED),
             );
-            let update = Update::builder()
-                .table_name(self.tenants())
-                .key(
-                    tenant::KEY,
-                    s(sender_key(&record.tenant_id, &record.sender)),
-                )
-                .update_expression(format!(
-                    "SET {networks} = {}, {updated} = {}",
-                    e.value(s(record.networks_list())),
-                    e.value(n(nanos(record.updated_at)?))
-                ))
-                .condition_expression(format!("attribute_exists({pk})"))
-                .set_expression_attribute_names(e.names())
-                .set_expression_attribute_values(e.values())
-                .build()
-                .map_err(unavailable)?;
-            vec![
-                TransactWriteItem::builder().update(update).build(),
-                self.new_item(audit_item(audit)?)?,
-            ]
+            let expression = format!(
+                "SET {networks} = {}, {updated} = {}",
+                e.value(s(record.networks_list())),
+                e.value(n(nanos(record.updated_at)?))
+            );
+            let update = txn::update(
+                self.tenants(),
+                sender_key(&record.tenant_id, &record.sender),
+                expression,
+                format!("attribute_exists({pk})"),
+                &e,
+            )?;
+            vec![update, self.new_item(audit_item(audit)?)?]
         };
         match self.transact(items).await? {
             Ok(()) => Ok(()),
@@ -552,17 +455,8 @@ impl TenantStore for DynamoStore {
     ) -> Result<bool, StoreError> {
         let mut e = Expr::default();
         let exists = format!("attribute_exists({})", e.name(tenant::KEY));
-        let delete = Delete::builder()
-            .table_name(self.tenants())
-            .key(tenant::KEY, s(sender_key(t, sender)))
-            .condition_expression(exists)
-            .set_expression_attribute_names(e.names())
-            .build()
-            .map_err(unavailable)?;
-        let items = vec![
-            TransactWriteItem::builder().delete(delete).build(),
-            self.new_item(audit_item(audit)?)?,
-        ];
+        let delete = txn::delete(self.tenants(), sender_key(t, sender), Some(exists), &e)?;
+        let items = vec![delete, self.new_item(audit_item(audit)?)?];
         match self.transact(items).await? {
             Ok(()) => Ok(true),
             Err(0) => Ok(false),
@@ -571,7 +465,7 @@ impl TenantStore for DynamoStore {
     }
 
     async fn limits(&self, t: &TenantId) -> Result<Option<TenantLimits>, StoreError> {
-        let Some(item) = self.get(limits_key(t)).await? else {
+        let Some(item) = self.tenants_item(limits_key(t), None).await? else {
             return Ok(None);
         };
         let json = req_s(&item, tenant::LIMITS)?;
@@ -592,23 +486,19 @@ impl TenantStore for DynamoStore {
         audit: &AuditEntry,
     ) -> Result<bool, StoreError> {
         let had_key = matches!(
-            self.get(super::keys::data_key_key(t)).await?,
+            self.tenants_item(super::keys::data_key_key(t), None).await?,
             Some(item) if item.contains_key(tenant::WRAPPED)
         );
         // The wrapped key is replaced by a tombstone: what was sealed under it is unreadable
         // from now on, in the table, its backups and its streams alike.
-        let tombstone = Put::builder()
-            .table_name(self.tenants())
-            .set_item(Some(Item::from([
-                (tenant::KEY.to_owned(), s(super::keys::data_key_key(t))),
-                (tenant::TENANT.to_owned(), s(t.as_str())),
-                (tenant::ERASED.to_owned(), n(nanos(at)?)),
-            ])))
-            .build()
-            .map_err(unavailable)?;
+        let tombstone = Item::from([
+            (tenant::KEY.to_owned(), s(super::keys::data_key_key(t))),
+            (tenant::TENANT.to_owned(), s(t.as_str())),
+            (tenant::ERASED.to_owned(), n(nanos(at)?)),
+        ]);
         let items = vec![
             self.tenant_exists(t)?,
-            TransactWriteItem::builder().put(tombstone).build(),
+            txn::put(self.tenants(), tombstone)?,
             self.new_item(audit_item(audit)?)?,
         ];
         match self.transact(items).await? {
@@ -651,18 +541,14 @@ impl TenantStore for DynamoStore {
     ) -> Result<(), StoreError> {
         let json =
             serde_json::to_string(limits).map_err(|e| corrupt(format!("tenant limits: {e}")))?;
-        let put = Put::builder()
-            .table_name(self.tenants())
-            .set_item(Some(Item::from([
-                (tenant::KEY.to_owned(), s(limits_key(t))),
-                (tenant::TENANT.to_owned(), s(t.as_str())),
-                (tenant::LIMITS.to_owned(), s(json)),
-            ])))
-            .build()
-            .map_err(unavailable)?;
+        let limits_item = Item::from([
+            (tenant::KEY.to_owned(), s(limits_key(t))),
+            (tenant::TENANT.to_owned(), s(t.as_str())),
+            (tenant::LIMITS.to_owned(), s(json)),
+        ]);
         let items = vec![
             self.tenant_exists(t)?,
-            TransactWriteItem::builder().put(put).build(),
+            txn::put(self.tenants(), limits_item)?,
             self.new_item(audit_item(audit)?)?,
         ];
         match self.transact(items).await? {
