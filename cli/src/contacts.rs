@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use holub_shared::adapters::sqlite::{SqliteConfig, SyncMode};
 use holub_shared::domain::csv_import::{CsvEncoding, ImportOptions, ImportReader, Target};
 use holub_shared::domain::{ListName, TenantId};
 use holub_shared::runtime::Ports;
@@ -65,7 +66,14 @@ pub async fn run(command: Command) -> ExitCode {
             Err(e) => return fail(e),
         }
     } else {
-        match Backend::open(args.at.data_dir(), Default::default()) {
+        // `synchronous=NORMAL`: a commit survives the process dying, only power loss may
+        // take the last ones, and an import cut short is simply run again (rows of a stored
+        // number are merged). Each commit then waits for no disk flush.
+        let config = SqliteConfig {
+            sync: SyncMode::Normal,
+            ..SqliteConfig::default()
+        };
+        match Backend::open(args.at.data_dir(), config) {
             Ok(b) => (b.ports(), Some(b)),
             Err(e) => return fail(e),
         }

@@ -936,6 +936,32 @@ async fn contacts_are_unique_per_number_and_paged_by_list(b: &Backend) {
     let mut gone = all[0].clone();
     gone.version = 2;
     assert!(matches!(c.put(&gone).await, Err(StoreError::NotFound)));
+
+    // Several at once: each answered as its own put, a refusal costing only itself.
+    let (x, y) = (contact(&t, 300, &["Опт"]), contact(&t, 301, &[]));
+    let mut taken = contact(&t, 302, &[]);
+    taken.phone = all[1].phone.clone();
+    let mut stale = all[1].clone();
+    stale.version = 9;
+    let answers = c.put_many(&[x.clone(), taken, stale, y.clone()]).await;
+    assert!(answers[0].is_ok() && answers[3].is_ok(), "{answers:?}");
+    assert!(
+        matches!(answers[1], Err(StoreError::AlreadyExists)),
+        "{answers:?}"
+    );
+    assert!(
+        matches!(answers[2], Err(StoreError::AlreadyExists)),
+        "{answers:?}"
+    );
+    assert_eq!(
+        c.find(&t, &[&x.phone, &y.phone, &all[1].phone])
+            .await
+            .unwrap(),
+        vec![Some(x.clone()), Some(y), Some(all[1].clone())]
+    );
+    let opt = c.list(&t, &page(Some("Опт"), None, 10)).await.unwrap();
+    assert_eq!(opt.contacts, vec![x]);
+    assert!(c.put_many(&[]).await.is_empty());
 }
 
 fn template(t: &TenantId, n: u32, name: &str) -> TemplateVersion {

@@ -8,6 +8,10 @@ use crate::domain::{Contact, ContactId, ListName, PhoneNumber, TenantId};
 
 use super::StoreError;
 
+/// How many puts [`ContactStore::put_many`] has in flight by default (DynamoDB round trips
+/// overlap).
+const PUT_MANY_AT_ONCE: usize = 16;
+
 /// The most contacts one [`ContactStore::list`] page holds.
 pub const MAX_CONTACT_PAGE: usize = 500;
 
@@ -46,6 +50,17 @@ pub trait ContactStore: Send + Sync {
     /// that one (another change came first: read again), [`StoreError::NotFound`] if the
     /// contact is gone.
     async fn put(&self, contact: &Contact) -> Result<(), StoreError>;
+
+    /// Stores several contacts, each as [`ContactStore::put`] would: one answer per contact,
+    /// in order, and one's refusal is its own. A store may write them together (SQLite: in
+    /// one commit).
+    async fn put_many(&self, contacts: &[Contact]) -> Vec<Result<(), StoreError>> {
+        let mut out = Vec::with_capacity(contacts.len());
+        for chunk in contacts.chunks(PUT_MANY_AT_ONCE) {
+            out.extend(futures::future::join_all(chunk.iter().map(|c| self.put(c))).await);
+        }
+        out
+    }
 
     /// Deletes a contact (and its place on its lists); answers whether there was one.
     async fn delete(&self, tenant: &TenantId, id: &ContactId) -> Result<bool, StoreError>;

@@ -6,7 +6,6 @@ use std::io::BufRead;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, stream};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::contact::{self, ContactError};
@@ -24,10 +23,6 @@ pub const SEARCH_BUDGET: usize = 5_000;
 /// How many CSV rows [`Contacts::import_rows`] takes at once: one read of their numbers,
 /// then their writes.
 pub const IMPORT_CHUNK: usize = 500;
-
-/// How many contacts of a chunk are written at once (DynamoDB round trips overlap; SQLite
-/// takes them in turn).
-const IMPORT_WRITERS: usize = 16;
 
 /// What became of one CSV row.
 #[derive(Debug, Clone, Serialize)]
@@ -437,36 +432,46 @@ impl Contacts {
         let phones: Vec<&PhoneNumber> = groups.iter().map(|g| &g.phone).collect();
         let found = self.store.find(tenant, &phones).await?;
         let now = self.clock.now();
-        let outcomes: Vec<Result<(Contact, bool), ContactsError>> =
-            stream::iter(groups.iter().zip(found).map(|(g, existing)| async move {
-                let (next, created) = match existing {
-                    None => (
-                        Contact {
-                            id: ContactId::generate(now),
-                            tenant_id: tenant.clone(),
-                            phone: g.phone.clone(),
-                            details: g.details.clone(),
-                            lists: g.lists.clone(),
-                            created_at: now,
-                            updated_at: now,
-                            version: 1,
-                        },
-                        true,
-                    ),
-                    Some(c) => (merged(c, &g.details, &g.lists, now)?, false),
-                };
-                match self.store.put(&next).await {
-                    Ok(()) => Ok((next, created)),
-                    // Changed meanwhile by someone else: merge into it the slow way.
-                    Err(StoreError::AlreadyExists | StoreError::NotFound) => {
-                        self.upsert(tenant, g.request()).await
-                    }
-                    Err(e) => Err(e.into()),
+        // Each number's next contact: new, or merged into the stored one.
+        let mut outcomes: Vec<Option<Result<(Contact, bool), ContactsError>>> = Vec::new();
+        let mut writes: Vec<Contact> = Vec::new();
+        let mut written: Vec<usize> = Vec::new();
+        for (g, existing) in groups.iter().zip(found) {
+            let next = match existing {
+                None => Ok((
+                    Contact {
+                        id: ContactId::generate(now),
+                        tenant_id: tenant.clone(),
+                        phone: g.phone.clone(),
+                        details: g.details.clone(),
+                        lists: g.lists.clone(),
+                        created_at: now,
+                        updated_at: now,
+                        version: 1,
+                    },
+                    true,
+                )),
+                Some(c) => merged(c, &g.details, &g.lists, now).map(|c| (c, false)),
+            };
+            if let Ok((contact, _)) = &next {
+                written.push(outcomes.len());
+                writes.push(contact.clone());
+            }
+            outcomes.push(Some(next));
+        }
+        // Written together (one commit on SQLite); a number changed meanwhile by someone
+        // else is merged into the slow way, one at a time.
+        let stored = self.store.put_many(&writes).await;
+        for (&i, result) in written.iter().zip(stored) {
+            match result {
+                Ok(()) => {}
+                Err(StoreError::AlreadyExists | StoreError::NotFound) => {
+                    outcomes[i] = Some(self.upsert(tenant, groups[i].request()).await);
                 }
-            }))
-            .buffered(IMPORT_WRITERS)
-            .collect()
-            .await;
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let outcomes = outcomes.into_iter().flatten();
         for (group, outcome) in groups.iter().zip(outcomes) {
             match outcome {
                 Ok((contact, created)) => {

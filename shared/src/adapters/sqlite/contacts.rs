@@ -100,6 +100,108 @@ fn stored_lists(json: &str) -> Result<Vec<String>, Failure> {
     serde_json::from_str(json).map_err(|e| Failure::Corrupt(format!("contact lists: {e}")))
 }
 
+/// A contact ready to write: sealed, tagged, its lists in both forms.
+struct Staged {
+    tenant: String,
+    id: String,
+    tag: [u8; 16],
+    sealed: Vec<u8>,
+    lists: Vec<String>,
+    lists_json: String,
+    created: i64,
+    updated: i64,
+    version: i64,
+}
+
+impl SqliteBackend {
+    async fn stage(&self, contact: &Contact) -> Result<Staged, StoreError> {
+        let key = self.vault.sealing_key(&contact.tenant_id).await?;
+        let lists: Vec<String> = contact
+            .lists
+            .iter()
+            .map(|l| l.as_str().to_owned())
+            .collect();
+        let lists_json = serde_json::to_string(&lists)
+            .map_err(|e| StoreError::Corrupt(format!("contact lists: {e}")))?;
+        Ok(Staged {
+            tenant: contact.tenant_id.as_str().to_owned(),
+            id: contact.id.to_string(),
+            tag: key.number_tag(&contact.phone),
+            sealed: key.seal_contact(
+                &contact.tenant_id,
+                &contact.id,
+                &contact.phone,
+                &contact.details,
+            ),
+            lists,
+            lists_json,
+            created: nanos(contact.created_at)?,
+            updated: nanos(contact.updated_at)?,
+            version: i64::from(contact.version),
+        })
+    }
+}
+
+/// Writes a staged contact as [`ContactStore::put`] says.
+fn write_staged(conn: &Connection, s: &Staged) -> Result<(), Failure> {
+    let Staged {
+        tenant: t,
+        id,
+        tag,
+        sealed,
+        lists,
+        lists_json,
+        created,
+        updated,
+        version,
+    } = s;
+    let (created, updated, version) = (*created, *updated, *version);
+    if version <= 1 {
+        let inserted = conn
+            .prepare_cached(
+                "INSERT INTO contacts (tenant_id, id, number_tag, sealed, lists, \
+                 created_at, updated_at, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                t,
+                id,
+                tag.as_slice(),
+                sealed,
+                lists_json,
+                created,
+                updated,
+                version
+            ]);
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_constraint(&e) => return Err(Failure::AlreadyExists),
+            Err(e) => return Err(e.into()),
+        }
+        move_lists(conn, t, id, &[], lists)
+    } else {
+        let current: Option<(i64, Vec<u8>, String)> = conn
+            .prepare_cached(
+                "SELECT version, number_tag, lists FROM contacts \
+                 WHERE tenant_id = ?1 AND id = ?2",
+            )?
+            .query_row(params![t, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let before = match current {
+            None => return Err(Failure::NotFound),
+            Some((v, stored, _)) if v != version - 1 || stored != tag.as_slice() => {
+                return Err(Failure::AlreadyExists);
+            }
+            Some((_, _, before)) => stored_lists(&before)?,
+        };
+        conn.prepare_cached(
+            "UPDATE contacts SET sealed = ?3, lists = ?4, updated_at = ?5, version = ?6 \
+             WHERE tenant_id = ?1 AND id = ?2",
+        )?
+        .execute(params![t, id, sealed, lists_json, updated, version])?;
+        move_lists(conn, t, id, &before, lists)
+    }
+}
+
 #[async_trait]
 impl ContactStore for SqliteBackend {
     async fn find(
@@ -159,67 +261,59 @@ impl ContactStore for SqliteBackend {
     }
 
     async fn put(&self, contact: &Contact) -> Result<(), StoreError> {
-        let key = self.vault.sealing_key(&contact.tenant_id).await?;
-        let tag = key.number_tag(&contact.phone);
-        let sealed = key.seal_contact(
-            &contact.tenant_id,
-            &contact.id,
-            &contact.phone,
-            &contact.details,
-        );
-        let lists: Vec<String> = contact
-            .lists
-            .iter()
-            .map(|l| l.as_str().to_owned())
-            .collect();
-        let lists_json = serde_json::to_string(&lists)
-            .map_err(|e| StoreError::Corrupt(format!("contact lists: {e}")))?;
-        let (t, id) = (
-            contact.tenant_id.as_str().to_owned(),
-            contact.id.to_string(),
-        );
-        let (created, updated) = (nanos(contact.created_at)?, nanos(contact.updated_at)?);
-        let version = i64::from(contact.version);
+        let staged = self.stage(contact).await?;
         self.db
-            .write(move |conn| {
-                if version <= 1 {
-                    let inserted = conn
-                        .prepare_cached(
-                            "INSERT INTO contacts (tenant_id, id, number_tag, sealed, lists, \
-                             created_at, updated_at, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                        )?
-                        .execute(params![t, id, tag.as_slice(), sealed, lists_json, created, updated, version]);
-                    match inserted {
-                        Ok(_) => {}
-                        Err(e) if is_constraint(&e) => return Err(Failure::AlreadyExists),
-                        Err(e) => return Err(e.into()),
-                    }
-                    move_lists(conn, &t, &id, &[], &lists)
-                } else {
-                    let current: Option<(i64, Vec<u8>, String)> = conn
-                        .prepare_cached(
-                            "SELECT version, number_tag, lists FROM contacts \
-                             WHERE tenant_id = ?1 AND id = ?2",
-                        )?
-                        .query_row(params![t, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                        .optional()?;
-                    let before = match current {
-                        None => return Err(Failure::NotFound),
-                        Some((v, stored, _)) if v != version - 1 || stored != tag.as_slice() => {
-                            return Err(Failure::AlreadyExists);
-                        }
-                        Some((_, _, before)) => stored_lists(&before)?,
-                    };
-                    conn.prepare_cached(
-                        "UPDATE contacts SET sealed = ?3, lists = ?4, updated_at = ?5, version = ?6 \
-                         WHERE tenant_id = ?1 AND id = ?2",
-                    )?
-                    .execute(params![t, id, sealed, lists_json, updated, version])?;
-                    move_lists(conn, &t, &id, &before, &lists)
-                }
-            })
+            .write(move |conn| write_staged(conn, &staged))
             .await
             .map_err(Into::into)
+    }
+
+    async fn put_many(&self, contacts: &[Contact]) -> Vec<Result<(), StoreError>> {
+        let mut staged = Vec::with_capacity(contacts.len());
+        for c in contacts {
+            match self.stage(c).await {
+                Ok(s) => staged.push(s),
+                Err(e) => {
+                    // A key that cannot be had fails them all alike.
+                    let mut out = vec![Err(e)];
+                    out.extend(
+                        contacts[1..]
+                            .iter()
+                            .map(|_| Err(StoreError::Unavailable("the tenant's data key".into()))),
+                    );
+                    return out;
+                }
+            }
+        }
+        let n = staged.len();
+        // One job, so one commit; each contact in a savepoint of its own, so one refused
+        // contact leaves the others written.
+        let written = self
+            .db
+            .write(move |conn| {
+                let mut results = Vec::with_capacity(staged.len());
+                for s in &staged {
+                    conn.execute_batch("SAVEPOINT contact_put")?;
+                    let result = write_staged(conn, s);
+                    if result.is_err() {
+                        conn.execute_batch("ROLLBACK TO contact_put")?;
+                    }
+                    conn.execute_batch("RELEASE contact_put")?;
+                    results.push(result);
+                }
+                Ok(results)
+            })
+            .await;
+        match written {
+            Ok(results) => results.into_iter().map(|r| r.map_err(Into::into)).collect(),
+            Err(e) => {
+                let e: StoreError = e.into();
+                let text = e.to_string();
+                let mut out = vec![Err(e)];
+                out.extend((1..n).map(|_| Err(StoreError::Unavailable(text.clone().into()))));
+                out
+            }
+        }
     }
 
     async fn delete(&self, tenant: &TenantId, id: &ContactId) -> Result<bool, StoreError> {
