@@ -50,3 +50,22 @@ impl Backend {
         self.sqlite.close().await;
     }
 }
+
+/// The ports a command acts through: a deployment on AWS (named by the HOLUB_* environment
+/// variables the functions read), or this machine's data directory, whose backend the
+/// command closes when done.
+pub async fn ports(
+    aws: bool,
+    data_dir: &Path,
+    config: SqliteConfig,
+) -> Result<(Ports, Option<Backend>), String> {
+    if aws {
+        let aws = holub_shared::adapters::aws::backend_from_env()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((Ports::aws(&aws), None))
+    } else {
+        let local = Backend::open(data_dir, config).map_err(|e| e.to_string())?;
+        Ok((local.ports(), Some(local)))
+    }
+}

@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 use holub_shared::adapters::sqlite::{SqliteConfig, SyncMode};
 use holub_shared::domain::csv_import::{CsvEncoding, ImportOptions, ImportReader, Target};
 use holub_shared::domain::{ListName, TenantId};
-use holub_shared::runtime::Ports;
 use holub_shared::services::contacts::{Contacts, ImportTally, RowResult};
 
-use crate::backend::Backend;
+use crate::backend;
 use crate::tenant::Where;
 
 #[derive(clap::Subcommand)]
@@ -60,23 +59,16 @@ pub struct ImportArgs {
 
 pub async fn run(command: Command) -> ExitCode {
     let Command::Import(args) = command;
-    let (ports, local) = if args.at.aws() {
-        match holub_shared::adapters::aws::backend_from_env().await {
-            Ok(aws) => (Ports::aws(&aws), None),
-            Err(e) => return fail(e),
-        }
-    } else {
-        // `synchronous=NORMAL`: a commit survives the process dying, only power loss may
-        // take the last ones, and an import cut short is simply run again (rows of a stored
-        // number are merged). Each commit then waits for no disk flush.
-        let config = SqliteConfig {
-            sync: SyncMode::Normal,
-            ..SqliteConfig::default()
-        };
-        match Backend::open(args.at.data_dir(), config) {
-            Ok(b) => (b.ports(), Some(b)),
-            Err(e) => return fail(e),
-        }
+    // `synchronous=NORMAL`: a commit survives the process dying, only power loss may take
+    // the last ones, and an import cut short is simply run again (rows of a stored number
+    // are merged). Each commit then waits for no disk flush.
+    let config = SqliteConfig {
+        sync: SyncMode::Normal,
+        ..SqliteConfig::default()
+    };
+    let (ports, local) = match backend::ports(args.at.aws(), args.at.data_dir(), config).await {
+        Ok(opened) => opened,
+        Err(e) => return fail(e),
     };
     let contacts = Contacts::new(ports.contacts.clone(), ports.clock.clone());
     let code = match import(&contacts, &args).await {

@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use holub_shared::ports::QueueName;
-use holub_shared::runtime::Ports;
 
-use crate::backend::Backend;
+use crate::backend;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -41,16 +40,9 @@ pub async fn run(command: Command) -> ExitCode {
         "callbacks" => QueueName::Callbacks,
         _ => QueueName::Dispatch,
     };
-    let (ports, local) = if aws {
-        match holub_shared::adapters::aws::backend_from_env().await {
-            Ok(aws) => (Ports::aws(&aws), None),
-            Err(e) => return fail(e),
-        }
-    } else {
-        match Backend::open(&data_dir, Default::default()) {
-            Ok(b) => (b.ports(), Some(b)),
-            Err(e) => return fail(e),
-        }
+    let (ports, local) = match backend::ports(aws, &data_dir, Default::default()).await {
+        Ok(opened) => opened,
+        Err(e) => return fail(e),
     };
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let code = match ports.queue.redrive(queue, limit).await {

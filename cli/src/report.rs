@@ -12,7 +12,7 @@ use holub_shared::runtime::Ports;
 use holub_shared::services::Analytics;
 use holub_shared::services::analytics::{ReportQuery, ReportView, TotalsView, Zone};
 
-use crate::backend::Backend;
+use crate::backend;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -50,16 +50,9 @@ fn instant(raw: &str, zone: Zone) -> Result<DateTime<Utc>, String> {
 }
 
 pub async fn run(args: Args) -> ExitCode {
-    let (ports, local) = if args.aws {
-        match holub_shared::adapters::aws::backend_from_env().await {
-            Ok(aws) => (Ports::aws(&aws), None),
-            Err(e) => return fail(e),
-        }
-    } else {
-        match Backend::open(&args.data_dir, Default::default()) {
-            Ok(b) => (b.ports(), Some(b)),
-            Err(e) => return fail(e),
-        }
+    let (ports, local) = match backend::ports(args.aws, &args.data_dir, Default::default()).await {
+        Ok(opened) => opened,
+        Err(e) => return fail(e),
     };
     let outcome = report(&args, &ports).await;
     drop(ports);

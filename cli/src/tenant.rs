@@ -13,11 +13,10 @@ use holub_shared::domain::{
     ApiKeyRecord, KeyId, KeyName, Network, Origin, Registration, Scopes, SenderId, SenderRecord,
     TenantId, TenantLimits,
 };
-use holub_shared::runtime::Ports;
 use holub_shared::services::accounts::key_json;
 use holub_shared::services::{Accounts, Limits, Senders};
 
-use crate::backend::Backend;
+use crate::backend;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -186,16 +185,9 @@ impl Command {
 
 pub async fn run(command: Command) -> ExitCode {
     let at = command.at();
-    let (ports, local) = if at.aws {
-        match holub_shared::adapters::aws::backend_from_env().await {
-            Ok(aws) => (Ports::aws(&aws), None),
-            Err(e) => return fail(e),
-        }
-    } else {
-        match Backend::open(&at.data_dir, Default::default()) {
-            Ok(b) => (b.ports(), Some(b)),
-            Err(e) => return fail(e),
-        }
+    let (ports, local) = match backend::ports(at.aws, &at.data_dir, Default::default()).await {
+        Ok(opened) => opened,
+        Err(e) => return fail(e),
     };
     let accounts = Accounts::new(
         ports.tenants.clone(),

@@ -500,50 +500,37 @@ impl Api {
         Some(Self::read(resp).await)
     }
 
-    pub async fn get(&self, path: &str) -> Answer {
-        let resp = self
+    /// One request with the key, a JSON body if given.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Answer {
+        let mut req = self
             .http
-            .get(format!("{}{path}", self.base_url))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .expect("request sent");
-        Self::read(resp).await
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        Self::read(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(reqwest::Method::GET, path, None).await
     }
 
     pub async fn patch(&self, path: &str, body: &serde_json::Value) -> Answer {
-        let resp = self
-            .http
-            .patch(format!("{}{path}", self.base_url))
-            .bearer_auth(&self.key)
-            .json(body)
-            .send()
-            .await
-            .expect("request sent");
-        Self::read(resp).await
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
     }
 
     pub async fn put(&self, path: &str, body: &serde_json::Value) -> Answer {
-        let resp = self
-            .http
-            .put(format!("{}{path}", self.base_url))
-            .bearer_auth(&self.key)
-            .json(body)
-            .send()
-            .await
-            .expect("request sent");
-        Self::read(resp).await
+        self.send(reqwest::Method::PUT, path, Some(body)).await
     }
 
     pub async fn delete(&self, path: &str) -> Answer {
-        let resp = self
-            .http
-            .delete(format!("{}{path}", self.base_url))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .expect("request sent");
-        Self::read(resp).await
+        self.send(reqwest::Method::DELETE, path, None).await
     }
 
     /// The same server with another key.
