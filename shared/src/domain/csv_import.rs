@@ -8,9 +8,11 @@
 //! - **Encoding**: a UTF-8 BOM means UTF-8 (and is dropped); a UTF-16 BOM, NUL bytes or an
 //!   Excel workbook are refused with how to save a CSV instead; otherwise the first 64 KiB
 //!   decide: valid UTF-8 (a sequence cut by the 64 KiB end allowed) is UTF-8, anything else
-//!   Windows-1251. Records are split at the byte level (`"`, the delimiter, CR and LF are
-//!   ASCII in both encodings) and each cell is decoded on its own, so invalid UTF-8 past the
-//!   sniffed prefix costs one row (`encoding_invalid`), not the file.
+//!   Windows-1251; 64 KiB of plain ASCII (Latin names sort first) decide nothing, and the
+//!   first record with another byte settles it. Records are split at the byte level (`"`,
+//!   the delimiter, CR and LF are ASCII in both encodings) and each cell is decoded on its
+//!   own, so invalid UTF-8 past the point of decision costs one row (`encoding_invalid`),
+//!   not the file.
 //! - **Delimiter**: the most frequent of `;`, `,` and tab outside quotes in the header row. A
 //!   tie goes to `;`, then `,`: a comma is common inside Ukrainian header text (`Прізвище,
 //!   ім'я`) and is the decimal separator of the locale, a semicolon almost never is.
@@ -285,6 +287,9 @@ pub struct ImportReader<R> {
     row: u64,
     /// Set after a read error: nothing more can be trusted.
     failed: bool,
+    /// Whether the encoding is settled. Not while a sniffed file has shown only ASCII: the
+    /// first record with another byte settles it (see [`ImportReader::settle`]).
+    settled: bool,
 }
 
 impl<R> fmt::Debug for ImportReader<R> {
@@ -327,6 +332,9 @@ impl<R: BufRead> ImportReader<R> {
         } else {
             sniff_encoding(text, complete)
         });
+        // A long file whose first 64 KiB are plain ASCII (Latin names sort first) says
+        // nothing yet: its first other letters decide.
+        let settled = options.encoding.is_some() || bom || complete || !text.is_ascii();
         let delimiter = options.delimiter.unwrap_or_else(|| sniff_delimiter(text));
         if matches!(delimiter, b'"' | b'\r' | b'\n') || !delimiter.is_ascii() {
             return Err(FileError::DelimiterInvalid);
@@ -348,6 +356,7 @@ impl<R: BufRead> ImportReader<R> {
             bytes_read,
             row: 0,
             failed: false,
+            settled,
         };
         let headers = import.read_header()?;
         let (columns, warnings) = map_columns(headers, &options.mapping)?;
@@ -432,7 +441,10 @@ impl<R: BufRead> ImportReader<R> {
                     "quote_unclosed",
                     "a quoted cell is not closed by the end of the file".into(),
                 ),
-                End::Record => self.convert(),
+                End::Record => {
+                    self.settle();
+                    self.convert()
+                }
             };
             self.parser.reset();
             if outcome.is_some() {
@@ -483,6 +495,29 @@ impl<R: BufRead> ImportReader<R> {
                 return Some(Ok(end));
             }
         }
+    }
+
+    /// Settles the encoding of a sniffed file that was all ASCII so far at its first
+    /// record with another byte: UTF-8 if that record's cells are valid UTF-8, else
+    /// Windows-1251 (whose Cyrillic letters seldom form valid UTF-8 sequences, and never
+    /// over a whole record of names).
+    fn settle(&mut self) {
+        if self.settled {
+            return;
+        }
+        let cells = 0..self.columns.len();
+        if cells.clone().all(|i| self.parser.cell(i).is_ascii()) {
+            return;
+        }
+        let utf8 = cells
+            .into_iter()
+            .all(|i| std::str::from_utf8(self.parser.cell(i)).is_ok());
+        self.encoding = if utf8 {
+            CsvEncoding::Utf8
+        } else {
+            CsvEncoding::Windows1251
+        };
+        self.settled = true;
     }
 
     /// The parsed record as a contact or an error; `None` if it is blank.
@@ -1399,6 +1434,35 @@ mod tests {
         file.pop();
         file.push(b'x');
         assert_eq!(err(&rows(&file)[0]).code, "row_too_long");
+    }
+
+    #[test]
+    fn a_file_that_starts_in_ascii_is_settled_by_its_first_other_letters() {
+        // Sorted by name, Latin names come first: 64 KiB of them say nothing of the
+        // encoding of the Cyrillic ones after.
+        let mut text = String::from("phone;name\n");
+        let mut latin = 0;
+        while text.len() <= SNIFF_BYTES {
+            text.push_str("0671234567;Anna Koval\n");
+            latin += 1;
+        }
+        text.push_str("0501234567;Тетяна Їжакевич\n0931234567;Zoe\n");
+        let (cp1251, _, _) = encoding_rs::WINDOWS_1251.encode(&text);
+        let mut r = reader(&cp1251);
+        let all: Vec<_> = r.by_ref().collect();
+        assert_eq!(all.len(), latin + 2);
+        assert!(
+            all.iter().all(Result::is_ok),
+            "{:?}",
+            all.iter().find(|r| r.is_err())
+        );
+        assert_eq!(ok(&all[latin]).name.as_deref(), Some("Тетяна Їжакевич"));
+        assert_eq!(r.encoding(), CsvEncoding::Windows1251);
+        // The same in UTF-8 stays UTF-8.
+        let mut r = reader(text.as_bytes());
+        let all: Vec<_> = r.by_ref().collect();
+        assert_eq!(ok(&all[latin]).name.as_deref(), Some("Тетяна Їжакевич"));
+        assert_eq!(r.encoding(), CsvEncoding::Utf8);
     }
 
     #[test]
