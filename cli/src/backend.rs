@@ -69,3 +69,11 @@ pub async fn ports(
         Ok((local.ports(), Some(local)))
     }
 }
+
+/// Closes what [`ports`] opened on this machine (nothing for AWS), once the command let go
+/// of its ports.
+pub async fn close(local: Option<Backend>) {
+    if let Some(backend) = local {
+        backend.close().await;
+    }
+}

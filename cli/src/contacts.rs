@@ -83,9 +83,7 @@ pub async fn run(command: Command) -> ExitCode {
         Err(e) => fail(e),
     };
     drop((contacts, ports));
-    if let Some(backend) = local {
-        backend.close().await;
-    }
+    backend::close(local).await;
     code
 }
 

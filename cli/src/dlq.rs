@@ -56,9 +56,7 @@ pub async fn run(command: Command) -> ExitCode {
         Err(e) => fail(format!("cannot redrive the {} queue: {e}", queue.as_str())),
     };
     drop(ports);
-    if let Some(backend) = local {
-        backend.close().await;
-    }
+    backend::close(local).await;
     code
 }
 

@@ -56,9 +56,7 @@ pub async fn run(args: Args) -> ExitCode {
     };
     let outcome = report(&args, &ports).await;
     drop(ports);
-    if let Some(backend) = local {
-        backend.close().await;
-    }
+    backend::close(local).await;
     match outcome {
         Ok(out) => {
             print!("{out}");

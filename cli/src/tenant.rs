@@ -206,9 +206,7 @@ pub async fn run(command: Command) -> ExitCode {
         Err(e) => fail(e),
     };
     drop((accounts, senders, limits, ports));
-    if let Some(backend) = local {
-        backend.close().await;
-    }
+    backend::close(local).await;
     code
 }
 

@@ -18,9 +18,7 @@ impl From<ConsentError> for ApiError {
     fn from(e: ConsentError) -> Self {
         match e {
             ConsentError::Invalid(field) => field.into(),
-            ConsentError::Conflict(field) => {
-                ApiError::new(StatusCode::CONFLICT, field.code, field.message).field(field.field)
-            }
+            ConsentError::Conflict(field) => ApiError::conflict(field),
             ConsentError::Store(s) => s.into(),
         }
     }

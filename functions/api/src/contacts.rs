@@ -21,9 +21,7 @@ impl From<ContactsError> for ApiError {
     fn from(e: ContactsError) -> Self {
         match e {
             ContactsError::Invalid(field) => field.into(),
-            ContactsError::Full(field) => {
-                ApiError::new(StatusCode::CONFLICT, field.code, field.message).field(field.field)
-            }
+            ContactsError::Full(field) => ApiError::conflict(field),
             ContactsError::NotFound => contact_not_found(),
             ContactsError::Store(s) => s.into(),
         }

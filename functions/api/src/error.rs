@@ -106,6 +106,14 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A well-formed request the state of things refuses (consent, a taken name, a full
+    /// contact, the clock): 409 with the field's code.
+    pub fn conflict(e: FieldError) -> Self {
+        ApiError::new(StatusCode::CONFLICT, e.code, e.message).field(e.field)
+    }
+}
+
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code, e.message).field(e.field)
@@ -133,9 +141,7 @@ impl From<IntakeError> for ApiError {
         match e {
             IntakeError::Invalid(field) => field.into(),
             IntakeError::Limited(refusal) => ApiError::limited(refusal),
-            IntakeError::NoConsent(field) => {
-                ApiError::new(StatusCode::CONFLICT, field.code, field.message).field(field.field)
-            }
+            IntakeError::NoConsent(field) => ApiError::conflict(field),
             IntakeError::IdempotencyConflict => ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_key_reused",

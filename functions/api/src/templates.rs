@@ -21,9 +21,7 @@ impl From<TemplatesError> for ApiError {
     fn from(e: TemplatesError) -> Self {
         match e {
             TemplatesError::Invalid(field) => field.into(),
-            TemplatesError::Taken(field) => {
-                ApiError::new(StatusCode::CONFLICT, field.code, field.message).field(field.field)
-            }
+            TemplatesError::Taken(field) => ApiError::conflict(field),
             TemplatesError::NotFound => template_not_found(),
             TemplatesError::Store(s) => s.into(),
         }

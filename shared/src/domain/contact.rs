@@ -41,6 +41,15 @@ pub enum ContactError {
 }
 
 impl ContactError {
+    /// The request field the error is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            ContactError::Name => "name",
+            ContactError::Attribute | ContactError::TooManyAttributes => "attributes",
+            ContactError::ListName | ContactError::TooManyLists => "lists",
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             ContactError::Name => "name_invalid",

@@ -279,8 +279,8 @@ fn full(field: &str, e: ContactError) -> ContactsError {
     ContactsError::Full(FieldError::new(e.code(), field, e.to_string()))
 }
 
-fn invalid(field: &str) -> impl Fn(ContactError) -> ContactsError + '_ {
-    move |e| ContactsError::Invalid(FieldError::new(e.code(), field, e.to_string()))
+fn invalid(e: ContactError) -> ContactsError {
+    ContactsError::Invalid(FieldError::new(e.code(), e.field(), e.to_string()))
 }
 
 pub struct Contacts {
@@ -303,14 +303,8 @@ impl Contacts {
         let phone = PhoneNumber::parse(&req.phone).map_err(|e| {
             ContactsError::Invalid(FieldError::new(e.code(), "phone", e.to_string()))
         })?;
-        let given = Details::new(req.name.as_deref(), req.attributes.clone()).map_err(|e| {
-            invalid(if matches!(e, ContactError::Name) {
-                "name"
-            } else {
-                "attributes"
-            })(e)
-        })?;
-        let lists = contact::lists(&req.lists).map_err(invalid("lists"))?;
+        let given = Details::new(req.name.as_deref(), req.attributes.clone()).map_err(invalid)?;
+        let lists = contact::lists(&req.lists).map_err(invalid)?;
         for _ in 0..ATTEMPTS {
             let now = self.clock.now();
             let found = self.store.find(tenant, &[&phone]).await?.pop().flatten();
@@ -509,7 +503,7 @@ impl Contacts {
             .as_deref()
             .map(contact::lists)
             .transpose()
-            .map_err(invalid("lists"))?;
+            .map_err(invalid)?;
         for _ in 0..ATTEMPTS {
             let mut c = self.get(tenant, id).await?;
             let name = match &patch.name {
@@ -520,13 +514,7 @@ impl Contacts {
                 .attributes
                 .clone()
                 .unwrap_or_else(|| c.details.attributes.clone());
-            c.details = Details::new(name, attributes).map_err(|e| {
-                invalid(if matches!(e, ContactError::Name) {
-                    "name"
-                } else {
-                    "attributes"
-                })(e)
-            })?;
+            c.details = Details::new(name, attributes).map_err(invalid)?;
             if let Some(lists) = &lists {
                 c.lists = lists.clone();
             }

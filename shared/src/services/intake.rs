@@ -961,8 +961,10 @@ struct Measured {
 /// opt-out link at the end.
 fn measured(raw: &str, common: &Common) -> Result<Measured, TextError> {
     // The text as written must stand on its own: the opt-out line added below would make
-    // a blank one look like a message.
-    MessageText::screen(raw)?;
+    // a blank one look like a message. (Without one, `MessageText::new` screens the text.)
+    if common.opt_out.is_some() {
+        MessageText::screen(raw)?;
+    }
     let (text, links) = match &common.links {
         None => (raw.to_owned(), Vec::new()),
         Some(base) => links::rewrite(raw, base),

@@ -318,6 +318,7 @@ impl Templates {
             shortest = with_opt_out(&shortest, &link, false);
         }
         let estimate = segments::estimate(&shortest);
+        let placeholders_empty = !placeholders.is_empty();
         let cost = price.cost(estimate.segments as u64);
         Ok(TemplateView {
             id: t.id.to_string(),
@@ -326,14 +327,14 @@ impl Templates {
             name: t.name.as_str().to_owned(),
             text: t.text.as_str().to_owned(),
             category: t.category,
-            placeholders: placeholders.clone(),
+            placeholders,
             created_at: t.created_at,
             estimate: TemplateEstimate {
                 encoding: estimate.encoding,
                 characters: estimate.characters,
                 segments: estimate.segments,
                 cost_kopiyky: cost.0,
-                placeholders_empty: !placeholders.is_empty(),
+                placeholders_empty,
             },
         })
     }
