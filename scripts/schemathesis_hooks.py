@@ -16,6 +16,9 @@ is made one the server takes:
   characters always fit, 1,530 GSM-7 ones may): positive sends are cut to 600 characters.
 - A key's `expires_at` must be in the future: the coverage phase draws its boundary values
   (now) outside the date-time strategy, so positive cases get one a day ahead.
+- A campaign sends one of the account's templates (`template_not_found` otherwise, a 422):
+  positive cases name the template `scripts/schemathesis` makes, at its one version.
+  Unknown templates and versions are covered by `tests/tests/campaigns.rs`.
 - The run has one sender and one key: removing the sender would refuse every later send, and
   revoking or rotating the key (the stateful phase links `GET /v1/keys` to both) would leave
   every later case a 401. Those cases name another sender or key instead (a 404);
@@ -33,6 +36,7 @@ REGISTERED_SENDER = "Holub"
 _parts = os.environ.get("HOLUB_SCHEMATHESIS_KEY", "").split("_")
 KEY_IN_USE = "key_" + _parts[2] if len(_parts) == 5 else None
 OTHER_KEY = "key_01J0000000000000000000000Z"
+TEMPLATE = os.environ.get("HOLUB_SCHEMATHESIS_TEMPLATE")
 
 _now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
@@ -85,6 +89,16 @@ def map_case(context, case):
         # is a 409 (`time_in_future`, covered by `tests/tests/consent.rs`).
         past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
         case.body["at"] = past.replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+    if (
+        case.operation.path == "/v1/campaigns"
+        and case.method.upper() == "POST"
+        and case.meta is not None
+        and case.meta.generation.mode.is_positive
+        and isinstance(case.body, dict)
+        and TEMPLATE
+    ):
+        case.body["template_id"] = TEMPLATE
+        case.body.pop("template_version", None)
     if (
         case.operation.path == "/v1/senders/{sender}"
         and isinstance(case.path_parameters, dict)

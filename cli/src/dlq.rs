@@ -14,7 +14,7 @@ pub enum Command {
     /// afresh, and print how many moved.
     Redrive {
         /// `dispatch` or `callbacks`.
-        #[arg(long, value_parser = ["dispatch", "callbacks"])]
+        #[arg(long, value_parser = ["dispatch", "callbacks", "campaigns"])]
         queue: String,
         /// Move at most this many.
         #[arg(long, default_value_t = 100_000,
@@ -38,6 +38,7 @@ pub async fn run(command: Command) -> ExitCode {
     } = command;
     let queue = match queue.as_str() {
         "callbacks" => QueueName::Callbacks,
+        "campaigns" => QueueName::Campaigns,
         _ => QueueName::Dispatch,
     };
     let (ports, local) = match backend::ports(aws, &data_dir, Default::default()).await {

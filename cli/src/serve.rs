@@ -11,7 +11,8 @@ use holub_shared::adapters::sqlite::{SqliteConfig, SyncMode};
 use holub_shared::domain::ShortBase;
 use holub_shared::ports::{ReceiptWebhook, Secret, SecretStore, SmsProvider};
 use holub_shared::runtime::{
-    CALLBACK_VISIBILITY, Consumer, Holub, Settings, Target, consume_until_stopped,
+    CALLBACK_VISIBILITY, CAMPAIGN_VISIBILITY, Consumer, Holub, Settings, Target,
+    consume_until_stopped,
 };
 use holub_shared::services::gateway::{BreakerConfig, Gateway, Member};
 use holub_simulator::{SimulatorConfig, SimulatorProvider, SimulatorReceipts};
@@ -203,6 +204,7 @@ async fn serve(args: Args) -> Result<(), String> {
     let queue = holub.ports.queue.clone();
     let dispatcher: Arc<dyn Consumer> = holub.dispatcher(providers.gateway.clone());
     let callbacks: Arc<dyn Consumer> = holub.callbacks.clone();
+    let campaigns: Arc<dyn Consumer> = holub.campaigns.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let consumers = [
@@ -213,6 +215,7 @@ async fn serve(args: Args) -> Result<(), String> {
             Duration::from_secs(args.dispatch_visibility.max(1)),
         ),
         (callbacks, args.callback_workers, 10, CALLBACK_VISIBILITY),
+        (campaigns, 2, 1, CAMPAIGN_VISIBILITY),
     ];
     for (consumer, workers, batch, visibility) in consumers {
         for _ in 0..workers.max(1) {

@@ -44,14 +44,15 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// The six functions, by binary name.
-pub const FUNCTIONS: [&str; 6] = [
+/// The seven functions, by binary name.
+pub const FUNCTIONS: [&str; 7] = [
     "holub-api",
     "holub-receipts",
     "holub-dispatch",
     "holub-callbacks",
     "holub-scheduler",
     "holub-rollup",
+    "holub-campaigns",
 ];
 
 /// The largest response a function may return synchronously.

@@ -31,23 +31,26 @@ use holub_shared::adapters::sqs::create_queues;
 use holub_shared::domain::stats::{Counters, Deltas, Hour, Snapshot, StatsKey};
 use holub_shared::domain::status::{PartReceipt, ReceiptState};
 use holub_shared::domain::{
-    ApiKeyRecord, AuditAction, AuditEntry, BatchId, Category, ConsentChange, ConsentEntry,
-    ConsentSource, ConsentState, Contact, ContactId, Details, Encoding, Evidence, IdempotencyKey,
-    KeyId, KeyName, Kopiyky, ListName, Message, MessageError, MessageId, MessageStatus, Network,
-    Origin, PhoneNumber, RecordedBy, Registration, Scopes, SenderId, SenderRecord, ShortCode,
-    StatusChange, TemplateId, TemplateName, TemplateText, TemplateVersion, TenantId, TenantLimits,
-    TrackedLink, Visitor, WithdrawalChannel,
+    ApiKeyRecord, AuditAction, AuditEntry, BatchId, Campaign, CampaignId, CampaignName,
+    CampaignState, Category, ConsentChange, ConsentEntry, ConsentSource, ConsentState, Contact,
+    ContactId, Details, Encoding, Evidence, IdempotencyKey, KeyId, KeyName, Kopiyky, ListName,
+    Message, MessageError, MessageId, MessageStatus, Network, Origin, Pace, PhoneNumber,
+    RecordedBy, Registration, Scopes, SenderId, SenderRecord, ShortCode, StatusChange, TemplateId,
+    TemplateName, TemplateText, TemplateVersion, TenantId, TenantLimits, TrackedLink, Visitor,
+    WithdrawalChannel,
 };
 use holub_shared::ports::store::KeyEnd;
 use holub_shared::ports::{
     Admission, Admitted, Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent,
 };
 use holub_shared::ports::{
+    CampaignStore, ConsentStore, ContactQuery, ContactStore, StatsStore, TemplateStore,
+};
+use holub_shared::ports::{
     Click, Delivery, IdempotencyRecord, ListQuery, MessageRef, MessageStore, Outgoing, Page, Patch,
     Queue, QueueError, QueueName, ReceiptHandle, ReceiptTarget, ReplayStore, Secret, SecretError,
     SecretStore, StoreError, Tenant, TenantStore, Transition,
 };
-use holub_shared::ports::{ConsentStore, ContactQuery, ContactStore, StatsStore, TemplateStore};
 use holub_tests::TempDir;
 use serde_json::json;
 
@@ -69,6 +72,7 @@ struct Backend {
     consent: Arc<dyn ConsentStore>,
     contacts: Arc<dyn ContactStore>,
     templates: Arc<dyn TemplateStore>,
+    campaigns: Arc<dyn CampaignStore>,
     /// A second secret store over the same storage: what a restart (a cold start) reads.
     secrets_again: Arc<dyn SecretStore>,
     /// The AWS requests made so far (AWS only).
@@ -136,6 +140,7 @@ fn sqlite(name: &str) -> Backend {
         consent: Arc::new(db.clone()),
         contacts: Arc::new(db.clone()),
         templates: Arc::new(db.clone()),
+        campaigns: Arc::new(db.clone()),
         secrets_again: Arc::new(FileSecretStore::in_dir(&secrets_dir)),
         requests: None,
         dynamo: None,
@@ -225,6 +230,7 @@ async fn aws(name: &str) -> Option<Backend> {
         consent: Arc::new(aws.store.clone()),
         contacts: Arc::new(aws.store.clone()),
         templates: Arc::new(aws.store.clone()),
+        campaigns: Arc::new(aws.store.clone()),
         secrets_again: Arc::new(secrets_again),
         requests: Some(aws.requests),
         dynamo: Some(aws.store),
@@ -304,6 +310,8 @@ contract!(
     a_message_waits_again_for_its_window,
     contacts_are_unique_per_number_and_paged_by_list,
     templates_are_versioned_and_named_uniquely,
+    campaigns_are_stored_over_their_version_and_listed_newest_first,
+    a_campaign_expands_each_contact_once_whatever_is_repeated,
 );
 
 /// Races: run on SQLite only. Both DynamoDB and SQLite make each conditional write atomic,
@@ -3698,4 +3706,366 @@ mod requests {
         assert_eq!(n, of(&[("Secrets Manager.GetSecretValue", 1)]));
         b.close().await;
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Campaigns
+// ---------------------------------------------------------------------------------------
+
+fn campaign(t: &TenantId, n: i64) -> Campaign {
+    use holub_shared::domain::campaign::{CampaignEstimate, Expansion};
+    Campaign {
+        id: CampaignId::generate(at(n)),
+        tenant_id: t.clone(),
+        name: CampaignName::parse(&format!("Розпродаж {n}")).unwrap(),
+        template_id: TemplateId::generate(at(n)),
+        template_version: 2,
+        category: Category::Marketing,
+        lists: vec![ListName::parse("VIP").unwrap()],
+        from: SenderId::parse("Holub").unwrap(),
+        start_at: Some(at(n + 3600)),
+        pace: Some(Pace::per_minute(120).unwrap()),
+        track_links: true,
+        validity: Some(3600),
+        estimate: CampaignEstimate {
+            recipients: 10,
+            segments: 2,
+            cost_kopiyky: 1_500,
+        },
+        state: CampaignState::Draft,
+        stopped_by: None,
+        expansion: Expansion::default(),
+        run: 0,
+        opted_out: 0,
+        created_at: at(n),
+        updated_at: at(n),
+        started_at: None,
+        finished_at: None,
+        version: 1,
+    }
+}
+
+async fn campaigns_are_stored_over_their_version_and_listed_newest_first(b: &Backend) {
+    let store = b.campaigns.as_ref();
+    let (t, other) = (tenant(), tenant());
+    assert!(store.list(&t, None, 10).await.unwrap().campaigns.is_empty());
+    let mut all = Vec::new();
+    for n in 0..5 {
+        let c = campaign(&t, n);
+        store.put(&c).await.unwrap();
+        all.push(c);
+    }
+    assert_eq!(
+        store.get(&t, &all[0].id).await.unwrap(),
+        Some(all[0].clone())
+    );
+    assert_eq!(store.get(&other, &all[0].id).await.unwrap(), None);
+    // The same id again: refused.
+    assert!(matches!(
+        store.put(&all[0]).await,
+        Err(StoreError::AlreadyExists)
+    ));
+
+    // A change over the version it was made from; a stale one is refused, whatever it says.
+    let mut started = all[1].clone();
+    started.start(at(10)).unwrap();
+    store.put(&started).await.unwrap();
+    let mut stale = all[1].clone();
+    stale.pause(at(11), None).unwrap_err();
+    stale.cancel(at(11)).unwrap();
+    assert!(matches!(
+        store.put(&stale).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(
+        store.get(&t, &started.id).await.unwrap(),
+        Some(started.clone())
+    );
+    let mut ghost = campaign(&t, 9);
+    ghost.version = 2;
+    assert!(matches!(store.put(&ghost).await, Err(StoreError::NotFound)));
+    // Another tenant's campaign of the same id is another campaign.
+    let mut theirs = all[2].clone();
+    theirs.tenant_id = other.clone();
+    theirs.version = 2;
+    assert!(matches!(
+        store.put(&theirs).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Opt-outs are counted apart from the version, and kept by later changes.
+    store.count_opt_out(&t, &started.id).await.unwrap();
+    store.count_opt_out(&t, &started.id).await.unwrap();
+    store.count_opt_out(&other, &started.id).await.unwrap();
+    store
+        .count_opt_out(&t, &CampaignId::generate(at(0)))
+        .await
+        .unwrap();
+    let mut paused = store.get(&t, &started.id).await.unwrap().unwrap();
+    assert_eq!((paused.opted_out, paused.version), (2, 2));
+    paused
+        .pause(at(12), Some("daily_spend_cap_reached"))
+        .unwrap();
+    store.put(&paused).await.unwrap();
+    let read = store.get(&t, &started.id).await.unwrap().unwrap();
+    assert_eq!(read.opted_out, 2);
+    assert_eq!(read.stopped_by.as_deref(), Some("daily_spend_cap_reached"));
+    all[1] = read;
+
+    // Pages, newest first (the index may lag a moment on DynamoDB).
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.clear();
+        let mut before = None;
+        loop {
+            let page = store.list(&t, before.as_ref(), 2).await.unwrap();
+            ids.extend(page.campaigns.iter().map(|c| c.id.clone()));
+            match page.next {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        if ids.len() == all.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let newest_first: Vec<CampaignId> = all.iter().rev().map(|c| c.id.clone()).collect();
+    assert_eq!(ids, newest_first);
+    let page = store.list(&t, None, 100).await.unwrap();
+    assert_eq!(page.campaigns[3], all[1]);
+    assert!(
+        store
+            .list(&other, None, 10)
+            .await
+            .unwrap()
+            .campaigns
+            .is_empty()
+    );
+
+    // The contacts on a list, counted (for a campaign's estimate).
+    let c = b.contacts.as_ref();
+    for n in 0..3 {
+        c.put(&contact(&t, n, &["VIP"])).await.unwrap();
+    }
+    c.put(&contact(&t, 5, &["Інші"])).await.unwrap();
+    let vip = ListName::parse("VIP").unwrap();
+    let mut counted = 0;
+    for _ in 0..20 {
+        counted = c.count(&t, &vip).await.unwrap();
+        if counted == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counted, 3);
+    assert_eq!(c.count(&other, &vip).await.unwrap(), 0);
+}
+
+/// A campaign over the backend's real ports, its jobs taken from the real queue: every
+/// contact with consent gets exactly one message, whatever is repeated — a job handed out
+/// twice, an old job again, and a chunk whose messages were stored while the campaign's
+/// record did not move on (a crash between the two).
+async fn a_campaign_expands_each_contact_once_whatever_is_repeated(b: &Backend) {
+    use holub_shared::runtime::{Consumer, Finished, Holub, Ports, Settings, Target, settle};
+    use holub_shared::services::campaigns::CampaignRequest;
+    use holub_shared::services::jobs::{self, CampaignJob};
+
+    let ports = Ports {
+        store: b.store.clone(),
+        tenants: b.tenants.clone(),
+        queue: b.queue.clone(),
+        secrets: b.secrets.clone(),
+        replays: b.replays.clone(),
+        counters: b.counters.clone(),
+        stats: b.stats.clone(),
+        consent: b.consent.clone(),
+        contacts: b.contacts.clone(),
+        templates: b.templates.clone(),
+        campaigns: b.campaigns.clone(),
+        clock: Arc::new(holub_shared::ports::SystemClock),
+    };
+    let settings = Settings::from_values(["--short-link-base", "https://go.holub.ua"]).unwrap();
+    let holub = Holub::new(ports, settings, Target::Embedded);
+    let t = tenant();
+    let acme = Tenant {
+        id: t.clone(),
+        name: "Acme".into(),
+        created_at: Utc::now(),
+    };
+    b.tenants()
+        .create_tenant(
+            &acme,
+            &key(&t, "hash-cmp", 0),
+            &audit(&t, 0, AuditAction::TenantCreate),
+        )
+        .await
+        .unwrap();
+    // Chunks of 4 (the burst), marketing at any hour.
+    let mut limits = TenantLimits::defaults_for(true);
+    limits.set("burst", "4").unwrap();
+    limits.set("marketing_window", "00:00-24:00").unwrap();
+    b.tenants()
+        .put_limits(&t, &limits, &audit(&t, 1, AuditAction::SettingsUpdate))
+        .await
+        .unwrap();
+    let template = TemplateVersion {
+        id: TemplateId::generate(Utc::now()),
+        tenant_id: t.clone(),
+        version: 1,
+        name: TemplateName::parse("Розпродаж").unwrap(),
+        text: TemplateText::parse("{{name}}, знижка 20% до неділі!").unwrap(),
+        category: Category::Marketing,
+        created_at: Utc::now(),
+    };
+    b.templates.put(&template).await.unwrap();
+    // 10 on "A", 4 on "B" of which 2 are also on "A"; no consent for 2 of them.
+    let mut contacts = Vec::new();
+    for n in 0..12 {
+        let lists: &[&str] = match n {
+            0..=7 => &["A"],
+            8 | 9 => &["A", "B"],
+            _ => &["B"],
+        };
+        let mut one = contact(&t, n, lists);
+        one.id = ContactId::generate(Utc::now());
+        b.contacts.put(&one).await.unwrap();
+        if n != 3 && n != 11 {
+            b.consent
+                .record(&t, &one.phone, &consent(0, 0, true))
+                .await
+                .unwrap();
+        }
+        contacts.push(one);
+    }
+    let request: CampaignRequest = serde_json::from_value(json!({
+        "name": "Весна", "template_id": template.id.to_string(), "lists": ["A", "B"],
+        "from": "Holub",
+    }))
+    .unwrap();
+    let mut made = None;
+    for _ in 0..20 {
+        // The index of list places may lag a moment on DynamoDB.
+        let view = holub.campaigns.create(&t, request.clone()).await.unwrap();
+        if view.estimate.recipients == 14 {
+            made = Some(view);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let made = made.expect("the estimate counts the contacts on both lists");
+    assert_eq!(made.estimate.segments_per_message, 1);
+    let id: CampaignId = made.id.parse().unwrap();
+    holub.campaigns.start(&t, &id).await.unwrap();
+
+    let consumer: Arc<dyn Consumer> = holub.campaigns.clone();
+    let mut seen: Vec<Delivery> = Vec::new();
+    let mut rewound = false;
+    for _ in 0..100 {
+        let deliveries = b
+            .queue()
+            .receive(
+                QueueName::Campaigns,
+                10,
+                Duration::from_secs(30),
+                Duration::ZERO,
+            )
+            .await
+            .unwrap();
+        if deliveries.is_empty() {
+            let done = holub.campaigns.get(&t, &id).await.unwrap();
+            if done.state == holub_shared::domain::CampaignState::Completed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        // Each job twice (a redelivery), and every job seen so far again.
+        let again: Vec<Delivery> = deliveries.iter().chain(seen.iter()).cloned().collect();
+        let outcomes = consumer.consume(&deliveries).await;
+        let replayed = consumer.consume(&again).await;
+        assert!(
+            replayed
+                .iter()
+                .all(|o| *o == holub_shared::services::JobOutcome::Done)
+        );
+        settle(
+            b.queue(),
+            QueueName::Campaigns,
+            &deliveries,
+            &outcomes,
+            Finished::Delete,
+        )
+        .await;
+        seen.extend(deliveries);
+        // Once: the campaign's record set back over a chunk whose messages were stored,
+        // as if the process died between the two; its job comes back.
+        if !rewound && seen.len() == 2 {
+            rewound = true;
+            let mut back = b.campaigns.get(&t, &id).await.unwrap().unwrap();
+            let job: CampaignJob = jobs::parse(&seen[1].body).unwrap();
+            assert_eq!(back.expansion.chunk, 2);
+            let before = back.clone();
+            back.expansion.chunk = 1;
+            back.expansion.list = 0;
+            back.expansion.after = Some(contacts[3].id.clone());
+            back.expansion.expanded = 3;
+            back.expansion.skipped = [("consent_missing".to_owned(), 1)].into();
+            back.version += 1;
+            b.campaigns.put(&back).await.unwrap();
+            assert_eq!(job.chunk, 1);
+            b.queue()
+                .send_batch(QueueName::Campaigns, vec![jobs::outgoing(&job)])
+                .await
+                .unwrap();
+            assert_ne!(before.expansion, back.expansion);
+        }
+    }
+    assert!(rewound, "the campaign ran at least two chunks");
+    let done = holub.campaigns.get(&t, &id).await.unwrap();
+    assert_eq!(done.state, holub_shared::domain::CampaignState::Completed);
+    assert_eq!(done.progress.expanded, 10, "{done:?}");
+    assert_eq!(done.progress.skipped_no_consent, 2);
+    assert_eq!(done.progress.skipped.get("consent_missing"), Some(&2));
+
+    // Exactly one message per contact with consent, its placeholder filled.
+    let mut messages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = b
+            .store()
+            .list(
+                &t,
+                &ListQuery {
+                    batch_id: Some(id.batch()),
+                    after,
+                    limit: 100,
+                    ..ListQuery::default()
+                },
+            )
+            .await
+            .unwrap();
+        messages.extend(page.messages);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let mut to: Vec<&str> = messages.iter().map(|m| m.to.as_e164()).collect();
+    to.sort_unstable();
+    let mut expected: Vec<&str> = contacts
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| *n != 3 && *n != 11)
+        .map(|(_, c)| c.phone.as_e164())
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(to, expected);
+    for m in &messages {
+        assert!(m.text.contains(", знижка 20% до неділі!"), "{}", m.text);
+        assert!(m.opt_out.is_some());
+        assert_eq!(m.status, MessageStatus::Queued);
+    }
+    // A started campaign cannot start again.
+    assert!(holub.campaigns.start(&t, &id).await.is_err());
 }

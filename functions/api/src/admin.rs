@@ -141,7 +141,7 @@ pub struct RotateKeyRequest {
     #[schema(minimum = 0, maximum = 604800)]
     #[serde(
         default,
-        deserialize_with = "holub_shared::services::intake::whole_seconds"
+        deserialize_with = "holub_shared::services::intake::whole_number"
     )]
     grace_seconds: Option<u64>,
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod analytics;
+mod campaigns;
 mod consent;
 mod contacts;
 mod error;
@@ -19,7 +20,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use holub_shared::runtime::Holub;
 use holub_shared::services::{
-    Accounts, Analytics, Consents, Contacts, Intake, Limits, Messages, Senders, Templates,
+    Accounts, Analytics, Campaigns, Consents, Contacts, Intake, Limits, Messages, Senders,
+    Templates,
 };
 
 pub use error::{ApiError, ErrorBody};
@@ -44,6 +46,7 @@ pub struct AppState {
     pub consents: Arc<Consents>,
     pub contacts: Arc<Contacts>,
     pub templates: Arc<Templates>,
+    pub campaigns: Arc<Campaigns>,
 }
 
 impl AppState {
@@ -60,6 +63,7 @@ impl AppState {
             consents: holub.consents.clone(),
             contacts: holub.contacts.clone(),
             templates: holub.templates.clone(),
+            campaigns: holub.campaigns.clone(),
         }
     }
 }
@@ -110,6 +114,15 @@ pub fn router(state: AppState) -> Router {
                 .put(templates::change)
                 .delete(templates::delete),
         )
+        .route(
+            "/v1/campaigns",
+            post(campaigns::create).get(campaigns::list),
+        )
+        .route("/v1/campaigns/{id}", get(campaigns::get))
+        .route("/v1/campaigns/{id}/start", post(campaigns::start))
+        .route("/v1/campaigns/{id}/pause", post(campaigns::pause))
+        .route("/v1/campaigns/{id}/resume", post(campaigns::resume))
+        .route("/v1/campaigns/{id}/cancel", post(campaigns::cancel))
         .route("/v1/consents", post(consent::record))
         .route("/v1/consents/{phone}", get(consent::ledger))
         .route("/{code}", get(links::follow).post(consent::opt_out))
@@ -211,8 +224,9 @@ fn refine_consent_request(doc: &mut serde_json::Value) {
     }
 }
 
-/// What utoipa's attributes cannot say of a contact: the names its attributes may have
-/// (`propertyNames`), how many, and what a list's name and an attribute's value may hold.
+/// What utoipa's attributes cannot say of a contact (and of a campaign's lists): the names
+/// its attributes may have (`propertyNames`), how many, and what a list's name and an
+/// attribute's value may hold.
 /// Each is the rule `domain::contact` holds to, so a schema-valid contact is one the server
 /// takes.
 fn refine_contact_schemas(doc: &mut serde_json::Value) {
@@ -226,14 +240,20 @@ fn refine_contact_schemas(doc: &mut serde_json::Value) {
         "propertyNames": {"pattern": "^[A-Za-z0-9_]{1,64}$"},
         "additionalProperties": {"type": "string", "maxLength": 500, "pattern": PRINTABLE},
     });
-    for name in ["ContactRequest", "ContactPatch"] {
+    for name in ["ContactRequest", "ContactPatch", "CampaignRequest"] {
         let Some(props) = doc
             .pointer_mut(&format!("/components/schemas/{name}/properties"))
             .and_then(serde_json::Value::as_object_mut)
         else {
             continue;
         };
-        if let Some(field) = props.get_mut("name").and_then(|v| v.as_object_mut()) {
+        // A contact's name may be blank (it is then left out); a campaign's may not, which
+        // its own attribute says.
+        if let Some(field) = props
+            .get_mut("name")
+            .and_then(|v| v.as_object_mut())
+            .filter(|_| name != "CampaignRequest")
+        {
             field.insert("pattern".into(), json!(PRINTABLE));
         }
         if let Some(field) = props.get_mut("lists").and_then(|v| v.as_object_mut()) {

@@ -63,7 +63,14 @@ use crate::extract::{AnyKey, Authorized, IdempotencyHeader, JsonBody, ReadScope,
         crate::templates::get,
         crate::templates::change,
         crate::templates::delete,
-        crate::contacts::lists
+        crate::contacts::lists,
+        crate::campaigns::create,
+        crate::campaigns::list,
+        crate::campaigns::get,
+        crate::campaigns::start,
+        crate::campaigns::pause,
+        crate::campaigns::resume,
+        crate::campaigns::cancel
     ),
     components(schemas(
         SendMessageRequest,
@@ -116,7 +123,13 @@ use crate::extract::{AnyKey, Authorized, IdempotencyHeader, JsonBody, ReadScope,
         holub_shared::services::templates::TemplateChange,
         holub_shared::services::templates::TemplateView,
         holub_shared::services::templates::TemplateEstimate,
-        holub_shared::services::templates::TemplatePageView
+        holub_shared::services::templates::TemplatePageView,
+        holub_shared::services::campaigns::CampaignRequest,
+        holub_shared::services::campaigns::CampaignView,
+        holub_shared::services::campaigns::CampaignEstimateView,
+        holub_shared::services::campaigns::CampaignProgress,
+        holub_shared::services::campaigns::CampaignPageView,
+        holub_shared::domain::CampaignState
     )),
     modifiers(&BearerAuth, &Refinements)
 )]
@@ -135,7 +148,7 @@ impl Modify for BearerAuth {
 }
 
 /// What the path macros cannot say: the `Idempotency-Key` header's limits, and links from
-/// an answer that names a message to the operations that take its id.
+/// an answer that names a message or a campaign to the operations that take its id.
 struct Refinements;
 
 impl Modify for Refinements {
@@ -154,6 +167,13 @@ impl Modify for Refinements {
             ("get_message", "GetMessage"),
             ("cancel_message", "CancelMessage"),
         ];
+        let campaign_links = [
+            ("get_campaign", "GetCampaign"),
+            ("start_campaign", "StartCampaign"),
+            ("pause_campaign", "PauseCampaign"),
+            ("resume_campaign", "ResumeCampaign"),
+            ("cancel_campaign", "CancelCampaign"),
+        ];
         for (path, item) in openapi.paths.paths.iter_mut() {
             for op in [&mut item.get, &mut item.post].into_iter().flatten() {
                 for p in op.parameters.iter_mut().flatten() {
@@ -167,9 +187,17 @@ impl Modify for Refinements {
                         | ("/v1/messages/{id}", _)
                         | ("/v1/messages/{id}/cancel", _)
                 );
-                if !names_a_message {
+                let names_a_campaign = matches!(
+                    (path.as_str(), op.operation_id.as_deref()),
+                    ("/v1/campaigns", Some("create_campaign"))
+                ) || path.starts_with("/v1/campaigns/{id}");
+                let links: &[(&str, &str)] = if names_a_message {
+                    &message_links
+                } else if names_a_campaign {
+                    &campaign_links
+                } else {
                     continue;
-                }
+                };
                 for (status, response) in op.responses.responses.iter_mut() {
                     let RefOr::T(response) = response else {
                         continue;
@@ -177,12 +205,12 @@ impl Modify for Refinements {
                     if !status.starts_with('2') {
                         continue;
                     }
-                    for (operation, name) in message_links {
+                    for (operation, name) in links {
                         let link = LinkBuilder::new()
-                            .operation_id(operation)
+                            .operation_id(*operation)
                             .parameter("id", "$response.body#/id")
                             .build();
-                        response.links.insert(name.to_owned(), RefOr::T(link));
+                        response.links.insert((*name).to_owned(), RefOr::T(link));
                     }
                 }
             }

@@ -39,7 +39,8 @@ impl AwsConfig {
     /// The settings from named values — in a Lambda, its environment, read once in `main`:
     /// `HOLUB_MESSAGES_TABLE`, `HOLUB_IDEMPOTENCY_TABLE`, `HOLUB_TENANTS_TABLE`,
     /// `HOLUB_STATS_TABLE`,
-    /// `HOLUB_DISPATCH_QUEUE_URL`, `HOLUB_CALLBACKS_QUEUE_URL`, `HOLUB_KMS_KEY_ID` (all
+    /// `HOLUB_DISPATCH_QUEUE_URL`, `HOLUB_CALLBACKS_QUEUE_URL`, `HOLUB_CAMPAIGNS_QUEUE_URL`,
+    /// `HOLUB_KMS_KEY_ID` (all
     /// required),
     /// `HOLUB_SECRETS_PREFIX` (default `holub/`), `HOLUB_INDEX_SHARDS` (default 4; it may
     /// grow between deployments but never shrink) and `HOLUB_MESSAGE_RETENTION_DAYS` (default
@@ -77,6 +78,7 @@ impl AwsConfig {
             queues: QueueUrls {
                 dispatch: need("HOLUB_DISPATCH_QUEUE_URL")?,
                 callbacks: need("HOLUB_CALLBACKS_QUEUE_URL")?,
+                campaigns: need("HOLUB_CAMPAIGNS_QUEUE_URL")?,
             },
             secrets: SecretsConfig::with_prefix(
                 get("HOLUB_SECRETS_PREFIX").unwrap_or_else(|| "holub/".to_owned()),
@@ -224,13 +226,14 @@ mod tests {
         move |name| map.get(name).cloned()
     }
 
-    const REQUIRED: [(&str, &str); 7] = [
+    const REQUIRED: [(&str, &str); 8] = [
         ("HOLUB_MESSAGES_TABLE", "m"),
         ("HOLUB_IDEMPOTENCY_TABLE", "i"),
         ("HOLUB_TENANTS_TABLE", "t"),
         ("HOLUB_STATS_TABLE", "s"),
         ("HOLUB_DISPATCH_QUEUE_URL", "http://q/d"),
         ("HOLUB_CALLBACKS_QUEUE_URL", "http://q/c"),
+        ("HOLUB_CAMPAIGNS_QUEUE_URL", "http://q/p"),
         ("HOLUB_KMS_KEY_ID", "alias/holub"),
     ];
 

@@ -45,6 +45,7 @@ const MAX_WAIT_SECONDS: u64 = 20;
 pub struct QueueUrls {
     pub dispatch: String,
     pub callbacks: String,
+    pub campaigns: String,
 }
 
 impl QueueUrls {
@@ -52,6 +53,7 @@ impl QueueUrls {
         match queue {
             QueueName::Dispatch => &self.dispatch,
             QueueName::Callbacks => &self.callbacks,
+            QueueName::Campaigns => &self.campaigns,
         }
     }
 }
@@ -383,7 +385,8 @@ impl Queue for SqsQueue {
     }
 }
 
-/// Creates the queues named `<prefix>-dispatch` and `<prefix>-callbacks`, each with a
+/// Creates the queues named `<prefix>-dispatch`, `<prefix>-callbacks` and
+/// `<prefix>-campaigns`, each with a
 /// dead-letter queue (`<name>-dlq`, kept 14 days) that takes a message after
 /// `max_receives` receives, and returns their URLs. Creating a queue that exists with the
 /// same attributes is a no-op. For tests and a local bootstrap; real deployments get the
@@ -394,7 +397,11 @@ pub async fn create_queues(
     max_receives: u32,
 ) -> Result<QueueUrls, QueueError> {
     let mut urls = Vec::new();
-    for name in [QueueName::Dispatch, QueueName::Callbacks] {
+    for name in [
+        QueueName::Dispatch,
+        QueueName::Callbacks,
+        QueueName::Campaigns,
+    ] {
         let name = format!("{prefix}-{}", name.as_str());
         let dead = client
             .create_queue()
@@ -427,11 +434,13 @@ pub async fn create_queues(
             .map_err(unavailable)?;
         urls.push(queue.queue_url().unwrap_or_default().to_owned());
     }
+    let campaigns = urls.pop().unwrap_or_default();
     let callbacks = urls.pop().unwrap_or_default();
     let dispatch = urls.pop().unwrap_or_default();
     Ok(QueueUrls {
         dispatch,
         callbacks,
+        campaigns,
     })
 }
 
@@ -440,7 +449,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_round_up_to_whole_seconds_within_limits() {
+    fn times_round_up_to_whole_number_within_limits() {
         assert_eq!(seconds(Duration::ZERO, 20), 0);
         assert_eq!(seconds(Duration::from_millis(1), 20), 1);
         assert_eq!(seconds(Duration::from_millis(1000), 20), 1);

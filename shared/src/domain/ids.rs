@@ -167,6 +167,34 @@ prefixed_id!(
     "tpl_"
 );
 prefixed_id!(
+    /// A marketing or notice campaign of a tenant: lists × template × sender × time × pace.
+    CampaignId,
+    "cmp_"
+);
+
+impl CampaignId {
+    /// The batch id every message of the campaign carries: the same ULID under the batch
+    /// prefix, so a message's batch leads back to its campaign without a lookup, and the
+    /// reports' `batch` grouping shows each campaign as one group.
+    pub fn batch(&self) -> BatchId {
+        BatchId(format!(
+            "{}{}",
+            BatchId::PREFIX,
+            &self.0[CampaignId::PREFIX.len()..]
+        ))
+    }
+
+    /// The campaign a batch id stands for, if it is one's (any batch id maps to one; only
+    /// a campaign's batch finds a campaign in the store).
+    pub fn of_batch(batch: &BatchId) -> CampaignId {
+        CampaignId(format!(
+            "{}{}",
+            CampaignId::PREFIX,
+            &batch.0[BatchId::PREFIX.len()..]
+        ))
+    }
+}
+prefixed_id!(
     /// An API key's public identity: shown in listings and audit records, and part of the
     /// key itself.
     KeyId,

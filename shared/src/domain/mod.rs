@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod address;
+pub mod campaign;
 pub mod consent;
 pub mod contact;
 pub mod csv_import;
@@ -33,7 +34,10 @@ pub use consent::{
 };
 pub use contact::{Contact, ContactError, Details, ListName};
 pub use failure::{FailureCode, UnknownFailureCode};
-pub use ids::{BatchId, ContactId, IdempotencyKey, KeyId, MessageId, TemplateId, TenantId};
+pub use campaign::{
+    Campaign, CampaignError, CampaignEstimate, CampaignName, CampaignState, ChunkOutcome, Expansion, Pace,
+};
+pub use ids::{BatchId, CampaignId, ContactId, IdempotencyKey, KeyId, MessageId, TemplateId, TenantId};
 pub use limits::{LimitError, TenantLimits};
 pub use links::{ShortBase, ShortCode, TrackedLink, Visitor};
 pub use message::{Message, MessageError, StatusChange};

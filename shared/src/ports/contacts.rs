@@ -72,6 +72,9 @@ pub trait ContactStore: Send + Sync {
         query: &ContactQuery,
     ) -> Result<ContactPage, StoreError>;
 
+    /// How many contacts are on a list (what a campaign's estimate counts).
+    async fn count(&self, tenant: &TenantId, list: &ListName) -> Result<u64, StoreError>;
+
     /// The lists that have at least one contact, by name.
     async fn lists(&self, tenant: &TenantId) -> Result<Vec<ListName>, StoreError>;
 }

@@ -5,6 +5,7 @@
 //! Every port error says whether trying again may help ([`Retryable`]), which is what the
 //! queue consumers use to decide between a retry and a dead end.
 
+pub mod campaigns;
 pub mod clock;
 pub mod consent;
 pub mod contacts;
@@ -18,6 +19,7 @@ pub mod stats;
 pub mod store;
 pub mod templates;
 
+pub use campaigns::{CampaignPage, CampaignStore};
 pub use clock::{Clock, SystemClock};
 pub use consent::ConsentStore;
 pub use contacts::{ContactPage, ContactQuery, ContactStore};

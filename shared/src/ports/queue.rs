@@ -14,6 +14,8 @@ pub enum QueueName {
     Dispatch,
     /// Status callbacks to deliver to customers' URLs.
     Callbacks,
+    /// Campaign chunks to expand into messages.
+    Campaigns,
 }
 
 impl QueueName {
@@ -21,6 +23,7 @@ impl QueueName {
         match self {
             QueueName::Dispatch => "dispatch",
             QueueName::Callbacks => "callbacks",
+            QueueName::Campaigns => "campaigns",
         }
     }
 }

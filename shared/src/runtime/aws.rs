@@ -20,6 +20,7 @@ impl Ports {
             consent: Arc::new(backend.store.clone()),
             contacts: Arc::new(backend.store.clone()),
             templates: Arc::new(backend.store.clone()),
+            campaigns: Arc::new(backend.store.clone()),
             clock: Arc::new(SystemClock),
         }
     }

@@ -6,8 +6,8 @@
 use async_trait::async_trait;
 
 use crate::ports::{Delivery, Queue, QueueName};
-use crate::services::jobs::{self, CallbackJob, DispatchJob};
-use crate::services::{CallbackSender, Dispatcher, JobOutcome};
+use crate::services::jobs::{self, CallbackJob, CampaignJob, DispatchJob};
+use crate::services::{CallbackSender, Campaigns, Dispatcher, JobOutcome};
 
 #[async_trait]
 pub trait Consumer: Send + Sync {
@@ -59,6 +59,25 @@ impl Consumer for CallbackSender {
                 None => JobOutcome::Poison,
             })
             .collect()
+    }
+}
+
+#[async_trait]
+impl Consumer for Campaigns {
+    fn queue(&self) -> QueueName {
+        QueueName::Campaigns
+    }
+
+    /// Chunks one after another: each stores a few hundred messages.
+    async fn consume(&self, deliveries: &[Delivery]) -> Vec<JobOutcome> {
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            outcomes.push(match jobs::parse::<CampaignJob>(&d.body) {
+                Ok(job) => self.run(&job).await,
+                Err(_) => JobOutcome::Poison,
+            });
+        }
+        outcomes
     }
 }
 

@@ -16,10 +16,11 @@ use std::time::Duration;
 
 use crate::domain::TenantLimits;
 use crate::ports::{
-    Clock, ConsentStore, ContactStore, CounterStore, MessageStore, Queue, ReplayStore, Retention,
-    SecretStore, StatsStore, TemplateStore, TenantStore,
+    CampaignStore, Clock, ConsentStore, ContactStore, CounterStore, MessageStore, Queue,
+    ReplayStore, Retention, SecretStore, StatsStore, TemplateStore, TenantStore,
 };
 use crate::services::callbacks::CallbackConfig;
+use crate::services::campaigns::CampaignDeps;
 use crate::services::dispatch::DispatchConfig;
 use crate::services::gateway::Gateway;
 use crate::services::intake::IntakeConfig;
@@ -27,8 +28,8 @@ use crate::services::poller::{PollConfig, Poller};
 use crate::services::replays::REPLAY_WINDOW;
 use crate::services::sweeper::SweeperConfig;
 use crate::services::{
-    Accounts, Analytics, CallbackSender, Consents, Contacts, Dispatcher, Intake, Limits, Messages,
-    Receipts, ReplayGuard, Senders, Sweeper, Templates,
+    Accounts, Analytics, CallbackSender, Campaigns, Consents, Contacts, Dispatcher, Intake, Limits,
+    Messages, Receipts, ReplayGuard, Senders, Sweeper, Templates,
 };
 
 pub use consumers::{Consumer, Finished, consume_until_stopped, settle};
@@ -37,6 +38,10 @@ pub use tasks::{Task, TaskTable};
 
 /// How long a received callback job stays hidden: above a callback's timeout (5 s).
 pub const CALLBACK_VISIBILITY: Duration = Duration::from_secs(30);
+
+/// How long a received campaign chunk job stays hidden: well above a chunk's work (a few
+/// hundred messages stored), so a chunk is not handed out twice while it runs.
+pub const CAMPAIGN_VISIBILITY: Duration = Duration::from_secs(120);
 
 /// Scheduled messages released per run of the release task: up to 50 rounds of 1,000.
 pub const RELEASE_ROUNDS: usize = 50;
@@ -73,6 +78,7 @@ pub struct Ports {
     pub consent: Arc<dyn ConsentStore>,
     pub contacts: Arc<dyn ContactStore>,
     pub templates: Arc<dyn TemplateStore>,
+    pub campaigns: Arc<dyn CampaignStore>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -94,6 +100,7 @@ impl Ports {
             consent: Arc::new(db.clone()),
             contacts: Arc::new(db.clone()),
             templates: Arc::new(db.clone()),
+            campaigns: Arc::new(db.clone()),
             clock: Arc::new(crate::ports::SystemClock),
         }
     }
@@ -117,6 +124,7 @@ pub struct Holub {
     pub consents: Arc<Consents>,
     pub contacts: Arc<Contacts>,
     pub templates: Arc<Templates>,
+    pub campaigns: Arc<Campaigns>,
 }
 
 impl Holub {
@@ -142,33 +150,52 @@ impl Holub {
             p.clock.clone(),
             TenantLimits::defaults_for(embedded),
         ));
+        let messages = Arc::new(Messages::new(
+            p.store.clone(),
+            p.clock.clone(),
+            limits.clone(),
+        ));
+        let templates = Arc::new(Templates::new(
+            p.templates.clone(),
+            limits.clone(),
+            p.clock.clone(),
+            settings.short_link_base.clone(),
+        ));
+        let analytics = Arc::new(Analytics::new(p.stats.clone()));
+        let intake = Arc::new(Intake::new(
+            p.store.clone(),
+            p.queue.clone(),
+            p.clock.clone(),
+            senders.clone(),
+            limits.clone(),
+            p.consent.clone(),
+            intake,
+        ));
+        let campaigns = Arc::new(Campaigns::new(CampaignDeps {
+            store: p.campaigns.clone(),
+            contacts: p.contacts.clone(),
+            templates: p.templates.clone(),
+            messages_store: p.store.clone(),
+            queue: p.queue.clone(),
+            clock: p.clock.clone(),
+            intake: intake.clone(),
+            messages: messages.clone(),
+            senders: senders.clone(),
+            limits: limits.clone(),
+            analytics: analytics.clone(),
+            templates_service: templates.clone(),
+        }));
         Holub {
+            campaigns,
             accounts: Arc::new(Accounts::new(
                 p.tenants.clone(),
                 p.secrets.clone(),
                 p.clock.clone(),
             )),
-            intake: Arc::new(Intake::new(
-                p.store.clone(),
-                p.queue.clone(),
-                p.clock.clone(),
-                senders.clone(),
-                limits.clone(),
-                p.consent.clone(),
-                intake,
-            )),
+            intake,
             senders,
-            messages: Arc::new(Messages::new(
-                p.store.clone(),
-                p.clock.clone(),
-                limits.clone(),
-            )),
-            templates: Arc::new(Templates::new(
-                p.templates.clone(),
-                limits.clone(),
-                p.clock.clone(),
-                settings.short_link_base.clone(),
-            )),
+            messages,
+            templates,
             limits,
             receipts: Arc::new(Receipts::new(p.store.clone(), p.clock.clone())),
             replays: Arc::new(ReplayGuard::new(
@@ -190,10 +217,11 @@ impl Holub {
                 p.clock.clone(),
                 sweeper,
             )),
-            analytics: Arc::new(Analytics::new(p.stats.clone())),
+            analytics,
             consents: Arc::new(Consents::new(
                 p.consent.clone(),
                 p.store.clone(),
+                p.campaigns.clone(),
                 p.clock.clone(),
             )),
             contacts: Arc::new(Contacts::new(p.contacts.clone(), p.clock.clone())),

@@ -11,7 +11,7 @@ use crate::domain::{
     ConsentChange, ConsentEntry, ConsentSource, ConsentState, Evidence, PhoneNumber, RecordedBy,
     SenderId, ShortCode, TenantId, WithdrawalChannel,
 };
-use crate::ports::{Clock, ConsentStore, MessageStore, StoreError};
+use crate::ports::{CampaignStore, Clock, ConsentStore, MessageStore, StoreError};
 
 use super::intake::FieldError;
 
@@ -135,6 +135,7 @@ pub struct OptOutTarget {
 pub struct Consents {
     store: Arc<dyn ConsentStore>,
     messages: Arc<dyn MessageStore>,
+    campaigns: Arc<dyn CampaignStore>,
     clock: Arc<dyn Clock>,
 }
 
@@ -142,11 +143,13 @@ impl Consents {
     pub fn new(
         store: Arc<dyn ConsentStore>,
         messages: Arc<dyn MessageStore>,
+        campaigns: Arc<dyn CampaignStore>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Consents {
             store,
             messages,
+            campaigns,
             clock,
         }
     }
@@ -292,7 +295,8 @@ impl Consents {
     /// The subscriber opts out through the link of one of the tenant's messages: consent to
     /// the tenant's marketing is withdrawn from now. Answers what it stopped (`None`: no
     /// message has this opt-out code). Doing it twice adds a second entry and changes
-    /// nothing else.
+    /// nothing else. An opt-out that withdraws a consent through a campaign's message is
+    /// counted in the campaign's progress.
     pub async fn opt_out(&self, code: &ShortCode) -> Result<Option<OptOutTarget>, StoreError> {
         let Some(message) = self.messages.follow(code).await? else {
             return Ok(None);
@@ -309,10 +313,29 @@ impl Consents {
             },
             recorded_by: RecordedBy::Subscriber,
         };
+        let before = self
+            .store
+            .states(&message.tenant_id, &[&message.to])
+            .await?
+            .into_iter()
+            .next();
         let state = self
             .store
             .record(&message.tenant_id, &message.to, &entry)
             .await?;
+        let withdrawn_now = !matches!(before, Some(ConsentState::Withdrawn))
+            && matches!(state, ConsentState::Withdrawn);
+        if let (true, Some(batch)) = (withdrawn_now, &message.batch_id) {
+            let campaign = crate::domain::CampaignId::of_batch(batch);
+            if let Err(e) = self
+                .campaigns
+                .count_opt_out(&message.tenant_id, &campaign)
+                .await
+            {
+                // The withdrawal stands; only the campaign's count misses it.
+                tracing::warn!(error = %e, "an opt-out was not counted in its campaign");
+            }
+        }
         tracing::info!(message_id = %message.id, "a subscriber opted out");
         Ok(Some(OptOutTarget {
             sender: message.from,

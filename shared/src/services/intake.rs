@@ -21,7 +21,7 @@ use crate::domain::segments::encoding_of;
 use crate::domain::text::{MAX_TEXT_BYTES, TextPolicy};
 use crate::domain::{
     BatchId, Category, Encoding, IdempotencyKey, Message, MessageId, MessageStatus, MessageText,
-    PhoneNumber, SenderId, SendingWindow, StatusChange, StatusSet, TenantId, TextError,
+    Pace, PhoneNumber, SenderId, SendingWindow, StatusChange, StatusSet, TenantId, TextError,
 };
 use crate::ports::store::IdempotencyRecord;
 use crate::ports::{
@@ -129,7 +129,7 @@ pub struct SendMessageRequest {
     pub send_at: Option<String>,
     /// Seconds the message stays worth delivering (60 to 259200; default 86400).
     #[serde(default)]
-    #[serde(deserialize_with = "whole_seconds")]
+    #[serde(deserialize_with = "whole_number")]
     #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 259200))]
     pub validity: Option<u64>,
     /// Transliterate Ukrainian Cyrillic to Latin so the text travels as GSM-7.
@@ -212,7 +212,7 @@ pub struct BatchRequest {
     #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub send_at: Option<String>,
     #[serde(default)]
-    #[serde(deserialize_with = "whole_seconds")]
+    #[serde(deserialize_with = "whole_number")]
     #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 259200))]
     pub validity: Option<u64>,
     #[serde(default)]
@@ -333,6 +333,7 @@ pub struct Idempotency {
 }
 
 /// Fields every message of a request shares, once validated.
+#[derive(Clone)]
 struct Common {
     from: SenderId,
     send_at: Option<DateTime<Utc>>,
@@ -937,6 +938,161 @@ impl Intake {
     }
 }
 
+/// One recipient of a campaign's chunk: the number, and the values of the template's
+/// placeholders.
+#[derive(Debug, Clone)]
+pub struct ChunkRecipient {
+    pub to: PhoneNumber,
+    pub variables: BTreeMap<String, String>,
+}
+
+/// What a campaign's chunk sends: the campaign's fixed parts.
+pub struct ChunkPlan<'a> {
+    pub tenant: &'a TenantId,
+    pub batch: BatchId,
+    pub from: &'a str,
+    pub text: &'a str,
+    pub category: Category,
+    pub track_links: bool,
+    pub validity: Option<u64>,
+    /// When the chunk's first message goes out (now, if past).
+    pub start: DateTime<Utc>,
+    /// The campaign's pace: the messages sent are spaced by it from `start` (`None`: all
+    /// at `start`).
+    pub pace: Option<Pace>,
+}
+
+impl Intake {
+    /// Stores the messages of one chunk of a campaign, exactly once per `key`: each
+    /// recipient is checked as a batch's would be (destination, sender, placeholders,
+    /// consent, the per-number limit), and those refused are skipped with their code.
+    /// `outcome` makes, from the verdicts (`None`: sent; `Some(code)`: skipped), the answer
+    /// kept under the key with the messages; a repeated key answers the kept one and stores
+    /// nothing. A refusal of the whole chunk (the rate: try later; a spend cap; the sender
+    /// no longer registered) is an error and stores nothing.
+    pub async fn campaign_chunk(
+        &self,
+        plan: &ChunkPlan<'_>,
+        recipients: Vec<ChunkRecipient>,
+        idempotency: Idempotency,
+        outcome: impl FnOnce(&[Option<&'static str>]) -> serde_json::Value,
+    ) -> Result<serde_json::Value, IntakeError> {
+        let tenant = plan.tenant;
+        if let Some(reply) = self.replay(tenant, Some(&idempotency)).await? {
+            return Ok(reply.body);
+        }
+        let now = self.clock.now();
+        let common = self
+            .common(
+                now,
+                plan.from,
+                None,
+                plan.validity,
+                None,
+                None,
+                None,
+                false,
+                plan.track_links,
+                plan.category,
+            )
+            .map_err(IntakeError::Invalid)?;
+        let validity = common.expires_at - now;
+        let registry = self.senders.registry(tenant).await?;
+        registry
+            .registered(&common.from)
+            .map_err(|e| IntakeError::Invalid(FieldError::new(e.code(), "from", e.to_string())))?;
+        let limits = self.limits.of(tenant).await?;
+        let mut verdicts: Vec<Option<&'static str>> = Vec::with_capacity(recipients.len());
+        let mut messages = Vec::with_capacity(recipients.len());
+        // Where each message's verdict is.
+        let mut positions = Vec::with_capacity(recipients.len());
+        for recipient in recipients {
+            let built = (|| {
+                Limits::allows_destination(&limits, &recipient.to).map_err(|r| r.code)?;
+                registry
+                    .allows(&common.from, &recipient.to)
+                    .map_err(|e| e.code())?;
+                let rendered = template::render(plan.text, &recipient.variables, MAX_TEXT_BYTES)
+                    .map_err(|e| match e {
+                        TemplateError::MissingVariable(_) => "template_variable_missing",
+                        TemplateError::TooLong(_) => "text_too_long",
+                    })?;
+                let text = measured(&rendered, &common).map_err(|e| e.code())?;
+                Ok::<_, &'static str>(build(
+                    tenant,
+                    Some(&plan.batch),
+                    &common,
+                    recipient.to,
+                    text,
+                    None,
+                    now,
+                ))
+            })();
+            match built {
+                Ok(message) => {
+                    positions.push(verdicts.len());
+                    verdicts.push(None);
+                    messages.push(message);
+                }
+                Err(code) => verdicts.push(Some(code)),
+            }
+        }
+        if common.category.is_marketing() && !messages.is_empty() {
+            let numbers: Vec<&PhoneNumber> = messages.iter().map(|m| &m.to).collect();
+            let states = self.consent.states(tenant, &numbers).await?;
+            let (mut kept, mut kept_positions) = (Vec::new(), Vec::new());
+            for ((message, position), state) in messages.into_iter().zip(positions).zip(states) {
+                match state.refusal() {
+                    None => {
+                        kept.push(message);
+                        kept_positions.push(position);
+                    }
+                    Some((code, _)) => verdicts[position] = Some(code),
+                }
+            }
+            (messages, positions) = (kept, kept_positions);
+        }
+        let charge = if messages.is_empty() {
+            None
+        } else {
+            let admitted: Vec<(&PhoneNumber, u16)> =
+                messages.iter().map(|m| (&m.to, m.segments)).collect();
+            let (per_number, charge) = self.limits.admit(tenant, &limits, &admitted).await?;
+            let mut kept = Vec::with_capacity(messages.len());
+            for ((message, position), verdict) in
+                messages.into_iter().zip(positions).zip(per_number)
+            {
+                match verdict {
+                    Ok(()) => kept.push(message),
+                    Err(refusal) => verdicts[position] = Some(refusal.code),
+                }
+            }
+            messages = kept;
+            Some(charge)
+        };
+        // The pace, over the messages that go: the k-th at start + k × 60 / pace.
+        for (k, message) in messages.iter_mut().enumerate() {
+            let at = match plan.pace {
+                Some(pace) => pace.offset(plan.start, k as u64),
+                None => plan.start,
+            };
+            let mut own = common.clone();
+            own.send_at = (at > now).then_some(at);
+            own.expires_at = own.send_at.unwrap_or(now) + validity;
+            own.keep_to(limits.marketing_window, now);
+            schedule(message, &own);
+        }
+        let reply = Reply {
+            status: 200,
+            body: outcome(&verdicts),
+        };
+        let reply = self
+            .accept_charged(tenant, messages, Some(idempotency), reply, charge)
+            .await?;
+        Ok(reply.body)
+    }
+}
+
 /// Turns an accepted entry of a batch's results into a refusal of its recipient.
 fn refuse(result: &mut serde_json::Value, code: &'static str, why: &str) {
     let index = result["index"].clone();
@@ -997,6 +1153,18 @@ pub(crate) fn with_opt_out(text: &str, link: &str, transliterate: bool) -> Strin
         "Відписатися:"
     };
     format!("{}\n{label} {link}", text.trim_end())
+}
+
+/// Gives a built (queued) message the time of `common`, scheduling it if that is ahead.
+fn schedule(message: &mut Message, common: &Common) {
+    message.send_at = common.send_at;
+    message.expires_at = common.expires_at;
+    if common.send_at.is_some() {
+        message.status = MessageStatus::Scheduled;
+        if let Some(last) = message.history.last_mut() {
+            last.status = MessageStatus::Scheduled;
+        }
+    }
 }
 
 fn build(
@@ -1077,9 +1245,9 @@ fn parse_reference(reference: Option<String>, field: &str) -> Result<Option<Stri
     }
 }
 
-/// A whole number of seconds, written as JSON writes integers (`600`) or as an integral
-/// number (`600.0`, which JSON Schema counts as an integer too).
-pub fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+/// A whole number (seconds, a pace, a version), written as JSON writes integers (`600`) or
+/// as an integral number (`600.0`, which JSON Schema counts as an integer too).
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let Some(number) = Option::<serde_json::Number>::deserialize(d)? else {
         return Ok(None);
     };

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    BatchId, Message, MessageError, MessageId, MessageStatus, StatusSet, TenantId,
+    BatchId, CampaignId, Message, MessageError, MessageId, MessageStatus, StatusSet, TenantId,
 };
 use crate::ports::Outgoing;
 
@@ -15,6 +15,18 @@ use crate::ports::Outgoing;
 pub struct DispatchJob {
     pub tenant_id: TenantId,
     pub id: MessageId,
+}
+
+/// Expand chunk `chunk` of a campaign into messages (a job for a chunk done already does
+/// nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignJob {
+    pub tenant_id: TenantId,
+    pub campaign_id: CampaignId,
+    pub chunk: u64,
+    /// The campaign's run (start or resume) that queued it.
+    pub run: u32,
 }
 
 /// Tell a customer's callback URL about status changes of its messages: the events of one

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod analytics;
 pub mod callbacks;
+pub mod campaigns;
 pub mod consent;
 pub mod contacts;
 pub mod dispatch;
@@ -25,6 +26,7 @@ pub mod view;
 pub use accounts::Accounts;
 pub use analytics::Analytics;
 pub use callbacks::CallbackSender;
+pub use campaigns::Campaigns;
 pub use consent::Consents;
 pub use contacts::Contacts;
 pub use dispatch::Dispatcher;

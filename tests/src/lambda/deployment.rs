@@ -192,6 +192,7 @@ impl Deployment {
             ("HOLUB_INDEX_SHARDS", self.dynamo.index_shards.to_string()),
             ("HOLUB_DISPATCH_QUEUE_URL", self.queues.dispatch.clone()),
             ("HOLUB_CALLBACKS_QUEUE_URL", self.queues.callbacks.clone()),
+            ("HOLUB_CAMPAIGNS_QUEUE_URL", self.queues.campaigns.clone()),
             ("HOLUB_SECRETS_PREFIX", self.secrets_prefix.clone()),
             ("HOLUB_KMS_KEY_ID", self.kms_key_id.clone()),
             ("HOLUB_METRICS_NAMESPACE", format!("Holub/{}", self.prefix)),

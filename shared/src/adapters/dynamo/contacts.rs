@@ -569,6 +569,10 @@ impl ContactStore for DynamoStore {
         Ok(ContactPage { contacts, next })
     }
 
+    async fn count(&self, t: &TenantId, list: &ListName) -> Result<u64, StoreError> {
+        self.count_group(members_group(t, list.as_str())).await
+    }
+
     async fn lists(&self, t: &TenantId) -> Result<Vec<ListName>, StoreError> {
         let entries = self
             .by_tenant_group(lists_group(t), Order::Ascending, None, usize::MAX)

@@ -134,6 +134,7 @@
 //! | `due_scheduled`, `stale_queued`, `awaiting_receipts`, `sent_past_validity` | `S` `Query` (+ 1 `Query` per batch marker met) | — |
 //! | `create_tenant` / `tenant_by_key_hash` | 1 `TransactWriteItems` / 1 `GetItem` | 4 / — |
 
+mod campaigns;
 mod codec;
 mod consent;
 mod contacts;

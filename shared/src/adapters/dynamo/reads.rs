@@ -142,6 +142,35 @@ impl DynamoStore {
             .collect()
     }
 
+    /// How many items one group of the tenants table's `by_tenant` index holds: `Query`s
+    /// with `Select=COUNT`, a page (1 MB read) at a time; eventually consistent.
+    pub(super) async fn count_group(&self, group: String) -> Result<u64, StoreError> {
+        let mut e = Expr::default();
+        let condition = format!("{} = {}", e.name(tenant::GROUP), e.value(s(group)));
+        let mut count = 0u64;
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.config.tenants_table)
+                .index_name(BY_TENANT)
+                .key_condition_expression(&condition)
+                .set_expression_attribute_names(e.names())
+                .set_expression_attribute_values(e.values())
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            count += u64::try_from(out.count).unwrap_or(0);
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(count);
+            }
+        }
+    }
+
     /// Items of one group of the tenants table's `by_tenant` index in `order` of sort key,
     /// only those past the sort key `past` (in that order) when given, at most `limit`.
     /// Eventually consistent, as every index read: one `Query` per page, each asking for what

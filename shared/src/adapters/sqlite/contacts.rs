@@ -380,6 +380,21 @@ impl ContactStore for SqliteBackend {
         Ok(ContactPage { contacts, next })
     }
 
+    async fn count(&self, tenant: &TenantId, list: &ListName) -> Result<u64, StoreError> {
+        let (t, l) = (tenant.as_str().to_owned(), list.as_str().to_owned());
+        let n: i64 = self
+            .db
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM contact_lists WHERE tenant_id = ?1 AND list = ?2",
+                    )?
+                    .query_row(params![t, l], |r| r.get(0))?)
+            })
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn lists(&self, tenant: &TenantId) -> Result<Vec<ListName>, StoreError> {
         let t = tenant.as_str().to_owned();
         let names: Vec<String> = self

@@ -26,7 +26,7 @@ pub(super) struct Db {
     writer_thread: Option<JoinHandle<()>>,
     readers: Arc<Readers>,
     /// Signalled when messages may have become visible on a queue, to end long polls early.
-    wakeups: [Notify; 2],
+    wakeups: [Notify; 3],
 }
 
 /// Makes the database's directory (0700, when Holub creates it) and file (0600) readable by
@@ -119,7 +119,7 @@ impl Db {
             writer: Some(sender),
             writer_thread: Some(writer_thread),
             readers,
-            wakeups: [Notify::new(), Notify::new()],
+            wakeups: [Notify::new(), Notify::new(), Notify::new()],
         })
     }
 
@@ -135,6 +135,7 @@ impl Db {
         match queue {
             QueueName::Dispatch => &self.wakeups[0],
             QueueName::Callbacks => &self.wakeups[1],
+            QueueName::Campaigns => &self.wakeups[2],
         }
     }
 

@@ -30,6 +30,7 @@
 //! have a writer thread; SQLite would keep them correct but they would wait on each other's
 //! lock). `:memory:` databases are not supported: the readers need the same file.
 
+mod campaigns;
 mod codec;
 mod consent;
 mod contacts;

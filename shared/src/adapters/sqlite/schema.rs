@@ -351,6 +351,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, id, version)
     ) STRICT, WITHOUT ROWID;
     ",
+    // 12: campaigns, each stored whole as JSON (no subscriber data in it) with its version,
+    // and the count of opt-outs through its messages apart, so counting one needs no version.
+    "
+    CREATE TABLE campaigns (
+        tenant_id   TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        body        TEXT NOT NULL,
+        opted_out   INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant_id, id)
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// Brings the schema up to date, in one transaction per migration.
