@@ -45,6 +45,20 @@ ALLOWED_UNUSED = {
     ("holub-api", "dynamodb:DeleteItem", "IdempotencyTable"):
         "releasing the claim of a request that died before storing its message (release_claim), "
         "two minutes after it died",
+    ("holub-campaigns", "dynamodb:GetItem", "MessagesTable"):
+        "a chunk of one message whose job comes again before its campaign moved on (the run "
+        "died in between): its idempotency record names the message, which is looked for",
+    ("holub-campaigns", "dynamodb:DeleteItem", "IdempotencyTable"):
+        "releasing the claim of a one-message chunk whose run died before storing its message "
+        "(release_claim), two minutes after it died",
+    ("holub-campaigns", "dynamodb:UpdateItem", "MessagesTable"):
+        "cancelling the scheduled messages of a campaign cancelled while one of its chunks was "
+        "being expanded (Campaigns::expand, after the chunk is stored); the suite cancels a "
+        "campaign before any of its chunks ran, so the campaign's job finds none scheduled",
+    ("holub-campaigns", "sqs:ChangeMessageVisibility", "CampaignsQueue"):
+        "a chunk's job put back with a backoff: a store or queue outage, or a job still ahead "
+        "of its campaign after a short wait (a start whose change never landed); a chunk the "
+        "rate refuses is queued again as a new job instead, so the suite meets neither",
 }
 
 # Functions the Lambda end-to-end suite does not run: binary -> why. Their grants cannot

@@ -2,8 +2,8 @@
 //! Lambda Runtime API ([`holub_tests::lambda`]), over DynamoDB, SQS and Secrets Manager
 //! served by moto (`scripts/test` starts it and sets `HOLUB_TEST_AWS_ENDPOINT`), with the
 //! providers' simulators on loopback. The API and receipts functions sit behind an API
-//! Gateway front, the dispatch function behind an SQS event source, and the scheduler
-//! function is invoked with the EventBridge schedule's event.
+//! Gateway front, the dispatch, callbacks and campaigns functions behind SQS event sources,
+//! and the scheduler and rollup functions are invoked with the EventBridge schedule's event.
 //!
 //! Every test has tables, queues and a secrets prefix of its own, so they run in parallel.
 //! Without moto the tests are skipped with a notice, except in CI, where they fail.
@@ -1104,4 +1104,258 @@ async fn consent_and_opt_out_run_as_deployed() {
     let (status, refused) = client.post("/v1/messages", &marketing).await;
     assert_eq!(status, 409, "{refused}");
     assert_eq!(refused["error"]["code"], "consent_withdrawn");
+}
+
+/// A marketing campaign as deployed: made and started through the API function, expanded
+/// chunk by chunk by the campaigns function behind its queue (a burst of two makes chunks
+/// of two contacts, the last with one message; a chunk right after another meets the rate
+/// limit and comes back after its backoff), its messages sent by dispatch, an opt-out
+/// through one counted; another campaign started, paused, resumed and cancelled, whose jobs
+/// then do nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_campaign_runs_as_deployed() {
+    use holub_shared::domain::Origin;
+    use holub_shared::ports::SystemClock;
+    let Some(stack) = Stack::new("campaign").await else {
+        return;
+    };
+    // Marketing at any hour this test may run; chunks of two contacts (the burst), and a
+    // rate of one message a second, so the second chunk, right after the first, waits.
+    let limits = [
+        ("marketing_window", "00:00-24:00"),
+        ("burst", "2"),
+        ("rate_per_second", "1"),
+    ]
+    .map(|(n, v)| (n.to_owned(), v.to_owned()));
+    holub_shared::services::Limits::new(
+        Arc::new(stack.0.aws.store.clone()),
+        Arc::new(stack.0.aws.store.clone()),
+        Arc::new(SystemClock),
+        Default::default(),
+    )
+    .set(&stack.0.tenant_id, &limits, &Origin::operator())
+    .await
+    .expect("the tenant's limits");
+    let (_sim, receipts_front, routes) = stack.alpha().await;
+    // The API makes opt-out links' codes with its messages; so do campaigns' chunks.
+    let short_links = [("HOLUB_SHORT_LINK_BASE", "https://s.holub.example")];
+    let (api, receipts, dispatch, campaigns) = tokio::join!(
+        stack.function_with("holub-api", &routes, &short_links),
+        stack.function("holub-receipts", &routes),
+        stack.function("holub-dispatch", &routes),
+        stack.function_with("holub-campaigns", &routes, &short_links),
+    );
+    let _receipts_front = receipts_front.serve(receipts);
+    let api_front = HttpFront::start(api).await.expect("a port");
+    let client = Client::new(&api_front);
+    let dispatch_source =
+        SqsEventSource::new(stack.0.sqs.clone(), &stack.0.queues.dispatch, dispatch)
+            .await
+            .expect("the dispatch queue");
+    let mut campaign_source =
+        SqsEventSource::new(stack.0.sqs.clone(), &stack.0.queues.campaigns, campaigns)
+            .await
+            .expect("the campaigns queue");
+    // As the template's event source mapping: one chunk per invocation.
+    campaign_source.batch_size = 1;
+
+    let (status, template) = client
+        .post(
+            "/v1/templates",
+            &json!({"name": "Весна", "category": "marketing",
+                "text": "{{name}}, весняна знижка 20% до неділі!"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{template}");
+    let template_id = template["id"].as_str().expect("a template id");
+    // Six contacts on the list; the last gave no consent.
+    let contacts = ["Олена", "Тарас", "Ірина", "Богдан", "Марта", "Назар"];
+    for (i, name) in contacts.iter().enumerate() {
+        let phone = format!("+38067123480{i}");
+        let (status, contact) = client
+            .post(
+                "/v1/contacts",
+                &json!({"phone": phone, "name": name, "lists": ["Весна"]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{contact}");
+        if i < contacts.len() - 1 {
+            let (status, ledger) = client
+                .post(
+                    "/v1/consents",
+                    &json!({"phone": phone, "state": "given", "source": "web_form",
+                        "evidence": format!("Форма №{i}")}),
+                )
+                .await;
+            assert_eq!(status, 201, "{ledger}");
+        }
+    }
+
+    // Made with its estimate (the list's contacts counted), started; a second start is
+    // refused.
+    let body = json!({"name": "Весняний розпродаж", "template_id": template_id,
+        "lists": ["Весна"], "from": "Holub"});
+    let (status, made) = client.post("/v1/campaigns", &body).await;
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(made["state"], "draft", "{made}");
+    assert_eq!(made["estimate"]["recipients"], 6, "{made}");
+    let id = made["id"].as_str().expect("a campaign id").to_owned();
+    let (status, started) = client
+        .post(&format!("/v1/campaigns/{id}/start"), &json!({}))
+        .await;
+    assert_eq!(
+        (status, &started["state"]),
+        (200, &json!("running")),
+        "{started}"
+    );
+    let (status, again) = client
+        .post(&format!("/v1/campaigns/{id}/start"), &json!({}))
+        .await;
+    assert_eq!(status, 409, "{again}");
+    assert_eq!(again["error"]["code"], "campaign_state_conflict");
+
+    // Another campaign to the same list: started, paused, resumed and cancelled before any
+    // of its jobs ran.
+    let (status, other) = client
+        .post(
+            "/v1/campaigns",
+            &json!({"name": "Скасована", "template_id": template_id, "lists": ["Весна"],
+                "from": "Holub"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{other}");
+    let other_id = other["id"].as_str().expect("a campaign id").to_owned();
+    for (action, state) in [
+        ("start", "running"),
+        ("pause", "paused"),
+        ("resume", "running"),
+        ("cancel", "cancelled"),
+    ] {
+        let (status, changed) = client
+            .post(&format!("/v1/campaigns/{other_id}/{action}"), &json!({}))
+            .await;
+        assert_eq!(
+            (status, &changed["state"]),
+            (200, &json!(state)),
+            "{changed}"
+        );
+    }
+    let (status, page) = client.get("/v1/campaigns").await;
+    assert_eq!(status, 200, "{page}");
+    let listed: Vec<&str> = page["campaigns"]
+        .as_array()
+        .expect("campaigns")
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert_eq!(
+        listed,
+        [other_id.as_str(), id.as_str()],
+        "newest first: {page}"
+    );
+
+    // The campaigns function takes in chunk after chunk, each queueing the next; a chunk
+    // the rate limit refuses is queued again as a job of its own, delayed until it may go
+    // (a retry would count against the queue's receives).
+    let campaign_path = format!("/v1/campaigns/{id}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut jobs, mut failed) = (0, 0);
+    loop {
+        if let Some(delivery) = campaign_source
+            .poll_once(Duration::from_secs(1))
+            .await
+            .expect("the queue answers")
+        {
+            delivery.result.expect("the function answers");
+            jobs += 1;
+            failed += delivery.failed.len();
+        }
+        let (status, campaign) = client.get(&campaign_path).await;
+        assert_eq!(status, 200, "{campaign}");
+        if campaign["state"] == "completed" {
+            break;
+        }
+        assert_eq!(campaign["state"], "running", "{campaign}");
+        assert!(Instant::now() < deadline, "{campaign}");
+    }
+    // The second chunk's job comes right after the first chunk's two messages took the
+    // whole burst: at one message a second, it is queued again until two more may go. So
+    // more jobs than the three chunks ran, and none failed.
+    assert_eq!(failed, 0);
+    assert!(jobs >= 4, "no chunk met the rate limit: {jobs} jobs");
+    // The cancelled campaign's jobs (start and resume) find it cancelled and do nothing.
+    drain_until_empty(&campaign_source).await;
+
+    let (_, campaign) = client.get(&campaign_path).await;
+    assert_eq!(campaign["progress"]["expanded"], 5, "{campaign}");
+    assert_eq!(
+        campaign["progress"]["skipped"],
+        json!({"consent_missing": 1}),
+        "{campaign}"
+    );
+    assert_eq!(campaign["progress"]["skipped_no_consent"], 1, "{campaign}");
+    assert!(campaign["finished_at"].is_string(), "{campaign}");
+    let (_, cancelled) = client.get(&format!("/v1/campaigns/{other_id}")).await;
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["progress"]["expanded"], 0, "{cancelled}");
+
+    // Its messages carry its batch id, each its contact's name and the opt-out link.
+    let batch = campaign["batch_id"].as_str().expect("a batch id");
+    let messages_path = format!("/v1/messages?batch_id={batch}&limit=50");
+    let (status, page) = client.get(&messages_path).await;
+    assert_eq!(status, 200, "{page}");
+    let messages = page["messages"].as_array().expect("messages").clone();
+    assert_eq!(messages.len(), 5, "{page}");
+    let mut names: Vec<String> = Vec::new();
+    for m in &messages {
+        let text = m["text"].as_str().unwrap_or_default();
+        let name = text.split(',').next().unwrap_or_default().to_owned();
+        assert!(
+            text.starts_with(&format!("{name}, весняна знижка 20% до неділі!"))
+                && text.contains("Відписатися: https://s.holub.example/"),
+            "{m}"
+        );
+        names.push(name);
+    }
+    names.sort();
+    let mut expected: Vec<&str> = contacts[..5].to_vec();
+    expected.sort();
+    assert_eq!(names, expected);
+
+    // Dispatch sends them; the provider's receipts make them delivered.
+    assert_eq!(drain_until_empty(&dispatch_source).await, 5);
+    for m in &messages {
+        let id = m["id"].as_str().expect("a message id");
+        client
+            .wait_status(id, &["delivered"], Duration::from_secs(30))
+            .await;
+    }
+
+    // The rollup folds their statuses into the statistics, which the campaign's progress
+    // reads by its batch id.
+    let rollup = stack.function("holub-rollup", &routes).await;
+    let event: Value = serde_json::from_str(SCHEDULED_EVENT).expect("the event is JSON");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = rollup.invoke(&event).await.expect("the run answers");
+        assert_eq!(report["errors"], json!([]), "{report}");
+        let (_, campaign) = client.get(&campaign_path).await;
+        if campaign["progress"]["statuses"] == json!({"delivered": 5}) {
+            assert_eq!(campaign["progress"]["delivery_rate"], 1.0, "{campaign}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{campaign}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A subscriber opts out through a campaign message's link: counted in its progress.
+    let code = messages[0]["opt_out"].as_str().expect("an opt-out code");
+    let tap = reqwest::Client::new()
+        .post(format!("{}/{code}", api_front.url))
+        .send()
+        .await
+        .expect("the front answers");
+    assert_eq!(tap.status().as_u16(), 200);
+    let (_, campaign) = client.get(&campaign_path).await;
+    assert_eq!(campaign["progress"]["opted_out"], 1, "{campaign}");
 }
