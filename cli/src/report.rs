@@ -24,7 +24,7 @@ pub struct Args {
     /// End of the range (the same forms; a date means its start, so the day before is the last).
     #[arg(long)]
     to: String,
-    /// Comma-separated: provider, operator, sender, batch, encoding, day, hour.
+    /// Comma-separated: provider, operator, sender, batch, campaign, encoding, day, hour.
     #[arg(long, default_value = "")]
     group_by: String,
     /// Europe/Kyiv or UTC.
@@ -79,7 +79,7 @@ async fn report(args: &Args, ports: &Ports) -> Result<String, String> {
         zone,
     )
     .map_err(|e| format!("{e} ({})", e.code()))?;
-    let report = Analytics::new(ports.stats.clone())
+    let report = Analytics::new(ports.stats.clone(), ports.campaigns.clone())
         .report(&tenant, &query)
         .await
         .map_err(|e| format!("{e} ({})", e.code()))?;

@@ -433,7 +433,7 @@ async fn bad_report_queries_get_a_4xx_with_a_stable_code() {
             "time_invalid",
         ),
         (
-            format!("summary?{range}&group_by=campaign"),
+            format!("summary?{range}&group_by=campaigns"),
             422,
             "group_by_unknown",
         ),

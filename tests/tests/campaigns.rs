@@ -283,6 +283,36 @@ async fn a_campaign_reaches_consenting_contacts_at_its_pace_and_stops_at_an_opt_
     let rate = done["progress"]["delivery_rate"].as_f64().unwrap();
     assert!((rate - 5.0 / 6.0).abs() < 0.001, "{done}");
     assert!(done["finished_at"].is_string());
+    // The reports group by campaign: this one, and messages of no campaign apart.
+    let otp = api
+        .post(
+            "/v1/messages/batch",
+            &json!({"from": "Holub", "text": "Код 4821", "recipients": [{"to": "0671110009"}]}),
+        )
+        .await;
+    assert_eq!(otp.status, 202, "{:?}", otp.body);
+    let range = "from=2020-01-01T00:00:00Z&to=2099-01-01T00:00:00Z";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let groups = loop {
+        let r = api
+            .get(&format!("/v1/analytics/summary?{range}&group_by=campaign"))
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let groups = r.body["groups"].as_array().unwrap().clone();
+        if groups.len() == 2 {
+            break groups;
+        }
+        assert!(Instant::now() < deadline, "{:?}", r.body);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let ours = groups
+        .iter()
+        .find(|g| g["group"]["campaign"] == id.as_str())
+        .expect("the campaign's group");
+    assert_eq!(ours["messages"], 6, "{ours}");
+    assert_eq!(ours["delivered"], 5, "{ours}");
+    let none = groups.iter().find(|g| g["group"]["campaign"].is_null());
+    assert_eq!(none.expect("no campaign's group")["messages"], 1);
     // Listed, newest first.
     let list = api.get("/v1/campaigns").await;
     assert_eq!(list.status, 200);

@@ -26,10 +26,11 @@ pub struct SummaryParams {
     /// `from`.
     #[param(format = DateTime)]
     to: String,
-    /// Comma-separated: `provider`, `operator`, `sender`, `batch`, `encoding`, `day`,
-    /// `hour` (one asked twice groups as once). Empty or absent: one group, the totals.
+    /// Comma-separated: `provider`, `operator`, `sender`, `batch`, `campaign` (`null` for
+    /// messages of no campaign), `encoding`, `day`, `hour` (one asked twice groups as once).
+    /// Empty or absent: one group, the totals.
     #[param(
-        pattern = "^((provider|operator|sender|batch|encoding|day|hour)(,(provider|operator|sender|batch|encoding|day|hour))*)?$"
+        pattern = "^((provider|operator|sender|batch|campaign|encoding|day|hour)(,(provider|operator|sender|batch|campaign|encoding|day|hour))*)?$"
     )]
     group_by: Option<String>,
     /// The clock days and hours are told in: `Europe/Kyiv` (default) or `UTC`.
@@ -52,9 +53,9 @@ pub struct TimeseriesParams {
     #[param(pattern = "^(day|hour)$")]
     interval: Option<String>,
     /// Further grouping within each point: `provider`, `operator`, `sender`, `batch`,
-    /// `encoding`, comma-separated.
+    /// `campaign`, `encoding`, comma-separated.
     #[param(
-        pattern = "^((provider|operator|sender|batch|encoding)(,(provider|operator|sender|batch|encoding))*)?$"
+        pattern = "^((provider|operator|sender|batch|campaign|encoding)(,(provider|operator|sender|batch|campaign|encoding))*)?$"
     )]
     group_by: Option<String>,
     /// The clock days and hours are told in: `Europe/Kyiv` (default) or `UTC`.

@@ -28,16 +28,19 @@ pub use access::{
     Actor, ApiKeyRecord, AuditAction, AuditEntry, KeyName, Network, Origin, Registration, Scope,
     Scopes, SenderRecord,
 };
+pub use campaign::{
+    Campaign, CampaignError, CampaignEstimate, CampaignName, CampaignState, ChunkOutcome,
+    Expansion, Pace,
+};
 pub use consent::{
     Category, ConsentChange, ConsentEntry, ConsentSource, ConsentState, Evidence, RecordedBy,
     WithdrawalChannel,
 };
 pub use contact::{Contact, ContactError, Details, ListName};
 pub use failure::{FailureCode, UnknownFailureCode};
-pub use campaign::{
-    Campaign, CampaignError, CampaignEstimate, CampaignName, CampaignState, ChunkOutcome, Expansion, Pace,
+pub use ids::{
+    BatchId, CampaignId, ContactId, IdempotencyKey, KeyId, MessageId, TemplateId, TenantId,
 };
-pub use ids::{BatchId, CampaignId, ContactId, IdempotencyKey, KeyId, MessageId, TemplateId, TenantId};
 pub use limits::{LimitError, TenantLimits};
 pub use links::{ShortBase, ShortCode, TrackedLink, Visitor};
 pub use message::{Message, MessageError, StatusChange};

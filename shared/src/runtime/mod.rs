@@ -161,7 +161,7 @@ impl Holub {
             p.clock.clone(),
             settings.short_link_base.clone(),
         ));
-        let analytics = Arc::new(Analytics::new(p.stats.clone()));
+        let analytics = Arc::new(Analytics::new(p.stats.clone(), p.campaigns.clone()));
         let intake = Arc::new(Intake::new(
             p.store.clone(),
             p.queue.clone(),

@@ -1,7 +1,9 @@
 //! Reports over a tenant's statistics: delivery rate, counts per status, parts, cost and
 //! latency percentiles, totalled over a time range and grouped by what the customer asks
-//! (provider, operator, sender, batch, encoding, day, hour). The API's summary and time
-//! series and `holub report` are all this.
+//! (provider, operator, sender, batch, campaign, encoding, day, hour). The API's summary and
+//! time series and `holub report` are all this. A campaign's messages carry its batch, so
+//! grouping by campaign is grouping by batch, each batch told as the campaign it is (`null`
+//! for a batch that is no campaign's: one sent through `/v1/messages/batch`).
 //!
 //! The statistics are kept per UTC hour of acceptance (see [`crate::domain::stats`]), so a
 //! range is read in whole hours: `from` is taken back to the start of its hour and `to` on to
@@ -20,8 +22,8 @@ use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
 
 use crate::domain::stats::{Counters, Histogram, Hour, StatsKey};
-use crate::domain::{MessageStatus, TenantId, kyiv};
-use crate::ports::{StatsStore, StoreError};
+use crate::domain::{CampaignId, MessageStatus, TenantId, kyiv};
+use crate::ports::{CampaignStore, StatsStore, StoreError};
 
 /// The most groups (rows, or points of a time series) one report has.
 pub const MAX_GROUPS: usize = 10_000;
@@ -35,17 +37,19 @@ pub enum Dimension {
     Operator,
     Sender,
     Batch,
+    Campaign,
     Encoding,
     Day,
     Hour,
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 7] = [
+    pub const ALL: [Dimension; 8] = [
         Dimension::Provider,
         Dimension::Operator,
         Dimension::Sender,
         Dimension::Batch,
+        Dimension::Campaign,
         Dimension::Encoding,
         Dimension::Day,
         Dimension::Hour,
@@ -57,6 +61,7 @@ impl Dimension {
             Dimension::Operator => "operator",
             Dimension::Sender => "sender",
             Dimension::Batch => "batch",
+            Dimension::Campaign => "campaign",
             Dimension::Encoding => "encoding",
             Dimension::Day => "day",
             Dimension::Hour => "hour",
@@ -142,7 +147,9 @@ pub struct ReportQuery {
 /// Why a report cannot be made; each has a stable code.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("unknown grouping {0:?}: use provider, operator, sender, batch, encoding, day or hour")]
+    #[error(
+        "unknown grouping {0:?}: use provider, operator, sender, batch, campaign, encoding, day or hour"
+    )]
     UnknownDimension(String),
     #[error("unknown time zone {0:?}: use Europe/Kyiv or UTC")]
     UnknownZone(String),
@@ -207,6 +214,11 @@ impl ReportQuery {
             Dimension::Operator => key.operator.map(|o| o.as_str().to_owned()),
             Dimension::Sender => Some(key.sender.as_str().to_owned()),
             Dimension::Batch => key.batch_id.as_ref().map(|b| b.as_str().to_owned()),
+            // The campaign the batch would be; [`Analytics::report`] keeps only real ones.
+            Dimension::Campaign => key
+                .batch_id
+                .as_ref()
+                .map(|b| CampaignId::of_batch(b).to_string()),
             Dimension::Encoding => Some(key.encoding.as_str().to_owned()),
             Dimension::Day | Dimension::Hour => Some(self.period(dim, key.hour.start())),
         }
@@ -372,11 +384,83 @@ fn periods(query: &ReportQuery, time: Dimension) -> Vec<DateTime<Utc>> {
 /// Reports over a store's statistics.
 pub struct Analytics {
     stats: Arc<dyn StatsStore>,
+    campaigns: Arc<dyn CampaignStore>,
 }
 
 impl Analytics {
-    pub fn new(stats: Arc<dyn StatsStore>) -> Self {
-        Analytics { stats }
+    pub fn new(stats: Arc<dyn StatsStore>, campaigns: Arc<dyn CampaignStore>) -> Self {
+        Analytics { stats, campaigns }
+    }
+
+    /// The totals of one batch (a campaign's) over the hours `from` to `to`: only its cells
+    /// are kept, however many other batches the hours hold.
+    pub async fn batch_totals(
+        &self,
+        tenant: &TenantId,
+        batch: &crate::domain::BatchId,
+        from: Hour,
+        to: Hour,
+    ) -> Result<Counters, StoreError> {
+        let mut totals = Counters::default();
+        let Some((first, last)) = self.stats.extent(tenant).await? else {
+            return Ok(totals);
+        };
+        let (mut at, to) = (from.max(first), to.min(Hour(last.0 + 1)));
+        while at < to {
+            let end = Hour(at.0.saturating_add(HOURS_PER_READ)).min(to);
+            for (key, counters) in self.stats.stats(tenant, at, end).await? {
+                if key.batch_id.as_ref() == Some(batch) {
+                    totals.add(&counters, 1);
+                }
+            }
+            at = end;
+        }
+        Ok(totals)
+    }
+
+    /// Groups by campaign keep the campaigns the tenant has; any other batch is told as no
+    /// campaign (`null`), its totals merged with the messages sent in no batch.
+    async fn only_campaigns(
+        &self,
+        tenant: &TenantId,
+        report: Report,
+    ) -> Result<Report, ReportError> {
+        let Some(at) = report
+            .query
+            .group_by
+            .iter()
+            .position(|d| *d == Dimension::Campaign)
+        else {
+            return Ok(report);
+        };
+        let mut known: BTreeMap<String, bool> = BTreeMap::new();
+        for group in &report.groups {
+            if let Some(value) = &group.values[at]
+                && !known.contains_key(value)
+            {
+                let exists = match value.parse::<CampaignId>() {
+                    Ok(id) => self.campaigns.get(tenant, &id).await?.is_some(),
+                    Err(_) => false,
+                };
+                known.insert(value.clone(), exists);
+            }
+        }
+        let mut merged: Vec<Group> = Vec::with_capacity(report.groups.len());
+        for mut group in report.groups {
+            if let Some(value) = &group.values[at]
+                && !known.get(value).copied().unwrap_or(false)
+            {
+                group.values[at] = None;
+            }
+            match merged.iter_mut().find(|g| g.values == group.values) {
+                Some(same) => same.counters.add(&group.counters, 1),
+                None => merged.push(group),
+            }
+        }
+        Ok(Report {
+            groups: merged,
+            ..report
+        })
     }
 
     pub async fn report(
@@ -400,7 +484,7 @@ impl Analytics {
                 at = end;
             }
         }
-        Ok(totals.finish())
+        self.only_campaigns(tenant, totals.finish()).await
     }
 }
 

@@ -1,6 +1,6 @@
 //! Campaigns: made with their estimate, started, paused, resumed, cancelled, and expanded
 //! into messages a chunk at a time by jobs on the campaigns queue (`holub serve`'s queue
-//! loop; on AWS an SQS queue feeding the scheduler function), so a campaign to a million
+//! loop; on AWS an SQS queue feeding the campaigns function), so a campaign to a million
 //! contacts starts at once and no run of anything is long.
 //!
 //! **Exactly once.** A job names the chunk it is for. The chunk's messages are stored with
@@ -40,7 +40,6 @@ use crate::ports::{
     QueueName, StoreError, TemplateStore,
 };
 
-use super::analytics::{Dimension, ReportQuery, Zone};
 use super::intake::{ChunkPlan, ChunkRecipient, FieldError, Idempotency, IntakeError};
 use super::jobs::{self, CampaignJob};
 use super::{Analytics, Intake, JobOutcome, Limits, Messages, Senders};
@@ -406,25 +405,19 @@ impl Campaigns {
         id: &CampaignId,
     ) -> Result<CampaignView, CampaignsError> {
         let campaign = self.load(tenant, id).await?;
-        let report = ReportQuery {
-            from: Hour::of(campaign.created_at),
-            to: Hour(Hour::of(self.d.clock.now()).0 + 1),
-            group_by: vec![Dimension::Batch],
-            zone: Zone::Utc,
-        };
-        let report = self
+        // Its messages count in the hours they were made in: from its making to the end of
+        // its expansion.
+        let until = campaign.finished_at.unwrap_or_else(|| self.d.clock.now());
+        let counters = self
             .d
             .analytics
-            .report(tenant, &report)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string().into()))?;
-        let batch = campaign.id.batch();
-        let counters = report
-            .groups
-            .into_iter()
-            .find(|g| g.values.first().and_then(|v| v.as_deref()) == Some(batch.as_str()))
-            .map(|g| g.counters)
-            .unwrap_or_default();
+            .batch_totals(
+                tenant,
+                &campaign.id.batch(),
+                Hour::of(campaign.created_at),
+                Hour(Hour::of(until).0 + 1),
+            )
+            .await?;
         Ok(view(&campaign, Some(&counters)))
     }
 
@@ -747,9 +740,12 @@ impl Campaigns {
                 ExpandError::Store(StoreError::Corrupt(format!("a chunk's outcome: {e}")))
             })?,
             Err(IntakeError::Limited(refusal)) if refusal.code == "rate_limited" => {
-                return Ok(JobOutcome::Retry(
-                    refusal.retry_after.unwrap_or(Duration::from_secs(1)),
-                ));
+                // The chunk again once the rate allows, as a job of its own: a retry would
+                // count as a receive, and a long campaign under a tight rate would reach the
+                // dead letters.
+                let wait = refusal.retry_after.unwrap_or(Duration::from_secs(1));
+                self.kick(&campaign, job.run, job.chunk, wait).await?;
+                return Ok(JobOutcome::Done);
             }
             Err(IntakeError::Limited(refusal)) => {
                 return self.stop(&campaign, refusal.code).await;
