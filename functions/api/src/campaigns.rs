@@ -16,7 +16,8 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Authorized, JsonBody, ReadScope, SendScope};
-use crate::routes::{invalid, query_params};
+use crate::pages::page_params;
+use crate::routes::query_params;
 
 impl From<CampaignsError> for ApiError {
     fn from(e: CampaignsError) -> Self {
@@ -101,16 +102,7 @@ pub async fn list(
     params: Result<Query<CampaignListParams>, QueryRejection>,
 ) -> Result<Json<CampaignPageView>, ApiError> {
     let p = query_params(params)?;
-    let before = p
-        .cursor
-        .map(|c| c.parse::<CampaignId>())
-        .transpose()
-        .map_err(|_| invalid("cursor_invalid", "cursor", "not a cursor from this API"))?;
-    let limit = match p.limit {
-        None => 50,
-        Some(n @ 1..=100) => n,
-        Some(_) => return Err(invalid("limit_invalid", "limit", "limit is 1 to 100")),
-    };
+    let (before, limit) = page_params::<CampaignId>(p.cursor, p.limit, 100)?;
     Ok(Json(
         state
             .campaigns

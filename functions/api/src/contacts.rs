@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Authorized, ContactsReadScope, ContactsScope, JsonBody};
+use crate::pages::page_params;
 use crate::routes::{invalid, query_params};
 
 impl From<ContactsError> for ApiError {
@@ -115,33 +116,29 @@ pub async fn search(
     params: Result<Query<ContactParams>, QueryRejection>,
 ) -> Result<Json<ContactPageView>, ApiError> {
     let p = query_params(params)?;
+    let list = p
+        .list
+        .map(|l| ListName::parse(&l))
+        .transpose()
+        .map_err(|e| invalid(e.code(), "list", &e.to_string()))?;
+    let phone = p
+        .phone
+        .map(|s| PhoneNumber::parse(&s))
+        .transpose()
+        .map_err(|e| invalid(e.code(), "phone", &e.to_string()))?;
+    let text = match p.q {
+        Some(q) if q.trim().is_empty() || q.chars().count() > 100 => {
+            return Err(invalid("q_invalid", "q", "q is 1 to 100 characters"));
+        }
+        q => q.map(|q| q.trim().to_owned()),
+    };
+    let (after, limit) = page_params::<ContactId>(p.cursor, p.limit, 500)?;
     let search = Search {
-        list: p
-            .list
-            .map(|l| ListName::parse(&l))
-            .transpose()
-            .map_err(|e| invalid(e.code(), "list", &e.to_string()))?,
-        phone: p
-            .phone
-            .map(|s| PhoneNumber::parse(&s))
-            .transpose()
-            .map_err(|e| invalid(e.code(), "phone", &e.to_string()))?,
-        text: match p.q {
-            Some(q) if q.trim().is_empty() || q.chars().count() > 100 => {
-                return Err(invalid("q_invalid", "q", "q is 1 to 100 characters"));
-            }
-            q => q.map(|q| q.trim().to_owned()),
-        },
-        after: p
-            .cursor
-            .map(|c| c.parse::<ContactId>())
-            .transpose()
-            .map_err(|_| invalid("cursor_invalid", "cursor", "not a cursor from this API"))?,
-        limit: match p.limit {
-            None => 50,
-            Some(n @ 1..=500) => n,
-            Some(_) => return Err(invalid("limit_invalid", "limit", "limit is 1 to 500")),
-        },
+        list,
+        phone,
+        text,
+        after,
+        limit,
     };
     let (contacts, next) = state.contacts.search(&auth.tenant, search).await?;
     Ok(Json(ContactPageView {

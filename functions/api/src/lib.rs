@@ -10,6 +10,7 @@ mod error;
 mod export;
 mod extract;
 mod links;
+mod pages;
 mod routes;
 mod templates;
 

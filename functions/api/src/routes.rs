@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{AnyKey, Authorized, IdempotencyHeader, JsonBody, ReadScope, SendScope};
+use crate::pages::page_params;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -418,16 +419,7 @@ pub async fn list_messages(
         created_after: p.created_after,
         created_before: p.created_before,
     })?;
-    query.after = p
-        .cursor
-        .map(|s| s.parse::<MessageId>())
-        .transpose()
-        .map_err(|_| invalid("cursor_invalid", "cursor", "not a cursor from this API"))?;
-    query.limit = match p.limit {
-        None => 50,
-        Some(n @ 1..=500) => n,
-        Some(_) => return Err(invalid("limit_invalid", "limit", "limit is 1 to 500")),
-    };
+    (query.after, query.limit) = page_params::<MessageId>(p.cursor, p.limit, 500)?;
     let page = state.messages.list(&tenant, query).await?;
     let messages: Vec<MessageView> = page.messages.iter().map(MessageView::from).collect();
     Ok(Json(serde_json::json!({

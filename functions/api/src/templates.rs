@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Authorized, JsonBody, ReadScope, SendScope};
+use crate::pages::page_params;
 use crate::routes::{invalid, query_params};
 
 impl From<TemplatesError> for ApiError {
@@ -94,16 +95,7 @@ pub async fn list(
     params: Result<Query<TemplateListParams>, QueryRejection>,
 ) -> Result<Json<TemplatePageView>, ApiError> {
     let p = query_params(params)?;
-    let after = p
-        .cursor
-        .map(|c| c.parse::<TemplateId>())
-        .transpose()
-        .map_err(|_| invalid("cursor_invalid", "cursor", "not a cursor from this API"))?;
-    let limit = match p.limit {
-        None => 50,
-        Some(n @ 1..=100) => n,
-        Some(_) => return Err(invalid("limit_invalid", "limit", "limit is 1 to 100")),
-    };
+    let (after, limit) = page_params::<TemplateId>(p.cursor, p.limit, 100)?;
     Ok(Json(
         state
             .templates

@@ -6,6 +6,7 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use holub_shared::runtime::aws::holub_from_env;
+use holub_shared::runtime::sqs_batch;
 use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
@@ -13,7 +14,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let holub = holub_from_env().await?;
     let (campaigns, queue) = (holub.campaigns.as_ref(), holub.ports.queue.as_ref());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let response = holub_dispatch::sqs_batch(campaigns, queue, event.payload).await;
+        let response = sqs_batch(campaigns, queue, event.payload).await;
         // The messages this invocation made, as CloudWatch metrics.
         holub_shared::services::metrics::global().flush_emf();
         Ok::<_, lambda_runtime::Error>(response)

@@ -10,6 +10,8 @@ pub mod tasks;
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "aws")]
+pub mod sqs;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +37,9 @@ use crate::services::{
 pub use consumers::{Consumer, Finished, consume_until_stopped, settle};
 pub use settings::Settings;
 pub use tasks::{Task, TaskTable};
+
+#[cfg(feature = "aws")]
+pub use sqs::sqs_batch;
 
 /// How long a received callback job stays hidden: above a callback's timeout (5 s).
 pub const CALLBACK_VISIBILITY: Duration = Duration::from_secs(30);

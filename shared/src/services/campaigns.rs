@@ -40,7 +40,7 @@ use crate::ports::{
     QueueName, StoreError, TemplateStore,
 };
 
-use super::intake::{ChunkPlan, ChunkRecipient, FieldError, Idempotency, IntakeError};
+use super::intake::{ChunkPlan, ChunkRecipient, FieldError, Idempotency, IntakeError, StartField};
 use super::jobs::{self, CampaignJob};
 use super::{Analytics, Intake, JobOutcome, Limits, Messages, Senders};
 
@@ -299,42 +299,12 @@ impl Campaigns {
             .transpose()?;
         let now = self.d.clock.now();
         let config = self.d.intake.config();
-        let start_at = match req.start_at.as_deref() {
-            None => None,
-            Some(raw) => {
-                let at = DateTime::parse_from_rfc3339(raw)
-                    .map_err(|_| {
-                        invalid(
-                            "start_at_invalid",
-                            "start_at",
-                            "start_at must be an RFC 3339 date-time, e.g. 2026-12-01T10:00:00+02:00",
-                        )
-                    })?
-                    .with_timezone(&Utc);
-                if at > now + config.max_schedule_ahead {
-                    return Err(invalid(
-                        "start_at_too_far",
-                        "start_at",
-                        "start_at is more than a year ahead",
-                    ));
-                }
-                (at > now).then_some(at)
-            }
-        };
-        if let Some(secs) = req.validity {
-            let v = Duration::from_secs(secs);
-            if v < config.min_validity || v > config.max_validity {
-                return Err(invalid(
-                    "validity_out_of_range",
-                    "validity",
-                    format!(
-                        "validity is from {} to {} seconds",
-                        config.min_validity.as_secs(),
-                        config.max_validity.as_secs()
-                    ),
-                ));
-            }
-        }
+        let start_at = config
+            .start(&StartField::START_AT, req.start_at.as_deref(), now)
+            .map_err(CampaignsError::Invalid)?;
+        config
+            .validity(req.validity)
+            .map_err(CampaignsError::Invalid)?;
         if config.short_link_base.is_none() {
             if req.track_links {
                 return Err(invalid(

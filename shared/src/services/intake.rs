@@ -21,7 +21,8 @@ use crate::domain::segments::encoding_of;
 use crate::domain::text::{MAX_TEXT_BYTES, TextPolicy};
 use crate::domain::{
     BatchId, Category, Encoding, IdempotencyKey, Message, MessageId, MessageStatus, MessageText,
-    Pace, PhoneNumber, SenderId, SendingWindow, StatusChange, StatusSet, TenantId, TextError,
+    Pace, PhoneNumber, SenderId, SendingWindow, StatusChange, StatusSet, TenantId, TenantLimits,
+    TextError,
 };
 use crate::ports::store::IdempotencyRecord;
 use crate::ports::{
@@ -68,6 +69,85 @@ impl Default for IntakeConfig {
             callback_lookup_timeout: Duration::from_secs(2),
             short_link_base: None,
         }
+    }
+}
+
+/// The field a request's start is given in, with its codes: a message's `send_at`, a
+/// campaign's `start_at`.
+pub struct StartField {
+    name: &'static str,
+    invalid: &'static str,
+    example: &'static str,
+    too_far: &'static str,
+}
+
+impl StartField {
+    pub const SEND_AT: StartField = StartField {
+        name: "send_at",
+        invalid: "send_at_invalid",
+        example: "2026-12-01T09:00:00+02:00",
+        too_far: "send_at_too_far",
+    };
+    pub const START_AT: StartField = StartField {
+        name: "start_at",
+        invalid: "start_at_invalid",
+        example: "2026-12-01T10:00:00+02:00",
+        too_far: "start_at_too_far",
+    };
+}
+
+impl IntakeConfig {
+    /// When a request given to start at `raw` starts: `None` for now, which a time already
+    /// past also means.
+    pub fn start(
+        &self,
+        field: &StartField,
+        raw: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, FieldError> {
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let at = DateTime::parse_from_rfc3339(raw)
+            .map_err(|_| {
+                FieldError::new(
+                    field.invalid,
+                    field.name,
+                    format!(
+                        "{} must be an RFC 3339 date-time, e.g. {}",
+                        field.name, field.example
+                    ),
+                )
+            })?
+            .with_timezone(&Utc);
+        if at > now + self.max_schedule_ahead {
+            return Err(FieldError::new(
+                field.too_far,
+                field.name,
+                format!("{} is more than a year ahead", field.name),
+            ));
+        }
+        Ok((at > now).then_some(at))
+    }
+
+    /// A request's validity: `secs` if in range, the default if not given.
+    pub fn validity(&self, secs: Option<u64>) -> Result<Duration, FieldError> {
+        let Some(secs) = secs else {
+            return Ok(self.default_validity);
+        };
+        let v = Duration::from_secs(secs);
+        if v < self.min_validity || v > self.max_validity {
+            return Err(FieldError::new(
+                "validity_out_of_range",
+                "validity",
+                format!(
+                    "validity is from {} to {} seconds",
+                    self.min_validity.as_secs(),
+                    self.max_validity.as_secs()
+                ),
+            ));
+        }
+        Ok(v)
     }
 }
 
@@ -685,38 +765,16 @@ impl Intake {
                 })),
             }
         }
-        if common.category.is_marketing() && !messages.is_empty() {
-            let numbers: Vec<&PhoneNumber> = messages.iter().map(|m| &m.to).collect();
-            let states = self.consent.states(tenant, &numbers).await?;
-            let (mut kept, mut kept_positions) = (Vec::new(), Vec::new());
-            for ((message, position), state) in messages.into_iter().zip(positions).zip(states) {
-                match state.refusal() {
-                    None => {
-                        kept.push(message);
-                        kept_positions.push(position);
-                    }
-                    Some((code, why)) => refuse(&mut results[position], code, why),
-                }
-            }
-            (messages, positions) = (kept, kept_positions);
-        }
-        let charge = if messages.is_empty() {
-            None
-        } else {
-            let admitted: Vec<(&PhoneNumber, u16)> =
-                messages.iter().map(|m| (&m.to, m.segments)).collect();
-            let (verdicts, charge) = self.limits.admit(tenant, &limits, &admitted).await?;
-            let mut kept = Vec::with_capacity(messages.len());
-            for ((message, position), verdict) in messages.into_iter().zip(positions).zip(verdicts)
-            {
-                match verdict {
-                    Ok(()) => kept.push(message),
-                    Err(refusal) => refuse(&mut results[position], refusal.code, &refusal.message),
-                }
-            }
-            messages = kept;
-            Some(charge)
-        };
+        let (messages, charge) = self
+            .keep_sendable(
+                tenant,
+                &common,
+                &limits,
+                messages,
+                positions,
+                |at, code, why| refuse(&mut results[at], code, why),
+            )
+            .await?;
         let accepted = messages.len();
         let reply = Reply {
             status: 202,
@@ -730,6 +788,81 @@ impl Intake {
         };
         self.accept_charged(tenant, messages, idempotency, reply, charge)
             .await
+    }
+
+    /// The messages of a request that may go, and their charge: [`Self::keep_consenting`],
+    /// then [`Self::keep_admitted`], each refusal told to `refused` with the message's
+    /// position, code and reason.
+    async fn keep_sendable(
+        &self,
+        tenant: &TenantId,
+        common: &Common,
+        limits: &TenantLimits,
+        messages: Vec<Message>,
+        positions: Vec<usize>,
+        mut refused: impl FnMut(usize, &'static str, &str),
+    ) -> Result<(Vec<Message>, Option<Charge>), IntakeError> {
+        let (messages, positions) = self
+            .keep_consenting(tenant, common.category, messages, positions, &mut refused)
+            .await?;
+        self.keep_admitted(tenant, limits, messages, positions, refused)
+            .await
+    }
+
+    /// The messages that may go to their numbers as far as consent goes, with their
+    /// `positions`: a marketing message needs the number's consent, a transactional one
+    /// does not. Each one refused is told to `refused` with its position, code and reason.
+    async fn keep_consenting(
+        &self,
+        tenant: &TenantId,
+        category: Category,
+        messages: Vec<Message>,
+        positions: Vec<usize>,
+        mut refused: impl FnMut(usize, &'static str, &str),
+    ) -> Result<(Vec<Message>, Vec<usize>), IntakeError> {
+        if !category.is_marketing() || messages.is_empty() {
+            return Ok((messages, positions));
+        }
+        let numbers: Vec<&PhoneNumber> = messages.iter().map(|m| &m.to).collect();
+        let states = self.consent.states(tenant, &numbers).await?;
+        let (mut kept, mut kept_positions) = (Vec::new(), Vec::new());
+        for ((message, position), state) in messages.into_iter().zip(positions).zip(states) {
+            match state.refusal() {
+                None => {
+                    kept.push(message);
+                    kept_positions.push(position);
+                }
+                Some((code, why)) => refused(position, code, why),
+            }
+        }
+        Ok((kept, kept_positions))
+    }
+
+    /// The messages the tenant's limits admit, and their charge (`None` when there were
+    /// none to admit). A refusal of them all is the error; each message refused alone (the
+    /// per-number limit) is told to `refused` with its position, code and reason.
+    async fn keep_admitted(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        messages: Vec<Message>,
+        positions: Vec<usize>,
+        mut refused: impl FnMut(usize, &'static str, &str),
+    ) -> Result<(Vec<Message>, Option<Charge>), IntakeError> {
+        if messages.is_empty() {
+            return Ok((messages, None));
+        }
+        let admitted: Vec<(&PhoneNumber, u16)> =
+            messages.iter().map(|m| (&m.to, m.segments)).collect();
+        let (verdicts, charge) = self.limits.admit(tenant, limits, &admitted).await?;
+        let mut kept = Vec::with_capacity(messages.len());
+        for ((message, position), verdict) in messages.into_iter().zip(positions).zip(verdicts) {
+            match verdict {
+                Ok(()) => kept.push(message),
+                Err(refusal) => refused(position, refusal.code, &refusal.message),
+            }
+        }
+        Ok((kept, Some(charge)))
     }
 
     /// The stored answer for a repeated idempotency key, or a conflict if the request differs.
@@ -847,47 +980,8 @@ impl Intake {
         };
         let from =
             SenderId::parse(from).map_err(|e| FieldError::new(e.code(), "from", e.to_string()))?;
-        let send_at = match send_at {
-            None => None,
-            Some(s) => {
-                let at = DateTime::parse_from_rfc3339(s)
-                    .map_err(|_| {
-                        FieldError::new(
-                            "send_at_invalid",
-                            "send_at",
-                            "send_at must be an RFC 3339 date-time, e.g. 2026-12-01T09:00:00+02:00",
-                        )
-                    })?
-                    .with_timezone(&Utc);
-                if at > now + self.config.max_schedule_ahead {
-                    return Err(FieldError::new(
-                        "send_at_too_far",
-                        "send_at",
-                        "send_at is more than a year ahead",
-                    ));
-                }
-                // A time already past means "now".
-                (at > now).then_some(at)
-            }
-        };
-        let validity = match validity {
-            None => self.config.default_validity,
-            Some(secs) => {
-                let v = Duration::from_secs(secs);
-                if v < self.config.min_validity || v > self.config.max_validity {
-                    return Err(FieldError::new(
-                        "validity_out_of_range",
-                        "validity",
-                        format!(
-                            "validity is from {} to {} seconds",
-                            self.config.min_validity.as_secs(),
-                            self.config.max_validity.as_secs()
-                        ),
-                    ));
-                }
-                v
-            }
-        };
+        let send_at = self.config.start(&StartField::SEND_AT, send_at, now)?;
+        let validity = self.config.validity(validity)?;
         let start = send_at.unwrap_or(now);
         let expires_at = start
             + chrono::Duration::from_std(validity).unwrap_or_else(|_| chrono::Duration::days(3));
@@ -1037,39 +1131,16 @@ impl Intake {
                 Err(code) => verdicts.push(Some(code)),
             }
         }
-        if common.category.is_marketing() && !messages.is_empty() {
-            let numbers: Vec<&PhoneNumber> = messages.iter().map(|m| &m.to).collect();
-            let states = self.consent.states(tenant, &numbers).await?;
-            let (mut kept, mut kept_positions) = (Vec::new(), Vec::new());
-            for ((message, position), state) in messages.into_iter().zip(positions).zip(states) {
-                match state.refusal() {
-                    None => {
-                        kept.push(message);
-                        kept_positions.push(position);
-                    }
-                    Some((code, _)) => verdicts[position] = Some(code),
-                }
-            }
-            (messages, positions) = (kept, kept_positions);
-        }
-        let charge = if messages.is_empty() {
-            None
-        } else {
-            let admitted: Vec<(&PhoneNumber, u16)> =
-                messages.iter().map(|m| (&m.to, m.segments)).collect();
-            let (per_number, charge) = self.limits.admit(tenant, &limits, &admitted).await?;
-            let mut kept = Vec::with_capacity(messages.len());
-            for ((message, position), verdict) in
-                messages.into_iter().zip(positions).zip(per_number)
-            {
-                match verdict {
-                    Ok(()) => kept.push(message),
-                    Err(refusal) => verdicts[position] = Some(refusal.code),
-                }
-            }
-            messages = kept;
-            Some(charge)
-        };
+        let (mut messages, charge) = self
+            .keep_sendable(
+                tenant,
+                &common,
+                &limits,
+                messages,
+                positions,
+                |at, code, _| verdicts[at] = Some(code),
+            )
+            .await?;
         // The pace, over the messages that go: the k-th at start + k × 60 / pace.
         for (k, message) in messages.iter_mut().enumerate() {
             let at = match plan.pace {
