@@ -55,6 +55,10 @@ ALLOWED_UNUSED = {
         "cancelling the scheduled messages of a campaign cancelled while one of its chunks was "
         "being expanded (Campaigns::expand, after the chunk is stored); the suite cancels a "
         "campaign before any of its chunks ran, so the campaign's job finds none scheduled",
+    ("holub-dispatch", "dynamodb:UpdateItem", "IdempotencyTable"):
+        "leasing a provider's rate slot and opening its breaker (ProviderLimits on DynamoDB): "
+        "the suite's route table sets no messages_per_second and no provider fails there; "
+        "tests/tests/provider_limits.rs and the contract suite drive both against moto",
     ("holub-campaigns", "sqs:ChangeMessageVisibility", "CampaignsQueue"):
         "a chunk's job put back with a backoff: a store or queue outage, or a job still ahead "
         "of its campaign after a short wait (a start whose change never landed); a chunk the "

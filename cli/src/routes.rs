@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use holub_shared::adapters::providers::registry;
 pub use holub_shared::adapters::providers::table::RouteTable;
 use holub_shared::adapters::providers::table::{self, LocalMade, LocalProviders, ProviderEntry};
-use holub_shared::ports::{ReceiptWebhook, Secret, SecretStore};
+use holub_shared::ports::{ProviderLimits, ReceiptWebhook, Secret, SecretStore};
 use holub_shared::services::gateway::Gateway;
 use holub_simulator::providers::SimSettings;
 use serde::Deserialize;
@@ -35,10 +35,11 @@ pub struct Providers {
 pub async fn build(
     table: RouteTable,
     secrets: Arc<dyn SecretStore>,
+    limits: Arc<dyn ProviderLimits>,
     receipts_base: &str,
 ) -> Result<Providers, String> {
     let local = Simulators::default();
-    let built = table::build(table, secrets, receipts_base, &local)
+    let built = table::build(table, secrets, limits, receipts_base, &local)
         .await
         .map_err(|e| format!("{e}; store credentials with `holub secret set NAME '<JSON>'`"))?;
     Ok(Providers {

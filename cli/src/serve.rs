@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use holub_shared::adapters::sqlite::{SqliteConfig, SyncMode};
 use holub_shared::domain::ShortBase;
-use holub_shared::ports::{ReceiptWebhook, Secret, SecretStore, SmsProvider};
+use holub_shared::ports::{ProviderLimits, ReceiptWebhook, Secret, SecretStore, SmsProvider};
 use holub_shared::runtime::{
     CALLBACK_VISIBILITY, CAMPAIGN_VISIBILITY, Consumer, Holub, Settings, Target,
     consume_until_stopped,
@@ -190,9 +190,13 @@ async fn serve(args: Args) -> Result<(), String> {
     let providers = match &args.routes {
         Some(path) => {
             let file = routes::read(path)?;
-            routes::build(file, secrets.clone(), &format!("http://{addr}")).await?
+            let limits = holub.ports.provider_limits.clone();
+            routes::build(file, secrets.clone(), limits, &format!("http://{addr}")).await?
         }
-        None => default_simulator(&args, secrets.as_ref(), addr).await?,
+        None => {
+            let limits = holub.ports.provider_limits.clone();
+            default_simulator(&args, secrets.as_ref(), limits, addr).await?
+        }
     };
     let simulators: serde_json::Map<String, serde_json::Value> = providers
         .simulators
@@ -305,6 +309,7 @@ async fn shutdown_signal() {
 async fn default_simulator(
     args: &Args,
     secrets: &dyn SecretStore,
+    limits: Arc<dyn ProviderLimits>,
     addr: SocketAddr,
 ) -> Result<routes::Providers, String> {
     let receipts_url = format!("http://{addr}/v1/receipts/{DEFAULT_PROVIDER}");
@@ -352,7 +357,8 @@ async fn default_simulator(
         Vec::new(),
         BreakerConfig::default(),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?
+    .with_limits(limits);
     let mut webhooks: HashMap<String, Arc<dyn ReceiptWebhook>> = HashMap::new();
     webhooks.insert(
         DEFAULT_PROVIDER.to_owned(),

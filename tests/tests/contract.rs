@@ -51,6 +51,7 @@ use holub_shared::ports::{
     Queue, QueueError, QueueName, ReceiptHandle, ReceiptTarget, ReplayStore, Secret, SecretError,
     SecretStore, StoreError, Tenant, TenantStore, Transition,
 };
+use holub_shared::ports::{Leased, Outage, OutageReason, ProviderLimits, ProviderRate};
 use holub_tests::TempDir;
 use serde_json::json;
 
@@ -68,6 +69,7 @@ struct Backend {
     secrets: Arc<dyn SecretStore>,
     replays: Arc<dyn ReplayStore>,
     counters: Arc<dyn CounterStore>,
+    provider_limits: Arc<dyn ProviderLimits>,
     stats: Arc<dyn StatsStore>,
     consent: Arc<dyn ConsentStore>,
     contacts: Arc<dyn ContactStore>,
@@ -136,6 +138,7 @@ fn sqlite(name: &str) -> Backend {
         secrets: Arc::new(FileSecretStore::in_dir(&secrets_dir)),
         replays: Arc::new(db.clone()),
         counters: Arc::new(db.clone()),
+        provider_limits: Arc::new(db.clone()),
         stats: Arc::new(db.clone()),
         consent: Arc::new(db.clone()),
         contacts: Arc::new(db.clone()),
@@ -226,6 +229,7 @@ async fn aws(name: &str) -> Option<Backend> {
         secrets: Arc::new(aws.secrets),
         replays: Arc::new(aws.store.clone()),
         counters: Arc::new(aws.store.clone()),
+        provider_limits: Arc::new(aws.store.clone()),
         stats: Arc::new(aws.store.clone()),
         consent: Arc::new(aws.store.clone()),
         contacts: Arc::new(aws.store.clone()),
@@ -296,6 +300,8 @@ contract!(
     spend_is_charged_within_both_caps_and_refunded,
     numbers_are_counted_up_to_their_limit,
     a_request_is_admitted_by_rate_number_and_spend_at_once,
+    provider_grants_fill_each_slot_and_never_pass_the_limit,
+    a_provider_breaker_is_shared_tried_once_and_closed,
     the_queue_delivers_hides_and_deletes,
     an_unacknowledged_message_comes_back_with_a_new_handle,
     a_dead_lettered_job_is_redriven_with_a_fresh_count,
@@ -3862,6 +3868,121 @@ async fn campaigns_are_stored_over_their_version_and_listed_newest_first(b: &Bac
     assert_eq!(c.count(&other, &vip).await.unwrap(), 0);
 }
 
+/// Leases of a provider's grants from two callers at once, at times a little apart: each
+/// slot is filled and never overfilled, grants in any window of a second and the margin
+/// never pass the limit, a second's grants are booked at most, and providers are apart.
+async fn provider_grants_fill_each_slot_and_never_pass_the_limit(b: &Backend) {
+    let limits = b.provider_limits.as_ref();
+    let rate = ProviderRate::per_second(20);
+    let provider = format!("p-{}", unique("grants"));
+    let start = Utc::now();
+    let mut grants: Vec<(DateTime<Utc>, u32)> = Vec::new();
+    let mut waited = false;
+    for step in 0..30i64 {
+        let now = start + TimeDelta::milliseconds(step * 40);
+        let (x, y) = tokio::join!(
+            limits.lease(&provider, rate, 3, now),
+            limits.lease(&provider, rate, 1, now),
+        );
+        for leased in [x.unwrap(), y.unwrap()] {
+            match leased {
+                Leased::Granted {
+                    grants: n,
+                    from,
+                    until,
+                } => {
+                    assert!((1..=3).contains(&n), "{n}");
+                    assert!(until > from && until >= now, "{from} {until} {now}");
+                    assert!(
+                        from <= now + TimeDelta::seconds(1),
+                        "booked {from} at {now}"
+                    );
+                    grants.push((from, n));
+                }
+                Leased::Wait(wait) => {
+                    assert!(wait <= Duration::from_secs(2), "{wait:?}");
+                    waited = true;
+                }
+            }
+        }
+    }
+    assert!(waited, "booking stops at the horizon");
+    grants.sort();
+    let window = TimeDelta::milliseconds(1050);
+    for (i, (from, _)) in grants.iter().enumerate() {
+        let n: u32 = grants[i..]
+            .iter()
+            .take_while(|(t, _)| *t - *from < window)
+            .map(|(_, n)| n)
+            .sum();
+        assert!(n <= 20, "{n} grants within a window from {from}");
+    }
+    // Both callers together booked every slot they reached: 20 a window.
+    let total: u32 = grants.iter().map(|(_, n)| n).sum();
+    let span = grants.last().unwrap().0 - grants[0].0;
+    let expected = 20.0 * (span.num_milliseconds() as f64 / 1050.0);
+    assert!(f64::from(total) >= expected, "{total} grants over {span}");
+    // Another provider has its own.
+    assert!(matches!(
+        limits
+            .lease(&format!("{provider}-other"), rate, 2, start)
+            .await
+            .unwrap(),
+        Leased::Granted { grants: 2, .. }
+    ));
+}
+
+/// A breaker opened by one instance is seen by all, later openings win, one caller takes
+/// the trial, and it is closed only under the opening it was tried for.
+async fn a_provider_breaker_is_shared_tried_once_and_closed(b: &Backend) {
+    let limits = b.provider_limits.as_ref();
+    let provider = format!("p-{}", unique("breaker"));
+    let now = Utc::now();
+    let at = |s: i64| now + TimeDelta::seconds(s);
+    assert_eq!(limits.breaker(&provider).await.unwrap(), Outage::default());
+    assert!(!limits.take_trial(&provider, now, at(30)).await.unwrap());
+    let broke = OutageReason {
+        code: holub_shared::domain::FailureCode::InsufficientBalance,
+        message: "TurboSMS answered 203 REQUIRED_BALANCE".into(),
+    };
+    limits
+        .open(&provider, at(60), Some(broke.clone()))
+        .await
+        .unwrap();
+    // A transient failure elsewhere does not cut the account's cooldown short.
+    limits.open(&provider, at(10), None).await.unwrap();
+    let outage = limits.breaker(&provider).await.unwrap();
+    assert_eq!(outage.open_until, Some(at(60)));
+    assert_eq!(outage.reason, Some(broke));
+    assert!(outage.is_open(at(59)));
+    // Its time up, one of two callers takes the trial.
+    assert!(!limits.take_trial(&provider, at(59), at(90)).await.unwrap());
+    let (x, y) = tokio::join!(
+        limits.take_trial(&provider, at(61), at(90)),
+        limits.take_trial(&provider, at(61), at(90)),
+    );
+    assert_eq!(u8::from(x.unwrap()) + u8::from(y.unwrap()), 1, "one trial");
+    assert_eq!(
+        limits.breaker(&provider).await.unwrap().trial_until,
+        Some(at(90))
+    );
+    // A trial holder that vanished: another takes it after the hold.
+    assert!(!limits.take_trial(&provider, at(80), at(120)).await.unwrap());
+    assert!(limits.take_trial(&provider, at(91), at(120)).await.unwrap());
+    // Closing under another opening changes nothing; under its own, it closes.
+    limits.close(&provider, at(61)).await.unwrap();
+    assert_eq!(
+        limits.breaker(&provider).await.unwrap().open_until,
+        Some(at(60))
+    );
+    limits.close(&provider, at(60)).await.unwrap();
+    assert_eq!(limits.breaker(&provider).await.unwrap(), Outage::default());
+    // A failed trial opens it again, with no reason left over.
+    limits.open(&provider, at(100), None).await.unwrap();
+    let outage = limits.breaker(&provider).await.unwrap();
+    assert_eq!((outage.open_until, outage.reason), (Some(at(100)), None));
+}
+
 /// A campaign over the backend's real ports, its jobs taken from the real queue: every
 /// contact with consent gets exactly one message, whatever is repeated — a job handed out
 /// twice, an old job again, and a chunk whose messages were stored while the campaign's
@@ -3878,6 +3999,7 @@ async fn a_campaign_expands_each_contact_once_whatever_is_repeated(b: &Backend) 
         secrets: b.secrets.clone(),
         replays: b.replays.clone(),
         counters: b.counters.clone(),
+        provider_limits: b.provider_limits.clone(),
         stats: b.stats.clone(),
         consent: b.consent.clone(),
         contacts: b.contacts.clone(),

@@ -12,7 +12,11 @@ use lambda_runtime::{LambdaEvent, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let holub = holub_from_env().await?;
-    let providers = providers_from_env(holub.ports.secrets.clone()).await?;
+    let providers = providers_from_env(
+        holub.ports.secrets.clone(),
+        holub.ports.provider_limits.clone(),
+    )
+    .await?;
     let (dispatcher, queue) = (
         holub.dispatcher(providers.gateway),
         holub.ports.queue.clone(),

@@ -9,7 +9,11 @@ use holub_shared::runtime::aws::holub_from_env;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let holub = holub_from_env().await?;
-    let providers = providers_from_env(holub.ports.secrets.clone()).await?;
+    let providers = providers_from_env(
+        holub.ports.secrets.clone(),
+        holub.ports.provider_limits.clone(),
+    )
+    .await?;
     let app = router(ReceiptsState::new(&holub, providers.webhooks)).layer(
         // A request's status changes (delivered, undelivered), as CloudWatch metrics.
         axum::middleware::map_response(|response: axum::response::Response| async {

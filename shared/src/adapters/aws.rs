@@ -20,7 +20,7 @@ use super::secrets_manager::{SecretsConfig, SecretsManagerStore};
 use super::sqs::{QueueUrls, SqsQueue};
 
 use super::providers::table::{self, NoLocalProviders, Providers, RouteTable};
-use crate::ports::SecretStore;
+use crate::ports::{ProviderLimits, SecretStore};
 
 pub use aws_config::{Region, SdkConfig};
 pub use aws_sdk_dynamodb::config::Credentials;
@@ -197,12 +197,15 @@ pub async fn backend_from_env() -> Result<AwsBackend, String> {
 
 /// The providers of the route table in `HOLUB_ROUTES` (TOML, as `holub serve --routes`
 /// reads it), their credentials read from the secret store now and again when rotated.
-pub async fn providers_from_env(secrets: Arc<dyn SecretStore>) -> Result<Providers, String> {
+pub async fn providers_from_env(
+    secrets: Arc<dyn SecretStore>,
+    limits: Arc<dyn ProviderLimits>,
+) -> Result<Providers, String> {
     let text = std::env::var("HOLUB_ROUTES").map_err(|_| "HOLUB_ROUTES is not set")?;
     let routes = RouteTable::parse(&text, "HOLUB_ROUTES")?;
     // Receipt URLs are the API's, known to the providers' settings (`hook_url`); nothing
     // started here needs one.
-    table::build(routes, secrets, "", &NoLocalProviders).await
+    table::build(routes, secrets, limits, "", &NoLocalProviders).await
 }
 
 /// JSON log lines without time stamps (CloudWatch adds them), level from `RUST_LOG`.

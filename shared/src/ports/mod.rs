@@ -11,6 +11,7 @@ pub mod consent;
 pub mod contacts;
 pub mod counters;
 pub mod provider;
+pub mod provider_limits;
 pub mod queue;
 pub mod replays;
 pub mod resolver;
@@ -27,6 +28,9 @@ pub use counters::{Admission, Admitted, Bucket, CounterStore, SpendPeriod, Spend
 pub use provider::{
     OutboundSms, ProviderError, ProviderReceipt, ReceiptMode, ReceiptWebhook, SmsProvider,
     Submitted, WebhookError, WebhookRequest,
+};
+pub use provider_limits::{
+    InProcessLimits, Leased, Outage, OutageReason, ProviderLimits, ProviderRate,
 };
 pub use queue::{Delivery, Outgoing, Queue, QueueError, QueueName, ReceiptHandle};
 pub use replays::{ReplayStore, RequestDigest};

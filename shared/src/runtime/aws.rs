@@ -16,6 +16,7 @@ impl Ports {
             secrets: Arc::new(backend.secrets.clone()),
             replays: Arc::new(backend.store.clone()),
             counters: Arc::new(backend.store.clone()),
+            provider_limits: Arc::new(backend.store.clone()),
             stats: Arc::new(backend.store.clone()),
             consent: Arc::new(backend.store.clone()),
             contacts: Arc::new(backend.store.clone()),

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use crate::domain::TenantLimits;
 use crate::ports::{
-    CampaignStore, Clock, ConsentStore, ContactStore, CounterStore, MessageStore, Queue,
-    ReplayStore, Retention, SecretStore, StatsStore, TemplateStore, TenantStore,
+    CampaignStore, Clock, ConsentStore, ContactStore, CounterStore, MessageStore, ProviderLimits,
+    Queue, ReplayStore, Retention, SecretStore, StatsStore, TemplateStore, TenantStore,
 };
 use crate::services::callbacks::CallbackConfig;
 use crate::services::campaigns::CampaignDeps;
@@ -79,6 +79,8 @@ pub struct Ports {
     pub secrets: Arc<dyn SecretStore>,
     pub replays: Arc<dyn ReplayStore>,
     pub counters: Arc<dyn CounterStore>,
+    /// Each provider's rate grants and breaker, shared by every instance that sends.
+    pub provider_limits: Arc<dyn ProviderLimits>,
     pub stats: Arc<dyn StatsStore>,
     pub consent: Arc<dyn ConsentStore>,
     pub contacts: Arc<dyn ContactStore>,
@@ -101,6 +103,7 @@ impl Ports {
             secrets,
             replays: Arc::new(db.clone()),
             counters: Arc::new(db.clone()),
+            provider_limits: Arc::new(db.clone()),
             stats: Arc::new(db.clone()),
             consent: Arc::new(db.clone()),
             contacts: Arc::new(db.clone()),

@@ -31,6 +31,9 @@ pub const STATS_PATH: &str = "/__sim/stats";
 pub const FAULTS_PATH: &str = "/__sim/faults";
 /// The provider's rule table, as JSON (simulator only).
 pub const RULES_PATH: &str = "/__sim/rules";
+/// When each message was submitted, as [`Submissions`] (simulator only): what a test of a
+/// rate limit counts in every one-second window.
+pub const SUBMISSIONS_PATH: &str = "/__sim/submissions";
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -72,6 +75,32 @@ pub struct Stats {
     /// Refusals, by the id of the rule applied.
     #[serde(default)]
     pub refusals: BTreeMap<String, u64>,
+}
+
+/// What `GET /__sim/submissions` shows: the time each message was submitted (repeats and
+/// refusals included), microseconds since the epoch, in the order they came.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submissions {
+    pub at_us: Vec<i64>,
+}
+
+impl Submissions {
+    /// The most submissions in any window of `window` (sliding: every window that starts at
+    /// a submission, which is where the most begin).
+    pub fn most_in(&self, window: Duration) -> usize {
+        let mut at = self.at_us.clone();
+        at.sort_unstable();
+        let span = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
+        let mut end = 0;
+        let mut most = 0;
+        for start in 0..at.len() {
+            while end < at.len() && at[end] - at[start] < span {
+                end += 1;
+            }
+            most = most.max(end - start);
+        }
+        most
+    }
 }
 
 /// One accepted message and the fate decided when it was taken.
@@ -139,6 +168,7 @@ struct Inner {
     by_client_id: HashMap<String, String>,
     balance: i64,
     stats: Stats,
+    submitted_at: Vec<i64>,
 }
 
 impl Core {
@@ -159,6 +189,7 @@ impl Core {
                 by_client_id: HashMap::new(),
                 balance: settings.start_balance.unwrap_or(default_balance),
                 stats: Stats::default(),
+                submitted_at: Vec::new(),
             }),
             settings,
         })
@@ -209,9 +240,20 @@ impl Core {
         self.lock().faults = faults;
     }
 
-    /// Counts `n` messages submitted, whatever becomes of them.
+    /// Counts `n` messages submitted, whatever becomes of them, and when.
     pub fn submitted(&self, n: u64) {
-        self.lock().stats.submissions += n;
+        let now = Utc::now().timestamp_micros();
+        let mut state = self.lock();
+        state.stats.submissions += n;
+        state
+            .submitted_at
+            .extend(std::iter::repeat_n(now, usize::try_from(n).unwrap_or(0)));
+    }
+
+    pub fn submissions(&self) -> Submissions {
+        Submissions {
+            at_us: self.lock().submitted_at.clone(),
+        }
     }
 
     /// Counts `n` submissions the provider recognises as repeats.
@@ -396,6 +438,10 @@ pub fn router<A: Serialize + Send + Sync>(
     .merge(
         Router::new()
             .route(STATS_PATH, get(stats))
+            .route(
+                SUBMISSIONS_PATH,
+                get(|State(core): State<Arc<Core>>| async move { axum::Json(core.submissions()) }),
+            )
             .route(FAULTS_PATH, put(set_faults))
             .route(RULES_PATH, get(move || async move { axum::Json(rules) }))
             .with_state(core),

@@ -141,6 +141,7 @@ mod contacts;
 mod counters;
 mod keys;
 mod messages;
+mod provider_limits;
 mod reads;
 mod replays;
 mod schema;

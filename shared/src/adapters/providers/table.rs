@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 use super::refreshing::{CREDENTIALS_TTL, Make, Refreshing};
 use crate::domain::Kopiyky;
-use crate::ports::{ReceiptWebhook, Secret, SecretStore, SmsProvider};
+use crate::ports::{ProviderLimits, ReceiptWebhook, Secret, SecretStore, SmsProvider};
 use crate::services::gateway::{BreakerConfig, Gateway, Member, RouteRule};
 
 #[derive(Debug, Deserialize)]
@@ -143,10 +143,12 @@ pub struct Providers {
 /// Builds every provider of the table (credentials through the secret store) and the
 /// gateway over them. `receipts_base` is the URL this Holub takes receipts at. The real
 /// adapters follow their secrets ([`Refreshing`]): a rotated one is used within
-/// [`CREDENTIALS_TTL`], or at once after the provider refuses the old one.
+/// [`CREDENTIALS_TTL`], or at once after the provider refuses the old one. The gateway
+/// holds each provider's rate and breaker in `limits`, shared with every other instance.
 pub async fn build(
     table: RouteTable,
     secrets: Arc<dyn SecretStore>,
+    limits: Arc<dyn ProviderLimits>,
     receipts_base: &str,
     local: &dyn LocalProviders,
 ) -> Result<Providers, String> {
@@ -196,7 +198,8 @@ pub async fn build(
         });
     }
     let gateway = Gateway::new(members, table.routes, BreakerConfig::default())
-        .map_err(|e| format!("the route table is not valid: {e}"))?;
+        .map_err(|e| format!("the route table is not valid: {e}"))?
+        .with_limits(limits);
     Ok(Providers {
         gateway: Arc::new(gateway),
         webhooks,

@@ -38,6 +38,7 @@ mod counters;
 mod db;
 mod error;
 mod keys;
+mod provider_limits;
 mod queue;
 mod replays;
 mod schema;

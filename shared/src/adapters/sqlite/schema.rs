@@ -363,6 +363,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, id)
     ) STRICT, WITHOUT ROWID;
     ",
+    // 13: each provider's rate slot in use (and the grants taken of it) and its breaker,
+    // shared by every process on this database.
+    "
+    CREATE TABLE provider_limits (
+        provider    TEXT PRIMARY KEY,
+        slot        INTEGER,
+        used        INTEGER NOT NULL DEFAULT 0,
+        open_until  INTEGER,
+        trial_until INTEGER,
+        reason_code TEXT,
+        reason_text TEXT
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// Brings the schema up to date, in one transaction per migration.
