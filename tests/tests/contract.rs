@@ -283,6 +283,7 @@ contract!(
     changes_of_several_messages_in_one_call,
     each_change_of_a_batch_is_answered_for_itself,
     lists_filter_newest_first_and_page_with_a_cursor,
+    a_long_list_pages_newest_first_without_a_gap_or_a_repeat,
     provider_ids_are_resolved_in_the_order_asked,
     receipts_are_kept_once_and_listed_per_message,
     sweeps_find_due_stale_and_expired_messages_oldest_first,
@@ -1665,6 +1666,61 @@ async fn each_change_of_a_batch_is_answered_for_itself(b: &Backend) {
         "the unstorable change fails alone, or with its batch: {applied}"
     );
     assert!(results[3].is_err());
+}
+
+/// Many messages of one tenant (on DynamoDB spread over its write shards, which a list
+/// merges): every page size walks them all newest first, none missed or repeated, filtered
+/// or not.
+async fn a_long_list_pages_newest_first_without_a_gap_or_a_repeat(b: &Backend) {
+    let store = b.store();
+    let t = tenant();
+    let mut mine = Vec::new();
+    for i in 0..240 {
+        let mut m = message(&t, at(i));
+        if i % 3 == 0 {
+            m.status = Queued;
+        }
+        mine.push(m);
+    }
+    for chunk in mine.chunks(80) {
+        store.insert(chunk, None).await.unwrap();
+    }
+    store
+        .insert(&[message(&tenant(), at(7))], None)
+        .await
+        .unwrap();
+    let newest_first: Vec<MessageId> = mine.iter().rev().map(|m| m.id).collect();
+    let queued: Vec<MessageId> = mine
+        .iter()
+        .rev()
+        .filter(|m| m.status == Queued)
+        .map(|m| m.id)
+        .collect();
+    for (limit, status, want) in [
+        (1, None, &newest_first),
+        (7, None, &newest_first),
+        (50, None, &newest_first),
+        (100, None, &newest_first),
+        (13, Some(Queued), &queued),
+    ] {
+        let mut query = everything(limit);
+        query.status = status;
+        let mut seen = Vec::new();
+        loop {
+            let page = store.list(&t, &query).await.unwrap();
+            assert!(page.messages.len() <= limit);
+            seen.extend(ids(&page));
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+            assert!(
+                seen.len() <= want.len(),
+                "limit {limit}: more than there are"
+            );
+        }
+        assert_eq!(&seen, want, "limit {limit}, status {status:?}");
+    }
 }
 
 async fn lists_filter_newest_first_and_page_with_a_cursor(b: &Backend) {
@@ -3481,7 +3537,10 @@ mod requests {
             .client()
             .delete_item()
             .table_name(&dynamo.config().messages_table)
-            .key("t", AttributeValue::S(t.as_str().into()))
+            .key(
+                "t",
+                AttributeValue::S(dynamo.config().message_partition(&t, &m.id)),
+            )
             .key("id", AttributeValue::S(m.id.to_string()))
             .send()
             .await
@@ -3498,7 +3557,10 @@ mod requests {
             .client()
             .update_item()
             .table_name(&dynamo.config().idempotency_table)
-            .key("t", AttributeValue::S(t.as_str().into()))
+            .key(
+                "t",
+                AttributeValue::S(dynamo.config().idempotency_partition(&t, "otp-1")),
+            )
             .key("k", AttributeValue::S("otp-1".into()))
             .update_expression("SET cl = :c")
             .expression_attribute_values(":c", AttributeValue::N(long_ago.to_string()))
@@ -3541,6 +3603,97 @@ mod requests {
 
     fn of(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+
+    /// A tenant sending many single messages takes its bucket's tokens and its caps'
+    /// allowance in growing blocks, so its two counter items are written a few times, not once
+    /// per request; the caps still hold exactly, and an unused block is given back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_tenants_counters_are_written_in_blocks() {
+        let Some(b) = aws("leases").await else {
+            return;
+        };
+        let counter = b.requests.clone().expect("an AWS backend counts");
+        let counters = b.counters.as_ref();
+        let t = counter_tenant();
+        let bucket = Bucket::per_second(10_000, 20_000);
+        let period = SpendPeriod {
+            month: "2026-12".into(),
+            day: 3,
+            forget_after: Utc::now() + TimeDelta::days(40),
+        };
+        let (granted, n) = cost(&counter, async {
+            let mut granted = 0;
+            for _ in 0..400 {
+                let now = Utc::now();
+                if counters
+                    .take_tokens(&t, bucket, 1, now)
+                    .await
+                    .unwrap()
+                    .is_ok()
+                {
+                    granted += 1;
+                }
+            }
+            granted
+        })
+        .await;
+        assert_eq!(granted, 400);
+        let writes: u64 = n.iter().map(|(_, c)| *c).sum();
+        assert!(writes < 40, "400 grants cost {n:?}");
+
+        // Spend: 85 kopiykas a message under caps of 1,000,000 (a block grows to 10,000).
+        let (charged, n) = cost(&counter, async {
+            let mut charged = 0;
+            for _ in 0..400 {
+                if counters
+                    .charge(&t, &period, 85, 1_000_000, 1_000_000)
+                    .await
+                    .unwrap()
+                    == SpendVerdict::Charged
+                {
+                    charged += 1;
+                }
+            }
+            charged
+        })
+        .await;
+        assert_eq!(charged, 400);
+        let writes: u64 = n.iter().map(|(_, c)| *c).sum();
+        assert!(writes < 40, "400 charges cost {n:?}");
+        let spent = counters.spent(&t, &period).await.unwrap();
+        assert!(spent.day >= 400 * 85, "{spent:?}");
+        // Once the lease lapses, what it held back is given back with the next charge.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        assert_eq!(
+            counters
+                .charge(&t, &period, 85, 1_000_000, 1_000_000)
+                .await
+                .unwrap(),
+            SpendVerdict::Charged
+        );
+        let spent = counters.spent(&t, &period).await.unwrap();
+        assert_eq!(spent.day, 401 * 85, "{spent:?}");
+
+        // Near a cap, blocks do not fit and each charge asks for exactly its amount: the cap
+        // holds to the kopiyka.
+        let other = counter_tenant();
+        let mut charged = 0;
+        loop {
+            match counters
+                .charge(&other, &period, 85, 8_500, 1_000_000)
+                .await
+                .unwrap()
+            {
+                SpendVerdict::Charged => charged += 1,
+                verdict => {
+                    assert_eq!(verdict, SpendVerdict::DayCapReached);
+                    break;
+                }
+            }
+            assert!(charged <= 100);
+        }
+        assert_eq!(charged, 100);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -3693,9 +3846,16 @@ mod requests {
         .await;
         assert_eq!(r.unwrap().len(), 10);
         assert_eq!(n, of(&[("DynamoDB.Query", shards)]));
+        // A list queries each of the tenant's write shards (a page of 50 over 8 shards asks
+        // each for 9 and, spread as the hash spreads them, needs no second round here).
+        let write_shards = u64::from(DynamoConfig::with_prefix("x").write_shards);
         let (r, n) = cost(&counter, store.list(&t, &everything(50))).await;
         assert_eq!(r.unwrap().messages.len(), 50);
-        assert_eq!(n, of(&[("DynamoDB.Query", 1)]));
+        let queries = n.iter().map(|(_, c)| *c).sum::<u64>();
+        assert!(
+            (write_shards..=2 * write_shards).contains(&queries),
+            "{n:?}"
+        );
         let (r, n) = cost(&counter, b.tenants().api_key(None, "h")).await;
         assert!(r.unwrap().is_none());
         assert_eq!(n, of(&[("DynamoDB.GetItem", 1)]));

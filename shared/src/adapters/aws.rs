@@ -42,8 +42,9 @@ impl AwsConfig {
     /// `HOLUB_DISPATCH_QUEUE_URL`, `HOLUB_CALLBACKS_QUEUE_URL`, `HOLUB_CAMPAIGNS_QUEUE_URL`,
     /// `HOLUB_KMS_KEY_ID` (all
     /// required),
-    /// `HOLUB_SECRETS_PREFIX` (default `holub/`), `HOLUB_INDEX_SHARDS` (default 4; it may
-    /// grow between deployments but never shrink) and `HOLUB_MESSAGE_RETENTION_DAYS` (default
+    /// `HOLUB_SECRETS_PREFIX` (default `holub/`), `HOLUB_INDEX_SHARDS` (default 256, as
+    /// `template.yaml`; it may grow between deployments but never shrink),
+    /// `HOLUB_WRITE_SHARDS` (default 64, as `template.yaml`; fixed for the life of the tables) and `HOLUB_MESSAGE_RETENTION_DAYS` (default
     /// 90: how long a message is kept before DynamoDB's TTL deletes it) and
     /// `HOLUB_MESSAGES_STREAM_ARN` (the messages table's stream, which the rollup reads;
     /// without it, the rollup asks the table).
@@ -54,6 +55,9 @@ impl AwsConfig {
                 .ok_or(format!("{name} is not set"))
         };
         let mut dynamo = DynamoConfig::with_prefix("holub");
+        // The template's defaults, so that a tool run without them agrees with the functions.
+        dynamo.index_shards = DynamoConfig::DEPLOYED_INDEX_SHARDS;
+        dynamo.write_shards = DynamoConfig::DEPLOYED_WRITE_SHARDS;
         dynamo.messages_table = need("HOLUB_MESSAGES_TABLE")?;
         dynamo.idempotency_table = need("HOLUB_IDEMPOTENCY_TABLE")?;
         dynamo.tenants_table = need("HOLUB_TENANTS_TABLE")?;
@@ -65,6 +69,13 @@ impl AwsConfig {
                 .ok()
                 .filter(|n| *n > 0)
                 .ok_or("HOLUB_INDEX_SHARDS must be a positive number")?;
+        }
+        if let Some(shards) = get("HOLUB_WRITE_SHARDS") {
+            dynamo.write_shards = shards
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or("HOLUB_WRITE_SHARDS must be a positive number")?;
         }
         if let Some(days) = get("HOLUB_MESSAGE_RETENTION_DAYS") {
             let days: u64 =
@@ -245,9 +256,11 @@ mod tests {
         let mut pairs = REQUIRED.to_vec();
         pairs.push(("HOLUB_MESSAGE_RETENTION_DAYS", "30"));
         pairs.push(("HOLUB_INDEX_SHARDS", "8"));
+        pairs.push(("HOLUB_WRITE_SHARDS", "64"));
         let config = AwsConfig::from_values(env(&pairs)).unwrap();
         assert_eq!(config.dynamo.messages_table, "m");
         assert_eq!(config.dynamo.index_shards, 8);
+        assert_eq!(config.dynamo.write_shards, 64);
         assert_eq!(
             config.dynamo.message_retention,
             std::time::Duration::from_secs(30 * 24 * 3600)
@@ -257,6 +270,7 @@ mod tests {
             ("HOLUB_MESSAGE_RETENTION_DAYS", "0"),
             ("HOLUB_MESSAGE_RETENTION_DAYS", "ninety"),
             ("HOLUB_INDEX_SHARDS", "0"),
+            ("HOLUB_WRITE_SHARDS", "0"),
         ] {
             let mut pairs = REQUIRED.to_vec();
             pairs.push((name, bad));

@@ -190,6 +190,7 @@ impl Deployment {
                 self.dynamo.messages_stream_arn.clone().unwrap_or_default(),
             ),
             ("HOLUB_INDEX_SHARDS", self.dynamo.index_shards.to_string()),
+            ("HOLUB_WRITE_SHARDS", self.dynamo.write_shards.to_string()),
             ("HOLUB_DISPATCH_QUEUE_URL", self.queues.dispatch.clone()),
             ("HOLUB_CALLBACKS_QUEUE_URL", self.queues.callbacks.clone()),
             ("HOLUB_CAMPAIGNS_QUEUE_URL", self.queues.campaigns.clone()),

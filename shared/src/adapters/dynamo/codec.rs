@@ -183,12 +183,42 @@ pub(super) fn ttl(at: DateTime<Utc>, keep: std::time::Duration) -> AttributeValu
 /// Which of `shards` partitions a message's sweep-index entries go to: a stable hash of its
 /// id (FNV-1a), so every index entry of one message lands in the same shard, in any process.
 pub(super) fn shard(id: &MessageId, shards: u16) -> String {
+    spread(&id.to_string(), shards).to_string()
+}
+
+/// The partition of a message in the messages table: its tenant and one of `shards` write
+/// shards (`"<tenant>#<n>"`, n a stable hash of the id), so that one tenant's writes spread
+/// over `shards` partition keys instead of landing on one. A message's id alone says which.
+pub(super) fn home(tenant: &TenantId, id: &MessageId, shards: u16) -> String {
+    format!("{tenant}#{}", spread(&id.to_string(), shards))
+}
+
+/// Every partition of one tenant's messages, as [`home`] names them.
+pub(super) fn homes(tenant: &TenantId, shards: u16) -> impl Iterator<Item = String> + '_ {
+    (0..shards.max(1)).map(move |n| format!("{tenant}#{n}"))
+}
+
+/// The partition of an idempotency record (`"<tenant>#<n>"`, n a stable hash of the key), so
+/// that keyed requests of one tenant spread as its messages do.
+pub(super) fn idempotency_home(tenant: &TenantId, key: &str, shards: u16) -> String {
+    format!("{tenant}#{}", spread(key, shards))
+}
+
+/// The tenant of a message item: its partition up to the shard (`"<tenant>#<n>"`).
+pub(super) fn item_tenant(item: &Item) -> Result<TenantId, StoreError> {
+    let home = req_s(item, msg::TENANT)?;
+    let tenant = home.split_once('#').map_or(home, |(tenant, _)| tenant);
+    parse::<TenantId>(tenant, "tenant id")
+}
+
+/// FNV-1a of `key`, modulo `shards`.
+fn spread(key: &str, shards: u16) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in id.to_string().bytes() {
+    for byte in key.bytes() {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    (hash % u64::from(shards.max(1))).to_string()
+    hash % u64::from(shards.max(1))
 }
 
 /// The by-provider index key of a provider's message id.
@@ -383,7 +413,10 @@ pub(super) fn message_item(
     let mut put = |name: &str, value: AttributeValue| {
         item.insert(name.to_owned(), value);
     };
-    put(msg::TENANT, s(m.tenant_id.as_str()));
+    put(
+        msg::TENANT,
+        s(home(&m.tenant_id, &m.id, config.write_shards)),
+    );
     put(msg::ID, s(m.id.to_string()));
     if let Some(batch) = &m.batch_id {
         put(msg::BATCH, s(batch.as_str()));
@@ -527,9 +560,9 @@ pub(super) fn link_target(item: &Item) -> Result<(TenantId, MessageId), StoreErr
 }
 
 /// The primary key of a message.
-pub(super) fn message_key(tenant: &TenantId, id: &MessageId) -> Item {
+pub(super) fn message_key(tenant: &TenantId, id: &MessageId, shards: u16) -> Item {
     Item::from([
-        (msg::TENANT.to_owned(), s(tenant.as_str())),
+        (msg::TENANT.to_owned(), s(home(tenant, id, shards))),
         (msg::ID.to_owned(), s(id.to_string())),
     ])
 }
@@ -582,7 +615,10 @@ pub(super) fn sealed_tenant(item: &Item) -> Option<&str> {
         item.get(msg::SEALED).or(item.get(msg::LINKS)),
         item.get(msg::TENANT),
     ) {
-        (Some(_), Some(AttributeValue::S(tenant))) => Some(tenant),
+        (Some(_), Some(AttributeValue::S(home))) => Some(
+            home.split_once('#')
+                .map_or(home.as_str(), |(tenant, _)| tenant),
+        ),
         _ => None,
     }
 }
@@ -593,7 +629,7 @@ pub(super) fn message_from(item: &Item, keys: &OpeningKeys) -> Result<Message, S
     let id = req_s(item, msg::ID)?;
     let bad = |what: &str, e: &dyn std::fmt::Display| corrupt(format!("message {id}: {what}: {e}"));
     let message_id = parse::<MessageId>(id, "message id")?;
-    let tenant_id = parse::<TenantId>(req_s(item, msg::TENANT)?, "tenant id")?;
+    let tenant_id = item_tenant(item)?;
     let (to, text) = match item.get(msg::SEALED) {
         Some(AttributeValue::B(sealed)) => match keys.get(tenant_id.as_str()) {
             Some(Some(key)) => key
@@ -742,7 +778,7 @@ pub(super) fn callback_event(
         clicked,
     };
     Ok(Some((
-        parse::<TenantId>(req_s(item, msg::TENANT)?, "tenant id")?,
+        item_tenant(item)?,
         url.to_owned(),
         callback_statuses(item)?,
         event,
@@ -769,7 +805,7 @@ pub(super) fn snapshot(item: &Item) -> Result<Option<Snapshot>, StoreError> {
     };
     let (sent_at, delivered_at) = Snapshot::moments(history.iter().map(|c| (c.status, c.at)));
     Ok(Some(Snapshot {
-        tenant_id: parse::<TenantId>(tenant, "tenant id")?,
+        tenant_id: item_tenant(item)?,
         created_at: time(item, msg::CREATED)?,
         provider: get_s(item, msg::PROVIDER)?.map(str::to_owned),
         operator: get_s(item, msg::OPERATOR)?
@@ -825,7 +861,10 @@ pub(super) fn idempotency_items(
     let mut items = Vec::with_capacity(parts.len());
     for (index, part) in parts.iter().enumerate() {
         let mut item = Item::from([
-            (idem::TENANT.to_owned(), s(r.tenant_id.as_str())),
+            (
+                idem::TENANT.to_owned(),
+                s(idempotency_home(&r.tenant_id, key, config.write_shards)),
+            ),
             (idem::BODY.to_owned(), s(*part)),
             (idem::TTL.to_owned(), expires.clone()),
         ]);

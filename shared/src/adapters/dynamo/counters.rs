@@ -12,6 +12,11 @@
 //! A charge is one write whatever the caps (day and month live in one item); a message to
 //! one number is one write per number; the bucket is one write when it guesses right whether
 //! the bucket was idle, two when not, and a read when it refuses.
+//!
+//! A busy instance takes the bucket's tokens and the caps' allowance in blocks and serves
+//! requests from them (see `leases`), so the bucket and spend items of a tenant sending
+//! thousands of single messages a second are written a few dozen times a second, not once
+//! per request.
 
 use std::time::Duration;
 
@@ -20,6 +25,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt, stream};
 
 use super::codec::{Item, get_n, idem, n, s};
+use super::leases::Step;
 use super::messages::is_condition_failure;
 use super::{DynamoStore, Expr, unavailable};
 use crate::domain::{PhoneNumber, TenantId};
@@ -89,35 +95,19 @@ impl DynamoStore {
             Err(e) => Err(unavailable(e)),
         }
     }
-}
 
-/// The items that count messages to `numbers` in `window` (see the table above).
-fn number_partitions(tenant: &TenantId, window: &str, numbers: &[[u8; 16]]) -> Vec<String> {
-    numbers
-        .iter()
-        .map(|digest| format!("number#{tenant}#{window}#{}", hex::encode(digest)))
-        .collect()
-}
-
-#[async_trait]
-impl CounterStore for DynamoStore {
-    async fn number_keys(
+    /// Takes `cost` tokens from the bucket item `partition` at `now` (one or two conditional
+    /// writes, and a read when it refuses).
+    async fn take_from_bucket(
         &self,
-        tenant: &TenantId,
-        numbers: &[&PhoneNumber],
-    ) -> Result<Vec<[u8; 16]>, StoreError> {
-        self.vault.number_tags(tenant, numbers).await
-    }
-
-    async fn take_tokens(
-        &self,
-        tenant: &TenantId,
+        partition: &str,
         bucket: Bucket,
         cost: u32,
         now: DateTime<Utc>,
     ) -> Result<Result<(), Option<Duration>>, StoreError> {
-        let partition = format!("rate#{tenant}");
+        let partition = partition.to_owned();
         let now_ns = nanos(now);
+
         // What an idle bucket's next arrival becomes, and the highest a busy one may have
         // for `cost` more tokens to fit.
         let idle_next = match bucket.take(None, now_ns, cost) {
@@ -179,7 +169,31 @@ impl CounterStore for DynamoStore {
         Ok(Err(Some(Duration::from_millis(100))))
     }
 
-    async fn charge(
+    /// Gives back `amount` of a spend lease (`spend_counter`) that went unused; a rate lease
+    /// (`rate#…`) is only forgotten. A failure is logged: the spend reads higher until the
+    /// month ends, never lower.
+    async fn give_back(&self, counter: &str, amount: i64) {
+        let Some((item, day)) = counter
+            .strip_prefix("spend#")
+            .and_then(|_| counter.rsplit_once('#'))
+        else {
+            return;
+        };
+        let mut e = Expr::default();
+        let (m, d) = (e.name(MONTH), e.name(&format!("d{day}")));
+        let update = format!("ADD {m} {0}, {d} {0}", e.value(n(-amount)));
+        let condition = format!("attribute_exists({m})");
+        if let Err(error) = self
+            .update_counter(item.to_owned(), update, condition, e)
+            .await
+        {
+            tracing::warn!(%error, "an unused spend lease was not given back");
+        }
+    }
+
+    /// Adds `amount` to the spend of `period` in one conditional write, unless a cap would
+    /// pass.
+    async fn charge_exactly(
         &self,
         tenant: &TenantId,
         period: &SpendPeriod,
@@ -193,7 +207,7 @@ impl CounterStore for DynamoStore {
         if amount > month_cap {
             return Ok(SpendVerdict::MonthCapReached);
         }
-        let partition = format!("spend#{tenant}#{}", period.month);
+        let partition = spend_item(tenant, period);
         let mut e = Expr::default();
         let (m, d, t) = (e.name(MONTH), e.name(&day_attr(period)), e.name(idem::TTL));
         let a = e.value(n(amount));
@@ -216,6 +230,114 @@ impl CounterStore for DynamoStore {
             SpendVerdict::MonthCapReached
         })
     }
+}
+
+/// The item of a tenant's spend in `period`'s month.
+fn spend_item(tenant: &TenantId, period: &SpendPeriod) -> String {
+    format!("spend#{tenant}#{}", period.month)
+}
+
+/// The name of a lease of `period`'s day's allowance: the month's item and the day.
+fn spend_counter(tenant: &TenantId, period: &SpendPeriod) -> String {
+    format!("{}#{:02}", spend_item(tenant, period), period.day)
+}
+
+/// The items that count messages to `numbers` in `window` (see the table above).
+fn number_partitions(tenant: &TenantId, window: &str, numbers: &[[u8; 16]]) -> Vec<String> {
+    numbers
+        .iter()
+        .map(|digest| format!("number#{tenant}#{window}#{}", hex::encode(digest)))
+        .collect()
+}
+
+#[async_trait]
+impl CounterStore for DynamoStore {
+    async fn number_keys(
+        &self,
+        tenant: &TenantId,
+        numbers: &[&PhoneNumber],
+    ) -> Result<Vec<[u8; 16]>, StoreError> {
+        self.vault.number_tags(tenant, numbers).await
+    }
+
+    async fn take_tokens(
+        &self,
+        tenant: &TenantId,
+        bucket: Bucket,
+        cost: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), Option<Duration>>, StoreError> {
+        let partition = format!("rate#{tenant}");
+        let now_ns = nanos(now);
+        let per_second = 1_000_000_000 / bucket.interval.as_nanos().max(1);
+        let most = i64::try_from(per_second / 20)
+            .unwrap_or(i64::MAX)
+            .min(i64::from(bucket.burst / 4));
+        let amount = i64::from(cost);
+        let Step::Renew { block, .. } = self.leases.step(&partition, amount, most, now_ns) else {
+            return Ok(Ok(()));
+        };
+        if let Ok(block_cost) = u32::try_from(block)
+            && block > amount
+            && self
+                .take_from_bucket(&partition, bucket, block_cost, now)
+                .await?
+                .is_ok()
+        {
+            self.leases.took(&partition, block, amount, now_ns);
+            return Ok(Ok(()));
+        }
+        let taken = self.take_from_bucket(&partition, bucket, cost, now).await?;
+        if taken.is_ok() {
+            self.leases.took_exactly(&partition, amount, now_ns);
+        }
+        Ok(taken)
+    }
+
+    async fn charge(
+        &self,
+        tenant: &TenantId,
+        period: &SpendPeriod,
+        amount: i64,
+        day_cap: i64,
+        month_cap: i64,
+    ) -> Result<SpendVerdict, StoreError> {
+        if amount > day_cap {
+            return Ok(SpendVerdict::DayCapReached);
+        }
+        if amount > month_cap {
+            return Ok(SpendVerdict::MonthCapReached);
+        }
+        let now = nanos(Utc::now());
+        // What leases of this process left unused when they lapsed goes back.
+        for (counter, left) in self.leases.lapsed(now) {
+            self.give_back(&counter, left).await;
+        }
+        let counter = spend_counter(tenant, period);
+        let most = day_cap.min(month_cap) / 100;
+        let Step::Renew { block, lapsed } = self.leases.step(&counter, amount, most, now) else {
+            return Ok(SpendVerdict::Charged);
+        };
+        if lapsed > 0 {
+            self.give_back(&counter, lapsed).await;
+        }
+        if block > amount
+            && self
+                .charge_exactly(tenant, period, block, day_cap, month_cap)
+                .await?
+                == SpendVerdict::Charged
+        {
+            self.leases.took(&counter, block, amount, now);
+            return Ok(SpendVerdict::Charged);
+        }
+        let verdict = self
+            .charge_exactly(tenant, period, amount, day_cap, month_cap)
+            .await?;
+        if verdict == SpendVerdict::Charged {
+            self.leases.took_exactly(&counter, amount, now);
+        }
+        Ok(verdict)
+    }
 
     async fn refund(
         &self,
@@ -223,7 +345,7 @@ impl CounterStore for DynamoStore {
         period: &SpendPeriod,
         amount: i64,
     ) -> Result<(), StoreError> {
-        let partition = format!("spend#{tenant}#{}", period.month);
+        let partition = spend_item(tenant, period);
         let mut e = Expr::default();
         let (m, d) = (e.name(MONTH), e.name(&day_attr(period)));
         let update = format!("ADD {m} {0}, {d} {0}", e.value(n(-amount)));
@@ -235,7 +357,7 @@ impl CounterStore for DynamoStore {
 
     async fn spent(&self, tenant: &TenantId, period: &SpendPeriod) -> Result<Spent, StoreError> {
         let item = self
-            .counter_item(format!("spend#{tenant}#{}", period.month))
+            .counter_item(spend_item(tenant, period))
             .await?
             .unwrap_or_default();
         Ok(Spent {

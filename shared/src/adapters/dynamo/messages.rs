@@ -1,7 +1,7 @@
 //! [`MessageStore`] on DynamoDB. The table design and what each write guarantees are in the
 //! module doc of [`super`].
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -66,7 +66,7 @@ where
 
 fn message_ref(item: &Item) -> Result<MessageRef, StoreError> {
     Ok(MessageRef {
-        tenant_id: parse::<TenantId>(req_s(item, msg::TENANT)?, "tenant id")?,
+        tenant_id: codec::item_tenant(item)?,
         id: parse::<MessageId>(req_s(item, msg::ID)?, "message id")?,
     })
 }
@@ -171,7 +171,14 @@ impl DynamoStore {
             .delete_item()
             .table_name(&self.config.idempotency_table)
             .set_key(Some(Item::from([
-                (idem::TENANT.to_owned(), s(tenant.as_str())),
+                (
+                    idem::TENANT.to_owned(),
+                    s(codec::idempotency_home(
+                        tenant,
+                        key,
+                        self.config.write_shards,
+                    )),
+                ),
                 (idem::KEY.to_owned(), s(key)),
             ])))
             .condition_expression(condition)
@@ -194,7 +201,7 @@ impl DynamoStore {
             .client
             .get_item()
             .table_name(self.messages())
-            .set_key(Some(message_key(tenant, id)))
+            .set_key(Some(message_key(tenant, id, self.config.write_shards)))
             .consistent_read(true)
             .projection_expression(projection)
             .set_expression_attribute_names(e.names())
@@ -256,8 +263,9 @@ impl DynamoStore {
     }
 
     /// The stale queued messages a batch marker stands for: those of its span still queued
-    /// and unchanged since `bound`. (One eventually consistent query of the span: a message
-    /// read as queued that was just claimed gets a second job, which its claim refuses.)
+    /// and unchanged since `bound`. (An eventually consistent query of the span per write
+    /// shard: a message read as queued that was just claimed gets a second job, which its
+    /// claim refuses.)
     /// Once none of them is queued, the marker is deleted; messages the sweeper requeues get
     /// an index entry of their own with the change.
     async fn expand_marker(
@@ -278,11 +286,48 @@ impl DynamoStore {
             parse::<MessageId>(first, "message id")?,
             parse::<MessageId>(last, "message id")?,
         );
+        let homes: Vec<Vec<Item>> = stream::iter(codec::homes(&tenant, self.config.write_shards))
+            .map(|home| self.query_span(home, &first, &last))
+            .buffered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut stale = Vec::new();
+        let mut queued = 0usize;
+        for item in homes.into_iter().flatten() {
+            if get_s(&item, msg::STATUS)? != Some(MessageStatus::Queued.as_str()) {
+                continue;
+            }
+            queued += 1;
+            if req_n::<i64>(&item, msg::UPDATED)? <= bound {
+                stale.push(message_ref(&item)?);
+            }
+        }
+        if queued == 0 {
+            // Its work is done. (Should this fail, the next sweep finds it again.)
+            self.client
+                .delete_item()
+                .table_name(self.messages())
+                .set_key(Some(message_key_of(marker)))
+                .send()
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(stale)
+    }
+
+    /// The keys, status and update time of the messages of one partition `home` whose ids
+    /// are from `first` to `last`.
+    async fn query_span(
+        &self,
+        home: String,
+        first: &MessageId,
+        last: &MessageId,
+    ) -> Result<Vec<Item>, StoreError> {
         let mut e = Expr::default();
         let condition = format!(
             "{} = {} AND {} BETWEEN {} AND {}",
             e.name(msg::TENANT),
-            e.value(s(tenant.as_str())),
+            e.value(s(home)),
             e.name(msg::ID),
             e.value(s(first.to_string())),
             e.value(s(last.to_string())),
@@ -292,8 +337,7 @@ impl DynamoStore {
             .map(|a| e.name(a))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut stale = Vec::new();
-        let mut queued = 0usize;
+        let mut found = Vec::new();
         let mut start = None;
         loop {
             let out = self
@@ -308,31 +352,12 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(unavailable)?;
-            for item in out.items.unwrap_or_default() {
-                if get_s(&item, msg::STATUS)? != Some(MessageStatus::Queued.as_str()) {
-                    continue;
-                }
-                queued += 1;
-                if req_n::<i64>(&item, msg::UPDATED)? <= bound {
-                    stale.push(message_ref(&item)?);
-                }
-            }
+            found.extend(out.items.unwrap_or_default());
             start = out.last_evaluated_key;
             if start.is_none() {
-                break;
+                return Ok(found);
             }
         }
-        if queued == 0 {
-            // Its work is done. (Should this fail, the next sweep finds it again.)
-            self.client
-                .delete_item()
-                .table_name(self.messages())
-                .set_key(Some(message_key_of(marker)))
-                .send()
-                .await
-                .map_err(unavailable)?;
-        }
-        Ok(stale)
     }
 
     /// Puts one new message, refusing an id that exists.
@@ -621,7 +646,11 @@ impl DynamoStore {
             .client
             .update_item()
             .table_name(self.messages())
-            .set_key(Some(message_key(&t.tenant_id, &t.id)))
+            .set_key(Some(message_key(
+                &t.tenant_id,
+                &t.id,
+                self.config.write_shards,
+            )))
             .update_expression(update)
             .condition_expression(condition)
             .set_expression_attribute_names(e.names())
@@ -692,10 +721,7 @@ impl DynamoStore {
             .client
             .update_item()
             .table_name(self.messages())
-            .set_key(Some(message_key(
-                &parse::<TenantId>(req_s(&item, msg::TENANT)?, "tenant id")?,
-                &id,
-            )))
+            .set_key(Some(message_key_of(&item)))
             .update_expression(update.trim_start())
             .condition_expression(condition)
             .set_expression_attribute_names(e.names())
@@ -847,7 +873,11 @@ impl DynamoStore {
             .client
             .update_item()
             .table_name(self.messages())
-            .set_key(Some(message_key(&target.tenant_id, &target.id)))
+            .set_key(Some(message_key(
+                &target.tenant_id,
+                &target.id,
+                self.config.write_shards,
+            )))
             .update_expression(update)
             .condition_expression(condition)
             .set_expression_attribute_names(e.names())
@@ -863,6 +893,18 @@ impl DynamoStore {
             Err(e) => Err(unavailable(e)),
         }
     }
+}
+
+/// The placeholder of the partition in `list`'s key condition.
+const HOME: &str = ":home";
+
+/// One partition of a tenant's messages as `list` merges it: what was read and not yet
+/// taken, and where its next page starts.
+struct Part {
+    home: String,
+    items: VecDeque<Item>,
+    start: Option<Item>,
+    done: bool,
 }
 
 /// What a sealed answer is stored as: a JSON string (an answer itself is always an object).
@@ -972,9 +1014,11 @@ impl MessageStore for DynamoStore {
         key: &IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let table = &self.config.idempotency_table;
+        // Every item of one record (the body's parts too) is in the partition of its key.
+        let home = codec::idempotency_home(tenant, key.as_str(), self.config.write_shards);
         let item_key = |k: String| {
             Item::from([
-                (idem::TENANT.to_owned(), s(tenant.as_str())),
+                (idem::TENANT.to_owned(), s(home.clone())),
                 (idem::KEY.to_owned(), s(k)),
             ])
         };
@@ -1048,7 +1092,7 @@ impl MessageStore for DynamoStore {
             .client
             .get_item()
             .table_name(self.messages())
-            .set_key(Some(message_key(tenant, id)))
+            .set_key(Some(message_key(tenant, id, self.config.write_shards)))
             .consistent_read(true)
             .send()
             .await
@@ -1098,6 +1142,7 @@ impl MessageStore for DynamoStore {
             .set_key(Some(message_key(
                 &click.message.tenant_id,
                 &click.message.id,
+                self.config.write_shards,
             )))
             .update_expression(update)
             .condition_expression(format!("attribute_exists({id})"))
@@ -1130,7 +1175,8 @@ impl MessageStore for DynamoStore {
             });
         }
         let mut e = Expr::default();
-        let mut key = format!("{} = {}", e.name(msg::TENANT), e.value(s(tenant.as_str())));
+        // The partition goes in per query, under a placeholder of its own.
+        let mut key = format!("{} = {HOME}", e.name(msg::TENANT));
         if let Some(after) = &query.after {
             key.push_str(&format!(
                 " AND {} < {}",
@@ -1175,43 +1221,88 @@ impl MessageStore for DynamoStore {
         }
         let filtered = !filters.is_empty();
         let filter = (!filters.is_empty()).then(|| filters.join(" AND "));
-        let mut messages = Vec::with_capacity(limit.min(1000));
-        let mut start = None;
-        loop {
-            let remaining = limit - messages.len();
-            let page = if filtered {
-                remaining.max(FILTERED_PAGE)
-            } else {
-                remaining
-            }
-            .min(1000);
-            let out = self
-                .client
-                .query()
-                .table_name(self.messages())
-                .key_condition_expression(&key)
-                .set_filter_expression(filter.clone())
-                .set_expression_attribute_names(e.names())
-                .set_expression_attribute_values(e.values())
-                .scan_index_forward(false)
-                .limit(i32::try_from(page).unwrap_or(1000))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            let items = out.items.unwrap_or_default();
-            let keys = self.opening_keys(&items).await?;
-            for item in &items {
-                if messages.len() == limit {
-                    break;
-                }
-                messages.push(message_from(item, &keys)?);
-            }
-            start = out.last_evaluated_key;
-            if messages.len() == limit || start.is_none() {
-                break;
-            }
+        // Each of the tenant's partitions is read newest first and the pages are merged by
+        // id (ULIDs: the merge is the order one partition would have given). A first round
+        // asks each partition for its share of the page and a little more; a partition
+        // whose part runs out while the page is not full is asked for more, so the merge is
+        // exact however the messages spread.
+        let shards = usize::from(self.config.write_shards.max(1));
+        let share = if filtered {
+            FILTERED_PAGE
+        } else {
+            limit.div_ceil(shards) + 2
         }
+        .min(1000);
+        let mut parts: Vec<Part> = codec::homes(tenant, self.config.write_shards)
+            .map(|home| Part {
+                home,
+                items: VecDeque::new(),
+                start: None,
+                done: false,
+            })
+            .collect();
+        let mut taken: Vec<Item> = Vec::with_capacity(limit.min(1000));
+        while taken.len() < limit {
+            let dry: Vec<usize> = (0..parts.len())
+                .filter(|&i| parts[i].items.is_empty() && !parts[i].done)
+                .collect();
+            if !dry.is_empty() {
+                let (key, filter, e) = (&key, &filter, &e);
+                let pages: Vec<(usize, Vec<Item>, Option<Item>)> = stream::iter(dry)
+                    .map(|i| {
+                        let part = &parts[i];
+                        let mut values = e.values().unwrap_or_default();
+                        values.insert(HOME.to_owned(), s(part.home.clone()));
+                        let request = self
+                            .client
+                            .query()
+                            .table_name(self.messages())
+                            .key_condition_expression(key)
+                            .set_filter_expression(filter.clone())
+                            .set_expression_attribute_names(e.names())
+                            .set_expression_attribute_values(Some(values))
+                            .scan_index_forward(false)
+                            .limit(i32::try_from(share).unwrap_or(1000))
+                            .set_exclusive_start_key(part.start.clone());
+                        async move {
+                            let out = request.send().await.map_err(unavailable)?;
+                            Ok::<_, StoreError>((
+                                i,
+                                out.items.unwrap_or_default(),
+                                out.last_evaluated_key,
+                            ))
+                        }
+                    })
+                    .buffer_unordered(CONCURRENCY)
+                    .try_collect()
+                    .await?;
+                for (i, items, next) in pages {
+                    parts[i].items.extend(items);
+                    parts[i].done = next.is_none();
+                    parts[i].start = next;
+                }
+                continue;
+            }
+            // The newest message at the head of a partition comes next.
+            let mut newest: Option<(usize, &str)> = None;
+            for (i, part) in parts.iter().enumerate() {
+                if let Some(head) = part.items.front() {
+                    let id = req_s(head, msg::ID)?;
+                    if newest.is_none_or(|(_, best)| id > best) {
+                        newest = Some((i, id));
+                    }
+                }
+            }
+            let Some((i, _)) = newest else {
+                break;
+            };
+            taken.extend(parts[i].items.pop_front());
+        }
+        let keys = self.opening_keys(&taken).await?;
+        let messages = taken
+            .iter()
+            .map(|item| message_from(item, &keys))
+            .collect::<Result<Vec<_>, _>>()?;
         let next = if messages.len() == limit {
             messages.last().map(|m| m.id)
         } else {

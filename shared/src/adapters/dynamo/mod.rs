@@ -12,8 +12,18 @@
 //!
 //! | key | attribute | type | |
 //! |---|---|---|---|
-//! | partition | `t` | S | tenant id |
-//! | sort | `id` | S | message id (a ULID: sorts by creation, so a `Query` on `t` with `ScanIndexForward=false` lists newest first and `id < :after` is the cursor) |
+//! | partition | `t` | S | `"<tenant id>#<n>"`: the tenant and one of its [`DynamoConfig::write_shards`] write shards, n a stable hash of the message id |
+//! | sort | `id` | S | message id (a ULID: sorts by creation, so a `Query` on each of the tenant's partitions with `ScanIndexForward=false`, merged by id, lists newest first and `id < :after` is the cursor) |
+//!
+//! **Write sharding.** A partition key takes at most 1,000 write units a second, and a sort
+//! key that only grows (a ULID) defeats DynamoDB's split for heat, since every write lands
+//! at the end of the range. A message's item is written about four times on its way to
+//! `delivered` (stored, claimed, sent, receipt), so under one partition per tenant a tenant
+//! would top out near 250 messages a second. Spread over `S` partitions by a hash of the
+//! id, each takes 1/`S` of the tenant's writes (`S` = 64 deployed: about 16,000 messages a
+//! second); a read of one message still names its partition from its id alone, and a list
+//! queries the `S` partitions and merges them (a first round asks each for its share of the
+//! page; one that runs dry is asked again, so the merge is exact).
 //!
 //! Other attributes: `b` batch id, `to` E.164 recipient, `fr` sender, `tx` text, `en`
 //! encoding, `sg` segments, `st` status, `c`/`u` created/updated, `sa` send_at, `x`
@@ -53,13 +63,14 @@
 //! per tenant stands for them, an item in partition `t = "#batches"` (never a tenant id)
 //! with id `"<tenant>#<first id>#<last id>"`, `qq` and `u` (the oldest of theirs), written
 //! before the messages. A sweep that meets a marker reads its span of message ids (one
-//! eventually consistent query) and returns those still queued and stale; once none of them
+//! eventually consistent query per write shard) and returns those still queued and stale; once none of them
 //! is queued it deletes the marker. A batch so costs one write per message and a few per
 //! batch, instead of two more per message (entering and leaving the index).
 //!
 //! ## `idempotency`: one item per `Idempotency-Key`
 //!
-//! Partition `t` (S, tenant id), sort `k` (S, the key). Attributes: `fp` request
+//! Partition `t` (S, `"<tenant id>#<n>"`, n a stable hash of the key over the write shards, so
+//! keyed requests spread as messages do), sort `k` (S, the key). Attributes: `fp` request
 //! fingerprint, `sc` status code, `bd` the reply body (JSON text), `c` created, `ms`/`cl`
 //! the message and claim time of a one-message record (see Insert below), **`ttl`**
 //! (created + [`DynamoConfig::idempotency_retention`]). A body larger than 300 KB (the reply to
@@ -129,7 +140,7 @@
 //! | `transition` with receipts | the same `UpdateItem` (`ADD` to the receipt set) | the same |
 //! | `add_receipts`, per message | 1 `UpdateItem` | 1 |
 //! | `get`, `idempotency` | 1 `GetItem` (strong: 1 read unit) | — |
-//! | `list` | 1 `Query` per page (more while filters discard) | — |
+//! | `list` | 1 `Query` per write shard per page (more while filters discard, or a shard's share runs dry) | — |
 //! | `find_by_provider_ids` | 1 `Query` per distinct id | — |
 //! | `due_scheduled`, `stale_queued`, `awaiting_receipts`, `sent_past_validity` | `S` `Query` (+ 1 `Query` per batch marker met) | — |
 //! | `create_tenant` / `tenant_by_key_hash` | 1 `TransactWriteItems` / 1 `GetItem` | 4 / — |
@@ -140,6 +151,7 @@ mod consent;
 mod contacts;
 mod counters;
 mod keys;
+mod leases;
 mod messages;
 mod provider_limits;
 mod reads;
@@ -176,6 +188,10 @@ pub struct DynamoConfig {
     pub messages_stream_arn: Option<String>,
     /// Partitions each sweep index is spread over (at least 1). May grow, never shrink.
     pub index_shards: u16,
+    /// Partitions each tenant's messages and idempotency records are spread over (at least
+    /// 1), so that no partition key takes more than a share of one tenant's writes. Fixed for
+    /// the life of a table: a message's partition is a hash of its id modulo this count.
+    pub write_shards: u16,
     /// How long a message is kept after it was created (the `ttl` attribute).
     pub message_retention: Duration,
     /// How long an idempotency key keeps its reply.
@@ -183,6 +199,24 @@ pub struct DynamoConfig {
 }
 
 impl DynamoConfig {
+    /// The shard counts `template.yaml` deploys with (its `IndexShards` and `WriteShards`).
+    pub const DEPLOYED_INDEX_SHARDS: u16 = 256;
+    pub const DEPLOYED_WRITE_SHARDS: u16 = 64;
+
+    /// The partition (`t`) of a message's item in the messages table.
+    pub fn message_partition(
+        &self,
+        tenant: &crate::domain::TenantId,
+        id: &crate::domain::MessageId,
+    ) -> String {
+        codec::home(tenant, id, self.write_shards)
+    }
+
+    /// The partition (`t`) of an idempotency record's items.
+    pub fn idempotency_partition(&self, tenant: &crate::domain::TenantId, key: &str) -> String {
+        codec::idempotency_home(tenant, key, self.write_shards)
+    }
+
     /// Tables named `<prefix>-messages`, `<prefix>-idempotency`, `<prefix>-tenants` and
     /// `<prefix>-stats`, with
     /// the default shard count and retention periods.
@@ -194,6 +228,7 @@ impl DynamoConfig {
             stats_table: format!("{prefix}-stats"),
             messages_stream_arn: None,
             index_shards: 4,
+            write_shards: 8,
             message_retention: Duration::from_secs(90 * 24 * 3600),
             idempotency_retention: Duration::from_secs(24 * 3600),
         }
@@ -208,6 +243,8 @@ pub struct DynamoStore {
     /// The tenants' data keys, wrapped by `master` in the tenants table.
     vault: Arc<Vault>,
     retention: Arc<keys::RetentionCache>,
+    /// Blocks this process took of tenants' rate buckets and spend caps (see `leases`).
+    leases: Arc<leases::Leases>,
     /// The client of the messages table's stream (only the rollup reads it).
     streams: Option<aws_sdk_dynamodbstreams::Client>,
     /// The stream's ARN, once asked of the table.
@@ -227,6 +264,7 @@ impl DynamoStore {
             config: Arc::new(config),
             vault: Arc::new(Vault::new(master, Arc::new(shelf))),
             retention: Arc::default(),
+            leases: Arc::default(),
             streams: None,
             stream: Arc::default(),
         }
