@@ -40,6 +40,19 @@ pub struct Units {
 #[derive(Clone)]
 pub struct Meter {
     counts: Arc<Mutex<BTreeMap<String, Units>>>,
+    /// Write units by partition key: `"<table> <value>"` for a table's items, `"<table>/<index>
+    /// <value>"` for an index's entries.
+    partitions: Arc<Mutex<HashMap<String, f64>>>,
+}
+
+/// The partition key that took the most write units, and how many.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Hottest {
+    /// `"<table>[/<index>] <partition key value>"`.
+    pub key: String,
+    pub write: f64,
+    /// Distinct partition keys written of that table or index.
+    pub spread: usize,
 }
 
 impl Meter {
@@ -62,6 +75,42 @@ impl Meter {
         if let Ok(mut c) = self.counts.lock() {
             c.clear();
         }
+        if let Ok(mut p) = self.partitions.lock() {
+            p.clear();
+        }
+    }
+
+    /// Write units per partition key since the last reset.
+    pub fn partitions(&self) -> HashMap<String, f64> {
+        self.partitions
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
+
+    /// Of the partition keys `keep` accepts, the one written most since the last reset.
+    pub fn hottest(&self, keep: impl Fn(&str) -> bool) -> Option<Hottest> {
+        let partitions = self.partitions();
+        let (key, write) = partitions
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .max_by(|a, b| a.1.total_cmp(b.1).then_with(|| b.0.cmp(a.0)))?;
+        let place = key.split(' ').next().unwrap_or("");
+        let spread = partitions
+            .keys()
+            .filter(|k| keep(k) && k.split(' ').next() == Some(place))
+            .count();
+        Some(Hottest {
+            key: key.clone(),
+            write: *write,
+            spread,
+        })
+    }
+
+    fn add_partition(&self, key: String, write: f64) {
+        if let Ok(mut p) = self.partitions.lock() {
+            *p.entry(key).or_default() += write;
+        }
     }
 
     fn add(&self, op: &str, units: Units) {
@@ -83,11 +132,14 @@ struct Proxy {
 }
 
 struct TableShape {
+    /// The partition key first.
     keys: Vec<String>,
     indexes: Vec<IndexShape>,
 }
 
 struct IndexShape {
+    name: String,
+    /// The partition key first.
     keys: Vec<String>,
     /// `None`: all attributes.
     projected: Option<Vec<String>>,
@@ -97,6 +149,7 @@ struct IndexShape {
 pub async fn start(upstream: &str) -> std::io::Result<(String, Meter)> {
     let meter = Meter {
         counts: Arc::default(),
+        partitions: Arc::default(),
     };
     let proxy = Arc::new(Proxy {
         upstream: upstream.trim_end_matches('/').to_owned(),
@@ -208,14 +261,19 @@ impl Proxy {
             .call("DescribeTable", json!({ "TableName": table }), auth)
             .await;
         let names = |schema: &Value| -> Vec<String> {
-            schema
+            let mut keys: Vec<(bool, String)> = schema
                 .as_array()
                 .map(|a| {
                     a.iter()
-                        .filter_map(|k| k["AttributeName"].as_str().map(str::to_owned))
+                        .filter_map(|k| {
+                            let name = k["AttributeName"].as_str()?.to_owned();
+                            Some((k["KeyType"].as_str() != Some("HASH"), name))
+                        })
                         .collect()
                 })
-                .unwrap_or_default()
+                .unwrap_or_default();
+            keys.sort_by_key(|(range, _)| *range);
+            keys.into_iter().map(|(_, name)| name).collect()
         };
         let t = &d["Table"];
         let indexes = t["GlobalSecondaryIndexes"]
@@ -223,6 +281,7 @@ impl Proxy {
             .map(|a| {
                 a.iter()
                     .map(|i| IndexShape {
+                        name: i["IndexName"].as_str().unwrap_or("").to_owned(),
                         keys: names(&i["KeySchema"]),
                         projected: match i["Projection"]["ProjectionType"].as_str() {
                             Some("ALL") => None,
@@ -373,12 +432,23 @@ impl Proxy {
                 };
                 let factor = if t.transactional { 2.0 } else { 1.0 };
                 let size = item_size(t.before.as_ref()).max(item_size(after.as_ref()));
-                units.write += factor * kb_units(size, 1024);
+                let shape = self.shape(&t.table, auth).await;
+                let write = factor * kb_units(size, 1024);
+                units.write += write;
+                let partition = shape
+                    .keys
+                    .first()
+                    .map(|k| t.key.get(k).map(scalar).unwrap_or_default())
+                    .unwrap_or_default();
+                self.meter
+                    .add_partition(format!("{} {partition}", t.table), write);
                 if ok {
-                    let shape = self.shape(&t.table, auth).await;
-                    let index = index_writes(&shape, t.before.as_ref(), after.as_ref());
-                    units.write += index;
-                    units.index_write += index;
+                    for (place, write) in index_writes(&shape, t.before.as_ref(), after.as_ref()) {
+                        units.write += write;
+                        units.index_write += write;
+                        self.meter
+                            .add_partition(format!("{}/{place}", t.table), write);
+                    }
                 }
             }
             return units;
@@ -448,9 +518,26 @@ fn kb_units(size: usize, block: usize) -> f64 {
     size.div_ceil(block).max(1) as f64
 }
 
-/// Write units spent on index entries by a change from `before` to `after`.
-fn index_writes(shape: &TableShape, before: Option<&Value>, after: Option<&Value>) -> f64 {
-    let mut units = 0.0;
+/// A key attribute's value as text (`{"S": "x"}` → `x`).
+fn scalar(v: &Value) -> String {
+    v.as_object()
+        .and_then(|o| o.values().next())
+        .map(|inner| {
+            inner
+                .as_str()
+                .map_or_else(|| inner.to_string(), str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
+/// Write units spent on index entries by a change from `before` to `after`, by the index
+/// partition they land in (`"<index> <partition key value>"`).
+fn index_writes(
+    shape: &TableShape,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) -> Vec<(String, f64)> {
+    let mut units = Vec::new();
     for index in &shape.indexes {
         let entry = |item: Option<&Value>| -> Option<(Value, Value)> {
             let item = item?;
@@ -470,14 +557,26 @@ fn index_writes(shape: &TableShape, before: Option<&Value>, after: Option<&Value
             Some((key, projected))
         };
         let size = |e: &(Value, Value)| kb_units(item_size(Some(&e.1)) + 100, 1024);
-        units += match (entry(before), entry(after)) {
-            (None, None) => 0.0,
-            (None, Some(new)) => size(&new),
-            (Some(old), None) => size(&old),
-            (Some(old), Some(new)) if old.0 != new.0 => size(&old) + size(&new),
-            (Some(old), Some(new)) if old.1 != new.1 => size(&new),
-            _ => 0.0,
+        let place = |e: &(Value, Value)| {
+            let partition = index
+                .keys
+                .first()
+                .and_then(|k| e.0.get(k))
+                .map(scalar)
+                .unwrap_or_default();
+            format!("{} {partition}", index.name)
         };
+        match (entry(before), entry(after)) {
+            (None, None) => {}
+            (None, Some(new)) => units.push((place(&new), size(&new))),
+            (Some(old), None) => units.push((place(&old), size(&old))),
+            (Some(old), Some(new)) if old.0 != new.0 => {
+                units.push((place(&old), size(&old)));
+                units.push((place(&new), size(&new)));
+            }
+            (Some(old), Some(new)) if old.1 != new.1 => units.push((place(&new), size(&new))),
+            _ => {}
+        }
     }
     units
 }
@@ -549,6 +648,7 @@ mod tests {
         let shape = TableShape {
             keys: vec!["t".into(), "id".into()],
             indexes: vec![IndexShape {
+                name: "queued".into(),
                 keys: vec!["qq".into(), "u".into()],
                 projected: Some(vec![]),
             }],
@@ -560,10 +660,24 @@ mod tests {
         touched["u"] = json!({"N": "2"});
         let mut status_only = queued.clone();
         status_only["st"] = json!({"S": "sending"});
-        assert_eq!(index_writes(&shape, None, Some(&queued)), 1.0);
-        assert_eq!(index_writes(&shape, Some(&queued), Some(&a)), 1.0);
-        assert_eq!(index_writes(&shape, Some(&queued), Some(&touched)), 2.0);
-        assert_eq!(index_writes(&shape, Some(&queued), Some(&status_only)), 0.0);
-        assert_eq!(index_writes(&shape, Some(&a), Some(&a)), 0.0);
+        let total = |w: Vec<(String, f64)>| w.iter().map(|(_, u)| u).sum::<f64>();
+        assert_eq!(total(index_writes(&shape, None, Some(&queued))), 1.0);
+        assert_eq!(total(index_writes(&shape, Some(&queued), Some(&a))), 1.0);
+        assert_eq!(
+            total(index_writes(&shape, Some(&queued), Some(&touched))),
+            2.0
+        );
+        assert_eq!(
+            total(index_writes(&shape, Some(&queued), Some(&status_only))),
+            0.0
+        );
+        assert_eq!(total(index_writes(&shape, Some(&a), Some(&a))), 0.0);
+        // Each entry is told by the index partition it lands in.
+        let mut moved = queued.clone();
+        moved["qq"] = json!({"S": "1"});
+        assert_eq!(
+            index_writes(&shape, Some(&queued), Some(&moved)),
+            vec![("queued 0".to_owned(), 1.0), ("queued 1".to_owned(), 1.0)]
+        );
     }
 }

@@ -47,7 +47,19 @@ struct Args {
     /// Recipients of the batch scenario.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Single sends of the scenario that measures one tenant's hottest partition under
+    /// single sends (the rate, spend and number counters included).
+    #[arg(long, default_value_t = 300)]
+    singles: usize,
+    /// Write shards per tenant and sweep-index shards, as deployed (`template.yaml`).
+    #[arg(long, default_value_t = DynamoConfig::DEPLOYED_WRITE_SHARDS)]
+    write_shards: u16,
+    #[arg(long, default_value_t = DynamoConfig::DEPLOYED_INDEX_SHARDS)]
+    index_shards: u16,
 }
+
+/// What one partition key takes in write units a second (DynamoDB's per-partition limit).
+const PARTITION_WRITE_UNITS: f64 = 1000.0;
 
 /// Public on-demand prices, USD, eu-central-1 (Frankfurt), as listed on the AWS pricing
 /// pages for DynamoDB, SQS, Secrets Manager and Lambda.
@@ -63,6 +75,8 @@ mod price {
 struct Phase {
     name: &'static str,
     units: Units,
+    /// Write units by partition key (see [`Meter::partitions`]).
+    partitions: HashMap<String, f64>,
     requests: BTreeMap<String, u64>,
     /// Lambda invocations the phase stands for.
     invocations: u64,
@@ -100,6 +114,7 @@ impl Rig {
         let phase = Phase {
             name,
             units: self.meter.total(),
+            partitions: self.meter.partitions(),
             requests: self.requests.snapshot(),
             invocations,
         };
@@ -241,7 +256,9 @@ async fn main() {
         .await;
     let clients = AwsClients::new(&sdk);
     let prefix = format!("holub-cost-{}", std::process::id());
-    let dynamo = DynamoConfig::with_prefix(&prefix);
+    let mut dynamo = DynamoConfig::with_prefix(&prefix);
+    dynamo.write_shards = args.write_shards;
+    dynamo.index_shards = args.index_shards;
     create_tables(&clients.dynamodb, &dynamo)
         .await
         .expect("tables are created (is moto running at --endpoint?)");
@@ -365,8 +382,9 @@ async fn main() {
 
     let mut scenarios = Vec::new();
     // The batch again with its link tracked, then each short link followed once.
-    let scenario_list: [(&str, usize, &[bool]); 3] = [
+    let scenario_list: [(&str, usize, &[bool]); 4] = [
         ("single", 1, &[false, true]),
+        ("singles", args.singles, &[false, true]),
         ("batch", args.batch, &[false, true]),
         ("links", args.batch, &[false]),
     ];
@@ -375,10 +393,18 @@ async fn main() {
             rig.reset();
             let key = with_key.then(|| format!("{name}-{}", std::process::id()));
             let mut phases = Vec::new();
-            let (status, body) = if n == 1 {
-                let request =
-                    json!({ "to": "+380671234567", "from": "Holub", "text": "Код: 4821" });
-                rig.post("/v1/messages", request, key.as_deref()).await
+            let (status, body) = if name == "single" || name == "singles" {
+                let mut answer = (200, Value::Null);
+                for i in 0..n {
+                    let request = json!({ "to": format!("+38067{:07}", 2_000_000 + i),
+                        "from": "Holub", "text": "Код: 4821" });
+                    let key = key.as_ref().map(|k| format!("{k}-{i}"));
+                    answer = rig.post("/v1/messages", request, key.as_deref()).await;
+                    if answer.0 >= 300 {
+                        break;
+                    }
+                }
+                answer
             } else {
                 let recipients: Vec<Value> = (0..n)
                     .map(|i| json!({ "to": format!("+38067{:07}", 1_000_000 + i) }))
@@ -394,7 +420,12 @@ async fn main() {
             };
             assert!(status < 300, "intake answered {status}: {body}");
             rig.hold.store(true, Ordering::Relaxed);
-            phases.push(rig.phase("intake (api)", 1));
+            let requests = if name.starts_with("single") {
+                n as u64
+            } else {
+                1
+            };
+            phases.push(rig.phase("intake (api)", requests));
             let before = rig.sim.stats().receipts_posted;
             let batches = rig.dispatch_all(n).await;
             phases.push(rig.phase("dispatch", batches));
@@ -431,6 +462,81 @@ async fn main() {
         }
     }
     report(&scenarios);
+    hot_partitions(&scenarios, &tenant_id.to_string(), &args);
+}
+
+/// Per scenario: the partition key (of every table and index) that took the most write
+/// units per message, and the ceiling that puts on one tenant; and the same for keys every
+/// tenant shares (sweep-index shards, the batch markers' partition), which cap the table.
+fn hot_partitions(scenarios: &[(&str, usize, bool, Vec<Phase>)], tenant: &str, args: &Args) {
+    println!();
+    println!(
+        "Hottest partition keys (write shards {}, index shards {}; a partition key takes {} write units a second):",
+        args.write_shards, args.index_shards, PARTITION_WRITE_UNITS
+    );
+    println!(
+        "{:<8} {:>5} {:<4} {:<7} {:<44} {:>9} {:>7} {:>12} {:>12}",
+        "scenario",
+        "msgs",
+        "key",
+        "scope",
+        "hottest partition key",
+        "WCU/msg",
+        "spread",
+        "ceiling msg/s",
+        "(mean shard)"
+    );
+    for (name, n, with_key, phases) in scenarios {
+        if *n < 100 {
+            continue;
+        }
+        let mut partitions: HashMap<String, f64> = HashMap::new();
+        for p in phases {
+            for (k, w) in &p.partitions {
+                *partitions.entry(k.clone()).or_default() += w;
+            }
+        }
+        // One tenant's ceiling: every key its messages touch. The table's: the keys every
+        // tenant shares (those that name no tenant; a link code's key is its message's own).
+        let every = |_: &str| true;
+        let shared = |k: &str| !k.contains(tenant) && !k.contains("#link#");
+        for (scope, keep) in [
+            ("tenant", &every as &dyn Fn(&str) -> bool),
+            ("table", &shared),
+        ] {
+            let Some((key, write)) = partitions
+                .iter()
+                .filter(|(k, _)| keep(k))
+                .max_by(|a, b| a.1.total_cmp(b.1))
+            else {
+                continue;
+            };
+            // Where that key lives (a table or an index), and how its writes spread there.
+            let place = key.split(' ').next().unwrap_or("");
+            let (sum, spread) = partitions
+                .iter()
+                .filter(|(k, _)| keep(k) && k.split(' ').next() == Some(place))
+                .fold((0.0, 0usize), |(s, c), (_, w)| (s + w, c + 1));
+            let per = write / *n as f64;
+            let mean = sum / spread.max(1) as f64 / *n as f64;
+            println!(
+                "{:<8} {:>5} {:<4} {:<7} {:<44} {:>9.4} {:>7} {:>12.0} {:>12.0}",
+                name,
+                n,
+                yes(*with_key),
+                scope,
+                key.replace(tenant, "<tenant>"),
+                per,
+                spread,
+                PARTITION_WRITE_UNITS / per,
+                PARTITION_WRITE_UNITS / mean,
+            );
+        }
+    }
+    println!(
+        "(ceiling: {} / the hottest key's WCU per message; mean shard: the same over the mean of the shards of that table or index, which the hottest approaches as volume grows)",
+        PARTITION_WRITE_UNITS
+    );
 }
 
 fn report(scenarios: &[(&str, usize, bool, Vec<Phase>)]) {
