@@ -191,8 +191,8 @@ impl DynamoStore {
         }
     }
 
-    /// Adds `amount` to the spend of `period` in one conditional write, unless a cap would
-    /// pass.
+    /// Adds `amount` (at most either cap: `charge` checks) to the spend of `period` in one
+    /// conditional write, unless a cap would pass.
     async fn charge_exactly(
         &self,
         tenant: &TenantId,
@@ -201,12 +201,6 @@ impl DynamoStore {
         day_cap: i64,
         month_cap: i64,
     ) -> Result<SpendVerdict, StoreError> {
-        if amount > day_cap {
-            return Ok(SpendVerdict::DayCapReached);
-        }
-        if amount > month_cap {
-            return Ok(SpendVerdict::MonthCapReached);
-        }
         let partition = spend_item(tenant, period);
         let mut e = Expr::default();
         let (m, d, t) = (e.name(MONTH), e.name(&day_attr(period)), e.name(idem::TTL));

@@ -95,24 +95,18 @@ impl Leases {
     /// A block of `block` was taken for a request of `amount` at `now`: the rest is leased
     /// (added to what a live lease still has).
     pub(super) fn took(&self, counter: &str, block: i64, amount: i64, now: i64) {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let carried = held
-            .get(counter)
-            .filter(|l| l.live(now))
-            .map_or(0, |l| l.left);
-        held.insert(
-            counter.to_owned(),
-            Lease {
-                left: carried + block - amount,
-                taken: now,
-                block,
-            },
-        );
+        self.hold(counter, block - amount, block, now);
     }
 
     /// Only `amount` could be taken (the block did not fit): nothing more is leased, and the
     /// next block starts small again.
     pub(super) fn took_exactly(&self, counter: &str, amount: i64, now: i64) {
+        self.hold(counter, 0, amount, now);
+    }
+
+    /// Leases `extra` more of `counter` (beside what a live lease still has), taken at `now`
+    /// as a block of `block`.
+    fn hold(&self, counter: &str, extra: i64, block: i64, now: i64) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let carried = held
             .get(counter)
@@ -121,9 +115,9 @@ impl Leases {
         held.insert(
             counter.to_owned(),
             Lease {
-                left: carried,
+                left: carried + extra,
                 taken: now,
-                block: amount,
+                block,
             },
         );
     }
