@@ -21,12 +21,12 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt, stream};
 
 use super::codec::{Item, get_n, idem, n, s};
 use super::leases::Step;
-use super::messages::is_condition_failure;
 use super::{DynamoStore, Expr, unavailable};
 use crate::domain::{PhoneNumber, TenantId};
 use crate::ports::{Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent, StoreError};
@@ -50,12 +50,18 @@ fn nanos(at: DateTime<Utc>) -> i64 {
     at.timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
+/// What a conditional write came to: done, or refused with the item as it is.
+pub(super) enum Written {
+    Done,
+    Refused(Option<Item>),
+}
+
 impl DynamoStore {
     fn counters(&self) -> &str {
         &self.config.idempotency_table
     }
 
-    async fn counter_item(&self, partition: String) -> Result<Option<Item>, StoreError> {
+    pub(super) async fn counter_item(&self, partition: String) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -77,22 +83,43 @@ impl DynamoStore {
         condition: String,
         e: Expr,
     ) -> Result<bool, StoreError> {
+        let written = self.update_limit(partition, update, condition, e).await?;
+        Ok(matches!(written, Written::Done))
+    }
+
+    /// One conditional update of a counter item: done, or refused with the item as it is.
+    pub(super) async fn update_limit(
+        &self,
+        partition: String,
+        update: String,
+        condition: String,
+        e: Expr,
+    ) -> Result<Written, StoreError> {
         let result = self
             .client
             .update_item()
-            .table_name(self.counters())
+            .table_name(&self.config.idempotency_table)
             .key(idem::TENANT, s(partition))
             .key(idem::KEY, s(SORT))
             .update_expression(update)
             .condition_expression(condition)
             .set_expression_attribute_names(e.names())
             .set_expression_attribute_values(e.values())
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(unavailable(e)),
+            Ok(_) => Ok(Written::Done),
+            Err(e) => match e.as_service_error() {
+                Some(service) if service.is_conditional_check_failed_exception() => {
+                    let item = match service {
+                        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item().cloned(),
+                        _ => None,
+                    };
+                    Ok(Written::Refused(item))
+                }
+                _ => Err(unavailable(e)),
+            },
         }
     }
 

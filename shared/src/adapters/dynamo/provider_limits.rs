@@ -17,15 +17,14 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use chrono::{DateTime, Utc};
 
 use super::codec::{Item, get_n, get_s, idem, n, parse, s};
-use super::{DynamoStore, Expr, unavailable};
+use super::counters::Written;
+use super::{DynamoStore, Expr};
 use crate::ports::provider_limits::{Decision, SlotState, epoch_nanos};
 use crate::ports::{Leased, Outage, OutageReason, ProviderLimits, ProviderRate, StoreError};
 
-const SORT: &str = "-";
 const SLOT: &str = "s";
 const USED: &str = "u";
 const OPEN_UNTIL: &str = "ou";
@@ -64,63 +63,6 @@ fn outage(item: &Item) -> Result<Outage, StoreError> {
         trial_until: get_n::<i64>(item, TRIAL_UNTIL)?.map(DateTime::from_timestamp_nanos),
         reason,
     })
-}
-
-/// What a conditional write came to: done, or refused with the item as it is.
-enum Written {
-    Done,
-    Refused(Option<Item>),
-}
-
-impl DynamoStore {
-    async fn update_limit(
-        &self,
-        partition: String,
-        update: String,
-        condition: String,
-        e: Expr,
-    ) -> Result<Written, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.config.idempotency_table)
-            .key(idem::TENANT, s(partition))
-            .key(idem::KEY, s(SORT))
-            .update_expression(update)
-            .condition_expression(condition)
-            .set_expression_attribute_names(e.names())
-            .set_expression_attribute_values(e.values())
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Written::Done),
-            Err(e) => match e.as_service_error() {
-                Some(service) if service.is_conditional_check_failed_exception() => {
-                    let item = match service {
-                        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item().cloned(),
-                        _ => None,
-                    };
-                    Ok(Written::Refused(item))
-                }
-                _ => Err(unavailable(e)),
-            },
-        }
-    }
-
-    async fn limit_item(&self, partition: String) -> Result<Option<Item>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.config.idempotency_table)
-            .key(idem::TENANT, s(partition))
-            .key(idem::KEY, s(SORT))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(out.item)
-    }
 }
 
 #[async_trait]
@@ -189,7 +131,7 @@ impl ProviderLimits for DynamoStore {
                 }
                 Written::Refused(Some(item)) => state = slot_state(&item)?,
                 Written::Refused(None) => {
-                    state = match self.limit_item(partition.clone()).await? {
+                    state = match self.counter_item(partition.clone()).await? {
                         Some(item) => slot_state(&item)?,
                         None => None,
                     }
@@ -203,7 +145,7 @@ impl ProviderLimits for DynamoStore {
     }
 
     async fn breaker(&self, provider: &str) -> Result<Outage, StoreError> {
-        match self.limit_item(format!("breaker#{provider}")).await? {
+        match self.counter_item(format!("breaker#{provider}")).await? {
             Some(item) => outage(&item),
             None => Ok(Outage::default()),
         }
