@@ -110,20 +110,25 @@ def main():
     schema = read("shared/src/adapters/dynamo/schema.rs")
     index_names = dict(re.findall(r'pub\(super\) const (\w+): &str = "([^"]+)";', schema))
     tables = [
-        ("MessagesTable", "msg", between(schema, "let messages", "let idempotency")),
-        ("IdempotencyTable", "idem", between(schema, "let idempotency", "let tenants")),
-        ("TenantsTable", "tenant", between(schema, "let tenants", "let stats")),
-        ("StatsTable", "stat", between(schema, "let stats", "for (request")),
+        ("MessagesTable", "msg", "messages", between(schema, "let messages", "let idempotency")),
+        ("IdempotencyTable", "idem", "idempotency", between(schema, "let idempotency", "let tenants")),
+        ("TenantsTable", "tenant", "tenants", between(schema, "let tenants", "let stats")),
+        ("StatsTable", "stat", "stats", between(schema, "let stats", "for (request")),
     ]
+    # The TTL attribute of each table, as the loop over the created tables sets it:
+    # `(tenants, Some(tenant::TTL))`.
+    ttls = dict(
+        re.findall(r"\((\w+), Some\(\w+::(\w+)\)\)", between(schema, "for (request", "Ok(())"))
+    )
     ok = True
-    for resource, module, source in tables:
+    for resource, module, variable, source in tables:
         names = constants(stats if module == "stat" else codec, module)
         props = template[resource]["Properties"]
         want = code_table(source, names)
         have = template_table(props)
         want_indexes = code_indexes(source, names, index_names)
         have_indexes = template_indexes(props)
-        want_ttl = names.get("TTL") if "TTL" in names and module != "tenant" else None
+        want_ttl = names[ttls[variable]] if variable in ttls else None
         have_ttl = props.get("TimeToLiveSpecification", {}).get("AttributeName")
         view = re.search(r"stream_view_type\(StreamViewType::(\w+)\)", source)
         want_stream = re.sub(r"(?<!^)([A-Z])", r"_\1", view.group(1)).upper() if view else None

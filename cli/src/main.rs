@@ -11,6 +11,7 @@ mod secret;
 mod serve;
 mod simulator;
 mod tenant;
+mod user;
 
 use std::process::ExitCode;
 
@@ -51,6 +52,9 @@ enum Command {
     /// A tenant's contacts: import a CSV file.
     #[command(subcommand)]
     Contacts(contacts::Command),
+    /// A tenant's web-console users: make the first owner, list them.
+    #[command(subcommand)]
+    User(user::Command),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
             Command::Dlq(command) => dlq::run(command).await,
             Command::Report(args) => report::run(args).await,
             Command::Contacts(command) => contacts::run(command).await,
+            Command::User(command) => user::run(command).await,
         }
     })
 }

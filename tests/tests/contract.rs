@@ -39,6 +39,7 @@ use holub_shared::domain::{
     TemplateName, TemplateText, TemplateVersion, TenantId, TenantLimits, TrackedLink, Visitor,
     WithdrawalChannel,
 };
+use holub_shared::domain::{ConsoleUser, Email, Invitation, PasswordHash, Role, UserId};
 use holub_shared::ports::store::KeyEnd;
 use holub_shared::ports::{
     Admission, Admitted, Bucket, CounterStore, SpendPeriod, SpendVerdict, Spent,
@@ -51,6 +52,7 @@ use holub_shared::ports::{
     Queue, QueueError, QueueName, ReceiptHandle, ReceiptTarget, ReplayStore, Secret, SecretError,
     SecretStore, StoreError, Tenant, TenantStore, Transition,
 };
+use holub_shared::ports::{FailureWindow, SessionRecord, UserRecord, UserStore, UserWrite};
 use holub_shared::ports::{Leased, Outage, OutageReason, ProviderLimits, ProviderRate};
 use holub_tests::TempDir;
 use serde_json::json;
@@ -75,6 +77,7 @@ struct Backend {
     contacts: Arc<dyn ContactStore>,
     templates: Arc<dyn TemplateStore>,
     campaigns: Arc<dyn CampaignStore>,
+    users: Arc<dyn UserStore>,
     /// A second secret store over the same storage: what a restart (a cold start) reads.
     secrets_again: Arc<dyn SecretStore>,
     /// The AWS requests made so far (AWS only).
@@ -144,6 +147,7 @@ fn sqlite(name: &str) -> Backend {
         contacts: Arc::new(db.clone()),
         templates: Arc::new(db.clone()),
         campaigns: Arc::new(db.clone()),
+        users: Arc::new(db.clone()),
         secrets_again: Arc::new(FileSecretStore::in_dir(&secrets_dir)),
         requests: None,
         dynamo: None,
@@ -235,6 +239,7 @@ async fn aws(name: &str) -> Option<Backend> {
         contacts: Arc::new(aws.store.clone()),
         templates: Arc::new(aws.store.clone()),
         campaigns: Arc::new(aws.store.clone()),
+        users: Arc::new(aws.store.clone()),
         secrets_again: Arc::new(secrets_again),
         requests: Some(aws.requests),
         dynamo: Some(aws.store),
@@ -319,6 +324,11 @@ contract!(
     templates_are_versioned_and_named_uniquely,
     campaigns_are_stored_over_their_version_and_listed_newest_first,
     a_campaign_expands_each_contact_once_whatever_is_repeated,
+    users_are_unique_by_email_across_tenants,
+    users_are_found_and_listed_within_their_tenant,
+    users_change_over_their_version_and_keep_an_active_owner,
+    users_sessions_are_kept_until_they_expire_or_end,
+    users_failed_sign_ins_are_counted_in_a_window,
 );
 
 /// Races: run on SQLite only. Both DynamoDB and SQLite make each conditional write atomic,
@@ -3872,6 +3882,102 @@ mod requests {
         assert_eq!(n, of(&[("Secrets Manager.GetSecretValue", 1)]));
         b.close().await;
     }
+
+    /// The console's users: what `shared/src/adapters/dynamo/users.rs` says each call costs,
+    /// and a signed-in request two reads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn users_calls_cost_what_their_module_says() {
+        use holub_shared::ports::SystemClock;
+        use holub_shared::services::Users;
+
+        let Some(b) = aws("userscost").await else {
+            return;
+        };
+        let counter = b.requests.clone().expect("an AWS backend counts");
+        let s = b.users.as_ref();
+        let t = user_tenant(&b, "Acme").await;
+        let olena = console_user(&t, 1, "olena@acme.ua", Role::Owner, true);
+        let (r, n) = cost(&counter, s.create(&olena)).await;
+        r.unwrap();
+        assert_eq!(n, of(&[("DynamoDB.TransactWriteItems", 1)]));
+        let (r, n) = cost(&counter, s.get_by_email(&olena.user.email)).await;
+        assert!(r.unwrap().is_some());
+        assert_eq!(n, of(&[("DynamoDB.GetItem", 2)]));
+        let (r, n) = cost(&counter, s.list(&t)).await;
+        assert_eq!(r.unwrap().len(), 1);
+        assert_eq!(n, of(&[("DynamoDB.Query", 1)]));
+        let mut changed = olena.clone();
+        changed.sessions_since = at(5);
+        changed.version = 2;
+        let (r, n) = cost(&counter, s.update(&changed)).await;
+        assert_eq!(r.unwrap(), UserWrite::Done);
+        assert_eq!(
+            n,
+            of(&[("DynamoDB.GetItem", 1), ("DynamoDB.TransactWriteItems", 1)])
+        );
+
+        let session = SessionRecord {
+            token_hash: format!("{:064x}", 42),
+            user: olena.user.id.clone(),
+            tenant: t.clone(),
+            created_at: Utc::now(),
+            expires_at: Utc::now() + TimeDelta::hours(12),
+        };
+        let (r, n) = cost(&counter, s.put_session(&session)).await;
+        r.unwrap();
+        assert_eq!(n, of(&[("DynamoDB.PutItem", 1)]));
+        let (r, n) = cost(&counter, s.session(&session.token_hash, Utc::now())).await;
+        assert!(r.unwrap().is_some());
+        assert_eq!(n, of(&[("DynamoDB.GetItem", 1)]));
+        let (r, n) = cost(&counter, s.delete_session(&session.token_hash)).await;
+        r.unwrap();
+        assert_eq!(n, of(&[("DynamoDB.DeleteItem", 1)]));
+
+        let window = Duration::from_secs(900);
+        let email = &olena.user.email;
+        let (r, n) = cost(&counter, s.record_failure(email, at(10), window)).await;
+        assert_eq!(r.unwrap().count, 1);
+        assert_eq!(
+            n,
+            of(&[("DynamoDB.PutItem", 1), ("DynamoDB.UpdateItem", 1)]),
+            "the window opens"
+        );
+        let (r, n) = cost(&counter, s.record_failure(email, at(11), window)).await;
+        assert_eq!(r.unwrap().count, 2);
+        assert_eq!(n, of(&[("DynamoDB.UpdateItem", 1)]));
+        let (r, n) = cost(&counter, s.failures(email, at(12))).await;
+        assert_eq!(r.unwrap().map(|w| w.count), Some(2));
+        assert_eq!(n, of(&[("DynamoDB.GetItem", 1)]));
+        let (r, n) = cost(&counter, s.clear_failures(email)).await;
+        r.unwrap();
+        assert_eq!(n, of(&[("DynamoDB.DeleteItem", 1)]));
+
+        // A console request reads its session and its user; a sign-in with no failures
+        // behind it reads three items and writes the session.
+        let users = Users::new(b.users.clone(), Arc::new(SystemClock));
+        let taras = users
+            .create(
+                &t,
+                Email::parse("taras@acme.ua").unwrap(),
+                Role::Sender,
+                "a long password",
+            )
+            .await
+            .unwrap();
+        let (signed, n) = cost(&counter, users.sign_in("taras@acme.ua", "a long password")).await;
+        let signed = signed.unwrap();
+        assert_eq!(n, of(&[("DynamoDB.GetItem", 3), ("DynamoDB.PutItem", 1)]));
+        let (r, n) = cost(&counter, users.session(&signed.token)).await;
+        assert_eq!(r.unwrap().map(|s| s.user), Some(taras.id.clone()));
+        assert_eq!(n, of(&[("DynamoDB.GetItem", 2)]));
+        // Deleting a user who is not an active owner: a read and a transaction.
+        let (r, n) = cost(&counter, s.delete(&t, &taras.id)).await;
+        assert_eq!(r.unwrap(), UserWrite::Done);
+        assert_eq!(
+            n,
+            of(&[("DynamoDB.GetItem", 1), ("DynamoDB.TransactWriteItems", 1)])
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -4165,6 +4271,7 @@ async fn a_campaign_expands_each_contact_once_whatever_is_repeated(b: &Backend) 
         contacts: b.contacts.clone(),
         templates: b.templates.clone(),
         campaigns: b.campaigns.clone(),
+        users: b.users.clone(),
         clock: Arc::new(holub_shared::ports::SystemClock),
     };
     let settings = Settings::from_values(["--short-link-base", "https://go.holub.ua"]).unwrap();
@@ -4350,4 +4457,356 @@ async fn a_campaign_expands_each_contact_once_whatever_is_repeated(b: &Backend) 
     }
     // A started campaign cannot start again.
     assert!(holub.campaigns.start(&t, &id).await.is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// Console users
+// ---------------------------------------------------------------------------------------
+
+/// A tenant of its own for a users test, stored (users need their tenant to exist).
+async fn user_tenant(b: &Backend, name: &str) -> TenantId {
+    let t = tenant();
+    let record = Tenant {
+        id: t.clone(),
+        name: name.into(),
+        created_at: at(0),
+    };
+    let hash = format!("hash-users-{t}");
+    b.tenants()
+        .create_tenant(
+            &record,
+            &key(&t, &hash, 0),
+            &audit(&t, 0, AuditAction::TenantCreate),
+        )
+        .await
+        .unwrap();
+    t
+}
+
+/// A user of `t` made at second `n`: an owner or another role, with a password or invited.
+fn console_user(t: &TenantId, n: i64, email: &str, role: Role, password: bool) -> UserRecord {
+    UserRecord {
+        user: ConsoleUser {
+            id: UserId::generate(at(n)),
+            tenant: t.clone(),
+            email: Email::parse(email).unwrap(),
+            role,
+            created_at: at(n),
+            pending: !password,
+        },
+        password: password.then(|| {
+            PasswordHash::from_phc(format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$hash{n}"))
+        }),
+        invitation: (!password).then(|| Invitation {
+            token_hash: format!("{n:064x}"),
+            expires_at: at(n + 7 * 24 * 3600),
+        }),
+        sessions_since: at(n),
+        version: 1,
+    }
+}
+
+async fn users_are_unique_by_email_across_tenants(b: &Backend) {
+    let s = b.users.as_ref();
+    let (acme, other) = (user_tenant(b, "Acme").await, user_tenant(b, "Other").await);
+    let olena = console_user(&acme, 1, "olena@acme.ua", Role::Owner, true);
+    s.create(&olena).await.unwrap();
+    // Every field back, by address and by id.
+    let address = Email::parse("olena@acme.ua").unwrap();
+    assert_eq!(s.get_by_email(&address).await.unwrap(), Some(olena.clone()));
+    assert_eq!(
+        s.get(&acme, &olena.user.id).await.unwrap(),
+        Some(olena.clone())
+    );
+
+    // The address again, in this tenant or another, or the id again: refused, nothing
+    // written.
+    for twin in [
+        console_user(&acme, 2, "olena@acme.ua", Role::Viewer, false),
+        console_user(&other, 3, "olena@acme.ua", Role::Owner, true),
+        UserRecord {
+            user: ConsoleUser {
+                email: Email::parse("another@acme.ua").unwrap(),
+                ..olena.user.clone()
+            },
+            ..olena.clone()
+        },
+    ] {
+        assert!(matches!(
+            s.create(&twin).await,
+            Err(StoreError::AlreadyExists)
+        ));
+    }
+    assert_eq!(s.get_by_email(&address).await.unwrap(), Some(olena.clone()));
+    let another = Email::parse("another@acme.ua").unwrap();
+    assert_eq!(s.get_by_email(&another).await.unwrap(), None);
+    assert_eq!(s.list(&other).await.unwrap(), Vec::new());
+
+    // A tenant that does not exist takes no user.
+    let nowhere = console_user(&tenant(), 4, "nobody@acme.ua", Role::Owner, true);
+    assert!(matches!(
+        s.create(&nowhere).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.get_by_email(&nowhere.user.email).await.unwrap(), None);
+    // An invited user round-trips too: pending, with the invitation.
+    let invited = console_user(&other, 5, "Taras@Other.ua", Role::Sender, false);
+    s.create(&invited).await.unwrap();
+    let found = s.get_by_email(&invited.user.email).await.unwrap().unwrap();
+    assert!(found.user.pending);
+    assert_eq!(found, invited);
+}
+
+async fn users_are_found_and_listed_within_their_tenant(b: &Backend) {
+    let s = b.users.as_ref();
+    let (acme, other) = (user_tenant(b, "Acme").await, user_tenant(b, "Other").await);
+    let mut ours = Vec::new();
+    for (n, role) in [Role::Owner, Role::Sender, Role::Viewer]
+        .into_iter()
+        .enumerate()
+    {
+        let n = i64::try_from(n).unwrap();
+        let user = console_user(&acme, n, &format!("user{n}@acme.ua"), role, n != 2);
+        s.create(&user).await.unwrap();
+        ours.push(user);
+    }
+    let theirs = console_user(&other, 10, "boss@other.ua", Role::Owner, true);
+    s.create(&theirs).await.unwrap();
+
+    // Oldest first; each tenant its own.
+    assert_eq!(s.list(&acme).await.unwrap(), ours);
+    assert_eq!(s.list(&other).await.unwrap(), vec![theirs.clone()]);
+    assert_eq!(s.list(&tenant()).await.unwrap(), Vec::new());
+    // By id only within the tenant; by address from anywhere (sign-in names no tenant).
+    assert_eq!(s.get(&acme, &theirs.user.id).await.unwrap(), None);
+    assert_eq!(s.get(&other, &ours[0].user.id).await.unwrap(), None);
+    assert_eq!(s.get(&acme, &UserId::generate(at(0))).await.unwrap(), None);
+    assert_eq!(
+        s.get_by_email(&theirs.user.email).await.unwrap(),
+        Some(theirs)
+    );
+}
+
+async fn users_change_over_their_version_and_keep_an_active_owner(b: &Backend) {
+    let s = b.users.as_ref();
+    let acme = user_tenant(b, "Acme").await;
+    let olena = console_user(&acme, 1, "olena@acme.ua", Role::Owner, true);
+    let taras = console_user(&acme, 2, "taras@acme.ua", Role::Owner, false);
+    s.create(&olena).await.unwrap();
+    s.create(&taras).await.unwrap();
+
+    // The only active owner stays one (an invited owner does not count).
+    let mut demoted = olena.clone();
+    demoted.user.role = Role::Viewer;
+    demoted.version = 2;
+    assert_eq!(s.update(&demoted).await.unwrap(), UserWrite::LastOwner);
+    assert_eq!(
+        s.delete(&acme, &olena.user.id).await.unwrap(),
+        UserWrite::LastOwner
+    );
+    assert_eq!(
+        s.get(&acme, &olena.user.id).await.unwrap(),
+        Some(olena.clone())
+    );
+
+    // Taras accepts: a password, no invitation. Every changeable field is stored; the
+    // address and the creation are not changed by an update.
+    let mut accepted = taras.clone();
+    accepted.password = Some(PasswordHash::from_phc(
+        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$new",
+    ));
+    accepted.invitation = None;
+    accepted.user.pending = false;
+    accepted.sessions_since = at(50);
+    accepted.version = 2;
+    let mut sneaky = accepted.clone();
+    sneaky.user.email = Email::parse("elsewhere@acme.ua").unwrap();
+    sneaky.user.created_at = at(99);
+    assert_eq!(s.update(&sneaky).await.unwrap(), UserWrite::Done);
+    assert_eq!(
+        s.get(&acme, &taras.user.id).await.unwrap(),
+        Some(accepted.clone())
+    );
+    let elsewhere = Email::parse("elsewhere@acme.ua").unwrap();
+    assert_eq!(s.get_by_email(&elsewhere).await.unwrap(), None);
+    // The same version again: stale, nothing written.
+    let mut stale = accepted.clone();
+    stale.user.role = Role::Sender;
+    assert_eq!(s.update(&stale).await.unwrap(), UserWrite::Stale);
+    assert_eq!(
+        s.get(&acme, &taras.user.id).await.unwrap(),
+        Some(accepted.clone())
+    );
+
+    // Two active owners now: either may go, not both.
+    assert_eq!(s.update(&demoted).await.unwrap(), UserWrite::Done);
+    assert_eq!(
+        s.get(&acme, &olena.user.id).await.unwrap(),
+        Some(demoted.clone())
+    );
+    let mut last = accepted.clone();
+    last.user.role = Role::Sender;
+    last.version = 3;
+    assert_eq!(s.update(&last).await.unwrap(), UserWrite::LastOwner);
+    assert_eq!(
+        s.delete(&acme, &taras.user.id).await.unwrap(),
+        UserWrite::LastOwner
+    );
+    // Olena an owner again; then Taras may go, and his address is free.
+    let mut promoted = demoted.clone();
+    promoted.user.role = Role::Owner;
+    promoted.version = 3;
+    assert_eq!(s.update(&promoted).await.unwrap(), UserWrite::Done);
+    assert_eq!(
+        s.delete(&acme, &taras.user.id).await.unwrap(),
+        UserWrite::Done
+    );
+    assert_eq!(s.get(&acme, &taras.user.id).await.unwrap(), None);
+    assert_eq!(s.get_by_email(&taras.user.email).await.unwrap(), None);
+    assert_eq!(s.list(&acme).await.unwrap(), vec![promoted.clone()]);
+    assert_eq!(
+        s.delete(&acme, &taras.user.id).await.unwrap(),
+        UserWrite::NotFound
+    );
+    let mut gone = accepted.clone();
+    gone.version = 3;
+    assert_eq!(s.update(&gone).await.unwrap(), UserWrite::NotFound);
+    let again = console_user(&acme, 3, "taras@acme.ua", Role::Viewer, true);
+    s.create(&again).await.unwrap();
+
+    // Another tenant cannot reach them.
+    let other = user_tenant(b, "Other").await;
+    assert_eq!(
+        s.delete(&other, &promoted.user.id).await.unwrap(),
+        UserWrite::NotFound
+    );
+    let mut foreign = promoted.clone();
+    foreign.user.tenant = other.clone();
+    foreign.version = 4;
+    assert_eq!(s.update(&foreign).await.unwrap(), UserWrite::NotFound);
+    assert_eq!(s.list(&other).await.unwrap(), Vec::new());
+    // A user who is not an active owner goes without a count to check.
+    assert_eq!(
+        s.delete(&acme, &again.user.id).await.unwrap(),
+        UserWrite::Done
+    );
+}
+
+async fn users_sessions_are_kept_until_they_expire_or_end(b: &Backend) {
+    let s = b.users.as_ref();
+    let acme = user_tenant(b, "Acme").await;
+    let olena = console_user(&acme, 1, "olena@acme.ua", Role::Owner, true);
+    s.create(&olena).await.unwrap();
+    let session = |n: i64, hours: i64| SessionRecord {
+        token_hash: format!("{:064x}", 1000 + n),
+        user: olena.user.id.clone(),
+        tenant: acme.clone(),
+        created_at: at(n),
+        expires_at: at(n + hours * 3600),
+    };
+    let first = session(10, 12);
+    let second = session(20, 12);
+    s.put_session(&first).await.unwrap();
+    s.put_session(&second).await.unwrap();
+    assert!(matches!(
+        s.put_session(&first).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(
+        s.session(&first.token_hash, at(11)).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        s.session(&format!("{:064x}", 7), at(11)).await.unwrap(),
+        None
+    );
+
+    // Expired: absent, whether or not the store has deleted it yet.
+    let end = first.expires_at;
+    assert_eq!(
+        s.session(&first.token_hash, end - TimeDelta::nanoseconds(1))
+            .await
+            .unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(s.session(&first.token_hash, end).await.unwrap(), None);
+    assert_eq!(
+        s.session(&second.token_hash, end).await.unwrap(),
+        Some(second.clone())
+    );
+    // A session made after the first expired (a store may sweep that one then; when is
+    // its own) leaves the second alone.
+    let third = session(12 * 3600 + 15, 12);
+    s.put_session(&third).await.unwrap();
+    assert_eq!(
+        s.session(&second.token_hash, at(12 * 3600 + 19))
+            .await
+            .unwrap(),
+        Some(second.clone())
+    );
+
+    // Ended: gone at once; ending it again is fine.
+    s.delete_session(&second.token_hash).await.unwrap();
+    assert_eq!(s.session(&second.token_hash, at(21)).await.unwrap(), None);
+    s.delete_session(&second.token_hash).await.unwrap();
+    assert_eq!(
+        s.session(&third.token_hash, at(12 * 3600 + 16))
+            .await
+            .unwrap(),
+        Some(third)
+    );
+}
+
+async fn users_failed_sign_ins_are_counted_in_a_window(b: &Backend) {
+    let s = b.users.as_ref();
+    let window = Duration::from_secs(15 * 60);
+    let olena = Email::parse(&format!("olena-{}@acme.ua", unique("f"))).unwrap();
+    let other = Email::parse(&format!("other-{}@acme.ua", unique("f"))).unwrap();
+    assert_eq!(s.failures(&olena, at(0)).await.unwrap(), None);
+
+    // The first failure opens a window of 15 minutes; the next ones count in it.
+    let ends = at(100) + TimeDelta::minutes(15);
+    for (n, second) in [100, 160, 400].into_iter().enumerate() {
+        let counted = s.record_failure(&olena, at(second), window).await.unwrap();
+        let want = FailureWindow {
+            count: u32::try_from(n + 1).unwrap(),
+            ends_at: ends,
+        };
+        assert_eq!(counted, want);
+        assert_eq!(s.failures(&olena, at(second)).await.unwrap(), Some(want));
+    }
+    assert_eq!(s.failures(&other, at(400)).await.unwrap(), None);
+    assert_eq!(
+        s.failures(&olena, ends - TimeDelta::nanoseconds(1))
+            .await
+            .unwrap()
+            .map(|w| w.count),
+        Some(3)
+    );
+    // Closed: nothing counted; the next failure opens a new window.
+    assert_eq!(s.failures(&olena, ends).await.unwrap(), None);
+    let reopened = s.record_failure(&olena, ends, window).await.unwrap();
+    assert_eq!(
+        reopened,
+        FailureWindow {
+            count: 1,
+            ends_at: ends + TimeDelta::minutes(15),
+        }
+    );
+
+    // Cleared (a sign-in succeeded): nothing counted; the address's next failure is the
+    // first of a new window. Another address's count is its own.
+    s.record_failure(&other, at(500), window).await.unwrap();
+    s.clear_failures(&olena).await.unwrap();
+    assert_eq!(s.failures(&olena, ends).await.unwrap(), None);
+    s.clear_failures(&olena).await.unwrap();
+    let fresh = s
+        .record_failure(&olena, ends + TimeDelta::seconds(1), window)
+        .await
+        .unwrap();
+    assert_eq!(fresh.count, 1);
+    assert_eq!(
+        s.failures(&other, at(500)).await.unwrap().map(|w| w.count),
+        Some(1)
+    );
 }

@@ -195,6 +195,11 @@ impl CampaignId {
     }
 }
 prefixed_id!(
+    /// A person who signs in to the web console (see [`super::user`]).
+    UserId,
+    "usr_"
+);
+prefixed_id!(
     /// An API key's public identity: shown in listings and audit records, and part of the
     /// key itself.
     KeyId,

@@ -22,6 +22,7 @@ pub mod status;
 pub mod template;
 pub mod text;
 pub mod transliteration;
+pub mod user;
 pub mod window;
 
 pub use access::{
@@ -39,7 +40,7 @@ pub use consent::{
 pub use contact::{Contact, ContactError, Details, ListName};
 pub use failure::{FailureCode, UnknownFailureCode};
 pub use ids::{
-    BatchId, CampaignId, ContactId, IdempotencyKey, KeyId, MessageId, TemplateId, TenantId,
+    BatchId, CampaignId, ContactId, IdempotencyKey, KeyId, MessageId, TemplateId, TenantId, UserId,
 };
 pub use limits::{LimitError, TenantLimits};
 pub use links::{ShortBase, ShortCode, TrackedLink, Visitor};
@@ -52,4 +53,5 @@ pub use sender::{SenderId, SenderIdError};
 pub use status::{MessageStatus, PartReceipt, StatusError, StatusSet};
 pub use template::{TemplateName, TemplateText, TemplateVersion};
 pub use text::{MessageText, TextError, TextEstimate};
+pub use user::{ConsoleUser, Email, EmailError, Invitation, PasswordHash, Role};
 pub use window::SendingWindow;

@@ -19,6 +19,7 @@ pub mod secrets;
 pub mod stats;
 pub mod store;
 pub mod templates;
+pub mod users;
 
 pub use campaigns::{CampaignPage, CampaignStore};
 pub use clock::{Clock, SystemClock};
@@ -42,6 +43,7 @@ pub use store::{
     Retention, StoreError, Tenant, TenantStore, Transition,
 };
 pub use templates::{TemplatePage, TemplateStore};
+pub use users::{FailureWindow, SessionRecord, UserRecord, UserStore, UserWrite};
 
 /// Whether an operation that failed may succeed if tried again.
 pub trait Retryable {

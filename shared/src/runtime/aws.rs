@@ -22,6 +22,7 @@ impl Ports {
             contacts: Arc::new(backend.store.clone()),
             templates: Arc::new(backend.store.clone()),
             campaigns: Arc::new(backend.store.clone()),
+            users: Arc::new(backend.store.clone()),
             clock: Arc::new(SystemClock),
         }
     }

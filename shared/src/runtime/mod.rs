@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::domain::TenantLimits;
 use crate::ports::{
     CampaignStore, Clock, ConsentStore, ContactStore, CounterStore, MessageStore, ProviderLimits,
-    Queue, ReplayStore, Retention, SecretStore, StatsStore, TemplateStore, TenantStore,
+    Queue, ReplayStore, Retention, SecretStore, StatsStore, TemplateStore, TenantStore, UserStore,
 };
 use crate::services::callbacks::CallbackConfig;
 use crate::services::campaigns::CampaignDeps;
@@ -31,7 +31,7 @@ use crate::services::replays::REPLAY_WINDOW;
 use crate::services::sweeper::SweeperConfig;
 use crate::services::{
     Accounts, Analytics, CallbackSender, Campaigns, Consents, Contacts, Dispatcher, Intake, Limits,
-    Messages, Receipts, ReplayGuard, Senders, Sweeper, Templates,
+    Messages, Receipts, ReplayGuard, Senders, Sweeper, Templates, Users,
 };
 
 pub use consumers::{Consumer, Finished, consume_until_stopped, settle};
@@ -86,6 +86,8 @@ pub struct Ports {
     pub contacts: Arc<dyn ContactStore>,
     pub templates: Arc<dyn TemplateStore>,
     pub campaigns: Arc<dyn CampaignStore>,
+    /// The web console's users, sessions and failed sign-ins.
+    pub users: Arc<dyn UserStore>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -109,6 +111,7 @@ impl Ports {
             contacts: Arc::new(db.clone()),
             templates: Arc::new(db.clone()),
             campaigns: Arc::new(db.clone()),
+            users: Arc::new(db.clone()),
             clock: Arc::new(crate::ports::SystemClock),
         }
     }
@@ -133,6 +136,7 @@ pub struct Holub {
     pub contacts: Arc<Contacts>,
     pub templates: Arc<Templates>,
     pub campaigns: Arc<Campaigns>,
+    pub users: Arc<Users>,
 }
 
 impl Holub {
@@ -233,6 +237,7 @@ impl Holub {
                 p.clock.clone(),
             )),
             contacts: Arc::new(Contacts::new(p.contacts.clone(), p.clock.clone())),
+            users: Arc::new(Users::new(p.users.clone(), p.clock.clone())),
             ports,
             settings,
             target,

@@ -21,6 +21,7 @@ pub mod senders;
 pub mod sweeper;
 pub mod template;
 pub mod templates;
+pub mod users;
 pub mod view;
 
 pub use accounts::Accounts;
@@ -38,6 +39,7 @@ pub use replays::ReplayGuard;
 pub use senders::Senders;
 pub use sweeper::Sweeper;
 pub use templates::Templates;
+pub use users::Users;
 
 use std::time::Duration;
 

@@ -140,6 +140,8 @@ pub(super) mod tenant {
     /// The `by_tenant` index: `<tenant id>#<kind>` and an id that orders the kind's items.
     pub const GROUP: &str = "gp";
     pub const GROUP_SORT: &str = "gs";
+    /// When DynamoDB may delete the item (seconds): console sessions and sign-in failures.
+    pub const TTL: &str = "ttl";
 }
 
 pub(super) fn corrupt(what: impl std::fmt::Display) -> StoreError {

@@ -162,6 +162,7 @@ pub mod stream;
 mod templates;
 mod tenants;
 mod txn;
+mod users;
 
 use std::fmt;
 use std::sync::Arc;

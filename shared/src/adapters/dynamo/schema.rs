@@ -174,7 +174,7 @@ pub async fn create_tables(client: &Client, config: &DynamoConfig) -> Result<(),
     for (request, ttl) in [
         (messages, Some(msg::TTL)),
         (idempotency, Some(idem::TTL)),
-        (tenants, None),
+        (tenants, Some(tenant::TTL)),
         (stats, Some(stat::TTL)),
     ] {
         let name = request.get_table_name().clone().unwrap_or_default();

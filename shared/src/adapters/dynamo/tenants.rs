@@ -12,6 +12,7 @@
 //! | a number's consent state, and its ledger entries (see `consent.rs`) | `consent#<tenant>#<tag>`, `consent#<tenant>#<tag>#<n>` | — |
 //! | a contact, its number's guard, its places on lists, a list's registry entry (see `contacts.rs`) | `contact#<tenant>#<id>`, `contactnum#<tenant>#<tag>`, `member#<tenant>#<list>#<id>`, `list#<tenant>#<list>` | `<tenant>#contact`, id; —; `<tenant>#list#<list>`, id; `<tenant>#lists`, list |
 //! | a template's head, its live name's guard, a version of it (see `templates.rs`) | `tpl#<tenant>#<id>`, `tplname#<tenant>#<sha-256 of the name in lower case>`, `tpl#<tenant>#<id>#v<version, 10 digits>` | `<tenant>#tpl`, id (while live); —; — |
+//! | a console user, their address's guard, the tenant's count of active owners, a session, an address's failed sign-ins (see `users.rs`) | `user#<tenant>#<id>`, `useremail#<sha-256 of the email>`, `owners#<tenant>`, `session#<sha-256 of the token>`, `signin#<sha-256 of the email>` | `<tenant>#user`, id; —; —; —; — |
 //!
 //! Every administrative change is one `TransactWriteItems` with its audit entry. Key look-ups
 //! (`api_key`) are strongly consistent `GetItem`s; listings (`list_keys`, `senders`,
@@ -183,7 +184,7 @@ impl DynamoStore {
     }
 
     /// A check that the tenant exists.
-    fn tenant_exists(&self, t: &TenantId) -> Result<TransactWriteItem, StoreError> {
+    pub(super) fn tenant_exists(&self, t: &TenantId) -> Result<TransactWriteItem, StoreError> {
         let mut e = Expr::default();
         let exists = format!("attribute_exists({})", e.name(tenant::KEY));
         let check = ConditionCheck::builder()

@@ -48,6 +48,7 @@ mod templates;
 mod tenants;
 #[cfg(test)]
 mod tests;
+mod users;
 mod writer;
 
 use std::fmt;

@@ -376,6 +376,43 @@ pub(super) const MIGRATIONS: &[&str] = &[
         reason_text TEXT
     ) STRICT, WITHOUT ROWID;
     ",
+    // 14: the web console's users (an email is one user's in all of Holub; `password` is an
+    // Argon2id PHC string, NULL while invited), their sessions (by the SHA-256 of the token)
+    // and failed sign-ins (by the SHA-256 of the address, known or not). Expired sessions
+    // and closed windows are deleted by the writes of their tables.
+    "
+    CREATE TABLE console_users (
+        tenant_id       TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        id              TEXT NOT NULL,
+        email           TEXT NOT NULL,
+        role            TEXT NOT NULL,
+        password        TEXT,
+        invite_hash     TEXT,
+        invite_expires  INTEGER,
+        sessions_since  INTEGER NOT NULL,
+        created_at      INTEGER NOT NULL,
+        version         INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+    ) STRICT, WITHOUT ROWID;
+    -- UserStore::create keeps an address to one user; get_by_email.
+    CREATE UNIQUE INDEX console_users_email ON console_users (email);
+    CREATE TABLE console_sessions (
+        token_hash  TEXT PRIMARY KEY NOT NULL,
+        user_id     TEXT NOT NULL,
+        tenant_id   TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    -- put_session deletes the expired.
+    CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
+    CREATE TABLE sign_in_failures (
+        email_digest TEXT PRIMARY KEY NOT NULL,
+        count        INTEGER NOT NULL,
+        window_ends  INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    -- record_failure deletes the closed.
+    CREATE INDEX sign_in_failures_expiry ON sign_in_failures (window_ends);
+    ",
 ];
 
 /// Brings the schema up to date, in one transaction per migration.
