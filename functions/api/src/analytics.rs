@@ -63,7 +63,7 @@ pub struct TimeseriesParams {
     timezone: Option<String>,
 }
 
-fn report_error(e: ReportError) -> ApiError {
+pub(crate) fn report_error(e: ReportError) -> ApiError {
     match e {
         ReportError::Store(e) => e.into(),
         e => {

@@ -49,6 +49,7 @@ pub async fn record(
     let by = match auth.origin.actor {
         Actor::ApiKey { key_id } => RecordedBy::ApiKey { key_id },
         Actor::Operator { user } => RecordedBy::Operator { user },
+        Actor::Console { user_id } => RecordedBy::Console { user_id },
     };
     let view = state.consents.record(&auth.tenant, body.value, by).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())

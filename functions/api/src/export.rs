@@ -105,7 +105,7 @@ pub async fn export_messages(
             ));
         }
     };
-    let mut query = filters(Filters {
+    let query = filters(Filters {
         status: p.status,
         to: p.to,
         from: p.from,
@@ -113,10 +113,20 @@ pub async fn export_messages(
         created_after: p.created_after,
         created_before: p.created_before,
     })?;
+    csv_response(state, auth.tenant, query, delimiter).await
+}
+
+/// The message log that `query` selects, newest first, as a CSV download: the API's export
+/// and the console's.
+pub(crate) async fn csv_response(
+    state: AppState,
+    tenant: holub_shared::domain::TenantId,
+    mut query: ListQuery,
+    delimiter: u8,
+) -> Result<Response, ApiError> {
     query.limit = PAGE;
     // The first page is read before answering, so a store that is down is a 503 rather
     // than a 200 with a broken body.
-    let tenant = auth.tenant;
     let first = state.messages.list(&tenant, query.clone()).await?;
     let mut head = String::from("\u{feff}");
     row(&mut head, COLUMNS.iter().copied(), delimiter);

@@ -5,6 +5,7 @@ mod admin;
 mod analytics;
 mod campaigns;
 mod consent;
+pub mod console;
 mod contacts;
 mod error;
 mod export;
@@ -22,7 +23,7 @@ use axum::routing::{delete, get, post};
 use holub_shared::runtime::Holub;
 use holub_shared::services::{
     Accounts, Analytics, Campaigns, Consents, Contacts, Intake, Limits, Messages, Senders,
-    Templates,
+    Templates, Users,
 };
 
 pub use error::{ApiError, ErrorBody};
@@ -48,6 +49,7 @@ pub struct AppState {
     pub contacts: Arc<Contacts>,
     pub templates: Arc<Templates>,
     pub campaigns: Arc<Campaigns>,
+    pub users: Arc<Users>,
 }
 
 impl AppState {
@@ -65,6 +67,7 @@ impl AppState {
             contacts: holub.contacts.clone(),
             templates: holub.templates.clone(),
             campaigns: holub.campaigns.clone(),
+            users: holub.users.clone(),
         }
     }
 }
@@ -129,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{code}", get(links::follow).post(consent::opt_out))
         .layer(DefaultBodyLimit::max(SINGLE_BODY_LIMIT))
         .merge(batch)
+        .merge(console::router())
         .fallback(routes::not_found)
         .with_state(state)
 }

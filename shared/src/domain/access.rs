@@ -454,6 +454,8 @@ pub enum Actor {
     },
     /// The operator of this Holub, on its command line (the OS user, where known).
     Operator { user: Option<String> },
+    /// A user of the tenant's web console.
+    Console { user_id: String },
 }
 
 /// What an administrative change did.

@@ -194,6 +194,8 @@ pub enum RecordedBy {
     Operator { user: Option<String> },
     /// The subscriber: an opt-out link or a reply.
     Subscriber,
+    /// A user of the tenant's web console.
+    Console { user_id: String },
 }
 
 /// One entry of a number's ledger.
