@@ -483,24 +483,8 @@ mod tests {
     use crate::adapters::file_secrets::FileSecretStore;
     use crate::adapters::sqlite::{SqliteBackend, SqliteConfig};
     use crate::domain::Scope;
-    use std::sync::atomic::{AtomicI64, Ordering};
 
-    /// A clock moved by hand, in seconds.
-    #[derive(Default)]
-    struct Manual(AtomicI64);
-
-    impl Clock for Manual {
-        fn now(&self) -> DateTime<Utc> {
-            DateTime::from_timestamp(1_800_000_000 + self.0.load(Ordering::SeqCst), 0)
-                .unwrap_or_default()
-        }
-    }
-
-    impl Manual {
-        fn advance(&self, secs: i64) {
-            self.0.fetch_add(secs, Ordering::SeqCst);
-        }
-    }
+    use crate::ports::clock::ManualClock as Manual;
 
     /// Two services on one SQLite database, as two processes (or Lambda instances) would
     /// be, with one clock.

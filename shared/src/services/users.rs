@@ -602,7 +602,6 @@ fn kept_changing() -> UserError {
 
 #[cfg(all(test, feature = "sqlite"))]
 mod tests {
-    use std::sync::atomic::{AtomicI64, Ordering};
 
     use super::*;
     use crate::adapters::file_secrets::FileSecretStore;
@@ -610,22 +609,7 @@ mod tests {
     use crate::domain::Origin;
     use crate::services::Accounts;
 
-    /// A clock moved by hand, in seconds.
-    #[derive(Default)]
-    struct Manual(AtomicI64);
-
-    impl Clock for Manual {
-        fn now(&self) -> DateTime<Utc> {
-            DateTime::from_timestamp(1_800_000_000 + self.0.load(Ordering::SeqCst), 0)
-                .unwrap_or_default()
-        }
-    }
-
-    impl Manual {
-        fn advance(&self, secs: i64) {
-            self.0.fetch_add(secs, Ordering::SeqCst);
-        }
-    }
+    use crate::ports::clock::ManualClock as Manual;
 
     /// The service over a fresh SQLite database with two tenants.
     struct Fixture {

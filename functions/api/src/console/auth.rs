@@ -280,3 +280,5 @@ pub async fn accept(
         Err(e) => Err(refused(e)),
     }
 }
+
+csrf_form!(CsrfOnly);

@@ -145,9 +145,7 @@ pub async fn act(
     Path((id, action)): Path<(String, String)>,
     form: Result<Form<CsrfOnly>, FormRejection>,
 ) -> Answer {
-    let Form(form) = form?;
-    signed.check_csrf(&form.csrf)?;
-    signed.may(Scope::MessagesSend)?;
+    signed.posted(form, Scope::MessagesSend)?;
     let id = id.parse::<CampaignId>().map_err(|_| Failure::NotFound)?;
     let tenant = &signed.session.tenant;
     let campaigns = &state.campaigns;

@@ -580,9 +580,7 @@ pub async fn send(
     signed: Signed,
     form: Result<Form<SendForm>, FormRejection>,
 ) -> Answer {
-    let Form(form) = form?;
-    signed.check_csrf(&form.csrf)?;
-    signed.may(Scope::MessagesSend)?;
+    let form = signed.posted(form, Scope::MessagesSend)?;
     let lang = signed.lang;
     let recipients: Vec<Recipient> = serde_json::from_str(&form.recipients)
         .map_err(|_| Failure::BadForm("recipients: not a list of recipients".into()))?;
@@ -655,6 +653,8 @@ pub async fn send(
     };
     Ok(render(&signed, "/console/compose", title, body))
 }
+
+csrf_form!(SendForm);
 
 #[cfg(test)]
 mod tests {

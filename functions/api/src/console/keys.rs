@@ -141,9 +141,7 @@ pub async fn revoke(
     Path(id): Path<String>,
     form: Result<Form<CsrfOnly>, FormRejection>,
 ) -> Answer {
-    let Form(form) = form?;
-    signed.check_csrf(&form.csrf)?;
-    signed.may(Scope::Admin)?;
+    signed.posted(form, Scope::Admin)?;
     let id: KeyId = id.parse().map_err(|_| Failure::NotFound)?;
     state
         .accounts

@@ -419,9 +419,7 @@ pub async fn cancel(
     Path(id): Path<String>,
     form: Result<Form<CsrfOnly>, FormRejection>,
 ) -> Answer {
-    let Form(form) = form?;
-    signed.check_csrf(&form.csrf)?;
-    signed.may(Scope::MessagesSend)?;
+    signed.posted(form, Scope::MessagesSend)?;
     let m = message(&state, &signed, &id).await?;
     state
         .messages

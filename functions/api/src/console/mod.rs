@@ -20,6 +20,18 @@
 //! - **Language**: Ukrainian first, English by a switch (the `holub_lang` cookie); times in
 //!   Europe/Kyiv; money in hryvnias.
 
+/// Makes a form struct with a `csrf` field a [`CsrfForm`] (textual scope: defined before
+/// the modules that use it).
+macro_rules! csrf_form {
+    ($($form:ty),+ $(,)?) => {
+        $(impl super::CsrfForm for $form {
+            fn csrf(&self) -> &str {
+                &self.csrf
+            }
+        })+
+    };
+}
+
 mod analytics;
 mod assets;
 mod auth;
@@ -33,7 +45,6 @@ mod templates;
 mod users;
 mod view;
 
-use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{DefaultBodyLimit, FromRef, FromRequestParts, Path};
 use axum::http::header::{self, HeaderMap, HeaderValue};
@@ -41,6 +52,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::{Form, Router};
 use holub_shared::domain::{Actor, Origin, Role, Scope};
 use holub_shared::services::users::Session;
 use maud::{Markup, html};
@@ -207,6 +219,11 @@ fn set_cookie(response: &mut Response, cookie: &str) {
     }
 }
 
+/// A form that carries the CSRF token of the page it came from.
+pub trait CsrfForm {
+    fn csrf(&self) -> &str;
+}
+
 /// A signed-in console user: the session behind the request's cookie.
 pub struct Signed {
     pub session: Session,
@@ -226,6 +243,18 @@ impl Signed {
             return Err(Failure::Csrf);
         }
         Ok(())
+    }
+
+    /// A form this user posted: read, its CSRF token checked, and `scope` allowed.
+    pub fn posted<T: CsrfForm>(
+        &self,
+        form: Result<Form<T>, FormRejection>,
+        scope: Scope,
+    ) -> Result<T, Failure> {
+        let Form(form) = form?;
+        self.check_csrf(form.csrf())?;
+        self.may(scope)?;
+        Ok(form)
     }
 
     /// What the user's role allows, as the API's scopes.

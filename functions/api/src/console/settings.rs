@@ -103,9 +103,7 @@ pub async fn window(
     signed: Signed,
     form: Result<Form<WindowForm>, FormRejection>,
 ) -> Answer {
-    let Form(form) = form?;
-    signed.check_csrf(&form.csrf)?;
-    signed.may(Scope::Admin)?;
+    let form = signed.posted(form, Scope::Admin)?;
     let change = [(
         "marketing_window".to_owned(),
         form.marketing_window.trim().to_owned(),
@@ -124,3 +122,5 @@ pub async fn window(
         Err(SetLimitsError::Store(e)) => Err(Failure::Api(e.into())),
     }
 }
+
+csrf_form!(WindowForm);

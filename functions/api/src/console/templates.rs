@@ -122,9 +122,7 @@ pub async fn create(
     signed: Signed,
     form: Result<Form<NewTemplate>, FormRejection>,
 ) -> Answer {
-    let Form(form) = form?;
-    signed.check_csrf(&form.csrf)?;
-    signed.may(Scope::ContactsWrite)?;
+    let form = signed.posted(form, Scope::ContactsWrite)?;
     let request: TemplateRequest = serde_json::from_value(json!({
         "name": form.name,
         "text": form.text,
@@ -260,9 +258,7 @@ pub async fn record(
     signed: Signed,
     form: Result<Form<RecordForm>, FormRejection>,
 ) -> Answer {
-    let Form(form) = form?;
-    signed.check_csrf(&form.csrf)?;
-    signed.may(Scope::ContactsWrite)?;
+    let form = signed.posted(form, Scope::ContactsWrite)?;
     let body = if form.state == "withdrawn" {
         json!({"phone": form.phone, "state": "withdrawn", "channel": "console"})
     } else {
@@ -284,3 +280,5 @@ pub async fn record(
         .finish();
     Ok(Redirect::to(&format!("/console/consent?{query}")).into_response())
 }
+
+csrf_form!(NewTemplate, RecordForm);

@@ -106,9 +106,7 @@ pub async fn invite(
     headers: HeaderMap,
     form: Result<Form<InviteForm>, FormRejection>,
 ) -> Answer {
-    let Form(form) = form?;
-    signed.check_csrf(&form.csrf)?;
-    signed.may(Scope::Admin)?;
+    let form = signed.posted(form, Scope::Admin)?;
     let lang = signed.lang;
     let email = Email::parse(&form.email).map_err(|e| Failure::BadForm(e.to_string()))?;
     let (user, token) = state
@@ -156,9 +154,7 @@ pub async fn set_role(
     Path(id): Path<String>,
     form: Result<Form<RoleForm>, FormRejection>,
 ) -> Answer {
-    let Form(form) = form?;
-    signed.check_csrf(&form.csrf)?;
-    signed.may(Scope::Admin)?;
+    let form = signed.posted(form, Scope::Admin)?;
     state
         .users
         .set_role(&signed.session.tenant, &user_id(&id)?, role(&form.role)?)
@@ -173,9 +169,7 @@ pub async fn remove(
     Path(id): Path<String>,
     form: Result<Form<CsrfOnly>, FormRejection>,
 ) -> Answer {
-    let Form(form) = form?;
-    signed.check_csrf(&form.csrf)?;
-    signed.may(Scope::Admin)?;
+    signed.posted(form, Scope::Admin)?;
     state
         .users
         .remove(&signed.session.tenant, &user_id(&id)?)
@@ -183,3 +177,5 @@ pub async fn remove(
         .map_err(refused)?;
     Ok(Redirect::to("/console/users").into_response())
 }
+
+csrf_form!(InviteForm, RoleForm);
