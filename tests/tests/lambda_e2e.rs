@@ -1359,3 +1359,144 @@ async fn a_campaign_runs_as_deployed() {
     let (_, campaign) = client.get(&campaign_path).await;
     assert_eq!(campaign["progress"]["opted_out"], 1, "{campaign}");
 }
+
+/// The cookies a response sets, as `name=value` pairs (attributes left out).
+fn set_cookies(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The value of a form's hidden `csrf` field in a page.
+fn csrf_field(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    page[at..].split('"').next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn the_console_signs_in_and_sends_through_the_api_function() {
+    use holub_shared::domain::{Email, Role};
+    use holub_shared::ports::SystemClock;
+    use holub_shared::services::Users;
+
+    let Some(stack) = Stack::new("console").await else {
+        return;
+    };
+    // The first owner, as `holub user create --aws` makes one.
+    let users = Users::new(Arc::new(stack.0.aws.store.clone()), Arc::new(SystemClock));
+    let email = "owner@console.example";
+    let password = "a-console-password";
+    users
+        .create(
+            &stack.0.tenant_id,
+            Email::parse(email).unwrap(),
+            Role::Owner,
+            password,
+        )
+        .await
+        .unwrap();
+    let (_sim, _receipts_front, routes) = stack.alpha().await;
+    let api = stack.function("holub-api", &routes).await;
+    let front = HttpFront::start(api).await.expect("a port");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("{}{path}", front.url);
+
+    // Without a session, a page is a redirect to sign-in.
+    let answer = http.get(url("/console/compose")).send().await.unwrap();
+    assert_eq!(answer.status(), 303);
+    assert_eq!(answer.headers()["location"], "/console/sign-in");
+
+    // Sign in as a browser does: the form's cookie and token, then the session cookie.
+    let form = http.get(url("/console/sign-in")).send().await.unwrap();
+    let pre = set_cookies(&form).join("; ");
+    let token = csrf_field(&form.text().await.unwrap());
+    let signed = http
+        .post(url("/console/sign-in"))
+        .header("cookie", &pre)
+        .form(&[
+            ("csrf", token.as_str()),
+            ("email", email),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 303, "{:?}", signed.text().await);
+    let session = set_cookies(&signed)
+        .into_iter()
+        .find(|c| c.starts_with("holub_session=") && c.len() > "holub_session=".len())
+        .expect("a session cookie through API Gateway's cookies");
+
+    // Compose, and send what a confirmation would post.
+    let page = http
+        .get(url("/console/compose"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let csrf = csrf_field(&page.text().await.unwrap());
+    let recipients = json!([{"to": "+380671234567"}, {"to": "+380501234567"}]).to_string();
+    let sent = http
+        .post(url("/console/compose/send"))
+        .header("cookie", &session)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("nonce", "lambda-console-1"),
+            ("from", "Holub"),
+            ("text", "Вітаємо з консолі"),
+            ("recipients", recipients.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 303, "{:?}", sent.text().await);
+    let list = sent.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        list.starts_with("/console/messages?batch_id=bat_"),
+        "{list}"
+    );
+    let rows = http
+        .get(url(&list))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(rows.matches("<tr data-id=").count(), 2, "{rows}");
+
+    // Without the token, the same post is refused; after sign-out the session is gone.
+    let refused = http
+        .post(url("/console/compose/send"))
+        .header("cookie", &session)
+        .form(&[("nonce", "lambda-console-2"), ("recipients", "[]")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let out = http
+        .post(url("/console/sign-out"))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    let after = http
+        .get(url("/console/compose"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 303);
+}
