@@ -220,6 +220,24 @@ def test_schedule_a_message_for_tomorrow_then_cancel_it(page: Page, tenant_a):
     shot(page, "cancelled")
 
 
+def test_schedule_a_message_for_the_next_minutes_and_watch_it_delivered(page: Page, tenant_a):
+    signed_in(page, tenant_a)
+    compose(page, "Ваш столик заброньовано на 19:00.", "+380671110004")
+    # The first whole minute at least 40 s away (a datetime-local field holds minutes).
+    at = (datetime.now(KYIV) + timedelta(seconds=100)).replace(second=0, microsecond=0)
+    page.locator("input[name=send_at]").fill(at.strftime("%Y-%m-%dT%H:%M"))
+    review_and_confirm(page)
+    page.locator("#messages tbody tr a").first.click()
+    page.wait_for_url(MESSAGE_PAGE)
+    wait_status(page, "#status", "scheduled")
+    shot(page, "scheduled")
+    # Released at its time and delivered, seen on the same page, which updates itself.
+    wait_status(page, "#status", "delivered", timeout_ms=150_000)
+    steps = page.locator("#timeline li").count()
+    assert steps >= 4, f"{steps} entries in the timeline"
+    shot(page, "delivered")
+
+
 def test_upload_a_csv_of_a_thousand_numbers(page: Page, tenant_a, tmp_path):
     csv = tmp_path / "customers.csv"
     rows = ["phone;name"] + [f"+38067{1_000_000 + i};Клієнт {i}" for i in range(1000)]
