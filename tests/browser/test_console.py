@@ -450,7 +450,7 @@ def test_an_invited_viewer_signs_up_and_cannot_send(page: Page, new_context, ten
     assert "/console/invitation?" in link
     # The invitee, in a browser of their own, over the same server.
     invitee = new_context().new_page()
-    invitee.goto(link[link.index("/console/"):])
+    invitee.goto(link)  # the whole link, as the invitee would open it
     invitee.locator("input[name=password]").fill("a-long-enough-password")
     invitee.locator("form#invitation button[type=submit]").click()
     invitee.wait_for_url(re.compile(r"/console/"))
@@ -464,7 +464,7 @@ def test_an_invited_viewer_signs_up_and_cannot_send(page: Page, new_context, ten
     page.goto("/console/users")
     expect(page.locator("#users")).to_contain_text(email)
     again = new_context().new_page()
-    again.goto(link[link.index("/console/"):])
+    again.goto(link)
     again.locator("input[name=password]").fill("another-long-password")
     again.locator("form#invitation button[type=submit]").click()
     expect(again.locator("[role=alert]")).to_be_visible()
@@ -549,3 +549,32 @@ def test_an_owner_sets_the_quiet_hours(page: Page, tenant_a):
     page.locator("#marketing_window").fill("09:00-21:00")
     page.locator("form#window button[type=submit]").click()
     page.wait_for_url(re.compile(r"/console/settings$"))
+
+
+def test_changing_the_password_ends_other_sessions(page: Page, new_context, tenant_b):
+    other = new_context().new_page()
+    signed_in(other, tenant_b)
+    signed_in(page, tenant_b)
+    page.goto("/console/settings")
+    new_password = tenant_b.password + "-new"
+
+    def change(current: str, new: str) -> None:
+        page.locator("#current-password").fill(current)
+        page.locator("#new-password").fill(new)
+        page.locator("form#password button[type=submit]").click()
+        page.wait_for_url(re.compile(r"/console/settings\?changed=1$"))
+
+    change(tenant_b.password, new_password)
+    expect(page.locator("p.notice")).to_be_visible()
+    shot(page, "password-changed")
+    # This browser keeps going on its new session; the other one is signed out.
+    assert page.goto("/console/messages").status == 200
+    answer = other.request.get(urljoin(HOLUB_URL, "/console/messages"), max_redirects=0)
+    assert 300 <= answer.status < 400, f"the other session: {answer.status}"
+    # The old password no longer signs in; the new one does. Then back, for other walks.
+    fresh = new_context().new_page()
+    fresh.goto(SIGN_IN)
+    sign_in_form(fresh, tenant_b.email, tenant_b.password)
+    expect(fresh.locator("[role=alert]")).to_be_visible()
+    page.goto("/console/settings")
+    change(new_password, tenant_b.password)

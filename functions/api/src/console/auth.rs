@@ -68,7 +68,7 @@ fn check_pre_session(headers: &HeaderMap, presented: &str) -> Result<(), Failure
 }
 
 /// Signed in: the session cookie set, the sign-in cookie dropped, on to `to`.
-fn start_session(signed_in: &SignedIn, headers: &HeaderMap, to: &str) -> Response {
+pub(super) fn start_session(signed_in: &SignedIn, headers: &HeaderMap, to: &str) -> Response {
     let mut response = Redirect::to(to).into_response();
     let secure = secure_attr(headers);
     set_cookie(

@@ -111,6 +111,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/keys/{id}/revoke", post(keys::revoke))
         .route("/console/settings", get(settings::page))
         .route("/console/settings/window", post(settings::window))
+        .route("/console/settings/password", post(settings::password))
         .route("/console/users", get(users::page).post(users::invite))
         .route("/console/users/{id}/role", post(users::set_role))
         .route("/console/users/{id}/remove", post(users::remove))

@@ -4,9 +4,9 @@
 //! the window marketing messages go out in, which is the account's own choice.
 
 use axum::Form;
-use axum::extract::State;
-use axum::extract::rejection::FormRejection;
-use axum::http::StatusCode;
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect};
 use holub_shared::domain::{Network, Registration, Scope};
 use holub_shared::services::limits::SetLimitsError;
@@ -18,8 +18,19 @@ use super::{Answer, Failure, Signed, render};
 use crate::AppState;
 use crate::error::ApiError;
 
-pub async fn page(State(state): State<AppState>, signed: Signed) -> Answer {
+#[derive(Deserialize, Default)]
+pub struct PageQuery {
+    #[serde(default)]
+    changed: Option<String>,
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    signed: Signed,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Answer {
     signed.may(Scope::MessagesRead)?;
+    let changed = query.is_ok_and(|Query(q)| q.changed.is_some());
     let lang = signed.lang;
     let tenant = &signed.session.tenant;
     let senders = state.senders.list(tenant).await.map_err(ApiError::from)?;
@@ -79,6 +90,18 @@ pub async fn page(State(state): State<AppState>, signed: Signed) -> Answer {
                 p { button type="submit" { (lang.t("Зберегти", "Save")) } }
             }
         }
+        h2 { (lang.t("Ваш пароль", "Your password")) }
+        @if changed {
+            p class="notice" role="status" { (lang.t("Пароль змінено; інші сесії завершено.", "Password changed; other sessions ended.")) }
+        }
+        form id="password" method="post" action="/console/settings/password" {
+            (csrf(&signed))
+            label for="current-password" { (lang.t("Поточний пароль", "Current password")) }
+            input type="password" id="current-password" name="current" autocomplete="current-password" required;
+            label for="new-password" { (lang.t("Новий пароль (10–128 символів)", "New password (10 to 128 characters)")) }
+            input type="password" id="new-password" name="new" autocomplete="new-password" required;
+            p { button type="submit" { (lang.t("Змінити пароль", "Change the password")) } }
+        }
         p class="hint" {
             (lang.t(
                 "Відправників і ліміти змінює оператор Holub. Адреса для сповіщень про статуси задається в кожному повідомленні API (callback_url).",
@@ -123,4 +146,40 @@ pub async fn window(
     }
 }
 
-csrf_form!(WindowForm);
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    new: String,
+}
+
+/// The signed-in user's own password: every other session of theirs ends, and this browser
+/// gets a new one.
+pub async fn password(
+    State(state): State<AppState>,
+    signed: Signed,
+    headers: HeaderMap,
+    form: Result<Form<PasswordForm>, FormRejection>,
+) -> Answer {
+    let form = signed.posted(form, Scope::MessagesRead)?;
+    let signed_in = state
+        .users
+        .change_password_and_sign_in(
+            &signed.session.tenant,
+            &signed.session.user,
+            &form.current,
+            &form.new,
+        )
+        .await
+        .map_err(super::auth::refused)?;
+    Ok(super::auth::start_session(
+        &signed_in,
+        &headers,
+        "/console/settings?changed=1",
+    ))
+}
+
+csrf_form!(WindowForm, PasswordForm);

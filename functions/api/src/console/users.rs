@@ -118,6 +118,12 @@ pub async fn invite(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
+    // As the page was asked for: plain HTTP only where the session cookie is not Secure.
+    let scheme = if super::secure_attr(&headers).is_empty() {
+        "http"
+    } else {
+        "https"
+    };
     let link = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("email", user.email.as_str())
         .append_pair("token", &token)
@@ -130,7 +136,7 @@ pub async fn invite(
                 "Send this link to the person invited (valid 7 days). It is shown once.",
             ))
         }
-        p class="secret" id="invitation-link" { "https://" (host) "/console/invitation?" (link) }
+        p class="secret" id="invitation-link" { (scheme) "://" (host) "/console/invitation?" (link) }
         p { a href="/console/users" { (lang.t("← До користувачів", "← To the users")) } }
     };
     Ok(render(&signed, "/console/users", title, body))
