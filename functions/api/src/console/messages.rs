@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use chrono::NaiveDate;
 use holub_shared::domain::stats::{Counters, Hour};
 use holub_shared::domain::{Message, MessageId, MessageStatus, Scope, kyiv};
-use holub_shared::ports::store::ListQuery;
+use holub_shared::ports::store::{ListQuery, Page};
 use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
 
@@ -88,8 +88,10 @@ fn day_start(date: &str, field: &str, days: i64) -> Result<Option<String>, Failu
             "a date is written YYYY-MM-DD",
         ))
     })?;
-    let start = (day + chrono::Days::new(days as u64))
-        .and_hms_opt(0, 0, 0)
+    // The day after the last the calendar holds has no start: no bound.
+    let start = day
+        .checked_add_days(chrono::Days::new(days.unsigned_abs()))
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(kyiv::from_local);
     Ok(start.map(|s| s.to_rfc3339()))
 }
@@ -177,13 +179,8 @@ pub async fn list(
     signed.may(Scope::MessagesRead)?;
     let lang = signed.lang;
     let p = params(query)?;
-    let query = p.query()?;
     let tenant = &signed.session.tenant;
-    let page = state
-        .messages
-        .list(tenant, query.clone())
-        .await
-        .map_err(ApiError::from)?;
+    let (query, page) = read_page(&state, &signed, &p).await?;
     // A batch's progress, from the statistics: from the hour its messages were made.
     let progress = match (&query.batch_id, page.messages.last()) {
         (Some(batch), Some(oldest)) => state
@@ -309,6 +306,21 @@ fn batch_progress(lang: Lang, totals: &Counters) -> Markup {
     }
 }
 
+/// The page of the log that the filters select, and the query they made.
+async fn read_page(
+    state: &AppState,
+    signed: &Signed,
+    p: &ListParams,
+) -> Result<(ListQuery, Page), Failure> {
+    let query = p.query()?;
+    let page = state
+        .messages
+        .list(&signed.session.tenant, query.clone())
+        .await
+        .map_err(ApiError::from)?;
+    Ok((query, page))
+}
+
 /// The first page's rows, for the list to refresh itself.
 pub async fn rows(
     State(state): State<AppState>,
@@ -317,11 +329,7 @@ pub async fn rows(
 ) -> Answer {
     signed.may(Scope::MessagesRead)?;
     let p = params(query)?;
-    let page = state
-        .messages
-        .list(&signed.session.tenant, p.query()?)
-        .await
-        .map_err(ApiError::from)?;
+    let (_, page) = read_page(&state, &signed, &p).await?;
     Ok(Html(rows_markup(signed.lang, &page.messages).into_string()).into_response())
 }
 
@@ -427,4 +435,27 @@ pub async fn cancel(
         .await
         .map_err(ApiError::from)?;
     Ok(Redirect::to(&format!("/console/messages/{}", m.id)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_date_filter_is_a_kyiv_day_and_the_calendars_end_is_no_panic() {
+        // Kyiv is UTC+2 in winter: its 1 December starts at 22:00 UTC the day before.
+        assert_eq!(
+            day_start("2026-12-01", "since", 0).unwrap().as_deref(),
+            Some("2026-11-30T22:00:00+00:00")
+        );
+        assert_eq!(
+            day_start("2026-12-01", "until", 1).unwrap().as_deref(),
+            Some("2026-12-01T22:00:00+00:00")
+        );
+        assert!(day_start("1.12.2026", "since", 0).is_err());
+        let last = NaiveDate::MAX.format("%Y-%m-%d").to_string();
+        if let Ok(end) = day_start(&last, "until", 1) {
+            assert_eq!(end, None);
+        }
+    }
 }
