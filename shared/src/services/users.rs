@@ -286,14 +286,48 @@ impl Users {
         email: Email,
         role: Role,
     ) -> Result<(ConsoleUser, String), UserError> {
+        let (token, invitation) = self.invitation();
+        let record = self.new_record(tenant, email, role, None, Some(invitation));
+        self.store_new(&record).await?;
+        Ok((record.user, token))
+    }
+
+    /// Invites again a user of the tenant who has not accepted yet: a new token, answered
+    /// as [`Users::invite`] answers one, and the one before stops working. A user who has
+    /// accepted meanwhile has no invitation to renew ([`UserError::InviteInvalid`]).
+    pub async fn reinvite(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+    ) -> Result<(ConsoleUser, String), UserError> {
+        for _ in 0..ATTEMPTS {
+            let Some(mut record) = self.store.get(tenant, user).await? else {
+                return Err(UserError::NotFound);
+            };
+            if record.password.is_some() {
+                return Err(UserError::InviteInvalid);
+            }
+            let (token, invitation) = self.invitation();
+            record.invitation = Some(invitation);
+            record.version += 1;
+            match self.store.update(&record).await? {
+                UserWrite::Done => return Ok((record.user, token)),
+                UserWrite::Stale => continue,
+                UserWrite::NotFound => return Err(UserError::NotFound),
+                UserWrite::LastOwner => return Err(UserError::LastOwner),
+            }
+        }
+        Err(kept_changing())
+    }
+
+    /// A new invitation's token (shown once) and what the store keeps of it.
+    fn invitation(&self) -> (String, Invitation) {
         let token = new_token();
         let invitation = Invitation {
             token_hash: token_hash(&token),
             expires_at: self.clock.now() + span(INVITATION_LIFETIME),
         };
-        let record = self.new_record(tenant, email, role, None, Some(invitation));
-        self.store_new(&record).await?;
-        Ok((record.user, token))
+        (token, invitation)
     }
 
     /// Accepts an invitation: sets the password, ends the invitation (it works once) and
@@ -993,6 +1027,51 @@ mod tests {
             .users
             .accept_invite(&late.email, &token, "a good password")
             .await;
+        assert!(matches!(e, Err(UserError::InviteInvalid)));
+    }
+
+    #[tokio::test]
+    async fn users_invited_again_get_a_new_link_and_the_old_one_stops_working() {
+        let f = fixture("reinvite").await;
+        let olena = f.owner("olena@acme.ua").await;
+        let (invited, old) = f
+            .users
+            .invite(&f.acme, email("taras@acme.ua"), Role::Sender)
+            .await
+            .unwrap();
+
+        // Another tenant's owner cannot reach the user: not found, and the link still works.
+        let e = f.users.reinvite(&f.other, &invited.id).await;
+        assert!(matches!(e, Err(UserError::NotFound)));
+        let e = f
+            .users
+            .reinvite(&f.acme, &UserId::generate(f.clock.now()))
+            .await;
+        assert!(matches!(e, Err(UserError::NotFound)));
+
+        // Six days on, a new link: valid seven days from now, and the old one is void.
+        f.clock.advance(6 * 24 * 3600);
+        let (again, new) = f.users.reinvite(&f.acme, &invited.id).await.unwrap();
+        assert_eq!(again, invited);
+        assert_ne!(new, old);
+        assert_eq!(URL_SAFE_NO_PAD.decode(&new).unwrap().len(), 32);
+        let e = f
+            .users
+            .accept_invite(&invited.email, &old, "a good password")
+            .await;
+        assert!(matches!(e, Err(UserError::InviteInvalid)));
+        f.clock.advance(2 * 24 * 3600);
+        let signed = f
+            .users
+            .accept_invite(&invited.email, &new, "a good password")
+            .await
+            .unwrap();
+        assert_eq!(signed.session.role, Role::Sender);
+
+        // Accepted: nothing left to invite again, nor a user who never was invited.
+        let e = f.users.reinvite(&f.acme, &invited.id).await;
+        assert!(matches!(e, Err(UserError::InviteInvalid)));
+        let e = f.users.reinvite(&f.acme, &olena.id).await;
         assert!(matches!(e, Err(UserError::InviteInvalid)));
     }
 

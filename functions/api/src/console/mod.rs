@@ -112,8 +112,10 @@ pub fn router() -> Router<AppState> {
         .route("/console/settings", get(settings::page))
         .route("/console/settings/window", post(settings::window))
         .route("/console/settings/password", post(settings::password))
+
         .route("/console/users", get(users::page).post(users::invite))
         .route("/console/users/{id}/role", post(users::set_role))
+        .route("/console/users/{id}/invitation", post(users::reinvite))
         .route("/console/users/{id}/remove", post(users::remove))
         .route("/console/{*rest}", get(not_found_page))
         .layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT))

@@ -1,12 +1,13 @@
 //! Users: the account's console users and their roles; inviting one (the link shown once),
-//! changing a role, removing a user. Owners only.
+//! a new link for one who has not accepted yet, changing a role, removing a user. Owners
+//! only.
 
 use axum::Form;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::http::header;
-use axum::response::{IntoResponse, Redirect};
+use axum::response::{IntoResponse, Redirect, Response};
 use holub_shared::domain::{Email, Role, Scope, UserId};
 use maud::html;
 use serde::Deserialize;
@@ -57,6 +58,13 @@ pub async fn page(State(state): State<AppState>, signed: Signed) -> Answer {
                             }
                             td class="opt" { (kyiv_time(u.created_at)) }
                             td {
+                                @if u.pending {
+                                    form method="post" class="inline" action={ "/console/users/" (u.id.to_string()) "/invitation" } {
+                                        (csrf(&signed))
+                                        button type="submit" class="secondary" { (lang.t("Нове посилання", "New invitation link")) }
+                                    }
+                                    " "
+                                }
                                 @if u.id != signed.session.user {
                                     form method="post" class="inline" action={ "/console/users/" (u.id.to_string()) "/remove" } {
                                         (csrf(&signed))
@@ -107,28 +115,57 @@ pub async fn invite(
     form: Result<Form<InviteForm>, FormRejection>,
 ) -> Answer {
     let form = signed.posted(form, Scope::Admin)?;
-    let lang = signed.lang;
     let email = Email::parse(&form.email).map_err(|e| Failure::BadForm(e.to_string()))?;
     let (user, token) = state
         .users
         .invite(&signed.session.tenant, email, role(&form.role)?)
         .await
         .map_err(refused)?;
+    let title = signed.lang.t("Запрошення створено", "Invitation created");
+    Ok(link_page(&signed, &headers, title, &user.email, &token))
+}
+
+/// A new invitation link for a user who has not accepted yet; the one before stops working.
+pub async fn reinvite(
+    State(state): State<AppState>,
+    signed: Signed,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<CsrfOnly>, FormRejection>,
+) -> Answer {
+    signed.posted(form, Scope::Admin)?;
+    let (user, token) = state
+        .users
+        .reinvite(&signed.session.tenant, &user_id(&id)?)
+        .await
+        .map_err(refused)?;
+    let title = signed.lang.t("Нове запрошення", "New invitation");
+    Ok(link_page(&signed, &headers, title, &user.email, &token))
+}
+
+/// The page that shows an invitation's link, the only time it is shown.
+fn link_page(
+    signed: &Signed,
+    headers: &HeaderMap,
+    title: &str,
+    email: &Email,
+    token: &str,
+) -> Response {
+    let lang = signed.lang;
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
     // As the page was asked for: plain HTTP only where the session cookie is not Secure.
-    let scheme = if super::secure_attr(&headers).is_empty() {
+    let scheme = if super::secure_attr(headers).is_empty() {
         "http"
     } else {
         "https"
     };
     let link = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("email", user.email.as_str())
-        .append_pair("token", &token)
+        .append_pair("email", email.as_str())
+        .append_pair("token", token)
         .finish();
-    let title = lang.t("Запрошення створено", "Invitation created");
     let body = html! {
         p role="alert" {
             (lang.t(
@@ -139,7 +176,7 @@ pub async fn invite(
         p class="secret" id="invitation-link" { (scheme) "://" (host) "/console/invitation?" (link) }
         p { a href="/console/users" { (lang.t("← До користувачів", "← To the users")) } }
     };
-    Ok(render(&signed, "/console/users", title, body))
+    render(signed, "/console/users", title, body)
 }
 
 #[derive(Deserialize)]

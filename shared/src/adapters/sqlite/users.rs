@@ -146,6 +146,19 @@ fn user(row: Option<Row>) -> Result<Option<UserRecord>, StoreError> {
     Ok(row.map(Row::into_record).transpose()?)
 }
 
+impl SqliteBackend {
+    /// Runs `sql`, one DELETE keyed by `?1`, on the writer.
+    async fn delete_by(&self, sql: &'static str, key: String) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(sql)?.execute(params![key])?;
+                Ok(())
+            })
+            .await
+            .map_err(Into::into)
+    }
+}
+
 #[async_trait]
 impl UserStore for SqliteBackend {
     async fn create(&self, user: &UserRecord) -> Result<(), StoreError> {
@@ -358,15 +371,11 @@ impl UserStore for SqliteBackend {
     }
 
     async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
-        let hash = token_hash.to_owned();
-        self.db
-            .write(move |conn| {
-                conn.prepare_cached("DELETE FROM console_sessions WHERE token_hash = ?1")?
-                    .execute(params![hash])?;
-                Ok(())
-            })
-            .await
-            .map_err(Into::into)
+        self.delete_by(
+            "DELETE FROM console_sessions WHERE token_hash = ?1",
+            token_hash.to_owned(),
+        )
+        .await
     }
 
     async fn record_failure(
@@ -427,14 +436,10 @@ impl UserStore for SqliteBackend {
     }
 
     async fn clear_failures(&self, email: &Email) -> Result<(), StoreError> {
-        let digest = email.digest();
-        self.db
-            .write(move |conn| {
-                conn.prepare_cached("DELETE FROM sign_in_failures WHERE email_digest = ?1")?
-                    .execute(params![digest])?;
-                Ok(())
-            })
-            .await
-            .map_err(Into::into)
+        self.delete_by(
+            "DELETE FROM sign_in_failures WHERE email_digest = ?1",
+            email.digest(),
+        )
+        .await
     }
 }
