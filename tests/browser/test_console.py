@@ -551,6 +551,56 @@ def test_an_owner_sets_the_quiet_hours(page: Page, tenant_a):
     page.wait_for_url(re.compile(r"/console/settings$"))
 
 
+def test_an_owner_sets_the_status_callback_and_rotates_the_signing_secret(page: Page, tenant_a):
+    auth = {"Authorization": f"Bearer {tenant_a.api_key}"}
+    api = page.context.request
+    signed_in(page, tenant_a)
+    page.goto("/console/settings")
+    expect(page.locator("#callback_url")).to_have_value("")
+    page.locator("#callback_url").fill("https://shop.example.ua/holub/statuses")
+    # Only the final statuses: untick the rest.
+    finals = {"delivered", "undelivered", "expired", "failed", "rejected", "cancelled"}
+    for box in page.locator("form#callback input[name=status]").all():
+        box.set_checked(box.get_attribute("value") in finals)
+    page.locator("form#callback button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/console/settings$"))
+    expect(page.locator("#callback_url")).to_have_value("https://shop.example.ua/holub/statuses")
+    expect(page.locator("form#callback input[value=sent]")).not_to_be_checked()
+    expect(page.locator("form#callback input[value=delivered]")).to_be_checked()
+    shot(page, "status-callback")
+    webhook = api.get(urljoin(HOLUB_URL, "/v1/webhook"), headers=auth).json()
+    assert webhook["callback_url"] == "https://shop.example.ua/holub/statuses", webhook
+    assert set(webhook["callback_statuses"]) == finals, webhook
+
+    # A bad address is refused with a reason, and nothing changes.
+    page.locator("#callback_url").fill("ftp://shop.example.ua/x")
+    page.locator("#callback_url").evaluate("(el) => el.type = 'text'")
+    page.locator("form#callback button[type=submit]").click()
+    expect(page.locator("main")).to_contain_text("callback_url")
+    assert api.get(urljoin(HOLUB_URL, "/v1/webhook"), headers=auth).json()["callback_url"] \
+        == "https://shop.example.ua/holub/statuses"
+
+    page.goto("/console/settings")
+    expect(page.locator("#secret-state")).to_be_visible()
+    page.locator("#grace_hours").select_option("1")
+    page.locator("form#rotate button[type=submit]").click()
+    secret = page.locator("#secret").inner_text().strip()
+    assert secret.startswith("whsec_"), secret
+    shot(page, "signing-secret-shown-once")
+    webhook = api.get(urljoin(HOLUB_URL, "/v1/webhook"), headers=auth).json()
+    until = datetime.fromisoformat(webhook["previous_secret_valid_until"].replace("Z", "+00:00"))
+    assert timedelta(minutes=55) < until - datetime.now(ZoneInfo("UTC")) <= timedelta(hours=1), until
+    page.goto("/console/settings")
+    assert secret not in page.content(), "the secret is shown again"
+    expect(page.locator("#secret-state")).to_contain_text(until.astimezone(KYIV).strftime("%d.%m.%Y %H:%M"))
+
+    # Back to no account callback, so other walks' messages call nobody back.
+    page.locator("#callback_url").fill("")
+    page.locator("form#callback button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/console/settings$"))
+    assert api.get(urljoin(HOLUB_URL, "/v1/webhook"), headers=auth).json()["callback_url"] is None
+
+
 def test_changing_the_password_ends_other_sessions(page: Page, new_context, tenant_b):
     other = new_context().new_page()
     signed_in(other, tenant_b)

@@ -475,7 +475,7 @@ async fn every_endpoint_refuses_bad_input_and_stores_nothing() {
     let estimate = &doc["paths"]["/v1/estimate"]["post"]["responses"];
     assert!(estimate["400"].is_object() && estimate["415"].is_object());
     // The callback URL pattern the document states is the one the server holds to.
-    for schema in ["SendMessageRequest", "BatchRequest"] {
+    for schema in ["SendMessageRequest", "BatchRequest", "WebhookRequest"] {
         assert_eq!(
             doc["components"]["schemas"][schema]["properties"]["callback_url"]["pattern"],
             holub_shared::services::intake::CALLBACK_URL_PATTERN,

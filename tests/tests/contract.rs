@@ -2322,7 +2322,26 @@ async fn tenants_are_created_with_their_first_key(b: &Backend) {
     );
     assert_eq!(
         store.audit_log(&acme.id, None, 10).await.unwrap(),
-        [created]
+        [created.clone()]
+    );
+
+    // An entry of a change kept outside the store (a secret's rotation): the tenant's
+    // only, and none for a tenant that does not exist.
+    let rotated = audit(&acme.id, 1, AuditAction::WebhookSecretRotate);
+    store.record_audit(&rotated).await.unwrap();
+    assert_eq!(
+        store.audit_log(&acme.id, None, 10).await.unwrap(),
+        [rotated, created.clone()]
+    );
+    let nobody = audit(&tenant(), 1, AuditAction::WebhookSecretRotate);
+    let err = store.record_audit(&nobody).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert!(
+        store
+            .audit_log(&nobody.tenant_id, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
 
     // A key from before key ids is found by its hash, with every scope.

@@ -739,6 +739,30 @@ async fn batches_keys_cancels_and_callbacks_run_as_deployed() {
     assert_eq!(status, 200, "{audit}");
     let (status, limits) = client.get("/v1/limits").await;
     assert_eq!(status, 200, "{limits}");
+    // The account's callback set and removed again (the batches below name none); the
+    // signing secret rotated with a grace, so callbacks are signed by the secret the
+    // endpoint checks too.
+    for callback in [json!(hook), Value::Null] {
+        let resp = client
+            .http
+            .put(format!("{}/v1/webhook", client.base))
+            .bearer_auth(KEY)
+            .json(&json!({"callback_url": callback}))
+            .send()
+            .await
+            .expect("the front answers");
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    let (status, rotated) = client
+        .post("/v1/webhook/rotate-secret", &json!({"grace_seconds": 3600}))
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let (status, webhook) = client.get("/v1/webhook").await;
+    assert_eq!(status, 200, "{webhook}");
+    assert_eq!(
+        webhook["previous_secret_valid_until"], rotated["previous_secret_valid_until"],
+        "{webhook}"
+    );
 
     // Batches: one without a key (its messages put together), one with (a transaction).
     let recipients = |n: usize, base: usize| -> Vec<Value> {

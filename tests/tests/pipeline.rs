@@ -471,3 +471,205 @@ async fn status_callbacks_are_signed_and_retried() {
         "{of_finals:?}"
     );
 }
+
+/// Every POST a receiver got: its path, its `Holub-Signature` and its body.
+type Posts = Arc<Mutex<Vec<(String, String, Bytes)>>>;
+
+async fn record(
+    State(posts): State<Posts>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let signature = headers
+        .get("holub-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    posts
+        .lock()
+        .unwrap()
+        .push((uri.path().to_owned(), signature, body));
+    StatusCode::NO_CONTENT
+}
+
+/// The POST to `path` that tells of `message`'s `status`, waited for.
+async fn posted(posts: &Posts, path: &str, message: &str, status: &str) -> (String, Bytes) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = posts.lock().unwrap().iter().find_map(|(p, sig, body)| {
+            let events: serde_json::Value = serde_json::from_slice(body).ok()?;
+            let told = events.as_array()?.iter().any(|e| {
+                e["message_id"] == message && e["status"] == status && e["type"] == "message.status"
+            });
+            (p == path && told).then(|| (sig.clone(), body.clone()))
+        });
+        if let Some(found) = found {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {status} callback of {message} at {path}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_callback_and_a_rotated_secret_sign_with_both_through_the_grace() {
+    use holub_shared::services::callbacks::verify;
+    let dir = TempDir::new("account-callback");
+    let keys = create_tenant(dir.path(), "Account callback");
+    let posts = Posts::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .fallback(axum::routing::post(record))
+        .with_state(posts.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let holub = Holub::start(dir.path(), FAST);
+    let api = Api::new(&holub, &keys.api_key);
+
+    let none = api.get("/v1/webhook").await;
+    assert_eq!(none.status, 200, "{:?}", none.body);
+    assert_eq!(none.body["callback_url"], serde_json::Value::Null);
+    let account = format!("{base}/account");
+    let set = api
+        .put(
+            "/v1/webhook",
+            &json!({"callback_url": account, "callback_statuses": ["delivered"]}),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    assert_eq!(set.body["callback_statuses"], json!(["delivered"]));
+    assert_eq!(api.get("/v1/webhook").await.body["callback_url"], account);
+    for bad in [
+        json!({"callback_url": "ftp://example.com/x"}),
+        json!({"callback_url": account, "callback_statuses": []}),
+        json!({"callback_statuses": ["delivered"]}),
+        json!({"callback_url": account, "other": 1}),
+    ] {
+        let refused = api.put("/v1/webhook", &bad).await;
+        assert!(
+            matches!(refused.status, 400 | 422),
+            "{bad}: {:?}",
+            refused.body
+        );
+    }
+    assert_eq!(
+        api.get("/v1/webhook").await.body["callback_url"],
+        account,
+        "a refused change changes nothing"
+    );
+
+    let rotated = api
+        .post("/v1/webhook/rotate-secret", &json!({"grace_seconds": 3600}))
+        .await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.body);
+    let new_secret = rotated.body["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, keys.webhook_secret);
+    let until: DateTime<Utc> = rotated.body["previous_secret_valid_until"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (until - Utc::now() - chrono::Duration::hours(1))
+            .num_seconds()
+            .abs()
+            < 60
+    );
+    assert_eq!(
+        api.get("/v1/webhook").await.body["previous_secret_valid_until"],
+        rotated.body["previous_secret_valid_until"]
+    );
+    let too_long = api
+        .post(
+            "/v1/webhook/rotate-secret",
+            &json!({"grace_seconds": 604801}),
+        )
+        .await;
+    assert_eq!(too_long.status, 422, "{:?}", too_long.body);
+
+    // A message without a URL of its own goes to the account's, about `delivered` only,
+    // signed by both secrets.
+    let plain = api
+        .accepted(&json!({"to": "0671234567", "from": "Holub", "text": "account"}))
+        .await;
+    // One with its own URL goes there, about every status.
+    let own = api
+        .accepted(&json!({"to": "0671234568", "from": "Holub", "text": "own",
+            "callback_url": format!("{base}/own")}))
+        .await;
+    let (signature, body) = posted(&posts, "/account", &plain, "delivered").await;
+    let now = Utc::now().timestamp();
+    assert_eq!(signature.matches("v1=").count(), 2, "{signature}");
+    assert!(verify(new_secret.as_bytes(), &signature, &body, now));
+    assert!(verify(
+        keys.webhook_secret.as_bytes(),
+        &signature,
+        &body,
+        now
+    ));
+    posted(&posts, "/own", &own, "sent").await;
+    posted(&posts, "/own", &own, "delivered").await;
+    api.wait_terminal(&plain, Duration::from_secs(20)).await;
+    {
+        let posts = posts.lock().unwrap();
+        for (path, _, body) in posts.iter() {
+            let events: serde_json::Value = serde_json::from_slice(body).unwrap();
+            for e in events.as_array().unwrap() {
+                if path == "/account" {
+                    assert_eq!(e["status"], "delivered", "only what the account asked for");
+                    assert_eq!(e["message_id"], plain.as_str());
+                } else {
+                    assert_eq!(e["message_id"], own.as_str());
+                }
+            }
+        }
+    }
+
+    // No grace (a leaked secret): the newest alone signs, at once.
+    let urgent = api
+        .post("/v1/webhook/rotate-secret", &json!({"grace_seconds": 0}))
+        .await;
+    assert_eq!(urgent.status, 200, "{:?}", urgent.body);
+    assert_eq!(
+        urgent.body["previous_secret_valid_until"],
+        serde_json::Value::Null
+    );
+    let newest = urgent.body["secret"].as_str().unwrap().to_owned();
+    let after = api
+        .accepted(&json!({"to": "0671234569", "from": "Holub", "text": "after"}))
+        .await;
+    let (signature, body) = posted(&posts, "/account", &after, "delivered").await;
+    let now = Utc::now().timestamp();
+    assert_eq!(signature.matches("v1=").count(), 1, "{signature}");
+    assert!(verify(newest.as_bytes(), &signature, &body, now));
+    assert!(!verify(new_secret.as_bytes(), &signature, &body, now));
+
+    // Removing the account callback: later messages tell nobody.
+    let removed = api.put("/v1/webhook", &json!({"callback_url": null})).await;
+    assert_eq!(removed.status, 200, "{:?}", removed.body);
+    assert_eq!(removed.body["callback_url"], serde_json::Value::Null);
+    let audit = api.get("/v1/audit").await;
+    let actions: Vec<&str> = audit.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "webhook_secret.rotate")
+            .count(),
+        2,
+        "{actions:?}"
+    );
+    assert!(actions.contains(&"settings.update"), "{actions:?}");
+    assert!(
+        !audit.body.to_string().contains(&newest),
+        "no secret in the audit log"
+    );
+}

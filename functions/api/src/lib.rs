@@ -14,6 +14,7 @@ mod links;
 mod pages;
 mod routes;
 mod templates;
+mod webhook;
 
 use std::sync::Arc;
 
@@ -98,6 +99,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/senders/{sender}", delete(admin::remove_sender))
         .route("/v1/audit", get(admin::audit_log))
         .route("/v1/limits", get(admin::get_limits))
+        .route("/v1/webhook", get(webhook::get).put(webhook::put))
+        .route("/v1/webhook/rotate-secret", post(webhook::rotate_secret))
         .route("/v1/analytics/summary", get(analytics::summary))
         .route("/v1/analytics/timeseries", get(analytics::timeseries))
         .route("/v1/contacts", post(contacts::upsert).get(contacts::search))
@@ -179,7 +182,23 @@ pub fn openapi_json() -> serde_json::Value {
     }
     refine_contact_schemas(&mut doc);
     refine_consent_request(&mut doc);
+    refine_webhook_request(&mut doc);
     doc
+}
+
+/// The account's `callback_url` follows a message's rules, so its schema states the same
+/// pattern (utoipa takes a pattern only as a literal, which would be a second copy).
+fn refine_webhook_request(doc: &mut serde_json::Value) {
+    let pattern = doc
+        .pointer("/components/schemas/SendMessageRequest/properties/callback_url/pattern")
+        .cloned();
+    if let (Some(pattern), Some(field)) = (
+        pattern,
+        doc.pointer_mut("/components/schemas/WebhookRequest/properties/callback_url")
+            .and_then(serde_json::Value::as_object_mut),
+    ) {
+        field.insert("pattern".to_owned(), pattern);
+    }
 }
 
 /// `POST /v1/consents` takes two shapes, told apart by `state`: consent `given` needs its

@@ -239,10 +239,12 @@ fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-#[async_trait]
-impl SecretStore for FileSecretStore {
-    async fn get(&self, name: &str) -> Result<Secret, SecretError> {
-        let value = match self.inner.cached(name) {
+impl FileSecretStore {
+    /// The value, from the cache if it is fresh enough and `fresh` is not asked for, else
+    /// from the file if it changed.
+    async fn read(&self, name: &str, fresh: bool) -> Result<Secret, SecretError> {
+        let cached = if fresh { None } else { self.inner.cached(name) };
+        let value = match cached {
             Some(value) => value,
             None => {
                 let inner = Arc::clone(&self.inner);
@@ -258,6 +260,17 @@ impl SecretStore for FileSecretStore {
         value
             .map(Secret::new)
             .ok_or_else(|| SecretError::NotFound(name.to_owned()))
+    }
+}
+
+#[async_trait]
+impl SecretStore for FileSecretStore {
+    async fn get(&self, name: &str) -> Result<Secret, SecretError> {
+        self.read(name, false).await
+    }
+
+    async fn get_fresh(&self, name: &str) -> Result<Secret, SecretError> {
+        self.read(name, true).await
     }
 
     async fn put(&self, name: &str, value: &Secret) -> Result<(), SecretError> {

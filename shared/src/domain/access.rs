@@ -480,6 +480,8 @@ pub enum AuditAction {
     SettingsUpdate,
     #[serde(rename = "tenant.erase")]
     TenantErase,
+    #[serde(rename = "webhook_secret.rotate")]
+    WebhookSecretRotate,
 }
 
 impl AuditAction {
@@ -494,6 +496,7 @@ impl AuditAction {
             AuditAction::SenderRemove => "sender.remove",
             AuditAction::SettingsUpdate => "settings.update",
             AuditAction::TenantErase => "tenant.erase",
+            AuditAction::WebhookSecretRotate => "webhook_secret.rotate",
         }
     }
 }
@@ -512,6 +515,7 @@ impl FromStr for AuditAction {
             SenderRemove,
             SettingsUpdate,
             TenantErase,
+            WebhookSecretRotate,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)

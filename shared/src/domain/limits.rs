@@ -3,13 +3,37 @@
 //!
 //! The operator sets them (`holub tenant limits`); a tenant reads its own (`GET /v1/limits`)
 //! but cannot raise them, since a leaked key must not lift the caps that bound its damage.
+//! The same record carries two choices that are the account's own, as they bound nothing:
+//! the window marketing messages go out in, and the account's status callback.
 
 use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CountryCode, Kopiyky, SendingWindow};
+use super::{CountryCode, Kopiyky, MessageStatus, SendingWindow, StatusSet};
+
+/// The account's status callback: where a message that names no `callback_url` of its own
+/// is called back, and about which statuses (every one when absent). The URL was checked as
+/// a message's `callback_url` is when it was set; it applies to messages accepted after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct StatusCallback {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statuses: Option<BTreeSet<MessageStatus>>,
+}
+
+impl StatusCallback {
+    /// The statuses told about.
+    pub fn status_set(&self) -> StatusSet {
+        match &self.statuses {
+            None => StatusSet::ALL,
+            Some(list) => StatusSet::of(list.iter().copied()),
+        }
+    }
+}
 
 /// The limits of one tenant. Every field has a range; [`TenantLimits::set`] and the
 /// deserialiser hold to it, so a stored or typed value out of range is refused.
@@ -43,6 +67,9 @@ pub struct TenantLimits {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "09:00-21:00"))]
     pub marketing_window: SendingWindow,
+    /// The account's status callback, if it set one (`PUT /v1/webhook`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_callback: Option<StatusCallback>,
 }
 
 /// The ranges each limit must be in.
@@ -68,6 +95,7 @@ impl Default for TenantLimits {
             per_number_per_hour: 10,
             retention_days: None,
             marketing_window: SendingWindow::default(),
+            status_callback: None,
         }
     }
 }
@@ -111,6 +139,8 @@ struct RawLimits {
     retention_days: Option<u32>,
     #[serde(default)]
     marketing_window: SendingWindow,
+    #[serde(default)]
+    status_callback: Option<StatusCallback>,
 }
 
 impl TryFrom<RawLimits> for TenantLimits {
@@ -126,6 +156,7 @@ impl TryFrom<RawLimits> for TenantLimits {
             per_number_per_hour: r.per_number_per_hour,
             retention_days: r.retention_days,
             marketing_window: r.marketing_window,
+            status_callback: r.status_callback,
         };
         limits.check()?;
         Ok(limits)

@@ -42,7 +42,7 @@ pub use failure::{FailureCode, UnknownFailureCode};
 pub use ids::{
     BatchId, CampaignId, ContactId, IdempotencyKey, KeyId, MessageId, TemplateId, TenantId, UserId,
 };
-pub use limits::{LimitError, TenantLimits};
+pub use limits::{LimitError, StatusCallback, TenantLimits};
 pub use links::{ShortBase, ShortCode, TrackedLink, Visitor};
 pub use message::{Message, MessageError, StatusChange};
 pub use money::Kopiyky;

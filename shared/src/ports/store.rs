@@ -421,6 +421,9 @@ pub trait TenantStore: Send + Sync {
         audit: &AuditEntry,
     ) -> Result<bool, StoreError>;
 
+    /// Appends an entry for a change kept outside the store (a secret's rotation).
+    async fn record_audit(&self, audit: &AuditEntry) -> Result<(), StoreError>;
+
     /// Sets the tenant's limits, with the audit entry of the change. `NotFound` if there is
     /// no such tenant.
     async fn put_limits(

@@ -25,7 +25,7 @@ use crate::domain::{
 use crate::ports::store::{KeyEnd, Tenant};
 use crate::ports::{Clock, Secret, SecretError, SecretStore, StoreError, TenantStore};
 
-use super::callbacks::signing_secret_name;
+use super::callbacks::{SigningKeys, signing_secret_name};
 
 /// How long a key found in the store is believed without asking again: a revoked key stops
 /// working everywhere within this.
@@ -57,6 +57,14 @@ pub struct Caller {
     /// `None` for a key from before key ids.
     pub key_id: Option<KeyId>,
     pub scopes: Scopes,
+}
+
+/// A tenant's new webhook signing secret, shown once, and until when the one before it
+/// still signs too (`None`: it stopped at once).
+#[derive(Debug, Clone)]
+pub struct RotatedSecret {
+    pub secret: String,
+    pub previous_until: Option<DateTime<Utc>>,
 }
 
 /// A key and its secret, shown once.
@@ -382,6 +390,75 @@ impl Accounts {
         Ok(ended.map(|old| (old, new)))
     }
 
+    /// The tenant's stored signing secrets (`None` if it has none, or none that can be read).
+    async fn signing_keys(&self, tenant: &TenantId) -> Result<Option<SigningKeys>, SecretError> {
+        match self.secrets.get_fresh(&signing_secret_name(tenant)).await {
+            Ok(stored) => Ok(SigningKeys::parse(&stored)),
+            Err(SecretError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Until when the previous webhook signing secret still signs callbacks, if it does.
+    pub async fn webhook_secret_grace(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<DateTime<Utc>>, AccountError> {
+        let keys = self.signing_keys(tenant).await?;
+        Ok(keys.and_then(|k| k.previous_until(self.clock.now())))
+    }
+
+    /// A new webhook signing secret. Callbacks are signed by both it and the current one
+    /// for `grace` (zero: by the new one alone, at once), so a receiver can switch to the
+    /// new secret at its own pace within it. A rotation within an earlier one's grace ends
+    /// that grace: only the secret just replaced is kept.
+    ///
+    /// The audit entry is written first: a rotation that the secret store then refuses is
+    /// recorded but did not happen (the answer says so, and the secret is as it was).
+    pub async fn rotate_webhook_secret(
+        &self,
+        tenant: &TenantId,
+        grace: Duration,
+        origin: &Origin,
+    ) -> Result<RotatedSecret, AccountError> {
+        if grace > MAX_ROTATION_GRACE {
+            return Err(AccountError::GraceTooLong);
+        }
+        let now = self.clock.now();
+        let before = self.signing_keys(tenant).await?;
+        let secret = random_token("whsec_");
+        let previous_until = now + duration(grace);
+        let next = SigningKeys {
+            current: Secret::new(secret.clone()),
+            previous: before
+                .as_ref()
+                .filter(|_| !grace.is_zero())
+                .map(|keys| (keys.current.clone(), previous_until)),
+        };
+        let audit = origin.entry(
+            tenant,
+            now,
+            AuditAction::WebhookSecretRotate,
+            "webhook_secret",
+            Some(serde_json::json!({
+                "previous_until": before.as_ref().and_then(|k| k.previous_until(now)),
+            })),
+            Some(serde_json::json!({"previous_until": next.previous_until(now)})),
+        );
+        match self.tenants.record_audit(&audit).await {
+            Ok(()) => {}
+            Err(StoreError::NotFound) => return Err(AccountError::NoTenant),
+            Err(e) => return Err(e.into()),
+        }
+        self.secrets
+            .put(&signing_secret_name(tenant), &next.stored())
+            .await?;
+        Ok(RotatedSecret {
+            secret,
+            previous_until: next.previous_until(now),
+        })
+    }
+
     /// Erases a tenant's data (the operator's command line): its data key is destroyed, so
     /// every number and text stored for it — in the database, its copies and its backups —
     /// can never be read again, nothing more is accepted for it, and its API keys are
@@ -630,6 +707,88 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn a_webhook_secret_rotation_signs_with_both_through_the_grace_only() {
+        let t = two("whsec");
+        let created = t
+            .here
+            .create_tenant("Acme", &Origin::operator())
+            .await
+            .unwrap();
+        let tenant: TenantId = created.tenant_id.parse().unwrap();
+        let secrets = FileSecretStore::in_dir(&t.dir);
+        let keys = || async {
+            SigningKeys::parse(
+                &secrets
+                    .get_fresh(&signing_secret_name(&tenant))
+                    .await
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(keys().await.current.expose(), created.webhook_secret);
+        assert_eq!(t.here.webhook_secret_grace(&tenant).await.unwrap(), None);
+
+        let rotated = t
+            .here
+            .rotate_webhook_secret(&tenant, Duration::from_secs(3600), &Origin::operator())
+            .await
+            .unwrap();
+        assert!(rotated.secret.starts_with("whsec_"));
+        assert_ne!(rotated.secret, created.webhook_secret);
+        let until = t.clock.now() + chrono::Duration::hours(1);
+        assert_eq!(rotated.previous_until, Some(until));
+        assert_eq!(
+            t.elsewhere.webhook_secret_grace(&tenant).await.unwrap(),
+            Some(until)
+        );
+        let now = t.clock.now();
+        let stored = keys().await;
+        assert_eq!(
+            stored.signing(now),
+            vec![rotated.secret.as_bytes(), created.webhook_secret.as_bytes()]
+        );
+        t.clock.advance(3600);
+        assert_eq!(
+            keys().await.signing(t.clock.now()),
+            vec![rotated.secret.as_bytes()]
+        );
+        assert_eq!(t.here.webhook_secret_grace(&tenant).await.unwrap(), None);
+
+        // No grace: the new one alone, at once; the earlier grace is not carried on.
+        let again = t
+            .here
+            .rotate_webhook_secret(&tenant, Duration::ZERO, &Origin::operator())
+            .await
+            .unwrap();
+        assert_eq!(again.previous_until, None);
+        let stored = keys().await;
+        assert!(stored.previous.is_none());
+        assert_eq!(stored.current.expose(), again.secret);
+
+        let too_long = t
+            .here
+            .rotate_webhook_secret(&tenant, MAX_ROTATION_GRACE * 2, &Origin::operator())
+            .await;
+        assert!(matches!(too_long, Err(AccountError::GraceTooLong)));
+        let stranger: TenantId = "ten_01HZZZZZZZZZZZZZZZZZZZZZZZ".parse().unwrap();
+        let unknown = t
+            .here
+            .rotate_webhook_secret(&stranger, Duration::ZERO, &Origin::operator())
+            .await;
+        assert!(matches!(unknown, Err(AccountError::NoTenant)));
+
+        // Both rotations are audited, without a secret.
+        let log = t.here.audit_log(&tenant, None, 10).await.unwrap();
+        let rotations: Vec<_> = log
+            .iter()
+            .filter(|e| e.action == AuditAction::WebhookSecretRotate)
+            .collect();
+        assert_eq!(rotations.len(), 2);
+        let text = serde_json::to_string(&log).unwrap();
+        assert!(!text.contains(&rotated.secret) && !text.contains(&again.secret));
     }
 
     #[tokio::test]

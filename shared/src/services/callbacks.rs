@@ -20,6 +20,17 @@
 //! Verify it by recomputing the HMAC over the exact bytes received, comparing in constant
 //! time, and refusing timestamps more than 5 minutes from your clock (replays).
 //!
+//! ## Rotating the secret
+//! A rotation makes a new secret and keeps the old one for a grace period the customer
+//! chooses (up to 7 days). Within it each request carries two signatures,
+//! `t=<t>,v1=<hex by the new>,v1=<hex by the old>`, so a receiver that still checks the
+//! old secret and one that already checks the new both accept it; a receiver accepts a
+//! request if any `v1` matches. Both secrets live in the one secret-store value
+//! ([`SigningKeys`]), so a rotation is one atomic write. On AWS the callbacks function
+//! keeps a secret it read for 5 minutes, so for up to that long after a rotation some
+//! requests are signed by the old secret alone: a receiver that refuses them gets them
+//! again, retried, signed by both. On one machine a rotation holds at once.
+//!
 //! ## Where callbacks may go
 //! Where Holub serves others (`public_only`), a callback goes only over https and only to
 //! public addresses, checked on the very lookup its connection uses
@@ -27,12 +38,13 @@
 //! customer, not the guard, since a name may answer differently by the time it is called.
 //! A callback refused for its address is dropped, not retried: the URL will not get better.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::adapters::safe_http;
@@ -56,38 +68,113 @@ pub fn signing_secret_name(tenant: &TenantId) -> String {
     format!("tenants/{tenant}/webhook-signing-secret")
 }
 
-/// `t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>.<body>">`
-pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    format!(
-        "t={timestamp},v1={}",
-        hex::encode(mac(secret, timestamp, body))
-    )
+/// `t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>.<body>">`, one `v1` per secret, in
+/// the order given.
+pub fn sign(secrets: &[&[u8]], timestamp: i64, body: &[u8]) -> String {
+    let mut header = format!("t={timestamp}");
+    for secret in secrets {
+        header.push_str(",v1=");
+        header.push_str(&hex::encode(mac(secret, timestamp, body)));
+    }
+    header
 }
 
-/// Checks a `Holub-Signature` header against the body, the secret and the receiver's clock.
+/// Checks a `Holub-Signature` header against the body, the secret and the receiver's clock:
+/// true if any of its `v1` signatures is by `secret`.
 pub fn verify(secret: &[u8], header: &str, body: &[u8], now: i64) -> bool {
     let mut timestamp = None;
-    let mut signature = None;
+    let mut signatures = Vec::new();
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", t)) => timestamp = t.parse::<i64>().ok(),
-            Some(("v1", v)) => signature = hex::decode(v).ok(),
+            Some(("v1", v)) => signatures.extend(hex::decode(v).ok()),
             _ => {}
         }
     }
-    let (Some(t), Some(sig)) = (timestamp, signature) else {
+    let Some(t) = timestamp else {
         return false;
     };
     if (now - t).abs() > SIGNATURE_TOLERANCE_SECS {
         return false;
     }
-    let Ok(mut m) = Hmac::<Sha256>::new_from_slice(secret) else {
-        return false;
-    };
-    m.update(t.to_string().as_bytes());
-    m.update(b".");
-    m.update(body);
-    m.verify_slice(&sig).is_ok()
+    signatures.iter().any(|sig| {
+        Hmac::<Sha256>::new_from_slice(secret).is_ok_and(|mut m| {
+            m.update(t.to_string().as_bytes());
+            m.update(b".");
+            m.update(body);
+            m.verify_slice(sig).is_ok()
+        })
+    })
+}
+
+/// A tenant's webhook signing secrets as the secret store keeps them: the current one, and
+/// after a rotation the one before it until its grace ends. Stored as the bare secret
+/// (`whsec_…`) when there is no previous one, else as JSON
+/// `{"current": …, "previous": …, "previous_until": <RFC 3339>}`.
+#[derive(Debug, Clone)]
+pub struct SigningKeys {
+    pub current: Secret,
+    pub previous: Option<(Secret, DateTime<Utc>)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredKeys {
+    current: String,
+    previous: String,
+    previous_until: DateTime<Utc>,
+}
+
+impl SigningKeys {
+    /// Reads the stored value; `None` if it is neither form.
+    pub fn parse(stored: &Secret) -> Option<Self> {
+        let raw = stored.expose();
+        if !raw.starts_with('{') {
+            return (!raw.is_empty()).then(|| SigningKeys {
+                current: stored.clone(),
+                previous: None,
+            });
+        }
+        let keys: StoredKeys = serde_json::from_str(raw).ok()?;
+        (!keys.current.is_empty() && !keys.previous.is_empty()).then(|| SigningKeys {
+            current: Secret::new(keys.current),
+            previous: Some((Secret::new(keys.previous), keys.previous_until)),
+        })
+    }
+
+    /// The value to store.
+    pub fn stored(&self) -> Secret {
+        match &self.previous {
+            None => self.current.clone(),
+            Some((previous, until)) => Secret::new(
+                serde_json::json!({
+                    "current": self.current.expose(),
+                    "previous": previous.expose(),
+                    "previous_until": until,
+                })
+                .to_string(),
+            ),
+        }
+    }
+
+    /// When the previous secret stops signing, if it still does at `now`.
+    pub fn previous_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.previous
+            .as_ref()
+            .map(|(_, until)| *until)
+            .filter(|until| *until > now)
+    }
+
+    /// The secrets that sign a request at `now`: the current one, and the previous one
+    /// within its grace.
+    pub fn signing(&self, now: DateTime<Utc>) -> Vec<&[u8]> {
+        let mut secrets = vec![self.current.expose().as_bytes()];
+        if let Some((previous, until)) = &self.previous
+            && *until > now
+        {
+            secrets.push(previous.expose().as_bytes());
+        }
+        secrets
+    }
 }
 
 fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Vec<u8> {
@@ -104,8 +191,6 @@ pub struct CallbackConfig {
     pub timeout: Duration,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
-    /// How long a tenant's signing secret is cached.
-    pub secret_ttl: Duration,
     /// Only https, and only to public addresses (where Holub serves others).
     pub public_only: bool,
 }
@@ -116,7 +201,6 @@ impl Default for CallbackConfig {
             timeout: Duration::from_secs(5),
             backoff_base: Duration::from_secs(2),
             backoff_cap: Duration::from_secs(3600),
-            secret_ttl: Duration::from_secs(300),
             public_only: false,
         }
     }
@@ -128,7 +212,6 @@ pub struct CallbackSender {
     /// `None` only if the TLS backend could not start: nothing is sent then.
     http: Option<reqwest::Client>,
     config: CallbackConfig,
-    cache: Mutex<HashMap<TenantId, (Secret, Instant)>>,
 }
 
 impl CallbackSender {
@@ -145,7 +228,6 @@ impl CallbackSender {
             clock,
             http,
             config,
-            cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -226,13 +308,13 @@ impl CallbackSender {
         let Some(http) = &self.http else {
             return retry();
         };
-        let secret = match self.secret(tenant).await {
-            Some(s) => s,
+        let keys = match self.keys(tenant).await {
+            Some(keys) => keys,
             None => return retry(),
         };
         let body = body(events);
-        let timestamp = self.clock.now().timestamp();
-        let signature = sign(secret.expose().as_bytes(), timestamp, body.as_bytes());
+        let now = self.clock.now();
+        let signature = sign(&keys.signing(now), now.timestamp(), body.as_bytes());
         let result = http
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -264,19 +346,16 @@ impl CallbackSender {
         }
     }
 
-    async fn secret(&self, tenant: &TenantId) -> Option<Secret> {
-        if let Ok(cache) = self.cache.lock()
-            && let Some((secret, at)) = cache.get(tenant)
-            && at.elapsed() < self.config.secret_ttl
-        {
-            return Some(secret.clone());
-        }
+    /// The tenant's signing secrets, as the secret store has them (its cache decides how
+    /// fresh: 5 minutes on AWS, at once on one machine).
+    async fn keys(&self, tenant: &TenantId) -> Option<SigningKeys> {
         match self.secrets.get(&signing_secret_name(tenant)).await {
-            Ok(secret) => {
-                if let Ok(mut cache) = self.cache.lock() {
-                    cache.insert(tenant.clone(), (secret.clone(), Instant::now()));
+            Ok(stored) => {
+                let keys = SigningKeys::parse(&stored);
+                if keys.is_none() {
+                    tracing::error!("callback: the signing secret is stored in no known form");
                 }
-                Some(secret)
+                keys
             }
             Err(e) => {
                 tracing::warn!(error = %e, "callback: no signing secret");
@@ -323,7 +402,7 @@ mod tests {
     fn signatures_verify_and_refuse_tampering_and_replays() {
         let secret = b"whsec_test";
         let body = br#"{"status":"delivered"}"#;
-        let header = sign(secret, 1_700_000_000, body);
+        let header = sign(&[secret], 1_700_000_000, body);
         assert!(header.starts_with("t=1700000000,v1="));
         assert!(verify(secret, &header, body, 1_700_000_010));
         assert!(!verify(
@@ -336,5 +415,49 @@ mod tests {
         assert!(!verify(secret, &header, body, 1_700_000_000 + 301));
         assert!(!verify(secret, "t=1700000000", body, 1_700_000_000));
         assert!(!verify(secret, "garbage", body, 1_700_000_000));
+    }
+
+    #[test]
+    fn two_signatures_in_a_grace_each_verify_by_their_own_secret() {
+        let body = br#"[]"#;
+        let header = sign(&[b"whsec_new", b"whsec_old"], 1_700_000_000, body);
+        assert_eq!(header.matches(",v1=").count(), 2);
+        assert!(verify(b"whsec_new", &header, body, 1_700_000_000));
+        assert!(verify(b"whsec_old", &header, body, 1_700_000_000));
+        assert!(!verify(b"whsec_other", &header, body, 1_700_000_000));
+    }
+
+    #[test]
+    fn signing_keys_round_trip_and_the_previous_signs_only_in_its_grace() {
+        let plain = SigningKeys::parse(&Secret::new("whsec_a")).unwrap();
+        assert!(plain.previous.is_none());
+        assert_eq!(
+            plain.stored().expose(),
+            "whsec_a",
+            "the bare form stays bare"
+        );
+        let until = "2026-12-03T12:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let rotated = SigningKeys {
+            current: Secret::new("whsec_b"),
+            previous: Some((Secret::new("whsec_a"), until)),
+        };
+        let again = SigningKeys::parse(&rotated.stored()).unwrap();
+        assert_eq!(again.current.expose(), "whsec_b");
+        let before = until - chrono::Duration::seconds(1);
+        assert_eq!(
+            again.signing(before),
+            vec![&b"whsec_b"[..], &b"whsec_a"[..]]
+        );
+        assert_eq!(again.signing(until), vec![&b"whsec_b"[..]]);
+        assert_eq!(again.previous_until(before), Some(until));
+        assert_eq!(again.previous_until(until), None);
+        for bad in [
+            "",
+            "{",
+            r#"{"current":""}"#,
+            r#"{"current":"a","previous":""}"#,
+        ] {
+            assert!(SigningKeys::parse(&Secret::new(bad)).is_none(), "{bad}");
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! not wait for the requeue sweep, minutes later. A crash loses that memory; the sweeper's
 //! requeue of stale `queued` messages stays the backstop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,8 +21,8 @@ use crate::domain::segments::encoding_of;
 use crate::domain::text::{MAX_TEXT_BYTES, TextPolicy};
 use crate::domain::{
     BatchId, Category, Encoding, IdempotencyKey, Message, MessageId, MessageStatus, MessageText,
-    Pace, PhoneNumber, SenderId, SendingWindow, StatusChange, StatusSet, TenantId, TenantLimits,
-    TextError,
+    Origin, Pace, PhoneNumber, SenderId, SendingWindow, StatusCallback, StatusChange, StatusSet,
+    TenantId, TenantLimits, TextError,
 };
 use crate::ports::store::IdempotencyRecord;
 use crate::ports::{
@@ -31,7 +31,7 @@ use crate::ports::{
 };
 
 use super::jobs::{self, DispatchJob};
-use super::limits::{Charge, Limits, LimitsError, Refusal};
+use super::limits::{Charge, Limits, LimitsError, Refusal, SetLimitsError};
 use super::senders::Senders;
 use super::template::{self, TemplateError};
 use super::view::MessageView;
@@ -419,7 +419,8 @@ struct Common {
     send_at: Option<DateTime<Utc>>,
     expires_at: DateTime<Utc>,
     callback_url: Option<String>,
-    callback_statuses: StatusSet,
+    /// `None`: the request named none (every status, or the account callback's).
+    callback_statuses: Option<StatusSet>,
     metadata: Option<serde_json::Value>,
     policy: TextPolicy,
     /// Where the short links of tracked links go (`None`: links are not tracked).
@@ -430,6 +431,19 @@ struct Common {
 }
 
 impl Common {
+    /// What the account's settings add to a request: its status callback where the request
+    /// named no URL of its own (the request's `callback_statuses`, if given, still choose
+    /// the statuses), and for marketing its sending window.
+    fn settle(&mut self, limits: &TenantLimits, now: DateTime<Utc>) {
+        if self.callback_url.is_none()
+            && let Some(account) = &limits.status_callback
+        {
+            self.callback_url = Some(account.url.clone());
+            self.callback_statuses = self.callback_statuses.or(Some(account.status_set()));
+        }
+        self.keep_to(limits.marketing_window, now);
+    }
+
     /// Keeps a marketing request to the tenant's sending window: one that would go out
     /// outside it is scheduled for the window's next opening, its validity counted from then.
     fn keep_to(&mut self, window: SendingWindow, now: DateTime<Utc>) {
@@ -496,6 +510,57 @@ impl Intake {
                 .await
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Sets the account's status callback, checked as a message's `callback_url` and
+    /// `callback_statuses` are; `url` `None` removes it. Messages accepted after use it.
+    pub async fn set_status_callback(
+        &self,
+        tenant: &TenantId,
+        url: Option<&str>,
+        statuses: Option<Vec<MessageStatus>>,
+        origin: &Origin,
+    ) -> Result<Option<StatusCallback>, IntakeError> {
+        let callback = match url {
+            None if statuses.is_some() => {
+                return Err(IntakeError::Invalid(FieldError::new(
+                    "callback_url_missing",
+                    "callback_url",
+                    "callback_statuses needs a callback_url",
+                )));
+            }
+            None => None,
+            Some(raw) => {
+                let url = parse_callback_url(raw, self.config.allow_private_callbacks)
+                    .map_err(IntakeError::Invalid)?;
+                if statuses.as_ref().is_some_and(Vec::is_empty) {
+                    return Err(IntakeError::Invalid(FieldError::new(
+                        "callback_statuses_empty",
+                        "callback_statuses",
+                        "callback_statuses names at least one status (leave it out for all)",
+                    )));
+                }
+                self.check_callback_name(Some(&url))
+                    .await
+                    .map_err(IntakeError::Invalid)?;
+                Some(StatusCallback {
+                    url,
+                    statuses: statuses.map(BTreeSet::from_iter),
+                })
+            }
+        };
+        match self
+            .limits
+            .set_status_callback(tenant, callback.clone(), origin)
+            .await
+        {
+            Ok(_) => Ok(callback),
+            Err(SetLimitsError::Store(e)) => Err(IntakeError::Store(e)),
+            // Stored limits that no longer pass their own checks: the operator's to mend.
+            Err(SetLimitsError::Invalid(e)) => Err(IntakeError::Store(StoreError::Corrupt(
+                format!("tenant limits: {e}"),
+            ))),
         }
     }
 
@@ -574,7 +639,7 @@ impl Intake {
             .map_err(IntakeError::Invalid)?;
         let to = parse_phone(&req.to, "to").map_err(IntakeError::Invalid)?;
         let limits = self.limits.of(tenant).await?;
-        common.keep_to(limits.marketing_window, now);
+        common.settle(&limits, now);
         Limits::allows_destination(&limits, &to)
             .map_err(|r| IntakeError::Invalid(FieldError::new(r.code, "to", r.message)))?;
         let registry = self.senders.registry(tenant).await?;
@@ -666,7 +731,7 @@ impl Intake {
             .map_err(IntakeError::Invalid)?;
         let registry = self.senders.registry(tenant).await?;
         let limits = self.limits.of(tenant).await?;
-        common.keep_to(limits.marketing_window, now);
+        common.settle(&limits, now);
         registry
             .registered(&common.from)
             .map_err(|e| IntakeError::Invalid(FieldError::new(e.code(), "from", e.to_string())))?;
@@ -988,9 +1053,10 @@ impl Intake {
         let callback_url = callback_url
             .map(|u| parse_callback_url(&u, self.config.allow_private_callbacks))
             .transpose()?;
-        // Without a `callback_url` the statuses are kept, and tell nobody anything.
+        // Without a `callback_url` of the request's or the account's, the statuses are kept
+        // and tell nobody anything.
         let callback_statuses = match callback_statuses {
-            None => StatusSet::ALL,
+            None => None,
             Some(list) if list.is_empty() => {
                 return Err(FieldError::new(
                     "callback_statuses_empty",
@@ -998,7 +1064,7 @@ impl Intake {
                     "callback_statuses names at least one status (leave it out for all)",
                 ));
             }
-            Some(list) => StatusSet::of(list),
+            Some(list) => Some(StatusSet::of(list)),
         };
         let metadata = match metadata {
             None => None,
@@ -1076,7 +1142,7 @@ impl Intake {
             return Ok(reply.body);
         }
         let now = self.clock.now();
-        let common = self
+        let mut common = self
             .common(
                 now,
                 plan.from,
@@ -1096,6 +1162,11 @@ impl Intake {
             .registered(&common.from)
             .map_err(|e| IntakeError::Invalid(FieldError::new(e.code(), "from", e.to_string())))?;
         let limits = self.limits.of(tenant).await?;
+        // The window is kept per message below, as each has its own time.
+        if let Some(account) = &limits.status_callback {
+            common.callback_url = Some(account.url.clone());
+            common.callback_statuses = Some(account.status_set());
+        }
         let mut verdicts: Vec<Option<&'static str>> = Vec::with_capacity(recipients.len());
         let mut messages = Vec::with_capacity(recipients.len());
         // Where each message's verdict is.
@@ -1272,7 +1343,7 @@ fn build(
         send_at: common.send_at,
         expires_at: common.expires_at,
         callback_url: common.callback_url.clone(),
-        callback_statuses: common.callback_statuses,
+        callback_statuses: common.callback_statuses.unwrap_or(StatusSet::ALL),
         reference,
         metadata: common.metadata.clone(),
         provider: None,

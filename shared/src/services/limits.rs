@@ -21,7 +21,9 @@ use chrono::{DateTime, Datelike, Months, NaiveDate, Timelike, Utc};
 use serde::Serialize;
 
 use crate::domain::kyiv;
-use crate::domain::{AuditAction, Message, Origin, PhoneNumber, TenantId, TenantLimits};
+use crate::domain::{
+    AuditAction, LimitError, Message, Origin, PhoneNumber, StatusCallback, TenantId, TenantLimits,
+};
 use crate::ports::{
     Admission, Admitted, Bucket, Clock, CounterStore, SpendPeriod, SpendVerdict, StoreError,
     TenantStore,
@@ -172,15 +174,42 @@ impl Limits {
         changes: &[(String, String)],
         origin: &Origin,
     ) -> Result<TenantLimits, SetLimitsError> {
+        self.change(tenant, origin, |limits| {
+            changes
+                .iter()
+                .try_for_each(|(name, value)| limits.set(name, value))
+        })
+        .await
+    }
+
+    /// Sets (or with `None` removes) the account's status callback, already checked.
+    pub async fn set_status_callback(
+        &self,
+        tenant: &TenantId,
+        callback: Option<StatusCallback>,
+        origin: &Origin,
+    ) -> Result<TenantLimits, SetLimitsError> {
+        self.change(tenant, origin, |limits| {
+            limits.status_callback = callback;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Reads the tenant's limits, changes them and stores them with the audit entry.
+    async fn change(
+        &self,
+        tenant: &TenantId,
+        origin: &Origin,
+        change: impl FnOnce(&mut TenantLimits) -> Result<(), LimitError>,
+    ) -> Result<TenantLimits, SetLimitsError> {
         let before = self
             .tenants
             .limits(tenant)
             .await?
             .unwrap_or_else(|| self.defaults.clone());
         let mut after = before.clone();
-        for (name, value) in changes {
-            after.set(name, value).map_err(SetLimitsError::Invalid)?;
-        }
+        change(&mut after).map_err(SetLimitsError::Invalid)?;
         let entry = origin.entry(
             tenant,
             self.clock.now(),

@@ -127,7 +127,10 @@ pub async fn create(
     Ok(render(&signed, "/console/keys", title, body))
 }
 
-fn serde_urlencoded_form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
+/// A form's single fields as `T`; repeated fields (checkboxes) are read by the caller.
+pub(super) fn serde_urlencoded_form<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<T, Failure> {
     let pairs: serde_json::Map<String, serde_json::Value> = url::form_urlencoded::parse(body)
         .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
         .collect();

@@ -112,7 +112,11 @@ pub fn router() -> Router<AppState> {
         .route("/console/settings", get(settings::page))
         .route("/console/settings/window", post(settings::window))
         .route("/console/settings/password", post(settings::password))
-
+        .route("/console/settings/callback", post(settings::callback))
+        .route(
+            "/console/settings/rotate-secret",
+            post(settings::rotate_secret),
+        )
         .route("/console/users", get(users::page).post(users::invite))
         .route("/console/users/{id}/role", post(users::set_role))
         .route("/console/users/{id}/invitation", post(users::reinvite))

@@ -269,6 +269,18 @@ impl TenantStore for DynamoStore {
         }
     }
 
+    async fn record_audit(&self, audit: &AuditEntry) -> Result<(), StoreError> {
+        let items = vec![
+            self.tenant_exists(&audit.tenant_id)?,
+            self.new_item(audit_item(audit)?)?,
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(0) => Err(StoreError::NotFound),
+            Err(_) => Err(StoreError::AlreadyExists),
+        }
+    }
+
     async fn list_keys(&self, t: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let items = self
             .by_tenant_group(group(t, "key"), Order::Ascending, None, 10_000)

@@ -123,6 +123,29 @@ fn key_by_id(conn: &Connection, id: &str) -> Result<Option<RawKey>, Failure> {
     rows.next()?.map(RawKey::from_row).transpose()
 }
 
+impl SqliteBackend {
+    /// Runs `write` in one writer request if the tenant exists; `NotFound` if it does not.
+    async fn of_tenant<F>(&self, tenant: String, write: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<(), Failure> + Send + 'static,
+    {
+        let done = self
+            .db
+            .write(move |conn| {
+                if !tenant_exists(conn, &tenant)? {
+                    return Ok(false);
+                }
+                write(conn).map(|()| true)
+            })
+            .await?;
+        if done {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+}
+
 #[async_trait]
 impl TenantStore for SqliteBackend {
     async fn create_tenant(
@@ -168,24 +191,21 @@ impl TenantStore for SqliteBackend {
         Ok(raw.map(RawKey::parse).transpose()?)
     }
 
+    async fn record_audit(&self, audit: &AuditEntry) -> Result<(), StoreError> {
+        let audit = audit.clone();
+        let tenant = audit.tenant_id.as_str().to_owned();
+        self.of_tenant(tenant, move |conn| insert_audit(conn, &audit))
+            .await
+    }
+
     async fn add_key(&self, key: &ApiKeyRecord, audit: &AuditEntry) -> Result<(), StoreError> {
         let (key, audit) = (key.clone(), audit.clone());
-        let added = self
-            .db
-            .write(move |conn| {
-                if !tenant_exists(conn, key.tenant_id.as_str())? {
-                    return Ok(false);
-                }
-                insert_key(conn, &key)?;
-                insert_audit(conn, &audit)?;
-                Ok(true)
-            })
-            .await?;
-        if added {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound)
-        }
+        let tenant = key.tenant_id.as_str().to_owned();
+        self.of_tenant(tenant, move |conn| {
+            insert_key(conn, &key)?;
+            insert_audit(conn, &audit)
+        })
+        .await
     }
 
     async fn list_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>, StoreError> {
@@ -530,25 +550,14 @@ impl TenantStore for SqliteBackend {
         let json = serde_json::to_string(limits)
             .map_err(|e| StoreError::Corrupt(format!("tenant limits: {e}")))?;
         let (tenant, audit) = (tenant.as_str().to_owned(), audit.clone());
-        let stored = self
-            .db
-            .write(move |conn| {
-                if !tenant_exists(conn, &tenant)? {
-                    return Ok(false);
-                }
-                conn.prepare_cached(
-                    "INSERT INTO tenant_limits (tenant_id, limits) VALUES (?1, ?2) \
-                     ON CONFLICT (tenant_id) DO UPDATE SET limits = excluded.limits",
-                )?
-                .execute(params![tenant, json])?;
-                insert_audit(conn, &audit)?;
-                Ok(true)
-            })
-            .await?;
-        if stored {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound)
-        }
+        self.of_tenant(tenant.clone(), move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO tenant_limits (tenant_id, limits) VALUES (?1, ?2) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET limits = excluded.limits",
+            )?
+            .execute(params![tenant, json])?;
+            insert_audit(conn, &audit)
+        })
+        .await
     }
 }
