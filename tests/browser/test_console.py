@@ -405,6 +405,33 @@ def test_no_serious_accessibility_violations(new_context, tenant_a):
         page.goto(path)
         expect(page.locator("main h1")).to_be_visible()
         check(path.split("/")[2].split("?")[0])
+    # The pages a form answers, shown once or on the way to a send.
+    page.goto("/console/compose")
+    compose(page, "Перевірка доступності підтвердження", "+380671110011")
+    page.locator("#review").click()
+    expect(page.locator("#total-cost")).to_be_visible()
+    check("review")
+    page.goto("/console/users")
+    page.locator("#invite-email").fill(f"axe-{datetime.now().timestamp():.0f}@shop-a.example")
+    page.locator("form#invite button[type=submit]").click()
+    link = page.locator("#invitation-link").inner_text().strip()
+    check("invitation-link")
+    page.goto("/console/keys")
+    page.locator("#key-name").fill(f"axe-{datetime.now().timestamp():.0f}")
+    page.locator("form#new-key button[type=submit]").click()
+    expect(page.locator("#secret")).to_be_visible()
+    check("key-shown-once")
+    page.goto("/console/settings")
+    page.locator("form#rotate button[type=submit]").click()
+    expect(page.locator("#secret")).to_be_visible()
+    check("signing-secret-shown-once")
+    # The invitation as the invitee opens it, signed out.
+    invitee = new_context(bypass_csp=True).new_page()
+    page, outer = invitee, page
+    page.goto(link)
+    expect(page.locator("form#invitation")).to_be_visible()
+    check("invitation")
+    page = outer
 
     if found:
         report = json.dumps(found, ensure_ascii=False, indent=2)
@@ -436,6 +463,92 @@ def test_keyboard_reaches_the_sign_in_fields_in_order(page: Page):
     shot(page, "focus-on-submit")
     order = [s for s in seen if s in targets]
     assert order[:3] == ["email", "password", "submit"], f"Tab went through: {seen}"
+
+
+def tab_to(page: Page, selector: str, presses: int = 80) -> None:
+    """Presses Tab until `selector` has the focus, and checks the focus can be seen."""
+    for _ in range(presses):
+        if page.evaluate("(sel) => !!document.activeElement && document.activeElement.matches(sel)", selector):
+            outline = page.evaluate(
+                "() => { const s = getComputedStyle(document.activeElement);"
+                " return [s.outlineStyle, s.outlineWidth, s.boxShadow]; }")
+            assert outline[0] != "none" or outline[2] != "none", f"{selector}: focus not shown ({outline})"
+            return
+        page.keyboard.press("Tab")
+    pytest.fail(f"Tab never reached {selector}")
+
+
+def test_keyboard_alone_composes_reviews_and_sends(page: Page, tenant_a):
+    signed_in(page, tenant_a)
+    tab_to(page, "textarea[name=text]")
+    page.keyboard.type("Клавіатурою: ваше замовлення готове")
+    tab_to(page, "textarea[name=recipients]")
+    page.keyboard.type("+380671110020")
+    tab_to(page, "#review")
+    page.keyboard.press("Enter")
+    expect(page.locator("#total-cost")).to_be_visible()
+    shot(page, "review-by-keyboard")
+    tab_to(page, "#confirm")
+    page.keyboard.press("Enter")
+    page.wait_for_url(MESSAGES_LIST)
+    expect(page.locator("table#messages")).to_contain_text("+380671110020")
+    shot(page, "sent-by-keyboard")
+
+
+def test_the_console_fits_a_phone_screen(new_context, tenant_a):
+    phone = new_context(viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True,
+                        device_scale_factor=2).new_page()
+    signed_in(phone, tenant_a)
+    wide = {}
+    for path in CONSOLE_PAGES + ["/console/templates", "/console/consent"]:
+        phone.goto(path)
+        expect(phone.locator("main h1")).to_be_visible()
+        shot(phone, "phone-" + path.split("/")[2])
+        # Nothing but a table's own scroller may be wider than the screen.
+        overflow = phone.evaluate("""() => {
+            const width = document.documentElement.clientWidth;
+            if (document.documentElement.scrollWidth <= width + 1) return [];
+            return [...document.querySelectorAll('body *')]
+                .filter(el => el.getBoundingClientRect().right > width + 1
+                              && !el.closest('.table-wrap'))
+                .slice(0, 5)
+                .map(el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
+                           + (el.className ? '.' + String(el.className).replace(/ /g, '.') : ''));
+        }""")
+        if overflow:
+            wide[path] = overflow
+    assert not wide, f"wider than a 360 px screen: {wide}"
+    # And a send works there, by touch.
+    phone.goto("/console/compose")
+    compose(phone, "З телефона", "+380671110021")
+    phone.locator("#review").tap()
+    expect(phone.locator("#total-cost")).to_be_visible()
+    phone.locator("#confirm").tap()
+    phone.wait_for_url(MESSAGES_LIST)
+    expect(phone.locator("table#messages")).to_contain_text("+380671110021")
+
+
+def test_with_javascript_off_a_message_is_still_sent_and_followed(new_context, tenant_a):
+    page = new_context(java_script_enabled=False).new_page()
+    signed_in(page, tenant_a)
+    compose(page, "Без JavaScript", "+380671110022, 0671110023")
+    page.locator("#review").click()
+    expect(page.locator("#total-cost")).to_be_visible()
+    shot(page, "review-without-js")
+    page.locator("#confirm").click()
+    page.wait_for_url(MESSAGES_LIST)
+    row = page.locator("table#messages tbody tr", has_text="+380671110022")
+    expect(row).to_have_count(1)
+    row.locator("a").first.click()
+    page.wait_for_url(MESSAGE_PAGE)
+    # Nothing updates by itself without the script: a reload shows the news.
+    for _ in range(60):
+        if status_of(page.locator("#status")) == "delivered":
+            break
+        page.wait_for_timeout(250)
+        page.reload()
+    assert status_of(page.locator("#status")) == "delivered"
+    shot(page, "delivered-without-js")
 
 
 def test_an_invited_viewer_signs_up_and_cannot_send(page: Page, new_context, tenant_a):
