@@ -169,14 +169,18 @@ def status_of(element) -> str:
     return (element.get_attribute("data-status") or element.inner_text()).strip().lower()
 
 
-def api_send(tenant: Tenant, to: str, text: str) -> dict:
-    """Sends one message through the public API, as the tenant's integration would."""
-    body = json.dumps({"to": to, "from": tenant.sender, "text": text}).encode()
+def api_post(tenant: Tenant, path: str, body: dict) -> dict:
+    """A POST to the public API with the tenant's key, as its integration would make it."""
     request = urllib.request.Request(
-        f"{HOLUB_URL}/v1/messages",
-        data=body,
+        f"{HOLUB_URL}{path}",
+        data=json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {tenant.api_key}",
                  "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as answer:
         return json.load(answer)
+
+
+def api_send(tenant: Tenant, to: str, text: str) -> dict:
+    """Sends one message through the public API, as the tenant's integration would."""
+    return api_post(tenant, "/v1/messages", {"to": to, "from": tenant.sender, "text": text})

@@ -19,6 +19,7 @@ from playwright.sync_api import Page, expect
 from conftest import (
     AXE,
     HOLUB_URL,
+    api_post,
     api_send,
     path_of,
     shot,
@@ -645,6 +646,62 @@ def test_contacts_import_from_a_windows_1251_csv(page: Page, tenant_a, tmp_path)
     page.goto("/console/contacts?list=" + "Постійні")
     expect(page.locator("#contacts tbody tr")).to_have_count(2)
     expect(page.locator("#contacts")).to_contain_text("Оксана")
+
+
+def test_a_campaign_is_made_estimated_started_and_delivered(page: Page, tenant_a):
+    stamp = f"{datetime.now().timestamp():.0f}"
+    roster = f"Клієнти {stamp}"
+    for i in range(3):
+        api_post(tenant_a, "/v1/contacts",
+                 {"phone": f"+38067222{stamp[-2:]}{i:02d}", "name": f"Клієнт {i}", "lists": [roster]})
+    template = api_post(tenant_a, "/v1/templates", {
+        "name": f"Нагадування {stamp}", "text": "{{name}}, нагадуємо про візит завтра",
+        "category": "transactional"})
+    signed_in(page, tenant_a)
+    page.goto("/console/campaigns")
+    page.locator("details summary").click()
+    form = page.locator("form#new-campaign")
+    form.locator("#c-name").fill(f"Візити {stamp}")
+    form.locator("#c-template").select_option(template["id"])
+    form.locator(f"input[name=list][value='{roster}']").check()
+    form.locator("#c-from").select_option(tenant_a.sender)
+    form.locator("#c-pace").fill("600")
+    shot(page, "new-campaign")
+    form.locator("button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/console/campaigns$"))
+    card = page.locator("section.card", has_text=f"Візити {stamp}")
+    expect(card).to_contain_text(re.compile("чернетка|draft"))
+    # The estimate shows before it starts: three one-part messages at the account's price.
+    expect(card).to_contain_text(re.compile(r"3,00\s*грн|UAH\s*3\.00"))
+    shot(page, "draft-with-estimate")
+    card.locator("button", has_text=re.compile("Запустити|Start")).click()
+    page.wait_for_url(re.compile(r"/console/campaigns$"))
+    for _ in range(80):
+        card = page.locator("section.card", has_text=f"Візити {stamp}")
+        text = card.inner_text()
+        if re.search(r"(доставлено|delivered): 3", text):
+            break
+        page.wait_for_timeout(250)
+        page.reload()
+    assert re.search(r"(доставлено|delivered): 3", text), text
+    expect(card).to_contain_text(re.compile("завершено|completed"))
+    shot(page, "campaign-delivered")
+
+
+def test_an_owner_asks_for_a_new_sender_name(page: Page, tenant_a):
+    signed_in(page, tenant_a)
+    page.goto("/console/settings")
+    page.locator("#sender-name").fill("ShopAPromo")
+    page.locator("form#new-sender button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/console/settings$"))
+    row = page.locator("#senders tbody tr", has_text="ShopAPromo")
+    expect(row).to_contain_text(re.compile("на розгляді|pending"))
+    shot(page, "sender-pending")
+    # A name the networks would not take is refused with its reason.
+    page.locator("#sender-name").evaluate("(el) => el.removeAttribute('pattern')")
+    page.locator("#sender-name").fill("9-bad")
+    page.locator("form#new-sender button[type=submit]").click()
+    expect(page.locator("main")).to_contain_text("sender")
 
 
 def test_an_owner_sets_the_quiet_hours(page: Page, tenant_a):

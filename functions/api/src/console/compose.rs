@@ -403,7 +403,7 @@ async fn add_list(
 }
 
 /// `YYYY-MM-DDTHH:MM` (what a datetime-local field sends) in Kyiv time, as RFC 3339 UTC.
-fn send_at_utc(local: &str) -> Result<Option<String>, ()> {
+pub(super) fn send_at_utc(local: &str) -> Result<Option<String>, ()> {
     let local = local.trim();
     if local.is_empty() {
         return Ok(None);

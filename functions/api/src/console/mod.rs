@@ -93,7 +93,10 @@ pub fn router() -> Router<AppState> {
         .route("/console/messages/{id}", get(messages::show))
         .route("/console/messages/{id}/part", get(messages::part))
         .route("/console/messages/{id}/cancel", post(messages::cancel))
-        .route("/console/campaigns", get(campaigns::list))
+        .route(
+            "/console/campaigns",
+            get(campaigns::list).post(campaigns::create),
+        )
         .route("/console/campaigns/{id}/{action}", post(campaigns::act))
         .route("/console/analytics", get(analytics::page))
         .route("/console/analytics/export.csv", get(analytics::export))
@@ -113,6 +116,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/settings/window", post(settings::window))
         .route("/console/settings/password", post(settings::password))
         .route("/console/settings/callback", post(settings::callback))
+        .route("/console/settings/senders", post(settings::request_sender))
         .route(
             "/console/settings/rotate-secret",
             post(settings::rotate_secret),

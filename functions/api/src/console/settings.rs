@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect};
 use std::time::Duration;
 
-use holub_shared::domain::{MessageStatus, Network, Registration, Scope};
+use holub_shared::domain::{MessageStatus, Network, Registration, Scope, SenderId};
 use holub_shared::services::limits::SetLimitsError;
 use maud::html;
 use serde::Deserialize;
@@ -79,6 +79,23 @@ pub async fn page(
                         }
                     }
                 }
+            }
+        }
+        @if owner {
+            form id="new-sender" method="post" action="/console/settings/senders" class="filters" {
+                (csrf(&signed))
+                label for="sender-name" {
+                    (lang.t("Нове ім'я відправника (3–11 латинських літер і цифр, або номер)", "A new sender name (3 to 11 Latin letters and digits, or a number)"))
+                    input type="text" id="sender-name" name="sender" required maxlength="13"
+                        pattern="[A-Za-z][A-Za-z0-9]{2,10}|[+]?[0-9]{10,12}";
+                }
+                button type="submit" { (lang.t("Подати на реєстрацію", "Ask for registration")) }
+            }
+            p class="hint" {
+                (lang.t(
+                    "Нове ім'я чекає на розгляд у кожній мережі; повідомлення від нього йдуть у мережу, щойно там воно діє.",
+                    "A new name is pending on every network; messages from it go to a network once it is active there.",
+                ))
             }
         }
         h2 { (lang.t("Ліміти", "Limits")) }
@@ -250,6 +267,35 @@ pub async fn password(
 }
 
 #[derive(Deserialize)]
+pub struct SenderForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    sender: String,
+}
+
+/// A new sender name asked for by an owner: pending on every network until confirmed.
+pub async fn request_sender(
+    State(state): State<AppState>,
+    signed: Signed,
+    form: Result<Form<SenderForm>, FormRejection>,
+) -> Answer {
+    let form = signed.posted(form, Scope::Admin)?;
+    let sender = SenderId::parse(form.sender.trim()).map_err(|e| {
+        Failure::Api(
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
+                .field("sender"),
+        )
+    })?;
+    state
+        .senders
+        .request(&signed.session.tenant, sender, &signed.origin())
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Redirect::to("/console/settings").into_response())
+}
+
+#[derive(Deserialize)]
 pub struct CallbackForm {
     #[serde(default)]
     csrf: String,
@@ -336,4 +382,4 @@ pub async fn rotate_secret(
     Ok(render(&signed, "/console/settings", title, body))
 }
 
-csrf_form!(WindowForm, PasswordForm, RotateForm);
+csrf_form!(WindowForm, PasswordForm, RotateForm, SenderForm);
