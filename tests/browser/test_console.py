@@ -254,10 +254,21 @@ def test_upload_a_csv_of_a_thousand_numbers(page: Page, tenant_a, tmp_path):
 
 
 def test_analytics_shows_a_summary_a_chart_and_exports_csv(page: Page, tenant_a):
+    api_send(tenant_a, "+380671110030", "Для аналітики")
     signed_in(page, tenant_a)
     page.goto("/console/analytics")
     expect(page.locator("#summary")).to_be_visible()
     expect(page.locator("svg").first).to_be_attached()
+    # Once a delivery reaches the statistics: its day on the rate line, its provider's rate
+    # as a bar beside the figure.
+    for _ in range(60):
+        if page.locator("#rate-chart circle").count() and \
+                page.locator("#by-provider tbody tr", has_text="simulator").count():
+            break
+        page.wait_for_timeout(250)
+        page.reload()
+    expect(page.locator("#rate-chart circle").first).to_be_attached()
+    expect(page.locator("#by-provider tbody tr", has_text="simulator").locator("meter")).to_have_count(1)
     shot(page, "analytics")
 
     href = page.locator("a#export").get_attribute("href")

@@ -168,16 +168,69 @@ fn chart(lang: Lang, days: &[GroupView]) -> Markup {
     }
 }
 
-fn day_of(g: &GroupView) -> String {
+/// The delivery rate per day as a line from 0 to 100% (days with nothing final yet have no
+/// point), with the same table beside it for screen readers.
+fn rate_chart(lang: Lang, days: &[GroupView]) -> Markup {
+    let (width, height, pad) = (640.0_f64, 120.0_f64, 24.0_f64);
+    let slot = (width - 2.0 * pad) / days.len().max(1) as f64;
+    let points: Vec<(f64, f64)> = days
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| {
+            let rate = d.totals.delivery_rate?;
+            let x = pad + (i as f64 + 0.5) * slot;
+            Some((
+                x,
+                height - pad - rate.clamp(0.0, 1.0) * (height - 2.0 * pad),
+            ))
+        })
+        .collect();
+    let line = points
+        .iter()
+        .map(|(x, y)| format!("{x:.1},{y:.1}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let label = lang.t(
+        "Частка доставлених за днями, від 0 до 100%",
+        "Delivery rate per day, from 0 to 100%",
+    );
+    html! {
+        svg class="chart" id="rate-chart" viewBox={ "0 0 " (width) " " (height) } role="img" aria-label=(label) {
+            line class="axis" x1=(pad) y1=(height - pad) x2=(width - pad) y2=(height - pad) {}
+            line class="axis" x1=(pad) y1=(pad) x2=(width - pad) y2=(pad) {}
+            polyline class="rate" points=(line) {}
+            @for (x, y) in &points {
+                circle class="bar" cx=(format!("{x:.1}")) cy=(format!("{y:.1}")) r="2.5" {}
+            }
+            text x=(pad) y="14" { "100%" }
+            text x=(pad) y=(height - 6.0) { "0%" }
+        }
+    }
+}
+
+/// A rate as a bar beside its figure (the figure is what assistive technology reads).
+fn rate_cell(rate: Option<f64>) -> Markup {
+    html! {
+        @if let Some(r) = rate {
+            meter min="0" max="1" value=(format!("{r:.3}")) aria-hidden="true" {}
+            " "
+        }
+        (percent(rate))
+    }
+}
+
+/// The group's one value, or `none` for a group without one (messages no provider took
+/// yet).
+fn value_of(g: &GroupView, none: &str) -> String {
     g.group
         .values()
         .next()
         .cloned()
         .flatten()
-        .unwrap_or_default()
+        .unwrap_or_else(|| none.to_owned())
 }
 
-fn group_table(lang: Lang, id: &str, heading: &str, groups: &[GroupView]) -> Markup {
+fn group_table(lang: Lang, id: &str, heading: &str, none: &str, groups: &[GroupView]) -> Markup {
     html! {
         div class="table-wrap" {
             table id=(id) {
@@ -198,10 +251,10 @@ fn group_table(lang: Lang, id: &str, heading: &str, groups: &[GroupView]) -> Mar
                     }
                     @for g in groups {
                         tr {
-                            th scope="row" { (day_of(g)) }
+                            th scope="row" { (value_of(g, none)) }
                             td { (g.totals.messages) }
                             td { (g.totals.delivered) }
-                            td { (percent(g.totals.delivery_rate)) }
+                            td { (rate_cell(g.totals.delivery_rate)) }
                             td class="opt" { (millis(g.totals.latency_ms.accepted_to_delivered.p95)) }
                             td class="opt" { (hryvnias(lang, g.totals.cost_kopiyky)) }
                             td class="opt" { (percent(g.totals.ctr)) }
@@ -249,12 +302,13 @@ pub async fn page(
         (cards(lang, &by_day.totals))
         h2 { (lang.t("За днями", "Per day")) }
         (chart(lang, &by_day.groups))
+        (rate_chart(lang, &by_day.groups))
         @let busy: Vec<GroupView> = by_day.groups.iter().rev().filter(|g| g.totals.messages > 0).cloned().collect();
-        (group_table(lang, "by-day", lang.t("День", "Day"), &busy))
+        (group_table(lang, "by-day", lang.t("День", "Day"), "—", &busy))
         h2 { (lang.t("За провайдерами", "Per provider")) }
-        (group_table(lang, "by-provider", lang.t("Провайдер", "Provider"), &by_provider.groups))
+        (group_table(lang, "by-provider", lang.t("Провайдер", "Provider"), lang.t("(ще не надіслано)", "(not sent yet)"), &by_provider.groups))
         h2 { (lang.t("За операторами", "Per operator")) }
-        (group_table(lang, "by-operator", lang.t("Оператор", "Operator"), &by_operator.groups))
+        (group_table(lang, "by-operator", lang.t("Оператор", "Operator"), "—", &by_operator.groups))
         p {
             a id="export" class="button" href="/console/analytics/export.csv" {
                 (lang.t("Експорт журналу повідомлень у CSV", "Export the message log as CSV"))
