@@ -73,30 +73,19 @@ async fn metrics_count_the_messages_and_time_them() {
             assert_eq!(sample(&text, &series), Some(1.0), "{series} in\n{text}");
         }
     }
-    let count = |name: &str| {
-        sample(
-            &text,
-            &format!("holub_{name}_latency_seconds_count{{provider=\"simulator\"}}"),
-        )
-    };
-    assert_eq!(count("submit"), Some(3.0), "{text}");
-    assert_eq!(count("receipt"), Some(3.0), "{text}");
-    assert_eq!(count("delivery"), Some(3.0), "{text}");
-    // Buckets are cumulative, up to `+Inf` = the count.
-    assert_eq!(
-        sample(
-            &text,
-            "holub_receipt_latency_seconds_bucket{provider=\"simulator\",le=\"+Inf\"}"
-        ),
-        Some(3.0)
-    );
-    assert!(
-        sample(
-            &text,
-            "holub_delivery_latency_seconds_sum{provider=\"simulator\"}"
-        )
-        .is_some_and(|s| s > 0.0)
-    );
+    // Latencies per provider and operator: one message to each operator.
+    for operator in ["kyivstar", "vodafone", "lifecell"] {
+        let labels = format!("provider=\"simulator\",operator=\"{operator}\"");
+        for name in ["submit", "receipt", "delivery"] {
+            let series = format!("holub_{name}_latency_seconds_count{{{labels}}}");
+            assert_eq!(sample(&text, &series), Some(1.0), "{series} in\n{text}");
+        }
+        // Buckets are cumulative, up to `+Inf` = the count.
+        let inf = format!("holub_receipt_latency_seconds_bucket{{{labels},le=\"+Inf\"}}");
+        assert_eq!(sample(&text, &inf), Some(1.0), "{text}");
+        let sum = format!("holub_delivery_latency_seconds_sum{{{labels}}}");
+        assert!(sample(&text, &sum).is_some_and(|s| s > 0.0), "{text}");
+    }
     // No number or text in any label.
     assert!(!text.contains("380") && !text.contains("Код"));
 }

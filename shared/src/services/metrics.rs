@@ -83,10 +83,10 @@ type Route = (String, &'static str);
 struct State {
     /// Cumulative, for `/metrics`.
     statuses: BTreeMap<(MessageStatus, Route), u64>,
-    latencies: BTreeMap<(Latency, String), Histogram>,
+    latencies: BTreeMap<(Latency, Route), Histogram>,
     /// Since the last EMF flush.
     pending_statuses: BTreeMap<(MessageStatus, Route), u64>,
-    pending_samples: BTreeMap<(Latency, String), Vec<f64>>,
+    pending_samples: BTreeMap<(Latency, Route), Vec<f64>>,
 }
 
 /// A process's metrics.
@@ -127,9 +127,12 @@ impl Registry {
         };
         for m in changed {
             let provider = m.provider.clone().unwrap_or_else(|| "none".to_owned());
-            let route = (provider.clone(), m.to.operator().as_str());
+            let route = (provider, m.to.operator().as_str());
             *state.statuses.entry((m.status, route.clone())).or_default() += 1;
-            *state.pending_statuses.entry((m.status, route)).or_default() += 1;
+            *state
+                .pending_statuses
+                .entry((m.status, route.clone()))
+                .or_default() += 1;
             let mut latencies = Vec::new();
             match m.status {
                 MessageStatus::Sent => {
@@ -156,12 +159,12 @@ impl Registry {
             for (kind, s) in latencies {
                 state
                     .latencies
-                    .entry((kind, provider.clone()))
+                    .entry((kind, route.clone()))
                     .or_default()
                     .add(s);
                 let samples = state
                     .pending_samples
-                    .entry((kind, provider.clone()))
+                    .entry((kind, route.clone()))
                     .or_default();
                 if samples.len() < EMF_SAMPLES {
                     samples.push(s);
@@ -199,24 +202,21 @@ impl Registry {
                     Latency::Delivery => "From acceptance to delivery.",
                 }
             );
-            for ((k, provider), h) in &state.latencies {
+            for ((k, (provider, operator)), h) in &state.latencies {
                 if *k != kind {
                     continue;
                 }
-                let provider = escape(provider);
+                let labels = format!("provider=\"{}\",operator=\"{operator}\"", escape(provider));
                 let mut cumulative = 0;
                 for (i, bound) in BUCKETS.iter().enumerate() {
                     cumulative += h.counts[i];
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{{provider=\"{provider}\",le=\"{bound}\"}} {cumulative}"
-                    );
+                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
                 }
                 let _ = writeln!(
                     out,
-                    "{name}_bucket{{provider=\"{provider}\",le=\"+Inf\"}} {}\n\
-                     {name}_sum{{provider=\"{provider}\"}} {}\n\
-                     {name}_count{{provider=\"{provider}\"}} {}",
+                    "{name}_bucket{{{labels},le=\"+Inf\"}} {}\n\
+                     {name}_sum{{{labels}}} {}\n\
+                     {name}_count{{{labels}}} {}",
                     h.count, h.sum, h.count
                 );
             }
@@ -225,8 +225,9 @@ impl Registry {
     }
 
     /// What changed since the last call, as CloudWatch embedded metric format documents:
-    /// one per provider and operator with its status counts, one per provider with its
-    /// latency samples. Counts are also given with no dimension, for the alarms on totals.
+    /// one per provider and operator with its status counts, one per provider and operator
+    /// with its latency samples (each also rolled up per provider alone). Counts are also
+    /// given with no dimension, for the alarms on totals.
     pub fn take_emf(&self, now: DateTime<Utc>) -> Vec<serde_json::Value> {
         let (statuses, samples) = match self.state.lock() {
             Ok(mut s) => (
@@ -267,14 +268,11 @@ impl Registry {
             }
             docs.push(doc);
         }
-        let mut by_provider: BTreeMap<&String, Vec<(Latency, &Vec<f64>)>> = BTreeMap::new();
-        for ((kind, provider), values) in &samples {
-            by_provider
-                .entry(provider)
-                .or_default()
-                .push((*kind, values));
+        let mut by_route: BTreeMap<&Route, Vec<(Latency, &Vec<f64>)>> = BTreeMap::new();
+        for ((kind, route), values) in &samples {
+            by_route.entry(route).or_default().push((*kind, values));
         }
-        for (provider, kinds) in by_provider {
+        for ((provider, operator), kinds) in by_route {
             let metrics: Vec<serde_json::Value> = kinds
                 .iter()
                 .map(|(k, _)| serde_json::json!({"Name": k.emf(), "Unit": "Seconds"}))
@@ -284,11 +282,12 @@ impl Registry {
                     "Timestamp": timestamp,
                     "CloudWatchMetrics": [{
                         "Namespace": namespace(),
-                        "Dimensions": [["Provider"], []],
+                        "Dimensions": [["Provider", "Operator"], ["Provider"], []],
                         "Metrics": metrics,
                     }],
                 },
                 "Provider": provider,
+                "Operator": operator,
             });
             for (kind, values) in kinds {
                 doc[kind.emf()] = serde_json::json!(values);
@@ -427,17 +426,19 @@ mod tests {
         // 0.2 s to submit; the receipt 1.5 s after; delivered 1.8 s after acceptance.
         assert!(
             text.contains(
-                "holub_submit_latency_seconds_bucket{provider=\"alphasms\",le=\"0.1\"} 0"
+                "holub_submit_latency_seconds_bucket{provider=\"alphasms\",operator=\"kyivstar\",le=\"0.1\"} 0"
             )
         );
         assert!(
             text.contains(
-                "holub_submit_latency_seconds_bucket{provider=\"alphasms\",le=\"0.25\"} 1"
+                "holub_submit_latency_seconds_bucket{provider=\"alphasms\",operator=\"kyivstar\",le=\"0.25\"} 1"
             )
         );
-        assert!(text.contains("holub_receipt_latency_seconds_sum{provider=\"alphasms\"} 1.5"));
         assert!(text.contains(
-            "holub_delivery_latency_seconds_bucket{provider=\"alphasms\",le=\"+Inf\"} 1"
+            "holub_receipt_latency_seconds_sum{provider=\"alphasms\",operator=\"kyivstar\"} 1.5"
+        ));
+        assert!(text.contains(
+            "holub_delivery_latency_seconds_bucket{provider=\"alphasms\",operator=\"kyivstar\",le=\"+Inf\"} 1"
         ));
 
         let docs = registry.take_emf(at(2_000));
@@ -451,6 +452,14 @@ mod tests {
         );
         assert_eq!(counts["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Holub");
         let latency = &docs[1];
+        assert_eq!(
+            (&latency["Provider"], &latency["Operator"]),
+            (&"alphasms".into(), &"kyivstar".into())
+        );
+        assert_eq!(
+            latency["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["Provider", "Operator"], ["Provider"], []])
+        );
         assert_eq!(latency["SubmitLatency"], serde_json::json!([0.2]));
         assert_eq!(latency["ReceiptLatency"], serde_json::json!([1.5]));
         // Drained: nothing twice; the cumulative counters stay.
