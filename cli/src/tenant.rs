@@ -14,7 +14,7 @@ use holub_shared::domain::{
     TenantId, TenantLimits,
 };
 use holub_shared::services::accounts::key_json;
-use holub_shared::services::{Accounts, Limits, Senders};
+use holub_shared::services::{Accounts, Limits, Senders, Users};
 
 use crate::backend;
 
@@ -201,11 +201,18 @@ pub async fn run(command: Command) -> ExitCode {
         ports.clock.clone(),
         TenantLimits::defaults_for(!at.aws),
     );
-    let code = match act(&accounts, &senders, &limits, command).await {
+    let users = Users::new(ports.users.clone(), ports.clock.clone());
+    let services = Services {
+        accounts: &accounts,
+        senders: &senders,
+        limits: &limits,
+        users: &users,
+    };
+    let code = match act(services, command).await {
         Ok(value) => print(&value),
         Err(e) => fail(e),
     };
-    drop((accounts, senders, limits, ports));
+    drop((accounts, senders, limits, users, ports));
     backend::close(local).await;
     code
 }
@@ -241,12 +248,22 @@ fn limit_pair(raw: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{raw:?} is not NAME=VALUE"))
 }
 
-async fn act(
-    accounts: &Accounts,
-    senders: &Senders,
-    limits: &Limits,
-    command: Command,
-) -> Result<serde_json::Value, String> {
+/// What the operator's commands act through.
+#[derive(Clone, Copy)]
+struct Services<'a> {
+    accounts: &'a Accounts,
+    senders: &'a Senders,
+    limits: &'a Limits,
+    users: &'a Users,
+}
+
+async fn act(services: Services<'_>, command: Command) -> Result<serde_json::Value, String> {
+    let Services {
+        accounts,
+        senders,
+        limits,
+        users,
+    } = services;
     let origin = Origin::operator();
     match command {
         Command::Create {
@@ -422,7 +439,17 @@ async fn act(
                 .erase_tenant(&tenant, &origin)
                 .await
                 .map_err(|e| format!("cannot erase the tenant: {e}"))?;
-            Ok(serde_json::json!({"tenant_id": tenant.as_str(), "erased": erased}))
+            // Its console users go too (their addresses are personal data); again on a
+            // second run, should the first have stopped between the two.
+            let users = users
+                .erase_tenant(&tenant)
+                .await
+                .map_err(|e| format!("the tenant is erased, but not its console users: {e}"))?;
+            Ok(serde_json::json!({
+                "tenant_id": tenant.as_str(),
+                "erased": erased,
+                "console_users_removed": users,
+            }))
         }
         Command::Audit { tenant, limit, .. } => {
             let entries = accounts

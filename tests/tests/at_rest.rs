@@ -101,6 +101,28 @@ async fn the_data_directory_holds_no_number_or_text_and_erasure_is_for_good() {
         );
     }
 
+    // A console user of the tenant: an address, personal data the erasure must take.
+    let mut made = std::process::Command::new(holub_tests::holub_bin())
+        .args(["user", "create", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--tenant",
+            &keys.tenant_id,
+            "--email",
+            "owner@erased.example",
+        ])
+        .args(["--role", "owner"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("holub user create runs");
+    {
+        use std::io::Write as _;
+        let mut stdin = made.stdin.take().unwrap();
+        stdin.write_all(b"a long enough password\n").unwrap();
+    }
+    assert!(made.wait().unwrap().success());
+
     // Erased by the operator while the server runs.
     let refused = tenant_command(
         dir.path(),
@@ -125,6 +147,7 @@ async fn the_data_directory_holds_no_number_or_text_and_erasure_is_for_good() {
     )
     .expect("erase runs");
     assert_eq!(erased["erased"], true, "{erased}");
+    assert_eq!(erased["console_users_removed"], 1, "{erased}");
     // Its keys stop working everywhere within the key cache's 30 seconds.
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
@@ -163,4 +186,12 @@ async fn the_data_directory_holds_no_number_or_text_and_erasure_is_for_good() {
         )
         .unwrap();
     assert!(wrapped.is_none() && erased_at.is_some());
+    let users: i64 = db
+        .query_row(
+            "SELECT count(*) FROM console_users WHERE tenant_id = ?1",
+            [&keys.tenant_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(users, 0, "the erased tenant's console users are gone");
 }

@@ -328,6 +328,7 @@ contract!(
     users_are_found_and_listed_within_their_tenant,
     users_change_over_their_version_and_keep_an_active_owner,
     users_sessions_are_kept_until_they_expire_or_end,
+    an_erased_tenants_users_are_removed_and_their_addresses_freed,
     users_failed_sign_ins_are_counted_in_a_window,
 );
 
@@ -4709,6 +4710,33 @@ async fn users_change_over_their_version_and_keep_an_active_owner(b: &Backend) {
         s.delete(&acme, &again.user.id).await.unwrap(),
         UserWrite::Done
     );
+}
+
+async fn an_erased_tenants_users_are_removed_and_their_addresses_freed(b: &Backend) {
+    let s = b.users.as_ref();
+    let (acme, other) = (user_tenant(b, "Acme").await, user_tenant(b, "Other").await);
+    let olena = console_user(&acme, 1, "olena@acme.ua", Role::Owner, true);
+    let taras = console_user(&acme, 2, "taras@acme.ua", Role::Sender, false);
+    let ivan = console_user(&other, 3, "ivan@other.ua", Role::Owner, true);
+    for user in [&olena, &taras, &ivan] {
+        s.create(user).await.unwrap();
+    }
+    assert_eq!(s.erase_tenant(&acme).await.unwrap(), 2);
+    assert_eq!(s.list(&acme).await.unwrap(), Vec::new());
+    for gone in [&olena, &taras] {
+        assert_eq!(s.get_by_email(&gone.user.email).await.unwrap(), None);
+        assert_eq!(s.get(&acme, &gone.user.id).await.unwrap(), None);
+    }
+    // The other tenant keeps its own; an address freed can be anyone's again.
+    assert_eq!(s.list(&other).await.unwrap(), vec![ivan.clone()]);
+    assert_eq!(
+        s.get_by_email(&ivan.user.email).await.unwrap(),
+        Some(ivan.clone())
+    );
+    let again = console_user(&other, 4, "olena@acme.ua", Role::Viewer, false);
+    s.create(&again).await.unwrap();
+    // Nothing left to erase the second time.
+    assert_eq!(s.erase_tenant(&acme).await.unwrap(), 0);
 }
 
 async fn users_sessions_are_kept_until_they_expire_or_end(b: &Backend) {

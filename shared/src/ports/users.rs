@@ -96,6 +96,11 @@ pub trait UserStore: Send + Sync {
     /// active owner. ([`UserWrite::Stale`] is never answered: a delete needs no version.)
     async fn delete(&self, tenant: &TenantId, id: &UserId) -> Result<UserWrite, StoreError>;
 
+    /// Removes every user of the tenant and frees their addresses (the tenant is erased).
+    /// Their sessions stop working at once, since a session is honoured only with its user
+    /// (on DynamoDB the session items go with their TTL). Answers how many there were.
+    async fn erase_tenant(&self, tenant: &TenantId) -> Result<usize, StoreError>;
+
     /// Stores a session; [`StoreError::AlreadyExists`] if its token's digest is taken.
     async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
 

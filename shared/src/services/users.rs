@@ -477,6 +477,12 @@ impl Users {
         Err(kept_changing())
     }
 
+    /// Removes every user of an erased tenant, its last owner too: their addresses are
+    /// personal data, and the console is closed to them at once. Answers how many.
+    pub async fn erase_tenant(&self, tenant: &TenantId) -> Result<usize, UserError> {
+        Ok(self.store.erase_tenant(tenant).await?)
+    }
+
     /// Removes a user of the tenant (their sessions end with them); refuses to remove its
     /// last active owner.
     pub async fn remove(&self, tenant: &TenantId, user: &UserId) -> Result<(), UserError> {

@@ -218,22 +218,34 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    /// A delete of the item at `pk` on `condition`.
+    /// A delete of the item at `pk`, on `condition` if one is given.
     fn delete_if(
         &self,
         pk: String,
-        condition: String,
+        condition: Option<String>,
         e: &Expr,
     ) -> Result<TransactWriteItem, StoreError> {
         let delete = Delete::builder()
             .table_name(self.users_table())
             .key(tenant::KEY, s(pk))
-            .condition_expression(condition)
+            .set_condition_expression(condition)
             .set_expression_attribute_names(e.names())
             .set_expression_attribute_values(e.values())
             .build()
             .map_err(unavailable)?;
         Ok(TransactWriteItem::builder().delete(delete).build())
+    }
+
+    /// A delete of the guard of `email` if it is `id`'s (or gone already).
+    fn free_address(&self, email: &Email, id: &str) -> Result<TransactWriteItem, StoreError> {
+        let mut e = Expr::default();
+        let condition = format!(
+            "attribute_not_exists({}) OR {} = {}",
+            e.name(tenant::KEY),
+            e.name(USER),
+            e.value(s(id))
+        );
+        self.delete_if(guard_key(email), Some(condition), &e)
     }
 
     /// One more active owner of `t`, or (`more` false) one fewer, on condition that one stays.
@@ -391,15 +403,8 @@ impl UserStore for DynamoStore {
             };
             let mut e = Expr::default();
             let condition = at_version(&mut e, current.version);
-            let user = self.delete_if(user_key(t, id.as_str()), condition, &e)?;
-            let mut e = Expr::default();
-            let condition = format!(
-                "attribute_not_exists({}) OR {} = {}",
-                e.name(tenant::KEY),
-                e.name(USER),
-                e.value(s(id.as_str()))
-            );
-            let guard = self.delete_if(guard_key(&current.user.email), condition, &e)?;
+            let user = self.delete_if(user_key(t, id.as_str()), Some(condition), &e)?;
+            let guard = self.free_address(&current.user.email, id.as_str())?;
             let mut items = vec![user, guard];
             if current.active_owner() {
                 items.push(self.owners_change(t, false)?);
@@ -413,6 +418,29 @@ impl UserStore for DynamoStore {
             }
         }
         Err(kept_changing("a user", "deleting"))
+    }
+
+    async fn erase_tenant(&self, t: &TenantId) -> Result<usize, StoreError> {
+        let users = self.list(t).await?;
+        for user in &users {
+            let id = user.user.id.as_str();
+            let items = vec![
+                self.delete_if(user_key(t, id), None, &Expr::default())?,
+                self.free_address(&user.user.email, id)?,
+            ];
+            match self.users_transaction(items).await? {
+                Outcome::Done => {}
+                // The guard is another user's (not this one's to free): the user alone.
+                Outcome::Refused(_) => {
+                    let user = self.delete_if(user_key(t, id), None, &Expr::default())?;
+                    self.users_transaction(vec![user]).await?;
+                }
+                Outcome::Conflict => return Err(kept_changing("a user", "erasing")),
+            }
+        }
+        let owners = self.delete_if(owners_key(t), None, &Expr::default())?;
+        self.users_transaction(vec![owners]).await?;
+        Ok(users.len())
     }
 
     async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {

@@ -307,6 +307,20 @@ impl UserStore for SqliteBackend {
             .map_err(Into::into)
     }
 
+    async fn erase_tenant(&self, tenant: &TenantId) -> Result<usize, StoreError> {
+        let t = tenant.as_str().to_owned();
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached("DELETE FROM console_sessions WHERE tenant_id = ?1")?
+                    .execute(params![t])?;
+                Ok(conn
+                    .prepare_cached("DELETE FROM console_users WHERE tenant_id = ?1")?
+                    .execute(params![t])?)
+            })
+            .await
+            .map_err(Into::into)
+    }
+
     async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
         let (hash, user, tenant) = (
             session.token_hash.clone(),
