@@ -579,6 +579,19 @@ mod tests {
         }
     }
 
+    impl Two {
+        /// A new tenant "Acme", made here, and its id.
+        async fn acme(&self) -> (NewTenant, TenantId) {
+            let created = self
+                .here
+                .create_tenant("Acme", &Origin::operator())
+                .await
+                .unwrap();
+            let tenant = created.tenant_id.parse().unwrap();
+            (created, tenant)
+        }
+    }
+
     fn two(name: &str) -> Two {
         let dir = std::env::temp_dir().join(format!(
             "holub-accounts-{name}-{}-{}",
@@ -611,12 +624,7 @@ mod tests {
     #[tokio::test]
     async fn a_key_revoked_elsewhere_stops_working_within_the_cache_ttl() {
         let t = two("revoke");
-        let created = t
-            .here
-            .create_tenant("Acme", &Origin::operator())
-            .await
-            .unwrap();
-        let tenant: TenantId = created.tenant_id.parse().unwrap();
+        let (created, tenant) = t.acme().await;
         let key = created.api_key;
         assert!(key.starts_with("holub_sk_"));
         let caller = t.here.authenticate(&key).await.unwrap().unwrap();
@@ -641,12 +649,7 @@ mod tests {
     #[tokio::test]
     async fn keys_carry_their_scopes_expire_and_record_their_last_use() {
         let t = two("scopes");
-        let created = t
-            .here
-            .create_tenant("Acme", &Origin::operator())
-            .await
-            .unwrap();
-        let tenant: TenantId = created.tenant_id.parse().unwrap();
+        let (created, tenant) = t.acme().await;
         let end = t.clock.now() + chrono::Duration::seconds(600);
         let issued = t
             .here
@@ -712,12 +715,7 @@ mod tests {
     #[tokio::test]
     async fn a_webhook_secret_rotation_signs_with_both_through_the_grace_only() {
         let t = two("whsec");
-        let created = t
-            .here
-            .create_tenant("Acme", &Origin::operator())
-            .await
-            .unwrap();
-        let tenant: TenantId = created.tenant_id.parse().unwrap();
+        let (created, tenant) = t.acme().await;
         let secrets = FileSecretStore::in_dir(&t.dir);
         let keys = || async {
             SigningKeys::parse(
@@ -794,12 +792,7 @@ mod tests {
     #[tokio::test]
     async fn a_rotation_keeps_both_keys_through_the_grace_period_only() {
         let t = two("rotate");
-        let created = t
-            .here
-            .create_tenant("Acme", &Origin::operator())
-            .await
-            .unwrap();
-        let tenant: TenantId = created.tenant_id.parse().unwrap();
+        let (created, tenant) = t.acme().await;
         let old = t
             .here
             .authenticate(&created.api_key)
@@ -885,12 +878,7 @@ mod tests {
     #[tokio::test]
     async fn keys_from_before_key_ids_still_work_and_can_be_revoked() {
         let t = two("legacy");
-        let created = t
-            .here
-            .create_tenant("Acme", &Origin::operator())
-            .await
-            .unwrap();
-        let tenant: TenantId = created.tenant_id.parse().unwrap();
+        let (created, tenant) = t.acme().await;
         // A key as the previous version made it: `hk_`, no id, no scopes stored.
         let legacy = random_token(key_format::LEGACY_PREFIX);
         let record = ApiKeyRecord {

@@ -10,7 +10,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::auth::CsrfOnly;
-use super::view::{csrf, kyiv_time};
+use super::view::{csrf, kyiv_time, shown_once};
 use super::{Answer, Failure, Signed, render};
 use crate::AppState;
 use crate::error::ApiError;
@@ -114,16 +114,15 @@ pub async fn create(
         .await
         .map_err(ApiError::from)?;
     let title = lang.t("Ключ створено", "Key created");
-    let body = html! {
-        p role="alert" {
-            (lang.t(
-                "Скопіюйте ключ зараз: його показано лише один раз, Holub зберігає тільки його відбиток.",
-                "Copy the key now: it is shown once; Holub keeps only its hash.",
-            ))
-        }
-        p class="secret" id="secret" { (issued.secret) }
-        p { a href="/console/keys" { (lang.t("← До ключів", "← To the keys")) } }
-    };
+    let body = shown_once(
+        lang.t(
+            "Скопіюйте ключ зараз: його показано лише один раз, Holub зберігає тільки його відбиток.",
+            "Copy the key now: it is shown once; Holub keeps only its hash.",
+        ),
+        &issued.secret,
+        html! {},
+        ("/console/keys", lang.t("← До ключів", "← To the keys")),
+    );
     Ok(render(&signed, "/console/keys", title, body))
 }
 

@@ -16,7 +16,7 @@ use holub_shared::services::limits::SetLimitsError;
 use maud::html;
 use serde::Deserialize;
 
-use super::view::{csrf, hryvnias, kyiv_time};
+use super::view::{csrf, hryvnias, kyiv_time, shown_once};
 use super::{Answer, Failure, Signed, render};
 use crate::AppState;
 use crate::error::ApiError;
@@ -363,22 +363,25 @@ pub async fn rotate_secret(
         .await
         .map_err(ApiError::from)?;
     let title = lang.t("Новий ключ підпису", "New signing secret");
-    let body = html! {
-        p role="alert" {
-            (lang.t(
-                "Скопіюйте ключ зараз: його показано лише один раз.",
-                "Copy the secret now: it is shown once.",
-            ))
-        }
-        p class="secret" id="secret" { (rotated.secret) }
-        p {
-            @match rotated.previous_until {
-                Some(until) => { (lang.t("Старий ключ теж підписує сповіщення до ", "The old secret also signs callbacks until ")) (kyiv_time(until)) "." }
-                None => { (lang.t("Старий ключ більше не підписує сповіщень.", "The old secret signs no more callbacks.")) }
+    let body = shown_once(
+        lang.t(
+            "Скопіюйте ключ зараз: його показано лише один раз.",
+            "Copy the secret now: it is shown once.",
+        ),
+        &rotated.secret,
+        html! {
+            p {
+                @match rotated.previous_until {
+                    Some(until) => { (lang.t("Старий ключ теж підписує сповіщення до ", "The old secret also signs callbacks until ")) (kyiv_time(until)) "." }
+                    None => { (lang.t("Старий ключ більше не підписує сповіщень.", "The old secret signs no more callbacks.")) }
+                }
             }
-        }
-        p { a href="/console/settings" { (lang.t("← До налаштувань", "← To the settings")) } }
-    };
+        },
+        (
+            "/console/settings",
+            lang.t("← До налаштувань", "← To the settings"),
+        ),
+    );
     Ok(render(&signed, "/console/settings", title, body))
 }
 

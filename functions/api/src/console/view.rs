@@ -228,6 +228,17 @@ pub fn hryvnias(lang: Lang, kopiyky: i64) -> String {
 }
 
 /// An instant as a Kyiv wall-clock time.
+/// A secret shown the one time it is: a warning to copy it, the secret, what else to know,
+/// and the way back.
+pub fn shown_once(warning: &str, secret: &str, more: Markup, back: (&str, &str)) -> Markup {
+    html! {
+        p role="alert" { (warning) }
+        p class="secret" id="secret" { (secret) }
+        (more)
+        p { a href=(back.0) { (back.1) } }
+    }
+}
+
 pub fn kyiv_time(at: DateTime<Utc>) -> String {
     kyiv::to_local(at).format("%d.%m.%Y %H:%M:%S").to_string()
 }
