@@ -201,7 +201,11 @@ pub async fn run(command: Command) -> ExitCode {
         ports.clock.clone(),
         TenantLimits::defaults_for(!at.aws),
     );
-    let users = Users::new(ports.users.clone(), ports.clock.clone());
+    let users = Users::new(
+        ports.users.clone(),
+        ports.tenants.clone(),
+        ports.clock.clone(),
+    );
     let services = Services {
         accounts: &accounts,
         senders: &senders,

@@ -6,7 +6,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
-use holub_shared::domain::{ConsoleUser, Email, Role, TenantId};
+use holub_shared::domain::{ConsoleUser, Email, Origin, Role, TenantId};
 use holub_shared::services::Users;
 use holub_shared::services::users::UserError;
 
@@ -71,7 +71,11 @@ pub async fn run(command: Command) -> ExitCode {
         Ok(opened) => opened,
         Err(e) => return fail(&Failure::new("store_unavailable", e)),
     };
-    let users = Users::new(ports.users.clone(), ports.clock.clone());
+    let users = Users::new(
+        ports.users.clone(),
+        ports.tenants.clone(),
+        ports.clock.clone(),
+    );
     let outcome = act(&users, command).await;
     drop((users, ports));
     backend::close(local).await;
@@ -137,7 +141,9 @@ async fn act(users: &Users, command: Command) -> Result<Vec<String>, Failure> {
                 )
             })?;
             let password = read_password()?;
-            let user = users.create(&tenant, email, role, &password).await?;
+            let user = users
+                .create(&tenant, email, role, &password, &Origin::operator())
+                .await?;
             let made = serde_json::json!({
                 "user_id": user.id,
                 "email": user.email,

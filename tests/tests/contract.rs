@@ -3974,13 +3974,14 @@ mod requests {
 
         // A console request reads its session and its user; a sign-in with no failures
         // behind it reads three items and writes the session.
-        let users = Users::new(b.users.clone(), Arc::new(SystemClock));
+        let users = Users::new(b.users.clone(), b.tenants.clone(), Arc::new(SystemClock));
         let taras = users
             .create(
                 &t,
                 Email::parse("taras@acme.ua").unwrap(),
                 Role::Sender,
                 "a long password",
+                &Origin::operator(),
             )
             .await
             .unwrap();

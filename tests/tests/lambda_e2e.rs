@@ -1412,7 +1412,11 @@ async fn the_console_signs_in_and_sends_through_the_api_function() {
         return;
     };
     // The first owner, as `holub user create --aws` makes one.
-    let users = Users::new(Arc::new(stack.0.aws.store.clone()), Arc::new(SystemClock));
+    let users = Users::new(
+        Arc::new(stack.0.aws.store.clone()),
+        Arc::new(stack.0.aws.store.clone()),
+        Arc::new(SystemClock),
+    );
     let email = "owner@console.example";
     let password = "a-console-password";
     users
@@ -1421,6 +1425,7 @@ async fn the_console_signs_in_and_sends_through_the_api_function() {
             Email::parse(email).unwrap(),
             Role::Owner,
             password,
+            &holub_shared::domain::Origin::operator(),
         )
         .await
         .unwrap();

@@ -482,6 +482,14 @@ pub enum AuditAction {
     TenantErase,
     #[serde(rename = "webhook_secret.rotate")]
     WebhookSecretRotate,
+    #[serde(rename = "user.create")]
+    UserCreate,
+    #[serde(rename = "user.invite")]
+    UserInvite,
+    #[serde(rename = "user.role")]
+    UserRole,
+    #[serde(rename = "user.remove")]
+    UserRemove,
 }
 
 impl AuditAction {
@@ -497,6 +505,10 @@ impl AuditAction {
             AuditAction::SettingsUpdate => "settings.update",
             AuditAction::TenantErase => "tenant.erase",
             AuditAction::WebhookSecretRotate => "webhook_secret.rotate",
+            AuditAction::UserCreate => "user.create",
+            AuditAction::UserInvite => "user.invite",
+            AuditAction::UserRole => "user.role",
+            AuditAction::UserRemove => "user.remove",
         }
     }
 }
@@ -516,6 +528,10 @@ impl FromStr for AuditAction {
             SettingsUpdate,
             TenantErase,
             WebhookSecretRotate,
+            UserCreate,
+            UserInvite,
+            UserRole,
+            UserRemove,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)

@@ -237,7 +237,11 @@ impl Holub {
                 p.clock.clone(),
             )),
             contacts: Arc::new(Contacts::new(p.contacts.clone(), p.clock.clone())),
-            users: Arc::new(Users::new(p.users.clone(), p.clock.clone())),
+            users: Arc::new(Users::new(
+                p.users.clone(),
+                p.tenants.clone(),
+                p.clock.clone(),
+            )),
             ports,
             settings,
             target,

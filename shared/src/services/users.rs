@@ -31,9 +31,11 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::domain::{ConsoleUser, Email, Invitation, PasswordHash, Role, TenantId, UserId};
+use crate::domain::{
+    AuditAction, ConsoleUser, Email, Invitation, Origin, PasswordHash, Role, TenantId, UserId,
+};
 use crate::ports::{
-    Clock, FailureWindow, SessionRecord, StoreError, UserRecord, UserStore, UserWrite,
+    Clock, FailureWindow, SessionRecord, StoreError, TenantStore, UserRecord, UserStore, UserWrite,
 };
 
 /// How long a session lasts from sign-in.
@@ -255,12 +257,51 @@ async fn verify_password(hash: Option<&PasswordHash>, password: &str) -> bool {
 /// The console's users over a [`UserStore`].
 pub struct Users {
     store: Arc<dyn UserStore>,
+    /// Where changes of users are audited, with the account's other changes.
+    audit: Arc<dyn TenantStore>,
     clock: Arc<dyn Clock>,
 }
 
+/// A user as the audit log keeps them: never a password hash or an invitation's token.
+fn user_json(user: &ConsoleUser) -> serde_json::Value {
+    serde_json::json!({"email": user.email.as_str(), "role": user.role.as_str()})
+}
+
 impl Users {
-    pub fn new(store: Arc<dyn UserStore>, clock: Arc<dyn Clock>) -> Self {
-        Users { store, clock }
+    pub fn new(
+        store: Arc<dyn UserStore>,
+        audit: Arc<dyn TenantStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Users {
+            store,
+            audit,
+            clock,
+        }
+    }
+
+    /// Audits a change already made. Should the entry not be written, the change stands
+    /// and the caller is told the write failed (so it is not taken for unaudited success).
+    async fn audited(
+        &self,
+        origin: &Origin,
+        user: &ConsoleUser,
+        action: AuditAction,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> Result<(), UserError> {
+        let entry = origin.entry(
+            &user.tenant,
+            self.clock.now(),
+            action,
+            user.id.as_str(),
+            before,
+            after,
+        );
+        self.audit.record_audit(&entry).await.map_err(|e| {
+            tracing::error!(error = %e, action = action.as_str(), "a user change is not audited");
+            UserError::from(e)
+        })
     }
 
     /// Makes a user who can sign in at once (the operator's first owner, say).
@@ -270,11 +311,15 @@ impl Users {
         email: Email,
         role: Role,
         password: &str,
+        origin: &Origin,
     ) -> Result<ConsoleUser, UserError> {
         check_password(password)?;
         let hash = hash_password(password).await?;
         let record = self.new_record(tenant, email, role, Some(hash), None);
         self.store_new(&record).await?;
+        let after = Some(user_json(&record.user));
+        self.audited(origin, &record.user, AuditAction::UserCreate, None, after)
+            .await?;
         Ok(record.user)
     }
 
@@ -285,10 +330,14 @@ impl Users {
         tenant: &TenantId,
         email: Email,
         role: Role,
+        origin: &Origin,
     ) -> Result<(ConsoleUser, String), UserError> {
         let (token, invitation) = self.invitation();
         let record = self.new_record(tenant, email, role, None, Some(invitation));
         self.store_new(&record).await?;
+        let after = Some(user_json(&record.user));
+        self.audited(origin, &record.user, AuditAction::UserInvite, None, after)
+            .await?;
         Ok((record.user, token))
     }
 
@@ -299,6 +348,7 @@ impl Users {
         &self,
         tenant: &TenantId,
         user: &UserId,
+        origin: &Origin,
     ) -> Result<(ConsoleUser, String), UserError> {
         for _ in 0..ATTEMPTS {
             let Some(mut record) = self.store.get(tenant, user).await? else {
@@ -311,7 +361,19 @@ impl Users {
             record.invitation = Some(invitation);
             record.version += 1;
             match self.store.update(&record).await? {
-                UserWrite::Done => return Ok((record.user, token)),
+                UserWrite::Done => {
+                    let mut after = user_json(&record.user);
+                    after["invited_again"] = true.into();
+                    self.audited(
+                        origin,
+                        &record.user,
+                        AuditAction::UserInvite,
+                        None,
+                        Some(after),
+                    )
+                    .await?;
+                    return Ok((record.user, token));
+                }
                 UserWrite::Stale => continue,
                 UserWrite::NotFound => return Err(UserError::NotFound),
                 UserWrite::LastOwner => return Err(UserError::LastOwner),
@@ -457,6 +519,7 @@ impl Users {
         tenant: &TenantId,
         user: &UserId,
         role: Role,
+        origin: &Origin,
     ) -> Result<(), UserError> {
         for _ in 0..ATTEMPTS {
             let Some(mut record) = self.store.get(tenant, user).await? else {
@@ -465,10 +528,22 @@ impl Users {
             if record.user.role == role {
                 return Ok(());
             }
+            let before = user_json(&record.user);
             record.user.role = role;
             record.version += 1;
             match self.store.update(&record).await? {
-                UserWrite::Done => return Ok(()),
+                UserWrite::Done => {
+                    let after = Some(user_json(&record.user));
+                    return self
+                        .audited(
+                            origin,
+                            &record.user,
+                            AuditAction::UserRole,
+                            Some(before),
+                            after,
+                        )
+                        .await;
+                }
                 UserWrite::Stale => continue,
                 UserWrite::NotFound => return Err(UserError::NotFound),
                 UserWrite::LastOwner => return Err(UserError::LastOwner),
@@ -485,9 +560,21 @@ impl Users {
 
     /// Removes a user of the tenant (their sessions end with them); refuses to remove its
     /// last active owner.
-    pub async fn remove(&self, tenant: &TenantId, user: &UserId) -> Result<(), UserError> {
+    pub async fn remove(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        origin: &Origin,
+    ) -> Result<(), UserError> {
+        let Some(record) = self.store.get(tenant, user).await? else {
+            return Err(UserError::NotFound);
+        };
         match self.store.delete(tenant, user).await? {
-            UserWrite::Done => Ok(()),
+            UserWrite::Done => {
+                let before = Some(user_json(&record.user));
+                self.audited(origin, &record.user, AuditAction::UserRemove, before, None)
+                    .await
+            }
             UserWrite::NotFound => Err(UserError::NotFound),
             UserWrite::LastOwner => Err(UserError::LastOwner),
             UserWrite::Stale => Err(kept_changing()),
@@ -654,6 +741,7 @@ mod tests {
     /// The service over a fresh SQLite database with two tenants.
     struct Fixture {
         users: Users,
+        store: SqliteBackend,
         clock: Arc<Manual>,
         acme: TenantId,
         other: TenantId,
@@ -695,7 +783,12 @@ mod tests {
             tenants.push(made.tenant_id.parse::<TenantId>().unwrap());
         }
         Fixture {
-            users: Users::new(Arc::new(store.clone()), clock.clone()),
+            users: Users::new(
+                Arc::new(store.clone()),
+                Arc::new(store.clone()),
+                clock.clone(),
+            ),
+            store,
             clock,
             other: tenants.pop().unwrap(),
             acme: tenants.pop().unwrap(),
@@ -707,12 +800,96 @@ mod tests {
         Email::parse(s).unwrap()
     }
 
+    #[tokio::test]
+    async fn user_changes_are_audited_with_who_made_them_and_no_secret() {
+        let f = fixture("audit").await;
+        let console = Origin {
+            actor: crate::domain::Actor::Console {
+                user_id: "usr_01JAAAAAAAAAAAAAAAAAAAAAAA".into(),
+            },
+            source: None,
+        };
+        let olena = f
+            .users
+            .create(
+                &f.acme,
+                email("olena@acme.ua"),
+                Role::Owner,
+                PASSWORD,
+                &Origin::operator(),
+            )
+            .await
+            .unwrap();
+        let (taras, token) = f
+            .users
+            .invite(&f.acme, email("taras@acme.ua"), Role::Sender, &console)
+            .await
+            .unwrap();
+        let (_, again) = f
+            .users
+            .reinvite(&f.acme, &taras.id, &console)
+            .await
+            .unwrap();
+        f.users
+            .set_role(&f.acme, &taras.id, Role::Viewer, &console)
+            .await
+            .unwrap();
+        f.users.remove(&f.acme, &taras.id, &console).await.unwrap();
+        // Refused changes leave no entry.
+        assert!(f.users.remove(&f.acme, &olena.id, &console).await.is_err());
+
+        let log = crate::ports::TenantStore::audit_log(&f.store, &f.acme, None, 20)
+            .await
+            .unwrap();
+        let users: Vec<(AuditAction, &str)> = log
+            .iter()
+            .filter(|e| e.action.as_str().starts_with("user."))
+            .map(|e| (e.action, e.target.as_str()))
+            .collect();
+        let (o, t) = (olena.id.as_str(), taras.id.as_str());
+        assert_eq!(
+            users,
+            [
+                (AuditAction::UserRemove, t),
+                (AuditAction::UserRole, t),
+                (AuditAction::UserInvite, t),
+                (AuditAction::UserInvite, t),
+                (AuditAction::UserCreate, o),
+            ]
+        );
+        let role = log
+            .iter()
+            .find(|e| e.action == AuditAction::UserRole)
+            .unwrap();
+        assert_eq!(role.before.as_ref().unwrap()["role"], "sender");
+        assert_eq!(role.after.as_ref().unwrap()["role"], "viewer");
+        assert!(matches!(role.actor, crate::domain::Actor::Console { .. }));
+        let text = serde_json::to_string(&log).unwrap();
+        for secret in [token.as_str(), again.as_str(), PASSWORD, "$argon2"] {
+            assert!(!text.contains(secret), "{secret} in the audit log");
+        }
+        let other = crate::ports::TenantStore::audit_log(&f.store, &f.other, None, 20)
+            .await
+            .unwrap();
+        assert!(
+            other
+                .iter()
+                .all(|e| !e.action.as_str().starts_with("user."))
+        );
+    }
+
     const PASSWORD: &str = "correct horse battery";
 
     impl Fixture {
         async fn owner(&self, address: &str) -> ConsoleUser {
             self.users
-                .create(&self.acme, email(address), Role::Owner, PASSWORD)
+                .create(
+                    &self.acme,
+                    email(address),
+                    Role::Owner,
+                    PASSWORD,
+                    &Origin::operator(),
+                )
                 .await
                 .unwrap()
         }
@@ -748,7 +925,7 @@ mod tests {
         // A second owner, so the first can be demoted: the session shows it at once.
         f.owner("taras@acme.ua").await;
         f.users
-            .set_role(&f.acme, &olena.id, Role::Viewer)
+            .set_role(&f.acme, &olena.id, Role::Viewer, &Origin::operator())
             .await
             .unwrap();
         let session = f.users.session(&signed.token).await.unwrap().unwrap();
@@ -775,7 +952,12 @@ mod tests {
         let f = fixture("credentials").await;
         f.owner("olena@acme.ua").await;
         f.users
-            .invite(&f.acme, email("invited@acme.ua"), Role::Sender)
+            .invite(
+                &f.acme,
+                email("invited@acme.ua"),
+                Role::Sender,
+                &Origin::operator(),
+            )
             .await
             .unwrap();
         for (address, password) in [
@@ -850,49 +1032,81 @@ mod tests {
         let olena = f.owner("olena@acme.ua").await;
         let last = |r: Result<(), UserError>| matches!(r, Err(UserError::LastOwner));
         assert!(last(
-            f.users.set_role(&f.acme, &olena.id, Role::Sender).await
+            f.users
+                .set_role(&f.acme, &olena.id, Role::Sender, &Origin::operator())
+                .await
         ));
-        assert!(last(f.users.remove(&f.acme, &olena.id).await));
+        assert!(last(
+            f.users
+                .remove(&f.acme, &olena.id, &Origin::operator())
+                .await
+        ));
         // An invited owner cannot sign in yet, so does not count.
         let (invited, token) = f
             .users
-            .invite(&f.acme, email("invited@acme.ua"), Role::Owner)
+            .invite(
+                &f.acme,
+                email("invited@acme.ua"),
+                Role::Owner,
+                &Origin::operator(),
+            )
             .await
             .unwrap();
         assert!(invited.pending);
-        assert!(last(f.users.remove(&f.acme, &olena.id).await));
+        assert!(last(
+            f.users
+                .remove(&f.acme, &olena.id, &Origin::operator())
+                .await
+        ));
         // Once accepted, it does.
         f.users
             .accept_invite(&invited.email, &token, "a new long password")
             .await
             .unwrap();
         f.users
-            .set_role(&f.acme, &olena.id, Role::Viewer)
+            .set_role(&f.acme, &olena.id, Role::Viewer, &Origin::operator())
             .await
             .unwrap();
-        let e = f.users.set_role(&f.acme, &invited.id, Role::Viewer).await;
+        let e = f
+            .users
+            .set_role(&f.acme, &invited.id, Role::Viewer, &Origin::operator())
+            .await;
         assert_eq!(e.unwrap_err().code(), "last_owner");
         f.users
-            .set_role(&f.acme, &olena.id, Role::Owner)
+            .set_role(&f.acme, &olena.id, Role::Owner, &Origin::operator())
             .await
             .unwrap();
-        f.users.remove(&f.acme, &invited.id).await.unwrap();
-        assert!(last(f.users.remove(&f.acme, &olena.id).await));
+        f.users
+            .remove(&f.acme, &invited.id, &Origin::operator())
+            .await
+            .unwrap();
+        assert!(last(
+            f.users
+                .remove(&f.acme, &olena.id, &Origin::operator())
+                .await
+        ));
         // Setting the role it has is no change.
         f.users
-            .set_role(&f.acme, &olena.id, Role::Owner)
+            .set_role(&f.acme, &olena.id, Role::Owner, &Origin::operator())
             .await
             .unwrap();
 
         // Another tenant's user is not found from here; nor is one removed.
-        let e = f.users.set_role(&f.other, &olena.id, Role::Viewer).await;
+        let e = f
+            .users
+            .set_role(&f.other, &olena.id, Role::Viewer, &Origin::operator())
+            .await;
         assert!(matches!(e, Err(UserError::NotFound)));
         assert!(matches!(
-            f.users.remove(&f.other, &olena.id).await,
+            f.users
+                .remove(&f.other, &olena.id, &Origin::operator())
+                .await,
             Err(UserError::NotFound)
         ));
         assert!(matches!(
-            f.users.remove(&f.acme, &invited.id).await,
+            f.users
+                .remove(&f.acme, &invited.id, &Origin::operator())
+                .await,
             Err(UserError::NotFound)
         ));
         assert_eq!(f.users.get(&f.other, &olena.id).await.unwrap(), None);
@@ -909,13 +1123,25 @@ mod tests {
         for weak in ["", "short pwd", &"x".repeat(129)] {
             let e = f
                 .users
-                .create(&f.acme, email("olena@acme.ua"), Role::Owner, weak)
+                .create(
+                    &f.acme,
+                    email("olena@acme.ua"),
+                    Role::Owner,
+                    weak,
+                    &Origin::operator(),
+                )
                 .await;
             assert!(matches!(e, Err(UserError::WeakPassword)), "{weak:?}");
         }
         // Characters, not bytes: ten Cyrillic letters are twenty bytes, and enough.
         f.users
-            .create(&f.acme, email("olena@acme.ua"), Role::Owner, "пароль_ок!")
+            .create(
+                &f.acme,
+                email("olena@acme.ua"),
+                Role::Owner,
+                "пароль_ок!",
+                &Origin::operator(),
+            )
             .await
             .unwrap();
         f.users
@@ -925,7 +1151,13 @@ mod tests {
         let longest = "ї".repeat(128);
         let taras = f
             .users
-            .create(&f.acme, email("taras@acme.ua"), Role::Sender, &longest)
+            .create(
+                &f.acme,
+                email("taras@acme.ua"),
+                Role::Sender,
+                &longest,
+                &Origin::operator(),
+            )
             .await
             .unwrap();
         let e = f
@@ -935,7 +1167,12 @@ mod tests {
         assert_eq!(e.unwrap_err().code(), "weak_password");
         let (invited, token) = f
             .users
-            .invite(&f.acme, email("invited@acme.ua"), Role::Viewer)
+            .invite(
+                &f.acme,
+                email("invited@acme.ua"),
+                Role::Viewer,
+                &Origin::operator(),
+            )
             .await
             .unwrap();
         let e = f.users.accept_invite(&invited.email, &token, "123").await;
@@ -953,18 +1190,35 @@ mod tests {
         f.owner("olena@acme.ua").await;
         let e = f
             .users
-            .create(&f.other, email("OLENA@acme.ua"), Role::Owner, PASSWORD)
+            .create(
+                &f.other,
+                email("OLENA@acme.ua"),
+                Role::Owner,
+                PASSWORD,
+                &Origin::operator(),
+            )
             .await;
         assert_eq!(e.unwrap_err().code(), "email_taken");
         let e = f
             .users
-            .invite(&f.acme, email("olena@acme.ua"), Role::Viewer)
+            .invite(
+                &f.acme,
+                email("olena@acme.ua"),
+                Role::Viewer,
+                &Origin::operator(),
+            )
             .await;
         assert!(matches!(e, Err(UserError::EmailTaken)));
         let nowhere = TenantId::generate(f.clock.now());
         let e = f
             .users
-            .create(&nowhere, email("taras@acme.ua"), Role::Owner, PASSWORD)
+            .create(
+                &nowhere,
+                email("taras@acme.ua"),
+                Role::Owner,
+                PASSWORD,
+                &Origin::operator(),
+            )
             .await;
         assert_eq!(e.unwrap_err().code(), "tenant_not_found");
     }
@@ -975,7 +1229,12 @@ mod tests {
         f.owner("olena@acme.ua").await;
         let (invited, token) = f
             .users
-            .invite(&f.acme, email("Taras@Acme.ua"), Role::Sender)
+            .invite(
+                &f.acme,
+                email("Taras@Acme.ua"),
+                Role::Sender,
+                &Origin::operator(),
+            )
             .await
             .unwrap();
         assert_eq!(URL_SAFE_NO_PAD.decode(&token).unwrap().len(), 32);
@@ -1025,7 +1284,12 @@ mod tests {
         // Seven days to accept.
         let (late, token) = f
             .users
-            .invite(&f.acme, email("late@acme.ua"), Role::Viewer)
+            .invite(
+                &f.acme,
+                email("late@acme.ua"),
+                Role::Viewer,
+                &Origin::operator(),
+            )
             .await
             .unwrap();
         f.clock.advance(7 * 24 * 3600);
@@ -1042,22 +1306,38 @@ mod tests {
         let olena = f.owner("olena@acme.ua").await;
         let (invited, old) = f
             .users
-            .invite(&f.acme, email("taras@acme.ua"), Role::Sender)
+            .invite(
+                &f.acme,
+                email("taras@acme.ua"),
+                Role::Sender,
+                &Origin::operator(),
+            )
             .await
             .unwrap();
 
         // Another tenant's owner cannot reach the user: not found, and the link still works.
-        let e = f.users.reinvite(&f.other, &invited.id).await;
+        let e = f
+            .users
+            .reinvite(&f.other, &invited.id, &Origin::operator())
+            .await;
         assert!(matches!(e, Err(UserError::NotFound)));
         let e = f
             .users
-            .reinvite(&f.acme, &UserId::generate(f.clock.now()))
+            .reinvite(
+                &f.acme,
+                &UserId::generate(f.clock.now()),
+                &Origin::operator(),
+            )
             .await;
         assert!(matches!(e, Err(UserError::NotFound)));
 
         // Six days on, a new link: valid seven days from now, and the old one is void.
         f.clock.advance(6 * 24 * 3600);
-        let (again, new) = f.users.reinvite(&f.acme, &invited.id).await.unwrap();
+        let (again, new) = f
+            .users
+            .reinvite(&f.acme, &invited.id, &Origin::operator())
+            .await
+            .unwrap();
         assert_eq!(again, invited);
         assert_ne!(new, old);
         assert_eq!(URL_SAFE_NO_PAD.decode(&new).unwrap().len(), 32);
@@ -1075,9 +1355,15 @@ mod tests {
         assert_eq!(signed.session.role, Role::Sender);
 
         // Accepted: nothing left to invite again, nor a user who never was invited.
-        let e = f.users.reinvite(&f.acme, &invited.id).await;
+        let e = f
+            .users
+            .reinvite(&f.acme, &invited.id, &Origin::operator())
+            .await;
         assert!(matches!(e, Err(UserError::InviteInvalid)));
-        let e = f.users.reinvite(&f.acme, &olena.id).await;
+        let e = f
+            .users
+            .reinvite(&f.acme, &olena.id, &Origin::operator())
+            .await;
         assert!(matches!(e, Err(UserError::InviteInvalid)));
     }
 
@@ -1087,7 +1373,13 @@ mod tests {
         let olena = f.owner("olena@acme.ua").await;
         let taras = f
             .users
-            .create(&f.acme, email("taras@acme.ua"), Role::Sender, PASSWORD)
+            .create(
+                &f.acme,
+                email("taras@acme.ua"),
+                Role::Sender,
+                PASSWORD,
+                &Origin::operator(),
+            )
             .await
             .unwrap();
         let first = f.users.sign_in("olena@acme.ua", PASSWORD).await.unwrap();
@@ -1135,7 +1427,10 @@ mod tests {
         assert_eq!(f.users.session(&renewed.token).await.unwrap(), None);
 
         // A removed user's session opens nothing.
-        f.users.remove(&f.acme, &taras.id).await.unwrap();
+        f.users
+            .remove(&f.acme, &taras.id, &Origin::operator())
+            .await
+            .unwrap();
         assert_eq!(f.users.session(&his.token).await.unwrap(), None);
         assert!(matches!(
             f.users.sign_in("taras@acme.ua", PASSWORD).await,
@@ -1143,7 +1438,13 @@ mod tests {
         ));
         // The address is free again.
         f.users
-            .create(&f.other, email("taras@acme.ua"), Role::Owner, PASSWORD)
+            .create(
+                &f.other,
+                email("taras@acme.ua"),
+                Role::Owner,
+                PASSWORD,
+                &Origin::operator(),
+            )
             .await
             .unwrap();
     }

@@ -118,7 +118,12 @@ pub async fn invite(
     let email = Email::parse(&form.email).map_err(|e| Failure::BadForm(e.to_string()))?;
     let (user, token) = state
         .users
-        .invite(&signed.session.tenant, email, role(&form.role)?)
+        .invite(
+            &signed.session.tenant,
+            email,
+            role(&form.role)?,
+            &signed.origin(),
+        )
         .await
         .map_err(refused)?;
     let title = signed.lang.t("Запрошення створено", "Invitation created");
@@ -136,7 +141,7 @@ pub async fn reinvite(
     signed.posted(form, Scope::Admin)?;
     let (user, token) = state
         .users
-        .reinvite(&signed.session.tenant, &user_id(&id)?)
+        .reinvite(&signed.session.tenant, &user_id(&id)?, &signed.origin())
         .await
         .map_err(refused)?;
     let title = signed.lang.t("Нове запрошення", "New invitation");
@@ -200,7 +205,12 @@ pub async fn set_role(
     let form = signed.posted(form, Scope::Admin)?;
     state
         .users
-        .set_role(&signed.session.tenant, &user_id(&id)?, role(&form.role)?)
+        .set_role(
+            &signed.session.tenant,
+            &user_id(&id)?,
+            role(&form.role)?,
+            &signed.origin(),
+        )
         .await
         .map_err(refused)?;
     Ok(Redirect::to("/console/users").into_response())
@@ -215,7 +225,7 @@ pub async fn remove(
     signed.posted(form, Scope::Admin)?;
     state
         .users
-        .remove(&signed.session.tenant, &user_id(&id)?)
+        .remove(&signed.session.tenant, &user_id(&id)?, &signed.origin())
         .await
         .map_err(refused)?;
     Ok(Redirect::to("/console/users").into_response())
