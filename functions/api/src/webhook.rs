@@ -50,8 +50,8 @@ pub struct WebhookRequest {
     /// (Its pattern is a message's, set in the served document: `crate::openapi_json`.)
     #[schema(max_length = 2048)]
     callback_url: Option<String>,
-    /// The statuses it is told about (at least one; every status when absent). Only with a
-    /// `callback_url`.
+    /// The statuses it is told about (at least one; every status when absent). Without a
+    /// `callback_url` there is no account callback, and these are not kept.
     #[serde(default)]
     #[schema(min_items = 1)]
     callback_statuses: Option<Vec<MessageStatus>>,

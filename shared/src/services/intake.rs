@@ -514,7 +514,8 @@ impl Intake {
     }
 
     /// Sets the account's status callback, checked as a message's `callback_url` and
-    /// `callback_statuses` are; `url` `None` removes it. Messages accepted after use it.
+    /// `callback_statuses` are; `url` `None` removes it (whatever the statuses). Messages
+    /// accepted after use it.
     pub async fn set_status_callback(
         &self,
         tenant: &TenantId,
@@ -523,13 +524,7 @@ impl Intake {
         origin: &Origin,
     ) -> Result<Option<StatusCallback>, IntakeError> {
         let callback = match url {
-            None if statuses.is_some() => {
-                return Err(IntakeError::Invalid(FieldError::new(
-                    "callback_url_missing",
-                    "callback_url",
-                    "callback_statuses needs a callback_url",
-                )));
-            }
+            // No address: no account callback (statuses of none tell nobody).
             None => None,
             Some(raw) => {
                 let url = parse_callback_url(raw, self.config.allow_private_callbacks)
